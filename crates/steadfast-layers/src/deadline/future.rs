@@ -1,0 +1,116 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project::pin_project;
+use tokio::time::{sleep_until, Sleep};
+use tracing::Span;
+
+use super::layer::Shared;
+use super::{Deadline, DeadlineExceeded, Scoped};
+use crate::telemetry::REASON_KEY;
+use crate::BoxError;
+
+/// The response future of [`DeadlineService`](super::DeadlineService).
+///
+/// It polls the inner call first and arms its timer only if the call is still pending, so a call
+/// that completes at once costs no timer.
+#[pin_project]
+#[derive(Debug)]
+pub struct ResponseFuture<F> {
+    #[pin]
+    kind: Kind<F>,
+}
+
+#[pin_project(project = KindProj)]
+#[derive(Debug)]
+enum Kind<F> {
+    Passthrough {
+        #[pin]
+        inner: F,
+    },
+    Enforced {
+        #[pin]
+        inner: Scoped<F>,
+        #[pin]
+        sleep: Option<Sleep>,
+        deadline: Deadline,
+        span: Span,
+        shared: Arc<Shared>,
+    },
+    Expired,
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn passthrough(inner: F) -> Self {
+        Self {
+            kind: Kind::Passthrough { inner },
+        }
+    }
+
+    pub(super) fn enforced(
+        inner: Scoped<F>,
+        deadline: Deadline,
+        span: Span,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            kind: Kind::Enforced {
+                inner,
+                sleep: None,
+                deadline,
+                span,
+                shared,
+            },
+        }
+    }
+
+    pub(super) fn expired() -> Self {
+        Self {
+            kind: Kind::Expired,
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { inner } => inner.poll(cx).map_err(Into::into),
+            KindProj::Expired => Poll::Ready(Err(DeadlineExceeded::on_arrival_error().into())),
+            KindProj::Enforced {
+                inner,
+                mut sleep,
+                deadline,
+                span,
+                shared,
+            } => {
+                let _entered = span.enter();
+                if let Poll::Ready(out) = inner.poll(cx) {
+                    return Poll::Ready(out.map_err(Into::into));
+                }
+                if sleep.is_none() {
+                    sleep.set(Some(sleep_until(deadline.instant())));
+                }
+                if let Some(timer) = sleep.as_pin_mut() {
+                    ready!(timer.poll(cx));
+                }
+                shared.attrs.with(REASON_KEY, "in_flight", |a| {
+                    shared.exceeded.add(1, a);
+                });
+                tracing::debug!(
+                    target: "steadfast::deadline",
+                    reason = "in_flight",
+                    "deadline exceeded: call cancelled"
+                );
+                Poll::Ready(Err(DeadlineExceeded::new().into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::carrier::inherited;
+use super::layer::Shared;
+use super::{Carrier, Deadline, ResponseFuture, TaskLocal};
+use crate::telemetry::{ms, REASON_KEY};
+use crate::BoxError;
+
+/// The service made by [`DeadlineLayer`](super::DeadlineLayer): enforces the effective deadline
+/// of each call and runs the call in its scope.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use steadfast_layers::deadline::{Deadline, DeadlineLayer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let svc = DeadlineLayer::new(Duration::from_secs(1)).unwrap().layer(service_fn(|()| async {
+///     Ok::<_, std::convert::Infallible>(Deadline::current())
+/// }));
+/// let seen = svc.oneshot(()).await.unwrap();
+/// assert!(seen.is_some());
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct DeadlineService<S, C = TaskLocal> {
+    pub(super) inner: S,
+    pub(super) timeout: Option<Duration>,
+    pub(super) carrier: C,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl<S, C> DeadlineService<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer's service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for DeadlineService<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Carrier<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let inherited = inherited(&self.carrier, &req);
+        let (deadline, now) = match (self.timeout, inherited) {
+            (None, None) => return ResponseFuture::passthrough(self.inner.call(req)),
+            (Some(t), inherited) => {
+                let now = Instant::now();
+                match Deadline::from_timeout_at(now, t) {
+                    Some(own) => (own.shrink(inherited), now),
+                    None => match inherited {
+                        Some(d) => (d, now),
+                        None => return ResponseFuture::passthrough(self.inner.call(req)),
+                    },
+                }
+            }
+            (None, Some(d)) => (d, Instant::now()),
+        };
+        let name = self.shared.telemetry.span_name();
+        if deadline.is_expired_at(now) {
+            self.shared.attrs.with(REASON_KEY, "arrival", |a| {
+                self.shared.exceeded.add(1, a);
+            });
+            tracing::debug!(
+                target: "steadfast::deadline",
+                instance = name,
+                reason = "arrival",
+                "deadline exceeded before the call: rejected without calling the inner service"
+            );
+            return ResponseFuture::expired();
+        }
+        let span = tracing::debug_span!(
+            target: "steadfast::deadline",
+            "steadfast.deadline",
+            instance = name,
+            deadline_remaining_ms = ms(deadline.timeout_at(now)),
+        );
+        self.carrier.set(&mut req, deadline);
+        let inner = &mut self.inner;
+        let fut = span.in_scope(|| deadline.sync_scope(|| inner.call(req)));
+        ResponseFuture::enforced(
+            deadline.scope(fut),
+            deadline,
+            span,
+            Arc::clone(&self.shared),
+        )
+    }
+}

@@ -1,0 +1,204 @@
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+tokio::task_local! {
+    static CURRENT: Deadline;
+}
+
+/// The future returned by [`Deadline::scope`]: `fut` polled with the deadline in the task-local
+/// scope.
+pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Deadline, F>;
+
+/// The longest timeout a [`Deadline`] accepts: 99,999,999 hours, the largest `grpc-timeout`.
+/// Anything longer is treated as no deadline by [`Deadline::after`].
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(99_999_999 * 3600);
+
+/// One end-to-end deadline: the instant by which the original caller needs an answer.
+///
+/// It is absolute (on [`tokio::time::Instant`], so paused-clock tests work) and travels with the
+/// request: in a task-local scope for any request type ([`Deadline::current`], [`Deadline::scope`])
+/// and, for HTTP requests, in the request's extensions (see [`HttpExtensions`](super::HttpExtensions)).
+/// Layers may only shrink it, never extend it. Over the wire it becomes a relative timeout
+/// ([`Deadline::timeout_at`] / [`Deadline::from_timeout_at`]) such as `grpc-timeout`.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::deadline::Deadline;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let d = Deadline::after(Duration::from_secs(2)).unwrap();
+/// assert!(Deadline::current().is_none());
+/// d.scope(async {
+///     // Every outbound call made here can see, and inherit, the caller's deadline.
+///     assert_eq!(Deadline::current(), Some(d));
+///     // A nested scope can shrink it but never extend it.
+///     let longer = Deadline::after(Duration::from_secs(60)).unwrap();
+///     longer.scope(async { assert_eq!(Deadline::current(), Some(d)) }).await;
+/// })
+/// .await;
+/// tokio::time::advance(Duration::from_secs(3)).await;
+/// assert!(d.is_expired());
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A deadline at `instant`.
+    ///
+    /// ```
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let now = tokio::time::Instant::now();
+    /// assert_eq!(Deadline::at(now).instant(), now);
+    /// ```
+    pub const fn at(instant: Instant) -> Self {
+        Deadline(instant)
+    }
+
+    /// A deadline `timeout` from now (one clock read); `None` if `timeout` exceeds
+    /// [`MAX_TIMEOUT`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::{Deadline, MAX_TIMEOUT};
+    /// assert!(Deadline::after(Duration::from_secs(1)).is_some());
+    /// assert!(Deadline::after(MAX_TIMEOUT + Duration::from_secs(1)).is_none());
+    /// ```
+    pub fn after(timeout: Duration) -> Option<Self> {
+        Self::from_timeout_at(Instant::now(), timeout)
+    }
+
+    /// A deadline `timeout` after `now`; `None` if `timeout` exceeds [`MAX_TIMEOUT`]. This is how
+    /// a received `grpc-timeout` becomes a deadline.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let now = tokio::time::Instant::now();
+    /// let d = Deadline::from_timeout_at(now, Duration::from_millis(250)).unwrap();
+    /// assert_eq!(d.timeout_at(now), Duration::from_millis(250));
+    /// ```
+    pub fn from_timeout_at(now: Instant, timeout: Duration) -> Option<Self> {
+        if timeout > MAX_TIMEOUT {
+            return None;
+        }
+        now.checked_add(timeout).map(Deadline)
+    }
+
+    /// The instant of the deadline.
+    ///
+    /// ```
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let now = tokio::time::Instant::now();
+    /// assert_eq!(Deadline::at(now).instant(), now);
+    /// ```
+    pub const fn instant(self) -> Instant {
+        self.0
+    }
+
+    /// Time left before the deadline (zero once passed). One clock read.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let d = Deadline::after(Duration::from_secs(5)).unwrap();
+    /// assert!(d.remaining() <= Duration::from_secs(5));
+    /// ```
+    pub fn remaining(self) -> Duration {
+        self.timeout_at(Instant::now())
+    }
+
+    /// Time left before the deadline as seen at `now` (zero once passed): the value to send as
+    /// `grpc-timeout`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let now = tokio::time::Instant::now();
+    /// let d = Deadline::at(now + Duration::from_secs(1));
+    /// assert_eq!(d.timeout_at(now), Duration::from_secs(1));
+    /// assert_eq!(d.timeout_at(now + Duration::from_secs(9)), Duration::ZERO);
+    /// ```
+    pub fn timeout_at(self, now: Instant) -> Duration {
+        self.0.saturating_duration_since(now)
+    }
+
+    /// Whether the deadline has passed. One clock read.
+    ///
+    /// ```
+    /// # use steadfast_layers::deadline::Deadline;
+    /// assert!(Deadline::at(tokio::time::Instant::now()).is_expired());
+    /// ```
+    pub fn is_expired(self) -> bool {
+        self.is_expired_at(Instant::now())
+    }
+
+    /// Whether the deadline has passed at `now` (a deadline equal to `now` has passed).
+    ///
+    /// ```
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let now = tokio::time::Instant::now();
+    /// assert!(Deadline::at(now).is_expired_at(now));
+    /// ```
+    pub fn is_expired_at(self, now: Instant) -> bool {
+        now >= self.0
+    }
+
+    /// The earlier of this deadline and `other`: deadlines only shrink.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let now = tokio::time::Instant::now();
+    /// let a = Deadline::at(now + Duration::from_secs(1));
+    /// let b = Deadline::at(now + Duration::from_secs(2));
+    /// assert_eq!(b.shrink(Some(a)), a);
+    /// assert_eq!(a.shrink(None), a);
+    /// ```
+    pub fn shrink(self, other: Option<Deadline>) -> Deadline {
+        match other {
+            Some(o) if o < self => o,
+            _ => self,
+        }
+    }
+
+    /// The deadline of the task-local scope this code runs in, if any.
+    ///
+    /// ```
+    /// # use steadfast_layers::deadline::Deadline;
+    /// assert_eq!(Deadline::current(), None);
+    /// ```
+    pub fn current() -> Option<Deadline> {
+        CURRENT.try_with(|d| *d).ok()
+    }
+
+    /// Runs `fut` with this deadline (shrunk to any enclosing one) in the task-local scope, so
+    /// that every call made while polling it inherits the deadline.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::Deadline;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let d = Deadline::after(Duration::from_secs(1)).unwrap();
+    /// let seen = d.scope(async { Deadline::current() }).await;
+    /// assert_eq!(seen, Some(d));
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        CURRENT.scope(self.shrink(Self::current()), fut)
+    }
+
+    /// Runs `f` synchronously with this deadline (shrunk to any enclosing one) in scope.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::deadline::Deadline;
+    /// let d = Deadline::at(tokio::time::Instant::now());
+    /// assert_eq!(d.sync_scope(Deadline::current), Some(d));
+    /// ```
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.shrink(Self::current()), f)
+    }
+}

@@ -1,0 +1,321 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_service::Service;
+use tracing::Span;
+
+use super::layer::Shared;
+use super::{GaveUp, GiveUpReason, NotReplayable, Replay};
+use crate::classify::{Classifier, Outcome};
+use crate::deadline::Deadline;
+use crate::telemetry::{ms, REASON_KEY};
+use crate::BoxError;
+
+/// The response future of [`Retry`](super::Retry): drives attempts, backoffs and readiness in
+/// one pinned state machine, with no allocation.
+#[pin_project]
+pub struct ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+{
+    #[pin]
+    state: State<S::Future>,
+    service: S,
+    classifier: C,
+    replay: R,
+    /// The request kept for replay; `None` when it cannot be replayed (or when it has been moved
+    /// into the last attempt).
+    template: Option<Req>,
+    /// The copy prepared for the next attempt.
+    next: Option<Req>,
+    not_replayable: Option<NotReplayable>,
+    attempts: u32,
+    previous_delay: Duration,
+    shared: Arc<Shared>,
+    span: Span,
+    started: Option<Instant>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F> {
+    Calling {
+        #[pin]
+        fut: F,
+    },
+    Backoff {
+        #[pin]
+        sleep: Sleep,
+    },
+    Ready,
+}
+
+impl<S, C, R, Req> std::fmt::Debug for ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, R, Req> ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        fut: S::Future,
+        service: S,
+        classifier: C,
+        replay: R,
+        template: Option<Req>,
+        not_replayable: Option<NotReplayable>,
+        shared: Arc<Shared>,
+        span: Span,
+        started: Option<Instant>,
+    ) -> Self {
+        Self {
+            state: State::Calling { fut },
+            service,
+            classifier,
+            replay,
+            template,
+            next: None,
+            not_replayable,
+            attempts: 1,
+            previous_delay: Duration::ZERO,
+            shared,
+            span,
+            started,
+        }
+    }
+}
+
+impl<S, C, R, Req> Future for ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classifier<S::Response, S::Error>,
+    R: Replay<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        let shared: &Shared = this.shared;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    let result = ready!(fut.poll(cx));
+                    let outcome = this.classifier.classify(&result);
+                    if let Some(budget) = &shared.budget {
+                        budget.record(&outcome);
+                    }
+                    let verdict = match outcome {
+                        Outcome::Success => {
+                            record_duration(shared, *this.started);
+                            return Poll::Ready(result.map_err(Into::into));
+                        }
+                        Outcome::Retryable { reason, after } => {
+                            let plan = Plan {
+                                shared,
+                                replay: &*this.replay,
+                                template: this.template,
+                                not_replayable: *this.not_replayable,
+                                attempts: *this.attempts,
+                                previous_delay: this.previous_delay,
+                            };
+                            plan.decide(after).map(|(delay, next, sleep_until)| {
+                                (reason, delay, next, sleep_until)
+                            })
+                        }
+                        Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
+                        Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),
+                        #[allow(unreachable_patterns)]
+                        _ => Err(GiveUpReason::Fatal(outcome.reason())),
+                    };
+                    match verdict {
+                        Ok((reason, delay, next, wake)) => {
+                            shared.attrs.with(REASON_KEY, reason, |a| {
+                                shared.retries.add(1, a);
+                            });
+                            tracing::debug!(
+                                target: "steadfast::retry",
+                                attempt = *this.attempts,
+                                delay_ms = ms(delay),
+                                reason,
+                                budget_balance = shared.budget.as_ref().map(|b| b.balance()),
+                                deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
+                                "retry scheduled"
+                            );
+                            *this.next = Some(next);
+                            match wake {
+                                Some(at) => this.state.set(State::Backoff {
+                                    sleep: sleep_until(at),
+                                }),
+                                None => this.state.set(State::Ready),
+                            }
+                        }
+                        Err(why) => {
+                            record_duration(shared, *this.started);
+                            return Poll::Ready(give_up(
+                                shared,
+                                &*this.classifier,
+                                why,
+                                *this.attempts,
+                                result,
+                            ));
+                        }
+                    }
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                        record_duration(shared, *this.started);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    let Some(req) = this.next.take() else {
+                        // Unreachable by construction: `Ready` is entered only with a request.
+                        return Poll::Ready(Err(GaveUp::new(
+                            GiveUpReason::NotReplayable(NotReplayable::new("no request")),
+                            *this.attempts,
+                            None,
+                        )
+                        .into()));
+                    };
+                    *this.attempts += 1;
+                    shared.attempts.add(1, shared.attrs.base());
+                    let fut = this.service.call(req);
+                    this.state.set(State::Calling { fut });
+                }
+            }
+        }
+    }
+}
+
+/// Everything needed to decide whether and when to retry.
+struct Plan<'a, R, Req> {
+    shared: &'a Shared,
+    replay: &'a R,
+    template: &'a mut Option<Req>,
+    not_replayable: Option<NotReplayable>,
+    attempts: u32,
+    previous_delay: &'a mut Duration,
+}
+
+impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
+    /// Checks, in order: attempts left, a replayable request, the deadline (after the backoff at
+    /// least `min_attempt_time` must be left), then the budget (last, so that a refusal for
+    /// another reason spends nothing). Returns the delay, the next request, and when to wake.
+    fn decide(
+        self,
+        server_delay: Option<Duration>,
+    ) -> Result<(Duration, Req, Option<Instant>), GiveUpReason> {
+        let shared = self.shared;
+        if self.attempts >= shared.max_attempts {
+            return Err(GiveUpReason::AttemptsExhausted);
+        }
+        if self.template.is_none() {
+            return Err(GiveUpReason::NotReplayable(
+                self.not_replayable
+                    .unwrap_or(NotReplayable::new("the request was not kept")),
+            ));
+        }
+        let delay = server_delay.unwrap_or_else(|| {
+            shared
+                .backoff
+                .delay(self.attempts, *self.previous_delay, &*shared.rng)
+        });
+        let (wake, deadline_ok) = match Deadline::current() {
+            Some(deadline) => {
+                let now = Instant::now();
+                let start = now.checked_add(delay);
+                let ok = start
+                    .and_then(|s| s.checked_add(shared.min_attempt_time))
+                    .is_some_and(|s| s < deadline.instant());
+                (start.filter(|_| !delay.is_zero()), ok)
+            }
+            None => (
+                (!delay.is_zero())
+                    .then(|| Instant::now().checked_add(delay))
+                    .flatten(),
+                true,
+            ),
+        };
+        if !deadline_ok {
+            return Err(GiveUpReason::Deadline);
+        }
+        let last = self.attempts + 1 == shared.max_attempts;
+        let next = if last {
+            self.template.take()
+        } else {
+            match self.template.as_mut() {
+                Some(template) => Some(
+                    self.replay
+                        .replay(template)
+                        .map_err(GiveUpReason::NotReplayable)?,
+                ),
+                None => None,
+            }
+        };
+        let Some(next) = next else {
+            return Err(GiveUpReason::AttemptsExhausted);
+        };
+        if let Some(budget) = &shared.budget {
+            if !budget.withdraw() {
+                shared.budget_exhausted.add(1, shared.attrs.base());
+                return Err(GiveUpReason::BudgetExhausted);
+            }
+        }
+        *self.previous_delay = delay;
+        Ok((delay, next, wake))
+    }
+}
+
+fn give_up<Res, E, C>(
+    shared: &Shared,
+    classifier: &C,
+    why: GiveUpReason,
+    attempts: u32,
+    result: Result<Res, E>,
+) -> Result<Res, BoxError>
+where
+    E: Into<BoxError>,
+    C: Classifier<Res, E>,
+{
+    shared.attrs.with(REASON_KEY, why.label(), |a| {
+        shared.give_ups.add(1, a);
+    });
+    tracing::debug!(
+        target: "steadfast::retry",
+        attempts,
+        reason = why.label(),
+        budget_balance = shared.budget.as_ref().map(|b| b.balance()),
+        deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
+        "retry gave up"
+    );
+    match result {
+        Ok(mut response) => {
+            classifier.on_give_up(&mut response, &why, attempts);
+            Ok(response)
+        }
+        Err(e) => Err(GaveUp::new(why, attempts, Some(e.into())).into()),
+    }
+}
+
+fn record_duration(shared: &Shared, started: Option<Instant>) {
+    if let (Some(h), Some(t0)) = (&shared.duration, started) {
+        h.record(t0.elapsed().as_secs_f64(), shared.attrs.base());
+    }
+}

@@ -1,0 +1,415 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram};
+use tower_layer::Layer;
+
+use super::{Backoff, CloneReplay, RatioBudget, Retry, RetryBudget};
+use crate::classify::RetryOnError;
+use crate::error::ConfigError;
+use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
+use crate::telemetry::{Attrs, Telemetry};
+use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer};
+
+/// The most attempts a retry layer accepts (first attempt included).
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// Retries failed calls with backoff and jitter, within a shared budget and the deadline.
+///
+/// Built by [`RetryLayer::builder`]. Each attempt runs under an
+/// [`AttemptTimeout`] bounded by the per-attempt timeout (if set) and the end-to-end deadline.
+/// See the [module docs](super) for the full rules.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::retry::{Backoff, Jitter, RetryLayer};
+///
+/// let layer = RetryLayer::builder()
+///     .max_attempts(3)
+///     .backoff(Backoff::exponential(Duration::from_millis(25), Duration::from_millis(250)).jitter(Jitter::Full))
+///     .attempt_timeout(Duration::from_millis(500))
+///     .seed(42)
+///     .build()?;
+/// assert_eq!(layer.max_attempts(), 3);
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct RetryLayer<C = RetryOnError, R = CloneReplay> {
+    classifier: C,
+    replay: R,
+    attempt: AttemptTimeoutLayer,
+    shared: Arc<Shared>,
+}
+
+impl<C: Clone, R: Clone> Clone for RetryLayer<C, R> {
+    fn clone(&self) -> Self {
+        Self {
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+            attempt: self.attempt.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// What every clone of one retry layer shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) max_attempts: u32,
+    pub(super) backoff: Backoff,
+    pub(super) min_attempt_time: Duration,
+    pub(super) budget: Option<Arc<dyn RetryBudget>>,
+    pub(super) rng: SharedRng,
+    pub(super) telemetry: Telemetry,
+    pub(super) attrs: Attrs,
+    pub(super) attempts: Counter<u64>,
+    pub(super) retries: Counter<u64>,
+    pub(super) give_ups: Counter<u64>,
+    pub(super) budget_exhausted: Counter<u64>,
+    pub(super) duration: Option<Histogram<f64>>,
+}
+
+impl RetryLayer {
+    /// A builder with safe defaults: 3 attempts, exponential backoff from 25 ms to 250 ms with
+    /// full jitter, a [`RatioBudget`] with Finagle's defaults shared by every clone of the layer,
+    /// no per-attempt timeout (attempts are still bounded by the deadline), every error retryable
+    /// ([`RetryOnError`]), requests replayed by cloning.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// let layer = RetryLayer::builder().build()?;
+    /// assert!(layer.budget().is_some());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn builder() -> RetryLayerBuilder {
+        RetryLayerBuilder {
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            attempt_timeout: None,
+            min_attempt_time: Duration::from_millis(1),
+            budget: BudgetChoice::Default,
+            rng: None,
+            telemetry: Telemetry::default(),
+            classifier: RetryOnError,
+            replay: CloneReplay,
+        }
+    }
+}
+
+impl<C, R> RetryLayer<C, R> {
+    /// The maximum number of attempts, first included.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert_eq!(RetryLayer::builder().max_attempts(5).build()?.max_attempts(), 5);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_attempts(&self) -> u32 {
+        self.shared.max_attempts
+    }
+
+    /// The budget shared by every clone of this layer, if any.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert!(RetryLayer::builder().no_budget().build()?.budget().is_none());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn budget(&self) -> Option<&Arc<dyn RetryBudget>> {
+        self.shared.budget.as_ref()
+    }
+}
+
+impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
+    type Service = Retry<AttemptTimeout<S>, C, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner: self.attempt.layer(inner),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum BudgetChoice {
+    Default,
+    None,
+    Shared(Arc<dyn RetryBudget>),
+}
+
+/// Builds a [`RetryLayer`], validating its configuration.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use steadfast_layers::retry::{Backoff, RetryLayer};
+/// let err = RetryLayer::builder()
+///     .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_millis(10)))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.field(), "backoff.base");
+/// ```
+#[derive(Debug)]
+pub struct RetryLayerBuilder<C = RetryOnError, R = CloneReplay> {
+    max_attempts: u32,
+    backoff: Backoff,
+    attempt_timeout: Option<Duration>,
+    min_attempt_time: Duration,
+    budget: BudgetChoice,
+    rng: Option<SharedRng>,
+    telemetry: Telemetry,
+    classifier: C,
+    replay: R,
+}
+
+impl<C, R> RetryLayerBuilder<C, R> {
+    /// Attempts per call, first included, in `[1, 100]` (1 disables retries).
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert!(RetryLayer::builder().max_attempts(101).build().is_err());
+    /// ```
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// The backoff between attempts.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::retry::{Backoff, RetryLayer};
+    /// let l = RetryLayer::builder().backoff(Backoff::constant(Duration::from_millis(10))).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// A timeout for each attempt, capped by the remaining deadline. A timed-out attempt fails
+    /// with [`Elapsed`](crate::timeout::Elapsed) and is retryable.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert!(RetryLayer::builder().attempt_timeout(Duration::ZERO).build().is_err());
+    /// ```
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// The least time an attempt needs: no retry starts unless at least this much deadline is
+    /// left after its backoff (default 1 ms).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// let l = RetryLayer::builder().min_attempt_time(Duration::from_millis(20)).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn min_attempt_time(mut self, t: Duration) -> Self {
+        self.min_attempt_time = t;
+        self
+    }
+
+    /// Limits retries by `budget`, shared with everything else that holds the same `Arc`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use steadfast_layers::retry::{RetryLayer, TokenBucket};
+    /// let throttle = Arc::new(TokenBucket::builder().build()?);
+    /// let l = RetryLayer::builder().budget(throttle).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn budget<B: RetryBudget + 'static>(mut self, budget: Arc<B>) -> Self {
+        self.budget = BudgetChoice::Shared(budget);
+        self
+    }
+
+    /// Retries without a budget (only max attempts and the deadline limit them). Under overload
+    /// this multiplies load by up to `max_attempts`; prefer a budget.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert!(RetryLayer::builder().no_budget().build()?.budget().is_none());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn no_budget(mut self) -> Self {
+        self.budget = BudgetChoice::None;
+        self
+    }
+
+    /// Jitter from a [`SeededRng`] seeded with `seed`: the same seed replays the same delays.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// let l = RetryLayer::builder().seed(7).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(Arc::new(SeededRng::new(seed)));
+        self
+    }
+
+    /// Jitter from `rng`, shared by every clone of the layer.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use steadfast_layers::{retry::RetryLayer, rng::SeededRng};
+    /// let l = RetryLayer::builder().rng(Arc::new(SeededRng::new(1))).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn rng<G: RandomSource>(mut self, rng: Arc<G>) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Where and how to record telemetry.
+    ///
+    /// ```
+    /// # use steadfast_layers::{retry::RetryLayer, telemetry::Telemetry};
+    /// let l = RetryLayer::builder().telemetry(Telemetry::new().name("users")).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Decides what counts as success, retryable or fatal (see [`crate::classify`]).
+    ///
+    /// ```
+    /// # use steadfast_layers::{classify::Outcome, retry::RetryLayer};
+    /// let l = RetryLayer::builder()
+    ///     .classifier(|r: &Result<u16, steadfast_layers::BoxError>| match r {
+    ///         Ok(503) => Outcome::retryable("unavailable"),
+    ///         Ok(_) => Outcome::Success,
+    ///         Err(_) => Outcome::retryable("error"),
+    ///     })
+    ///     .build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, R> {
+        RetryLayerBuilder {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            attempt_timeout: self.attempt_timeout,
+            min_attempt_time: self.min_attempt_time,
+            budget: self.budget,
+            rng: self.rng,
+            telemetry: self.telemetry,
+            classifier,
+            replay: self.replay,
+        }
+    }
+
+    /// How requests are copied for another attempt (see [`Replay`](super::Replay)).
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::{NotReplayable, RetryLayer};
+    /// let l = RetryLayer::builder()
+    ///     .replay(|r: &mut Vec<u8>| if r.len() < 1024 { Ok(r.clone()) } else { Err(NotReplayable::new("too large")) })
+    ///     .build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn replay<R2>(self, replay: R2) -> RetryLayerBuilder<C, R2> {
+        RetryLayerBuilder {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            attempt_timeout: self.attempt_timeout,
+            min_attempt_time: self.min_attempt_time,
+            budget: self.budget,
+            rng: self.rng,
+            telemetry: self.telemetry,
+            classifier: self.classifier,
+            replay,
+        }
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert_eq!(RetryLayer::builder().max_attempts(0).build().unwrap_err().field(), "max_attempts");
+    /// ```
+    pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::zero("max_attempts"));
+        }
+        if self.max_attempts > MAX_ATTEMPTS {
+            return Err(ConfigError::out_of_range(
+                "max_attempts",
+                self.max_attempts,
+                "[1, 100]",
+            ));
+        }
+        self.backoff.validate()?;
+        if self.min_attempt_time > crate::deadline::MAX_TIMEOUT {
+            return Err(ConfigError::out_of_range(
+                "min_attempt_time",
+                self.min_attempt_time,
+                "[0, 99999999 h]",
+            ));
+        }
+        let attempt = AttemptTimeoutLayer::with_telemetry(
+            crate::timeout::validate(self.attempt_timeout)?,
+            &self.telemetry,
+        )?;
+        let budget: Option<Arc<dyn RetryBudget>> = match self.budget {
+            BudgetChoice::Default => Some(Arc::new(RatioBudget::default())),
+            BudgetChoice::None => None,
+            BudgetChoice::Shared(b) => Some(b),
+        };
+        let meter = self.telemetry.resolve_meter();
+        let shared = Shared {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            min_attempt_time: self.min_attempt_time,
+            budget,
+            rng: self.rng.unwrap_or_else(default_rng),
+            attrs: self.telemetry.base_attributes(),
+            attempts: meter
+                .u64_counter("steadfast.retry.attempts")
+                .with_description("Attempts sent, first attempts included")
+                .build(),
+            retries: meter
+                .u64_counter("steadfast.retry.retries")
+                .with_description("Retries scheduled, by the classifier's reason")
+                .build(),
+            give_ups: meter
+                .u64_counter("steadfast.retry.give_ups")
+                .with_description("Calls on which the retry layer stopped with a failure, by reason")
+                .build(),
+            budget_exhausted: meter
+                .u64_counter("steadfast.retry.budget_exhausted")
+                .with_description("Retries refused by the retry budget")
+                .build(),
+            duration: self.telemetry.records_duration().then(|| {
+                meter
+                    .f64_histogram("steadfast.retry.duration")
+                    .with_unit("s")
+                    .with_description("Duration of calls through the retry layer, all attempts and backoffs included")
+                    .build()
+            }),
+            telemetry: self.telemetry,
+        };
+        Ok(RetryLayer {
+            classifier: self.classifier,
+            replay: self.replay,
+            attempt,
+            shared: Arc::new(shared),
+        })
+    }
+}
