@@ -51,6 +51,13 @@ pub enum Outcome {
         /// A short, low-cardinality label.
         reason: &'static str,
     },
+    /// The request never reached the server (e.g. connection refused before anything was sent).
+    /// A retry layer retries it at once, without counting an attempt or spending budget (gRPC A6
+    /// transparent retry), at most `max_attempts` times per call.
+    NotSent {
+        /// A short, low-cardinality label.
+        reason: &'static str,
+    },
     /// The call failed and retrying cannot help (a bad request, a deadline already spent).
     Fatal {
         /// A short, low-cardinality label.
@@ -115,7 +122,7 @@ impl Outcome {
     /// assert!(!Outcome::Pushback { reason: "pushback" }.is_retryable());
     /// ```
     pub const fn is_retryable(&self) -> bool {
-        matches!(self, Outcome::Retryable { .. })
+        matches!(self, Outcome::Retryable { .. } | Outcome::NotSent { .. })
     }
 
     /// The server-given delay of a retryable failure.
@@ -143,6 +150,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Retryable { reason, .. }
             | Outcome::Pushback { reason }
+            | Outcome::NotSent { reason }
             | Outcome::Fatal { reason } => reason,
         }
     }

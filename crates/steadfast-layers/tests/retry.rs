@@ -705,3 +705,66 @@ fn ratio_budget_never_overdraws_under_contention() {
         assert!(total >= 3_900, "{total}");
     });
 }
+
+/// Errors whose text starts with "unsent" never reached the server.
+fn unsent_classifier(r: &Result<u16, BoxError>) -> Outcome {
+    match r {
+        Ok(503) => Outcome::retryable("unavailable"),
+        Ok(_) => Outcome::Success,
+        Err(e) if e.to_string().starts_with("unsent") => Outcome::NotSent { reason: "connect" },
+        Err(_) => Outcome::retryable("error"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_never_reached_the_server_are_retried_without_counting() {
+    let script = Script::default();
+    let metrics = Metrics::new();
+    // Zero budget: a counted retry would be refused, a transparent one is not.
+    let budget = Arc::new(
+        RatioBudget::builder()
+            .percent_can_retry(0.0)
+            .min_retries_per_sec(0)
+            .build()
+            .unwrap(),
+    );
+    let svc = RetryLayer::builder()
+        .classifier(unsent_classifier)
+        .max_attempts(2)
+        .budget(budget)
+        .backoff(constant(ms(10)))
+        .telemetry(Telemetry::new().meter(metrics.meter()))
+        .build()
+        .unwrap()
+        .layer(script.service(vec![
+            Step::Err("unsent"),
+            Step::Err("unsent"),
+            Step::Ok(200),
+        ]));
+    let t0 = Instant::now();
+    assert_eq!(svc.oneshot(1).await.unwrap(), 200);
+    // Three sends, no backoff, one counted attempt.
+    assert_eq!(script.offsets(t0), [ms(0), ms(0), ms(0)]);
+    assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 1);
+    assert_eq!(
+        metrics.counter("steadfast.retry.retries", &[("reason", "connect")]),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transparent_retries_are_bounded() {
+    let script = Script::default();
+    let svc = RetryLayer::builder()
+        .classifier(unsent_classifier)
+        .no_budget()
+        .max_attempts(3)
+        .build()
+        .unwrap()
+        .layer(script.service(vec![Step::Err("unsent")]));
+    let err = svc.oneshot(1).await.unwrap_err();
+    // The first send, then at most max_attempts transparent retries.
+    assert_eq!(script.count(), 4);
+    assert_eq!(gave_up(&err).reason(), &GiveUpReason::AttemptsExhausted);
+    assert_eq!(gave_up(&err).attempts(), 1);
+}
