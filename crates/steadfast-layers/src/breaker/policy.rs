@@ -85,11 +85,9 @@ impl SlidingWindow {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         match *self {
             SlidingWindow::Count(0) => Err(ConfigError::zero("count_window")),
-            SlidingWindow::Count(n) if n > MAX_COUNT_WINDOW => Err(ConfigError::out_of_range(
-                "count_window",
-                n,
-                "[1, 1000000]",
-            )),
+            SlidingWindow::Count(n) if n > MAX_COUNT_WINDOW => {
+                Err(ConfigError::out_of_range("count_window", n, "[1, 1000000]"))
+            }
             SlidingWindow::Count(_) => Ok(()),
             SlidingWindow::Time { span, buckets } => {
                 if span.is_zero() {
