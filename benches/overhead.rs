@@ -55,10 +55,9 @@ fn deadline_layer() -> DeadlineLayer {
 
 fn benches(c: &mut Criterion, rt: &Runtime) {
     let mut bare = Echo;
-    c.benchmark_group(BARE_GROUP)
-        .bench_function(BARE_ID, |b| {
-            b.iter_custom(|iters| rt.block_on(run_calls(&mut bare, iters)))
-        });
+    c.benchmark_group(BARE_GROUP).bench_function(BARE_ID, |b| {
+        b.iter_custom(|iters| rt.block_on(run_calls(&mut bare, iters)))
+    });
 
     pair(
         c,
