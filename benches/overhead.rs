@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use steadfast_benches::{
-    criterion_dir, quick_mode, read_median_ns, run_calls, runtime, summary_table, AttemptsPolicy,
-    Echo, FileTime, TpsBudgetPolicy, BARE_GROUP, BARE_ID, MAX_ATTEMPTS, OURS, THEIRS, TIMEOUT,
+    criterion_dir, interleaved_medians, quick_mode, read_median_ns, run_calls, runtime,
+    summary_table, AttemptsPolicy, Echo, FileTime, TpsBudgetPolicy, BARE_GROUP, BARE_ID,
+    MAX_ATTEMPTS, OURS, THEIRS, TIMEOUT,
 };
 use steadfast_layers::deadline::DeadlineLayer;
 use steadfast_layers::retry::RetryLayer;
@@ -25,22 +26,49 @@ use tower::retry::Retry;
 use tower::timeout::Timeout;
 use tower::{Layer, Service, ServiceBuilder};
 
-/// Benchmarks `ours` and `theirs` as `group/steadfast` and `group/tower`.
-fn pair<A, B>(c: &mut Criterion, rt: &Runtime, group: &str, mut ours: A, mut theirs: B)
+/// Benchmarks `ours` and `theirs` as `group/steadfast` and `group/tower`; then, if criterion
+/// measured them (bench mode, not filtered out), measures both again in alternation and
+/// returns those medians.
+fn pair<A, B>(
+    c: &mut Criterion,
+    rt: &Runtime,
+    group: &'static str,
+    mut ours: A,
+    mut theirs: B,
+) -> Option<(&'static str, (f64, f64))>
 where
     A: Service<u32, Response = u32>,
     A::Error: std::fmt::Debug,
     B: Service<u32, Response = u32>,
     B::Error: std::fmt::Debug,
 {
+    let mut ran = false;
     let mut g = c.benchmark_group(group);
     g.bench_function(OURS, |b| {
+        ran = true;
         b.iter_custom(|iters| rt.block_on(run_calls(&mut ours, iters)))
     });
     g.bench_function(THEIRS, |b| {
         b.iter_custom(|iters| rt.block_on(run_calls(&mut theirs, iters)))
     });
     g.finish();
+    if !ran || !bench_mode() {
+        return None;
+    }
+    let (rounds, calls) = if quick_mode() {
+        (7, 20_000)
+    } else {
+        (21, 100_000)
+    };
+    Some((
+        group,
+        interleaved_medians(rt, &mut ours, &mut theirs, rounds, calls),
+    ))
+}
+
+/// Whether criterion runs in bench mode (`cargo bench`), not test or list mode.
+fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
 }
 
 fn retry_layer(budget: bool) -> RetryLayer {
@@ -53,21 +81,22 @@ fn deadline_layer() -> DeadlineLayer {
     DeadlineLayer::new(TIMEOUT).expect("valid deadline configuration")
 }
 
-fn benches(c: &mut Criterion, rt: &Runtime) {
+fn benches(c: &mut Criterion, rt: &Runtime) -> Vec<(&'static str, (f64, f64))> {
     let mut bare = Echo;
     c.benchmark_group(BARE_GROUP).bench_function(BARE_ID, |b| {
         b.iter_custom(|iters| rt.block_on(run_calls(&mut bare, iters)))
     });
 
-    pair(
+    let mut cross = Vec::new();
+    cross.extend(pair(
         c,
         rt,
         "deadline",
         deadline_layer().layer(Echo),
         Timeout::new(Echo, TIMEOUT),
-    );
+    ));
 
-    pair(
+    cross.extend(pair(
         c,
         rt,
         "attempt_timeout",
@@ -75,25 +104,25 @@ fn benches(c: &mut Criterion, rt: &Runtime) {
             .expect("valid timeout configuration")
             .layer(Echo),
         Timeout::new(Echo, TIMEOUT),
-    );
+    ));
 
-    pair(
+    cross.extend(pair(
         c,
         rt,
         "retry_budget",
         retry_layer(true).layer(Echo),
         Retry::new(TpsBudgetPolicy::finagle(), Echo),
-    );
+    ));
 
-    pair(
+    cross.extend(pair(
         c,
         rt,
         "retry_no_budget",
         retry_layer(false).layer(Echo),
         Retry::new(AttemptsPolicy::default(), Echo),
-    );
+    ));
 
-    pair(
+    cross.extend(pair(
         c,
         rt,
         "stack",
@@ -105,7 +134,8 @@ fn benches(c: &mut Criterion, rt: &Runtime) {
             .timeout(TIMEOUT)
             .retry(TpsBudgetPolicy::finagle())
             .service(Echo),
-    );
+    ));
+    cross
 }
 
 fn main() {
@@ -121,11 +151,14 @@ fn main() {
     let mut c = c.configure_from_args();
     let rt = runtime().expect("tokio runtime");
 
-    benches(&mut c, &rt);
+    let cross = benches(&mut c, &rt);
     c.final_summary();
 
     print!(
         "{}",
-        summary_table(|group, id| read_median_ns(&dir, group, id, started))
+        summary_table(
+            |group, id| read_median_ns(&dir, group, id, started),
+            |group| cross.iter().find(|(g, _)| *g == group).map(|(_, m)| *m),
+        )
     );
 }

@@ -300,16 +300,73 @@ impl FileTime {
     }
 }
 
+/// Medians of the two sides of a pair measured in alternation, in the same process: `rounds`
+/// rounds, each timing `calls` calls on `ours` then `calls` calls on `theirs`. On a shared
+/// machine whose load drifts, alternating keeps both sides under the same conditions, so their
+/// ratio is steadier than that of two criterion benchmarks run one after the other.
+///
+/// Returns `(ours, theirs)` in ns per call.
+///
+/// ```
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// use steadfast_benches::Echo;
+/// let (a, b) = steadfast_benches::interleaved_medians(&rt, &mut Echo, &mut Echo, 3, 1_000);
+/// assert!(a > 0.0 && b > 0.0);
+/// ```
+pub fn interleaved_medians<A, B>(
+    rt: &Runtime,
+    ours: &mut A,
+    theirs: &mut B,
+    rounds: usize,
+    calls: u64,
+) -> (f64, f64)
+where
+    A: Service<u32, Response = u32>,
+    A::Error: fmt::Debug,
+    B: Service<u32, Response = u32>,
+    B::Error: fmt::Debug,
+{
+    let per_call = |d: Duration| d.as_secs_f64() * 1e9 / calls.max(1) as f64;
+    // Warm both up first.
+    rt.block_on(run_calls(ours, calls));
+    rt.block_on(run_calls(theirs, calls));
+    let mut a = Vec::with_capacity(rounds);
+    let mut b = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        a.push(per_call(rt.block_on(run_calls(ours, calls))));
+        b.push(per_call(rt.block_on(run_calls(theirs, calls))));
+    }
+    (median(&mut a), median(&mut b))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// The summary printed after the criterion groups: one row per [`Pair`] with the steadfast
-/// median, the tower median and their ratio (steadfast / tower; the target is at most 1.0).
+/// median, the tower median and their ratio (steadfast / tower; the target is at most 1.0), as
+/// criterion estimated them, then the ratio of the [`interleaved_medians`] cross-check.
 ///
-/// `median(group, id)` returns the median in ns, or `None` if that benchmark did not run.
+/// `median(group, id)` returns criterion's median in ns, or `None` if that benchmark did not
+/// run; `interleaved(group)` returns the interleaved `(steadfast, tower)` medians, if measured.
+/// The verdict follows criterion's ratio.
 ///
 /// ```
-/// let table = steadfast_benches::summary_table(|_, id| Some(if id == "steadfast" { 5.0 } else { 10.0 }));
-/// assert!(table.contains("0.50"));
+/// let table = steadfast_benches::summary_table(
+///     |_, id| Some(if id == "steadfast" { 5.0 } else { 10.0 }),
+///     |_| Some((6.0, 10.0)),
+/// );
+/// assert!(table.contains("0.50") && table.contains("0.60"));
 /// ```
-pub fn summary_table(median: impl Fn(&str, &str) -> Option<f64>) -> String {
+pub fn summary_table(
+    median: impl Fn(&str, &str) -> Option<f64>,
+    interleaved: impl Fn(&str) -> Option<(f64, f64)>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -320,8 +377,8 @@ pub fn summary_table(median: impl Fn(&str, &str) -> Option<f64>) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<58} {:>10} {:>10} {:>7}  target",
-        "pair", "steadfast", "tower", "ratio"
+        "{:<56} {:>9} {:>9} {:>6} {:>7}  target <= 1.0",
+        "pair (criterion medians; interleaved A/B ratio)", "steadfast", "tower", "ratio", "interl."
     );
     for pair in PAIRS {
         let ours = median(pair.group, OURS);
@@ -334,13 +391,17 @@ pub fn summary_table(median: impl Fn(&str, &str) -> Option<f64>) -> String {
             }
             _ => ("-".to_owned(), "not run"),
         };
+        let cross = interleaved(pair.group)
+            .filter(|(_, t)| *t > 0.0)
+            .map_or_else(|| "-".to_owned(), |(o, t)| format!("{:.2}", o / t));
         let _ = writeln!(
             out,
-            "{:<58} {:>10} {:>10} {:>7}  {}",
+            "{:<56} {:>9} {:>9} {:>6} {:>7}  {}",
             pair.label,
             cell(ours),
             cell(theirs),
             ratio,
+            cross,
             verdict
         );
     }
