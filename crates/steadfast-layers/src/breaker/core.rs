@@ -510,16 +510,17 @@ impl Core {
         let Some(reason) = self.common.cfg.closed_verdict(&counts, consecutive) else {
             return;
         };
-        if self.common.control() == NORMAL {
-            self.trip(
+        match self.common.control() {
+            NORMAL => self.trip(
                 w,
                 BreakerState::Closed,
                 reason,
                 counts.failure_rate(),
                 counts.slow_rate(),
-            );
-        } else {
-            self.would_trip(w, reason, &counts);
+            ),
+            METRICS_ONLY => self.would_trip(w, reason, &counts),
+            // Admitted before the handle disabled or forced the breaker: nothing to decide.
+            _ => {}
         }
     }
 
@@ -614,7 +615,8 @@ impl Core {
         loop {
             let w = self.load();
             if w.state() == RESETTING {
-                std::hint::spin_loop();
+                // Another thread is clearing the window: a few stores away from done.
+                std::thread::yield_now();
                 continue;
             }
             let next = Word::new(RESETTING, w.next_epoch(), 0);

@@ -136,7 +136,7 @@ impl TransitionReason {
 /// [`on_transition`](super::CircuitBreakerLayerBuilder::on_transition) callback.
 ///
 /// The rates are those the decision was made on: the window's when closed or open, the probes'
-/// (out of the configured number) when half-open.
+/// (out of the configured number) when half-open; both 0 for manual transitions.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};

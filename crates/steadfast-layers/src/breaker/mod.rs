@@ -51,8 +51,9 @@
 //! loads to judge the window. The clock is read only when needed: once at completion for a time
 //! window, at the start and at completion with slow-call detection, never otherwise. Transitions
 //! are compare-and-swaps on one word (exactly one caller makes each); half-open permits come from
-//! an atomic counter. Per-key breakers add a read lock on the key map per call (a write lock only
-//! for a new key); readiness mode allocates its timer once per service.
+//! an atomic counter. Per-key breakers add a read lock on the key map and a shared recency counter
+//! per call (a write lock and an allocation only for a new key); readiness mode allocates its
+//! timer once per service.
 //!
 //! # Example
 //!

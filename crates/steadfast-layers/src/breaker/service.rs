@@ -79,21 +79,57 @@ impl<S, C, K, F> CircuitBreaker<S, C, K, F> {
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// let _inner = svc.get_ref();
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let mut svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// let _inner = svc.get_mut();
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Consumes the layer's service, returning the inner one.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// let _inner = svc.into_inner();
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
 
     /// A handle on the breakers this service shares with its layer.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// assert_eq!(svc.handle().breakers(), layer.handle().breakers());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
     pub fn handle(&self) -> BreakerHandle<K> {
         BreakerHandle {
             registry: Arc::clone(&self.registry),
