@@ -589,10 +589,14 @@ impl Job {
                 },
                 None => None,
             };
-            // Rejections cost worker time too: pay what has accumulated before this call's work.
+            // Rejections cost worker time too: pay what has accumulated before this call's work
+            // (counted as busy when incurred, so not part of this call's work below).
             let debt = Duration::from_nanos(shared.debt_nanos.swap(0, Ordering::AcqRel));
+            if !debt.is_zero() {
+                tokio::time::sleep(debt).await;
+            }
             let _ = started.set(Instant::now());
-            tokio::time::sleep(debt + self.work).await;
+            tokio::time::sleep(self.work).await;
             match &shared.cfg.upstream {
                 Some(up) => up.call(self.request).await,
                 None => StatusCode::OK,
@@ -622,7 +626,6 @@ impl Job {
             }
         };
         if let Some(&started) = started.get() {
-            // The rejection debt paid here was already counted as busy when it was incurred.
             let worked = ended.saturating_duration_since(started);
             c.busy_nanos.fetch_add(nanos(worked), Ordering::Relaxed);
             if let Some(ledger) = &shared.cfg.ledger {
