@@ -111,7 +111,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         reports.push(
             VariantReport::new(name, &summary, a.stats().calls)
                 .metric("success_rate", "success", Value::Ratio(summary.success_rate()))
-                .metric("b_calls", "B calls", Value::Count(bs.calls))
+                .json_metric("b_calls", Value::Count(bs.calls))
                 .metric("b_served", "B served", Value::Count(bs.served))
                 .metric(
                     "b_stopped",

@@ -112,7 +112,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         let late = ledger.served_after_attempt_abandoned("overload");
         reports.push(
             VariantReport::new(name, &summary, stats.calls)
-                .metric("goodput", "goodput", Value::Count(summary.succeeded))
+                .json_metric("goodput", Value::Count(summary.succeeded))
                 .metric(
                     "goodput_per_s",
                     "goodput/s",
@@ -121,13 +121,18 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
                 .metric("success_rate", "success", Value::Ratio(summary.success_rate()))
                 .metric("rejected", "rejected", Value::Count(stats.rejected))
                 .metric("served_too_late", "served late", Value::Count(late))
-                .json_metric("served", Value::Count(stats.served))
-                .json_metric(
-                    "server_busy_share",
-                    Value::Ratio(
-                        stats.busy.as_secs_f64() / (CAPACITY as f64 * duration.as_secs_f64()),
-                    ),
-                ),
+                .metric(
+                    "worker_time_rejecting",
+                    "time rejecting",
+                    Value::Ratio(if stats.busy.is_zero() {
+                        0.0
+                    } else {
+                        (REJECT_COST * u32::try_from(stats.rejected).unwrap_or(u32::MAX))
+                            .as_secs_f64()
+                            / stats.busy.as_secs_f64()
+                    }),
+                )
+                .json_metric("served", Value::Count(stats.served)),
         );
     }
 
@@ -192,7 +197,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
             ("budgeted", budgeted.describe()),
             (
                 "columns",
-                "goodput = requests that succeeded; served late = calls the server finished after the caller's attempt had timed out (wasted work)".to_owned(),
+                "goodput = requests that succeeded (the succeeded column); served late = calls the server finished after the caller's attempt had timed out (wasted work); time rejecting = share of worker time spent answering 503s".to_owned(),
             ),
         ],
         variants: reports,
