@@ -28,6 +28,7 @@
 pub mod classify;
 pub mod deadline;
 mod error;
+pub mod hedge;
 pub mod retry;
 pub mod rng;
 pub mod telemetry;

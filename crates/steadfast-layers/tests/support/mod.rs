@@ -1,7 +1,6 @@
 //! Shared test helpers: a scripted service, a metrics capture on the OTel SDK's in-memory
 //! exporter, and a tracing capture.
 #![allow(dead_code, unreachable_pub, missing_docs)]
-
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -135,6 +134,25 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The latest value of the `f64` gauge `name` (observable gauges are read at each flush).
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let last = all.last()?;
+        for scope in last.scope_metrics() {
+            for m in scope.metrics() {
+                if m.name() == name {
+                    if let AggregatedMetrics::F64(MetricData::Gauge(g)) = m.data() {
+                        return g.data_points().next().map(|p| p.value());
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
 /// One captured tracing event: its target, message and fields.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -177,13 +195,19 @@ struct Visitor<'a>(&'a mut BTreeMap<String, String>);
 
 impl tracing::field::Visit for Visitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}").trim_matches('"').to_string());
+        self.0.insert(
+            field.name().to_string(),
+            format!("{value:?}").trim_matches('"').to_string(),
+        );
     }
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Traces {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut fields = BTreeMap::new();
         event.record(&mut Visitor(&mut fields));
         self.events.lock().unwrap().push(Event {
