@@ -25,6 +25,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod chaos;
 pub mod classify;
 pub mod deadline;
 mod error;
