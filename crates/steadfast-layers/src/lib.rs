@@ -29,6 +29,7 @@ pub mod chaos;
 pub mod classify;
 pub mod deadline;
 mod error;
+pub mod fallback;
 pub mod hedge;
 pub mod retry;
 pub mod rng;
