@@ -170,23 +170,32 @@ async fn off_unless_configured_and_switchable_at_run_time() {
     assert!(!layer.handle().is_enabled());
 }
 
-#[tokio::test(start_paused = true)]
-async fn faults_are_counted_and_traced() {
-    let metrics = Metrics::new();
-    let traces = Traces::default();
-    let _g = traces.install();
+async fn delayed_aborts(telemetry: Telemetry) {
     let echo = Echo::default();
     let svc = ChaosLayer::builder()
         .latency(1.0, ms(5))
         .abort(1.0)
         .seed(1)
-        .telemetry(Telemetry::new().meter(metrics.meter()).name("lab"))
+        .telemetry(telemetry)
         .build()
         .unwrap()
         .layer(echo.service());
     for x in 0..3 {
         assert!(svc.clone().oneshot(x).await.is_err());
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn faults_are_counted_and_traced() {
+    // tracing caches each callsite's interest when the callsite is first hit. With only this
+    // test's (thread-local) subscriber registered, a callsite first hit on another test's thread
+    // gets that thread's answer (no subscriber: disabled) cached for everyone. So every callsite
+    // is hit once before the subscriber is installed; installing it then re-evaluates them all.
+    delayed_aborts(Telemetry::new()).await;
+    let metrics = Metrics::new();
+    let traces = Traces::default();
+    let _g = traces.install();
+    delayed_aborts(Telemetry::new().meter(metrics.meter()).name("lab")).await;
     assert_eq!(
         metrics.counter("steadfast.chaos.injected", &[("fault", "latency")]),
         3

@@ -211,14 +211,10 @@ async fn a_failing_fallback_says_so_and_keeps_its_error() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn fallbacks_are_counted_and_traced_by_reason() {
-    let metrics = Metrics::new();
-    let traces = Traces::default();
-    let _g = traces.install();
+async fn three_timeouts_a_deadline_and_a_success(telemetry: Telemetry) {
     let layer = FallbackLayer::from_fn(|_f: Failure<u16>| 0)
         .on_failure(RetryOnError)
-        .telemetry(Telemetry::new().meter(metrics.meter()).name("prices"))
+        .telemetry(telemetry)
         .build()
         .unwrap();
     for _ in 0..3 {
@@ -231,6 +227,20 @@ async fn fallbacks_are_counted_and_traced_by_reason() {
         .oneshot(1)
         .await
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallbacks_are_counted_and_traced_by_reason() {
+    // tracing caches each callsite's interest when the callsite is first hit. With only this
+    // test's (thread-local) subscriber registered, a callsite first hit on another test's thread
+    // gets that thread's answer (no subscriber: disabled) cached for everyone. So every callsite
+    // is hit once before the subscriber is installed; installing it then re-evaluates them all.
+    three_timeouts_a_deadline_and_a_success(Telemetry::new()).await;
+    let metrics = Metrics::new();
+    let traces = Traces::default();
+    let _g = traces.install();
+    three_timeouts_a_deadline_and_a_success(Telemetry::new().meter(metrics.meter()).name("prices"))
+        .await;
     assert_eq!(
         metrics.counter(
             "steadfast.fallback.invoked",

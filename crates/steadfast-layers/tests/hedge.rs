@@ -723,10 +723,7 @@ async fn wins_are_counted_by_winner_and_only_for_hedged_calls() {
     assert_eq!(metrics.gauge("steadfast.hedge.delay"), Some(0.01));
 }
 
-#[tokio::test(start_paused = true)]
-async fn decisions_are_traced_with_their_fields() {
-    let traces = Traces::default();
-    let _g = traces.install();
+async fn a_hedge_wins_after_the_original_fails() {
     let peer = Peer::new(|_, nth| {
         if nth == 0 {
             (ms(100), Err("reset"))
@@ -740,6 +737,18 @@ async fn decisions_are_traced_with_their_fields() {
         .scope(svc.oneshot(1))
         .await
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn decisions_are_traced_with_their_fields() {
+    // tracing caches each callsite's interest when the callsite is first hit. With only this
+    // test's (thread-local) subscriber registered, a callsite first hit on another test's thread
+    // gets that thread's answer (no subscriber: disabled) cached for everyone. So every callsite
+    // is hit once before the subscriber is installed; installing it then re-evaluates them all.
+    a_hedge_wins_after_the_original_fails().await;
+    let traces = Traces::default();
+    let _g = traces.install();
+    a_hedge_wins_after_the_original_fails().await;
     let sent = traces.with_message("hedge sent");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].target, "steadfast::hedge");
@@ -828,6 +837,26 @@ fn the_primary_wins_path_does_not_allocate() {
         std::future::ready(Ok::<_, Infallible>(*std::hint::black_box(Box::new(x))))
     });
     assert!(allocations_per_1000_calls(fixed(ms(10)).build().unwrap().layer(boxing)) >= 1000);
+}
+
+#[test]
+fn services_and_futures_are_send_and_clone() {
+    fn send<T: Send>(_: &T) {}
+    let peer = Peer::new(|_, _| (ms(1), Ok(200)));
+    let mut svc = fixed(ms(10))
+        .max_hedges(3)
+        .build()
+        .unwrap()
+        .layer(peer.service());
+    let other = svc.clone();
+    send(&other);
+    send(&svc.call(1));
+    let mut learned = HedgeLayer::builder()
+        .policy(HedgeAny)
+        .build()
+        .unwrap()
+        .layer(peer.service());
+    send(&learned.call(2));
 }
 
 // ---- configuration --------------------------------------------------------------------------
