@@ -289,3 +289,71 @@ async fn injected_faults_are_recognised() {
     ));
     assert_eq!(error_reason(&e), "injected");
 }
+
+/// A service that refuses readiness with `Open` (like a breaker in readiness mode), or with
+/// another error.
+#[derive(Clone)]
+struct Refusing {
+    open: bool,
+    calls: Arc<AtomicU32>,
+}
+
+#[derive(Debug)]
+struct Open;
+
+impl std::fmt::Display for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("circuit open")
+    }
+}
+
+impl std::error::Error for Open {}
+
+impl tower::Service<u32> for Refusing {
+    type Response = u16;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u16, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err(if self.open {
+            Box::new(Open)
+        } else {
+            "worker gone".into()
+        }))
+    }
+
+    fn call(&mut self, _req: u32) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(200))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chosen_readiness_failure_is_answered_by_the_fallback() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let layer = FallbackLayer::from_fn(|f: Failure<u16>| {
+        assert_eq!(f.error().unwrap().to_string(), "circuit open");
+        503
+    })
+    .on_error(|e: &BoxError| e.is::<Open>())
+    .build()
+    .unwrap();
+    let svc = layer.layer(Refusing {
+        open: true,
+        calls: calls.clone(),
+    });
+    for _ in 0..3 {
+        assert_eq!(svc.clone().oneshot(1).await.unwrap(), 503);
+    }
+    // The inner service was never called.
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // A readiness failure the policy does not choose is the caller's.
+    let svc = layer.layer(Refusing {
+        open: false,
+        calls: calls.clone(),
+    });
+    assert_eq!(svc.oneshot(1).await.unwrap_err().to_string(), "worker gone");
+}

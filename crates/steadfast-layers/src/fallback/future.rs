@@ -30,6 +30,8 @@ enum State<F, G> {
         #[pin]
         fut: F,
     },
+    /// The inner service failed to become ready, with an error the policy chose.
+    Rejected { error: Option<BoxError> },
     Falling {
         #[pin]
         fut: G,
@@ -44,7 +46,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            State::Calling { .. } => "calling",
+            State::Calling { .. } | State::Rejected { .. } => "calling",
             State::Falling { .. } => "falling back",
         };
         f.debug_struct("ResponseFuture")
@@ -63,6 +65,13 @@ where
             shared,
         }
     }
+
+    pub(super) fn rejected(error: BoxError, shared: Arc<Shared<A, P>>) -> Self {
+        Self {
+            state: State::Rejected { error: Some(error) },
+            shared,
+        }
+    }
 }
 
 impl<F, E, A, P, Res> Future for ResponseFuture<F, A, P, Res>
@@ -78,52 +87,54 @@ where
         let mut this = self.project();
         let shared: &Shared<A, P> = this.shared;
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx)).map_err(Into::into);
-                    let Some(reason) = shared.policy.check(&result) else {
-                        return Poll::Ready(result);
-                    };
-                    shared
-                        .attrs
-                        .with(REASON_KEY, reason, |a| shared.invoked.add(1, a));
-                    let span = tracing::debug_span!(
-                        target: "steadfast::fallback",
-                        "steadfast.fallback",
-                        instance = shared.telemetry.span_name(),
-                        reason,
-                    );
-                    let fut = span.in_scope(|| {
-                        tracing::debug!(
-                            target: "steadfast::fallback",
-                            reason,
-                            error = result.as_ref().err().map(tracing::field::display),
-                            "fallback invoked"
-                        );
-                        shared.action.fallback(Failure::new(reason, result))
-                    });
-                    this.state.set(State::Falling { fut, reason, span });
-                }
+            let result = match this.state.as_mut().project() {
+                StateProj::Calling { fut } => ready!(fut.poll(cx)).map_err(Into::into),
+                StateProj::Rejected { error } => match error.take() {
+                    Some(e) => Err(e),
+                    None => panic!("fallback ResponseFuture polled after completion"),
+                },
                 StateProj::Falling { fut, reason, span } => {
                     let _entered = span.enter();
-                    let reason = *reason;
-                    return Poll::Ready(match ready!(fut.poll(cx)) {
-                        Ok(response) => Ok(response),
-                        Err(e) => {
-                            shared
-                                .attrs
-                                .with(REASON_KEY, reason, |a| shared.failed.add(1, a));
-                            tracing::debug!(
-                                target: "steadfast::fallback",
-                                reason,
-                                error = %e,
-                                "fallback failed"
-                            );
-                            Err(FallbackFailed::new(reason, e).into())
-                        }
-                    });
+                    let out = ready!(fut.poll(cx));
+                    return Poll::Ready(out.map_err(|e| failed(shared, reason, e)));
                 }
-            }
+            };
+            let Some(reason) = shared.policy.check(&result) else {
+                return Poll::Ready(result);
+            };
+            shared
+                .attrs
+                .with(REASON_KEY, reason, |a| shared.invoked.add(1, a));
+            let span = tracing::debug_span!(
+                target: "steadfast::fallback",
+                "steadfast.fallback",
+                instance = shared.telemetry.span_name(),
+                reason,
+            );
+            let fut = span.in_scope(|| {
+                tracing::debug!(
+                    target: "steadfast::fallback",
+                    reason,
+                    error = result.as_ref().err().map(tracing::field::display),
+                    "fallback invoked"
+                );
+                shared.action.fallback(Failure::new(reason, result))
+            });
+            this.state.set(State::Falling { fut, reason, span });
         }
     }
+}
+
+/// Counts and traces a failed fallback, and wraps its error.
+fn failed<A, P>(shared: &Shared<A, P>, reason: &'static str, e: BoxError) -> BoxError {
+    shared
+        .attrs
+        .with(REASON_KEY, reason, |a| shared.failed.add(1, a));
+    tracing::debug!(
+        target: "steadfast::fallback",
+        reason,
+        error = %e,
+        "fallback failed"
+    );
+    FallbackFailed::new(reason, e).into()
 }

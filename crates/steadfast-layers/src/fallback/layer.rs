@@ -108,6 +108,7 @@ impl<S, A, P> Layer<S> for FallbackLayer<A, P> {
         Fallback {
             inner,
             shared: Arc::clone(&self.shared),
+            not_ready: None,
         }
     }
 }

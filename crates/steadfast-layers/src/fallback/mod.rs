@@ -12,7 +12,9 @@
 //! `GaveUp`, `InjectedFault`, later an open breaker or an overload rejection); whatever a
 //! [`Classifier`](crate::classify::Classifier) calls a failure, `503` responses included, with
 //! [`on_failure`](FallbackLayerBuilder::on_failure); or both with [`Or`]. Anything else passes
-//! through untouched.
+//! through untouched. A readiness failure the policy chooses (an open breaker in readiness mode)
+//! is answered too: `poll_ready` reports ready and the next call goes straight to the fallback
+//! without calling the inner service, as tower's `LoadShed` answers overload.
 //!
 //! A fallback that fails returns [`FallbackFailed`] (why it ran, and its own error as the
 //! source). Each fallback is a `tracing` event inside a `steadfast.fallback` span and counts in

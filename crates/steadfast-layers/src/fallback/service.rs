@@ -26,6 +26,8 @@ use crate::BoxError;
 pub struct Fallback<S, A, P> {
     pub(super) inner: S,
     pub(super) shared: Arc<Shared<A, P>>,
+    /// A readiness failure the policy chose: the next call is answered by the fallback.
+    pub(super) not_ready: Option<BoxError>,
 }
 
 impl<S: Clone, A, P> Clone for Fallback<S, A, P> {
@@ -33,6 +35,7 @@ impl<S: Clone, A, P> Clone for Fallback<S, A, P> {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            not_ready: None,
         }
     }
 }
@@ -73,15 +76,31 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, A, P, S::Response>;
 
-    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // A service that cannot become ready is a failure the caller sees: readiness errors are
-        // not replaced (there is no call yet to answer).
-        self.inner.poll_ready(cx).map_err(Into::into)
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(e)) => {
+                // A readiness failure the policy chooses (an open breaker in readiness mode, say)
+                // is answered at the next call, as tower's `LoadShed` answers overload.
+                let failed: Result<S::Response, BoxError> = Err(e.into());
+                if self.shared.policy.check(&failed).is_some() {
+                    self.not_ready = failed.err();
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(failed.map(|_| ()))
+                }
+            }
+            other => other.map_err(Into::into),
+        }
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared))
+        match self.not_ready.take() {
+            None => ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared)),
+            Some(e) => ResponseFuture::rejected(e, Arc::clone(&self.shared)),
+        }
     }
 }
