@@ -741,11 +741,6 @@ async fn a_hedge_wins_after_the_original_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn decisions_are_traced_with_their_fields() {
-    // tracing caches each callsite's interest when the callsite is first hit. With only this
-    // test's (thread-local) subscriber registered, a callsite first hit on another test's thread
-    // gets that thread's answer (no subscriber: disabled) cached for everyone. So every callsite
-    // is hit once before the subscriber is installed; installing it then re-evaluates them all.
-    a_hedge_wins_after_the_original_fails().await;
     let traces = Traces::default();
     let _g = traces.install();
     a_hedge_wins_after_the_original_fails().await;

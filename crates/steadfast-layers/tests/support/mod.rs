@@ -176,6 +176,19 @@ pub struct Traces {
 impl Traces {
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         use tracing_subscriber::layer::SubscriberExt;
+        // tracing-core caches each callsite's interest globally, computed when the callsite is
+        // first hit (never before a dispatcher exists: the global max level starts at OFF).
+        // While at most one dispatcher is registered, it asks only the registering thread's
+        // subscriber, so a callsite first hit on another test's thread (no subscriber) would be
+        // cached as disabled for this one too. Two dispatchers kept alive for the whole test
+        // binary make every registration consult all live dispatchers, under tracing-core's lock.
+        static KEEP: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+        KEEP.get_or_init(|| {
+            [
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+            ]
+        });
         let subscriber = tracing_subscriber::registry().with(self.clone());
         tracing::subscriber::set_default(subscriber)
     }
