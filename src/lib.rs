@@ -3,8 +3,13 @@
 //! # Crate features
 //!
 //! - `layers` (default): the generic layers, re-exported as [`layers`].
+//! - `saga`: the saga orchestrator with a durable log, re-exported as [`saga`].
 //! - `full`: everything.
 
 #[cfg(feature = "layers")]
 #[doc(inline)]
 pub use steadfast_layers as layers;
+
+#[cfg(feature = "saga")]
+#[doc(inline)]
+pub use steadfast_saga as saga;
