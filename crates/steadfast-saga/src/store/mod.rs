@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::keys::{Phase, SagaId};
 
-// pub mod conformance;
+pub mod conformance;
 mod memory;
 // mod postgres;
 // mod sqlite;
