@@ -20,9 +20,10 @@ use crate::keys::{Phase, SagaId};
 pub mod conformance;
 mod memory;
 // mod postgres;
-// mod sqlite;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 
 

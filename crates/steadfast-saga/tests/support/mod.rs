@@ -1,0 +1,51 @@
+//! Test support: temporary SQLite files and per-run PostgreSQL schemas.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+
+use steadfast_layers::rng::{RandomSource, SeededRng};
+
+/// A temporary SQLite database path, removed (with its WAL files) on drop.
+pub struct TempDb {
+    pub path: PathBuf,
+}
+
+impl TempDb {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join("steadfast-saga-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = SeededRng::from_entropy().next_u64();
+        TempDb {
+            path: dir.join(format!("{tag}-{}-{n:016x}.db", std::process::id())),
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The PostgreSQL URL for tests.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Whether missing services must fail the tests.
+pub fn services_required() -> bool {
+    std::env::var("STEADFAST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// A fresh schema name for one test run.
+pub fn schema_name(tag: &str) -> String {
+    format!(
+        "steadfast_test_{tag}_{:012x}",
+        SeededRng::from_entropy().next_u64() >> 16
+    )
+}
