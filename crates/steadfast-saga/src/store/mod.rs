@@ -19,13 +19,12 @@ use crate::keys::{Phase, SagaId};
 
 pub mod conformance;
 mod memory;
-// mod postgres;
+mod postgres;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-
-
 
 /// The future every store method returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;

@@ -49,3 +49,21 @@ pub fn schema_name(tag: &str) -> String {
         SeededRng::from_entropy().next_u64() >> 16
     )
 }
+
+/// A PostgreSQL store in a fresh schema, or `None` (after a loud SKIPPED on stderr) when the
+/// server is unreachable and services are not required.
+pub async fn pg_store(tag: &str) -> Option<steadfast_saga::store::PostgresStore> {
+    let url = database_url();
+    let schema = schema_name(tag);
+    match steadfast_saga::store::PostgresStore::connect(&url, Some(&schema)).await {
+        Ok(s) => Some(s),
+        Err(e) if !services_required() => {
+            eprintln!(
+                "\n*** SKIPPED {tag}: PostgreSQL unreachable at {url}: {e} \
+                 (set STEADFAST_REQUIRE_SERVICES=1 to fail instead) ***\n"
+            );
+            None
+        }
+        Err(e) => panic!("PostgreSQL required (STEADFAST_REQUIRE_SERVICES=1) but unreachable at {url}: {e}"),
+    }
+}
