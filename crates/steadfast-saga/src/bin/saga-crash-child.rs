@@ -183,6 +183,33 @@ struct Soak {
     rng: SeededRng,
 }
 
+/// Closes a participant call's recorded interval, also when the call is cancelled (the
+/// orchestrator dropped it on losing its lease): the end is taken when the guard drops.
+struct CallGuard {
+    pool: sqlx::PgPool,
+    inst: String,
+    call: i64,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let end = wall_us();
+        let (pool, inst, call) = (self.pool.clone(), self.inst.clone(), self.call);
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                let _ = sqlx::query(
+                    "UPDATE soak_calls SET end_us = $1 WHERE inst = $2 AND call_id = $3",
+                )
+                .bind(end)
+                .bind(inst)
+                .bind(call)
+                .execute(&pool)
+                .await;
+            });
+        }
+    }
+}
+
 /// Runs one participant call: records its interval (soak), applies the effect, hits the
 /// "during" boundary.
 async fn participant(
@@ -191,22 +218,26 @@ async fn participant(
     boundaries: &Arc<Boundaries>,
     soak: &Option<Arc<Soak>>,
 ) -> Result<(), StepError> {
-    let mut interval = None;
+    let mut _guard = None;
     if let (Some(s), Db::Pg(p)) = (soak, db) {
-        let call = s.calls.fetch_add(1, Ordering::SeqCst);
+        let call = i64::try_from(s.calls.fetch_add(1, Ordering::SeqCst)).unwrap_or(i64::MAX);
         let start = wall_us();
+        _guard = Some(CallGuard {
+            pool: p.clone(),
+            inst: s.inst.clone(),
+            call,
+        });
         sqlx::query(
             "INSERT INTO soak_calls (saga, inst, epoch, call_id, start_us) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(ctx.saga_id().to_string())
         .bind(&s.inst)
         .bind(ctx.lease_epoch())
-        .bind(i64::try_from(call).unwrap_or(i64::MAX))
+        .bind(call)
         .bind(start)
         .execute(p)
         .await
         .map_err(StepError::unknown)?;
-        interval = Some((p.clone(), s.inst.clone(), call));
         let pause = s.rng.next_u64() % 8;
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
@@ -214,15 +245,6 @@ async fn participant(
     boundaries
         .hit(format!("{} {} {} during", ctx.saga_id(), ctx.step(), ctx.phase()))
         .await;
-    if let Some((p, inst, call)) = interval {
-        sqlx::query("UPDATE soak_calls SET end_us = $1 WHERE inst = $2 AND call_id = $3")
-            .bind(wall_us())
-            .bind(inst)
-            .bind(i64::try_from(call).unwrap_or(i64::MAX))
-            .execute(&p)
-            .await
-            .map_err(StepError::unknown)?;
-    }
     Ok(())
 }
 
