@@ -516,8 +516,8 @@ impl<I: Payload, O: Payload> Step<I, O> {
         C: Fn(StepContext<I>, O) -> G + Send + Sync + 'static,
         G: Future<Output = Result<(), StepError>> + Send + 'static,
     {
-        let compensation: CompensationFn<I> = Arc::new(move |ctx, value: Value| {
-            match O::deserialize(value) {
+        let compensation: CompensationFn<I> =
+            Arc::new(move |ctx, value: Value| match O::deserialize(value) {
                 Ok(out) => Box::pin(compensation(ctx, out)),
                 Err(e) => {
                     let err = StepError::permanent(format!(
@@ -525,8 +525,7 @@ impl<I: Payload, O: Payload> Step<I, O> {
                     ));
                     Box::pin(async move { Err(err) })
                 }
-            }
-        });
+            });
         Step {
             name: name.into(),
             kind: StepKind::Compensatable,

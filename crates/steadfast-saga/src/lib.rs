@@ -7,7 +7,7 @@
 //! - **Run** it with an [`Orchestrator`] over a [`SagaStore`](store::SagaStore): every
 //!   transition is written before the next action starts; a failed step makes the completed
 //!   ones compensate in reverse order; an unknown outcome is retried with the same
-//!   [`StepKey`](keys::StepKey) and never assumed failed; a compensation that keeps failing
+//!   [`StepKey`] and never assumed failed; a compensation that keeps failing
 //!   stops the saga in [`SagaStatus::NeedsAttention`] with its error kept.
 //! - **Recover**: leases with heartbeats and epochs; an orchestrator that dies leaves its
 //!   sagas to be claimed by another within one lease; an orchestrator whose lease was taken

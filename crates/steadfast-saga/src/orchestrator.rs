@@ -17,8 +17,8 @@ use crate::definition::{DefinitionInner, Payload, SagaDefinition, StepContext, S
 use crate::error::{Decode, DefinitionChanged, Error, StepError, StepErrorKind};
 use crate::keys::{Phase, SagaId, StepKey};
 use crate::store::{
-    Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore,
-    SagaSummary, StepRecord, StepState, Transition,
+    Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary,
+    StepRecord, StepState, Transition,
 };
 use crate::telemetry::{Metrics, SagaCounter, SagaTelemetry};
 
@@ -140,8 +140,11 @@ pub enum Resolution {
 trait Runner: Send + Sync {
     fn version(&self) -> u32;
     fn step_names(&self) -> Vec<Arc<str>>;
-    fn drive(&self, run: RunCx, record: SagaRecord)
-        -> BoxFuture<'static, Result<SagaStatus, Error>>;
+    fn drive(
+        &self,
+        run: RunCx,
+        record: SagaRecord,
+    ) -> BoxFuture<'static, Result<SagaStatus, Error>>;
 }
 
 struct DefRunner<I> {
@@ -205,7 +208,10 @@ impl fmt::Debug for Orchestrator {
         f.debug_struct("Orchestrator")
             .field("owner", &self.inner.owner)
             .field("lease", &self.inner.lease)
-            .field("saga_types", &self.inner.registry.keys().collect::<Vec<_>>())
+            .field(
+                "saga_types",
+                &self.inner.registry.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -641,11 +647,18 @@ impl Orchestrator {
         tokio::spawn(async move {
             loop {
                 match this.recover_once().await {
-                    Ok(n) if n > 0 => debug!(target: "steadfast::saga", claimed = n, "claimed abandoned sagas"),
+                    Ok(n) if n > 0 => {
+                        debug!(target: "steadfast::saga", claimed = n, "claimed abandoned sagas")
+                    }
                     Ok(_) => {}
-                    Err(e) => warn!(target: "steadfast::saga", error = %e, "claiming abandoned sagas failed"),
+                    Err(e) => {
+                        warn!(target: "steadfast::saga", error = %e, "claiming abandoned sagas failed")
+                    }
                 }
-                let jitter = this.inner.poll_interval.mul_f64(0.1 * this.inner.rng.next_f64());
+                let jitter = this
+                    .inner
+                    .poll_interval
+                    .mul_f64(0.1 * this.inner.rng.next_f64());
                 tokio::time::sleep(this.inner.poll_interval + jitter).await;
             }
         })
@@ -1342,8 +1355,12 @@ async fn run_step<I: Payload>(
         attempt += 1;
         used += 1;
         cx.write(
-            Transition::new(Event::new("step_started").step(&*s.name, phase))
-                .step(rec(StepState::Started, attempt, None, None)),
+            Transition::new(Event::new("step_started").step(&*s.name, phase)).step(rec(
+                StepState::Started,
+                attempt,
+                None,
+                None,
+            )),
         )
         .await?;
         cx.hook(&s.name, phase, attempt, Boundary::BeforeCall).await;
@@ -1392,19 +1409,22 @@ async fn run_step<I: Payload>(
             started.elapsed().as_secs_f64(),
         );
         cx.hook(&s.name, phase, attempt, Boundary::AfterCall).await;
-        let err = match result {
-            Ok(v) => {
-                let mut t = Transition::new(Event::new("step_succeeded").step(&*s.name, phase))
-                    .step(rec(StepState::Succeeded, attempt, Some(v.to_string()), None));
-                if let Some(c) = advance {
-                    t = t.cursor(c);
+        let err =
+            match result {
+                Ok(v) => {
+                    let mut t =
+                        Transition::new(Event::new("step_succeeded").step(&*s.name, phase)).step(
+                            rec(StepState::Succeeded, attempt, Some(v.to_string()), None),
+                        );
+                    if let Some(c) = advance {
+                        t = t.cursor(c);
+                    }
+                    cx.write(t).await?;
+                    cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
+                    return Ok(StepEnd::Succeeded(v));
                 }
-                cx.write(t).await?;
-                cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
-                return Ok(StepEnd::Succeeded(v));
-            }
-            Err(e) => e,
-        };
+                Err(e) => e,
+            };
         let msg = format!("step {:?} ({phase}) attempt {attempt}: {err}", s.name);
         let exhausted = policy.max_attempts().is_some_and(|m| used >= m);
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
@@ -1474,4 +1494,3 @@ async fn run_step<I: Payload>(
         tokio::time::sleep(delay).await;
     }
 }
-

@@ -4,6 +4,8 @@
 //! must end completed or compensated, every participant effect must be applied exactly once
 //! (participants deduplicate by step key), and the log must know every applied effect.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +36,13 @@ impl Target {
         }
     }
 
-    async fn open(&self) -> (Arc<dyn SagaStore>, Option<PostgresStore>, Option<SqliteStore>) {
+    async fn open(
+        &self,
+    ) -> (
+        Arc<dyn SagaStore>,
+        Option<PostgresStore>,
+        Option<SqliteStore>,
+    ) {
         match self {
             Target::Sqlite(db) => {
                 let s = SqliteStore::open(&db.path).await.unwrap();
@@ -114,7 +122,11 @@ struct Facts {
 async fn check(target: &Target, context: &str) -> Facts {
     let (store, pg, lite) = target.open().await;
     let sagas = store.list(None, 1000).await.unwrap();
-    assert_eq!(sagas.len(), SAGAS as usize, "{context}: one saga per business key");
+    assert_eq!(
+        sagas.len(),
+        SAGAS as usize,
+        "{context}: one saga per business key"
+    );
     let (effects, calls) = match (&pg, &lite) {
         (Some(p), _) => (
             sqlx::query("SELECT saga, step, phase, key FROM crash_effects")
@@ -174,18 +186,30 @@ async fn check(target: &Target, context: &str) -> Facts {
             .filter(|(saga, _, _)| *saga == id)
             .map(|(_, step, phase)| (step.clone(), phase.clone()))
             .collect();
-        let expected: BTreeSet<(String, String)> = if i % 2 == 0 {
+        let expected: BTreeSet<(String, String)> = if i.is_multiple_of(2) {
             assert_eq!(s.status, SagaStatus::Completed, "{context}: {s:?}");
-            [("reserve", "forward"), ("charge", "forward"), ("notify", "forward")]
+            [
+                ("reserve", "forward"),
+                ("charge", "forward"),
+                ("notify", "forward"),
+            ]
         } else {
             assert_eq!(s.status, SagaStatus::Compensated, "{context}: {s:?}");
-            [("reserve", "forward"), ("reserve", "compensation"), ("", "")]
+            [
+                ("reserve", "forward"),
+                ("reserve", "compensation"),
+                ("", ""),
+            ]
         }
         .iter()
         .filter(|(a, _)| !a.is_empty())
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
-        assert_eq!(mine, expected, "{context}: effects of saga {}", s.business_key);
+        assert_eq!(
+            mine, expected,
+            "{context}: effects of saga {}",
+            s.business_key
+        );
         // Nothing lost from the log: every applied effect is recorded as succeeded.
         let rec = store.load(s.id).await.unwrap();
         for (step, phase) in &mine {
@@ -221,7 +245,10 @@ async fn crash_at_every_boundary(make: impl Fn() -> Option<Target>) {
     // A clean run counts the boundaries.
     let Some(target) = make() else { return };
     let lines = run_to_end(&target.spec()).await;
-    let boundaries: Vec<&String> = lines.iter().filter(|l| l.starts_with("BOUNDARY ")).collect();
+    let boundaries: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("BOUNDARY "))
+        .collect();
     let total = boundaries.len() as u64;
     // s0: 3 steps x 4 boundaries; s1: reserve 4, charge 4, reserve's compensation 4.
     assert_eq!(total, 24, "boundaries: {boundaries:#?}");
@@ -233,14 +260,18 @@ async fn crash_at_every_boundary(make: impl Fn() -> Option<Target>) {
         let at = kill_at(&target.spec(), k).await;
         let out = run_to_end(&target.spec()).await;
         assert!(
-            out.iter().any(|l| l == &format!("DONE {SAGAS} terminal, 0 needs_attention")),
+            out.iter()
+                .any(|l| l == &format!("DONE {SAGAS} terminal, 0 needs_attention")),
             "after a kill at {at}: {out:?}"
         );
         let facts = check(&target, &at).await;
         if facts.calls > clean.calls {
             redone += 1;
         }
-        eprintln!("killed at {at}: recovered, {} participant calls", facts.calls);
+        eprintln!(
+            "killed at {at}: recovered, {} participant calls",
+            facts.calls
+        );
     }
     // Kills during a call and after it (before the write) force re-invocations with the same
     // key: the participants saw duplicates and applied them once.

@@ -1,5 +1,7 @@
 //! The conformance suite on the in-memory store.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use steadfast_saga::store::{conformance, MemoryStore};

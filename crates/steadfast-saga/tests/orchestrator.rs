@@ -1,5 +1,7 @@
 //! Orchestrator behaviour on the in-memory store, on a paused tokio clock.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,12 +83,19 @@ fn phases_are_enforced_at_build_time() {
     b.step(Step::pivot("p", ok));
     b.step(Step::compensatable("c", ok, undo));
     let e = b.build().unwrap_err().to_string();
-    assert!(e.contains("compensatable step \"c\" comes after a pivot"), "{e}");
+    assert!(
+        e.contains("compensatable step \"c\" comes after a pivot"),
+        "{e}"
+    );
     // Two pivots.
     let mut b = Saga::builder::<u32>("bad2");
     b.step(Step::pivot("p1", ok));
     b.step(Step::pivot("p2", ok));
-    assert!(b.build().unwrap_err().to_string().contains("at most one pivot"));
+    assert!(b
+        .build()
+        .unwrap_err()
+        .to_string()
+        .contains("at most one pivot"));
     // Pivot in a group; duplicate names; bounded retriable; empty saga.
     let mut b = Saga::builder::<u32>("bad3");
     b.parallel(|g| {
@@ -98,14 +107,20 @@ fn phases_are_enforced_at_build_time() {
     assert!(e.contains("used twice"), "{e}");
     let mut b = Saga::builder::<u32>("bad4");
     b.step(Step::retriable("r", ok).retry(RetryPolicy::attempts(3)));
-    assert!(b.build().unwrap_err().to_string().contains("until it succeeds"));
+    assert!(b
+        .build()
+        .unwrap_err()
+        .to_string()
+        .contains("until it succeeds"));
     assert!(Saga::builder::<u32>("empty").build().is_err());
     // Bad backoff is reported, not panicked on.
     let mut b = Saga::builder::<u32>("bad5");
-    b.step(Step::pivot("p", ok).retry(RetryPolicy::attempts(2).backoff(Backoff::exponential(
-        Duration::from_secs(2),
-        Duration::from_secs(1),
-    ))));
+    b.step(
+        Step::pivot("p", ok).retry(RetryPolicy::attempts(2).backoff(Backoff::exponential(
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        ))),
+    );
     assert!(b.build().unwrap_err().to_string().contains("backoff"));
 }
 
@@ -126,12 +141,19 @@ async fn failure_compensates_completed_steps_in_reverse_order() {
     let id = o.start(&def, "k", &1).await.unwrap().id;
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Compensated);
     let l = log.get();
-    let pos = |s: &str| l.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} in {l:?}"));
+    let pos = |s: &str| {
+        l.iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("{s} in {l:?}"))
+    };
     assert!(pos("c:undo:c-out") < pos("b1:undo:b1-out"));
     assert!(pos("c:undo:c-out") < pos("b2:undo:b2-out"));
     assert!(pos("b1:undo:b1-out") < pos("a:undo:a-out"));
     assert!(pos("b2:undo:b2-out") < pos("a:undo:a-out"));
-    assert!(!l.iter().any(|x| x.starts_with("d:undo")), "the failed step is not compensated");
+    assert!(
+        !l.iter().any(|x| x.starts_with("d:undo")),
+        "the failed step is not compensated"
+    );
     let r = o.get(id).await.unwrap();
     assert!(r.compensating);
     assert!(r.error.unwrap().contains("permanent: no"));
@@ -175,10 +197,15 @@ async fn unknown_outcomes_are_retried_with_the_same_key_never_assumed_failed() {
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Completed);
     let keys = keys.lock().unwrap().clone();
     assert_eq!(keys.len(), 3);
-    assert!(keys.iter().all(|k| *k == StepKey::new(id, "slow", Phase::Forward)));
+    assert!(keys
+        .iter()
+        .all(|k| *k == StepKey::new(id, "slow", Phase::Forward)));
     assert_eq!(compensations.load(Ordering::SeqCst), 0);
     let hist = o.history(id).await.unwrap();
-    assert_eq!(hist.iter().filter(|h| h.kind == "attempt_failed").count(), 2);
+    assert_eq!(
+        hist.iter().filter(|h| h.kind == "attempt_failed").count(),
+        2
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -195,14 +222,20 @@ async fn an_outcome_that_stays_unknown_needs_attention_and_an_operator_resolves_
         )
         .retry(fast(2).attempt_timeout(Duration::from_millis(500))),
     );
-    b.step(Step::pivot("after", |c: Ctx| async move { Ok::<u32, StepError>(*c.input()) }));
+    b.step(Step::pivot("after", |c: Ctx| async move {
+        Ok::<u32, StepError>(*c.input())
+    }));
     let def = b.build().unwrap();
     let store = Arc::new(MemoryStore::new());
     let o = orch(&store, &[&def]);
     let id = o.start(&def, "k", &5).await.unwrap().id;
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::NeedsAttention);
     let r = o.get(id).await.unwrap();
-    assert!(r.error.as_deref().unwrap().contains("outcome still unknown after 2 attempts"));
+    assert!(r
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("outcome still unknown after 2 attempts"));
     let step = r.steps.iter().find(|s| s.step == "hang").unwrap();
     assert_eq!(step.state, StepState::Unknown, "never recorded as failed");
     let stuck = o.list(Some(SagaStatus::NeedsAttention), 10).await.unwrap();
@@ -215,7 +248,13 @@ async fn an_outcome_that_stays_unknown_needs_attention_and_an_operator_resolves_
     let r = o.get(id).await.unwrap();
     assert_eq!(r.recoveries, 0);
     assert!(r.error.is_none());
-    let kinds: Vec<String> = o.history(id).await.unwrap().into_iter().map(|h| h.kind).collect();
+    let kinds: Vec<String> = o
+        .history(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
     assert!(kinds.contains(&"operator_resolved".to_string()));
 }
 
@@ -251,14 +290,20 @@ async fn a_compensation_that_keeps_failing_keeps_its_error_and_can_be_resumed() 
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::NeedsAttention);
     let r = o.get(id).await.unwrap();
     let err = r.error.unwrap();
-    assert!(err.contains("compensation keeps failing (4 attempts)"), "{err}");
+    assert!(
+        err.contains("compensation keeps failing (4 attempts)"),
+        "{err}"
+    );
     assert!(err.contains("refund service down"), "{err}");
     assert!(r.compensating);
     broken.store(false, Ordering::SeqCst);
     o.resume(id).await.unwrap();
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Compensated);
     // Resume is for NeedsAttention only.
-    assert!(matches!(o.resume(id).await, Err(Error::InvalidOperation(_))));
+    assert!(matches!(
+        o.resume(id).await,
+        Err(Error::InvalidOperation(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -266,7 +311,9 @@ async fn retriable_steps_are_retried_until_they_succeed() {
     let n = Arc::new(AtomicU32::new(0));
     let n2 = n.clone();
     let mut b = Saga::builder::<u32>("retriable");
-    b.step(Step::pivot("p", |_c: Ctx| async { Ok::<(), StepError>(()) }));
+    b.step(Step::pivot("p", |_c: Ctx| async {
+        Ok::<(), StepError>(())
+    }));
     b.step(
         Step::retriable("email", move |_c: Ctx| {
             let n = n2.clone();
@@ -344,7 +391,10 @@ async fn a_changed_definition_is_refused_clearly() {
     assert_eq!(new.recover_once().await.unwrap(), 1);
     assert_eq!(new.wait(id).await.unwrap(), SagaStatus::NeedsAttention);
     let e = new.get(id).await.unwrap().error.unwrap();
-    assert!(e.contains("definition version 1 but version 2 is registered"), "{e}");
+    assert!(
+        e.contains("definition version 1 but version 2 is registered"),
+        "{e}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -363,21 +413,33 @@ async fn a_taken_over_run_is_fenced_and_stops() {
         })
         .retry(fast(1)),
     );
-    b.step(Step::retriable("next", |_c: Ctx| async { Ok::<(), StepError>(()) }));
+    b.step(Step::retriable("next", |_c: Ctx| async {
+        Ok::<(), StepError>(())
+    }));
     let def = b.build().unwrap();
     let store = Arc::new(MemoryStore::new());
     let a = orch(&store, &[&def]);
     let id = a.start(&def, "k", &0).await.unwrap().id;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let thief = store.take_over(id, "thief", Duration::from_secs(600)).await.unwrap();
+    let thief = store
+        .take_over(id, "thief", Duration::from_secs(600))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The old run's outcome write was refused: the log shows only the start under epoch 1.
     let r = store.load(id).await.unwrap();
     assert_eq!(r.status, SagaStatus::Running);
     assert_eq!(r.steps[0].state, StepState::Started);
     let h = store.history(id).await.unwrap();
-    assert!(h.iter().all(|e| e.epoch == 1 || e.kind == "taken_over"), "{h:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the fenced run made no further calls");
+    assert!(
+        h.iter().all(|e| e.epoch == 1 || e.kind == "taken_over"),
+        "{h:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the fenced run made no further calls"
+    );
     // The thief hands it back; recovery re-invokes the started step with the same key.
     store.release(&thief).await.unwrap();
     a.recover_once().await.unwrap();
@@ -402,7 +464,11 @@ async fn heartbeats_keep_a_long_step_from_being_claimed() {
     let id = a.start(&def, "k", &0).await.unwrap().id;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(other.recover_once().await.unwrap(), 0, "the live lease was claimed");
+        assert_eq!(
+            other.recover_once().await.unwrap(),
+            0,
+            "the live lease was claimed"
+        );
     }
     assert_eq!(a.wait(id).await.unwrap(), SagaStatus::Completed);
 }
@@ -423,15 +489,27 @@ async fn too_many_recoveries_need_attention() {
         .unwrap();
     let id = o.start(&def, "k", &0).await.unwrap().id;
     for _ in 0..3 {
-        let l = store.take_over(id, "crasher", Duration::ZERO).await.unwrap();
+        let l = store
+            .take_over(id, "crasher", Duration::ZERO)
+            .await
+            .unwrap();
         store.release(&l).await.unwrap();
         // Count a recovery the way a claim does.
-        let claimed = store.claim_expired("crasher", Duration::ZERO, 10).await.unwrap();
+        let claimed = store
+            .claim_expired("crasher", Duration::ZERO, 10)
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
     }
     assert_eq!(o.recover_once().await.unwrap(), 1);
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::NeedsAttention);
-    assert!(o.get(id).await.unwrap().error.unwrap().contains("recovered 4 times (limit 3)"));
+    assert!(o
+        .get(id)
+        .await
+        .unwrap()
+        .error
+        .unwrap()
+        .contains("recovered 4 times (limit 3)"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -452,7 +530,11 @@ async fn metrics_count_sagas_by_outcome() {
     let o = Orchestrator::builder(store as Arc<dyn SagaStore>)
         .register(&ok)
         .register(&bad)
-        .telemetry(SagaTelemetry::new().meter(provider.meter("t")).name("orch-a"))
+        .telemetry(
+            SagaTelemetry::new()
+                .meter(provider.meter("t"))
+                .name("orch-a"),
+        )
         .build()
         .unwrap();
     let a = o.start(&ok, "1", &0).await.unwrap().id;

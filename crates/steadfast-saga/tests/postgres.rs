@@ -1,6 +1,8 @@
 //! The conformance suite on the PostgreSQL store (skipped loudly when the server is
 //! unreachable, unless STEADFAST_REQUIRE_SERVICES=1).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::Arc;

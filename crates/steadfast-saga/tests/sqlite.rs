@@ -1,5 +1,7 @@
 //! The conformance suite on the SQLite store, plus SQLite-specific checks.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::sync::Arc;
@@ -22,7 +24,9 @@ async fn two_handles_on_one_file_share_claims_and_fencing() {
     let db = TempDb::new("two-handles");
     let a = SqliteStore::open(&db.path).await.unwrap();
     let b = SqliteStore::open(&db.path).await.unwrap();
-    conformance::concurrent_claims_never_share_a_saga(&a).await.unwrap();
+    conformance::concurrent_claims_never_share_a_saga(&a)
+        .await
+        .unwrap();
     conformance::stale_epoch_is_fenced_and_writes_nothing(&b)
         .await
         .unwrap();

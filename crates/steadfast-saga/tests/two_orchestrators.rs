@@ -9,6 +9,8 @@
 //!   backwards;
 //! - the crashes really caused take-overs (recoveries happened).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -110,12 +112,24 @@ async fn two_orchestrators_500_sagas_random_crashes() {
     let mut per_saga: HashMap<String, usize> = HashMap::new();
     for r in &rows {
         let n: i64 = r.get(3);
-        assert_eq!(n, 1, "effect applied {n} times: {:?}", r.get::<String, _>(0));
+        assert_eq!(
+            n,
+            1,
+            "effect applied {n} times: {:?}",
+            r.get::<String, _>(0)
+        );
         *per_saga.entry(r.get::<String, _>(0)).or_default() += 1;
     }
     for s in &sagas {
-        let expected = if s.status == SagaStatus::Compensated { 2 } else { 3 };
-        assert_eq!(per_saga.get(&s.id.to_string()).copied().unwrap_or(0), expected);
+        let expected = if s.status == SagaStatus::Compensated {
+            2
+        } else {
+            3
+        };
+        assert_eq!(
+            per_saga.get(&s.id.to_string()).copied().unwrap_or(0),
+            expected
+        );
     }
     let calls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM crash_calls")
         .fetch_one(store.pool())
@@ -153,20 +167,25 @@ async fn two_orchestrators_500_sagas_random_crashes() {
             }
         }
     }
-    assert!(overlaps.is_empty(), "executed by two orchestrators at once: {overlaps:#?}");
+    assert!(
+        overlaps.is_empty(),
+        "executed by two orchestrators at once: {overlaps:#?}"
+    );
 
     // Fenced-out writes never landed: epochs never go backwards in any saga's log.
-    let rows = sqlx::query(
-        "SELECT saga_id, epoch FROM steadfast_saga_history ORDER BY saga_id, seq",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
+    let rows =
+        sqlx::query("SELECT saga_id, epoch FROM steadfast_saga_history ORDER BY saga_id, seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
     let mut last: HashMap<String, i64> = HashMap::new();
     for r in &rows {
         let (id, epoch): (String, i64) = (r.get(0), r.get(1));
         let prev = last.insert(id.clone(), epoch).unwrap_or(0);
-        assert!(epoch >= prev, "saga {id}: a write under epoch {epoch} landed after {prev}");
+        assert!(
+            epoch >= prev,
+            "saga {id}: a write under epoch {epoch} landed after {prev}"
+        );
     }
     let recoveries: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(recoveries), 0)::bigint FROM steadfast_sagas")

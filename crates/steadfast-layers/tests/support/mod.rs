@@ -1,7 +1,6 @@
 //! Shared test helpers: a scripted service, a metrics capture on the OTel SDK's in-memory
 //! exporter, and a tracing capture.
 #![allow(dead_code, unreachable_pub, missing_docs)]
-
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -177,13 +176,19 @@ struct Visitor<'a>(&'a mut BTreeMap<String, String>);
 
 impl tracing::field::Visit for Visitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}").trim_matches('"').to_string());
+        self.0.insert(
+            field.name().to_string(),
+            format!("{value:?}").trim_matches('"').to_string(),
+        );
     }
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Traces {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut fields = BTreeMap::new();
         event.record(&mut Visitor(&mut fields));
         self.events.lock().unwrap().push(Event {

@@ -243,7 +243,12 @@ async fn participant(
     }
     db.apply(ctx).await.map_err(StepError::unknown)?;
     boundaries
-        .hit(format!("{} {} {} during", ctx.saga_id(), ctx.step(), ctx.phase()))
+        .hit(format!(
+            "{} {} {} during",
+            ctx.saga_id(),
+            ctx.step(),
+            ctx.phase()
+        ))
         .await;
     Ok(())
 }
@@ -255,7 +260,10 @@ fn definition(
 ) -> Result<SagaDefinition<Order>, steadfast_saga::Error> {
     type Ctx = StepContext<Order>;
     let retry = RetryPolicy::attempts(20)
-        .backoff(Backoff::exponential(Duration::from_millis(5), Duration::from_millis(100)))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+        ))
         .attempt_timeout(Duration::from_secs(5));
     let mut b = Saga::builder::<Order>("crash-trip").version(1);
     let env = (db, boundaries, soak);
@@ -339,10 +347,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     let usage = "usage: saga-crash-child <store> crash|soak <sagas> [instance] [--crash-at K] [--lease-ms L]";
     let spec = args.get(1).ok_or(usage)?;
     let mode = args.get(2).ok_or(usage)?.as_str();
-    let sagas: u32 = args
-        .get(3)
-        .and_then(|s| s.parse().ok())
-        .ok_or(usage)?;
+    let sagas: u32 = args.get(3).and_then(|s| s.parse().ok()).ok_or(usage)?;
     let lease = Duration::from_millis(flag(&args, "--lease-ms").unwrap_or(300));
     let (store, db) = open(spec).await?;
     db.setup().await.map_err(|e| e.to_string())?;
@@ -376,7 +381,11 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     let recovery = orch.spawn_recovery();
     let order = |i: u32| Order {
         n: i,
-        fail_pivot: if mode == "soak" { i % 3 == 2 } else { i % 2 == 1 },
+        fail_pivot: if mode == "soak" {
+            i % 3 == 2
+        } else {
+            i % 2 == 1
+        },
     };
     let mut ids = Vec::new();
     if mode == "crash" {

@@ -149,7 +149,10 @@ pub async fn create_is_idempotent(store: &dyn SagaStore) -> Result<(), Error> {
         Created::New(_) => panic!("create: the same business key created a second saga"),
     }
     let other = create_new(store, new_saga(&format!("{t}-b"), "k1"), "o1").await?;
-    assert_ne!(other.saga, first.saga, "create: business keys are per saga type");
+    assert_ne!(
+        other.saga, first.saga,
+        "create: business keys are per saga type"
+    );
     let hist = store.history(first.saga).await?;
     assert_eq!(hist.len(), 1, "create: the duplicate start wrote nothing");
     Ok(())
@@ -215,8 +218,12 @@ pub async fn record_is_atomic_and_upserts(store: &dyn SagaStore) -> Result<(), E
     store
         .record(
             &lease,
-            Transition::new(Event::new("step_started").step("a", Phase::Forward))
-                .step(step("a", Phase::Forward, StepState::Started, 1)),
+            Transition::new(Event::new("step_started").step("a", Phase::Forward)).step(step(
+                "a",
+                Phase::Forward,
+                StepState::Started,
+                1,
+            )),
         )
         .await?;
     let mut done = step("a", Phase::Forward, StepState::Succeeded, 1);
@@ -241,8 +248,12 @@ pub async fn record_is_atomic_and_upserts(store: &dyn SagaStore) -> Result<(), E
     store
         .record(
             &lease,
-            Transition::new(Event::new("step_started").step("a", Phase::Compensation))
-                .step(step("a", Phase::Compensation, StepState::Started, 1)),
+            Transition::new(Event::new("step_started").step("a", Phase::Compensation)).step(step(
+                "a",
+                Phase::Compensation,
+                StepState::Started,
+                1,
+            )),
         )
         .await?;
     let r = store.load(lease.saga).await?;
@@ -256,7 +267,10 @@ pub async fn record_is_atomic_and_upserts(store: &dyn SagaStore) -> Result<(), E
         .iter()
         .find(|s| s.phase == Phase::Forward)
         .expect("forward record");
-    assert_eq!(fwd, &done, "record: the later record replaced the earlier one");
+    assert_eq!(
+        fwd, &done,
+        "record: the later record replaced the earlier one"
+    );
     store
         .record(
             &lease,
@@ -282,7 +296,10 @@ pub async fn record_is_atomic_and_upserts(store: &dyn SagaStore) -> Result<(), E
     assert_eq!(h[1].step.as_deref(), Some("a"));
     assert_eq!(h[1].phase, Some(Phase::Forward));
     assert_eq!(h[3].detail.as_deref(), Some("boom"));
-    assert!(h.windows(2).all(|w| w[0].seq < w[1].seq), "history in order");
+    assert!(
+        h.windows(2).all(|w| w[0].seq < w[1].seq),
+        "history in order"
+    );
     assert!(h.iter().all(|e| e.epoch == 1));
     Ok(())
 }
@@ -323,7 +340,11 @@ pub async fn stale_epoch_is_fenced_and_writes_nothing(store: &dyn SagaStore) -> 
     );
     store.release(&old).await?;
     let r = store.load(old.saga).await?;
-    assert_eq!(r.status, SagaStatus::Running, "refused write changed nothing");
+    assert_eq!(
+        r.status,
+        SagaStatus::Running,
+        "refused write changed nothing"
+    );
     assert!(r.steps.is_empty(), "refused write left no step record");
     assert_eq!(r.epoch, 2);
     assert_eq!(r.owner.as_deref(), Some("new"));
@@ -334,7 +355,9 @@ pub async fn stale_epoch_is_fenced_and_writes_nothing(store: &dyn SagaStore) -> 
         claimed.iter().all(|l| l.saga != old.saga),
         "a stale release must not expire the current lease"
     );
-    store.record(&new, Transition::new(Event::new("ok"))).await?;
+    store
+        .record(&new, Transition::new(Event::new("ok")))
+        .await?;
     store.heartbeat(&new, LONG).await?;
     Ok(())
 }
@@ -388,7 +411,14 @@ pub async fn claims_take_only_expired_active_sagas(store: &dyn SagaStore) -> Res
             break;
         }
         mine.extend(got.into_iter().filter(|l| {
-            [expired.saga, compensating.saga, live.saga, done.saga, stuck.saga].contains(&l.saga)
+            [
+                expired.saga,
+                compensating.saga,
+                live.saga,
+                done.saga,
+                stuck.saga,
+            ]
+            .contains(&l.saga)
         }));
     }
     let ids: HashSet<SagaId> = mine.iter().map(|l| l.saga).collect();
@@ -409,7 +439,9 @@ pub async fn claims_take_only_expired_active_sagas(store: &dyn SagaStore) -> Res
     assert!(again.iter().all(|l| !ids.contains(&l.saga)));
     // The old owner is fenced.
     assert!(matches!(
-        store.record(&expired, Transition::new(Event::new("late"))).await,
+        store
+            .record(&expired, Transition::new(Event::new("late")))
+            .await,
         Err(Error::Fenced(_))
     ));
     Ok(())
@@ -489,14 +521,14 @@ pub async fn list_and_history(store: &dyn SagaStore) -> Result<(), Error> {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].id, b.saga);
     assert_eq!(mine[0].business_key, "b");
-    assert_eq!(
-        mine[0].error.as_deref(),
-        Some("compensation keeps failing")
-    );
+    assert_eq!(mine[0].error.as_deref(), Some("compensation keeps failing"));
     let running = store.list(Some(SagaStatus::Running), 100_000).await?;
     assert!(running.iter().any(|s| s.id == a.saga));
     assert!(running.iter().all(|s| s.status == SagaStatus::Running));
-    assert!(store.list(None, 1).await?.len() <= 1, "list respects its limit");
+    assert!(
+        store.list(None, 1).await?.len() <= 1,
+        "list respects its limit"
+    );
     let ha = store.history(a.saga).await?;
     assert_eq!(ha.len(), 1);
     assert!(matches!(
@@ -568,7 +600,10 @@ pub async fn corrupt_rows_are_decode_errors(
             Transition::new(Event::new("s")).step(step("a", Phase::Forward, StepState::Started, 1)),
         )
         .await?;
-    if corrupt.corrupt(l.saga, Corruption::UnknownStepState).await? {
+    if corrupt
+        .corrupt(l.saga, Corruption::UnknownStepState)
+        .await?
+    {
         assert!(matches!(store.load(l.saga).await, Err(Error::Decode(_))));
     }
     Ok(())
@@ -662,18 +697,39 @@ pub async fn orchestrator_scenarios(
         .build()?;
 
     let ok = orch
-        .start(&def, "ok", &Order { n: 1, fail_pivot: false })
+        .start(
+            &def,
+            "ok",
+            &Order {
+                n: 1,
+                fail_pivot: false,
+            },
+        )
         .await?;
     assert!(ok.created);
     assert_eq!(orch.wait(ok.id).await?, SagaStatus::Completed);
     let again = orch
-        .start(&def, "ok", &Order { n: 1, fail_pivot: false })
+        .start(
+            &def,
+            "ok",
+            &Order {
+                n: 1,
+                fail_pivot: false,
+            },
+        )
         .await?;
     assert_eq!(again.id, ok.id, "same business key, same saga");
     assert!(!again.created);
 
     let bad = orch
-        .start(&def, "bad", &Order { n: 2, fail_pivot: true })
+        .start(
+            &def,
+            "bad",
+            &Order {
+                n: 2,
+                fail_pivot: true,
+            },
+        )
         .await?;
     assert_eq!(orch.wait(bad.id).await?, SagaStatus::Compensated);
     assert_eq!(c.reserve.load(Ordering::SeqCst), 2);
@@ -705,7 +761,9 @@ pub async fn orchestrator_scenarios(
     assert_eq!(orch.wait(lease.saga).await?, SagaStatus::Completed);
     let h = orch.history(lease.saga).await?;
     assert!(
-        h.iter().filter(|e| e.kind.starts_with("step")).all(|e| e.epoch == 3),
+        h.iter()
+            .filter(|e| e.kind.starts_with("step"))
+            .all(|e| e.epoch == 3),
         "only the current epoch wrote steps"
     );
 
@@ -733,7 +791,10 @@ pub async fn orchestrator_scenarios(
             assert_eq!(orch.wait(lease2.saga).await?, SagaStatus::Completed);
             let r = orch.get(lease.saga).await?;
             assert!(
-                r.error.as_deref().unwrap_or("").contains("cannot decode the saga input"),
+                r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("cannot decode the saga input"),
                 "{:?}",
                 r.error
             );

@@ -363,4 +363,3 @@ fn upsert_step(steps: &mut Vec<StepRecord>, step: StepRecord) {
         None => steps.push(step),
     }
 }
-

@@ -560,8 +560,12 @@ impl Transition {
 /// ```
 pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
     /// Creates a saga, or finds the one with the same (type, business key).
-    fn create<'a>(&'a self, new: NewSaga, owner: &'a str, lease: Duration)
-        -> StoreFuture<'a, Created>;
+    fn create<'a>(
+        &'a self,
+        new: NewSaga,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Created>;
 
     /// Loads a saga and its step records. [`Error::NotFound`] or [`Error::Decode`] (an
     /// unreadable status, state or phase).

@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 
 use super::conformance::{Corrupt, Corruption};
 use super::{
-    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
-    SagaStatus, SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
+    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus,
+    SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::{Phase, SagaId};
@@ -147,9 +147,11 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         if let Some(s) = &self.schema {
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{s}\""
+            )))
+            .execute(&mut *tx)
+            .await?;
         }
         for m in MIGRATIONS {
             sqlx::query(*m).execute(&mut *tx).await?;
@@ -168,9 +170,11 @@ impl PostgresStore {
     /// ```
     pub async fn drop_schema(&self) -> Result<(), Error> {
         if let Some(s) = &self.schema {
-            sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE")))
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{s}\" CASCADE"
+            )))
+            .execute(&self.pool)
+            .await?;
         }
         Ok(())
     }

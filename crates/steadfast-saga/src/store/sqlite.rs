@@ -15,8 +15,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::conformance::{Corrupt, Corruption};
 use super::{
-    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
-    SagaStatus, SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
+    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus,
+    SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::{Phase, SagaId};

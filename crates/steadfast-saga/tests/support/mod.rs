@@ -1,5 +1,5 @@
 //! Test support: temporary SQLite files and per-run PostgreSQL schemas.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
@@ -64,6 +64,8 @@ pub async fn pg_store(tag: &str) -> Option<steadfast_saga::store::PostgresStore>
             );
             None
         }
-        Err(e) => panic!("PostgreSQL required (STEADFAST_REQUIRE_SERVICES=1) but unreachable at {url}: {e}"),
+        Err(e) => panic!(
+            "PostgreSQL required (STEADFAST_REQUIRE_SERVICES=1) but unreachable at {url}: {e}"
+        ),
     }
 }
