@@ -575,3 +575,35 @@ async fn metrics_count_sagas_by_outcome() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn parallel_compensation_undoes_every_step_at_once() {
+    // Each compensation waits until all three have started: only a concurrent run finishes.
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let mut b = Saga::builder::<u32>("par-comp").parallel_compensation(true);
+    for name in ["a", "b", "c"] {
+        let bar = barrier.clone();
+        b.step(
+            Step::compensatable(
+                name,
+                |_c: Ctx| async { Ok::<u32, StepError>(1) },
+                move |_c: Ctx, _o: u32| {
+                    let bar = bar.clone();
+                    async move {
+                        bar.wait().await;
+                        Ok::<(), StepError>(())
+                    }
+                },
+            )
+            .compensation_retry(fast(1).attempt_timeout(Duration::from_secs(5))),
+        );
+    }
+    b.step(Step::pivot("p", |_c: Ctx| async {
+        Err::<(), _>(StepError::permanent("no"))
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let o = orch(&store, &[&def]);
+    let id = o.start(&def, "k", &0).await.unwrap().id;
+    assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Compensated);
+}
