@@ -44,6 +44,16 @@ pub fn services_required() -> bool {
 
 /// A fresh schema name for one test run.
 pub fn schema_name(tag: &str) -> String {
+    let tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!(
         "steadfast_test_{tag}_{:012x}",
         SeededRng::from_entropy().next_u64() >> 16
@@ -57,15 +67,24 @@ pub async fn pg_store(tag: &str) -> Option<steadfast_saga::store::PostgresStore>
     let schema = schema_name(tag);
     match steadfast_saga::store::PostgresStore::connect(&url, Some(&schema)).await {
         Ok(s) => Some(s),
-        Err(e) if !services_required() => {
-            eprintln!(
+        Err(e @ steadfast_saga::Error::Store(_)) if !services_required() => {
+            loud(&format!(
                 "\n*** SKIPPED {tag}: PostgreSQL unreachable at {url}: {e} \
                  (set STEADFAST_REQUIRE_SERVICES=1 to fail instead) ***\n"
-            );
+            ));
             None
         }
-        Err(e) => panic!(
-            "PostgreSQL required (STEADFAST_REQUIRE_SERVICES=1) but unreachable at {url}: {e}"
-        ),
+        Err(e) => panic!("PostgreSQL store for {tag} at {url} (schema {schema}): {e}"),
+    }
+}
+
+/// Prints past libtest's output capture (to /dev/stderr when it can be opened).
+pub fn loud(msg: &str) {
+    use std::io::Write;
+    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+        Ok(mut f) => {
+            let _ = f.write_all(msg.as_bytes());
+        }
+        Err(_) => eprintln!("{msg}"),
     }
 }
