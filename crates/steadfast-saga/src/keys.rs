@@ -207,6 +207,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn namespace_is_derived_as_documented() {
+        assert_eq!(
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"steadfast-saga/step-key"),
+            STEP_KEY_NAMESPACE
+        );
+    }
+
+    #[test]
     fn namespace_is_a_v5_uuid() {
         // Fixed forever: keys already handed to participants must not change.
         assert_eq!(STEP_KEY_NAMESPACE.get_version_num(), 5);

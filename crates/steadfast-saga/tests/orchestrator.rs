@@ -607,3 +607,45 @@ async fn parallel_compensation_undoes_every_step_at_once() {
     let id = o.start(&def, "k", &0).await.unwrap().id;
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Compensated);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retriable_step_that_fails_permanently_waits_for_an_operator_retry() {
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let b2 = broken.clone();
+    let mut b = Saga::builder::<u32>("retry-op");
+    b.step(Step::pivot("p", |_c: Ctx| async {
+        Ok::<(), StepError>(())
+    }));
+    b.step(Step::retriable("email", move |_c: Ctx| {
+        let broken = b2.clone();
+        async move {
+            if broken.load(Ordering::SeqCst) {
+                Err(StepError::permanent("mailbox does not exist"))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let o = orch(&store, &[&def]);
+    let id = o.start(&def, "k", &0).await.unwrap().id;
+    assert_eq!(o.wait(id).await.unwrap(), SagaStatus::NeedsAttention);
+    let e = o.get(id).await.unwrap().error.unwrap();
+    assert!(e.contains("step after the pivot failed permanently"), "{e}");
+    assert!(matches!(
+        o.retry_step(id, "nope", Phase::Forward).await,
+        Err(Error::InvalidOperation(_))
+    ));
+    broken.store(false, Ordering::SeqCst);
+    o.retry_step(id, "email", Phase::Forward).await.unwrap();
+    assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Completed);
+    let kinds: Vec<String> = o
+        .history(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
+    assert!(kinds.contains(&"operator_retry".to_string()), "{kinds:?}");
+}
