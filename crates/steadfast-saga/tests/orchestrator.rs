@@ -649,3 +649,43 @@ async fn a_retriable_step_that_fails_permanently_waits_for_an_operator_retry() {
         .collect();
     assert!(kinds.contains(&"operator_retry".to_string()), "{kinds:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_defaults_an_abandoned_saga_resumes_within_15_s() {
+    let mut b = Saga::builder::<u32>("abandoned");
+    b.step(Step::pivot("p", |_c: Ctx| async {
+        Ok::<(), StepError>(())
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    // An orchestrator created the saga (default lease) and died right after its last heartbeat.
+    let created = store
+        .create(
+            steadfast_saga::store::NewSaga {
+                id: steadfast_saga::SagaId::from_uuid(uuid::Uuid::from_u128(9)),
+                saga_type: "abandoned".into(),
+                version: 1,
+                business_key: "k".into(),
+                input: "0".into(),
+                deadline: None,
+            },
+            "dead",
+            steadfast_saga::DEFAULT_LEASE,
+        )
+        .await
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    let o = Orchestrator::builder(store.clone() as Arc<dyn SagaStore>)
+        .register(&def)
+        .build()
+        .unwrap();
+    let recovery = o.spawn_recovery();
+    assert_eq!(o.wait(created.id()).await.unwrap(), SagaStatus::Completed);
+    let took = t0.elapsed();
+    recovery.abort();
+    assert!(took <= Duration::from_secs(15), "resumed after {took:?}");
+    assert!(
+        took >= steadfast_saga::DEFAULT_LEASE,
+        "claimed a live lease after {took:?}"
+    );
+}
