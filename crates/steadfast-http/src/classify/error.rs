@@ -33,14 +33,19 @@ pub(super) fn classify_error(err: &(dyn Error + 'static), retry_errors: bool) ->
                 return Outcome::NotSent { reason: "connect" };
             }
         }
+        let mut next = e.source();
         if let Some(io) = e.downcast_ref::<io::Error>() {
             if io.kind() == io::ErrorKind::ConnectionRefused {
                 return Outcome::NotSent {
                     reason: "connection_refused",
                 };
             }
+            // `io::Error::source` skips the error it wraps; look at that error itself.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn Error + 'static));
+            }
         }
-        cur = e.source();
+        cur = next;
     }
     if retry_errors {
         Outcome::retryable("error")
