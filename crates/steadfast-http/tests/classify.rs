@@ -1,6 +1,7 @@
 //! The HTTP and gRPC classifiers driving steadfast's retry layer, on a paused clock; plus the
 //! one real-socket check that a refused connection is retried transparently.
 #![allow(clippy::disallowed_types)] // SystemTime: a fixed wall clock for Retry-After dates
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -333,12 +334,10 @@ async fn grpc_trailers_only_statuses_and_pushback() {
 }
 
 type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
+type FrameBody =
+    StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
 
-fn streaming_grpc_response(
-    code: &str,
-) -> Response<
-    StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>,
-> {
+fn streaming_grpc_response(code: &str) -> Response<FrameBody> {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", code.parse().unwrap());
     let frames: Frames = vec![

@@ -1,6 +1,7 @@
 //! Property tests: every codec round-trips, rounds the documented way, and no decoder (nor a
 //! classifier or server layer reading these headers) panics on any input.
 #![allow(clippy::disallowed_types)] // SystemTime is an input of the Retry-After codec
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,5 +1,6 @@
 //! Deadline propagation across hops, on a paused clock with in-memory transports: each hop
 //! drops extensions and runs the callee in its own task, so only headers carry the deadline.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! `ReplayBody` and `HttpReplay` under steadfast's retry layer, with bodies that stream in over
 //! time (paused clock).
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -44,7 +45,10 @@ fn slow_body(
 /// What the peer received on each attempt: the body bytes (or the error reading it) and the
 /// trailers, and when.
 #[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(Result<Bytes, String>, Option<HeaderMap>, Instant)>>>);
+struct Received(Arc<Mutex<Vec<Attempt>>>);
+
+/// One attempt as the peer saw it: the body (or the error reading it), the trailers, when.
+type Attempt = (Result<Bytes, String>, Option<HeaderMap>, Instant);
 
 /// A peer that reads `read` data frames of each request (all of them if `None`), then answers
 /// with `statuses[attempt]` (the last repeats).

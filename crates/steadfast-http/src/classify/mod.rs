@@ -72,6 +72,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+#[cfg(doc)]
+use steadfast_layers::classify::Outcome;
 use steadfast_layers::retry::GiveUpReason;
 
 mod error;

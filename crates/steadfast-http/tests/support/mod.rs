@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 #![allow(clippy::unwrap_used)]
 
+pub mod grpc;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
