@@ -348,10 +348,7 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
             .classifier(self.classifier)
             .replay(self.replay)
             .build()?;
-        let attempt = match self.attempt_timeout {
-            Some(t) => AttemptTimeoutLayer::new(t)?,
-            None => AttemptTimeoutLayer::deadline_only(),
-        };
+        let attempt = AttemptTimeoutLayer::with_telemetry(self.attempt_timeout, &self.telemetry)?;
         let mut propagation = DeadlinePropagationLayer::builder()
             .margin(self.margin)
             .telemetry(self.telemetry.clone());
