@@ -120,7 +120,14 @@ pub struct RetryGaveUp {
 pub struct WallClock(fn() -> SystemTime);
 
 impl WallClock {
-    /// A clock reading `now` (a function, so that the classifier stays `Copy`-cheap).
+    /// A clock reading `now` (a function, so that the classifier stays cheap to clone).
+    ///
+    /// ```
+    /// # use std::time::UNIX_EPOCH;
+    /// # use steadfast_http::classify::WallClock;
+    /// let epoch = WallClock::new(|| UNIX_EPOCH);
+    /// assert_eq!(epoch.now(), UNIX_EPOCH);
+    /// ```
     pub const fn new(now: fn() -> SystemTime) -> Self {
         WallClock(now)
     }
@@ -136,6 +143,12 @@ impl WallClock {
     }
 
     /// The current wall-clock time.
+    ///
+    /// ```
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// # use steadfast_http::classify::WallClock;
+    /// assert_eq!(WallClock::new(|| UNIX_EPOCH + Duration::from_secs(1)).now(), UNIX_EPOCH + Duration::from_secs(1));
+    /// ```
     pub fn now(&self) -> SystemTime {
         (self.0)()
     }
