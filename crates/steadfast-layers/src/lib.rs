@@ -6,6 +6,12 @@
 //! layers, with noun errors to match on ([`deadline::DeadlineExceeded`], [`timeout::Elapsed`],
 //! [`retry::GaveUp`]); every decision is traced and counted (see [`telemetry`]).
 //!
+//! Backpressure layers keep a caller within what its peer can take, shared by every clone of a
+//! layer: concurrency limits, fixed ([`limit`]) or adaptive ([`adaptive`]: AIMD, Gradient2,
+//! Vegas), a [`bulkhead`] with a bounded queue, rate limits ([`rate`], on governor's GCRA),
+//! client-side adaptive throttling ([`throttle`]) and load shedding ([`shed`]); limits and rates
+//! can be per key ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
+//!
 //! The standard order, outermost first: total deadline, then retry (each attempt bounded by its
 //! own timeout and the deadline).
 //!
@@ -25,12 +31,21 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adaptive;
+pub mod bulkhead;
 pub mod classify;
 pub mod deadline;
 mod error;
+pub mod keyed;
+pub mod limit;
+pub mod overload;
+mod permit;
+pub mod rate;
 pub mod retry;
 pub mod rng;
+pub mod shed;
 pub mod telemetry;
+pub mod throttle;
 pub mod timeout;
 
 pub use error::{BoxError, ConfigError, Problem};
