@@ -215,3 +215,103 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
     }
     out
 }
+
+impl Metrics {
+    /// The value of gauge `name` (u64, i64 or f64) on a point whose attributes include all of
+    /// `attrs`, as observed by a collection made now (observable gauges run their callbacks).
+    pub fn gauge(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+        fn matches(kvs: &[&opentelemetry::KeyValue], attrs: &[(&str, &str)]) -> bool {
+            attrs.iter().all(|(k, v)| {
+                kvs.iter()
+                    .any(|kv| kv.key.as_str() == *k && kv.value.to_string() == *v)
+            })
+        }
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let last = all.last()?;
+        for scope in last.scope_metrics() {
+            for m in scope.metrics() {
+                if m.name() != name {
+                    continue;
+                }
+                let found = match m.data() {
+                    AggregatedMetrics::U64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .find(|p| matches(&p.attributes().collect::<Vec<_>>(), attrs))
+                        .map(|p| p.value() as f64),
+                    AggregatedMetrics::I64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .find(|p| matches(&p.attributes().collect::<Vec<_>>(), attrs))
+                        .map(|p| p.value() as f64),
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .find(|p| matches(&p.attributes().collect::<Vec<_>>(), attrs))
+                        .map(|p| p.value()),
+                    _ => None,
+                };
+                if found.is_some() {
+                    return found;
+                }
+            }
+        }
+        None
+    }
+}
+
+thread_local! {
+    static CAPTURING: std::cell::RefCell<Option<Traces>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A process-wide subscriber that hands each event and span to the `Traces` capturing on the
+/// current thread, if any.
+struct Forward;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Forward {
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        CAPTURING.with(|c| {
+            if let Some(t) = &*c.borrow() {
+                tracing_subscriber::Layer::<S>::on_event(t, event, ctx);
+            }
+        });
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        CAPTURING.with(|c| {
+            if let Some(t) = &*c.borrow() {
+                tracing_subscriber::Layer::<S>::on_new_span(t, attrs, id, ctx);
+            }
+        });
+    }
+}
+
+/// Stops capturing on this thread when dropped.
+pub struct Capturing(());
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURING.with(|c| c.borrow_mut().take());
+    }
+}
+
+impl Traces {
+    /// Captures every event and span made on this thread, through one process-wide subscriber
+    /// installed on first use. Unlike [`Traces::install`] (a thread-local default), this is
+    /// immune to `tracing`'s callsite-interest cache being rebuilt by parallel tests that
+    /// install and drop their own subscribers; use it in test binaries that run traced and
+    /// untraced tests side by side.
+    pub fn capture(&self) -> Capturing {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Forward))
+                .expect("no other global subscriber in this test binary");
+        });
+        CAPTURING.with(|c| *c.borrow_mut() = Some(self.clone()));
+        Capturing(())
+    }
+}
