@@ -7,10 +7,11 @@ use crate::rng::RandomSource;
 ///
 /// The layer measures each admitted call (its round-trip time, how many calls were in flight
 /// when it started, whether the [`Classifier`](crate::classify::Classifier) called it a drop),
-/// folds the measurements into [`Samples`], and calls [`update`](Algorithm::update) with them:
-/// after every call by default, or once per window (see
-/// [`AdaptiveLimitLayerBuilder::window`](super::AdaptiveLimitLayerBuilder::window)). Updates
-/// are serialised; the returned limit is clamped to at least 1 and published at once.
+/// folds the measurements into [`Samples`], and calls [`update`](Algorithm::update) with them
+/// once per window (see
+/// [`AdaptiveLimitLayerBuilder::window`](super::AdaptiveLimitLayerBuilder::window); a zero
+/// window updates after every call). Updates are serialised; the returned limit is clamped to at
+/// least 1 and published at once.
 ///
 /// Provided: [`Aimd`](super::Aimd), [`Gradient2`](super::Gradient2), [`Vegas`](super::Vegas),
 /// after Netflix's concurrency-limits. Implement it to plug in your own.

@@ -7,7 +7,7 @@ use opentelemetry::metrics::Counter;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::{AdaptiveLimit, Algorithm, Gradient2, Samples, MAX_LIMIT};
+use super::{AdaptiveLimit, Algorithm, Samples, Vegas, MAX_LIMIT};
 use crate::classify::RetryOnError;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
@@ -30,7 +30,7 @@ use crate::telemetry::{ms, Attrs, Telemetry};
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
 #[derive(Debug)]
-pub struct AdaptiveLimitLayer<A = Gradient2, C = RetryOnError> {
+pub struct AdaptiveLimitLayer<A = Vegas, C = RetryOnError> {
     classifier: C,
     core: Arc<Core<A>>,
 }
@@ -155,6 +155,11 @@ impl Pending {
     }
 }
 
+/// The default update window.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
+/// The default fewest calls per update.
+pub const DEFAULT_MIN_SAMPLES: u64 = 10;
+
 /// What every clone of one layer shares.
 pub(super) struct Core<A> {
     pub(super) gate: Arc<Gate>,
@@ -256,21 +261,22 @@ impl<A, C> AdaptiveLimitLayer<A, C> {
 }
 
 impl AdaptiveLimitLayer {
-    /// A builder with the defaults: [`Gradient2`] with Netflix's parameters, an update after
-    /// every call, failures classified by [`RetryOnError`] (every error is a drop, except
-    /// [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), which is ignored).
+    /// A builder with the defaults: [`Vegas`] with Netflix's parameters, updated once per
+    /// 100 ms window of at least 10 calls, failures classified by [`RetryOnError`] (every error
+    /// is a drop, except [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), which is
+    /// ignored).
     ///
     /// ```
     /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
-    /// assert_eq!(AdaptiveLimitLayer::builder().build()?.handle().algorithm(), "gradient2");
+    /// assert_eq!(AdaptiveLimitLayer::builder().build()?.handle().algorithm(), "vegas");
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn builder() -> AdaptiveLimitLayerBuilder {
         AdaptiveLimitLayerBuilder {
-            algorithm: Gradient2::default(),
+            algorithm: Vegas::default(),
             classifier: RetryOnError,
-            window: Duration::ZERO,
-            min_samples: 1,
+            window: DEFAULT_WINDOW,
+            min_samples: DEFAULT_MIN_SAMPLES,
             rng: None,
             telemetry: Telemetry::default(),
         }
@@ -296,7 +302,7 @@ impl<S, A, C: Clone> Layer<S> for AdaptiveLimitLayer<A, C> {
 /// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().field(), "min_samples");
 /// ```
 #[derive(Debug)]
-pub struct AdaptiveLimitLayerBuilder<A = Gradient2, C = RetryOnError> {
+pub struct AdaptiveLimitLayerBuilder<A = Vegas, C = RetryOnError> {
     algorithm: A,
     classifier: C,
     window: Duration,
@@ -306,8 +312,8 @@ pub struct AdaptiveLimitLayerBuilder<A = Gradient2, C = RetryOnError> {
 }
 
 impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
-    /// The algorithm computing the limit ([`Aimd`](super::Aimd), [`Gradient2`] (the default),
-    /// [`Vegas`](super::Vegas), or your own).
+    /// The algorithm computing the limit ([`Aimd`](super::Aimd),
+    /// [`Gradient2`](super::Gradient2), [`Vegas`] (the default), or your own).
     ///
     /// ```
     /// # use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
@@ -355,9 +361,11 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
         }
     }
 
-    /// Updates the limit at most once per `window`, from every call completed in it (their mean
-    /// and minimum RTT, the most in flight, the drops), as Netflix's `WindowedLimit`. The
-    /// default, zero, updates after every call.
+    /// Updates the limit at most once per `window` (default 100 ms), from every call completed
+    /// in it (their mean and minimum RTT, the most in flight, the drops), as Netflix's
+    /// `WindowedLimit` (whose window is 1 s). Zero, with [`min_samples`](Self::min_samples) 1,
+    /// updates after every call, as Netflix's `SimpleLimiter`: the algorithms' formulas then
+    /// apply per call, which reacts fastest but overshoots when many calls complete together.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -371,7 +379,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
         self
     }
 
-    /// The fewest calls an update needs, in `[1, 1000000]` (default 1).
+    /// The fewest calls an update needs, in `[1, 1000000]` (default 10).
     ///
     /// ```
     /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;

@@ -6,7 +6,7 @@ use tower_service::Service;
 
 use super::future::InFlight;
 use super::layer::Core;
-use super::{Algorithm, Gradient2, LimitHandle, OverloadReason, Overloaded, ResponseFuture};
+use super::{Algorithm, LimitHandle, OverloadReason, Overloaded, ResponseFuture, Vegas};
 use crate::classify::{Classifier, RetryOnError};
 use crate::telemetry::REASON_KEY;
 use crate::BoxError;
@@ -26,6 +26,8 @@ use crate::BoxError;
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let layer = AdaptiveLimitLayer::builder()
 ///     .algorithm(Aimd::builder().initial_limit(4).build().unwrap())
+///     .window(Duration::ZERO) // update after every call
+///     .min_samples(1)
 ///     .build()
 ///     .unwrap();
 /// let handle = layer.handle();
@@ -38,7 +40,7 @@ use crate::BoxError;
 /// # }
 /// ```
 #[derive(Debug)]
-pub struct AdaptiveLimit<S, A = Gradient2, C = RetryOnError> {
+pub struct AdaptiveLimit<S, A = Vegas, C = RetryOnError> {
     pub(super) inner: S,
     pub(super) classifier: C,
     pub(super) core: Arc<Core<A>>,
