@@ -93,7 +93,10 @@ async fn slots_then_queue_then_refusal() {
     assert_eq!(out[0].0.as_ref().unwrap(), &0);
     assert_eq!(out[1].0.as_ref().unwrap(), &1);
     assert_eq!((out[2].1, out[3].1), (ms(200), ms(200)));
-    assert_eq!(reason(out[4].0.as_ref().unwrap_err()), OverloadReason::QueueFull);
+    assert_eq!(
+        reason(out[4].0.as_ref().unwrap_err()),
+        OverloadReason::QueueFull
+    );
     assert_eq!(out[4].1, Duration::ZERO);
     assert_eq!(g.max.load(Ordering::SeqCst), 2);
     assert_eq!(g.calls.load(Ordering::SeqCst), 4);
@@ -205,7 +208,10 @@ async fn telemetry_counts_traces_and_gauges() {
         .poll(&mut Context::from_waker(Waker::noop()))
         .is_pending());
     assert!(svc.ready().await.unwrap().call(3).await.is_err());
-    assert_eq!(metrics.gauge("steadfast.bulkhead.in_flight", &[]), Some(1.0));
+    assert_eq!(
+        metrics.gauge("steadfast.bulkhead.in_flight", &[]),
+        Some(1.0)
+    );
     assert_eq!(metrics.gauge("steadfast.bulkhead.queued", &[]), Some(1.0));
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
     assert_eq!(metrics.gauge("steadfast.bulkhead.queued", &[]), Some(0.0));

@@ -90,7 +90,11 @@ async fn fail_fast_rejects_beyond_the_limit_without_calling_inner() {
     assert_eq!(o.retry_after(), None);
     assert_eq!(svc.in_flight(), 2);
     assert_eq!((a.await.unwrap(), b.await.unwrap()), (1, 2));
-    assert_eq!(g.calls(), 2, "the refused call never reached the inner service");
+    assert_eq!(
+        g.calls(),
+        2,
+        "the refused call never reached the inner service"
+    );
     assert_eq!(svc.in_flight(), 0);
     assert_eq!(svc.ready().await.unwrap().call(4).await.unwrap(), 4);
 }
@@ -197,7 +201,10 @@ async fn max_wait_bounds_the_wait() {
     });
     tokio::time::advance(ms(990)).await; // `first` finishes at 1000 ms; the bound is 50 ms
     assert_eq!(first.await.unwrap(), 3);
-    assert_eq!(overloaded(&late.await.unwrap().unwrap_err()).reason(), OverloadReason::WaitTimeout);
+    assert_eq!(
+        overloaded(&late.await.unwrap().unwrap_err()).reason(),
+        OverloadReason::WaitTimeout
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -257,7 +264,10 @@ async fn keys_are_limited_separately() {
     let b = svc.ready().await.unwrap().call(2);
     let c = svc.ready().await.unwrap().call(3);
     assert_eq!(svc.in_flight(), 3);
-    assert_eq!((a.await.unwrap(), b.await.unwrap(), c.await.unwrap()), (1, 2, 3));
+    assert_eq!(
+        (a.await.unwrap(), b.await.unwrap(), c.await.unwrap()),
+        (1, 2, 3)
+    );
     assert_eq!(svc.ready().await.unwrap().call(21).await.unwrap(), 21);
 }
 
@@ -368,7 +378,9 @@ fn bad_configuration_is_a_typed_error() {
             "max_in_flight",
         ),
         (
-            ConcurrencyLimitLayer::builder(1).max_wait(Duration::ZERO).build(),
+            ConcurrencyLimitLayer::builder(1)
+                .max_wait(Duration::ZERO)
+                .build(),
             "max_wait",
         ),
         (
@@ -377,9 +389,14 @@ fn bad_configuration_is_a_typed_error() {
                 .build(),
             "max_wait",
         ),
-        (ConcurrencyLimitLayer::builder(1).max_keys(0).build(), "max_keys"),
         (
-            ConcurrencyLimitLayer::builder(1).max_keys(usize::MAX).build(),
+            ConcurrencyLimitLayer::builder(1).max_keys(0).build(),
+            "max_keys",
+        ),
+        (
+            ConcurrencyLimitLayer::builder(1)
+                .max_keys(usize::MAX)
+                .build(),
             "max_keys",
         ),
     ];
@@ -388,7 +405,10 @@ fn bad_configuration_is_a_typed_error() {
         assert_eq!(err.field(), field, "{err}");
     }
     assert_eq!(
-        ConcurrencyLimitLayer::builder(0).build().unwrap_err().problem(),
+        ConcurrencyLimitLayer::builder(0)
+            .build()
+            .unwrap_err()
+            .problem(),
         &Problem::Zero
     );
 }
@@ -442,7 +462,10 @@ async fn many_threads_never_exceed_the_limit() {
             t.await.unwrap();
         }
         assert!(g.max() <= LIMIT, "wait={wait}: {} in flight", g.max());
-        assert!(g.max() >= 2, "wait={wait}: the test must produce concurrency");
+        assert!(
+            g.max() >= 2,
+            "wait={wait}: the test must produce concurrency"
+        );
         assert_eq!(
             g.calls() + rejected.load(Ordering::SeqCst),
             TASKS * CALLS,

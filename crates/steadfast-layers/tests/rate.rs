@@ -57,7 +57,11 @@ async fn a_burst_then_one_cell_per_interval_with_retry_after() {
     let o = refusal(&err);
     assert_eq!(o.reason(), OverloadReason::RateLimited);
     assert_eq!(o.retry_after(), Some(ms(200)));
-    assert_eq!(calls.load(Ordering::SeqCst), 5, "a refused call never reaches the service");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "a refused call never reaches the service"
+    );
     advance(ms(150)).await;
     let err = svc.ready().await.unwrap().call(6).await.unwrap_err();
     assert_eq!(refusal(&err).retry_after(), Some(ms(50)));
@@ -131,7 +135,11 @@ async fn max_wait_refuses_a_cell_too_far_away_at_once() {
     svc.ready().await.unwrap().call(1).await.unwrap();
     let t0 = Instant::now();
     let err = svc.ready().await.unwrap().call(2).await.unwrap_err();
-    assert_eq!(t0.elapsed(), Duration::ZERO, "no point waiting: refused at once");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "no point waiting: refused at once"
+    );
     assert_eq!(refusal(&err).retry_after(), Some(Duration::from_secs(1)));
     // Within the bound, the call waits for its cell.
     advance(ms(800)).await;
@@ -220,7 +228,10 @@ async fn the_key_table_is_bounded_and_sweeps_refilled_keys() {
     advance(Duration::from_secs(10)).await;
     svc.ready().await.unwrap().call(3).await.unwrap();
     assert!(layer.keys().unwrap() <= 2);
-    assert_eq!(metrics.gauge("steadfast.rate.keys", &[]), Some(layer.keys().unwrap() as f64));
+    assert_eq!(
+        metrics.gauge("steadfast.rate.keys", &[]),
+        Some(layer.keys().unwrap() as f64)
+    );
     assert_eq!(
         metrics.counter("steadfast.rate.rejected", &[("reason", "too_many_keys")]),
         1
@@ -313,8 +324,16 @@ fn bad_configuration_is_a_typed_error() {
                 .build(),
             "burst",
         ),
-        (RateLimitLayer::builder(1, s).max_wait(Duration::ZERO).build(), "max_wait"),
-        (RateLimitLayer::builder(1, s).max_keys(0).build(), "max_keys"),
+        (
+            RateLimitLayer::builder(1, s)
+                .max_wait(Duration::ZERO)
+                .build(),
+            "max_wait",
+        ),
+        (
+            RateLimitLayer::builder(1, s).max_keys(0).build(),
+            "max_keys",
+        ),
     ];
     for (result, field) in cases {
         assert_eq!(result.unwrap_err().field(), field);

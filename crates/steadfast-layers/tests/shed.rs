@@ -115,7 +115,12 @@ async fn turns_a_concurrency_limit_into_fast_failures() {
     let results = futures::future::join_all((0..5).map(|n| svc.clone().oneshot(n))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 2);
-    assert_eq!(traces.with_message("inner service not ready: call shed").len(), 3);
+    assert_eq!(
+        traces
+            .with_message("inner service not ready: call shed")
+            .len(),
+        3
+    );
     assert_eq!(
         traces
             .spans

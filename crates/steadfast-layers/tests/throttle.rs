@@ -49,7 +49,10 @@ fn throttled(result: &Result<u16, BoxError>) -> bool {
     match result {
         Err(e) => match e.downcast_ref::<Overloaded>() {
             Some(o) => {
-                assert_eq!((o.layer(), o.reason()), ("throttle", OverloadReason::Throttled));
+                assert_eq!(
+                    (o.layer(), o.reason()),
+                    ("throttle", OverloadReason::Throttled)
+                );
                 true
             }
             None => false,
@@ -102,8 +105,13 @@ async fn the_probability_is_sres_formula() {
         let r = svc.clone().oneshot(503).await;
         requests += 1;
         let _ = r;
-        let expected = ((requests as f64 - 2.0 * accepts as f64) / (requests as f64 + 1.0)).max(0.0);
-        assert_eq!(handle.requests(), requests, "locally rejected requests count too");
+        let expected =
+            ((requests as f64 - 2.0 * accepts as f64) / (requests as f64 + 1.0)).max(0.0);
+        assert_eq!(
+            handle.requests(),
+            requests,
+            "locally rejected requests count too"
+        );
         assert_eq!(handle.rejection_probability(), expected);
     }
     // A success counts as an accept once it gets through.
@@ -143,12 +151,22 @@ async fn k_sets_how_many_refusals_are_tolerated() {
                 local += 1;
             }
             if i < 500 {
-                assert_eq!(local, 0, "K = {k}: nothing throttled while 2 × accepts ≥ requests");
+                assert_eq!(
+                    local, 0,
+                    "K = {k}: nothing throttled while 2 × accepts ≥ requests"
+                );
             }
         }
-        assert_eq!(local > 0, expect_throttling, "K = {k}: {local} rejected locally");
+        assert_eq!(
+            local > 0,
+            expect_throttling,
+            "K = {k}: {local} rejected locally"
+        );
         let (r, a) = (handle.requests() as f64, handle.accepts() as f64);
-        assert_eq!(handle.rejection_probability(), ((r - k * a) / (r + 1.0)).max(0.0));
+        assert_eq!(
+            handle.rejection_probability(),
+            ((r - k * a) / (r + 1.0)).max(0.0)
+        );
     }
 }
 
@@ -243,7 +261,10 @@ async fn every_clone_shares_the_window() {
     let b = layer.clone().layer(backend(&calls));
     let _ = a.clone().oneshot(503).await;
     let _ = b.clone().oneshot(200).await;
-    assert_eq!((layer.handle().requests(), layer.handle().accepts()), (2, 1));
+    assert_eq!(
+        (layer.handle().requests(), layer.handle().accepts()),
+        (2, 1)
+    );
     assert_eq!(a.handle().requests(), 2);
 }
 
@@ -323,7 +344,10 @@ async fn telemetry_counts_traces_and_gauges() {
         local
     );
     let gauge = metrics
-        .gauge("steadfast.throttle.probability", &[("steadfast.name", "ads")])
+        .gauge(
+            "steadfast.throttle.probability",
+            &[("steadfast.name", "ads")],
+        )
         .unwrap();
     assert_eq!(gauge, handle.rejection_probability());
     let events = traces.with_message("throttled: call rejected locally");
@@ -365,5 +389,10 @@ fn bad_configuration_is_a_typed_error() {
     for (result, field) in cases {
         assert_eq!(result.unwrap_err().field(), field);
     }
-    assert!(b().k(1.0).window(Duration::from_millis(1)).buckets(1).build().is_ok());
+    assert!(b()
+        .k(1.0)
+        .window(Duration::from_millis(1))
+        .buckets(1)
+        .build()
+        .is_ok());
 }
