@@ -3,8 +3,13 @@
 //! # Crate features
 //!
 //! - `layers` (default): the generic layers, re-exported as [`layers`].
+//! - `http`: HTTP and gRPC glue, re-exported as `http`.
 //! - `full`: everything.
 
 #[cfg(feature = "layers")]
 #[doc(inline)]
 pub use steadfast_layers as layers;
+
+#[cfg(feature = "http")]
+#[doc(inline)]
+pub use steadfast_http as http;

@@ -51,6 +51,13 @@ pub enum Outcome {
         /// A short, low-cardinality label.
         reason: &'static str,
     },
+    /// The request never reached the server (e.g. connection refused before anything was sent).
+    /// A retry layer retries it at once, without counting an attempt or spending budget (gRPC A6
+    /// transparent retry), at most `max_attempts` times per call.
+    NotSent {
+        /// A short, low-cardinality label.
+        reason: &'static str,
+    },
     /// The call failed and retrying cannot help (a bad request, a deadline already spent).
     Fatal {
         /// A short, low-cardinality label.
@@ -115,7 +122,7 @@ impl Outcome {
     /// assert!(!Outcome::Pushback { reason: "pushback" }.is_retryable());
     /// ```
     pub const fn is_retryable(&self) -> bool {
-        matches!(self, Outcome::Retryable { .. })
+        matches!(self, Outcome::Retryable { .. } | Outcome::NotSent { .. })
     }
 
     /// The server-given delay of a retryable failure.
@@ -143,6 +150,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Retryable { reason, .. }
             | Outcome::Pushback { reason }
+            | Outcome::NotSent { reason }
             | Outcome::Fatal { reason } => reason,
         }
     }
@@ -200,7 +208,8 @@ where
 }
 
 /// The default classifier: a response is a success, an error is retryable, except this crate's
-/// own deadline errors (retrying past a spent deadline cannot help).
+/// own deadline errors (retrying past a spent deadline cannot help) and open circuits (retried
+/// no sooner than the breaker's next probe, or not at all when forced open).
 ///
 /// ```
 /// use steadfast_layers::{BoxError, classify::{Classifier, Outcome, RetryOnError}};
@@ -211,6 +220,11 @@ where
 /// assert!(RetryOnError.classify(&io).is_retryable());
 /// let late: Result<(), BoxError> = Err(Box::new(DeadlineExceeded::new()));
 /// assert!(!RetryOnError.classify(&late).is_retryable());
+/// use std::time::Duration;
+/// use steadfast_layers::breaker::{BreakerState, CircuitOpen};
+/// let open: Result<(), BoxError> =
+///     Err(Box::new(CircuitOpen::new(BreakerState::Open, Some(Duration::from_secs(3)))));
+/// assert_eq!(RetryOnError.classify(&open).server_delay(), Some(Duration::from_secs(3)));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RetryOnError;
@@ -227,6 +241,20 @@ where
                     Outcome::fatal("deadline_exceeded")
                 }
                 Some(err) if err.is::<crate::timeout::Elapsed>() => Outcome::retryable("timeout"),
+                Some(err) => match err.downcast_ref::<crate::breaker::CircuitOpen>() {
+                    // Wait for the breaker's next probe (the deadline check decides if it fits).
+                    Some(open) => match (open.remaining(), open.state()) {
+                        (Some(wait), _) => Outcome::retry_after("circuit_open", wait),
+                        (None, crate::breaker::BreakerState::HalfOpen) => {
+                            Outcome::retryable("circuit_open")
+                        }
+                        // Forced open by an operator: retrying cannot help.
+                        (None, _) => Outcome::Pushback {
+                            reason: "circuit_open",
+                        },
+                    },
+                    None => Outcome::retryable("error"),
+                },
                 _ => Outcome::retryable("error"),
             },
         }

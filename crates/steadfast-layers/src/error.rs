@@ -100,7 +100,11 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.problem {
-            Problem::Zero => write!(f, "invalid configuration: `{}` must not be zero", self.field),
+            Problem::Zero => write!(
+                f,
+                "invalid configuration: `{}` must not be zero",
+                self.field
+            ),
             Problem::NotFinite => write!(
                 f,
                 "invalid configuration: `{}` must be a finite number",

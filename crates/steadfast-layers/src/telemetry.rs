@@ -111,9 +111,10 @@ impl Telemetry {
     /// The base attributes (the name, when set), built once.
     pub(crate) fn base_attributes(&self) -> Attrs {
         Attrs {
-            name: self.name.as_ref().map(|n| {
-                KeyValue::new(NAME_KEY, Value::String(StringValue::from(Arc::clone(n))))
-            }),
+            name: self
+                .name
+                .as_ref()
+                .map(|n| KeyValue::new(NAME_KEY, Value::String(StringValue::from(Arc::clone(n))))),
         }
     }
 

@@ -179,7 +179,7 @@ async fn a_window_folds_calls_into_one_update() {
 async fn limit_changes_are_observable() {
     let metrics = Metrics::new();
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let layer = AdaptiveLimitLayer::builder()
         .algorithm(Aimd::builder().initial_limit(10).build().unwrap())
         .classifier(by_status)
@@ -191,16 +191,16 @@ async fn limit_changes_are_observable() {
     let handle = layer.handle();
     assert_eq!(handle.algorithm(), "aimd");
     assert_eq!(
-        metrics.gauge("steadfast.adaptive.limit", &[("steadfast.name", "search")]),
+        metrics.gauge_with("steadfast.adaptive.limit", &[("steadfast.name", "search")]),
         Some(10.0)
     );
     let svc = layer.layer(timed(ms(5)));
     svc.clone().oneshot(503).await.unwrap();
     assert_eq!(handle.limit(), 9);
     assert_eq!(svc.handle().limit(), 9);
-    assert_eq!(metrics.gauge("steadfast.adaptive.limit", &[]), Some(9.0));
+    assert_eq!(metrics.gauge_with("steadfast.adaptive.limit", &[]), Some(9.0));
     assert_eq!(
-        metrics.gauge("steadfast.adaptive.in_flight", &[]),
+        metrics.gauge_with("steadfast.adaptive.in_flight", &[]),
         Some(0.0)
     );
     assert_eq!(
@@ -230,7 +230,7 @@ async fn limit_changes_are_observable() {
 async fn rejections_are_counted_and_traced() {
     let metrics = Metrics::new();
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let mut svc = AdaptiveLimitLayer::builder()
         .algorithm(Recorder::new(1))
         .telemetry(Telemetry::new().meter(metrics.meter()))

@@ -192,7 +192,7 @@ async fn every_clone_shares_one_bulkhead() {
 async fn telemetry_counts_traces_and_gauges() {
     let metrics = Metrics::new();
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let g = InFlight::default();
     let mut svc = BulkheadLayer::builder(1)
         .max_queue(1)
@@ -209,12 +209,12 @@ async fn telemetry_counts_traces_and_gauges() {
         .is_pending());
     assert!(svc.ready().await.unwrap().call(3).await.is_err());
     assert_eq!(
-        metrics.gauge("steadfast.bulkhead.in_flight", &[]),
+        metrics.gauge_with("steadfast.bulkhead.in_flight", &[]),
         Some(1.0)
     );
-    assert_eq!(metrics.gauge("steadfast.bulkhead.queued", &[]), Some(1.0));
+    assert_eq!(metrics.gauge_with("steadfast.bulkhead.queued", &[]), Some(1.0));
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
-    assert_eq!(metrics.gauge("steadfast.bulkhead.queued", &[]), Some(0.0));
+    assert_eq!(metrics.gauge_with("steadfast.bulkhead.queued", &[]), Some(0.0));
     assert_eq!(
         metrics.counter("steadfast.bulkhead.rejected", &[("reason", "queue_full")]),
         1

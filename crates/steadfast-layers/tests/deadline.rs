@@ -35,7 +35,10 @@ fn seen() -> impl tower::Service<
 async fn sets_a_deadline_when_none_is_inherited() {
     let t0 = Instant::now();
     let svc = DeadlineLayer::new(secs(2)).unwrap().layer(seen());
-    assert_eq!(svc.oneshot(()).await.unwrap(), Some(Deadline::at(t0 + secs(2))));
+    assert_eq!(
+        svc.oneshot(()).await.unwrap(),
+        Some(Deadline::at(t0 + secs(2)))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -69,7 +72,9 @@ async fn rejects_an_expired_request_without_calling_the_inner_service() {
     let svc = layer.layer(inner);
     let past = Deadline::at(Instant::now());
     let err = past.scope(svc.oneshot(())).await.unwrap_err();
-    let e = err.downcast_ref::<DeadlineExceeded>().expect("DeadlineExceeded");
+    let e = err
+        .downcast_ref::<DeadlineExceeded>()
+        .expect("DeadlineExceeded");
     assert!(e.on_arrival());
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -108,10 +113,15 @@ async fn cancels_the_call_when_the_deadline_passes() {
         .unwrap();
     let t0 = Instant::now();
     let err = layer.layer(slow).oneshot(()).await.unwrap_err();
-    let e = err.downcast_ref::<DeadlineExceeded>().expect("DeadlineExceeded");
+    let e = err
+        .downcast_ref::<DeadlineExceeded>()
+        .expect("DeadlineExceeded");
     assert!(!e.on_arrival());
     assert_eq!(t0.elapsed(), Duration::from_millis(1500));
-    assert!(dropped.load(Ordering::SeqCst), "the inner call was cancelled");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the inner call was cancelled"
+    );
     assert_eq!(
         metrics.counter("steadfast.deadline.exceeded", &[("reason", "in_flight")]),
         1
@@ -142,7 +152,9 @@ async fn without_any_deadline_the_layer_passes_through() {
 async fn http_requests_carry_the_deadline_in_extensions() {
     let t0 = Instant::now();
     let inner = service_fn(|req: http::Request<()>| {
-        std::future::ready(Ok::<_, Infallible>(req.extensions().get::<Deadline>().copied()))
+        std::future::ready(Ok::<_, Infallible>(
+            req.extensions().get::<Deadline>().copied(),
+        ))
     });
     let svc = DeadlineLayer::builder()
         .timeout(secs(3))
@@ -163,10 +175,12 @@ async fn http_requests_carry_the_deadline_in_extensions() {
 
 #[tokio::test(start_paused = true)]
 async fn the_scope_follows_the_call_future_to_another_task() {
-    let svc = DeadlineLayer::new(secs(2)).unwrap().layer(service_fn(|()| async {
-        tokio::task::yield_now().await;
-        Ok::<_, Infallible>(Deadline::current())
-    }));
+    let svc = DeadlineLayer::new(secs(2))
+        .unwrap()
+        .layer(service_fn(|()| async {
+            tokio::task::yield_now().await;
+            Ok::<_, Infallible>(Deadline::current())
+        }));
     let t0 = Instant::now();
     let fut = svc.oneshot(());
     let got = tokio::spawn(fut).await.unwrap().unwrap();
@@ -197,22 +211,32 @@ async fn an_outbound_call_inherits_the_callers_deadline() {
     assert!(err.is::<DeadlineExceeded>());
     assert_eq!(t0.elapsed(), secs(2));
     tokio::time::advance(secs(10)).await;
-    assert!(!b_finished.load(Ordering::SeqCst), "B stopped with the caller");
+    assert!(
+        !b_finished.load(Ordering::SeqCst),
+        "B stopped with the caller"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn deadline_events_are_traced() {
     let traces = Traces::default();
     let _g = traces.install();
-    let svc = DeadlineLayer::new(secs(1)).unwrap().layer(service_fn(|()| async {
-        tokio::time::sleep(secs(2)).await;
-        Ok::<_, Infallible>(())
-    }));
+    let svc = DeadlineLayer::new(secs(1))
+        .unwrap()
+        .layer(service_fn(|()| async {
+            tokio::time::sleep(secs(2)).await;
+            Ok::<_, Infallible>(())
+        }));
     let _ = svc.oneshot(()).await;
     let ev = traces.with_message("deadline exceeded: call cancelled");
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].fields["reason"], "in_flight");
-    assert!(traces.spans.lock().unwrap().iter().any(|s| s == "steadfast.deadline"));
+    assert!(traces
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s == "steadfast.deadline"));
 }
 
 #[test]
@@ -250,7 +274,9 @@ async fn attempt_timeout_elapses_at_its_configured_duration() {
 #[tokio::test(start_paused = true)]
 async fn attempt_timeout_is_capped_by_the_remaining_deadline() {
     let t0 = Instant::now();
-    let svc = AttemptTimeoutLayer::new(secs(5)).unwrap().layer(sleeper(secs(10)));
+    let svc = AttemptTimeoutLayer::new(secs(5))
+        .unwrap()
+        .layer(sleeper(secs(10)));
     let err = Deadline::at(t0 + secs(1))
         .scope(svc.clone().oneshot(()))
         .await

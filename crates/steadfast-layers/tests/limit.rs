@@ -287,12 +287,12 @@ async fn the_key_table_is_bounded_and_sweeps_idle_keys() {
     // Two busy keys: a third key cannot be tracked.
     let err = svc.ready().await.unwrap().call(3).await.unwrap_err();
     assert_eq!(overloaded(&err).reason(), OverloadReason::TooManyKeys);
-    assert_eq!(metrics.gauge("steadfast.limit.keys", &[]), Some(2.0));
+    assert_eq!(metrics.gauge_with("steadfast.limit.keys", &[]), Some(2.0));
     assert_eq!(a.await.unwrap(), 1);
     // Key 1 is idle now: it is swept out to make room.
     let c = svc.ready().await.unwrap().call(3);
-    assert_eq!(metrics.gauge("steadfast.limit.keys", &[]), Some(2.0));
-    assert_eq!(metrics.gauge("steadfast.limit.in_flight", &[]), Some(2.0));
+    assert_eq!(metrics.gauge_with("steadfast.limit.keys", &[]), Some(2.0));
+    assert_eq!(metrics.gauge_with("steadfast.limit.in_flight", &[]), Some(2.0));
     assert_eq!((b.await.unwrap(), c.await.unwrap()), (2, 3));
     assert_eq!(
         metrics.counter("steadfast.limit.rejected", &[("reason", "too_many_keys")]),
@@ -304,7 +304,7 @@ async fn the_key_table_is_bounded_and_sweeps_idle_keys() {
 async fn telemetry_counts_traces_and_gauges() {
     let metrics = Metrics::new();
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let g = InFlight::default();
     let mut svc = ConcurrencyLimitLayer::builder(2)
         .telemetry(Telemetry::new().meter(metrics.meter()).name("db"))
@@ -314,7 +314,7 @@ async fn telemetry_counts_traces_and_gauges() {
     let a = svc.ready().await.unwrap().call(1);
     let b = svc.ready().await.unwrap().call(2);
     assert_eq!(
-        metrics.gauge("steadfast.limit.in_flight", &[("steadfast.name", "db")]),
+        metrics.gauge_with("steadfast.limit.in_flight", &[("steadfast.name", "db")]),
         Some(2.0)
     );
     for n in 0..3 {
@@ -329,7 +329,7 @@ async fn telemetry_counts_traces_and_gauges() {
         ),
         3
     );
-    assert_eq!(metrics.gauge("steadfast.limit.in_flight", &[]), Some(0.0));
+    assert_eq!(metrics.gauge_with("steadfast.limit.in_flight", &[]), Some(0.0));
     // Durations are off by default.
     assert_eq!(metrics.histogram_count("steadfast.limit.wait"), 0);
     let rejected = traces.with_message("concurrency limit: call rejected");
@@ -353,7 +353,7 @@ async fn telemetry_counts_traces_and_gauges() {
 #[tokio::test(start_paused = true)]
 async fn waiting_is_traced() {
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let g = InFlight::default();
     let mut svc = ConcurrencyLimitLayer::builder(1)
         .max_wait(ms(10))

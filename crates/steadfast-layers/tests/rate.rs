@@ -229,7 +229,7 @@ async fn the_key_table_is_bounded_and_sweeps_refilled_keys() {
     svc.ready().await.unwrap().call(3).await.unwrap();
     assert!(layer.keys().unwrap() <= 2);
     assert_eq!(
-        metrics.gauge("steadfast.rate.keys", &[]),
+        metrics.gauge_with("steadfast.rate.keys", &[]),
         Some(layer.keys().unwrap() as f64)
     );
     assert_eq!(
@@ -246,7 +246,7 @@ async fn the_key_table_is_bounded_and_sweeps_refilled_keys() {
 async fn telemetry_counts_and_traces() {
     let metrics = Metrics::new();
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut svc = RateLimitLayer::builder(1, Duration::from_secs(2))
         .max_wait(ms(1500))

@@ -36,7 +36,9 @@ impl Classifier<u16, BoxError> for ByStatus {
     fn classify(&self, r: &Result<u16, BoxError>) -> Outcome {
         match r {
             Ok(503) => Outcome::retryable("unavailable"),
-            Ok(s @ 4290..=4299) => Outcome::retry_after("throttled", Duration::from_secs(u64::from(s - 4290))),
+            Ok(s @ 4290..=4299) => {
+                Outcome::retry_after("throttled", Duration::from_secs(u64::from(s - 4290)))
+            }
             Ok(400) => Outcome::fatal("bad_request"),
             Ok(409) => Outcome::Pushback { reason: "pushback" },
             Ok(_) => Outcome::Success,
@@ -200,7 +202,12 @@ async fn jittered_offsets(seed: u64, jitter: Jitter) -> Vec<Duration> {
 
 #[tokio::test(start_paused = true)]
 async fn jitter_replays_exactly_from_a_seed_and_stays_in_bounds() {
-    for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated, Jitter::Proportional(0.5)] {
+    for jitter in [
+        Jitter::Full,
+        Jitter::Equal,
+        Jitter::Decorrelated,
+        Jitter::Proportional(0.5),
+    ] {
         let a = jittered_offsets(11, jitter).await;
         let b = jittered_offsets(11, jitter).await;
         let c = jittered_offsets(12, jitter).await;
@@ -452,7 +459,12 @@ async fn decisions_are_traced_with_their_fields() {
     assert_eq!(f["deadline_remaining_ms"], "1000.0");
     let gave = traces.with_message("retry gave up");
     assert_eq!(gave[0].fields["reason"], "attempts_exhausted");
-    assert!(traces.spans.lock().unwrap().iter().any(|s| s == "steadfast.retry"));
+    assert!(traces
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s == "steadfast.retry"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -460,7 +472,11 @@ async fn call_durations_are_recorded_when_asked() {
     let metrics = Metrics::new();
     let script = Script::default();
     let svc = RetryLayer::builder()
-        .telemetry(Telemetry::new().meter(metrics.meter()).record_duration(true))
+        .telemetry(
+            Telemetry::new()
+                .meter(metrics.meter())
+                .record_duration(true),
+        )
         .build()
         .unwrap()
         .layer(script.service(vec![Step::Ok(200)]));
@@ -490,14 +506,28 @@ async fn retries_wait_for_the_service_to_be_ready() {
 #[test]
 fn builders_reject_nonsense() {
     let field = |r: Result<RetryLayer, steadfast_layers::ConfigError>| r.unwrap_err().field();
-    assert_eq!(field(RetryLayer::builder().max_attempts(0).build()), "max_attempts");
-    assert_eq!(field(RetryLayer::builder().max_attempts(1_000).build()), "max_attempts");
     assert_eq!(
-        field(RetryLayer::builder().backoff(Backoff::exponential(ms(10), ms(5))).build()),
+        field(RetryLayer::builder().max_attempts(0).build()),
+        "max_attempts"
+    );
+    assert_eq!(
+        field(RetryLayer::builder().max_attempts(1_000).build()),
+        "max_attempts"
+    );
+    assert_eq!(
+        field(
+            RetryLayer::builder()
+                .backoff(Backoff::exponential(ms(10), ms(5)))
+                .build()
+        ),
         "backoff.base"
     );
     assert_eq!(
-        field(RetryLayer::builder().backoff(Backoff::exponential(ms(0), ms(5))).build()),
+        field(
+            RetryLayer::builder()
+                .backoff(Backoff::exponential(ms(0), ms(5)))
+                .build()
+        ),
         "backoff.base"
     );
     assert_eq!(
@@ -527,20 +557,52 @@ fn builders_reject_nonsense() {
         );
     }
     assert_eq!(
-        field(RetryLayer::builder().attempt_timeout(Duration::ZERO).build()),
+        field(
+            RetryLayer::builder()
+                .attempt_timeout(Duration::ZERO)
+                .build()
+        ),
         "attempt_timeout"
     );
     assert_eq!(
-        field(RetryLayer::builder().backoff(Backoff::constant(Duration::from_secs(100_000))).build()),
+        field(
+            RetryLayer::builder()
+                .backoff(Backoff::constant(Duration::from_secs(100_000)))
+                .build()
+        ),
         "backoff.constant"
     );
     for bad in [f64::NAN, -1.0, f64::NEG_INFINITY, 11.0] {
-        let e = RatioBudget::builder().percent_can_retry(bad).build().unwrap_err();
+        let e = RatioBudget::builder()
+            .percent_can_retry(bad)
+            .build()
+            .unwrap_err();
         assert_eq!(e.field(), "percent_can_retry");
     }
-    assert_eq!(RatioBudget::builder().ttl(Duration::ZERO).build().unwrap_err().field(), "ttl");
-    assert_eq!(TokenBucket::builder().max_tokens(-1.0).build().unwrap_err().field(), "max_tokens");
-    assert_eq!(TokenBucket::builder().token_ratio(f64::NAN).build().unwrap_err().field(), "token_ratio");
+    assert_eq!(
+        RatioBudget::builder()
+            .ttl(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .field(),
+        "ttl"
+    );
+    assert_eq!(
+        TokenBucket::builder()
+            .max_tokens(-1.0)
+            .build()
+            .unwrap_err()
+            .field(),
+        "max_tokens"
+    );
+    assert_eq!(
+        TokenBucket::builder()
+            .token_ratio(f64::NAN)
+            .build()
+            .unwrap_err()
+            .field(),
+        "token_ratio"
+    );
 }
 
 // ---- budgets --------------------------------------------------------------------------------
@@ -642,4 +704,123 @@ fn ratio_budget_never_overdraws_under_contention() {
         assert!(total <= 4_000, "{total}");
         assert!(total >= 3_900, "{total}");
     });
+}
+
+/// Errors whose text starts with "unsent" never reached the server.
+fn unsent_classifier(r: &Result<u16, BoxError>) -> Outcome {
+    match r {
+        Ok(503) => Outcome::retryable("unavailable"),
+        Ok(_) => Outcome::Success,
+        Err(e) if e.to_string().starts_with("unsent") => Outcome::NotSent { reason: "connect" },
+        Err(_) => Outcome::retryable("error"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_that_never_reached_the_server_are_retried_without_counting() {
+    let script = Script::default();
+    let metrics = Metrics::new();
+    // Zero budget: a counted retry would be refused, a transparent one is not.
+    let budget = Arc::new(
+        RatioBudget::builder()
+            .percent_can_retry(0.0)
+            .min_retries_per_sec(0)
+            .build()
+            .unwrap(),
+    );
+    let svc = RetryLayer::builder()
+        .classifier(unsent_classifier)
+        .max_attempts(2)
+        .budget(budget)
+        .backoff(constant(ms(10)))
+        .telemetry(Telemetry::new().meter(metrics.meter()))
+        .build()
+        .unwrap()
+        .layer(script.service(vec![
+            Step::Err("unsent"),
+            Step::Err("unsent"),
+            Step::Ok(200),
+        ]));
+    let t0 = Instant::now();
+    assert_eq!(svc.oneshot(1).await.unwrap(), 200);
+    // Three sends, no backoff, one counted attempt.
+    assert_eq!(script.offsets(t0), [ms(0), ms(0), ms(0)]);
+    assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 1);
+    assert_eq!(
+        metrics.counter("steadfast.retry.retries", &[("reason", "connect")]),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transparent_retries_are_bounded() {
+    let script = Script::default();
+    let svc = RetryLayer::builder()
+        .classifier(unsent_classifier)
+        .no_budget()
+        .max_attempts(3)
+        .build()
+        .unwrap()
+        .layer(script.service(vec![Step::Err("unsent")]));
+    let err = svc.oneshot(1).await.unwrap_err();
+    // The first send, then at most max_attempts transparent retries.
+    assert_eq!(script.count(), 4);
+    assert_eq!(gave_up(&err).reason(), &GiveUpReason::AttemptsExhausted);
+    assert_eq!(gave_up(&err).attempts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_above_an_open_breaker_waits_for_its_next_probe() {
+    use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
+    let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .no_budget()
+                .max_attempts(3)
+                .backoff(constant(ms(10)))
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            CircuitBreakerLayer::builder()
+                .consecutive_failures(1)
+                .break_duration(BreakDuration::constant(Duration::from_secs(1)))
+                .build()
+                .unwrap(),
+        )
+        .service(script.service(vec![Step::Err("down"), Step::Ok(200)]));
+    let t0 = Instant::now();
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 200);
+    // Failure at 0 opens the breaker; the retry at 10 ms is refused locally (not sent) and waits
+    // the breaker's remaining 990 ms; the probe at 1 s succeeds.
+    assert_eq!(script.offsets(t0), [ms(0), ms(1000)]);
+
+    // When the deadline cannot wait for the probe, the call ends at once.
+    let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .no_budget()
+                .max_attempts(3)
+                .backoff(constant(ms(10)))
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            CircuitBreakerLayer::builder()
+                .consecutive_failures(1)
+                .break_duration(BreakDuration::constant(Duration::from_secs(5)))
+                .build()
+                .unwrap(),
+        )
+        .service(script.service(vec![Step::Err("down")]));
+    let t0 = Instant::now();
+    let err = Deadline::at(t0 + Duration::from_secs(1))
+        .scope(svc.oneshot(1))
+        .await
+        .unwrap_err();
+    assert_eq!(gave_up(&err).reason(), &GiveUpReason::Deadline);
+    assert_eq!(t0.elapsed(), ms(10));
+    assert_eq!(script.count(), 1);
 }

@@ -105,7 +105,7 @@ async fn readiness_errors_pass_through() {
 #[tokio::test(start_paused = true)]
 async fn turns_a_concurrency_limit_into_fast_failures() {
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let slow = service_fn(|n: u32| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Ok::<_, Infallible>(n)

@@ -319,7 +319,7 @@ async fn the_client_converges_to_k_times_the_backends_capacity() {
 async fn telemetry_counts_traces_and_gauges() {
     let metrics = Metrics::new();
     let traces = Traces::default();
-    let _capture = traces.capture();
+    let _guard = traces.install();
     let calls = Arc::new(AtomicUsize::new(0));
     let layer = ThrottleLayer::builder()
         .classifier(by_status)
@@ -344,7 +344,7 @@ async fn telemetry_counts_traces_and_gauges() {
         local
     );
     let gauge = metrics
-        .gauge(
+        .gauge_with(
             "steadfast.throttle.probability",
             &[("steadfast.name", "ads")],
         )

@@ -58,4 +58,3 @@ pub use future::ResponseFuture;
 pub use layer::{DeadlineLayer, DeadlineLayerBuilder};
 pub use service::DeadlineService;
 pub use value::{Deadline, Scoped, MAX_TIMEOUT};
-

@@ -104,9 +104,9 @@ where
         );
         self.carrier.set(&mut req, deadline);
         let inner = &mut self.inner;
-        let fut = span.in_scope(|| deadline.sync_scope(|| inner.call(req)));
+        let fut = span.in_scope(|| deadline.sync_scope_exact(|| inner.call(req)));
         ResponseFuture::enforced(
-            deadline.scope(fut),
+            deadline.scope_exact(fut),
             deadline,
             span,
             Arc::clone(&self.shared),

@@ -201,4 +201,14 @@ impl Deadline {
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         CURRENT.sync_scope(self.shrink(Self::current()), f)
     }
+
+    /// [`Deadline::scope`] for a deadline already shrunk to the enclosing one (saves a lookup).
+    pub(crate) fn scope_exact<F: Future>(self, fut: F) -> Scoped<F> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// [`Deadline::sync_scope`] for a deadline already shrunk to the enclosing one.
+    pub(crate) fn sync_scope_exact<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
 }

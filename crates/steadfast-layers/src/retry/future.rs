@@ -35,6 +35,10 @@ where
     next: Option<Req>,
     not_replayable: Option<NotReplayable>,
     attempts: u32,
+    /// Transparent retries made (requests that never reached the server).
+    unsent: u32,
+    /// Whether the prepared `next` request is a transparent retry.
+    next_transparent: bool,
     previous_delay: Duration,
     shared: Arc<Shared>,
     span: Span,
@@ -90,6 +94,8 @@ where
             next: None,
             not_replayable,
             attempts: 1,
+            unsent: 0,
+            next_transparent: false,
             previous_delay: Duration::ZERO,
             shared,
             span,
@@ -133,9 +139,23 @@ where
                                 attempts: *this.attempts,
                                 previous_delay: this.previous_delay,
                             };
+                            *this.next_transparent = false;
                             plan.decide(after).map(|(delay, next, sleep_until)| {
                                 (reason, delay, next, sleep_until)
                             })
+                        }
+                        Outcome::NotSent { reason } => {
+                            let plan = Plan {
+                                shared,
+                                replay: &*this.replay,
+                                template: this.template,
+                                not_replayable: *this.not_replayable,
+                                attempts: *this.attempts,
+                                previous_delay: this.previous_delay,
+                            };
+                            *this.next_transparent = true;
+                            plan.transparent(*this.unsent)
+                                .map(|next| (reason, Duration::ZERO, next, None))
                         }
                         Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
                         Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),
@@ -194,8 +214,12 @@ where
                         )
                         .into()));
                     };
-                    *this.attempts += 1;
-                    shared.attempts.add(1, shared.attrs.base());
+                    if *this.next_transparent {
+                        *this.unsent += 1;
+                    } else {
+                        *this.attempts += 1;
+                        shared.attempts.add(1, shared.attrs.base());
+                    }
                     let fut = this.service.call(req);
                     this.state.set(State::Calling { fut });
                 }
@@ -280,6 +304,35 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
         }
         *self.previous_delay = delay;
         Ok((delay, next, wake))
+    }
+}
+
+impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
+    /// A transparent retry of a request that never reached the server: no attempt counted, no
+    /// backoff, no budget; bounded by `max_attempts` per call and by the deadline.
+    fn transparent(self, unsent: u32) -> Result<Req, GiveUpReason> {
+        if unsent >= self.shared.max_attempts {
+            return Err(GiveUpReason::AttemptsExhausted);
+        }
+        if let Some(deadline) = Deadline::current() {
+            let fits = Instant::now()
+                .checked_add(self.shared.min_attempt_time)
+                .is_some_and(|t| t < deadline.instant());
+            if !fits {
+                return Err(GiveUpReason::Deadline);
+            }
+        }
+        // Keep the template: the attempt does not count, so more attempts may follow.
+        match self.template.as_mut() {
+            Some(template) => self
+                .replay
+                .replay(template)
+                .map_err(GiveUpReason::NotReplayable),
+            None => Err(GiveUpReason::NotReplayable(
+                self.not_replayable
+                    .unwrap_or(NotReplayable::new("the request was not kept")),
+            )),
+        }
     }
 }
 

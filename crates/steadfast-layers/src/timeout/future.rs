@@ -80,9 +80,7 @@ where
             return Poll::Pending;
         };
         if this.sleep.is_none() {
-            let attempt_end = bound
-                .timeout
-                .and_then(|t| Instant::now().checked_add(t));
+            let attempt_end = bound.timeout.and_then(|t| Instant::now().checked_add(t));
             let end = match (attempt_end, bound.deadline) {
                 (Some(a), Some(d)) if d.instant() <= a => {
                     bound.deadline_first = true;

@@ -1,7 +1,6 @@
 //! Shared test helpers: a scripted service, a metrics capture on the OTel SDK's in-memory
 //! exporter, and a tracing capture.
 #![allow(dead_code, unreachable_pub, missing_docs)]
-
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -135,6 +134,25 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The latest value of the `f64` gauge `name` (observable gauges are read at each flush).
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let last = all.last()?;
+        for scope in last.scope_metrics() {
+            for m in scope.metrics() {
+                if m.name() == name {
+                    if let AggregatedMetrics::F64(MetricData::Gauge(g)) = m.data() {
+                        return g.data_points().next().map(|p| p.value());
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
 /// One captured tracing event: its target, message and fields.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -158,6 +176,19 @@ pub struct Traces {
 impl Traces {
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         use tracing_subscriber::layer::SubscriberExt;
+        // tracing-core caches each callsite's interest globally, computed when the callsite is
+        // first hit (never before a dispatcher exists: the global max level starts at OFF).
+        // While at most one dispatcher is registered, it asks only the registering thread's
+        // subscriber, so a callsite first hit on another test's thread (no subscriber) would be
+        // cached as disabled for this one too. Two dispatchers kept alive for the whole test
+        // binary make every registration consult all live dispatchers, under tracing-core's lock.
+        static KEEP: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+        KEEP.get_or_init(|| {
+            [
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+            ]
+        });
         let subscriber = tracing_subscriber::registry().with(self.clone());
         tracing::subscriber::set_default(subscriber)
     }
@@ -177,13 +208,19 @@ struct Visitor<'a>(&'a mut BTreeMap<String, String>);
 
 impl tracing::field::Visit for Visitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}").trim_matches('"').to_string());
+        self.0.insert(
+            field.name().to_string(),
+            format!("{value:?}").trim_matches('"').to_string(),
+        );
     }
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Traces {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut fields = BTreeMap::new();
         event.record(&mut Visitor(&mut fields));
         self.events.lock().unwrap().push(Event {
@@ -219,7 +256,7 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
 impl Metrics {
     /// The value of gauge `name` (u64, i64 or f64) on a point whose attributes include all of
     /// `attrs`, as observed by a collection made now (observable gauges run their callbacks).
-    pub fn gauge(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+    pub fn gauge_with(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
         fn matches(kvs: &[&opentelemetry::KeyValue], attrs: &[(&str, &str)]) -> bool {
             attrs.iter().all(|(k, v)| {
                 kvs.iter()
@@ -255,63 +292,5 @@ impl Metrics {
             }
         }
         None
-    }
-}
-
-thread_local! {
-    static CAPTURING: std::cell::RefCell<Option<Traces>> = const { std::cell::RefCell::new(None) };
-}
-
-/// A process-wide subscriber that hands each event and span to the `Traces` capturing on the
-/// current thread, if any.
-struct Forward;
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Forward {
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        CAPTURING.with(|c| {
-            if let Some(t) = &*c.borrow() {
-                tracing_subscriber::Layer::<S>::on_event(t, event, ctx);
-            }
-        });
-    }
-
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        CAPTURING.with(|c| {
-            if let Some(t) = &*c.borrow() {
-                tracing_subscriber::Layer::<S>::on_new_span(t, attrs, id, ctx);
-            }
-        });
-    }
-}
-
-/// Stops capturing on this thread when dropped.
-pub struct Capturing(());
-
-impl Drop for Capturing {
-    fn drop(&mut self) {
-        CAPTURING.with(|c| c.borrow_mut().take());
-    }
-}
-
-impl Traces {
-    /// Captures every event and span made on this thread, through one process-wide subscriber
-    /// installed on first use. Unlike [`Traces::install`] (a thread-local default), this is
-    /// immune to `tracing`'s callsite-interest cache being rebuilt by parallel tests that
-    /// install and drop their own subscribers; use it in test binaries that run traced and
-    /// untraced tests side by side.
-    pub fn capture(&self) -> Capturing {
-        static GLOBAL: std::sync::Once = std::sync::Once::new();
-        GLOBAL.call_once(|| {
-            use tracing_subscriber::layer::SubscriberExt;
-            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Forward))
-                .expect("no other global subscriber in this test binary");
-        });
-        CAPTURING.with(|c| *c.borrow_mut() = Some(self.clone()));
-        Capturing(())
     }
 }

@@ -104,7 +104,9 @@ impl RatioBudget {
     }
 
     fn slot_index(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start).as_nanos();
+        let elapsed = Instant::now()
+            .saturating_duration_since(self.start)
+            .as_nanos();
         u64::try_from(elapsed / u128::from(self.slot_nanos)).unwrap_or(u64::MAX)
     }
 

@@ -1,0 +1,243 @@
+//! The closed breaker's sliding windows, in atomics: no lock, no allocation after construction.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+
+use super::SlidingWindow;
+
+/// Calls, failures and slow calls in a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub(super) calls: u64,
+    pub(super) failures: u64,
+    pub(super) slow: u64,
+}
+
+impl Counts {
+    pub(super) fn failure_rate(&self) -> f64 {
+        rate(self.failures, self.calls)
+    }
+
+    pub(super) fn slow_rate(&self) -> f64 {
+        rate(self.slow, self.calls)
+    }
+}
+
+pub(super) fn rate(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    pub(super) fn new(spec: SlidingWindow) -> Self {
+        match spec {
+            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n)),
+            SlidingWindow::Time { span, buckets } => Window::Time(TimeWindow::new(
+                u64::try_from(span.as_nanos() / u128::from(buckets)).unwrap_or(u64::MAX),
+                buckets,
+            )),
+        }
+    }
+
+    /// Records one outcome; `now_nanos` (since the layer's origin) is used by the time window only.
+    #[inline]
+    pub(super) fn record(&self, failure: bool, slow: bool, now_nanos: u64) {
+        match self {
+            Window::Count(w) => w.record(failure, slow),
+            Window::Time(w) => w.record(failure, slow, now_nanos),
+        }
+    }
+
+    #[inline]
+    pub(super) fn counts(&self, now_nanos: u64) -> Counts {
+        match self {
+            Window::Count(w) => w.counts(),
+            Window::Time(w) => w.counts(now_nanos),
+        }
+    }
+
+    pub(super) fn reset(&self) {
+        match self {
+            Window::Count(w) => w.reset(),
+            Window::Time(w) => w.reset(),
+        }
+    }
+}
+
+const RECORDED: u8 = 1;
+const FAILED: u8 = 2;
+const SLOW: u8 = 4;
+
+/// The last `n` outcomes in a ring of one-byte slots, with running totals.
+///
+/// A record takes the next slot (`fetch_add` on the head), swaps its code in, and adjusts the
+/// failure and slow totals by the difference with the code it replaced (no adjustment at all
+/// when a success replaces a success). The totals are therefore always the sum of the ring once
+/// concurrent records have finished; a reader racing a record may be off by the records in
+/// flight, and clamps.
+#[derive(Debug)]
+pub(super) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    head: AtomicU64,
+    failures: AtomicI64,
+    slow: AtomicI64,
+}
+
+impl CountWindow {
+    fn new(n: u32) -> Self {
+        Self {
+            slots: (0..n.max(1)).map(|_| AtomicU8::new(0)).collect(),
+            head: AtomicU64::new(0),
+            failures: AtomicI64::new(0),
+            slow: AtomicI64::new(0),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    #[inline]
+    fn record(&self, failure: bool, slow: bool) {
+        let code = RECORDED | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+        let i = self.head.fetch_add(1, Ordering::Relaxed) % self.len();
+        // `i < len` by construction.
+        let old = self.slots[i as usize].swap(code, Ordering::AcqRel);
+        let df = i64::from(code & FAILED != 0) - i64::from(old & FAILED != 0);
+        if df != 0 {
+            self.failures.fetch_add(df, Ordering::AcqRel);
+        }
+        let ds = i64::from(code & SLOW != 0) - i64::from(old & SLOW != 0);
+        if ds != 0 {
+            self.slow.fetch_add(ds, Ordering::AcqRel);
+        }
+    }
+
+    #[inline]
+    fn counts(&self) -> Counts {
+        let calls = self.head.load(Ordering::Acquire).min(self.len());
+        let clamp = |v: i64| u64::try_from(v).unwrap_or(0).min(calls);
+        Counts {
+            calls,
+            failures: clamp(self.failures.load(Ordering::Acquire)),
+            slow: clamp(self.slow.load(Ordering::Acquire)),
+        }
+    }
+
+    fn reset(&self) {
+        for s in self.slots.iter() {
+            s.store(0, Ordering::Relaxed);
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        self.slow.store(0, Ordering::Relaxed);
+        self.head.store(0, Ordering::Release);
+    }
+}
+
+/// Outcomes of the last `buckets` time buckets. Each bucket counter is one atomic word holding
+/// the bucket's number (low 32 bits of `time / bucket length`) and its count, so a stale bucket
+/// is recognised and restarted by the compare-and-swap that records into it.
+#[derive(Debug)]
+pub(super) struct TimeWindow {
+    bucket_nanos: u64,
+    buckets: u32,
+    calls: Box<[AtomicU64]>,
+    failures: Box<[AtomicU64]>,
+    slow: Box<[AtomicU64]>,
+}
+
+fn zeroed(n: u32) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl TimeWindow {
+    fn new(bucket_nanos: u64, buckets: u32) -> Self {
+        let buckets = buckets.max(1);
+        Self {
+            bucket_nanos: bucket_nanos.max(1),
+            buckets,
+            calls: zeroed(buckets),
+            failures: zeroed(buckets),
+            slow: zeroed(buckets),
+        }
+    }
+
+    fn index(&self, now_nanos: u64) -> u64 {
+        now_nanos / self.bucket_nanos
+    }
+
+    #[inline]
+    fn record(&self, failure: bool, slow: bool, now_nanos: u64) {
+        let index = self.index(now_nanos);
+        let slot = (index % u64::from(self.buckets)) as usize;
+        bump(&self.calls[slot], index);
+        if failure {
+            bump(&self.failures[slot], index);
+        }
+        if slow {
+            bump(&self.slow[slot], index);
+        }
+    }
+
+    fn counts(&self, now_nanos: u64) -> Counts {
+        let now = self.index(now_nanos) as u32;
+        let sum = |slots: &[AtomicU64]| -> u64 {
+            slots
+                .iter()
+                .map(|s| {
+                    let v = s.load(Ordering::Acquire);
+                    let epoch = (v >> 32) as u32;
+                    if now.wrapping_sub(epoch) < self.buckets {
+                        u64::from(v as u32)
+                    } else {
+                        0
+                    }
+                })
+                .sum()
+        };
+        let calls = sum(&self.calls);
+        Counts {
+            calls,
+            failures: sum(&self.failures).min(calls),
+            slow: sum(&self.slow).min(calls),
+        }
+    }
+
+    fn reset(&self) {
+        for s in self
+            .calls
+            .iter()
+            .chain(self.failures.iter())
+            .chain(self.slow.iter())
+        {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Adds one to a bucket counter, restarting it if it belongs to an older bucket.
+#[inline]
+fn bump(slot: &AtomicU64, index: u64) {
+    let epoch = index as u32;
+    let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+        let e = (v >> 32) as u32;
+        if e == epoch {
+            Some(if v as u32 == u32::MAX { v } else { v + 1 })
+        } else if epoch.wrapping_sub(e) < (1 << 31) {
+            // The slot holds an older bucket: restart it.
+            Some((u64::from(epoch) << 32) | 1)
+        } else {
+            // The slot already holds a newer bucket (this record's clock read is older than a
+            // concurrent one's): count it there rather than erase the newer bucket.
+            Some(if v as u32 == u32::MAX { v } else { v + 1 })
+        }
+    });
+}
