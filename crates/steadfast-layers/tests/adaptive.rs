@@ -81,6 +81,7 @@ fn timed(
 fn by_status(r: &Result<u16, BoxError>) -> Outcome {
     match r {
         Ok(503) => Outcome::retryable("unavailable"),
+        Ok(1) => Outcome::NotSent { reason: "refused" },
         Ok(400) => Outcome::fatal("bad_request"),
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::retryable("error"),
@@ -126,8 +127,8 @@ async fn each_call_is_timed_and_classified() {
         .build()
         .unwrap()
         .layer(timed(ms(40)));
-    // Success, drop (503), ignored (400: fatal), drop (error).
-    for status in [200, 503, 400, 0] {
+    // Success, drop (503), ignored (400: fatal), drop (error), ignored (never sent).
+    for status in [200, 503, 400, 0, 1] {
         let _ = svc.clone().oneshot(status).await;
     }
     let seen = seen.lock().unwrap().clone();

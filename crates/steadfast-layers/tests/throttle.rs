@@ -35,10 +35,12 @@ fn backend(
     })
 }
 
-/// 503 and 429 are refusals for load; 400 is the caller's fault (the backend did answer).
+/// 503 and 429 are refusals for load; 400 is the caller's fault (the backend did answer); 1
+/// stands for a request that never reached the backend.
 fn by_status(r: &Result<u16, BoxError>) -> Outcome {
     match r {
         Ok(503) | Ok(429) => Outcome::retryable("unavailable"),
+        Ok(1) => Outcome::NotSent { reason: "refused" },
         Ok(400) => Outcome::fatal("bad_request"),
         Ok(_) => Outcome::Success,
         Err(_) => Outcome::retryable("error"),
@@ -180,11 +182,12 @@ async fn accepts_are_what_the_classifier_says() {
         .unwrap();
     let handle = layer.handle();
     let svc = layer.layer(backend(&calls));
-    // 200 and 400 (fatal: the backend answered) are accepts; 503, 429 and errors are not.
-    for status in [200, 400, 503, 429, 0] {
+    // 200 and 400 (fatal: the backend answered) are accepts; 503, 429, errors and requests
+    // never sent are not.
+    for status in [200, 400, 503, 429, 0, 1] {
         let _ = svc.clone().oneshot(status).await;
     }
-    assert_eq!((handle.requests(), handle.accepts()), (5, 2));
+    assert_eq!((handle.requests(), handle.accepts()), (6, 2));
 }
 
 #[tokio::test(start_paused = true)]

@@ -128,7 +128,8 @@ impl<A: Algorithm> InFlight<A> {
                     .with(REASON_KEY, reason, |a| core.drops.add(1, a));
                 true
             }
-            // A fatal failure (a bad request) says nothing about load: not measured.
+            // A fatal failure (a bad request) or a call never sent says nothing about load: not
+            // measured.
             _ => return,
         };
         let now = Instant::now();

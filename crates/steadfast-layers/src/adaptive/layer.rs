@@ -334,9 +334,10 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
 
     /// Decides which calls are drops (see [`crate::classify`]): a
     /// [`Retryable`](crate::classify::Outcome::Retryable) or
-    /// [`Pushback`](crate::classify::Outcome::Pushback) outcome is a drop, a
-    /// [`Fatal`](crate::classify::Outcome::Fatal) one (a bad request says nothing about load) is
-    /// not measured at all.
+    /// [`Pushback`](crate::classify::Outcome::Pushback) outcome is a drop; a
+    /// [`Fatal`](crate::classify::Outcome::Fatal) one (a bad request says nothing about load) or
+    /// a [`NotSent`](crate::classify::Outcome::NotSent) one (the backend never saw it) is not
+    /// measured at all.
     ///
     /// ```
     /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, classify::Outcome, BoxError};

@@ -94,10 +94,11 @@ where
                 shared,
             } => {
                 let result = ready!(fut.poll(cx));
-                // The backend accepted the request unless it refused it for load.
-                let accepted = !matches!(
+                // The backend accepted the request if it answered it, even with a failure that is
+                // the request's own fault; not if it refused it for load or never got it.
+                let accepted = matches!(
                     classifier.classify(&result),
-                    Outcome::Retryable { .. } | Outcome::Pushback { .. }
+                    Outcome::Success | Outcome::Fatal { .. }
                 );
                 if accepted {
                     shared.window.add_accept(*index);

@@ -210,9 +210,10 @@ impl<C> ThrottleLayerBuilder<C> {
     /// Decides which calls the backend accepted (see [`crate::classify`]): a
     /// [`Success`](crate::classify::Outcome::Success), or a
     /// [`Fatal`](crate::classify::Outcome::Fatal) failure (the backend answered; the request was
-    /// wrong) is an accept; a [`Retryable`](crate::classify::Outcome::Retryable) or
-    /// [`Pushback`](crate::classify::Outcome::Pushback) failure (overloaded, unavailable, timed
-    /// out) is not.
+    /// wrong) is an accept; a [`Retryable`](crate::classify::Outcome::Retryable),
+    /// [`Pushback`](crate::classify::Outcome::Pushback) or
+    /// [`NotSent`](crate::classify::Outcome::NotSent) failure (overloaded, unavailable, timed
+    /// out, never sent) is not.
     ///
     /// ```
     /// # use steadfast_layers::{classify::Outcome, throttle::ThrottleLayer, BoxError};

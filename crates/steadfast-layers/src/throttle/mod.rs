@@ -4,8 +4,8 @@
 //! [`ThrottleLayer`] counts, over a sliding window (2 minutes by default, in time buckets), the
 //! `requests` this client attempted (locally rejected ones included) and the `accepts`: the
 //! requests the backend accepted, as the shared [`Classifier`](crate::classify::Classifier)
-//! says (a success or a fatal failure is an accept; a retryable or pushback failure, such as a
-//! timeout, a `503` or a `429`, is not). Each call is then rejected locally, with
+//! says (a success or a fatal failure is an accept; a retryable, pushback or not-sent failure,
+//! such as a timeout, a `503`, a `429` or a refused connection, is not). Each call is then rejected locally, with
 //! [`Overloaded`] (`throttled`), with probability
 //!
 //! ```text
