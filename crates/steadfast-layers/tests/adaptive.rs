@@ -199,7 +199,10 @@ async fn limit_changes_are_observable() {
     svc.clone().oneshot(503).await.unwrap();
     assert_eq!(handle.limit(), 9);
     assert_eq!(svc.handle().limit(), 9);
-    assert_eq!(metrics.gauge_with("steadfast.adaptive.limit", &[]), Some(9.0));
+    assert_eq!(
+        metrics.gauge_with("steadfast.adaptive.limit", &[]),
+        Some(9.0)
+    );
     assert_eq!(
         metrics.gauge_with("steadfast.adaptive.in_flight", &[]),
         Some(0.0)

@@ -212,9 +212,15 @@ async fn telemetry_counts_traces_and_gauges() {
         metrics.gauge_with("steadfast.bulkhead.in_flight", &[]),
         Some(1.0)
     );
-    assert_eq!(metrics.gauge_with("steadfast.bulkhead.queued", &[]), Some(1.0));
+    assert_eq!(
+        metrics.gauge_with("steadfast.bulkhead.queued", &[]),
+        Some(1.0)
+    );
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (1, 2));
-    assert_eq!(metrics.gauge_with("steadfast.bulkhead.queued", &[]), Some(0.0));
+    assert_eq!(
+        metrics.gauge_with("steadfast.bulkhead.queued", &[]),
+        Some(0.0)
+    );
     assert_eq!(
         metrics.counter("steadfast.bulkhead.rejected", &[("reason", "queue_full")]),
         1

@@ -292,7 +292,10 @@ async fn the_key_table_is_bounded_and_sweeps_idle_keys() {
     // Key 1 is idle now: it is swept out to make room.
     let c = svc.ready().await.unwrap().call(3);
     assert_eq!(metrics.gauge_with("steadfast.limit.keys", &[]), Some(2.0));
-    assert_eq!(metrics.gauge_with("steadfast.limit.in_flight", &[]), Some(2.0));
+    assert_eq!(
+        metrics.gauge_with("steadfast.limit.in_flight", &[]),
+        Some(2.0)
+    );
     assert_eq!((b.await.unwrap(), c.await.unwrap()), (2, 3));
     assert_eq!(
         metrics.counter("steadfast.limit.rejected", &[("reason", "too_many_keys")]),
@@ -329,7 +332,10 @@ async fn telemetry_counts_traces_and_gauges() {
         ),
         3
     );
-    assert_eq!(metrics.gauge_with("steadfast.limit.in_flight", &[]), Some(0.0));
+    assert_eq!(
+        metrics.gauge_with("steadfast.limit.in_flight", &[]),
+        Some(0.0)
+    );
     // Durations are off by default.
     assert_eq!(metrics.histogram_count("steadfast.limit.wait"), 0);
     let rejected = traces.with_message("concurrency limit: call rejected");
