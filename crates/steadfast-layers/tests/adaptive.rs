@@ -222,12 +222,13 @@ async fn limit_changes_are_observable() {
     // No change, no event: a success with little in flight leaves AIMD's limit alone.
     svc.clone().oneshot(200).await.unwrap();
     assert_eq!(traces.with_message("adaptive limit changed").len(), 1);
-    assert!(traces
+    // Admission is instantaneous: events, no spans.
+    assert!(!traces
         .spans
         .lock()
         .unwrap()
         .iter()
-        .any(|s| s == "steadfast.adaptive"));
+        .any(|s| s.starts_with("steadfast.")));
 }
 
 #[tokio::test(start_paused = true)]

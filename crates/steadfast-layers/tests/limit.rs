@@ -342,6 +342,8 @@ async fn telemetry_counts_traces_and_gauges() {
     assert_eq!(rejected.len(), 3);
     assert_eq!(rejected[0].target, "steadfast::limit");
     assert_eq!(rejected[0].fields["reason"], "at_capacity");
+    assert_eq!(rejected[0].fields["instance"], "db");
+    // Spans only for calls that wait: admissions and refusals make none.
     assert_eq!(
         traces
             .spans
@@ -350,7 +352,7 @@ async fn telemetry_counts_traces_and_gauges() {
             .iter()
             .filter(|s| *s == "steadfast.limit")
             .count(),
-        5
+        0
     );
     // The success path emits no event.
     assert_eq!(traces.events.lock().unwrap().len(), 3);
@@ -373,6 +375,11 @@ async fn waiting_is_traced() {
     assert_eq!(waiting[0].fields["max_wait_ms"], "10.0");
     let rejected = traces.with_message("concurrency limit: call rejected");
     assert_eq!(rejected[0].fields["reason"], "wait_timeout");
+    assert_eq!(
+        *traces.spans.lock().unwrap(),
+        vec!["steadfast.limit".to_string()],
+        "one span, for the call that waited"
+    );
 }
 
 #[test]

@@ -5,7 +5,6 @@ use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
 use tokio::time::Instant;
-use tracing::Span;
 
 use super::layer::Core;
 use super::{Algorithm, Overloaded};
@@ -19,7 +18,6 @@ use crate::BoxError;
 pub struct ResponseFuture<F, C, A> {
     #[pin]
     kind: Kind<F, C, A>,
-    span: Span,
 }
 
 #[pin_project(project = KindProj)]
@@ -48,21 +46,19 @@ impl<F, C, A> std::fmt::Debug for ResponseFuture<F, C, A> {
 }
 
 impl<F, C, A> ResponseFuture<F, C, A> {
-    pub(super) fn admitted(fut: F, classifier: C, guard: InFlight<A>, span: Span) -> Self {
+    pub(super) fn admitted(fut: F, classifier: C, guard: InFlight<A>) -> Self {
         Self {
             kind: Kind::Admitted {
                 fut,
                 classifier,
                 guard: Some(guard),
             },
-            span,
         }
     }
 
-    pub(super) fn rejected(error: Overloaded, span: Span) -> Self {
+    pub(super) fn rejected(error: Overloaded) -> Self {
         Self {
             kind: Kind::Rejected { error },
-            span,
         }
     }
 }
@@ -77,9 +73,7 @@ where
     type Output = Result<Res, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        match this.kind.project() {
+        match self.project().kind.project() {
             KindProj::Rejected { error } => Poll::Ready(Err((*error).into())),
             KindProj::Admitted {
                 fut,

@@ -96,30 +96,23 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let core = &*self.core;
-        let span = tracing::debug_span!(
-            target: "steadfast::adaptive",
-            "steadfast.adaptive",
-            instance = core.telemetry.span_name(),
-            limit = core.gate.limit.load(std::sync::atomic::Ordering::Relaxed),
-        );
         let Some(in_flight) = core.gate.try_acquire() else {
             let reason = OverloadReason::AtCapacity;
             core.attrs.with(REASON_KEY, reason.label(), |a| {
                 core.rejected.add(1, a);
             });
-            span.in_scope(|| {
-                tracing::debug!(
-                    target: "steadfast::adaptive",
-                    reason = reason.label(),
-                    in_flight = core.gate.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-                    "adaptive limit reached: call rejected"
-                );
-            });
-            return ResponseFuture::rejected(Overloaded::new("adaptive", reason), span);
+            tracing::debug!(
+                target: "steadfast::adaptive",
+                instance = core.telemetry.span_name(),
+                reason = reason.label(),
+                limit = core.gate.limit.load(std::sync::atomic::Ordering::Relaxed),
+                "adaptive limit reached: call rejected"
+            );
+            return ResponseFuture::rejected(Overloaded::new("adaptive", reason));
         };
         // The slot is released by the guard even if `call` panics or the future is dropped.
         let guard = InFlight::new(Arc::clone(&self.core), Instant::now(), in_flight);
-        let fut = span.in_scope(|| self.inner.call(req));
-        ResponseFuture::admitted(fut, self.classifier.clone(), guard, span)
+        let fut = self.inner.call(req);
+        ResponseFuture::admitted(fut, self.classifier.clone(), guard)
     }
 }

@@ -150,6 +150,7 @@ where
                             });
                             tracing::debug!(
                                 target: "steadfast::bulkhead",
+                                instance = shared.telemetry.span_name(),
                                 reason = reason.label(),
                                 waited_ms = ms(shared.max_wait),
                                 "bulkhead wait timed out: call rejected"

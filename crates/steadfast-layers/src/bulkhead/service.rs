@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_service::Service;
+use tracing::Span;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded, ResponseFuture};
@@ -91,32 +92,32 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
-        let span = tracing::debug_span!(
-            target: "steadfast::bulkhead",
-            "steadfast.bulkhead",
-            instance = shared.telemetry.span_name(),
-            max_concurrent = shared.max_concurrent,
-        );
         if let Ok(permit) = Arc::clone(&shared.semaphore).try_acquire_owned() {
-            let fut = span.in_scope(|| self.inner.call(req));
-            return ResponseFuture::called(fut, permit, span);
+            // The hot path: no span, no event, no clock read.
+            return ResponseFuture::called(self.inner.call(req), permit, Span::none());
         }
         let Some(slot) = shared.enqueue() else {
             let reason = OverloadReason::QueueFull;
             shared.attrs.with(REASON_KEY, reason.label(), |a| {
                 shared.rejected.add(1, a);
             });
-            span.in_scope(|| {
-                tracing::debug!(
-                    target: "steadfast::bulkhead",
-                    reason = reason.label(),
-                    max_queue = shared.max_queue,
-                    "bulkhead full: call rejected"
-                );
-            });
-            return ResponseFuture::rejected(Overloaded::new("bulkhead", reason), span);
+            tracing::debug!(
+                target: "steadfast::bulkhead",
+                instance = shared.telemetry.span_name(),
+                reason = reason.label(),
+                max_queue = shared.max_queue,
+                "bulkhead full: call rejected"
+            );
+            return ResponseFuture::rejected(Overloaded::new("bulkhead", reason), Span::none());
         };
         let now = Instant::now();
+        // A queued call gets a span: the wait and the call show in traces.
+        let span = tracing::debug_span!(
+            target: "steadfast::bulkhead",
+            "steadfast.bulkhead",
+            instance = shared.telemetry.span_name(),
+            max_concurrent = shared.max_concurrent,
+        );
         span.in_scope(|| {
             tracing::debug!(
                 target: "steadfast::bulkhead",

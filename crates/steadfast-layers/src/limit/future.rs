@@ -146,6 +146,7 @@ where
                             });
                             tracing::debug!(
                                 target: "steadfast::limit",
+                                instance = shared.telemetry.span_name(),
                                 reason = reason.label(),
                                 waited_ms = shared.max_wait.map(ms),
                                 "concurrency limit: call rejected"

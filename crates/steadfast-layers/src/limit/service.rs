@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_service::Service;
+use tracing::Span;
 
 use super::layer::{Shared, Slots};
 use super::{OverloadReason, Overloaded, ResponseFuture};
@@ -99,12 +100,6 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        let span = tracing::debug_span!(
-            target: "steadfast::limit",
-            "steadfast.limit",
-            instance = shared.telemetry.span_name(),
-            max_in_flight = shared.max_in_flight,
-        );
         let semaphore = match &shared.slots {
             Slots::Global(s) => Arc::clone(s),
             Slots::Keyed(map) => {
@@ -118,18 +113,14 @@ where
                 );
                 match found {
                     Some(s) => s,
-                    None => {
-                        return reject(shared, span, OverloadReason::TooManyKeys);
-                    }
+                    None => return reject(shared, OverloadReason::TooManyKeys),
                 }
             }
         };
         match semaphore.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let fut = span.in_scope(|| self.inner.call(req));
-                ResponseFuture::called(fut, permit, span)
-            }
-            Err(_) if !shared.wait => reject(shared, span, OverloadReason::AtCapacity),
+            // The hot path: no span, no event, no clock read.
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit, Span::none()),
+            Err(_) if !shared.wait => reject(shared, OverloadReason::AtCapacity),
             Err(_) => {
                 let now =
                     (shared.max_wait.is_some() || shared.wait_time.is_some()).then(Instant::now);
@@ -137,6 +128,13 @@ where
                     (Some(now), Some(w)) => now.checked_add(w),
                     _ => None,
                 };
+                // A call that waits gets a span: the wait and the call show in traces.
+                let span = tracing::debug_span!(
+                    target: "steadfast::limit",
+                    "steadfast.limit",
+                    instance = shared.telemetry.span_name(),
+                    max_in_flight = shared.max_in_flight,
+                );
                 span.in_scope(|| {
                     tracing::debug!(
                         target: "steadfast::limit",
@@ -162,20 +160,16 @@ where
     }
 }
 
-fn reject<S: Service<Req>, Req>(
-    shared: &Shared,
-    span: tracing::Span,
-    reason: OverloadReason,
-) -> ResponseFuture<S, Req> {
+fn reject<S: Service<Req>, Req>(shared: &Shared, reason: OverloadReason) -> ResponseFuture<S, Req> {
     shared.attrs.with(REASON_KEY, reason.label(), |a| {
         shared.rejected.add(1, a);
     });
-    span.in_scope(|| {
-        tracing::debug!(
-            target: "steadfast::limit",
-            reason = reason.label(),
-            "concurrency limit: call rejected"
-        );
-    });
-    ResponseFuture::rejected(Overloaded::new("limit", reason), span)
+    tracing::debug!(
+        target: "steadfast::limit",
+        instance = shared.telemetry.span_name(),
+        reason = reason.label(),
+        max_in_flight = shared.max_in_flight,
+        "concurrency limit: call rejected"
+    );
+    ResponseFuture::rejected(Overloaded::new("limit", reason), Span::none())
 }

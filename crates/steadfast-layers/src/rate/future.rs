@@ -75,6 +75,7 @@ fn refusal(shared: &Shared, refusal: Refusal) -> Overloaded {
     });
     tracing::debug!(
         target: "steadfast::rate",
+        instance = shared.telemetry.span_name(),
         reason,
         retry_after_ms = retry_after.map(ms),
         "rate limit: call rejected"

@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tower_service::Service;
+use tracing::Span;
 
 use super::layer::{Refusal, Shared};
 use super::ResponseFuture;
@@ -84,25 +85,24 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
+        let key = shared.digest(|| self.extractor.key(&req));
+        let wait = match shared.check(key) {
+            // The hot path: no span, no event.
+            Ok(()) => return ResponseFuture::called(self.inner.call(req), Span::none()),
+            Err(Refusal::RateLimited(wait)) if shared.wait => wait,
+            Err(refusal) => return ResponseFuture::refused(shared, refusal, Span::none()),
+        };
+        let now = Instant::now();
+        let deadline = shared.max_wait.and_then(|w| now.checked_add(w));
+        if deadline.is_some_and(|d| now + wait > d) {
+            return ResponseFuture::refused(shared, Refusal::RateLimited(wait), Span::none());
+        }
+        // A call that waits gets a span: the wait and the call show in traces.
         let span = tracing::debug_span!(
             target: "steadfast::rate",
             "steadfast.rate",
             instance = shared.telemetry.span_name(),
         );
-        let key = shared.digest(|| self.extractor.key(&req));
-        let wait = match shared.check(key) {
-            Ok(()) => {
-                let fut = span.in_scope(|| self.inner.call(req));
-                return ResponseFuture::called(fut, span);
-            }
-            Err(Refusal::RateLimited(wait)) if shared.wait => wait,
-            Err(refusal) => return ResponseFuture::refused(shared, refusal, span),
-        };
-        let now = Instant::now();
-        let deadline = shared.max_wait.and_then(|w| now.checked_add(w));
-        if deadline.is_some_and(|d| now + wait > d) {
-            return ResponseFuture::refused(shared, Refusal::RateLimited(wait), span);
-        }
         span.in_scope(|| {
             tracing::debug!(
                 target: "steadfast::rate",

@@ -3,7 +3,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
-use tracing::Span;
 
 use super::Overloaded;
 use crate::BoxError;
@@ -14,7 +13,6 @@ use crate::BoxError;
 pub struct ResponseFuture<F> {
     #[pin]
     kind: Kind<F>,
-    span: Span,
 }
 
 #[pin_project(project = KindProj)]
@@ -30,17 +28,15 @@ enum Kind<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn called(fut: F, span: Span) -> Self {
+    pub(super) fn called(fut: F) -> Self {
         Self {
             kind: Kind::Called { fut },
-            span,
         }
     }
 
-    pub(super) fn shed(error: Overloaded, span: Span) -> Self {
+    pub(super) fn shed(error: Overloaded) -> Self {
         Self {
             kind: Kind::Shed { error },
-            span,
         }
     }
 }
@@ -53,9 +49,7 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        match this.kind.project() {
+        match self.project().kind.project() {
             KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
             KindProj::Shed { error } => Poll::Ready(Err((*error).into())),
         }

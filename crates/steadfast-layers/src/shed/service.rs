@@ -87,27 +87,20 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let span = tracing::debug_span!(
-            target: "steadfast::shed",
-            "steadfast.shed",
-            instance = self.shared.telemetry.span_name(),
-        );
         if std::mem::take(&mut self.ready) {
-            let fut = span.in_scope(|| self.inner.call(req));
-            return ResponseFuture::called(fut, span);
+            return ResponseFuture::called(self.inner.call(req));
         }
         let reason = OverloadReason::NotReady;
         let shared = &*self.shared;
         shared.attrs.with(REASON_KEY, reason.label(), |a| {
             shared.rejected.add(1, a);
         });
-        span.in_scope(|| {
-            tracing::debug!(
-                target: "steadfast::shed",
-                reason = reason.label(),
-                "inner service not ready: call shed"
-            );
-        });
-        ResponseFuture::shed(Overloaded::new("shed", reason), span)
+        tracing::debug!(
+            target: "steadfast::shed",
+            instance = shared.telemetry.span_name(),
+            reason = reason.label(),
+            "inner service not ready: call shed"
+        );
+        ResponseFuture::shed(Overloaded::new("shed", reason))
     }
 }

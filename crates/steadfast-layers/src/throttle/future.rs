@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tracing::Span;
 
 use super::layer::Shared;
 use super::Overloaded;
@@ -17,7 +16,6 @@ use crate::BoxError;
 pub struct ResponseFuture<F, C> {
     #[pin]
     kind: Kind<F, C>,
-    span: Span,
 }
 
 #[pin_project(project = KindProj)]
@@ -48,13 +46,7 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(super) fn called(
-        fut: F,
-        classifier: C,
-        index: u64,
-        shared: Arc<Shared>,
-        span: Span,
-    ) -> Self {
+    pub(super) fn called(fut: F, classifier: C, index: u64, shared: Arc<Shared>) -> Self {
         Self {
             kind: Kind::Called {
                 fut,
@@ -62,14 +54,12 @@ impl<F, C> ResponseFuture<F, C> {
                 index,
                 shared,
             },
-            span,
         }
     }
 
-    pub(super) fn rejected(error: Overloaded, span: Span) -> Self {
+    pub(super) fn rejected(error: Overloaded) -> Self {
         Self {
             kind: Kind::Rejected { error },
-            span,
         }
     }
 }
@@ -83,9 +73,7 @@ where
     type Output = Result<Res, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        match this.kind.project() {
+        match self.project().kind.project() {
             KindProj::Rejected { error } => Poll::Ready(Err((*error).into())),
             KindProj::Called {
                 fut,

@@ -91,11 +91,6 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        let span = tracing::debug_span!(
-            target: "steadfast::throttle",
-            "steadfast.throttle",
-            instance = shared.telemetry.span_name(),
-        );
         let index = shared.window.index(Instant::now());
         let (requests, accepts) = shared.window.sums(index);
         let p = shared.probability(requests, accepts);
@@ -105,25 +100,23 @@ where
             shared.attrs.with(REASON_KEY, reason.label(), |a| {
                 shared.rejected.add(1, a);
             });
-            span.in_scope(|| {
-                tracing::debug!(
-                    target: "steadfast::throttle",
-                    reason = reason.label(),
-                    probability = p,
-                    requests,
-                    accepts,
-                    "throttled: call rejected locally"
-                );
-            });
-            return ResponseFuture::rejected(Overloaded::new("throttle", reason), span);
+            tracing::debug!(
+                target: "steadfast::throttle",
+                instance = shared.telemetry.span_name(),
+                reason = reason.label(),
+                probability = p,
+                requests,
+                accepts,
+                "throttled: call rejected locally"
+            );
+            return ResponseFuture::rejected(Overloaded::new("throttle", reason));
         }
-        let fut = span.in_scope(|| self.inner.call(req));
+        let fut = self.inner.call(req);
         ResponseFuture::called(
             fut,
             self.classifier.clone(),
             index,
             Arc::clone(&self.shared),
-            span,
         )
     }
 }
