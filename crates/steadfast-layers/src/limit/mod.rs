@@ -2,10 +2,11 @@
 //! per key, failing fast or waiting for a permit.
 //!
 //! [`ConcurrencyLimitLayer`] counts calls in flight on a `tokio::sync::Semaphore` that every
-//! clone of the layer, and every clone of the services it makes, shares (tower's
-//! `ConcurrencyLimit` gives each clone of a layer's service the layer's semaphore but cannot
-//! key it; this layer keys it, fails fast, and bounds the wait). A call takes a permit when it
-//! is made and holds it until its response future completes or is dropped.
+//! clone of the layer, and every clone of the services it makes, shares. (tower's
+//! `ConcurrencyLimitLayer` gives each service it makes its own semaphore and its
+//! `GlobalConcurrencyLimitLayer` shares one; neither can key it, fail fast or bound the wait, and
+//! both take the permit in `poll_ready`.) A call takes a permit when it is made and holds it
+//! until its response future completes or is dropped.
 //!
 //! - **Fail fast** (the default): a call that finds every permit taken fails at once with
 //!   [`Overloaded`] (`at_capacity`), without calling the inner service.

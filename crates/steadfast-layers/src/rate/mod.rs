@@ -5,7 +5,8 @@
 //! [`burst`](RateLimitLayerBuilder::burst) calls after a quiet period (the generic cell rate
 //! algorithm of [`governor`]: one atomic compare-and-swap per call, no lock, no background
 //! task). Every clone of the layer and of its services draws on the same cells (tower's
-//! `RateLimit` keeps one bucket per service clone; see tower#794).
+//! `RateLimit` keeps its state in the service, which is not `Clone`: sharing it takes a `Buffer`;
+//! see tower#794).
 //!
 //! - **Fail fast** (the default): a call with no cell fails at once with [`Overloaded`]
 //!   (`rate_limited`), whose [`retry_after`](Overloaded::retry_after) says when a cell will be
