@@ -653,6 +653,8 @@ async fn ratio_budget_window_slides() {
         b.deposit();
     }
     tokio::time::advance(Duration::from_secs(5)).await;
+    // A balance read (like a withdrawal) reads the clock: later deposits land in the 5 s slot.
+    assert_eq!(b.balance(), 10.0);
     for _ in 0..10 {
         b.deposit();
     }
@@ -660,6 +662,32 @@ async fn ratio_budget_window_slides() {
     // At 10.5 s the first ten have expired, the second ten not yet.
     tokio::time::advance(Duration::from_millis(5500)).await;
     assert_eq!(b.balance(), 10.0);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(b.balance(), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ratio_budget_deposits_between_clock_reads_never_count_late() {
+    let b = RatioBudget::builder()
+        .percent_can_retry(1.0)
+        .min_retries_per_sec(0)
+        .ttl(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        b.deposit();
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // No clock read at 5 s except every 16th deposit in a slot: some of these land in the 0 s slot.
+    for _ in 0..40 {
+        b.deposit();
+    }
+    tokio::time::advance(Duration::from_millis(5500)).await;
+    // Exact accounting would keep all 40; the budget may forget some, never invent any.
+    let kept = b.balance();
+    assert!(kept <= 40.0, "{kept}");
+    assert!(kept >= 40.0 - 16.0, "{kept}");
+    // At high rates the lag is at most 16 deposits per slot.
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(b.balance(), 0.0);
 }

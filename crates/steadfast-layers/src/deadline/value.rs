@@ -7,61 +7,71 @@ use std::time::Duration;
 use pin_project::pin_project;
 use tokio::time::Instant;
 
-tokio::task_local! {
-    static CURRENT: Current;
+// The deadline in scope. Like tokio's task-local values, it is set on the polling thread for the
+// duration of each `call` and each poll of a scoped future and restored afterwards; unlike them,
+// the value is `Copy` and handed back when the scope ends, so a deadline fixed lazily inside the
+// scope is kept (tokio's `sync_scope` consumes its value).
+thread_local! {
+    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
 }
 
-/// What the task-local scope holds: a deadline, or a timeout whose deadline is fixed the first
-/// time anything needs it (so that a call nobody asks about costs no clock read).
-#[derive(Debug)]
+/// What the scope holds: a deadline, or a timeout whose deadline is fixed the first time
+/// anything needs it (so that a call nobody asks about costs no clock read).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Current {
-    deadline: Cell<Option<Deadline>>,
+    deadline: Option<Deadline>,
     timeout: Duration,
 }
 
 impl Current {
     pub(crate) const fn fixed(deadline: Deadline) -> Self {
         Current {
-            deadline: Cell::new(Some(deadline)),
+            deadline: Some(deadline),
             timeout: Duration::ZERO,
         }
     }
 
-    /// A deadline `timeout` from the moment it is first needed, or `fixed` once known.
+    /// A deadline `timeout` from the moment it is first needed, or `known` once fixed.
     pub(crate) const fn lazy(timeout: Duration, known: Option<Deadline>) -> Self {
         Current {
-            deadline: Cell::new(known),
+            deadline: known,
             timeout,
         }
     }
 
-    fn resolve(&self) -> Deadline {
-        match self.deadline.get() {
-            Some(d) => d,
-            None => {
-                let d = Deadline::after_saturating(self.timeout);
-                self.deadline.set(Some(d));
-                d
+    /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
+    #[inline]
+    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
+        /// Restores the enclosing scope, also when `f` panics.
+        struct Restore(Option<Option<Current>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                if let Some(prev) = self.0.take() {
+                    let _ = CURRENT.try_with(|c| c.set(prev));
+                }
             }
         }
-    }
-
-    /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
-    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
-        CURRENT.sync_scope(self, || {
-            let r = f();
-            (r, CURRENT.with(|c| c.deadline.get()))
-        })
+        let Ok(prev) = CURRENT.try_with(|c| c.replace(Some(self))) else {
+            // The thread is shutting down: run without a scope.
+            return (f(), self.deadline);
+        };
+        let mut restore = Restore(Some(prev));
+        let out = f();
+        let mine = match restore.0.take() {
+            Some(prev) => CURRENT.try_with(|c| c.replace(prev)).ok().flatten(),
+            None => None,
+        };
+        (out, mine.and_then(|m| m.deadline))
     }
 }
 
-/// The future returned by [`Deadline::scope`]: `fut` polled with the deadline in the task-local
-/// scope.
+/// The future returned by [`Deadline::scope`]: `fut` polled with the deadline in scope.
 #[pin_project]
 #[derive(Debug)]
 pub struct Scoped<F> {
     #[pin]
-    inner: tokio::task::futures::TaskLocalFuture<Current, F>,
+    inner: F,
+    deadline: Deadline,
 }
 
 impl<F: Future> Future for Scoped<F> {
@@ -69,7 +79,9 @@ impl<F: Future> Future for Scoped<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let inner = this.inner;
+        Current::fixed(*this.deadline).run(|| inner.poll(cx)).0
     }
 }
 
@@ -244,7 +256,21 @@ impl Deadline {
     /// assert_eq!(Deadline::current(), None);
     /// ```
     pub fn current() -> Option<Deadline> {
-        CURRENT.try_with(Current::resolve).ok()
+        CURRENT
+            .try_with(|c| {
+                let mut cur = c.get()?;
+                Some(match cur.deadline {
+                    Some(d) => d,
+                    None => {
+                        let d = Deadline::after_saturating(cur.timeout);
+                        cur.deadline = Some(d);
+                        c.set(Some(cur));
+                        d
+                    }
+                })
+            })
+            .ok()
+            .flatten()
     }
 
     /// Runs `fut` with this deadline (shrunk to any enclosing one) in the task-local scope, so
@@ -261,7 +287,8 @@ impl Deadline {
     /// ```
     pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
         Scoped {
-            inner: CURRENT.scope(Current::fixed(self.shrink(Self::current())), fut),
+            inner: fut,
+            deadline: self.shrink(Self::current()),
         }
     }
 
@@ -274,6 +301,6 @@ impl Deadline {
     /// assert_eq!(d.sync_scope(Deadline::current), Some(d));
     /// ```
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(Current::fixed(self.shrink(Self::current())), f)
+        Current::fixed(self.shrink(Self::current())).run(f).0
     }
 }

@@ -10,14 +10,23 @@ use crate::error::{check_f64, ConfigError};
 const SLOTS: usize = 10;
 /// One retry, in parts per million.
 const UNIT: i128 = 1_000_000;
+/// A deposit re-reads the clock when its slot's count reaches a multiple of this (and on the
+/// first deposit into a slot).
+const REFRESH_EVERY: u32 = 16;
 
 /// Finagle's retry budget: over any `ttl` window, retries may not exceed
 /// `min_retries_per_sec * ttl + percent_can_retry * requests`.
 ///
 /// Defaults are Finagle's: 20 %, 10 retries per second, 10 s. The window is ten slots of
-/// `ttl / 10`; each slot is one atomic word (slot number and count), so deposits take one clock
-/// read and one compare-and-swap and never a lock. Arithmetic is in parts per million: a
-/// percentage with up to six decimal places is honoured exactly.
+/// `ttl / 10`; each slot is one atomic word (slot number and count). Arithmetic is in parts per
+/// million: a percentage with up to six decimal places is honoured exactly.
+///
+/// Cost: a deposit is one compare-and-swap into the current slot, never a lock. It does not read
+/// the clock: the current slot is re-read from the clock by every withdrawal, every balance read,
+/// the first deposit into each slot and every 16th deposit after it. Between two reads a deposit
+/// may land in an earlier slot than its true time, so it leaves the window early, never late:
+/// the budget can under-allow, never over-allow. Above a few dozen requests per slot the lag is
+/// negligible; below, the `min_retries_per_sec` reserve dominates the budget anyway.
 ///
 /// ```
 /// use std::time::Duration;
@@ -34,6 +43,8 @@ const UNIT: i128 = 1_000_000;
 pub struct RatioBudget {
     start: Instant,
     slot_nanos: u64,
+    /// The slot deposits go to, as last read from the clock.
+    current: AtomicU64,
     deposits: [AtomicU64; SLOTS],
     withdrawals: [AtomicU64; SLOTS],
     deposit_ppm: i128,
@@ -83,6 +94,7 @@ impl RatioBudget {
             slot_nanos: u64::try_from(ttl_nanos / SLOTS as u128)
                 .unwrap_or(u64::MAX)
                 .max(1),
+            current: AtomicU64::new(0),
             deposits: Default::default(),
             withdrawals: Default::default(),
             deposit_ppm: (percent * 1e6).round() as i128,
@@ -103,11 +115,15 @@ impl RatioBudget {
         self.percent_can_retry
     }
 
-    fn slot_index(&self) -> u64 {
-        let elapsed = Instant::now()
-            .saturating_duration_since(self.start)
-            .as_nanos();
-        u64::try_from(elapsed / u128::from(self.slot_nanos)).unwrap_or(u64::MAX)
+    /// Reads the clock and moves the current slot forward (never back).
+    fn refresh(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        let nanos = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        let index = nanos / self.slot_nanos;
+        self.current.fetch_max(index, Ordering::AcqRel).max(index)
     }
 
     fn window(&self, slots: &[AtomicU64; SLOTS], index: u64) -> i128 {
@@ -132,16 +148,24 @@ impl RatioBudget {
     }
 }
 
-fn bump(slot: &AtomicU64, index: u64) {
+/// Adds one to `slot` for `index`; returns the slot's new count.
+fn bump(slot: &AtomicU64, index: u64) -> u32 {
     let epoch = index as u32;
-    let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+    let next = |v: u64| {
         if (v >> 32) as u32 == epoch {
             // Saturate rather than wrap into the epoch bits.
-            Some(if v as u32 == u32::MAX { v } else { v + 1 })
+            if v as u32 == u32::MAX {
+                v
+            } else {
+                v + 1
+            }
         } else {
-            Some((u64::from(epoch) << 32) | 1)
+            (u64::from(epoch) << 32) | 1
         }
-    });
+    };
+    match slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(next(v))) {
+        Ok(prev) | Err(prev) => next(prev) as u32,
+    }
 }
 
 fn unbump(slot: &AtomicU64, index: u64) {
@@ -154,12 +178,15 @@ fn unbump(slot: &AtomicU64, index: u64) {
 impl RetryBudget for RatioBudget {
     #[inline]
     fn deposit(&self) {
-        let index = self.slot_index();
-        bump(&self.deposits[index as usize % SLOTS], index);
+        let index = self.current.load(Ordering::Acquire);
+        let count = bump(&self.deposits[index as usize % SLOTS], index);
+        if count % REFRESH_EVERY == 1 {
+            self.refresh();
+        }
     }
 
     fn withdraw(&self) -> bool {
-        let index = self.slot_index();
+        let index = self.refresh();
         let slot = &self.withdrawals[index as usize % SLOTS];
         // Take first, then check: concurrent withdrawals can never overdraw together.
         bump(slot, index);
@@ -172,7 +199,7 @@ impl RetryBudget for RatioBudget {
     }
 
     fn balance(&self) -> f64 {
-        (self.balance_ppm(self.slot_index()) / UNIT).max(0) as f64
+        (self.balance_ppm(self.refresh()) / UNIT).max(0) as f64
     }
 }
 
