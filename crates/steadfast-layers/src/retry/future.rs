@@ -74,6 +74,7 @@ where
     S: Service<Req>,
 {
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(super) fn new(
         fut: S::Future,
         service: S,

@@ -32,6 +32,7 @@ pub struct ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(super) fn new(inner: F, timeout: Option<Duration>, shared: SharedRef<Shared>) -> Self {
         Self {
             inner,
