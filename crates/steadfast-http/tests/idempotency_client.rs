@@ -59,7 +59,12 @@ async fn every_retry_attempt_carries_the_same_key() {
     let key = first_call[0].clone().expect("a key was added");
     assert!(first_call.iter().all(|k| k.as_ref() == Some(&key)));
     let parsed = IdempotencyKey::try_from(&key).unwrap();
-    assert_eq!(uuid::Uuid::parse_str(parsed.as_str()).unwrap().get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(parsed.as_str())
+            .unwrap()
+            .get_version_num(),
+        7
+    );
 
     // The next logical request gets a new key.
     client
@@ -83,7 +88,11 @@ async fn methods_and_existing_keys() {
         .layer(layer)
         .service(flaky_peer(seen.clone(), 0));
     for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
-        let req = Request::builder().method(method).uri("/").body(String::new()).unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri("/")
+            .body(String::new())
+            .unwrap();
         svc.clone().oneshot(req).await.unwrap();
     }
     let req = Request::post("/")
@@ -94,7 +103,11 @@ async fn methods_and_existing_keys() {
     let seen = seen.lock().unwrap();
     let keyed: Vec<bool> = seen.iter().map(Option::is_some).collect();
     assert_eq!(keyed, [false, false, true, true, true]);
-    assert_eq!(seen[4].as_ref().unwrap(), "\"mine\"", "a caller's key is kept");
+    assert_eq!(
+        seen[4].as_ref().unwrap(),
+        "\"mine\"",
+        "a caller's key is kept"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -146,9 +159,13 @@ fn safe_or_keyed_predicate() {
     assert!(!is_safe_or_keyed(&req(Method::POST, None)));
     assert!(!is_safe_or_keyed(&req(Method::PATCH, None)));
     assert!(is_safe_or_keyed(&req(Method::POST, Some("\"k\""))));
-    assert!(!is_safe_or_keyed(&req(Method::POST, Some("k"))), "malformed keys do not count");
+    assert!(
+        !is_safe_or_keyed(&req(Method::POST, Some("k"))),
+        "malformed keys do not count"
+    );
     assert!(!is_safe_or_keyed(&req(Method::POST, Some("\"\""))));
     let mut two = req(Method::POST, Some("\"a\""));
-    two.headers_mut().append("idempotency-key", HeaderValue::from_static("\"b\""));
+    two.headers_mut()
+        .append("idempotency-key", HeaderValue::from_static("\"b\""));
     assert!(!is_safe_or_keyed(&two), "two keys do not count");
 }

@@ -83,7 +83,10 @@ fn generated_keys_are_uuid_v7_strings() {
     let key = IdempotencyKey::generate();
     let uuid = uuid::Uuid::parse_str(key.as_str()).unwrap();
     assert_eq!(uuid.get_version_num(), 7);
-    assert_eq!(IdempotencyKey::decode(key.encode().as_bytes()).unwrap(), key);
+    assert_eq!(
+        IdempotencyKey::decode(key.encode().as_bytes()).unwrap(),
+        key
+    );
 }
 
 #[test]
@@ -91,7 +94,9 @@ fn length_limit_is_configurable() {
     let long = format!("\"{}\"", "k".repeat(300));
     assert_eq!(
         IdempotencyKey::decode(long.as_bytes()),
-        Err(InvalidIdempotencyKey::TooLong { max_len: DEFAULT_MAX_LEN })
+        Err(InvalidIdempotencyKey::TooLong {
+            max_len: DEFAULT_MAX_LEN
+        })
     );
     assert!(IdempotencyKey::decode_with_max_len(long.as_bytes(), 300).is_ok());
 }

@@ -19,15 +19,13 @@ use steadfast_http::idempotency::store::{
     StoredResponse,
 };
 use steadfast_http::idempotency::{
-    HeaderPrincipal, Idempotency, IdempotencyLayer, IdempotencyLayerBuilder, NoPrincipal,
-    RequestBody, ResponseBody, StoreResponses,
+    HeaderPrincipal, IdempotencyLayer, IdempotencyLayerBuilder, NoPrincipal, RequestBody,
+    StoreResponses,
 };
 use steadfast_layers::BoxError;
 use tokio::sync::Notify;
 use tower::util::BoxCloneService;
 use tower::{service_fn, Layer, ServiceExt};
-
-type Svc<St> = Idempotency<Handler, St, HeaderPrincipal>;
 
 fn builder<St: IdempotencyStore>(store: St) -> IdempotencyLayerBuilder<St, HeaderPrincipal> {
     let b: IdempotencyLayerBuilder<St, NoPrincipal> = IdempotencyLayer::builder(store);
@@ -36,18 +34,6 @@ fn builder<St: IdempotencyStore>(store: St) -> IdempotencyLayerBuilder<St, Heade
 
 fn layer() -> IdempotencyLayer<MemoryStore, HeaderPrincipal> {
     builder(MemoryStore::new()).build().unwrap()
-}
-
-fn send<St: IdempotencyStore>(
-    svc: &Svc<St>,
-    req: Request<Full<Bytes>>,
-) -> impl std::future::Future<Output = Answer> + Send + 'static {
-    // Boxed outside the async block: proving `Send` inside it trips rustc's higher-ranked
-    // lifetime limitation (rust-lang/rust#102211) on `Into<BoxError>` bounds.
-    let fut: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<ResponseBody<Body>>, BoxError>> + Send>,
-    > = Box::pin(svc.clone().oneshot(req));
-    async move { read(fut.await.unwrap()).await }
 }
 
 #[tokio::test(start_paused = true)]
@@ -60,8 +46,14 @@ async fn first_request_executes_and_duplicates_replay() {
     assert_eq!(first.status, StatusCode::CREATED);
     assert!(!first.replayed());
     assert_eq!(first.text(), "created #1: {\"qty\":1}");
-    let expires = first.headers["idempotency-key-expires"].to_str().unwrap().to_owned();
-    assert!(expires.ends_with(" GMT") && expires.len() == 29, "{expires}");
+    let expires = first.headers["idempotency-key-expires"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        expires.ends_with(" GMT") && expires.len() == 29,
+        "{expires}"
+    );
 
     for _ in 0..3 {
         let again = send(&svc, post(Some("k1"), "acme", "{\"qty\":1}")).await;
@@ -89,7 +81,10 @@ async fn missing_and_malformed_keys_get_400_problem_details() {
 
     let missing = send(&svc, post(None, "acme", "{}")).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
-    assert_eq!(missing.problem()["type"], "urn:steadfast:idempotency:key-missing");
+    assert_eq!(
+        missing.problem()["type"],
+        "urn:steadfast:idempotency:key-missing"
+    );
 
     let bad_values: [&[u8]; 7] = [
         b"unquoted",
@@ -108,7 +103,10 @@ async fn missing_and_malformed_keys_get_400_problem_details() {
             .unwrap();
         let res = send(&svc, req).await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{v:?}");
-        assert_eq!(res.problem()["type"], "urn:steadfast:idempotency:key-invalid");
+        assert_eq!(
+            res.problem()["type"],
+            "urn:steadfast:idempotency:key-invalid"
+        );
     }
     let too_long = format!("\"{}\"", "k".repeat(256));
     let req = Request::post("/orders")
@@ -125,9 +123,16 @@ async fn missing_and_malformed_keys_get_400_problem_details() {
         .unwrap();
     let two = send(&svc, req).await;
     assert_eq!(two.status, StatusCode::BAD_REQUEST);
-    assert!(two.problem()["detail"].as_str().unwrap().contains("more than one"));
+    assert!(two.problem()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("more than one"));
 
-    assert_eq!(calls.load(Ordering::SeqCst), 0, "no rejected request reaches the handler");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no rejected request reaches the handler"
+    );
     assert_eq!(layer.stats().rejections, 10);
 
     // Methods the layer does not handle pass through without a key.
@@ -191,26 +196,37 @@ async fn reuse_with_another_request_gets_422() {
 
     let other_body = send(&svc, post(Some("k"), "acme", "{\"qty\":2}")).await;
     assert_eq!(other_body.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(other_body.problem()["type"], "urn:steadfast:idempotency:key-reused");
+    assert_eq!(
+        other_body.problem()["type"],
+        "urn:steadfast:idempotency:key-reused"
+    );
 
     let other_path = Request::post("/refunds")
         .header("x-tenant", "acme")
         .header("idempotency-key", "\"k\"")
         .body(Full::new(Bytes::from_static(b"{\"qty\":1}")))
         .unwrap();
-    assert_eq!(send(&svc, other_path).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        send(&svc, other_path).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     let other_method = Request::patch("/orders")
         .header("x-tenant", "acme")
         .header("idempotency-key", "\"k\"")
         .body(Full::new(Bytes::from_static(b"{\"qty\":1}")))
         .unwrap();
-    assert_eq!(send(&svc, other_method).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        send(&svc, other_method).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(layer.stats().mismatches, 3);
     // The original request still replays.
-    assert!(send(&svc, post(Some("k"), "acme", "{\"qty\":1}")).await.replayed());
+    assert!(send(&svc, post(Some("k"), "acme", "{\"qty\":1}"))
+        .await
+        .replayed());
 }
 
 #[tokio::test(start_paused = true)]
@@ -273,10 +289,15 @@ async fn in_flight_duplicates_get_409_with_retry_after() {
     let dup = send(&svc, post(Some("k"), "acme", "{}")).await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
     assert_eq!(dup.problem()["type"], "urn:steadfast:idempotency:in-flight");
-    assert_eq!(dup.headers["retry-after"], "28", "the rest of the 30 s lease, rounded up");
+    assert_eq!(
+        dup.headers["retry-after"], "28",
+        "the rest of the 30 s lease, rounded up"
+    );
     // A mismatching duplicate in flight is a 422, not a 409.
     assert_eq!(
-        send(&svc, post(Some("k"), "acme", "{\"other\":1}")).await.status,
+        send(&svc, post(Some("k"), "acme", "{\"other\":1}"))
+            .await
+            .status,
         StatusCode::UNPROCESSABLE_ENTITY
     );
 
@@ -323,12 +344,22 @@ async fn a_killed_holder_is_taken_over_after_its_lease_and_exactly_one_retry_exe
     }))
     .await;
     let answers: Vec<Answer> = retries.into_iter().map(Result::unwrap).collect();
-    let executed = answers.iter().filter(|a| a.status == StatusCode::CREATED && !a.replayed()).count();
+    let executed = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED && !a.replayed())
+        .count();
     let replayed = answers.iter().filter(|a| a.replayed()).count();
-    let conflicts = answers.iter().filter(|a| a.status == StatusCode::CONFLICT).count();
+    let conflicts = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CONFLICT)
+        .count();
     assert_eq!(executed, 1);
     assert_eq!(replayed + conflicts, 19);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "the dead holder and exactly one retry");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the dead holder and exactly one retry"
+    );
     assert_eq!(layer.stats().lease_takeovers, 1);
 }
 
@@ -391,7 +422,11 @@ async fn client_errors_are_replayed_server_errors_are_not_stored() {
         let second = send(&svc, post(Some("k"), "acme", "{}")).await;
         assert_eq!(second.status, status);
         assert_eq!(second.replayed(), stored, "{status}");
-        assert_eq!(calls.load(Ordering::SeqCst), if stored { 1 } else { 2 }, "{status}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            if stored { 1 } else { 2 },
+            "{status}"
+        );
         assert_eq!(layer.stats().not_stored, if stored { 0 } else { 2 });
     }
 
@@ -401,10 +436,17 @@ async fn client_errors_are_replayed_server_errors_are_not_stored() {
         .store_responses(StoreResponses::All)
         .build()
         .unwrap()
-        .layer(answering(calls.clone(), StatusCode::INTERNAL_SERVER_ERROR, "boom"));
+        .layer(answering(
+            calls.clone(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "boom",
+        ));
     send(&svc, post(Some("k"), "acme", "{}")).await;
     let again = send(&svc, post(Some("k"), "acme", "{}")).await;
-    assert_eq!((again.status, again.replayed()), (StatusCode::INTERNAL_SERVER_ERROR, true));
+    assert_eq!(
+        (again.status, again.replayed()),
+        (StatusCode::INTERNAL_SERVER_ERROR, true)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -412,19 +454,25 @@ async fn client_errors_are_replayed_server_errors_are_not_stored() {
 async fn inner_errors_release_the_key() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let handler: Handler = BoxCloneService::new(service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
-        let n = c.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if n == 0 {
-                Err::<Response<Body>, BoxError>("handler crashed".into())
-            } else {
-                Ok(Response::new(full("ok")))
+    let handler: Handler = BoxCloneService::new(service_fn(
+        move |_req: Request<RequestBody<Full<Bytes>>>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err::<Response<Body>, BoxError>("handler crashed".into())
+                } else {
+                    Ok(Response::new(full("ok")))
+                }
             }
-        }
-    }));
+        },
+    ));
     let layer = layer();
     let svc = layer.layer(handler);
-    let err = svc.clone().oneshot(post(Some("k"), "acme", "{}")).await.unwrap_err();
+    let err = svc
+        .clone()
+        .oneshot(post(Some("k"), "acme", "{}"))
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "handler crashed");
     let retry = send(&svc, post(Some("k"), "acme", "{}")).await;
     assert_eq!((retry.status, retry.replayed()), (StatusCode::OK, false));
@@ -432,25 +480,31 @@ async fn inner_errors_release_the_key() {
 }
 
 /// A handler whose response body streams `chunks` then, optionally, fails or sends trailers.
-fn streaming(calls: Arc<AtomicUsize>, chunks: Vec<&'static str>, end: Option<&'static str>) -> Handler {
-    BoxCloneService::new(service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        let mut frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = chunks
-            .iter()
-            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
-            .collect();
-        match end {
-            Some("error") => frames.push(Err("stream broke".into())),
-            Some("trailers") => {
-                let mut t = http::HeaderMap::new();
-                t.insert("x-checksum", "abc".parse().unwrap());
-                frames.push(Ok(http_body::Frame::trailers(t)));
+fn streaming(
+    calls: Arc<AtomicUsize>,
+    chunks: Vec<&'static str>,
+    end: Option<&'static str>,
+) -> Handler {
+    BoxCloneService::new(service_fn(
+        move |_req: Request<RequestBody<Full<Bytes>>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let mut frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = chunks
+                .iter()
+                .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect();
+            match end {
+                Some("error") => frames.push(Err("stream broke".into())),
+                Some("trailers") => {
+                    let mut t = http::HeaderMap::new();
+                    t.insert("x-checksum", "abc".parse().unwrap());
+                    frames.push(Ok(http_body::Frame::trailers(t)));
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        let body: Body = StreamBody::new(futures::stream::iter(frames)).boxed();
-        async move { Ok::<_, BoxError>(Response::new(body)) }
-    }))
+            let body: Body = StreamBody::new(futures::stream::iter(frames)).boxed();
+            async move { Ok::<_, BoxError>(Response::new(body)) }
+        },
+    ))
 }
 
 #[tokio::test(start_paused = true)]
@@ -458,8 +512,15 @@ async fn oversized_responses_pass_through_and_release_the_key() {
     let calls = Arc::new(AtomicUsize::new(0));
     let traces = Traces::default();
     let _guard = traces.install();
-    let layer = builder(MemoryStore::new()).max_response_body(10).build().unwrap();
-    let svc = layer.layer(streaming(calls.clone(), vec!["0123456", "789abc", "def"], None));
+    let layer = builder(MemoryStore::new())
+        .max_response_body(10)
+        .build()
+        .unwrap();
+    let svc = layer.layer(streaming(
+        calls.clone(),
+        vec!["0123456", "789abc", "def"],
+        None,
+    ));
     let first = send(&svc, post(Some("k"), "acme", "{}")).await;
     assert_eq!(first.text(), "0123456789abcdef", "passed through whole");
     let second = send(&svc, post(Some("k"), "acme", "{}")).await;
@@ -476,10 +537,17 @@ async fn oversized_responses_pass_through_and_release_the_key() {
         .max_response_body(16)
         .build()
         .unwrap()
-        .layer(streaming(calls.clone(), vec!["0123456", "789abc", "def"], None));
+        .layer(streaming(
+            calls.clone(),
+            vec!["0123456", "789abc", "def"],
+            None,
+        ));
     send(&svc, post(Some("k"), "acme", "{}")).await;
     let replay = send(&svc, post(Some("k"), "acme", "{}")).await;
-    assert_eq!((replay.replayed(), replay.text()), (true, "0123456789abcdef".to_owned()));
+    assert_eq!(
+        (replay.replayed(), replay.text()),
+        (true, "0123456789abcdef".to_owned())
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -487,17 +555,29 @@ async fn response_body_errors_and_trailers_are_passed_on_not_stored() {
     let calls = Arc::new(AtomicUsize::new(0));
     let layer = layer();
     let svc = layer.layer(streaming(calls.clone(), vec!["part"], Some("error")));
-    let res = svc.clone().oneshot(post(Some("k"), "acme", "{}")).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(post(Some("k"), "acme", "{}"))
+        .await
+        .unwrap();
     let err = res.into_body().collect().await.unwrap_err();
     assert_eq!(err.to_string(), "stream broke");
-    let res = svc.clone().oneshot(post(Some("k"), "acme", "{}")).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(post(Some("k"), "acme", "{}"))
+        .await
+        .unwrap();
     assert!(res.headers().get("idempotent-replayed").is_none());
     drop(res);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     let calls = Arc::new(AtomicUsize::new(0));
     let svc = layer.layer(streaming(calls.clone(), vec!["data"], Some("trailers")));
-    let res = svc.clone().oneshot(post(Some("t"), "acme", "{}")).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(post(Some("t"), "acme", "{}"))
+        .await
+        .unwrap();
     let collected = res.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
     assert_eq!(collected.to_bytes(), "data");
@@ -514,7 +594,10 @@ async fn request_bodies_over_the_limit_get_413() {
     let res = send(&svc, post(Some("k"), "acme", "0123456789")).await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     res.problem();
-    assert_eq!(send(&svc, post(Some("k"), "acme", "01234567")).await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(&svc, post(Some("k"), "acme", "01234567")).await.status,
+        StatusCode::CREATED
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -537,7 +620,12 @@ impl IdempotencyStore for BrokenStore {
             None => self.inner.begin(request),
         }
     }
-    fn complete(&self, lease: &Lease, response: StoredResponse, expiry: Duration) -> StoreFuture<()> {
+    fn complete(
+        &self,
+        lease: &Lease,
+        response: StoredResponse,
+        expiry: Duration,
+    ) -> StoreFuture<()> {
         match self.complete {
             Some(e) => Box::pin(std::future::ready(Err(e()))),
             None => self.inner.complete(lease, response, expiry),
@@ -553,13 +641,34 @@ async fn store_failures_answer_503_without_executing() {
     let traces = Traces::default();
     let _guard = traces.install();
     let cases: [(BrokenStore, &str); 3] = [
-        (BrokenStore { begin: Some(|| StoreError::unavailable("connection refused")), ..Default::default() }, "unavailable"),
-        (BrokenStore { begin: Some(|| StoreError::corrupt("bad row")), ..Default::default() }, "corrupt"),
-        (BrokenStore { hang: true, ..Default::default() }, "timeout"),
+        (
+            BrokenStore {
+                begin: Some(|| StoreError::unavailable("connection refused")),
+                ..Default::default()
+            },
+            "unavailable",
+        ),
+        (
+            BrokenStore {
+                begin: Some(|| StoreError::corrupt("bad row")),
+                ..Default::default()
+            },
+            "corrupt",
+        ),
+        (
+            BrokenStore {
+                hang: true,
+                ..Default::default()
+            },
+            "timeout",
+        ),
     ];
     for (store, reason) in cases {
         let calls = Arc::new(AtomicUsize::new(0));
-        let layer = builder(store).store_timeout(Duration::from_secs(2)).build().unwrap();
+        let layer = builder(store)
+            .store_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
         let svc = layer.layer(counting(calls.clone()));
         let t0 = tokio::time::Instant::now();
         let res = send(&svc, post(Some("k"), "acme", "{}")).await;
@@ -577,7 +686,10 @@ async fn store_failures_answer_503_without_executing() {
 
     // A failed completion still answers the executed response.
     let calls = Arc::new(AtomicUsize::new(0));
-    let store = BrokenStore { complete: Some(|| StoreError::unavailable("gone")), ..Default::default() };
+    let store = BrokenStore {
+        complete: Some(|| StoreError::unavailable("gone")),
+        ..Default::default()
+    };
     let layer = builder(store).build().unwrap();
     let svc = layer.layer(counting(calls.clone()));
     let res = send(&svc, post(Some("k"), "acme", "{}")).await;
@@ -589,15 +701,19 @@ async fn store_failures_answer_503_without_executing() {
 async fn keys_expire_and_hop_by_hop_headers_are_not_stored() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let handler: Handler = BoxCloneService::new(service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
-        c.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let mut res = Response::new(full("ok"));
-            res.headers_mut().insert("connection", "close".parse().unwrap());
-            res.headers_mut().insert("set-cookie", "a=1".parse().unwrap());
-            Ok::<_, BoxError>(res)
-        }
-    }));
+    let handler: Handler = BoxCloneService::new(service_fn(
+        move |_req: Request<RequestBody<Full<Bytes>>>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut res = Response::new(full("ok"));
+                res.headers_mut()
+                    .insert("connection", "close".parse().unwrap());
+                res.headers_mut()
+                    .insert("set-cookie", "a=1".parse().unwrap());
+                Ok::<_, BoxError>(res)
+            }
+        },
+    ));
     let svc = builder(MemoryStore::new())
         .expiry(Duration::from_secs(3600))
         .lease(Duration::from_secs(10))
@@ -635,23 +751,50 @@ async fn telemetry_counts_and_traces_every_decision() {
     send(&svc, post(None, "acme", "{}")).await;
 
     let named = [("steadfast.name", "orders"), ("store", "memory")];
-    assert_eq!(metrics.counter("steadfast.idempotency.executions", &named), 1);
+    assert_eq!(
+        metrics.counter("steadfast.idempotency.executions", &named),
+        1
+    );
     assert_eq!(metrics.counter("steadfast.idempotency.replays", &named), 1);
-    assert_eq!(metrics.counter("steadfast.idempotency.mismatches", &named), 1);
-    assert_eq!(metrics.counter("steadfast.idempotency.rejections", &[("reason", "key_missing")]), 1);
+    assert_eq!(
+        metrics.counter("steadfast.idempotency.mismatches", &named),
+        1
+    );
+    assert_eq!(
+        metrics.counter(
+            "steadfast.idempotency.rejections",
+            &[("reason", "key_missing")]
+        ),
+        1
+    );
     assert_eq!(metrics.counter("steadfast.idempotency.conflicts", &[]), 0);
     let spans = traces.spans.lock().unwrap().clone();
-    assert_eq!(spans.iter().filter(|s| *s == "steadfast.idempotency").count(), 4);
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| *s == "steadfast.idempotency")
+            .count(),
+        4
+    );
     assert_eq!(traces.containing("replayed the stored response").len(), 1);
     assert_eq!(traces.containing("answered 422").len(), 1);
-    assert!(traces.containing("request rejected").iter().all(|e| e.target == "steadfast::idempotency"));
+    assert!(traces
+        .containing("request rejected")
+        .iter()
+        .all(|e| e.target == "steadfast::idempotency"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_layer_config_errors_are_typed() {
-    let err = builder(MemoryStore::new()).max_key_len(9000).build().unwrap_err();
+    let err = builder(MemoryStore::new())
+        .max_key_len(9000)
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "max_key_len");
-    let err = builder(MemoryStore::new()).store_timeout(Duration::from_secs(61)).build().unwrap_err();
+    let err = builder(MemoryStore::new())
+        .store_timeout(Duration::from_secs(61))
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "store_timeout");
     assert!(MemoryStore::builder().capacity(0).build().is_err());
 }

@@ -14,19 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{HeaderName, StatusCode};
 use idempotency_support::*;
 use steadfast_http::codec::idempotency_key::IdempotencyKey;
 use steadfast_http::idempotency::store::{
     BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, MemoryStore, PostgresStore,
     RedisStore, StoreErrorKind, StoredResponse,
 };
-use steadfast_http::idempotency::{
-    HeaderPrincipal, Idempotency, IdempotencyLayer, IdempotencyStats, ResponseBody,
-};
-use steadfast_layers::BoxError;
-use tower::{Layer, ServiceExt};
+use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyLayer, IdempotencyStats};
+use tower::Layer;
 
 const FP_A: Fingerprint = fp(1);
 const FP_B: Fingerprint = fp(2);
@@ -46,7 +42,11 @@ fn response(body: &'static str) -> StoredResponse {
     headers.insert("content-type", "text/plain".parse().unwrap());
     headers.append("set-cookie", "a=1".parse().unwrap());
     headers.append("set-cookie", "b=2".parse().unwrap());
-    StoredResponse::new(StatusCode::CREATED, headers, Bytes::from_static(body.as_bytes()))
+    StoredResponse::new(
+        StatusCode::CREATED,
+        headers,
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 async fn acquire<St: IdempotencyStore>(store: &St, req: BeginRequest) -> Lease {
@@ -65,26 +65,56 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
     //    mismatch; completion stores; then replays, headers and all.
     let l1 = acquire(&store, begin_req("s", "k1", FP_A, lease)).await;
     assert_eq!((l1.epoch(), l1.taken_over()), (1, false));
-    match store.begin(begin_req("s", "k1", FP_A, lease)).await.unwrap() {
+    match store
+        .begin(begin_req("s", "k1", FP_A, lease))
+        .await
+        .unwrap()
+    {
         BeginOutcome::InFlight { retry_after } => assert!(retry_after <= lease, "{retry_after:?}"),
         other => panic!("expected InFlight, got {other:?}"),
     }
-    assert!(matches!(store.begin(begin_req("s", "k1", FP_B, lease)).await.unwrap(), BeginOutcome::Mismatch));
-    store.complete(&l1, response("one"), Duration::from_secs(3600)).await.unwrap();
-    match store.begin(begin_req("s", "k1", FP_A, lease)).await.unwrap() {
+    assert!(matches!(
+        store
+            .begin(begin_req("s", "k1", FP_B, lease))
+            .await
+            .unwrap(),
+        BeginOutcome::Mismatch
+    ));
+    store
+        .complete(&l1, response("one"), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    match store
+        .begin(begin_req("s", "k1", FP_A, lease))
+        .await
+        .unwrap()
+    {
         BeginOutcome::Completed(stored) => assert_eq!(stored, response("one")),
         other => panic!("expected Completed, got {other:?}"),
     }
-    assert!(matches!(store.begin(begin_req("s", "k1", FP_B, lease)).await.unwrap(), BeginOutcome::Mismatch));
+    assert!(matches!(
+        store
+            .begin(begin_req("s", "k1", FP_B, lease))
+            .await
+            .unwrap(),
+        BeginOutcome::Mismatch
+    ));
     // Completing twice is refused.
     assert_eq!(
-        store.complete(&l1, response("again"), Duration::from_secs(3600)).await.unwrap_err().kind(),
+        store
+            .complete(&l1, response("again"), Duration::from_secs(3600))
+            .await
+            .unwrap_err()
+            .kind(),
         StoreErrorKind::LeaseLost
     );
 
     // 2. Scopes are isolated, separators included.
     let other_scope = acquire(&store, begin_req("t", "k1", FP_B, lease)).await;
-    store.complete(&other_scope, response("two"), Duration::from_secs(3600)).await.unwrap();
+    store
+        .complete(&other_scope, response("two"), Duration::from_secs(3600))
+        .await
+        .unwrap();
     let a = acquire(&store, begin_req("x:y", "z", FP_A, lease)).await;
     let b = acquire(&store, begin_req("x", "y:z", FP_A, lease)).await;
     store.release(&a).await.unwrap();
@@ -96,8 +126,15 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
     let r2 = acquire(&store, begin_req("s", "k2", FP_B, lease)).await;
     assert!(!r2.taken_over());
     assert!(store.release(&r1).await.unwrap_err().is_lease_lost());
-    assert!(store.complete(&r1, response("stale"), Duration::from_secs(60)).await.unwrap_err().is_lease_lost());
-    store.complete(&r2, response("fresh"), Duration::from_secs(60)).await.unwrap();
+    assert!(store
+        .complete(&r1, response("stale"), Duration::from_secs(60))
+        .await
+        .unwrap_err()
+        .is_lease_lost());
+    store
+        .complete(&r2, response("fresh"), Duration::from_secs(60))
+        .await
+        .unwrap();
 
     // 4. Takeover after the lease expires: epoch + 1; the old holder is fenced off.
     let old = acquire(&store, begin_req("s", "k3", FP_A, lease)).await;
@@ -106,22 +143,41 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
     assert!(new.taken_over());
     assert_eq!(new.epoch(), old.epoch() + 1);
     assert_ne!(new.owner(), old.owner());
-    let lost = store.complete(&old, response("old"), Duration::from_secs(60)).await.unwrap_err();
+    let lost = store
+        .complete(&old, response("old"), Duration::from_secs(60))
+        .await
+        .unwrap_err();
     assert_eq!(lost.kind(), StoreErrorKind::LeaseLost);
     assert!(store.release(&old).await.unwrap_err().is_lease_lost());
-    store.complete(&new, response("new"), Duration::from_secs(60)).await.unwrap();
-    match store.begin(begin_req("s", "k3", FP_A, lease)).await.unwrap() {
+    store
+        .complete(&new, response("new"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    match store
+        .begin(begin_req("s", "k3", FP_A, lease))
+        .await
+        .unwrap()
+    {
         BeginOutcome::Completed(stored) => assert_eq!(stored.body(), "new"),
         other => panic!("expected Completed, got {other:?}"),
     }
     // A takeover is refused for another fingerprint (still a mismatch).
     let _holder = acquire(&store, begin_req("s", "k4", FP_A, lease)).await;
     tokio::time::sleep(wait_out_lease).await;
-    assert!(matches!(store.begin(begin_req("s", "k4", FP_B, lease)).await.unwrap(), BeginOutcome::Mismatch));
+    assert!(matches!(
+        store
+            .begin(begin_req("s", "k4", FP_B, lease))
+            .await
+            .unwrap(),
+        BeginOutcome::Mismatch
+    ));
 
     // 5. Completed records expire; the key is then free, for any request.
     let e = acquire(&store, begin_req("s", "k5", FP_A, lease)).await;
-    store.complete(&e, response("short"), Duration::from_millis(300)).await.unwrap();
+    store
+        .complete(&e, response("short"), Duration::from_millis(300))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let again = acquire(&store, begin_req("s", "k5", FP_B, lease)).await;
     assert!(!again.taken_over());
@@ -129,11 +185,22 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
     // 6. Concurrent begins: exactly one acquires.
     let outcomes = futures::future::join_all((0..200).map(|_| {
         let store = store.clone();
-        async move { store.begin(begin_req("s", "race", FP_A, Duration::from_secs(30))).await.unwrap() }
+        async move {
+            store
+                .begin(begin_req("s", "race", FP_A, Duration::from_secs(30)))
+                .await
+                .unwrap()
+        }
     }))
     .await;
-    let acquired = outcomes.iter().filter(|o| matches!(o, BeginOutcome::Acquired(_))).count();
-    let in_flight = outcomes.iter().filter(|o| matches!(o, BeginOutcome::InFlight { .. })).count();
+    let acquired = outcomes
+        .iter()
+        .filter(|o| matches!(o, BeginOutcome::Acquired(_)))
+        .count();
+    let in_flight = outcomes
+        .iter()
+        .filter(|o| matches!(o, BeginOutcome::InFlight { .. }))
+        .count();
     assert_eq!((acquired, in_flight), (1, 199));
 }
 
@@ -161,7 +228,10 @@ async fn memory_store_is_bounded() {
     let full = store.begin(begin_req("s", "c", FP_A, l)).await.unwrap_err();
     assert_eq!(full.kind(), StoreErrorKind::Capacity);
     // Expired records make room; live ones are never evicted.
-    store.complete(&a, response("a"), Duration::from_secs(1)).await.unwrap();
+    store
+        .complete(&a, response("a"), Duration::from_secs(1))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     acquire(&store, begin_req("s", "c", FP_A, l)).await;
     assert_eq!(store.len(), 2);
@@ -169,26 +239,17 @@ async fn memory_store_is_bounded() {
 
 // ------------------------------------------------------------- through the server layer
 
-type Svc<St> = Idempotency<Handler, St, HeaderPrincipal>;
-
-fn server<St: IdempotencyStore>(store: St, lease: Duration, handler: Handler) -> (Svc<St>, IdempotencyLayer<St, HeaderPrincipal>) {
+fn server<St: IdempotencyStore>(
+    store: St,
+    lease: Duration,
+    handler: Handler,
+) -> (Svc<St>, IdempotencyLayer<St, HeaderPrincipal>) {
     let layer = IdempotencyLayer::builder(store)
         .principal(HeaderPrincipal::new(HeaderName::from_static("x-tenant")))
         .lease(lease)
         .build()
         .unwrap();
     (layer.layer(handler), layer)
-}
-
-fn send<St: IdempotencyStore>(
-    svc: &Svc<St>,
-    req: Request<Full<Bytes>>,
-) -> impl std::future::Future<Output = Answer> + Send + 'static {
-    // Boxed outside the async block (rust-lang/rust#102211, see the server tests).
-    let fut: std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<ResponseBody<Body>>, BoxError>> + Send>,
-    > = Box::pin(svc.clone().oneshot(req));
-    async move { read(fut.await.unwrap()).await }
 }
 
 #[derive(Debug, Default)]
@@ -201,7 +262,10 @@ struct Tally {
 
 /// 1,000 concurrent duplicates of one keyed POST: the handler runs exactly once, every other
 /// request is a replay or a 409.
-async fn thousand_duplicates<St: IdempotencyStore + Clone>(store: St, name: &str) -> (Tally, IdempotencyStats) {
+async fn thousand_duplicates<St: IdempotencyStore + Clone>(
+    store: St,
+    name: &str,
+) -> (Tally, IdempotencyStats) {
     let calls = Arc::new(AtomicUsize::new(0));
     let handler = scripted(calls.clone(), |_, _| async {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -243,11 +307,18 @@ async fn thousand_duplicates<St: IdempotencyStore + Clone>(store: St, name: &str
         tally.conflicts,
         tally.other
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "[{name}] the handler ran more than once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "[{name}] the handler ran more than once"
+    );
     assert_eq!(tally.executed, 1);
     assert_eq!(tally.replays + tally.conflicts, 999);
     assert_eq!(tally.other, 0);
-    assert_eq!((stats.executions, stats.replays, stats.conflicts), (1, tally.replays as u64, tally.conflicts as u64));
+    assert_eq!(
+        (stats.executions, stats.replays, stats.conflicts),
+        (1, tally.replays as u64, tally.conflicts as u64)
+    );
     (tally, stats)
 }
 
@@ -287,31 +358,55 @@ async fn killed_holder<St: IdempotencyStore + Clone>(store: St, name: &str) {
     let holder = tokio::spawn(send(&svc, post(Some("k"), "acme", "{}")));
     let t0 = tokio::time::Instant::now();
     while calls.load(Ordering::SeqCst) == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the holder never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the holder never started"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     holder.abort();
     assert!(holder.await.unwrap_err().is_cancelled());
-    assert_eq!(send(&svc, post(Some("k"), "acme", "{}")).await.status, StatusCode::CONFLICT);
+    assert_eq!(
+        send(&svc, post(Some("k"), "acme", "{}")).await.status,
+        StatusCode::CONFLICT
+    );
 
     // Retry with bounded waiting, 10 concurrent retries per round.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut executed = 0;
     loop {
-        let round = futures::future::join_all((0..10).map(|_| send(&svc, post(Some("k"), "acme", "{}")))).await;
-        executed += round.iter().filter(|a| a.status == StatusCode::CREATED && !a.replayed()).count();
-        assert!(round.iter().all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::CONFLICT));
+        let round =
+            futures::future::join_all((0..10).map(|_| send(&svc, post(Some("k"), "acme", "{}"))))
+                .await;
+        executed += round
+            .iter()
+            .filter(|a| a.status == StatusCode::CREATED && !a.replayed())
+            .count();
+        assert!(round
+            .iter()
+            .all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::CONFLICT));
         if round.iter().any(|a| a.status == StatusCode::CREATED) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "[{name}] no retry ever executed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "[{name}] no retry ever executed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(t0.elapsed() >= lease, "[{name}] executed before the lease expired");
-    let after = futures::future::join_all((0..10).map(|_| send(&svc, post(Some("k"), "acme", "{}")))).await;
+    assert!(
+        t0.elapsed() >= lease,
+        "[{name}] executed before the lease expired"
+    );
+    let after =
+        futures::future::join_all((0..10).map(|_| send(&svc, post(Some("k"), "acme", "{}")))).await;
     assert!(after.iter().all(Answer::replayed));
     assert_eq!(executed, 1, "[{name}]");
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "[{name}] the dead holder and exactly one retry");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "[{name}] the dead holder and exactly one retry"
+    );
     assert_eq!(layer.stats().lease_takeovers, 1);
 }
 
@@ -331,7 +426,10 @@ async fn postgres_killed_holder_is_taken_over_once() {
 }
 
 /// A corrupt stored record is answered 503 problem details, and the handler is not run.
-async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(store: St, corrupt: impl std::future::Future<Output = ()>) {
+async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(
+    store: St,
+    corrupt: impl std::future::Future<Output = ()>,
+) {
     let calls = Arc::new(AtomicUsize::new(0));
     let (svc, layer) = server(store, Duration::from_secs(30), counting(calls.clone()));
     // Store a real record, then damage it.
@@ -339,7 +437,10 @@ async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(store: St, corrupt:
     corrupt.await;
     let res = send(&svc, post(Some("k"), "acme", "{}")).await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(res.problem()["detail"].as_str().unwrap().contains("corrupt"));
+    assert!(res.problem()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("corrupt"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(layer.stats().store_errors, 1);
 }
@@ -354,7 +455,13 @@ async fn redis_corrupt_record_is_503() {
             .await
             .unwrap();
         let damage = async move {
-            let _: () = redis::cmd("HSET").arg(&key).arg("resp").arg(&b"\x00garbage"[..]).query_async(&mut conn).await.unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("resp")
+                .arg(&b"\x00garbage"[..])
+                .query_async(&mut conn)
+                .await
+                .unwrap();
         };
         corrupt_record_is_503(store, damage).await;
     })
@@ -383,7 +490,10 @@ async fn postgres_rows_in_an_unknown_state_are_corrupt() {
             .execute(store.pool())
             .await
             .unwrap();
-        let err = store.begin(begin_req("s", "k", FP_A, Duration::from_secs(30))).await.unwrap_err();
+        let err = store
+            .begin(begin_req("s", "k", FP_A, Duration::from_secs(30)))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::Corrupt);
         assert_eq!(store.purge_expired().await.unwrap(), 0);
         // The migration can run again.
@@ -401,9 +511,13 @@ async fn unreachable_stores_are_typed_errors_and_503() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
 
-    let err = RedisStore::connect(&format!("redis://127.0.0.1:{port}")).await.unwrap_err();
+    let err = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Unavailable);
-    let err = PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/test")).await.unwrap_err();
+    let err = PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Unavailable);
 
     // Lazily connected stores fail at the first request: 503, handler not run.
@@ -421,7 +535,11 @@ async fn unreachable_stores_are_typed_errors_and_503() {
 
     for (name, answer) in [
         ("redis", {
-            let (svc, _) = server(redis_store, Duration::from_secs(30), counting(Arc::default()));
+            let (svc, _) = server(
+                redis_store,
+                Duration::from_secs(30),
+                counting(Arc::default()),
+            );
             send(&svc, post(Some("k"), "acme", "{}")).await
         }),
         ("postgres", {
@@ -431,6 +549,9 @@ async fn unreachable_stores_are_typed_errors_and_503() {
     ] {
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{name}");
         let doc = answer.problem();
-        assert!(doc["detail"].as_str().unwrap().contains("unavailable"), "{name}: {doc}");
+        assert!(
+            doc["detail"].as_str().unwrap().contains("unavailable"),
+            "{name}: {doc}"
+        );
     }
 }

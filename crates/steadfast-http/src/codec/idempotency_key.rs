@@ -148,7 +148,10 @@ impl fmt::Display for InvalidIdempotencyKey {
                 )
             }
             InvalidIdempotencyKey::TrailingCharacters { position } => {
-                write!(f, "unexpected characters after the string at byte {position}")
+                write!(
+                    f,
+                    "unexpected characters after the string at byte {position}"
+                )
             }
             InvalidIdempotencyKey::TooLong { max_len } => {
                 write!(f, "the key is longer than {max_len} characters")
@@ -295,7 +298,10 @@ impl IdempotencyKey {
     /// use steadfast_http::codec::idempotency_key::IdempotencyKey;
     /// assert!(IdempotencyKey::decode_with_max_len(b"\"abcd\"", 3).is_err());
     /// ```
-    pub fn decode_with_max_len(value: &[u8], max_len: usize) -> Result<Self, InvalidIdempotencyKey> {
+    pub fn decode_with_max_len(
+        value: &[u8],
+        max_len: usize,
+    ) -> Result<Self, InvalidIdempotencyKey> {
         let mut out = String::with_capacity(value.len().min(max_len.saturating_add(2)));
         scan(value, max_len, |b| out.push(char::from(b)))?;
         Ok(Self(out.into_boxed_str()))
@@ -450,14 +456,24 @@ mod tests {
             ),
         ];
         for (input, want) in bad {
-            assert_eq!(IdempotencyKey::decode(input).unwrap_err(), *want, "{input:?}");
+            assert_eq!(
+                IdempotencyKey::decode(input).unwrap_err(),
+                *want,
+                "{input:?}"
+            );
         }
     }
 
     #[test]
     fn length_counts_unescaped_characters() {
         let escaped = format!("\"{}\"", "\\\"".repeat(255));
-        assert_eq!(IdempotencyKey::decode(escaped.as_bytes()).unwrap().as_str().len(), 255);
+        assert_eq!(
+            IdempotencyKey::decode(escaped.as_bytes())
+                .unwrap()
+                .as_str()
+                .len(),
+            255
+        );
         let too_long = format!("\"{}\"", "a".repeat(256));
         assert_eq!(
             IdempotencyKey::decode(too_long.as_bytes()).unwrap_err(),

@@ -86,12 +86,12 @@ pub use server::{
     ExtensionPrincipal, HeaderPrincipal, Idempotency, IdempotencyLayer, IdempotencyLayerBuilder,
     NoPrincipal, PrincipalExtractor, Rejection, RequestBody, ResponseBody, ResponseFuture,
     SingleTenant, StoreResponses, DEFAULT_EXPIRY, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY,
-    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_STORE_TIMEOUT, IDEMPOTENCY_KEY_EXPIRES,
-    IDEMPOTENT_REPLAYED, PROBLEM_JSON,
+    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_STORE_TIMEOUT, IDEMPOTENCY_KEY_EXPIRES, IDEMPOTENT_REPLAYED,
+    PROBLEM_JSON,
 };
-pub use store::{IdempotencyStore, MemoryStore, StoreError, StoreErrorKind};
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
+pub use store::{IdempotencyStore, MemoryStore, StoreError, StoreErrorKind};
 pub use telemetry::IdempotencyStats;

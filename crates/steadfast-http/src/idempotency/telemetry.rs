@@ -125,7 +125,12 @@ impl Metrics {
         }
     }
 
-    fn with<R>(&self, key: &'static str, value: &'static str, f: impl FnOnce(&[KeyValue]) -> R) -> R {
+    fn with<R>(
+        &self,
+        key: &'static str,
+        value: &'static str,
+        f: impl FnOnce(&[KeyValue]) -> R,
+    ) -> R {
         let mut attrs = self.base.clone();
         attrs.push(KeyValue::new(key, value));
         f(&attrs)

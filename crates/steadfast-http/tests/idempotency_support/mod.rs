@@ -1,12 +1,18 @@
 //! Shared helpers for the idempotency tests: requests, a counting handler, response reading,
 //! metrics and trace capture, and Redis/PostgreSQL fixtures that skip loudly (or fail under
 //! `STEADFAST_REQUIRE_SERVICES=1`) when the service is unreachable.
-#![allow(dead_code, unreachable_pub, missing_docs, missing_debug_implementations)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    missing_debug_implementations
+)]
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,11 +25,12 @@ use http_body_util::{BodyExt, Full};
 use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use steadfast_http::idempotency::store::IdempotencyStore;
 use steadfast_http::idempotency::store::{PostgresStore, RedisStore};
-use steadfast_http::idempotency::{RequestBody, ResponseBody};
+use steadfast_http::idempotency::{HeaderPrincipal, Idempotency, RequestBody, ResponseBody};
 use steadfast_layers::BoxError;
 use tower::util::BoxCloneService;
-use tower::service_fn;
+use tower::{service_fn, ServiceExt};
 
 pub type Body = BoxBody<Bytes, BoxError>;
 pub type Handler = BoxCloneService<Request<RequestBody<Full<Bytes>>>, Response<Body>, BoxError>;
@@ -38,7 +45,8 @@ pub fn post(key: Option<&str>, tenant: &str, body: &str) -> Request<Full<Bytes>>
     if let Some(key) = key {
         b = b.header("idempotency-key", format!("\"{key}\""));
     }
-    b.body(Full::new(Bytes::copy_from_slice(body.as_bytes()))).unwrap()
+    b.body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap()
 }
 
 /// A response read to the end.
@@ -51,7 +59,9 @@ pub struct Answer {
 
 impl Answer {
     pub fn replayed(&self) -> bool {
-        self.headers.get("idempotent-replayed").is_some_and(|v| v == "true")
+        self.headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true")
     }
 
     pub fn text(&self) -> String {
@@ -59,13 +69,36 @@ impl Answer {
     }
 
     pub fn problem(&self) -> serde_json::Value {
-        assert_eq!(self.headers["content-type"], "application/problem+json", "{self:?}");
+        assert_eq!(
+            self.headers["content-type"], "application/problem+json",
+            "{self:?}"
+        );
         let doc: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
         assert_eq!(doc["status"], self.status.as_u16(), "{doc}");
-        assert!(doc["type"].as_str().unwrap().starts_with("urn:steadfast:idempotency:"));
+        assert!(doc["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:steadfast:idempotency:"));
         assert!(doc["title"].is_string() && doc["detail"].is_string());
         doc
     }
+}
+
+/// The server layer over a test handler, scoped by the `x-tenant` header.
+pub type Svc<St> = Idempotency<Handler, St, HeaderPrincipal>;
+
+type Pending = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Body>>, BoxError>> + Send>>;
+
+/// Sends `req` through a clone of `svc` and reads the answer.
+pub fn send<St: IdempotencyStore>(
+    svc: &Svc<St>,
+    req: Request<Full<Bytes>>,
+) -> impl Future<Output = Answer> + Send + 'static {
+    // Boxed outside the async block: proving `Send` for the service's future inside it trips
+    // rustc's higher-ranked lifetime limitation on `Into<BoxError>` bounds
+    // (rust-lang/rust#102211, "implementation of `From` is not general enough").
+    let fut: Pending = Box::pin(svc.clone().oneshot(req));
+    async move { read(fut.await.unwrap()).await }
 }
 
 pub async fn read(res: Response<ResponseBody<Body>>) -> Answer {
@@ -99,7 +132,8 @@ where
             let text = format!("created #{n}: {}", String::from_utf8_lossy(&body));
             let mut res = Response::new(full(text));
             *res.status_mut() = StatusCode::CREATED;
-            res.headers_mut().insert("x-order", n.to_string().parse().unwrap());
+            res.headers_mut()
+                .insert("x-order", n.to_string().parse().unwrap());
             Ok(res)
         }
     }))
@@ -107,14 +141,16 @@ where
 
 /// A handler that answers `status` with body `body` and counts calls.
 pub fn answering(calls: Arc<AtomicUsize>, status: StatusCode, body: &'static str) -> Handler {
-    BoxCloneService::new(service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let mut res = Response::new(full(body));
-            *res.status_mut() = status;
-            Ok(res)
-        }
-    }))
+    BoxCloneService::new(service_fn(
+        move |_req: Request<RequestBody<Full<Bytes>>>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut res = Response::new(full(body));
+                *res.status_mut() = status;
+                Ok(res)
+            }
+        },
+    ))
 }
 
 // ---------------------------------------------------------------- services
@@ -329,7 +365,11 @@ impl tracing::field::Visit for Visitor<'_> {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Traces {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut fields = BTreeMap::new();
         event.record(&mut Visitor(&mut fields));
         self.events.lock().unwrap().push(Event {
@@ -344,6 +384,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Traces {
         _id: &tracing::span::Id,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        self.spans.lock().unwrap().push(attrs.metadata().name().to_string());
+        self.spans
+            .lock()
+            .unwrap()
+            .push(attrs.metadata().name().to_string());
     }
 }

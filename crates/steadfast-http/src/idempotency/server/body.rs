@@ -151,11 +151,15 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Inner { body } => body.size_hint(),
             Kind::Resumed { prefix, rest, .. } => {
                 let p = prefix.as_ref().map_or(0, |d| d.len() as u64);
-                let r = rest.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint());
+                let r = rest
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), |b| b.size_hint());
                 let mut hint = SizeHint::new();
                 hint.set_lower(p + r.lower());
                 if let Some(u) = r.upper() {

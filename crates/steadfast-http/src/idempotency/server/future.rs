@@ -86,7 +86,6 @@ enum State<F, ReqB> {
     Release { fut: StoreFuture<()> },
 }
 
-
 impl<S, St, ReqB, ResB> std::fmt::Debug for ResponseFuture<S, St, ReqB, ResB>
 where
     S: Service<Request<RequestBody<ReqB>>>,
@@ -379,8 +378,7 @@ where
                                 if let Ok(data) = frame.into_data() {
                                     let limit = ctx.core.max_request_body;
                                     if ctx.buf.len() + data.len() > limit {
-                                        break ctx
-                                            .reject(span, Rejection::BodyTooLarge { limit });
+                                        break ctx.reject(span, Rejection::BodyTooLarge { limit });
                                     }
                                     ctx.buf.extend_from_slice(&data);
                                 }
@@ -493,8 +491,12 @@ where
                                     ctx.buf.extend_from_slice(&data);
                                     if ctx.buf.len() > ctx.core.max_response_body {
                                         let prefix = ctx.buf.split().freeze();
-                                        let rest =
-                                            ResponseBody::resumed(prefix, None, None, ctx.res_body.take());
+                                        let rest = ResponseBody::resumed(
+                                            prefix,
+                                            None,
+                                            None,
+                                            ctx.res_body.take(),
+                                        );
                                         break ctx.pass_on(span, rest, "too_large")?;
                                     }
                                 }

@@ -183,7 +183,10 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # let _ = layer;
     /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
     /// ```
-    pub fn principal<P2: PrincipalExtractor>(self, principal: P2) -> IdempotencyLayerBuilder<St, P2> {
+    pub fn principal<P2: PrincipalExtractor>(
+        self,
+        principal: P2,
+    ) -> IdempotencyLayerBuilder<St, P2> {
         IdempotencyLayerBuilder {
             store: self.store,
             principal,

@@ -136,9 +136,6 @@ where
     T: AsRef<str> + Clone + Send + Sync + 'static,
 {
     fn principal(&self, request: &Parts) -> Option<String> {
-        request
-            .extensions
-            .get::<T>()
-            .map(|t| t.as_ref().to_owned())
+        request.extensions.get::<T>().map(|t| t.as_ref().to_owned())
     }
 }

@@ -285,7 +285,9 @@ async fn begin(pool: PgPool, sql: Arc<Sql>, req: BeginRequest) -> Result<BeginOu
             .map_err(unavailable)?;
         if let Some(row) = inserted {
             let epoch: i64 = row.try_get("epoch").map_err(unavailable)?;
-            return Ok(BeginOutcome::Acquired(req.lease_at(epoch_u64(epoch)?, false)));
+            return Ok(BeginOutcome::Acquired(
+                req.lease_at(epoch_u64(epoch)?, false),
+            ));
         }
         let mut tx = pool.begin().await.map_err(unavailable)?;
         let Some(row) = sqlx::query(&sql.select_for_update)
