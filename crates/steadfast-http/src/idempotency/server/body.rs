@@ -11,6 +11,14 @@ use pin_project::pin_project;
 /// The request body the inner service of [`Idempotency`](super::Idempotency) receives: the
 /// buffered body of a keyed request ([`Either::Left`]; its trailers are not kept), or the
 /// untouched body of a request the layer does not handle ([`Either::Right`]).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{Either, Empty, Full};
+/// use steadfast_http::idempotency::RequestBody;
+/// let keyed: RequestBody<Empty<Bytes>> = Either::Left(Full::new(Bytes::from("{}")));
+/// # let _ = keyed;
+/// ```
 pub type RequestBody<B> = Either<Full<Bytes>, B>;
 
 /// The response body of [`Idempotency`](super::Idempotency): a buffered body (stored, replayed
@@ -59,6 +67,13 @@ impl<B: Body> ResponseBody<B> {
     }
 
     /// The inner service's body, untouched.
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use steadfast_http::idempotency::ResponseBody;
+    /// let body = ResponseBody::new(http_body_util::Empty::<bytes::Bytes>::new());
+    /// assert!(body.is_end_stream());
+    /// ```
     pub fn new(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },

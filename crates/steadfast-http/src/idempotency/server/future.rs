@@ -27,6 +27,17 @@ use crate::idempotency::store::{
 /// replay or a problem. One pinned state machine; store calls are the only boxed futures (see
 /// [`StoreFuture`]), and the bodies are buffered (bounded) because they must be fingerprinted
 /// and stored.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use steadfast_http::idempotency::{ResponseFuture, RequestBody, store::MemoryStore};
+/// use tower::util::BoxCloneService;
+/// type Inner = BoxCloneService<http::Request<RequestBody<Full<Bytes>>>, http::Response<Full<Bytes>>, std::convert::Infallible>;
+/// // The future's type, when it must be named.
+/// type Fut = ResponseFuture<Inner, MemoryStore, Full<Bytes>, Full<Bytes>>;
+/// # let _: Option<Fut> = None;
+/// ```
 #[pin_project]
 pub struct ResponseFuture<S, St, ReqB, ResB>
 where

@@ -12,15 +12,40 @@ use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::telemetry::{IdempotencyStats, Metrics};
 
 /// How long a completed key is kept by default: 24 hours, as Stripe does.
+///
+/// ```
+/// use steadfast_http::idempotency::{IdempotencyLayer, DEFAULT_EXPIRY, store::MemoryStore};
+/// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
+/// assert_eq!(layer.expiry(), DEFAULT_EXPIRY);
+/// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+/// ```
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// How long a holder's lease lasts by default before another request may take it over.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(steadfast_http::idempotency::DEFAULT_LEASE, Duration::from_secs(30));
+/// ```
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The default limit on a keyed request's body (buffered to fingerprint it): 1 MiB.
+///
+/// ```
+/// assert_eq!(steadfast_http::idempotency::DEFAULT_MAX_REQUEST_BODY, 1 << 20);
+/// ```
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 1 << 20;
 /// The default limit on a stored response body: 1 MiB. Larger responses are passed through
 /// and not stored.
+///
+/// ```
+/// assert_eq!(steadfast_http::idempotency::DEFAULT_MAX_RESPONSE_BODY, 1 << 20);
+/// ```
 pub const DEFAULT_MAX_RESPONSE_BODY: usize = 1 << 20;
 /// How long the layer waits for the store by default.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(steadfast_http::idempotency::DEFAULT_STORE_TIMEOUT, Duration::from_secs(5));
+/// ```
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MAX_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -84,6 +109,12 @@ pub(crate) struct Core<St> {
 /// The principal extractor of a builder on which none was chosen yet. It implements nothing:
 /// call [`principal`](IdempotencyLayerBuilder::principal) or
 /// [`single_tenant`](IdempotencyLayerBuilder::single_tenant) before `build`.
+///
+/// ```compile_fail
+/// use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
+/// // No principal chosen: `build` does not exist.
+/// let layer = IdempotencyLayer::builder(MemoryStore::new()).build();
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct NoPrincipal;
 
@@ -117,6 +148,13 @@ impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
     /// 30 s lease; keys up to 255 characters; request and stored response bodies up to 1 MiB;
     /// `2xx` and `4xx` stored (see [`StoreResponses`]); 5 s store timeout; the expiry
     /// published in `Idempotency-Key-Expires`; the global `steadfast` meter.
+    ///
+    /// ```
+    /// use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
+    /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// ```
     pub fn builder(store: St) -> IdempotencyLayerBuilder<St, NoPrincipal> {
         IdempotencyLayerBuilder {
             store,
@@ -139,6 +177,14 @@ impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
 
 impl<St, P> IdempotencyLayer<St, P> {
     /// Counts of this layer's decisions so far (shared by its clones and services).
+    ///
+    /// ```
+    /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
+    /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
+    /// assert_eq!(layer.stats().replays, 0);
+    /// assert_eq!(layer.store().len(), 0);
+    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// ```
     pub fn stats(&self) -> IdempotencyStats {
         self.core.metrics.stats()
     }

@@ -69,6 +69,14 @@ pub enum Rejection {
 
 impl Rejection {
     /// The response status.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use steadfast_http::idempotency::Rejection;
+    /// assert_eq!(Rejection::InFlight { retry_after: Duration::from_secs(3) }.status(), 409);
+    /// assert_eq!(Rejection::KeyMissing.problem_type(), "urn:steadfast:idempotency:key-missing");
+    /// assert_eq!(Rejection::KeyMissing.title(), "Idempotency-Key is missing");
+    /// ```
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::KeyMissing | Rejection::KeyInvalid(_) | Rejection::BodyUnreadable => {
@@ -141,7 +149,14 @@ impl Rejection {
         }
     }
 
-    /// The problem-details response.
+    /// The problem-details response (`Retry-After` on `409` and `503`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use steadfast_http::idempotency::Rejection;
+    /// let res = Rejection::InFlight { retry_after: Duration::from_millis(1500) }.to_response();
+    /// assert_eq!(res.headers()["retry-after"], "2");
+    /// ```
     pub fn to_response(&self) -> Response<Bytes> {
         let status = self.status();
         let doc = serde_json::json!({

@@ -94,6 +94,13 @@ enum State {
 
 impl MemoryStore {
     /// A store with the default capacity.
+    ///
+    /// ```
+    /// use steadfast_http::idempotency::store::{MemoryStore, DEFAULT_CAPACITY};
+    /// let store = MemoryStore::new();
+    /// assert_eq!(store.capacity(), DEFAULT_CAPACITY);
+    /// assert!(store.is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::builder()
             .build()
@@ -122,7 +129,13 @@ impl MemoryStore {
         self.capacity
     }
 
-    /// Drops every expired record now and returns how many were dropped.
+    /// Drops every expired record now and returns how many were dropped (expired records are
+    /// otherwise dropped when the store is full, or replaced when their key is used again).
+    ///
+    /// ```
+    /// # use steadfast_http::idempotency::store::MemoryStore;
+    /// assert_eq!(MemoryStore::new().purge_expired(), 0);
+    /// ```
     pub fn purge_expired(&self) -> usize {
         let now = Instant::now();
         purge(&mut self.lock(), now)

@@ -71,6 +71,12 @@ pub use response::StoredResponse;
 
 /// The future every store operation returns: boxed, `Send` and `'static` (see the
 /// [module docs](self) for why).
+///
+/// ```
+/// use steadfast_http::idempotency::store::{StoreError, StoreFuture};
+/// let fut: StoreFuture<()> = Box::pin(async { Err(StoreError::unavailable("down")) });
+/// # let _ = fut;
+/// ```
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
 
 /// A store of idempotency records. See the [module docs](self) for the contract.
@@ -157,6 +163,16 @@ pub struct BeginRequest {
 
 impl BeginRequest {
     /// A request for `(scope, key)` with a fresh owner (UUID v7), a 30 s lease and a 24 h expiry.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use steadfast_http::codec::idempotency_key::IdempotencyKey;
+    /// use steadfast_http::idempotency::store::{BeginRequest, Fingerprint};
+    /// let r = BeginRequest::new("t", IdempotencyKey::new("k")?, Fingerprint::from_bytes([0; 32]));
+    /// assert_eq!((r.lease_duration(), r.expiry_duration()), (Duration::from_secs(30), Duration::from_secs(86_400)));
+    /// assert_eq!(r.lease_at(1, false).owner(), r.lease_owner());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(scope: impl Into<Arc<str>>, key: IdempotencyKey, fingerprint: Fingerprint) -> Self {
         Self {
             scope: scope.into(),
