@@ -211,12 +211,12 @@ async fn memory_store_conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_conformance() {
-    with_redis(|store| conformance(store, Duration::from_millis(400))).await;
+    with_redis(|store| conformance(store, Duration::from_secs(1))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conformance() {
-    with_pg(|store| conformance(store, Duration::from_millis(400))).await;
+    with_pg(|store| conformance(store, Duration::from_secs(1))).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,6 +247,8 @@ fn server<St: IdempotencyStore>(
     let layer = IdempotencyLayer::builder(store)
         .principal(HeaderPrincipal::new(HeaderName::from_static("x-tenant")))
         .lease(lease)
+        // Generous: 1,000 concurrent requests share a pool of 10 connections on a busy machine.
+        .store_timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     (layer.layer(handler), layer)
@@ -346,7 +348,9 @@ async fn postgres_thousand_concurrent_duplicates_execute_once() {
 /// A holder killed after it took the lease: retries get 409 until the (short) lease expires,
 /// then exactly one executes, and everything after replays.
 async fn killed_holder<St: IdempotencyStore + Clone>(store: St, name: &str) {
-    let lease = Duration::from_millis(500);
+    // Long enough that the first retry below surely finds the lease live, even on a busy
+    // machine; short enough to keep the test quick.
+    let lease = Duration::from_secs(1);
     let calls = Arc::new(AtomicUsize::new(0));
     let handler = scripted(calls.clone(), |n, _| async move {
         if n == 1 {
