@@ -375,7 +375,11 @@ async fn a_taken_over_holder_cannot_overwrite_the_result() {
     });
     let traces = Traces::default();
     let _guard = traces.install();
-    let layer = layer();
+    // Without renewal, as if the slow holder were frozen (a paused VM, a long GC).
+    let layer = builder(MemoryStore::new())
+        .renew_leases(false)
+        .build()
+        .unwrap();
     let svc = layer.layer(handler);
     let slow = tokio::spawn({
         let svc = svc.clone();
@@ -402,6 +406,40 @@ async fn a_taken_over_holder_cannot_overwrite_the_result() {
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].fields["epoch"], "1");
     assert_eq!(lost[0].fields["op"], "complete");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_holder_renews_its_lease_so_a_slow_handler_is_not_taken_over() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = scripted(calls.clone(), |_, _| async {
+        // Three times the 30 s lease.
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        Ok(())
+    });
+    let layer = layer();
+    let svc = layer.layer(handler);
+    let slow = tokio::spawn(send(&svc, post(Some("k"), "acme", "{}")));
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let dup = send(&svc, post(Some("k"), "acme", "{}")).await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        let retry_after: u64 = dup.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((10..=30).contains(&retry_after), "{retry_after}");
+    }
+    let first = slow.await.unwrap();
+    assert_eq!(
+        (first.status, first.replayed()),
+        (StatusCode::CREATED, false)
+    );
+    assert!(send(&svc, post(Some("k"), "acme", "{}")).await.replayed());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = layer.stats();
+    assert_eq!((stats.lease_takeovers, stats.leases_lost), (0, 0));
+    assert_eq!(stats.lease_renewals, 8, "every 10 s for 90 s");
 }
 
 #[tokio::test(start_paused = true)]
@@ -633,6 +671,9 @@ impl IdempotencyStore for BrokenStore {
     }
     fn release(&self, lease: &Lease) -> StoreFuture<()> {
         self.inner.release(lease)
+    }
+    fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()> {
+        self.inner.renew(lease, duration)
     }
 }
 

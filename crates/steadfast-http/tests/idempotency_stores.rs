@@ -172,7 +172,32 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
         BeginOutcome::Mismatch
     ));
 
-    // 5. Completed records expire; the key is then free, for any request.
+    // 5. A live holder renews its lease and keeps it past its first end; a stale lease cannot
+    //    renew.
+    let holder = acquire(&store, begin_req("s", "k6", FP_A, lease)).await;
+    let two_thirds = lease * 2 / 3;
+    tokio::time::sleep(two_thirds).await;
+    store.renew(&holder, lease).await.unwrap();
+    tokio::time::sleep(two_thirds).await;
+    assert!(matches!(
+        store
+            .begin(begin_req("s", "k6", FP_A, lease))
+            .await
+            .unwrap(),
+        BeginOutcome::InFlight { .. }
+    ));
+    store
+        .complete(&holder, response("renewed"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store
+        .renew(&holder, lease)
+        .await
+        .unwrap_err()
+        .is_lease_lost());
+    assert!(store.renew(&old, lease).await.unwrap_err().is_lease_lost());
+
+    // 6. Completed records expire; the key is then free, for any request.
     let e = acquire(&store, begin_req("s", "k5", FP_A, lease)).await;
     store
         .complete(&e, response("short"), Duration::from_millis(300))
@@ -182,7 +207,7 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
     let again = acquire(&store, begin_req("s", "k5", FP_B, lease)).await;
     assert!(!again.taken_over());
 
-    // 6. Concurrent begins: exactly one acquires.
+    // 7. Concurrent begins: exactly one acquires.
     let outcomes = futures::future::join_all((0..200).map(|_| {
         let store = store.clone();
         async move {

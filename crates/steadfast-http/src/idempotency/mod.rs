@@ -10,8 +10,9 @@
 //!   get `400`. Every such answer is RFC 9457 problem details ([`Rejection`]).
 //! - **Stores** ([`store`]): one trait, [`IdempotencyStore`], with an in-memory store and
 //!   Redis and PostgreSQL stores (features `redis` and `postgres`, on by default). The in-flight
-//!   marker is a lease with an owner and an epoch: a holder that dies is taken over when its
-//!   lease expires, and a holder that was taken over cannot overwrite the result.
+//!   marker is a lease with an owner and an epoch, renewed while the handler runs: a holder
+//!   that dies is taken over when its lease expires, and a holder that was taken over cannot
+//!   overwrite the result.
 //!
 //! Keys expire 24 h after completion by default ([`DEFAULT_EXPIRY`]); stored responses carry
 //! `Idempotency-Key-Expires` with the date. Keys are scoped by a [`PrincipalExtractor`], so

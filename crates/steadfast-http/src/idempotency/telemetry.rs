@@ -31,7 +31,9 @@ pub struct IdempotencyStats {
     pub mismatches: u64,
     /// Leases taken over from a holder whose lease had expired.
     pub lease_takeovers: u64,
-    /// Completions or releases refused because the lease had been lost (fencing).
+    /// Lease renewals by live holders.
+    pub lease_renewals: u64,
+    /// Completions, releases or renewals refused because the lease had been lost (fencing).
     pub leases_lost: u64,
     /// Requests answered `400`, `403` or `413` before reaching the store.
     pub rejections: u64,
@@ -49,6 +51,7 @@ struct Atomics {
     conflicts: AtomicU64,
     mismatches: AtomicU64,
     lease_takeovers: AtomicU64,
+    lease_renewals: AtomicU64,
     leases_lost: AtomicU64,
     rejections: AtomicU64,
     store_errors: AtomicU64,
@@ -64,6 +67,7 @@ pub(crate) struct Metrics {
     conflicts: Counter<u64>,
     mismatches: Counter<u64>,
     lease_takeovers: Counter<u64>,
+    lease_renewals: Counter<u64>,
     leases_lost: Counter<u64>,
     rejections: Counter<u64>,
     store_errors: Counter<u64>,
@@ -104,6 +108,10 @@ impl Metrics {
             lease_takeovers: c(
                 "steadfast.idempotency.lease_takeovers",
                 "Leases taken over after the holder's lease expired",
+            ),
+            lease_renewals: c(
+                "steadfast.idempotency.lease_renewals",
+                "Leases renewed by holders whose handler was still running",
             ),
             leases_lost: c(
                 "steadfast.idempotency.leases_lost",
@@ -161,6 +169,11 @@ impl Metrics {
         self.lease_takeovers.add(1, &self.base);
     }
 
+    pub(crate) fn lease_renewal(&self) {
+        bump(&self.counts.lease_renewals);
+        self.lease_renewals.add(1, &self.base);
+    }
+
     pub(crate) fn lease_lost(&self, op: &'static str) {
         bump(&self.counts.leases_lost);
         self.with("op", op, |a| self.leases_lost.add(1, a));
@@ -193,6 +206,7 @@ impl Metrics {
             conflicts: l(&c.conflicts),
             mismatches: l(&c.mismatches),
             lease_takeovers: l(&c.lease_takeovers),
+            lease_renewals: l(&c.lease_renewals),
             leases_lost: l(&c.leases_lost),
             rejections: l(&c.rejections),
             store_errors: l(&c.store_errors),

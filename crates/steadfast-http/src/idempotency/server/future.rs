@@ -11,6 +11,7 @@ use http_body::Body;
 use http_body_util::{Either, Full};
 use pin_project::pin_project;
 use steadfast_layers::BoxError;
+use tokio::time::Sleep;
 use tower_service::Service;
 use tracing::Span;
 
@@ -66,6 +67,12 @@ struct Ctx<S, St, ResB: Body> {
     res_body: Option<Pin<Box<ResB>>>,
     /// The answer once there is one (state `Ready`), or while the store completes or releases.
     pending: Option<Result<Response<ResponseBody<ResB>>, BoxError>>,
+    /// When to renew the lease next (armed the first time the handler is pending).
+    renew_at: Option<Pin<Box<Sleep>>>,
+    /// A renewal in flight.
+    renewing: Option<StoreFuture<()>>,
+    /// The lease was lost: stop renewing.
+    renew_stopped: bool,
 }
 
 #[pin_project(project = StateProj)]
@@ -198,6 +205,9 @@ where
                 res_parts: None,
                 res_body: None,
                 pending: None,
+                renew_at: None,
+                renewing: None,
+                renew_stopped: false,
             }),
             answer: None,
             span,
@@ -294,6 +304,64 @@ where
         );
         self.pending = Some(Ok(Response::from_parts(parts, ResponseBody::full(body))));
         Ok(State::Complete { fut })
+    }
+
+    /// While the handler runs (or its body streams in), renews the lease every third of it.
+    /// Called only when the inner future is pending; registers the waker of the renewal timer
+    /// or of the renewal in flight.
+    fn poll_renewal(&mut self, cx: &mut Context<'_>, span: &Span) {
+        if !self.core.renew_leases || self.renew_stopped {
+            return;
+        }
+        let Some(lease) = self.lease.as_ref() else {
+            return;
+        };
+        let every = (self.core.lease / 3).max(Duration::from_millis(1));
+        loop {
+            if let Some(fut) = self.renewing.as_mut() {
+                let Poll::Ready(result) = fut.as_mut().poll(cx) else {
+                    return;
+                };
+                self.renewing = None;
+                match result {
+                    Ok(()) => self.core.metrics.lease_renewal(),
+                    Err(e) if e.is_lease_lost() => {
+                        self.renew_stopped = true;
+                        span.record("outcome", "lease_lost");
+                        self.core.metrics.lease_lost("renew");
+                        tracing::warn!(
+                            target: "steadfast::idempotency",
+                            op = "renew",
+                            epoch = lease.epoch(),
+                            error = %e,
+                            "lease lost while the handler runs: another request may execute too; this result will not be stored",
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        self.core.metrics.store_error("renew", e.kind().label());
+                        tracing::warn!(
+                            target: "steadfast::idempotency",
+                            op = "renew",
+                            epoch = lease.epoch(),
+                            reason = e.kind().label(),
+                            error = %e,
+                            "lease renewal failed; retrying at the next tick",
+                        );
+                    }
+                }
+            }
+            let timer = self
+                .renew_at
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+            timer.as_mut().reset(tokio::time::Instant::now() + every);
+            let fut = self.core.store.renew(lease, self.core.lease);
+            // A renewal that takes longer than its period is no use: bound it by the period.
+            self.renewing = Some(timed(fut, self.core.store_timeout.min(every)));
+        }
     }
 
     /// Traces a failed `complete` or `release`; the response is answered anyway.
@@ -468,8 +536,11 @@ where
                     }
                 }
                 StateProj::Call { fut } => {
-                    let result = ready!(fut.poll(cx));
                     let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                    let Poll::Ready(result) = fut.poll(cx) else {
+                        ctx.poll_renewal(cx, span);
+                        return Poll::Pending;
+                    };
                     match result {
                         Err(e) => ctx.release(span, Err(e.into()), "inner_error")?,
                         Ok(res) if !ctx.core.store_responses.stores(res.status()) => {
@@ -492,9 +563,13 @@ where
                 StateProj::ReadResponse => {
                     let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
                     loop {
-                        let frame = {
+                        let polled = {
                             let b = ctx.res_body.as_mut().ok_or_else(polled_after_completion)?;
-                            ready!(b.as_mut().poll_frame(cx))
+                            b.as_mut().poll_frame(cx)
+                        };
+                        let Poll::Ready(frame) = polled else {
+                            ctx.poll_renewal(cx, span);
+                            return Poll::Pending;
                         };
                         match frame {
                             Some(Ok(frame)) => match frame.into_data() {

@@ -102,6 +102,7 @@ pub(crate) struct Core<St> {
     pub(crate) store_responses: StoreResponses,
     pub(crate) store_timeout: Duration,
     pub(crate) publish_expiry: bool,
+    pub(crate) renew_leases: bool,
     pub(crate) instance: Arc<str>,
     pub(crate) metrics: Metrics,
 }
@@ -139,13 +140,14 @@ pub struct IdempotencyLayerBuilder<St, P = NoPrincipal> {
     store_responses: StoreResponses,
     store_timeout: Duration,
     publish_expiry: bool,
+    renew_leases: bool,
     meter: Option<Meter>,
     name: Option<String>,
 }
 
 impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
     /// A builder on `store` with the defaults: `POST` and `PATCH` require a key; 24 h expiry;
-    /// 30 s lease; keys up to 255 characters; request and stored response bodies up to 1 MiB;
+    /// 30 s lease, renewed while the handler runs; keys up to 255 characters; request and stored response bodies up to 1 MiB;
     /// `2xx` and `4xx` stored (see [`StoreResponses`]); 5 s store timeout; the expiry
     /// published in `Idempotency-Key-Expires`; the global `steadfast` meter.
     ///
@@ -169,6 +171,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
             store_responses: StoreResponses::default(),
             store_timeout: DEFAULT_STORE_TIMEOUT,
             publish_expiry: true,
+            renew_leases: true,
             meter: None,
             name: None,
         }
@@ -246,6 +249,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
             store_responses: self.store_responses,
             store_timeout: self.store_timeout,
             publish_expiry: self.publish_expiry,
+            renew_leases: self.renew_leases,
             meter: self.meter,
             name: self.name,
         }
@@ -306,9 +310,10 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     }
 
     /// How long a holder's lease lasts (default 30 s, at least 1 ms, at most the expiry). A
-    /// holder that dies (crash, dropped request) blocks its key for at most this long; a holder
-    /// that runs longer may be taken over, and its result is then refused (fencing). Keep it
-    /// above the handler's worst-case time (give the handler a deadline).
+    /// holder that dies (crash, dropped request) blocks its key for at most this long. A live
+    /// holder renews its lease every third of it while the handler runs (see
+    /// [`renew_leases`](Self::renew_leases)); one that cannot (a frozen process, an unreachable
+    /// store) may be taken over, and its result is then refused (fencing).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -398,6 +403,22 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// ```
     pub fn publish_expiry(mut self, yes: bool) -> Self {
         self.publish_expiry = yes;
+        self
+    }
+
+    /// Whether a holder renews its lease while its handler runs and its response streams in
+    /// (default `true`): every third of the lease, one store call. Without renewal a handler
+    /// that runs longer than the lease is taken over by the next retry and both execute (the
+    /// second result wins; the first is refused and traced).
+    ///
+    /// ```
+    /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
+    /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().renew_leases(false).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// ```
+    pub fn renew_leases(mut self, yes: bool) -> Self {
+        self.renew_leases = yes;
         self
     }
 
@@ -512,6 +533,7 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
                 store_responses: self.store_responses,
                 store_timeout: self.store_timeout,
                 publish_expiry: self.publish_expiry,
+                renew_leases: self.renew_leases,
                 instance: Arc::from(self.name.unwrap_or_default()),
                 metrics,
             }),

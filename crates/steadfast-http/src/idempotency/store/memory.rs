@@ -224,6 +224,16 @@ impl MemoryStore {
         Ok(())
     }
 
+    fn renew_now(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let record = held(&mut inner, lease)?;
+        record.state = State::InFlight {
+            lease_until: now + duration,
+        };
+        Ok(())
+    }
+
     fn release_now(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut inner = self.lock();
         held(&mut inner, lease)?;
@@ -299,6 +309,11 @@ impl IdempotencyStore for MemoryStore {
 
     fn release(&self, lease: &Lease) -> StoreFuture<()> {
         let result = self.release_now(lease);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()> {
+        let result = self.renew_now(lease, duration);
         Box::pin(std::future::ready(result))
     }
 

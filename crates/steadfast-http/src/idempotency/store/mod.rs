@@ -15,6 +15,9 @@
 //!   holder whose lease was taken over can never overwrite the result (fencing).
 //! - [`release`](IdempotencyStore::release): drop an in-flight record whose execution produced
 //!   nothing worth storing, so the next retry executes at once; fenced the same way.
+//! - [`renew`](IdempotencyStore::renew): extend a live holder's lease (the server layer renews
+//!   every third of the lease while the handler runs), fenced the same way; so only a holder
+//!   that died, or stopped being polled, loses its lease.
 //!
 //! # Why the futures are boxed
 //!
@@ -109,6 +112,10 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// record is in flight under this very lease.
     fn release(&self, lease: &Lease) -> StoreFuture<()>;
 
+    /// Extends `lease` to end `duration` from now. Fails with [`StoreErrorKind::LeaseLost`]
+    /// unless the record is in flight under this very lease.
+    fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()>;
+
     /// A short name for traces and metrics (`memory`, `redis`, `postgres`).
     fn kind(&self) -> &'static str {
         "custom"
@@ -131,6 +138,10 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Arc<T> {
 
     fn release(&self, lease: &Lease) -> StoreFuture<()> {
         (**self).release(lease)
+    }
+
+    fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()> {
+        (**self).renew(lease, duration)
     }
 
     fn kind(&self) -> &'static str {

@@ -72,6 +72,7 @@ struct Sql {
     take_over: String,
     complete: String,
     release: String,
+    renew: String,
     purge: String,
 }
 
@@ -170,6 +171,11 @@ impl PostgresStoreBuilder {
             ),
             release: format!(
                 "DELETE FROM {t} WHERE scope = $1 AND key = $2 AND state = 0 AND owner = $3::uuid AND epoch = $4"
+            ),
+            renew: format!(
+                "UPDATE {t} SET lease_until = now() + {} \
+                 WHERE scope = $1 AND key = $2 AND state = 0 AND owner = $3::uuid AND epoch = $4",
+                ms(5)
             ),
             purge: format!("DELETE FROM {t} WHERE expires_at <= now()"),
             schema: self.schema,
@@ -401,6 +407,26 @@ impl IdempotencyStore for PostgresStore {
                 .bind(lease.key().as_str())
                 .bind(lease.owner().to_string())
                 .bind(epoch_i64(&lease))
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+            if done.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::lease_lost(&lease))
+            }
+        })
+    }
+
+    fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()> {
+        let (pool, sql, lease) = (self.pool.clone(), Arc::clone(&self.sql), lease.clone());
+        Box::pin(async move {
+            let done = sqlx::query(&sql.renew)
+                .bind(lease.scope())
+                .bind(lease.key().as_str())
+                .bind(lease.owner().to_string())
+                .bind(epoch_i64(&lease))
+                .bind(millis(duration))
                 .execute(&pool)
                 .await
                 .map_err(unavailable)?;

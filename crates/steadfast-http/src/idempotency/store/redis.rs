@@ -61,6 +61,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
 
+/// Extends the lease if the caller still holds it.
+const RENEW: &str = r"
+local r = redis.call('HMGET', KEYS[1], 's', 'ow', 'ep')
+if r[1] ~= 'i' or r[2] ~= ARGV[1] or tonumber(r[3]) ~= tonumber(ARGV[2]) then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[3]))
+return 1
+";
+
 /// Deletes the record if the caller still holds the lease.
 const RELEASE: &str = r"
 local r = redis.call('HMGET', KEYS[1], 's', 'ow', 'ep')
@@ -101,6 +113,7 @@ struct Scripts {
     begin: Script,
     complete: Script,
     release: Script,
+    renew: Script,
 }
 
 /// Builds a [`RedisStore`] on a connection manager.
@@ -147,6 +160,7 @@ impl RedisStoreBuilder {
                 begin: Script::new(BEGIN),
                 complete: Script::new(COMPLETE),
                 release: Script::new(RELEASE),
+                renew: Script::new(RENEW),
             }),
         })
     }
@@ -372,6 +386,29 @@ impl IdempotencyStore for RedisStore {
                 .key(&key)
                 .arg(lease.owner().to_string())
                 .arg(lease.epoch())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if done == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::lease_lost(&lease))
+            }
+        })
+    }
+
+    fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()> {
+        let mut conn = self.conn.clone();
+        let scripts = Arc::clone(&self.scripts);
+        let key = self.record_key(lease.scope(), lease.key().as_str());
+        let lease = lease.clone();
+        Box::pin(async move {
+            let done: i64 = scripts
+                .renew
+                .key(&key)
+                .arg(lease.owner().to_string())
+                .arg(lease.epoch())
+                .arg(millis(duration))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
