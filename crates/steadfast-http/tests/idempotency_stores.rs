@@ -17,9 +17,13 @@ use bytes::Bytes;
 use http::{HeaderName, StatusCode};
 use idempotency_support::*;
 use steadfast_http::codec::idempotency_key::IdempotencyKey;
+#[cfg(feature = "postgres")]
+use steadfast_http::idempotency::store::PostgresStore;
+#[cfg(feature = "redis")]
+use steadfast_http::idempotency::store::RedisStore;
 use steadfast_http::idempotency::store::{
-    BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, MemoryStore, PostgresStore,
-    RedisStore, StoreErrorKind, StoredResponse,
+    BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, MemoryStore, StoreErrorKind,
+    StoredResponse,
 };
 use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyLayer, IdempotencyStats};
 use tower::Layer;
@@ -234,11 +238,13 @@ async fn memory_store_conformance() {
     conformance(MemoryStore::new(), Duration::from_secs(30)).await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_conformance() {
     with_redis(|store| conformance(store, Duration::from_secs(1))).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conformance() {
     with_pg(|store| conformance(store, Duration::from_secs(1))).await;
@@ -354,6 +360,7 @@ async fn memory_thousand_concurrent_duplicates_execute_once() {
     thousand_duplicates(MemoryStore::new(), "memory").await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_thousand_concurrent_duplicates_execute_once() {
     with_redis(|store| async move {
@@ -362,6 +369,7 @@ async fn redis_thousand_concurrent_duplicates_execute_once() {
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_thousand_concurrent_duplicates_execute_once() {
     with_pg(|store| async move {
@@ -444,17 +452,20 @@ async fn memory_killed_holder_is_taken_over_once() {
     killed_holder(MemoryStore::new(), "memory").await;
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_holder_is_taken_over_once() {
     with_redis(|store| async move { killed_holder(store, "redis").await }).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_holder_is_taken_over_once() {
     with_pg(|store| async move { killed_holder(store, "postgres").await }).await;
 }
 
 /// A corrupt stored record is answered 503 problem details, and the handler is not run.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(
     store: St,
     corrupt: impl std::future::Future<Output = ()>,
@@ -474,6 +485,7 @@ async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(
     assert_eq!(layer.stats().store_errors, 1);
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_corrupt_record_is_503() {
     with_redis(|store| async move {
@@ -497,6 +509,7 @@ async fn redis_corrupt_record_is_503() {
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_corrupt_record_is_503() {
     with_pg(|store| async move {
@@ -510,6 +523,7 @@ async fn postgres_corrupt_record_is_503() {
     .await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rows_in_an_unknown_state_are_corrupt() {
     with_pg(|store| async move {
@@ -533,6 +547,7 @@ async fn postgres_rows_in_an_unknown_state_are_corrupt() {
 
 /// Unreachable stores: connecting fails with a typed error; a store that loses its server
 /// answers 503 through the layer.
+#[cfg(all(feature = "redis", feature = "postgres"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_stores_are_typed_errors_and_503() {
     // A port nothing listens on.

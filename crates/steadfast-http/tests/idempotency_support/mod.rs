@@ -3,6 +3,7 @@
 //! `STEADFAST_REQUIRE_SERVICES=1`) when the service is unreachable.
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     missing_docs,
     missing_debug_implementations
@@ -26,7 +27,10 @@ use opentelemetry::metrics::{Meter, MeterProvider};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use steadfast_http::idempotency::store::IdempotencyStore;
-use steadfast_http::idempotency::store::{PostgresStore, RedisStore};
+#[cfg(feature = "postgres")]
+use steadfast_http::idempotency::store::PostgresStore;
+#[cfg(feature = "redis")]
+use steadfast_http::idempotency::store::RedisStore;
 use steadfast_http::idempotency::{HeaderPrincipal, Idempotency, RequestBody, ResponseBody};
 use steadfast_layers::BoxError;
 use tower::util::BoxCloneService;
@@ -179,6 +183,7 @@ pub fn database_url() -> String {
 }
 
 /// A Redis store under a prefix unique to this test run, or `None` (skipped).
+#[cfg(feature = "redis")]
 pub async fn redis_store() -> Option<RedisStore> {
     let url = redis_url();
     let connect = async {
@@ -206,6 +211,7 @@ pub async fn redis_store() -> Option<RedisStore> {
 }
 
 /// Runs `f` on a fresh Redis store and deletes its keys afterwards, even if `f` panics.
+#[cfg(feature = "redis")]
 pub async fn with_redis<F, Fut>(f: F)
 where
     F: FnOnce(RedisStore) -> Fut,
@@ -222,6 +228,7 @@ where
 }
 
 /// A PostgreSQL store in a schema of its own (migrated), or `None` (skipped).
+#[cfg(feature = "postgres")]
 pub async fn pg_store() -> Option<PostgresStore> {
     let url = database_url();
     let connect = sqlx::postgres::PgPoolOptions::new()
@@ -246,6 +253,7 @@ pub async fn pg_store() -> Option<PostgresStore> {
 }
 
 /// Runs `f` on a fresh PostgreSQL store and drops its schema afterwards, even if `f` panics.
+#[cfg(feature = "postgres")]
 pub async fn with_pg<F, Fut>(f: F)
 where
     F: FnOnce(PostgresStore) -> Fut,
