@@ -332,7 +332,10 @@ async fn thousand_duplicates<St: IdempotencyStore + Clone>(
         }
     }
     let stats = layer.stats();
-    eprintln!(
+    // Straight to stderr (not captured), so that the numbers show in every run.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "[{name}] 1000 concurrent duplicates: handler executions {}, executed {}, replays {}, conflicts_409 {}, other {}",
         calls.load(Ordering::SeqCst),
         tally.executed,

@@ -168,8 +168,11 @@ pub fn skip(what: &str, why: &dyn std::fmt::Display) {
     if require_services() {
         panic!("{what} is unreachable ({why}) and STEADFAST_REQUIRE_SERVICES=1");
     }
-    eprintln!(
-        "\n**********\n*** SKIPPED: {what} is unreachable ({why}).\n*** Set STEADFAST_REQUIRE_SERVICES=1 to make this a failure.\n**********\n"
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n**********\n*** SKIPPED: {what} is unreachable ({why}).\n*** Set STEADFAST_REQUIRE_SERVICES=1 to make this a failure.\n**********"
     );
 }
 
