@@ -144,6 +144,95 @@ async fn unkeyed_posts_are_not_retried_through_safe_or_keyed() {
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_original_and_its_hedges_carry_one_key() {
+    use std::time::Duration;
+    use steadfast_layers::hedge::{HedgeDelay, HedgeLayer, Idempotent};
+
+    let seen = Seen::default();
+    let s = seen.clone();
+    // The first replica asked is stuck; the others answer in 10 ms.
+    let replicas = service_fn(move |req: Request<String>| {
+        let n = {
+            let mut s = s.lock().unwrap();
+            s.push(req.headers().get("idempotency-key").cloned());
+            s.len()
+        };
+        assert!(
+            req.extensions().get::<Idempotent>().is_some(),
+            "keyed requests are marked"
+        );
+        async move {
+            let wait = if n == 1 { 5_000 } else { 10 };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Ok::<u16, BoxError>(201)
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(IdempotencyKeyLayer::new())
+        .layer(
+            HedgeLayer::builder()
+                .delay(HedgeDelay::fixed(Duration::from_millis(50)))
+                .max_hedges(2)
+                .budget_percent(100.0)
+                .build()
+                .unwrap(),
+        )
+        .service(replicas);
+    let status = client
+        .oneshot(Request::post("/orders").body(String::from("{}")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "the original and one hedge");
+    assert!(seen[0].is_some());
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[tokio::test]
+async fn marking_can_be_turned_off_and_malformed_keys_are_not_marked() {
+    use steadfast_layers::hedge::Idempotent;
+    let marks = Arc::new(Mutex::new(Vec::new()));
+    let m = marks.clone();
+    let peer = service_fn(move |req: Request<()>| {
+        m.lock()
+            .unwrap()
+            .push(req.extensions().get::<Idempotent>().is_some());
+        async { Ok::<_, BoxError>(()) }
+    });
+    let marked = ServiceBuilder::new()
+        .layer(IdempotencyKeyLayer::new())
+        .service(peer.clone());
+    let unmarked = ServiceBuilder::new()
+        .layer(
+            IdempotencyKeyLayer::builder()
+                .mark_idempotent(false)
+                .build()
+                .unwrap(),
+        )
+        .service(peer);
+    marked
+        .clone()
+        .oneshot(Request::post("/").body(()).unwrap())
+        .await
+        .unwrap();
+    let bad = Request::post("/")
+        .header("idempotency-key", "unquoted")
+        .body(())
+        .unwrap();
+    marked.clone().oneshot(bad).await.unwrap();
+    marked
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    unmarked
+        .oneshot(Request::post("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(*marks.lock().unwrap(), [true, false, false, false]);
+}
+
 #[test]
 fn safe_or_keyed_predicate() {
     let req = |m: Method, key: Option<&str>| {

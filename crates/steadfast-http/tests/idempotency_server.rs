@@ -775,6 +775,39 @@ async fn keys_expire_and_hop_by_hop_headers_are_not_stored() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_key_expiry_is_published_as_an_http_date() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = builder(MemoryStore::new())
+        .wall_clock(steadfast_http::classify::WallClock::new(|| {
+            std::time::UNIX_EPOCH + Duration::from_secs(784_111_777)
+        }))
+        .build()
+        .unwrap()
+        .layer(counting(calls));
+    let first = send(&svc, post(Some("k"), "acme", "{}")).await;
+    assert_eq!(
+        first.headers["idempotency-key-expires"],
+        "Mon, 07 Nov 1994 08:49:37 GMT"
+    );
+    let replay = send(&svc, post(Some("k"), "acme", "{}")).await;
+    assert_eq!(
+        replay.headers["idempotency-key-expires"],
+        "Mon, 07 Nov 1994 08:49:37 GMT"
+    );
+    // Not published when switched off.
+    let svc = builder(MemoryStore::new())
+        .publish_expiry(false)
+        .build()
+        .unwrap()
+        .layer(counting(Arc::default()));
+    assert!(send(&svc, post(Some("k"), "acme", "{}"))
+        .await
+        .headers
+        .get("idempotency-key-expires")
+        .is_none());
+}
+
+#[tokio::test(start_paused = true)]
 async fn telemetry_counts_and_traces_every_decision() {
     let metrics = Metrics::new();
     let traces = Traces::default();

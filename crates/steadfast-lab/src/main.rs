@@ -1,1 +1,265 @@
-pub fn main(){}
+//! `steadfast-lab`: runs the lab's fault scenarios against real local HTTP servers and prints what
+//! each client configuration achieved. See `steadfast-lab --help` and the `steadfast_lab`
+//! library docs.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use steadfast_lab::scenarios::{self, Scenario};
+use steadfast_lab::{Options, DEFAULT_SEED};
+
+const USAGE: &str = "\
+steadfast-lab: fault scenarios for the steadfast layers, against real HTTP servers on 127.0.0.1
+
+USAGE:
+    steadfast-lab [OPTIONS]
+
+OPTIONS:
+    --scenario NAME   run only NAME (repeat, or separate names with commas; default: all)
+    --quick           small runs, for CI (the whole quick run takes well under 30 s)
+    --seed N          seed of every injected fault, jitter and arrival process (default: 1)
+    --json            print one JSON object per scenario per line on stdout, nothing else
+    --check           exit non-zero if any scenario's target is not met
+    --list            list the scenarios and exit
+    -h, --help        print this help and exit
+
+Progress goes to stderr. Set RUST_LOG (e.g. RUST_LOG=steadfast=debug) for the layers' traces.";
+
+#[derive(Debug)]
+enum Command {
+    Help,
+    List,
+    Run(Args),
+}
+
+#[derive(Debug)]
+struct Args {
+    scenarios: Vec<&'static Scenario>,
+    quick: bool,
+    seed: u64,
+    json: bool,
+    check: bool,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut quick = false;
+    let mut seed = DEFAULT_SEED;
+    let mut json = false;
+    let mut check = false;
+    let mut list = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs {what}"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--list" => list = true,
+            "--quick" => quick = true,
+            "--json" => json = true,
+            "--check" => check = true,
+            "--scenario" => {
+                let v = value("a scenario name")?;
+                names.extend(
+                    v.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty()),
+                );
+            }
+            "--seed" => {
+                let v = value("a number")?;
+                seed = v
+                    .parse()
+                    .map_err(|_| format!("--seed needs a non-negative integer, got {v:?}"))?;
+            }
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+        if inline.is_some() && !matches!(flag.as_str(), "--scenario" | "--seed") {
+            return Err(format!("{flag} takes no value"));
+        }
+    }
+    if list {
+        return Ok(Command::List);
+    }
+    let scenarios = if names.is_empty() || names.iter().any(|n| n == "all") {
+        scenarios::ALL.iter().collect()
+    } else {
+        let mut chosen: Vec<&'static Scenario> = Vec::new();
+        for n in &names {
+            let s = scenarios::find(n).ok_or_else(|| {
+                let known: Vec<&str> = scenarios::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario {n:?} (known: {}, all)", known.join(", "))
+            })?;
+            if !chosen.iter().any(|c| c.name() == s.name()) {
+                chosen.push(s);
+            }
+        }
+        chosen
+    };
+    Ok(Command::Run(Args {
+        scenarios,
+        quick,
+        seed,
+        json,
+        check,
+    }))
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match parse_args(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::List) => {
+            let width = scenarios::ALL
+                .iter()
+                .map(|s| s.name().len())
+                .max()
+                .unwrap_or(0);
+            for s in scenarios::ALL {
+                println!("{:<width$}  {}", s.name(), s.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run(args)) => run(&args),
+        Err(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = Options {
+        quick: args.quick,
+        seed: args.seed,
+        progress: true,
+    };
+    let mut errors = 0;
+    let mut missed: Vec<String> = Vec::new();
+    for scenario in &args.scenarios {
+        let report = match runtime.block_on(scenario.run(opts)) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("error: scenario {} could not run: {e}", scenario.name());
+                errors += 1;
+                continue;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let written = if args.json {
+            match report.to_json_line() {
+                Ok(line) => writeln!(out, "{line}"),
+                Err(e) => {
+                    eprintln!(
+                        "error: scenario {}: cannot encode JSON: {e}",
+                        scenario.name()
+                    );
+                    errors += 1;
+                    continue;
+                }
+            }
+        } else {
+            writeln!(out, "{}", report.render())
+        };
+        if let Err(e) = written.and_then(|()| out.flush()) {
+            eprintln!("error: cannot write to stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+        missed.extend(
+            report
+                .targets
+                .iter()
+                .filter(|t| !t.met)
+                .map(|t| format!("{}: {}", report.scenario, t.description)),
+        );
+    }
+    if errors > 0 {
+        return ExitCode::FAILURE;
+    }
+    if args.check {
+        if !missed.is_empty() {
+            eprintln!("check failed: {} target(s) not met:", missed.len());
+            for m in &missed {
+                eprintln!("  {m}");
+            }
+            return ExitCode::FAILURE;
+        }
+        eprintln!("check passed: every target met");
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn defaults_run_everything() {
+        let Ok(Command::Run(args)) = parse(&[]) else {
+            panic!("expected a run");
+        };
+        assert_eq!(args.scenarios.len(), scenarios::ALL.len());
+        assert_eq!(args.seed, DEFAULT_SEED);
+        assert!(!args.quick && !args.json && !args.check);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let Ok(Command::Run(args)) = parse(&[
+            "--scenario",
+            "overload,flaky",
+            "--quick",
+            "--seed=7",
+            "--json",
+            "--check",
+            "--scenario=flaky",
+        ]) else {
+            panic!("expected a run");
+        };
+        let names: Vec<&str> = args.scenarios.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["overload", "flaky"]);
+        assert_eq!(args.seed, 7);
+        assert!(args.quick && args.json && args.check);
+    }
+
+    #[test]
+    fn errors_are_reported() {
+        assert!(parse(&["--scenario", "nope"]).is_err_and(|e| e.contains("known:")));
+        assert!(parse(&["--seed"]).is_err());
+        assert!(parse(&["--seed", "-1"]).is_err());
+        assert!(parse(&["--quick=yes"]).is_err());
+        assert!(parse(&["--frobnicate"]).is_err());
+        assert!(matches!(parse(&["--quick", "-h"]), Ok(Command::Help)));
+        assert!(matches!(parse(&["--list"]), Ok(Command::List)));
+    }
+}

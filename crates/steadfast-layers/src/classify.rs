@@ -208,7 +208,8 @@ where
 }
 
 /// The default classifier: a response is a success, an error is retryable, except this crate's
-/// own deadline errors (retrying past a spent deadline cannot help).
+/// own deadline errors (retrying past a spent deadline cannot help) and open circuits (retried
+/// no sooner than the breaker's next probe, or not at all when forced open).
 ///
 /// ```
 /// use steadfast_layers::{BoxError, classify::{Classifier, Outcome, RetryOnError}};
@@ -219,6 +220,11 @@ where
 /// assert!(RetryOnError.classify(&io).is_retryable());
 /// let late: Result<(), BoxError> = Err(Box::new(DeadlineExceeded::new()));
 /// assert!(!RetryOnError.classify(&late).is_retryable());
+/// use std::time::Duration;
+/// use steadfast_layers::breaker::{BreakerState, CircuitOpen};
+/// let open: Result<(), BoxError> =
+///     Err(Box::new(CircuitOpen::new(BreakerState::Open, Some(Duration::from_secs(3)))));
+/// assert_eq!(RetryOnError.classify(&open).server_delay(), Some(Duration::from_secs(3)));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RetryOnError;
@@ -235,6 +241,20 @@ where
                     Outcome::fatal("deadline_exceeded")
                 }
                 Some(err) if err.is::<crate::timeout::Elapsed>() => Outcome::retryable("timeout"),
+                Some(err) => match err.downcast_ref::<crate::breaker::CircuitOpen>() {
+                    // Wait for the breaker's next probe (the deadline check decides if it fits).
+                    Some(open) => match (open.remaining(), open.state()) {
+                        (Some(wait), _) => Outcome::retry_after("circuit_open", wait),
+                        (None, crate::breaker::BreakerState::HalfOpen) => {
+                            Outcome::retryable("circuit_open")
+                        }
+                        // Forced open by an operator: retrying cannot help.
+                        (None, _) => Outcome::Pushback {
+                            reason: "circuit_open",
+                        },
+                    },
+                    None => Outcome::retryable("error"),
+                },
                 _ => Outcome::retryable("error"),
             },
         }

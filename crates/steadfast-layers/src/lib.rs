@@ -1,5 +1,6 @@
 //! Generic resilience layers for any [`tower::Service`](tower_service::Service): end-to-end
-//! deadlines, per-attempt timeouts, and retries with backoff, jitter and shared budgets.
+//! deadlines, per-attempt timeouts, retries with backoff, jitter and shared budgets, budgeted
+//! hedging ([`hedge`]), fallbacks ([`fallback`]) and fault injection ([`chaos`]).
 //!
 //! Every layer is built by a builder that validates its configuration and returns
 //! [`ConfigError`] rather than panicking; every service returns [`BoxError`] like tower's own
@@ -7,7 +8,9 @@
 //! [`retry::GaveUp`]); every decision is traced and counted (see [`telemetry`]).
 //!
 //! The standard order, outermost first: total deadline, then retry (each attempt bounded by its
-//! own timeout and the deadline).
+//! own timeout and the deadline). A fallback goes outside the deadline (to answer when it fires),
+//! a hedge layer inside the retry (each attempt is hedged), and a chaos layer innermost, beside
+//! the transport it stands in for.
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,9 +28,13 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod breaker;
+pub mod chaos;
 pub mod classify;
 pub mod deadline;
 mod error;
+pub mod fallback;
+pub mod hedge;
 pub mod retry;
 pub mod rng;
 pub mod telemetry;

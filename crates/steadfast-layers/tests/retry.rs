@@ -768,3 +768,59 @@ async fn transparent_retries_are_bounded() {
     assert_eq!(gave_up(&err).reason(), &GiveUpReason::AttemptsExhausted);
     assert_eq!(gave_up(&err).attempts(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_above_an_open_breaker_waits_for_its_next_probe() {
+    use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
+    let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .no_budget()
+                .max_attempts(3)
+                .backoff(constant(ms(10)))
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            CircuitBreakerLayer::builder()
+                .consecutive_failures(1)
+                .break_duration(BreakDuration::constant(Duration::from_secs(1)))
+                .build()
+                .unwrap(),
+        )
+        .service(script.service(vec![Step::Err("down"), Step::Ok(200)]));
+    let t0 = Instant::now();
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 200);
+    // Failure at 0 opens the breaker; the retry at 10 ms is refused locally (not sent) and waits
+    // the breaker's remaining 990 ms; the probe at 1 s succeeds.
+    assert_eq!(script.offsets(t0), [ms(0), ms(1000)]);
+
+    // When the deadline cannot wait for the probe, the call ends at once.
+    let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .no_budget()
+                .max_attempts(3)
+                .backoff(constant(ms(10)))
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            CircuitBreakerLayer::builder()
+                .consecutive_failures(1)
+                .break_duration(BreakDuration::constant(Duration::from_secs(5)))
+                .build()
+                .unwrap(),
+        )
+        .service(script.service(vec![Step::Err("down")]));
+    let t0 = Instant::now();
+    let err = Deadline::at(t0 + Duration::from_secs(1))
+        .scope(svc.oneshot(1))
+        .await
+        .unwrap_err();
+    assert_eq!(gave_up(&err).reason(), &GiveUpReason::Deadline);
+    assert_eq!(t0.elapsed(), ms(10));
+    assert_eq!(script.count(), 1);
+}

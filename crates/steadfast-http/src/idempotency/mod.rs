@@ -73,7 +73,6 @@
 //! ```
 
 mod client;
-mod error;
 mod server;
 pub mod store;
 mod telemetry;
@@ -82,7 +81,6 @@ pub use client::{
     is_idempotent_or_keyed, is_keyed, is_safe_or_keyed, AddIdempotencyKey, IdempotencyKeyLayer,
     IdempotencyKeyLayerBuilder, SafeOrKeyed,
 };
-pub use error::IdempotencyConfigError;
 pub use server::{
     ExtensionPrincipal, HeaderPrincipal, Idempotency, IdempotencyLayer, IdempotencyLayerBuilder,
     NoPrincipal, PrincipalExtractor, Rejection, RequestBody, ResponseBody, ResponseFuture,

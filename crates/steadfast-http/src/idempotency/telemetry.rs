@@ -16,7 +16,7 @@ pub(crate) const STORE_KEY: &str = "store";
 /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
 /// let stats = layer.stats();
 /// assert_eq!(stats.executions, 0);
-/// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+/// # Ok::<(), steadfast_http::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

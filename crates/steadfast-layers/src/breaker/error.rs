@@ -27,17 +27,35 @@ pub struct CircuitOpen {
 
 impl CircuitOpen {
     /// A refusal in `state`, `remaining` before a probe is allowed.
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::{BreakerState, CircuitOpen};
+    /// let e = CircuitOpen::new(BreakerState::ForcedOpen, None);
+    /// assert_eq!(e.to_string(), "circuit forced open");
+    /// ```
     pub const fn new(state: BreakerState, remaining: Option<Duration>) -> Self {
         Self { state, remaining }
     }
 
     /// The breaker's state when it refused the call: [`BreakerState::Open`],
     /// [`BreakerState::HalfOpen`] (every probe taken) or [`BreakerState::ForcedOpen`].
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::{BreakerState, CircuitOpen};
+    /// assert_eq!(CircuitOpen::new(BreakerState::HalfOpen, None).state(), BreakerState::HalfOpen);
+    /// ```
     pub const fn state(&self) -> BreakerState {
         self.state
     }
 
     /// How long until the breaker lets a probe through, when known.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::breaker::{BreakerState, CircuitOpen};
+    /// let e = CircuitOpen::new(BreakerState::Open, Some(Duration::from_millis(1500)));
+    /// assert_eq!(e.remaining(), Some(Duration::from_millis(1500)));
+    /// ```
     pub const fn remaining(&self) -> Option<Duration> {
         self.remaining
     }

@@ -4,12 +4,35 @@ use crate::error::{check_f64, ConfigError};
 use crate::rng::RandomSource;
 
 /// The largest count window a builder accepts.
+///
+/// ```
+/// # use steadfast_layers::breaker::{CircuitBreakerLayer, MAX_COUNT_WINDOW};
+/// assert!(CircuitBreakerLayer::builder().count_window(MAX_COUNT_WINDOW + 1).build().is_err());
+/// ```
 pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
 /// The most half-open probes a builder accepts.
+///
+/// ```
+/// # use steadfast_layers::breaker::{CircuitBreakerLayer, MAX_PROBES};
+/// assert!(CircuitBreakerLayer::builder().half_open_probes(MAX_PROBES).build().is_ok());
+/// ```
 pub const MAX_PROBES: u32 = 1_000;
-/// The longest break (base or cap) or time window a builder accepts: one day.
+/// The longest break (base or cap), slow-call threshold or time window a builder accepts: one
+/// day.
+///
+/// ```
+/// # use steadfast_layers::breaker::{BreakDuration, MAX_BREAK};
+/// assert!(BreakDuration::constant(MAX_BREAK * 2).validate().is_err());
+/// ```
 pub const MAX_BREAK: Duration = Duration::from_secs(24 * 3600);
 /// The most buckets a time window may have.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use steadfast_layers::breaker::{CircuitBreakerLayer, SlidingWindow, MAX_BUCKETS};
+/// let w = SlidingWindow::time_with_buckets(Duration::from_secs(3600), MAX_BUCKETS + 1);
+/// assert!(CircuitBreakerLayer::builder().window(w).build().is_err());
+/// ```
 pub const MAX_BUCKETS: u32 = 1_000;
 
 /// Which recent calls the closed breaker judges.
@@ -85,11 +108,9 @@ impl SlidingWindow {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         match *self {
             SlidingWindow::Count(0) => Err(ConfigError::zero("count_window")),
-            SlidingWindow::Count(n) if n > MAX_COUNT_WINDOW => Err(ConfigError::out_of_range(
-                "count_window",
-                n,
-                "[1, 1000000]",
-            )),
+            SlidingWindow::Count(n) if n > MAX_COUNT_WINDOW => {
+                Err(ConfigError::out_of_range("count_window", n, "[1, 1000000]"))
+            }
             SlidingWindow::Count(_) => Ok(()),
             SlidingWindow::Time { span, buckets } => {
                 if span.is_zero() {

@@ -134,6 +134,25 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The latest value of the `f64` gauge `name` (observable gauges are read at each flush).
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let last = all.last()?;
+        for scope in last.scope_metrics() {
+            for m in scope.metrics() {
+                if m.name() == name {
+                    if let AggregatedMetrics::F64(MetricData::Gauge(g)) = m.data() {
+                        return g.data_points().next().map(|p| p.value());
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
 /// One captured tracing event: its target, message and fields.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -157,6 +176,19 @@ pub struct Traces {
 impl Traces {
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         use tracing_subscriber::layer::SubscriberExt;
+        // tracing-core caches each callsite's interest globally, computed when the callsite is
+        // first hit (never before a dispatcher exists: the global max level starts at OFF).
+        // While at most one dispatcher is registered, it asks only the registering thread's
+        // subscriber, so a callsite first hit on another test's thread (no subscriber) would be
+        // cached as disabled for this one too. Two dispatchers kept alive for the whole test
+        // binary make every registration consult all live dispatchers, under tracing-core's lock.
+        static KEEP: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+        KEEP.get_or_init(|| {
+            [
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+            ]
+        });
         let subscriber = tracing_subscriber::registry().with(self.clone());
         tracing::subscriber::set_default(subscriber)
     }

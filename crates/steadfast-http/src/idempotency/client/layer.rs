@@ -4,10 +4,15 @@ use http::Method;
 use tower_layer::Layer;
 
 use super::AddIdempotencyKey;
-use crate::idempotency::error::IdempotencyConfigError;
+use crate::ConfigError;
 
 /// Adds an `Idempotency-Key` (a fresh UUID v7) to requests of the configured methods (`POST`
 /// and `PATCH` by default) that have none. A key the caller set is kept as it is.
+///
+/// Keyed requests are also marked [`Idempotent`](steadfast_layers::hedge::Idempotent), so that a
+/// [`HedgeLayer`](steadfast_layers::hedge::HedgeLayer) below may hedge them: the server
+/// deduplicates concurrent copies (the second gets `409`, the first's answer wins). Turn it off
+/// with [`mark_idempotent(false)`](IdempotencyKeyLayerBuilder::mark_idempotent).
 ///
 /// ```
 /// use http::Method;
@@ -15,11 +20,12 @@ use crate::idempotency::error::IdempotencyConfigError;
 /// let layer = IdempotencyKeyLayer::builder().methods([Method::POST, Method::PATCH, Method::DELETE]).build()?;
 /// assert!(layer.applies_to(&Method::DELETE));
 /// assert!(!layer.applies_to(&Method::GET));
-/// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+/// # Ok::<(), steadfast_http::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct IdempotencyKeyLayer {
     methods: Arc<[Method]>,
+    mark_idempotent: bool,
 }
 
 /// Builds an [`IdempotencyKeyLayer`].
@@ -31,6 +37,7 @@ pub struct IdempotencyKeyLayer {
 #[derive(Debug)]
 pub struct IdempotencyKeyLayerBuilder {
     methods: Vec<Method>,
+    mark_idempotent: bool,
 }
 
 impl IdempotencyKeyLayer {
@@ -43,6 +50,7 @@ impl IdempotencyKeyLayer {
     pub fn new() -> Self {
         Self {
             methods: Arc::from([Method::POST, Method::PATCH]),
+            mark_idempotent: true,
         }
     }
 
@@ -50,6 +58,7 @@ impl IdempotencyKeyLayer {
     pub fn builder() -> IdempotencyKeyLayerBuilder {
         IdempotencyKeyLayerBuilder {
             methods: vec![Method::POST, Method::PATCH],
+            mark_idempotent: true,
         }
     }
 
@@ -72,16 +81,31 @@ impl IdempotencyKeyLayerBuilder {
         self
     }
 
+    /// Whether keyed requests are marked [`Idempotent`](steadfast_layers::hedge::Idempotent)
+    /// for the hedge layer (default `true`).
+    ///
+    /// ```
+    /// # use steadfast_http::idempotency::IdempotencyKeyLayer;
+    /// let layer = IdempotencyKeyLayer::builder().mark_idempotent(false).build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn mark_idempotent(mut self, yes: bool) -> Self {
+        self.mark_idempotent = yes;
+        self
+    }
+
     /// Validates and builds the layer.
-    pub fn build(self) -> Result<IdempotencyKeyLayer, IdempotencyConfigError> {
+    pub fn build(self) -> Result<IdempotencyKeyLayer, ConfigError> {
         if self.methods.is_empty() {
-            return Err(IdempotencyConfigError::conflict(
+            return Err(ConfigError::conflict(
                 "methods",
                 "at least one method must get keys",
             ));
         }
         Ok(IdempotencyKeyLayer {
             methods: Arc::from(self.methods),
+            mark_idempotent: self.mark_idempotent,
         })
     }
 }
@@ -93,6 +117,7 @@ impl<S> Layer<S> for IdempotencyKeyLayer {
         AddIdempotencyKey {
             inner,
             methods: Arc::clone(&self.methods),
+            mark_idempotent: self.mark_idempotent,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! `Idempotency-Key`, so that every retry and hedge of it carries the same key and the server
 //! executes it once.
 //!
-//! Put it **outside** retries and hedges: it runs once per logical request, and the retry layer
-//! then copies the keyed request for each attempt. [`is_safe_or_keyed`] tells retry and hedge
+//! Put it **outside** retries and hedges: it runs once per logical request, and the retry and
+//! hedge layers then copy the keyed request for each attempt. Keyed requests are marked
+//! [`Idempotent`](steadfast_layers::hedge::Idempotent), which the hedge layer's default policy
+//! requires. [`is_safe_or_keyed`] tells retry and hedge
 //! eligibility whether a request may be sent twice; [`SafeOrKeyed`] applies it to a retry
 //! layer's [`Replay`](steadfast_layers::retry::Replay).
 //!

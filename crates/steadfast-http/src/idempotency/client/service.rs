@@ -4,11 +4,14 @@ use std::task::{Context, Poll};
 use http::{Method, Request};
 use tower_service::Service;
 
+use steadfast_layers::hedge::Idempotent;
+
+use super::is_keyed;
 use crate::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
 
 /// The service made by [`IdempotencyKeyLayer`](super::IdempotencyKeyLayer). Its future is the
-/// inner service's: the layer costs one header insert (and a UUID) per keyed request and nothing
-/// else.
+/// inner service's: the layer costs one header insert (and a UUID) and one extension insert per
+/// keyed request, and nothing else.
 ///
 /// ```
 /// use tower::{service_fn, Layer, ServiceExt};
@@ -25,6 +28,7 @@ use crate::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
 pub struct AddIdempotencyKey<S> {
     pub(super) inner: S,
     pub(super) methods: Arc<[Method]>,
+    pub(super) mark_idempotent: bool,
 }
 
 impl<S> AddIdempotencyKey<S> {
@@ -53,11 +57,20 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if self.methods.contains(req.method()) && !req.headers().contains_key(IDEMPOTENCY_KEY) {
-            req.headers_mut().insert(
-                IDEMPOTENCY_KEY,
-                IdempotencyKey::generate().to_header_value(),
-            );
+        if self.methods.contains(req.method()) {
+            let keyed = if req.headers().contains_key(IDEMPOTENCY_KEY) {
+                is_keyed(&req)
+            } else {
+                req.headers_mut().insert(
+                    IDEMPOTENCY_KEY,
+                    IdempotencyKey::generate().to_header_value(),
+                );
+                true
+            };
+            if keyed && self.mark_idempotent {
+                // The server deduplicates concurrent copies: safe to hedge.
+                Idempotent::mark(&mut req);
+            }
         }
         self.inner.call(req)
     }

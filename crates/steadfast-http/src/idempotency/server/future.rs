@@ -291,7 +291,9 @@ where
         let lease = self.lease.as_ref().ok_or_else(polled_after_completion)?;
         let body = self.buf.split().freeze();
         if self.core.publish_expiry {
-            let expires = http_date(unix_now().saturating_add(self.core.expiry.as_secs()));
+            // An HTTP-date: the one place a protocol needs wall-clock time (expiry itself is
+            // enforced by the store: `tokio::time`, Redis TTL, PostgreSQL `now()`).
+            let expires = httpdate::fmt_http_date(self.core.wall_clock.now() + self.core.expiry);
             if let Ok(v) = HeaderValue::from_str(&expires) {
                 parts.headers.insert(IDEMPOTENCY_KEY_EXPIRES, v);
             }
@@ -623,52 +625,5 @@ where
             };
             this.state.set(next);
         }
-    }
-}
-
-/// Seconds since the Unix epoch, from the wall clock: `Idempotency-Key-Expires` is an
-/// HTTP-date, the one place a protocol needs wall-clock time (expiry itself is enforced by the
-/// store: `tokio::time`, Redis TTL, PostgreSQL `now()`).
-#[allow(clippy::disallowed_types)]
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// An IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub(crate) fn http_date(unix_secs: u64) -> String {
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix_secs / 86_400;
-    let rem = unix_secs % 86_400;
-    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let weekday = WEEKDAYS[(days % 7) as usize];
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let month_name = MONTHS[(month - 1) as usize];
-    format!("{weekday}, {day:02} {month_name} {year} {hh:02}:{mm:02}:{ss:02} GMT")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::http_date;
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
-        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(http_date(4_102_444_800), "Fri, 01 Jan 2100 00:00:00 GMT");
     }
 }

@@ -6,10 +6,11 @@ use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
 
 use super::{Idempotency, PrincipalExtractor, SingleTenant, StoreResponses};
+use crate::classify::WallClock;
 use crate::codec::idempotency_key::{DEFAULT_MAX_LEN, MAX_LEN_LIMIT};
-use crate::idempotency::error::IdempotencyConfigError;
 use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::telemetry::{IdempotencyStats, Metrics};
+use crate::ConfigError;
 
 /// How long a completed key is kept by default: 24 hours, as Stripe does.
 ///
@@ -17,7 +18,7 @@ use crate::idempotency::telemetry::{IdempotencyStats, Metrics};
 /// use steadfast_http::idempotency::{IdempotencyLayer, DEFAULT_EXPIRY, store::MemoryStore};
 /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
 /// assert_eq!(layer.expiry(), DEFAULT_EXPIRY);
-/// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+/// # Ok::<(), steadfast_http::ConfigError>(())
 /// ```
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// How long a holder's lease lasts by default before another request may take it over.
@@ -71,7 +72,7 @@ const MAX_BODY: usize = 256 << 20;
 ///     .store_responses(StoreResponses::All)
 ///     .build()?;
 /// assert_eq!(layer.expiry(), Duration::from_secs(3600));
-/// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+/// # Ok::<(), steadfast_http::ConfigError>(())
 /// ```
 #[derive(Debug)]
 pub struct IdempotencyLayer<St, P> {
@@ -103,6 +104,7 @@ pub(crate) struct Core<St> {
     pub(crate) store_timeout: Duration,
     pub(crate) publish_expiry: bool,
     pub(crate) renew_leases: bool,
+    pub(crate) wall_clock: WallClock,
     pub(crate) instance: Arc<str>,
     pub(crate) metrics: Metrics,
 }
@@ -141,6 +143,7 @@ pub struct IdempotencyLayerBuilder<St, P = NoPrincipal> {
     store_timeout: Duration,
     publish_expiry: bool,
     renew_leases: bool,
+    wall_clock: WallClock,
     meter: Option<Meter>,
     name: Option<String>,
 }
@@ -155,7 +158,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
     /// use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
     /// # let _ = layer;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn builder(store: St) -> IdempotencyLayerBuilder<St, NoPrincipal> {
         IdempotencyLayerBuilder {
@@ -172,6 +175,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
             store_timeout: DEFAULT_STORE_TIMEOUT,
             publish_expiry: true,
             renew_leases: true,
+            wall_clock: WallClock::system(),
             meter: None,
             name: None,
         }
@@ -186,7 +190,7 @@ impl<St, P> IdempotencyLayer<St, P> {
     /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
     /// assert_eq!(layer.stats().replays, 0);
     /// assert_eq!(layer.store().len(), 0);
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn stats(&self) -> IdempotencyStats {
         self.core.metrics.stats()
@@ -230,7 +234,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     ///     .principal(|p: &http::request::Parts| p.headers.get("x-tenant")?.to_str().ok().map(str::to_owned))
     ///     .build()?;
     /// # let _ = layer;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn principal<P2: PrincipalExtractor>(
         self,
@@ -250,6 +254,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
             store_timeout: self.store_timeout,
             publish_expiry: self.publish_expiry,
             renew_leases: self.renew_leases,
+            wall_clock: self.wall_clock,
             meter: self.meter,
             name: self.name,
         }
@@ -261,7 +266,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().build()?;
     /// # let _ = layer;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn single_tenant(self) -> IdempotencyLayerBuilder<St, SingleTenant> {
         self.principal(SingleTenant)
@@ -276,7 +281,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant()
     ///     .methods([Method::POST, Method::PUT, Method::DELETE]).build()?;
     /// # let _ = layer;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn methods(mut self, methods: impl IntoIterator<Item = Method>) -> Self {
         self.methods = methods.into_iter().collect();
@@ -290,7 +295,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let layer = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().key_required(false).build()?;
     /// # let _ = layer;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn key_required(mut self, required: bool) -> Self {
         self.key_required = required;
@@ -320,7 +325,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().lease(Duration::from_secs(5)).build()?;
     /// assert_eq!(l.lease(), Duration::from_secs(5));
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -345,7 +350,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().max_request_body(64 << 10).build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn max_request_body(mut self, bytes: usize) -> Self {
         self.max_request_body = bytes;
@@ -359,7 +364,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().max_response_body(256 << 10).build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn max_response_body(mut self, bytes: usize) -> Self {
         self.max_response_body = bytes;
@@ -372,7 +377,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, StoreResponses, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().store_responses(StoreResponses::All).build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn store_responses(mut self, policy: StoreResponses) -> Self {
         self.store_responses = policy;
@@ -399,7 +404,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().publish_expiry(false).build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn publish_expiry(mut self, yes: bool) -> Self {
         self.publish_expiry = yes;
@@ -415,10 +420,26 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().renew_leases(false).build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn renew_leases(mut self, yes: bool) -> Self {
         self.renew_leases = yes;
+        self
+    }
+
+    /// Where `Idempotency-Key-Expires` reads wall-clock time (default the system clock).
+    ///
+    /// ```
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// # use steadfast_http::{classify::WallClock, idempotency::{IdempotencyLayer, store::MemoryStore}};
+    /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant()
+    ///     .wall_clock(WallClock::new(|| UNIX_EPOCH + Duration::from_secs(784_111_777)))
+    ///     .build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn wall_clock(mut self, clock: WallClock) -> Self {
+        self.wall_clock = clock;
         self
     }
 
@@ -429,7 +450,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant()
     ///     .meter(opentelemetry::global::meter("orders")).build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
@@ -443,7 +464,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().name("orders").build()?;
     /// # let _ = l;
-    /// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+    /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -461,56 +482,56 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
     ///     .expiry(Duration::from_secs(10)).lease(Duration::from_secs(60)).build().unwrap_err();
     /// assert_eq!(err.field(), "lease");
     /// ```
-    pub fn build(self) -> Result<IdempotencyLayer<St, P>, IdempotencyConfigError> {
+    pub fn build(self) -> Result<IdempotencyLayer<St, P>, ConfigError> {
         if self.methods.is_empty() {
-            return Err(IdempotencyConfigError::conflict(
+            return Err(ConfigError::conflict(
                 "methods",
                 "at least one method must be handled",
             ));
         }
         if self.expiry < Duration::from_secs(1) || self.expiry > MAX_EXPIRY {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "expiry",
                 self.expiry,
                 "[1 s, 30 days]",
             ));
         }
         if self.lease.is_zero() {
-            return Err(IdempotencyConfigError::zero("lease"));
+            return Err(ConfigError::zero("lease"));
         }
         if self.lease < Duration::from_millis(1) || self.lease > self.expiry {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "lease",
                 self.lease,
                 "[1 ms, expiry]",
             ));
         }
         if self.max_key_len == 0 || self.max_key_len > MAX_LEN_LIMIT {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "max_key_len",
                 self.max_key_len,
                 "[1, 8192]",
             ));
         }
         if self.max_request_body > MAX_BODY {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "max_request_body",
                 self.max_request_body,
                 "[0, 256 MiB]",
             ));
         }
         if self.max_response_body > MAX_BODY {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "max_response_body",
                 self.max_response_body,
                 "[0, 256 MiB]",
             ));
         }
         if self.store_timeout.is_zero() {
-            return Err(IdempotencyConfigError::zero("store_timeout"));
+            return Err(ConfigError::zero("store_timeout"));
         }
         if self.store_timeout > Duration::from_secs(60) {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "store_timeout",
                 self.store_timeout,
                 "(0, 60 s]",
@@ -534,6 +555,7 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
                 store_timeout: self.store_timeout,
                 publish_expiry: self.publish_expiry,
                 renew_leases: self.renew_leases,
+                wall_clock: self.wall_clock,
                 instance: Arc::from(self.name.unwrap_or_default()),
                 metrics,
             }),

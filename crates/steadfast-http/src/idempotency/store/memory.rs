@@ -10,7 +10,7 @@ use super::{
     StoreFuture, StoredResponse,
 };
 use crate::codec::idempotency_key::IdempotencyKey;
-use crate::idempotency::error::IdempotencyConfigError;
+use crate::ConfigError;
 
 /// The default capacity of a [`MemoryStore`], in records.
 ///
@@ -31,7 +31,7 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// use steadfast_http::idempotency::store::MemoryStore;
 /// let store = MemoryStore::builder().capacity(10_000).build()?;
 /// assert_eq!(store.len(), 0);
-/// # Ok::<(), steadfast_http::idempotency::IdempotencyConfigError>(())
+/// # Ok::<(), steadfast_http::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -58,9 +58,9 @@ impl MemoryStoreBuilder {
     }
 
     /// Validates and builds the store.
-    pub fn build(self) -> Result<MemoryStore, IdempotencyConfigError> {
+    pub fn build(self) -> Result<MemoryStore, ConfigError> {
         if self.capacity == 0 {
-            return Err(IdempotencyConfigError::zero("capacity"));
+            return Err(ConfigError::zero("capacity"));
         }
         Ok(MemoryStore {
             inner: Arc::new(Mutex::new(Inner {

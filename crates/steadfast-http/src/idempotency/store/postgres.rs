@@ -9,7 +9,7 @@ use super::{
     millis, BeginOutcome, BeginRequest, IdempotencyStore, Lease, StoreError, StoreFuture,
     StoredResponse,
 };
-use crate::idempotency::error::IdempotencyConfigError;
+use crate::ConfigError;
 
 /// The migration, applied by [`PostgresStore::migrate`] (and so by [`PostgresStore::connect`]):
 /// one table, keyed by `(scope, key)`, plus an index for purging expired rows. `{schema}`,
@@ -113,16 +113,16 @@ impl PostgresStoreBuilder {
     }
 
     /// Validates and builds the store (no I/O: call [`PostgresStore::migrate`] next).
-    pub fn build(self) -> Result<PostgresStore, IdempotencyConfigError> {
+    pub fn build(self) -> Result<PostgresStore, ConfigError> {
         if !valid_identifier(&self.schema) {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "schema",
                 &self.schema,
                 "[a-z_][a-z0-9_]{0,62}",
             ));
         }
         if !valid_identifier(&self.table) {
-            return Err(IdempotencyConfigError::out_of_range(
+            return Err(ConfigError::out_of_range(
                 "table",
                 &self.table,
                 "[a-z_][a-z0-9_]{0,62}",

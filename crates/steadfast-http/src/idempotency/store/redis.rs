@@ -9,7 +9,7 @@ use super::{
     millis, BeginOutcome, BeginRequest, IdempotencyStore, Lease, StoreError, StoreFuture,
     StoredResponse,
 };
-use crate::idempotency::error::IdempotencyConfigError;
+use crate::ConfigError;
 
 /// Takes or reports a record. Time is the Redis server's (`TIME`), so every replica agrees.
 /// Fields: `s` state (`i` in flight, `c` completed), `fp` fingerprint, `ow` owner, `ep` epoch,
@@ -146,9 +146,9 @@ impl RedisStoreBuilder {
     }
 
     /// Validates and builds the store.
-    pub fn build(self) -> Result<RedisStore, IdempotencyConfigError> {
+    pub fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.is_empty() {
-            return Err(IdempotencyConfigError::conflict(
+            return Err(ConfigError::conflict(
                 "prefix",
                 "must not be empty: the store would share the key space",
             ));

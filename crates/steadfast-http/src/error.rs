@@ -1,30 +1,29 @@
+//! Configuration errors of this crate's builders.
+
 use std::fmt;
 
-use steadfast_layers::Problem;
+pub use steadfast_layers::Problem;
 
-/// An idempotency layer or store builder was given a configuration that cannot work.
+/// A builder of this crate was given a configuration that cannot work.
 ///
-/// The same shape as [`steadfast_layers::ConfigError`]: the offending field, as the builder
-/// method is called, and a [`Problem`].
+/// It mirrors [`steadfast_layers::ConfigError`] (the field, as the builder method is called, and
+/// the [`Problem`]), and converts from it, so that the [presets](crate::preset), which build
+/// layers of both crates, return one error type.
 ///
 /// ```
 /// use std::time::Duration;
-/// use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
-/// let err = IdempotencyLayer::builder(MemoryStore::new())
-///     .single_tenant()
-///     .lease(Duration::ZERO)
-///     .build()
-///     .unwrap_err();
-/// assert_eq!(err.field(), "lease");
-/// assert!(err.to_string().contains("lease"));
+/// use steadfast_http::propagate::DeadlinePropagationLayer;
+/// let err = DeadlinePropagationLayer::builder().max_timeout(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.field(), "max_timeout");
+/// assert!(err.to_string().contains("max_timeout"));
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct IdempotencyConfigError {
+pub struct ConfigError {
     field: &'static str,
     problem: Problem,
 }
 
-impl IdempotencyConfigError {
+impl ConfigError {
     pub(crate) fn zero(field: &'static str) -> Self {
         Self {
             field,
@@ -54,17 +53,38 @@ impl IdempotencyConfigError {
     }
 
     /// The name of the offending field, as the builder method is called.
+    ///
+    /// ```
+    /// # use steadfast_http::body::ReplayBodyLayer;
+    /// let err = ReplayBodyLayer::with_limit(usize::MAX).unwrap_err();
+    /// assert_eq!(err.field(), "limit");
+    /// ```
     pub fn field(&self) -> &'static str {
         self.field
     }
 
     /// What is wrong with it.
+    ///
+    /// ```
+    /// # use steadfast_http::{body::ReplayBodyLayer, Problem};
+    /// let err = ReplayBodyLayer::with_limit(usize::MAX).unwrap_err();
+    /// assert!(matches!(err.problem(), Problem::OutOfRange { .. }));
+    /// ```
     pub fn problem(&self) -> &Problem {
         &self.problem
     }
 }
 
-impl fmt::Display for IdempotencyConfigError {
+impl From<steadfast_layers::ConfigError> for ConfigError {
+    fn from(e: steadfast_layers::ConfigError) -> Self {
+        Self {
+            field: e.field(),
+            problem: e.problem().clone(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.problem {
             Problem::Zero => write!(
@@ -85,9 +105,9 @@ impl fmt::Display for IdempotencyConfigError {
             Problem::Conflict(why) => {
                 write!(f, "invalid configuration: `{}`: {why}", self.field)
             }
-            _ => write!(f, "invalid configuration: `{}`", self.field),
+            other => write!(f, "invalid configuration: `{}`: {other:?}", self.field),
         }
     }
 }
 
-impl std::error::Error for IdempotencyConfigError {}
+impl std::error::Error for ConfigError {}

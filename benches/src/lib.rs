@@ -1,0 +1,409 @@
+//! Shared helpers for the `steadfast` benchmarks.
+//!
+//! The `overhead` bench measures the per-call cost of each steadfast layer beside its tower
+//! counterpart, the way the project's reference table does: an always-ready inner service that
+//! answers at once ([`Echo`]), one `ready()` + `call()` + `.await` per iteration
+//! ([`run_calls`]), on a current-thread runtime ([`runtime`]). After criterion has run, it
+//! prints a summary of steadfast / tower medians ([`summary_table`]) read back from the
+//! estimates criterion wrote in the same run ([`read_median_ns`]).
+//!
+//! This package deliberately does not enable tokio's `test-util` feature: with it, every
+//! `tokio::time::Instant::now()` goes through tokio's mockable clock, which would change the
+//! cost of the clock reads these benchmarks exist to measure.
+
+use std::convert::Infallible;
+use std::fmt::{self, Write as _};
+use std::future::{ready, Ready};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::Policy;
+use tower::{Service, ServiceExt};
+
+/// The timeout given to every timeout or deadline layer on both sides: long enough never to fire.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Attempts per call (first included) for every retry layer on both sides.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Set this environment variable (to anything but `0` or empty) for short criterion runs.
+pub const QUICK_ENV: &str = "STEADFAST_BENCH_QUICK";
+
+/// Whether [`QUICK_ENV`] asks for a quick run.
+///
+/// ```
+/// if steadfast_benches::quick_mode() {
+///     assert!(std::env::var_os(steadfast_benches::QUICK_ENV).is_some());
+/// }
+/// ```
+pub fn quick_mode() -> bool {
+    std::env::var_os(QUICK_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// An always-ready service that answers each request with itself, at once (a zero-sized type,
+/// like a `service_fn` over `std::future::ready`).
+///
+/// ```
+/// use tower::ServiceExt;
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// # rt.block_on(async {
+/// assert_eq!(steadfast_benches::Echo.oneshot(7).await, Ok(7));
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl Service<u32> for Echo {
+    type Response = u32;
+    type Error = Infallible;
+    type Future = Ready<Result<u32, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u32) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+/// The runtime every benchmark runs on: current-thread, with the time driver (tower's
+/// `Timeout` needs it) and nothing else.
+///
+/// # Errors
+///
+/// If tokio cannot build the runtime.
+pub fn runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+}
+
+/// Makes `iters` calls on `svc`, each one `ready()` + `call()` + `.await`, and returns the time
+/// they took. Meant for criterion's `iter_custom` inside `Runtime::block_on`.
+///
+/// # Panics
+///
+/// If the service fails: every benchmarked call is expected to succeed.
+///
+/// ```
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// let mut svc = steadfast_benches::Echo;
+/// let took = rt.block_on(steadfast_benches::run_calls(&mut svc, 10));
+/// assert!(took < std::time::Duration::from_secs(1));
+/// ```
+pub async fn run_calls<S>(svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u32, Response = u32>,
+    S::Error: fmt::Debug,
+{
+    let start = Instant::now();
+    for i in 0..iters {
+        let ready = svc.ready().await.expect("benchmarked service is ready");
+        let out = ready
+            .call(black_box(i as u32))
+            .await
+            .expect("benchmarked call succeeds");
+        black_box(out);
+    }
+    start.elapsed()
+}
+
+/// tower's retry policy from the `tower::retry::budget` docs example, with a [`TpsBudget`]:
+/// deposit on every success, withdraw before every retry. It also stops after
+/// [`MAX_ATTEMPTS`] attempts like the steadfast layer it is compared with (a counter in the
+/// per-call clone of the policy, untouched on the success path).
+#[derive(Clone, Debug)]
+pub struct TpsBudgetPolicy {
+    budget: Arc<TpsBudget>,
+    retries_left: u32,
+}
+
+impl TpsBudgetPolicy {
+    /// Finagle's defaults, as steadfast's default `RatioBudget`: ttl 10 s, 10 retries per second,
+    /// 20 % of requests.
+    pub fn finagle() -> Self {
+        Self {
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            retries_left: MAX_ATTEMPTS - 1,
+        }
+    }
+}
+
+impl<Req: Clone, Res, E> Policy<Req, Res, E> for TpsBudgetPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                // Treat all responses as success: deposit and do not retry.
+                self.budget.deposit();
+                None
+            }
+            Err(_) => {
+                if self.retries_left == 0 || !self.budget.withdraw() {
+                    return None;
+                }
+                self.retries_left -= 1;
+                Some(ready(()))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// tower's retry policy with no budget: every error is retried, up to [`MAX_ATTEMPTS`] attempts.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptsPolicy {
+    retries_left: u32,
+}
+
+impl Default for AttemptsPolicy {
+    fn default() -> Self {
+        Self {
+            retries_left: MAX_ATTEMPTS - 1,
+        }
+    }
+}
+
+impl<Req: Clone, Res, E> Policy<Req, Res, E> for AttemptsPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(_) if self.retries_left == 0 => None,
+            Err(_) => {
+                self.retries_left -= 1;
+                Some(ready(()))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// One steadfast-vs-tower comparison: a criterion group with one benchmark per side.
+#[derive(Clone, Copy, Debug)]
+pub struct Pair {
+    /// Criterion group name (also the directory under the criterion output directory).
+    pub group: &'static str,
+    /// What is compared, for the summary table.
+    pub label: &'static str,
+}
+
+/// Benchmark id of the steadfast side in every group.
+pub const OURS: &str = "steadfast";
+/// Benchmark id of the tower side in every group.
+pub const THEIRS: &str = "tower";
+/// Group of the bare inner service (the baseline): one benchmark, with id [`BARE_ID`].
+pub const BARE_GROUP: &str = "bare";
+/// Benchmark id of the bare inner service.
+pub const BARE_ID: &str = "echo";
+
+/// Every comparison the `overhead` bench runs, in order.
+pub const PAIRS: &[Pair] = &[
+    Pair {
+        group: "deadline",
+        label: "DeadlineLayer vs tower Timeout",
+    },
+    Pair {
+        group: "attempt_timeout",
+        label: "AttemptTimeoutLayer vs tower Timeout",
+    },
+    Pair {
+        group: "retry_budget",
+        label: "RetryLayer (RatioBudget) vs tower Retry (TpsBudget)",
+    },
+    Pair {
+        group: "retry_no_budget",
+        label: "RetryLayer (no budget) vs tower Retry (no budget)",
+    },
+    Pair {
+        group: "stack",
+        label: "deadline + retry(budget) vs timeout + retry(TpsBudget)",
+    },
+];
+
+/// Where criterion writes its estimates: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,
+/// else the workspace's `target/criterion`. The bench hands this directory to criterion
+/// explicitly, so that it reads back exactly what criterion wrote.
+pub fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("criterion")
+}
+
+/// The median point estimate, in nanoseconds per call, of benchmark `group/id` from
+/// `dir/<group>/<id>/new/estimates.json`, or `None` when there is none or it was written before
+/// `not_before` (a leftover of an earlier run: criterion writes none in `--test` mode or for a
+/// benchmark filtered out).
+pub fn read_median_ns(
+    dir: &Path,
+    group: &str,
+    id: &str,
+    not_before: Option<FileTime>,
+) -> Option<f64> {
+    let path = dir.join(group).join(id).join("new").join("estimates.json");
+    if let Some(t0) = not_before {
+        let written = FileTime::of(&path)?;
+        if written < t0 {
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json.get("median")?.get("point_estimate")?.as_f64()
+}
+
+/// A file modification time, compared only with another one (so no wall-clock arithmetic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileTime(Duration);
+
+impl FileTime {
+    /// The modification time of `path`, as time since the Unix epoch.
+    pub fn of(path: &Path) -> Option<Self> {
+        let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(FileTime)
+    }
+
+    /// The time "now" as the file system sees it: the modification time of a file just written
+    /// in `dir` (created if needed).
+    pub fn now_in(dir: &Path) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let marker = dir.join(".steadfast-run-start");
+        std::fs::write(&marker, b"").ok()?;
+        Self::of(&marker)
+    }
+}
+
+/// Medians of the two sides of a pair measured in alternation, in the same process: `rounds`
+/// rounds, each timing `calls` calls on `ours` then `calls` calls on `theirs`. On a shared
+/// machine whose load drifts, alternating keeps both sides under the same conditions, so their
+/// ratio is steadier than that of two criterion benchmarks run one after the other.
+///
+/// Returns `(ours, theirs)` in ns per call.
+///
+/// ```
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// use steadfast_benches::Echo;
+/// let (a, b) = steadfast_benches::interleaved_medians(&rt, &mut Echo, &mut Echo, 3, 1_000);
+/// assert!(a > 0.0 && b > 0.0);
+/// ```
+pub fn interleaved_medians<A, B>(
+    rt: &Runtime,
+    ours: &mut A,
+    theirs: &mut B,
+    rounds: usize,
+    calls: u64,
+) -> (f64, f64)
+where
+    A: Service<u32, Response = u32>,
+    A::Error: fmt::Debug,
+    B: Service<u32, Response = u32>,
+    B::Error: fmt::Debug,
+{
+    let per_call = |d: Duration| d.as_secs_f64() * 1e9 / calls.max(1) as f64;
+    // Warm both up first.
+    rt.block_on(run_calls(ours, calls));
+    rt.block_on(run_calls(theirs, calls));
+    let mut a = Vec::with_capacity(rounds);
+    let mut b = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        a.push(per_call(rt.block_on(run_calls(ours, calls))));
+        b.push(per_call(rt.block_on(run_calls(theirs, calls))));
+    }
+    (median(&mut a), median(&mut b))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The summary printed after the criterion groups: one row per [`Pair`] with the steadfast
+/// median, the tower median and their ratio (steadfast / tower; the target is at most 1.0), as
+/// criterion estimated them, then the ratio of the [`interleaved_medians`] cross-check.
+///
+/// `median(group, id)` returns criterion's median in ns, or `None` if that benchmark did not
+/// run; `interleaved(group)` returns the interleaved `(steadfast, tower)` medians, if measured.
+/// The verdict follows criterion's ratio.
+///
+/// ```
+/// let table = steadfast_benches::summary_table(
+///     |_, id| Some(if id == "steadfast" { 5.0 } else { 10.0 }),
+///     |_| Some((6.0, 10.0)),
+/// );
+/// assert!(table.contains("0.50") && table.contains("0.60"));
+/// ```
+pub fn summary_table(
+    median: impl Fn(&str, &str) -> Option<f64>,
+    interleaved: impl Fn(&str) -> Option<(f64, f64)>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsteadfast / tower, median ns per call (ready + call + await, current-thread runtime)"
+    );
+    if let Some(bare) = median(BARE_GROUP, BARE_ID) {
+        let _ = writeln!(out, "bare service (baseline): {bare:.1} ns");
+    }
+    let _ = writeln!(
+        out,
+        "{:<56} {:>9} {:>9} {:>6} {:>7}  target <= 1.0",
+        "pair (criterion medians; interleaved A/B ratio)", "steadfast", "tower", "ratio", "interl."
+    );
+    for pair in PAIRS {
+        let ours = median(pair.group, OURS);
+        let theirs = median(pair.group, THEIRS);
+        let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        let (ratio, verdict) = match (ours, theirs) {
+            (Some(o), Some(t)) if t > 0.0 => {
+                let r = o / t;
+                (format!("{r:.2}"), if r <= 1.0 { "ok" } else { "MISSED" })
+            }
+            _ => ("-".to_owned(), "not run"),
+        };
+        let cross = interleaved(pair.group)
+            .filter(|(_, t)| *t > 0.0)
+            .map_or_else(|| "-".to_owned(), |(o, t)| format!("{:.2}", o / t));
+        let _ = writeln!(
+            out,
+            "{:<56} {:>9} {:>9} {:>6} {:>7}  {}",
+            pair.label,
+            cell(ours),
+            cell(theirs),
+            ratio,
+            cross,
+            verdict
+        );
+    }
+    out
+}

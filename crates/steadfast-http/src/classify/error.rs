@@ -1,0 +1,55 @@
+use std::error::Error;
+use std::io;
+
+use steadfast_layers::classify::Outcome;
+use steadfast_layers::deadline::DeadlineExceeded;
+use steadfast_layers::timeout::Elapsed;
+
+use crate::body::ReplayBufferExceeded;
+
+/// Classifies a transport error by walking its source chain, for both HTTP and gRPC:
+///
+/// - [`DeadlineExceeded`] → fatal `deadline_exceeded` (the caller no longer waits);
+/// - [`Elapsed`] (a per-attempt timeout) → retryable `timeout`;
+/// - [`ReplayBufferExceeded`] (a body that could not be re-sent) → fatal `not_replayable`;
+/// - a hyper-util legacy client error with `is_connect()`, or an `io::Error` of kind
+///   `ConnectionRefused` → [`Outcome::NotSent`] (`connect`, `connection_refused`): the request
+///   never reached the server, so the retry layer retries it transparently;
+/// - anything else → retryable `error` when `retry_errors`, else fatal `error`.
+pub(super) fn classify_error(err: &(dyn Error + 'static), retry_errors: bool) -> Outcome {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<DeadlineExceeded>() {
+            return Outcome::fatal("deadline_exceeded");
+        }
+        if e.is::<Elapsed>() {
+            return Outcome::retryable("timeout");
+        }
+        if e.is::<ReplayBufferExceeded>() {
+            return Outcome::fatal("not_replayable");
+        }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            if h.is_connect() {
+                return Outcome::NotSent { reason: "connect" };
+            }
+        }
+        let mut next = e.source();
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::ConnectionRefused {
+                return Outcome::NotSent {
+                    reason: "connection_refused",
+                };
+            }
+            // `io::Error::source` skips the error it wraps; look at that error itself.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn Error + 'static));
+            }
+        }
+        cur = next;
+    }
+    if retry_errors {
+        Outcome::retryable("error")
+    } else {
+        Outcome::fatal("error")
+    }
+}

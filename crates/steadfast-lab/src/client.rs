@@ -1,0 +1,339 @@
+//! The lab's HTTP client: a hyper-util client as a tower service, and the steadfast stack around
+//! it.
+//!
+//! [`HttpClient`] sends `http::Request<Full<Bytes>>`, collects the response body, stamps every
+//! attempt with a unique `x-lab-attempt-id`, notes in the [`Ledger`] when an attempt is abandoned
+//! (its future dropped, e.g. by an attempt timeout), and can write the remaining deadline into
+//! the `x-steadfast-timeout-ms` header. [`lab_client`] wraps it as the lab's callers do:
+//! `DeadlineLayer` (the caller's end-to-end deadline), then `RetryLayer` (attempts, backoff,
+//! budget, per-attempt timeout), then the HTTP client.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use steadfast_layers::classify::{Classifier, Outcome, RetryOnError};
+use steadfast_layers::deadline::{Deadline, DeadlineLayer, DeadlineService};
+use steadfast_layers::retry::{
+    Backoff, Jitter, NotReplayable, RatioBudget, Replay, Retry, RetryLayer,
+};
+use steadfast_layers::timeout::AttemptTimeout;
+use steadfast_layers::{BoxError, ConfigError};
+use tokio::time::Instant;
+use tower::Layer;
+
+use crate::ledger::Ledger;
+
+/// Header carrying the lab's logical request id (the same on every attempt and every hop).
+pub const REQUEST_ID: &str = "x-lab-request-id";
+/// Header carrying the id of one attempt (unique per [`HttpClient`] call).
+pub const ATTEMPT_ID: &str = "x-lab-attempt-id";
+/// Header carrying the caller's remaining time in whole milliseconds. A later change adds
+/// `grpc-timeout` codecs; this simple header is what the lab propagates for now.
+pub const TIMEOUT_HEADER: &str = "x-steadfast-timeout-ms";
+
+/// The request type every lab client sends.
+pub type LabRequest = Request<Full<Bytes>>;
+/// The response type every lab client returns: the body collected.
+pub type LabResponse = Response<Bytes>;
+
+/// A hyper-util client as a `tower::Service`, instrumented for the lab.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    propagate: Option<Duration>,
+    ledger: Option<Arc<Ledger>>,
+    attempt_ids: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("propagate", &self.propagate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client with its own connection pool (keep-alive, `TCP_NODELAY`).
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        HttpClient {
+            client,
+            propagate: None,
+            ledger: None,
+            attempt_ids: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Writes the remaining time of the deadline in scope ([`Deadline::current`]) into
+    /// [`TIMEOUT_HEADER`], less `margin` (the time the hop itself may take, shaved as gRPC and
+    /// Google SRE advise so that the next hop gives up no later than its caller).
+    pub fn propagate_deadline(mut self, margin: Duration) -> Self {
+        self.propagate = Some(margin);
+        self
+    }
+
+    /// Notes abandoned attempts in `ledger`.
+    pub fn ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// How many attempts this client (and its clones) has sent.
+    pub fn attempts_sent(&self) -> u64 {
+        self.attempt_ids.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Notes the attempt as abandoned if its future is dropped before it finished.
+struct AbandonGuard {
+    ledger: Option<Arc<Ledger>>,
+    attempt: u64,
+    finished: bool,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Some(ledger) = &self.ledger {
+                ledger.attempt_abandoned(self.attempt, Instant::now());
+            }
+        }
+    }
+}
+
+impl tower::Service<LabRequest> for HttpClient {
+    type Response = LabResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<LabResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The pool opens connections on demand; hyper-util's client is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: LabRequest) -> Self::Future {
+        let attempt = self.attempt_ids.fetch_add(1, Ordering::Relaxed);
+        let headers = req.headers_mut();
+        headers.insert(ATTEMPT_ID, HeaderValue::from(attempt));
+        if let Some(margin) = self.propagate {
+            // Called inside the deadline layer's scope: the deadline in scope is the caller's.
+            if let Some(deadline) = Deadline::current() {
+                let left = deadline.remaining().saturating_sub(margin);
+                let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+                headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms));
+            }
+        }
+        let guard = AbandonGuard {
+            ledger: self.ledger.clone(),
+            attempt,
+            finished: false,
+        };
+        let sent = self.client.request(req);
+        Box::pin(async move {
+            // Move the whole guard in (a closure would capture only the field it touches).
+            let mut guard = guard;
+            let result = async {
+                let (parts, body) = sent.await?.into_parts();
+                let body = body.collect().await?.to_bytes();
+                Ok::<_, BoxError>(Response::from_parts(parts, body))
+            }
+            .await;
+            guard.finished = true;
+            result
+        })
+    }
+}
+
+/// What counts as success for the lab's callers: a 2xx. A 502, 503 or 504 and transport errors
+/// are retryable, a spent deadline is not (the library's [`RetryOnError`] decides errors), any
+/// other status is fatal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusClassifier;
+
+impl Classifier<LabResponse, BoxError> for StatusClassifier {
+    fn classify(&self, result: &Result<LabResponse, BoxError>) -> Outcome {
+        match result {
+            Ok(res) if res.status().is_success() => Outcome::Success,
+            Ok(res) => match res.status() {
+                StatusCode::SERVICE_UNAVAILABLE => Outcome::retryable("unavailable"),
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    Outcome::retryable("gateway")
+                }
+                _ => Outcome::fatal("status"),
+            },
+            Err(_) => Classifier::<LabResponse, BoxError>::classify(&RetryOnError, result),
+        }
+    }
+}
+
+/// Replays a [`LabRequest`] by rebuilding it (`http::Request` is not `Clone`): method, URI,
+/// version, headers and the (cheaply cloned) body; extensions are not copied.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RebuildRequest;
+
+impl Replay<LabRequest> for RebuildRequest {
+    fn replay(&self, template: &mut LabRequest) -> Result<LabRequest, NotReplayable> {
+        Ok(clone_request(template))
+    }
+}
+
+/// A copy of `req` (without its extensions).
+pub fn clone_request(req: &LabRequest) -> LabRequest {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// How a lab caller retries.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Retries {
+    /// One attempt only.
+    None,
+    /// Up to `max_attempts`, no budget.
+    Naive {
+        /// Attempts, first included.
+        max_attempts: u32,
+    },
+    /// Up to `max_attempts`, within a fresh [`RatioBudget`] shared by all of this client's calls.
+    Budgeted {
+        /// Attempts, first included.
+        max_attempts: u32,
+        /// Share of requests that may be retried (`0.1` = 10 %).
+        percent_can_retry: f64,
+        /// Retries allowed per second regardless of the ratio.
+        min_retries_per_sec: u32,
+    },
+}
+
+impl Retries {
+    /// A one-line description, for reports.
+    pub fn describe(&self) -> String {
+        match *self {
+            Retries::None => "1 attempt, no retries".to_owned(),
+            Retries::Naive { max_attempts } => format!("{max_attempts} attempts, no budget"),
+            Retries::Budgeted {
+                max_attempts,
+                percent_can_retry,
+                min_retries_per_sec,
+            } => format!(
+                "{max_attempts} attempts, RatioBudget {}% of requests + {min_retries_per_sec} retries/s over 10 s",
+                percent_can_retry * 100.0
+            ),
+        }
+    }
+}
+
+/// How a lab caller is configured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CallerConfig {
+    /// The caller's end-to-end deadline per logical request (retries included).
+    pub deadline: Duration,
+    /// Each attempt's timeout (`None`: attempts are bounded by the deadline only).
+    pub attempt_timeout: Option<Duration>,
+    /// Retry policy.
+    pub retries: Retries,
+    /// Exponential backoff base and cap (full jitter).
+    pub backoff: (Duration, Duration),
+    /// Seed of the backoff jitter.
+    pub seed: u64,
+}
+
+/// The service a lab caller uses: deadline, then retry (with per-attempt timeouts), then HTTP.
+pub type LabService =
+    DeadlineService<Retry<AttemptTimeout<HttpClient>, StatusClassifier, RebuildRequest>>;
+
+/// Builds a caller's stack around `http`.
+pub fn lab_client(cfg: &CallerConfig, http: HttpClient) -> Result<LabService, ConfigError> {
+    let (base, cap) = cfg.backoff;
+    let builder = RetryLayer::builder()
+        .backoff(Backoff::exponential(base, cap).jitter(Jitter::Full))
+        .seed(cfg.seed)
+        .classifier(StatusClassifier)
+        .replay(RebuildRequest);
+    let builder = match cfg.attempt_timeout {
+        Some(t) => builder.attempt_timeout(t),
+        None => builder,
+    };
+    let builder = match cfg.retries {
+        Retries::None => builder.max_attempts(1).no_budget(),
+        Retries::Naive { max_attempts } => builder.max_attempts(max_attempts).no_budget(),
+        Retries::Budgeted {
+            max_attempts,
+            percent_can_retry,
+            min_retries_per_sec,
+        } => {
+            let budget = RatioBudget::builder()
+                .percent_can_retry(percent_can_retry)
+                .min_retries_per_sec(min_retries_per_sec)
+                .ttl(Duration::from_secs(10))
+                .build()?;
+            builder.max_attempts(max_attempts).budget(Arc::new(budget))
+        }
+    };
+    let retry = builder.build()?;
+    let deadline = DeadlineLayer::new(cfg.deadline)?;
+    Ok(deadline.layer(retry.layer(http)))
+}
+
+/// A GET request for logical request `id` to `uri`.
+pub fn get(uri: &http::Uri, id: u64) -> Result<LabRequest, http::Error> {
+    Request::get(uri.clone())
+        .header(REQUEST_ID, id)
+        .body(Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_request_keeps_everything_but_extensions() {
+        let mut req = get(&http::Uri::from_static("http://127.0.0.1:1/x"), 7).expect("request");
+        req.extensions_mut().insert(5_u8);
+        let copy = RebuildRequest.replay(&mut req).expect("replayable");
+        assert_eq!(copy.uri(), req.uri());
+        assert_eq!(copy.headers().get(REQUEST_ID), Some(&HeaderValue::from(7)));
+        assert!(copy.extensions().get::<u8>().is_none());
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let res = |s: u16| -> Result<LabResponse, BoxError> {
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::from_u16(s).expect("status");
+            Ok(r)
+        };
+        assert_eq!(StatusClassifier.classify(&res(200)), Outcome::Success);
+        assert!(StatusClassifier.classify(&res(503)).is_retryable());
+        assert!(!StatusClassifier.classify(&res(404)).is_retryable());
+        let late: Result<LabResponse, BoxError> =
+            Err(Box::new(steadfast_layers::deadline::DeadlineExceeded::new()));
+        assert!(!StatusClassifier.classify(&late).is_retryable());
+    }
+}

@@ -1,0 +1,119 @@
+//! The scenarios, one file each.
+//!
+//! A scenario module provides
+//!
+//! ```text
+//! pub(crate) const SUMMARY: &str = "one line: what it shows";
+//! pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError>;
+//! ```
+//!
+//! and is registered by adding its module name to the `scenarios!` list below: that one line
+//! declares the module, names the scenario after it, and adds it to [`ALL`] (and so to
+//! `--scenario`, the default run, `--list` and the tests). A scenario starts its own servers,
+//! runs a bounded amount of load (a request count or a fixed time), drains the servers, and
+//! reports one [`VariantReport`](crate::report::VariantReport) per client configuration plus its
+//! [`Target`](crate::report::Target)s.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::report::ScenarioReport;
+use crate::{BoxError, Options};
+
+type RunFn = fn(Options) -> Pin<Box<dyn Future<Output = Result<ScenarioReport, BoxError>>>>;
+
+/// A registered scenario.
+#[derive(Clone, Copy)]
+pub struct Scenario {
+    name: &'static str,
+    summary: &'static str,
+    run: RunFn,
+}
+
+impl Scenario {
+    /// Its name, as given to `--scenario`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// One line: what it shows.
+    pub fn summary(&self) -> &'static str {
+        self.summary
+    }
+
+    /// Runs it.
+    pub async fn run(&self, opts: Options) -> Result<ScenarioReport, BoxError> {
+        (self.run)(opts).await
+    }
+}
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name;)*
+
+        /// Every scenario, in the order a full run runs them.
+        pub const ALL: &[Scenario] = &[$(
+            Scenario {
+                name: stringify!($name),
+                summary: $name::SUMMARY,
+                run: |opts| Box::pin($name::run(opts)),
+            },
+        )*];
+    };
+}
+
+// Register a scenario here (its module name is its name).
+scenarios![flaky, overload, deadline];
+
+/// The scenario called `name`.
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    ALL.iter().find(|s| s.name == name)
+}
+
+/// `d` for configuration lines: `250 ms`, `2 s`, `1.5 s`.
+pub(crate) fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms >= 1000.0 {
+        let s = ms / 1000.0;
+        if s.fract() == 0.0 {
+            format!("{s:.0} s")
+        } else {
+            format!("{s:.1} s")
+        }
+    } else if ms.fract() == 0.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(ms(Duration::from_millis(250)), "250 ms");
+        assert_eq!(ms(Duration::from_secs(2)), "2 s");
+        assert_eq!(ms(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(ms(Duration::from_micros(2500)), "2.5 ms");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, s) in ALL.iter().enumerate() {
+            assert!(ALL[i + 1..].iter().all(|t| t.name() != s.name()));
+            assert!(find(s.name()).is_some());
+        }
+    }
+}

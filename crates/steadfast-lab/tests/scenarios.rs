@@ -1,0 +1,106 @@
+//! Runs every registered scenario in quick mode, in-process, against real servers on loopback,
+//! and checks the published JSON shape and that each scenario's targets hold.
+//!
+//! One test runs them one after another: scenarios measure throughput and latency, so running
+//! them side by side on a small machine would distort each other's figures.
+
+use serde_json::Value;
+use steadfast_lab::{scenarios, Options};
+
+const VARIANT_FIELDS: [&str; 8] = [
+    "name",
+    "requests",
+    "succeeded",
+    "server_calls",
+    "amplification",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+];
+
+fn variant<'a>(json: &'a Value, name: &str) -> &'a Value {
+    json["variants"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no variant {name} in {json}"))
+}
+
+fn check_shape(json: &Value, scenario: &str) {
+    assert_eq!(json["scenario"], scenario);
+    let variants = json["variants"].as_array().expect("variants is an array");
+    assert!(!variants.is_empty());
+    for v in variants {
+        for key in VARIANT_FIELDS {
+            assert!(v.get(key).is_some(), "{scenario}: variant lacks {key}: {v}");
+        }
+        let requests = v["requests"].as_f64().expect("requests is a number");
+        let calls = v["server_calls"]
+            .as_f64()
+            .expect("server_calls is a number");
+        let amplification = v["amplification"]
+            .as_f64()
+            .expect("amplification is a number");
+        assert!(requests > 0.0, "{scenario}: no requests: {v}");
+        assert!(
+            (amplification - calls / requests).abs() < 1e-3,
+            "{scenario}: amplification is not server_calls / requests: {v}"
+        );
+        let p50 = v["p50_ms"].as_f64().expect("p50_ms");
+        let p99 = v["p99_ms"].as_f64().expect("p99_ms");
+        let p999 = v["p999_ms"].as_f64().expect("p999_ms");
+        assert!(
+            p50 <= p99 && p99 <= p999,
+            "{scenario}: percentiles out of order: {v}"
+        );
+    }
+    assert!(json["targets"].as_array().is_some_and(|t| !t.is_empty()));
+    assert!(json["targets_met"].is_boolean());
+}
+
+fn check_specific(json: &Value, scenario: &str) {
+    match scenario {
+        "flaky" => {
+            for name in ["none", "naive_retry", "budgeted_retry"] {
+                assert!(variant(json, name)["success_rate"].is_number());
+            }
+        }
+        "overload" => {
+            for name in ["naive_retry", "budgeted_retry"] {
+                assert!(variant(json, name)["goodput"].is_number());
+            }
+        }
+        "deadline" => {
+            let with = &variant(json, "with_deadline")["served_after_caller_gave_up"];
+            let without = &variant(json, "without_deadline")["served_after_caller_gave_up"];
+            assert_eq!(with.as_u64(), Some(0), "{json}");
+            assert!(without.as_u64().is_some_and(|n| n > 0), "{json}");
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_meets_its_targets_in_quick_mode() {
+    let opts = Options {
+        quick: true,
+        seed: steadfast_lab::DEFAULT_SEED,
+        progress: false,
+    };
+    for scenario in scenarios::ALL {
+        let report = scenario
+            .run(opts)
+            .await
+            .unwrap_or_else(|e| panic!("{} failed to run: {e}", scenario.name()));
+        let line = report.to_json_line().expect("JSON encodes");
+        assert!(!line.contains('\n'), "one line per scenario");
+        let json: Value = serde_json::from_str(&line).expect("JSON parses");
+        check_shape(&json, scenario.name());
+        check_specific(&json, scenario.name());
+        assert!(
+            report.targets_met(),
+            "{} missed a target:\n{}",
+            scenario.name(),
+            report.render()
+        );
+    }
+}

@@ -1,0 +1,738 @@
+//! One breaker's state machine, in atomics.
+//!
+//! The state lives in one `AtomicU64` word: the state (3 bits), an epoch (21 bits, bumped by
+//! every transition) and, when open, the instant a probe is allowed (40 bits of milliseconds since
+//! the layer was built). Transitions are compare-and-swaps on that word, so exactly one caller
+//! performs each. A call remembers the epoch it was admitted in; an outcome from an older epoch
+//! is ignored. Half-open probes are counted in a second word tagged with the half-open epoch
+//! (issued, completed, failed, slow), so a new half-open period starts from zero without a reset.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
+
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
+use tokio::time::Instant;
+
+use super::window::{rate, Counts, Window};
+use super::{
+    BreakDuration, BreakerMetrics, BreakerState, CircuitOpen, Mode, SlidingWindow, Transition,
+    TransitionReason,
+};
+use crate::rng::SharedRng;
+use crate::telemetry::{Attrs, Telemetry};
+
+// Core states (in the word).
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+/// Closed, with the window being cleared by the thread that made the transition.
+const RESETTING: u8 = 3;
+
+// Layer-wide control modes (set through the handle).
+pub(super) const NORMAL: u8 = 0;
+pub(super) const DISABLED: u8 = 1;
+pub(super) const FORCED_OPEN: u8 = 2;
+pub(super) const METRICS_ONLY: u8 = 3;
+
+const EPOCH_BITS: u32 = 21;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+const UNTIL_SHIFT: u32 = 24;
+const UNTIL_MAX: u64 = (1 << 40) - 1;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    fn new(state: u8, epoch: u32, until_ms: u64) -> Self {
+        Word(
+            u64::from(state)
+                | ((u64::from(epoch) & EPOCH_MASK) << 3)
+                | (until_ms.min(UNTIL_MAX) << UNTIL_SHIFT),
+        )
+    }
+    fn state(self) -> u8 {
+        (self.0 & 0b111) as u8
+    }
+    fn epoch(self) -> u32 {
+        ((self.0 >> 3) & EPOCH_MASK) as u32
+    }
+    fn next_epoch(self) -> u32 {
+        (self.epoch() + 1) & EPOCH_MASK as u32
+    }
+    fn until_ms(self) -> u64 {
+        self.0 >> UNTIL_SHIFT
+    }
+}
+
+/// Whether epoch `a` is later than epoch `b` (wrapping).
+fn newer(a: u32, b: u32) -> bool {
+    let d = u64::from(a.wrapping_sub(b)) & EPOCH_MASK;
+    d != 0 && d < (1 << (EPOCH_BITS - 1))
+}
+
+/// The half-open probe tally: epoch 21 bits, then issued, done, failed, slow, 10 bits each.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    epoch: u32,
+    issued: u32,
+    done: u32,
+    failed: u32,
+    slow: u32,
+}
+
+impl Tally {
+    fn unpack(v: u64) -> Self {
+        let f = |shift: u32| ((v >> shift) & 0x3ff) as u32;
+        Tally {
+            epoch: (v & EPOCH_MASK) as u32,
+            issued: f(21),
+            done: f(31),
+            failed: f(41),
+            slow: f(51),
+        }
+    }
+    fn pack(self) -> u64 {
+        let f = |x: u32, shift: u32| (u64::from(x) & 0x3ff) << shift;
+        (u64::from(self.epoch) & EPOCH_MASK)
+            | f(self.issued, 21)
+            | f(self.done, 31)
+            | f(self.failed, 41)
+            | f(self.slow, 51)
+    }
+}
+
+/// What a call was admitted as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ticket {
+    /// A call through the closed breaker, in this epoch.
+    Closed(u32),
+    /// A half-open probe, in this epoch.
+    Probe(u32),
+}
+
+/// The validated configuration shared by every breaker of a layer.
+#[derive(Clone, Debug)]
+pub(super) struct Config {
+    pub(super) window: SlidingWindow,
+    pub(super) failure_rate: f64,
+    pub(super) slow_call: Option<Duration>,
+    pub(super) slow_call_rate: f64,
+    pub(super) minimum_calls: u64,
+    pub(super) consecutive_failures: Option<u32>,
+    pub(super) probes: u32,
+    pub(super) progressive: bool,
+    pub(super) break_duration: BreakDuration,
+    pub(super) mode: Mode,
+}
+
+impl Config {
+    /// Whether a finished call needs the time: for its duration or for the time window.
+    pub(super) fn needs_end_time(&self) -> bool {
+        self.slow_call.is_some() || matches!(self.window, SlidingWindow::Time { .. })
+    }
+
+    fn closed_verdict(&self, c: &Counts, consecutive: u32) -> Option<TransitionReason> {
+        if c.calls >= self.minimum_calls {
+            if c.failures > 0 && c.failure_rate() >= self.failure_rate {
+                return Some(TransitionReason::FailureRate);
+            }
+            if self.slow_call.is_some() && c.slow > 0 && c.slow_rate() >= self.slow_call_rate {
+                return Some(TransitionReason::SlowCallRate);
+            }
+        }
+        match self.consecutive_failures {
+            Some(k) if consecutive >= k => Some(TransitionReason::ConsecutiveFailures),
+            _ => None,
+        }
+    }
+
+    fn probe_verdict(&self, t: &Tally) -> Option<TransitionReason> {
+        let n = u64::from(self.probes);
+        if t.failed > 0 && rate(u64::from(t.failed), n) >= self.failure_rate {
+            return Some(TransitionReason::FailureRate);
+        }
+        if self.slow_call.is_some()
+            && t.slow > 0
+            && rate(u64::from(t.slow), n) >= self.slow_call_rate
+        {
+            return Some(TransitionReason::SlowCallRate);
+        }
+        None
+    }
+}
+
+/// The transition callback.
+pub(super) type Callback = Arc<dyn Fn(&Transition) + Send + Sync>;
+
+/// Everything the breakers of one layer share.
+pub(super) struct Common {
+    pub(super) cfg: Config,
+    pub(super) origin: Instant,
+    pub(super) control: AtomicU8,
+    pub(super) rng: SharedRng,
+    pub(super) telemetry: Telemetry,
+    pub(super) attrs: Attrs,
+    pub(super) transitions: Counter<u64>,
+    pub(super) rejected: Counter<u64>,
+    pub(super) on_transition: Option<Callback>,
+    /// Tasks waiting in `poll_ready` (readiness mode only).
+    pub(super) waiters: Option<Mutex<Vec<Waker>>>,
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Common")
+            .field("cfg", &self.cfg)
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Common {
+    pub(super) fn control(&self) -> u8 {
+        self.control.load(Ordering::Acquire)
+    }
+
+    pub(super) fn nanos_since_origin(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The state shown for a breaker whose own state is `own`, given the control mode.
+    pub(super) fn effective(&self, own: BreakerState) -> BreakerState {
+        control_state(self.control()).unwrap_or(own)
+    }
+
+    /// Counts, traces and reports one transition.
+    pub(super) fn emit(&self, t: &Transition) {
+        let from = KeyValue::new("from", t.from.label());
+        let to = KeyValue::new("to", t.to.label());
+        match self.attrs.base() {
+            [name] => self.transitions.add(1, &[name.clone(), from, to]),
+            _ => self.transitions.add(1, &[from, to]),
+        }
+        tracing::info!(
+            target: "steadfast::breaker",
+            instance = self.telemetry.span_name(),
+            key = t.key.as_deref().unwrap_or(""),
+            from = t.from.label(),
+            to = t.to.label(),
+            reason = t.reason.label(),
+            failure_rate = t.failure_rate,
+            slow_rate = t.slow_call_rate,
+            "circuit breaker transition"
+        );
+        if let Some(cb) = &self.on_transition {
+            cb(t);
+        }
+        self.wake_all();
+    }
+
+    pub(super) fn count_rejection(&self, state: BreakerState) {
+        self.attrs.with("state", state.label(), |a| {
+            self.rejected.add(1, a);
+        });
+    }
+
+    pub(super) fn register(&self, waker: &Waker) {
+        if let Some(w) = &self.waiters {
+            let mut list = w.lock().unwrap_or_else(PoisonError::into_inner);
+            if !list.iter().any(|x| x.will_wake(waker)) {
+                list.push(waker.clone());
+            }
+        }
+    }
+
+    pub(super) fn wake_all(&self) {
+        if let Some(w) = &self.waiters {
+            let list = std::mem::take(&mut *w.lock().unwrap_or_else(PoisonError::into_inner));
+            for waker in list {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The state a control mode imposes, if any.
+pub(super) fn control_state(control: u8) -> Option<BreakerState> {
+    match control {
+        DISABLED => Some(BreakerState::Disabled),
+        FORCED_OPEN => Some(BreakerState::ForcedOpen),
+        METRICS_ONLY => Some(BreakerState::MetricsOnly),
+        _ => None,
+    }
+}
+
+/// How a probe request went.
+pub(super) enum ProbeGrant {
+    Granted(Ticket),
+    Full,
+    Stale,
+}
+
+/// One circuit breaker (one per key for per-key layers).
+pub(super) struct Core {
+    pub(super) common: Arc<Common>,
+    pub(super) key: Option<Arc<str>>,
+    word: AtomicU64,
+    window: Window,
+    consecutive: AtomicU32,
+    tally: AtomicU64,
+    opens: AtomicU32,
+    rejected: AtomicU64,
+    /// When this breaker was last used, in the key map's logical ticks (eviction order).
+    pub(super) last_used: AtomicU64,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("key", &self.key)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    pub(super) fn new(common: Arc<Common>, key: Option<Arc<str>>) -> Self {
+        let window = Window::new(common.cfg.window);
+        Core {
+            common,
+            key,
+            word: AtomicU64::new(Word::new(CLOSED, 0, 0).0),
+            window,
+            consecutive: AtomicU32::new(0),
+            tally: AtomicU64::new(0),
+            opens: AtomicU32::new(0),
+            rejected: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    fn cas(&self, from: Word, to: Word) -> bool {
+        self.word
+            .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn elapsed_nanos(&self) -> u64 {
+        self.common.nanos_since_origin(Instant::now())
+    }
+
+    /// This breaker's own state (the control mode aside).
+    pub(super) fn state(&self) -> BreakerState {
+        match self.load().state() {
+            OPEN => BreakerState::Open,
+            HALF_OPEN => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+
+    pub(super) fn note_rejection(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Admits a call or says why not. Reads the clock only when the breaker is open.
+    #[inline]
+    pub(super) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+        loop {
+            let w = self.load();
+            match w.state() {
+                CLOSED | RESETTING => return Ok(Ticket::Closed(w.epoch())),
+                OPEN => {
+                    if let Some(remaining) = self.open_remaining(w) {
+                        return Err(CircuitOpen::new(BreakerState::Open, Some(remaining)));
+                    }
+                    self.try_half_open(w);
+                }
+                _ => match self.try_probe(w.epoch()) {
+                    ProbeGrant::Granted(t) => return Ok(t),
+                    ProbeGrant::Full if self.load() == w => {
+                        return Err(CircuitOpen::new(BreakerState::HalfOpen, None));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Metrics-only mode: admits every call as a closed-state call (a breaker left open by a
+    /// race with the mode change is reset first).
+    pub(super) fn admit_unconditionally(&self) -> Ticket {
+        loop {
+            let w = self.load();
+            if matches!(w.state(), CLOSED | RESETTING) {
+                return Ticket::Closed(w.epoch());
+            }
+            self.reset();
+        }
+    }
+
+    /// How long the open breaker stays open, or `None` once a probe is allowed.
+    fn open_remaining(&self, w: Word) -> Option<Duration> {
+        let until = w.until_ms().saturating_mul(1_000_000);
+        let now = self.elapsed_nanos();
+        (now < until).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// In readiness mode: what to wait for before a call may be admitted.
+    pub(super) fn readiness(&self) -> Readiness {
+        loop {
+            let w = self.load();
+            match w.state() {
+                CLOSED | RESETTING => return Readiness::Ready(None),
+                OPEN => match self.open_remaining(w) {
+                    Some(_) => {
+                        let at = self.common.origin + Duration::from_millis(w.until_ms());
+                        return Readiness::Until(at);
+                    }
+                    None => self.try_half_open(w),
+                },
+                _ => match self.try_probe(w.epoch()) {
+                    ProbeGrant::Granted(t) => return Readiness::Ready(Some(t)),
+                    ProbeGrant::Full if self.load() == w => return Readiness::Wait,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Whether a ticket still belongs to the current epoch.
+    pub(super) fn is_current(&self, ticket: Ticket) -> bool {
+        let w = self.load();
+        match ticket {
+            Ticket::Closed(e) => matches!(w.state(), CLOSED | RESETTING) && w.epoch() == e,
+            Ticket::Probe(e) => w.state() == HALF_OPEN && w.epoch() == e,
+        }
+    }
+
+    fn try_half_open(&self, w: Word) {
+        let next = Word::new(HALF_OPEN, w.next_epoch(), 0);
+        if self.cas(w, next) {
+            let c = self.window.counts(self.elapsed_nanos());
+            self.emit(
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+                TransitionReason::BreakElapsed,
+                c.failure_rate(),
+                c.slow_rate(),
+            );
+        }
+    }
+
+    fn try_probe(&self, epoch: u32) -> ProbeGrant {
+        let cfg = &self.common.cfg;
+        let mut stale = false;
+        let granted = self
+            .tally
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                let mut t = Tally::unpack(v);
+                if t.epoch != epoch {
+                    if newer(t.epoch, epoch) {
+                        stale = true;
+                        return None;
+                    }
+                    t = Tally {
+                        epoch,
+                        ..Tally::default()
+                    };
+                }
+                let allowed = if cfg.progressive {
+                    cfg.probes.min(t.done.saturating_mul(2).max(1))
+                } else {
+                    cfg.probes
+                };
+                if t.issued >= allowed {
+                    return None;
+                }
+                t.issued += 1;
+                Some(t.pack())
+            })
+            .is_ok();
+        match (granted, stale) {
+            (true, _) => ProbeGrant::Granted(Ticket::Probe(epoch)),
+            (false, true) => ProbeGrant::Stale,
+            (false, false) => ProbeGrant::Full,
+        }
+    }
+
+    /// Gives back a probe permit whose call never finished (cancelled or never made).
+    pub(super) fn release(&self, ticket: Ticket) {
+        if let Ticket::Probe(epoch) = ticket {
+            let _ = self
+                .tally
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    let mut t = Tally::unpack(v);
+                    (t.epoch == epoch && t.issued > t.done).then(|| {
+                        t.issued -= 1;
+                        t.pack()
+                    })
+                });
+            self.common.wake_all();
+        }
+    }
+
+    /// Records a finished call. `now_nanos` is the finish time since the origin when the clock was
+    /// read (time window or slow-call detection), 0 otherwise.
+    #[inline]
+    pub(super) fn record(&self, ticket: Ticket, failure: bool, slow: bool, now_nanos: u64) {
+        match ticket {
+            Ticket::Closed(epoch) => self.record_closed(epoch, failure, slow, now_nanos),
+            Ticket::Probe(epoch) => self.record_probe(epoch, failure, slow),
+        }
+    }
+
+    #[inline]
+    fn record_closed(&self, epoch: u32, failure: bool, slow: bool, now_nanos: u64) {
+        let w = self.load();
+        if w.state() != CLOSED || w.epoch() != epoch {
+            return; // admitted before a transition: stale
+        }
+        self.window.record(failure, slow, now_nanos);
+        let consecutive = if failure {
+            self.consecutive
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1)
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        let counts = self.window.counts(now_nanos);
+        let Some(reason) = self.common.cfg.closed_verdict(&counts, consecutive) else {
+            return;
+        };
+        match self.common.control() {
+            NORMAL => self.trip(
+                w,
+                BreakerState::Closed,
+                reason,
+                counts.failure_rate(),
+                counts.slow_rate(),
+            ),
+            METRICS_ONLY => self.would_trip(w, reason, &counts),
+            // Admitted before the handle disabled or forced the breaker: nothing to decide.
+            _ => {}
+        }
+    }
+
+    fn record_probe(&self, epoch: u32, failure: bool, slow: bool) {
+        let mut after = None;
+        let _ = self
+            .tally
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                let mut t = Tally::unpack(v);
+                if t.epoch != epoch || t.done >= t.issued {
+                    return None;
+                }
+                t.done += 1;
+                t.failed += u32::from(failure);
+                t.slow += u32::from(slow);
+                after = Some(t);
+                Some(t.pack())
+            });
+        let Some(t) = after else { return };
+        let w = self.load();
+        if w.state() != HALF_OPEN || w.epoch() != epoch {
+            return;
+        }
+        let cfg = &self.common.cfg;
+        let n = u64::from(cfg.probes);
+        let (fr, sr) = (rate(u64::from(t.failed), n), rate(u64::from(t.slow), n));
+        match cfg.probe_verdict(&t) {
+            Some(reason) => self.trip(w, BreakerState::HalfOpen, reason, fr, sr),
+            None if t.done >= cfg.probes => {
+                let next = Word::new(RESETTING, w.next_epoch(), 0);
+                if self.cas(w, next) {
+                    self.clear(next.epoch());
+                    self.emit(
+                        BreakerState::HalfOpen,
+                        BreakerState::Closed,
+                        TransitionReason::ProbesPassed,
+                        fr,
+                        sr,
+                    );
+                }
+            }
+            // More probes may be allowed now (progressive half-open).
+            None => self.common.wake_all(),
+        }
+    }
+
+    fn trip(&self, w: Word, from: BreakerState, reason: TransitionReason, fr: f64, sr: f64) {
+        let common = &self.common;
+        let opens = self.opens.load(Ordering::Acquire).saturating_add(1);
+        let d = common.cfg.break_duration.duration(opens, &*common.rng);
+        let until_nanos = self
+            .elapsed_nanos()
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let until_ms = until_nanos.div_ceil(1_000_000);
+        if self.cas(w, Word::new(OPEN, w.next_epoch(), until_ms)) {
+            self.opens.store(opens, Ordering::Release);
+            self.emit(from, BreakerState::Open, reason, fr, sr);
+        }
+    }
+
+    /// Metrics-only mode: the thresholds were crossed. Say so and start a fresh window, as a trip
+    /// would, but keep letting calls through.
+    fn would_trip(&self, w: Word, reason: TransitionReason, c: &Counts) {
+        let next = Word::new(RESETTING, w.next_epoch(), 0);
+        if self.cas(w, next) {
+            self.clear(next.epoch());
+            tracing::info!(
+                target: "steadfast::breaker",
+                instance = self.common.telemetry.span_name(),
+                key = self.key.as_deref().unwrap_or(""),
+                reason = reason.label(),
+                failure_rate = c.failure_rate(),
+                slow_rate = c.slow_rate(),
+                "circuit breaker thresholds exceeded (metrics only: not opening)"
+            );
+        }
+    }
+
+    /// Clears the window and counters, then publishes `Closed` in `epoch` (called by the thread
+    /// that moved the word to `Resetting`).
+    fn clear(&self, epoch: u32) {
+        self.window.reset();
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.opens.store(0, Ordering::Relaxed);
+        self.word
+            .store(Word::new(CLOSED, epoch, 0).0, Ordering::Release);
+    }
+
+    /// Puts the breaker back to closed with an empty window (handle operations). Returns the
+    /// state it was in.
+    pub(super) fn reset(&self) -> BreakerState {
+        loop {
+            let w = self.load();
+            if w.state() == RESETTING {
+                // Another thread is clearing the window: a few stores away from done.
+                std::thread::yield_now();
+                continue;
+            }
+            let next = Word::new(RESETTING, w.next_epoch(), 0);
+            if self.cas(w, next) {
+                self.clear(next.epoch());
+                self.rejected.store(0, Ordering::Relaxed);
+                return match w.state() {
+                    OPEN => BreakerState::Open,
+                    HALF_OPEN => BreakerState::HalfOpen,
+                    _ => BreakerState::Closed,
+                };
+            }
+        }
+    }
+
+    fn emit(
+        &self,
+        from: BreakerState,
+        to: BreakerState,
+        reason: TransitionReason,
+        fr: f64,
+        sr: f64,
+    ) {
+        self.common.emit(&Transition {
+            from,
+            to,
+            reason,
+            failure_rate: fr,
+            slow_call_rate: sr,
+            key: self.key.clone(),
+        });
+    }
+
+    /// A snapshot of this breaker's counts.
+    pub(super) fn metrics(&self) -> BreakerMetrics {
+        let now = self.elapsed_nanos();
+        let w = self.load();
+        let c = self.window.counts(now);
+        let t = Tally::unpack(self.tally.load(Ordering::Acquire));
+        let (in_flight, done) = if w.state() == HALF_OPEN && t.epoch == w.epoch() {
+            (t.issued - t.done.min(t.issued), t.done)
+        } else {
+            (0, 0)
+        };
+        let own = self.state();
+        BreakerMetrics {
+            state: self.common.effective(own),
+            calls: c.calls,
+            failures: c.failures,
+            slow_calls: c.slow,
+            failure_rate: c.failure_rate(),
+            slow_call_rate: c.slow_rate(),
+            consecutive_failures: self.consecutive.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            consecutive_opens: self.opens.load(Ordering::Relaxed),
+            open_remaining: if w.state() == OPEN {
+                self.open_remaining(w).or(Some(Duration::ZERO))
+            } else {
+                None
+            },
+            probes_in_flight: in_flight,
+            probes_completed: done,
+        }
+    }
+}
+
+/// What `poll_ready` must wait for in readiness mode.
+pub(super) enum Readiness {
+    /// Ready; with a probe permit when half-open.
+    Ready(Option<Ticket>),
+    /// Open until this instant.
+    Until(Instant),
+    /// Half-open with every probe taken: wait for a wake-up.
+    Wait,
+}
+
+/// A claim on a breaker: what the call was admitted as. A probe claim that is dropped without an
+/// outcome gives its permit back.
+pub(super) struct Pass {
+    pub(super) core: Arc<Core>,
+    ticket: Option<Ticket>,
+}
+
+impl fmt::Debug for Pass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pass")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl Pass {
+    pub(super) fn new(core: Arc<Core>, ticket: Ticket) -> Self {
+        Pass {
+            core,
+            ticket: Some(ticket),
+        }
+    }
+
+    pub(super) fn is_current(&self) -> bool {
+        self.ticket.is_some_and(|t| self.core.is_current(t))
+    }
+
+    /// Records the outcome; consumes the claim.
+    #[inline]
+    pub(super) fn finish(mut self, failure: bool, slow: bool, now_nanos: u64) {
+        if let Some(t) = self.ticket.take() {
+            self.core.record(t, failure, slow, now_nanos);
+        }
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.core.release(t);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_service::Service;
+
+use super::core::{Pass, Readiness, DISABLED, FORCED_OPEN, METRICS_ONLY};
+use super::keyed::{Breakers, Registry};
+use super::{BreakerHandle, BreakerState, CircuitOpen, KeyExtractor, Mode, NoKey, ResponseFuture};
+use crate::classify::{Classifier, RetryOnError};
+use crate::telemetry::ms;
+use crate::BoxError;
+
+/// The service made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
+///
+/// ```
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use steadfast_layers::breaker::{BreakerState, CircuitBreakerLayer, CircuitOpen};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let down = service_fn(|()| async { Err::<(), _>(std::io::Error::other("refused")) });
+/// let layer = CircuitBreakerLayer::builder().count_window(5).minimum_calls(5).build().unwrap();
+/// let svc = layer.layer(down);
+/// for _ in 0..5 {
+///     let _ = svc.clone().oneshot(()).await;
+/// }
+/// assert_eq!(svc.handle().state(), BreakerState::Open);
+/// let err = svc.oneshot(()).await.unwrap_err();
+/// assert!(err.is::<CircuitOpen>());
+/// # }
+/// ```
+pub struct CircuitBreaker<S, C = RetryOnError, K = (), F = NoKey> {
+    inner: S,
+    classifier: C,
+    extract: F,
+    registry: Arc<Registry<K>>,
+    /// Readiness mode: the probe permit won by `poll_ready`.
+    ready: Option<Pass>,
+    /// Readiness mode: the timer for the end of the break (allocated once, then reset).
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: Clone, C: Clone, K, F: Clone> Clone for CircuitBreaker<S, C, K, F> {
+    /// A clone shares the breakers but not a probe permit won by `poll_ready`.
+    fn clone(&self) -> Self {
+        Self::new(
+            self.inner.clone(),
+            self.classifier.clone(),
+            self.extract.clone(),
+            Arc::clone(&self.registry),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C, K, F> fmt::Debug for CircuitBreaker<S, C, K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("registry", &self.registry)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, K, F> CircuitBreaker<S, C, K, F> {
+    pub(super) fn new(inner: S, classifier: C, extract: F, registry: Arc<Registry<K>>) -> Self {
+        Self {
+            inner,
+            classifier,
+            extract,
+            registry,
+            ready: None,
+            sleep: None,
+        }
+    }
+
+    /// The inner service.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// let _inner = svc.get_ref();
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let mut svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// let _inner = svc.get_mut();
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer's service, returning the inner one.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// let _inner = svc.into_inner();
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// A handle on the breakers this service shares with its layer.
+    ///
+    /// ```
+    /// use tower::{service_fn, Layer};
+    /// use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let layer = CircuitBreakerLayer::builder().build()?;
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// assert_eq!(svc.handle().breakers(), layer.handle().breakers());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> BreakerHandle<K> {
+        BreakerHandle {
+            registry: Arc::clone(&self.registry),
+        }
+    }
+
+    /// Readiness mode: ready when a call may be admitted (holding a probe permit when
+    /// half-open), pending while open or while every probe is taken.
+    fn poll_breaker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Breakers::Single(core) = &self.registry.breakers else {
+            return Poll::Ready(());
+        };
+        let common = &self.registry.common;
+        let mut registered = false;
+        loop {
+            match common.control() {
+                DISABLED | METRICS_ONLY => return Poll::Ready(()),
+                FORCED_OPEN => {
+                    if registered {
+                        return Poll::Pending;
+                    }
+                    common.register(cx.waker());
+                    registered = true;
+                    continue;
+                }
+                _ => {}
+            }
+            if self.ready.as_ref().is_some_and(Pass::is_current) {
+                return Poll::Ready(());
+            }
+            self.ready = None;
+            match core.readiness() {
+                Readiness::Ready(None) => return Poll::Ready(()),
+                Readiness::Ready(Some(ticket)) => {
+                    self.ready = Some(Pass::new(Arc::clone(core), ticket));
+                    return Poll::Ready(());
+                }
+                Readiness::Until(at) => {
+                    if !registered {
+                        common.register(cx.waker());
+                        registered = true;
+                    }
+                    let sleep = match &mut self.sleep {
+                        Some(s) => {
+                            if s.deadline() != at {
+                                s.as_mut().reset(at);
+                            }
+                            s
+                        }
+                        None => self.sleep.insert(Box::pin(sleep_until(at))),
+                    };
+                    ready!(sleep.as_mut().poll(cx));
+                }
+                Readiness::Wait => {
+                    if registered {
+                        return Poll::Pending;
+                    }
+                    common.register(cx.waker());
+                    registered = true;
+                }
+            }
+        }
+    }
+}
+
+impl<S, C, K, F, Req> Service<Req> for CircuitBreaker<S, C, K, F>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classifier<S::Response, S::Error> + Clone,
+    F: KeyExtractor<Req, K>,
+    K: Hash + Eq + fmt::Debug + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.registry.common.cfg.mode == Mode::Readiness {
+            ready!(self.poll_breaker(cx));
+        }
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Req) -> Self::Future {
+        let common = &self.registry.common;
+        let control = common.control();
+        if control == DISABLED {
+            return ResponseFuture::passthrough(self.inner.call(req));
+        }
+        if control == FORCED_OPEN {
+            common.count_rejection(BreakerState::ForcedOpen);
+            tracing::debug!(
+                target: "steadfast::breaker",
+                instance = common.telemetry.span_name(),
+                state = "forced_open",
+                "call rejected"
+            );
+            return ResponseFuture::rejected(CircuitOpen::new(BreakerState::ForcedOpen, None));
+        }
+        let (core, ready) = match &self.registry.breakers {
+            Breakers::Single(core) => (core, self.ready.take()),
+            Breakers::Keyed(map) => {
+                let core = map.get_or_insert(self.extract.key(&req), common);
+                return self.admit(core, req, control);
+            }
+        };
+        match ready {
+            Some(pass) if pass.is_current() => {
+                let started = common.cfg.slow_call.map(|_| Instant::now());
+                let fut = self.inner.call(req);
+                ResponseFuture::tracked(fut, self.classifier.clone(), pass, started)
+            }
+            _ => {
+                let core = Arc::clone(core);
+                self.admit(core, req, control)
+            }
+        }
+    }
+}
+
+impl<S, C: Clone, K, F> CircuitBreaker<S, C, K, F> {
+    #[inline]
+    fn admit<Req>(
+        &mut self,
+        core: Arc<super::core::Core>,
+        req: Req,
+        control: u8,
+    ) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Req>,
+    {
+        let admitted = if control == METRICS_ONLY {
+            Ok(core.admit_unconditionally())
+        } else {
+            core.admit()
+        };
+        match admitted {
+            Ok(ticket) => {
+                let started = core.common.cfg.slow_call.map(|_| Instant::now());
+                let fut = self.inner.call(req);
+                ResponseFuture::tracked(
+                    fut,
+                    self.classifier.clone(),
+                    Pass::new(core, ticket),
+                    started,
+                )
+            }
+            Err(open) => {
+                core.note_rejection();
+                let common = &core.common;
+                common.count_rejection(open.state());
+                tracing::debug!(
+                    target: "steadfast::breaker",
+                    instance = common.telemetry.span_name(),
+                    key = core.key.as_deref().unwrap_or(""),
+                    state = open.state().label(),
+                    remaining_ms = open.remaining().map(ms),
+                    "call rejected"
+                );
+                ResponseFuture::rejected(open)
+            }
+        }
+    }
+}

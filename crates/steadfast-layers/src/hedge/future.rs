@@ -1,0 +1,458 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_service::Service;
+use tracing::Span;
+
+use super::layer::Shared;
+use crate::classify::Classifier;
+use crate::deadline::Deadline;
+use crate::retry::{NotReplayable, Replay};
+use crate::telemetry::ms;
+use crate::BoxError;
+
+/// The response future of [`Hedge`](super::Hedge): races the original attempt and its hedges in
+/// one pinned state machine.
+///
+/// The original and the first hedge live inline: a call whose original wins allocates nothing,
+/// and neither does one hedge. Only when a second hedge must run alongside the first (with
+/// `max_hedges > 1`) is it boxed. The first poll that finds the original pending reads the clock
+/// once and arms the hedge timer; a call that completes on its first poll reads no clock at all.
+#[pin_project]
+pub struct ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+{
+    #[pin]
+    primary: Option<S::Future>,
+    #[pin]
+    hedge: Option<S::Future>,
+    #[pin]
+    timer: Option<Sleep>,
+    /// Hedges running alongside the inline one (boxed; empty, and unallocated, otherwise).
+    more: Vec<Extra<S::Future>>,
+    /// When the original started (its first pending poll); `None` while it has not been pending.
+    primary_start: Option<Instant>,
+    /// The inline hedge's number (1 for the first hedge) and start.
+    hedge_info: (u32, Option<Instant>),
+    /// `None` when the call is not hedged (only measured, or passed through).
+    ctx: Option<Hedging<S, C, R, Req>>,
+    /// The most informative failure so far, kept while other attempts are in flight.
+    failure: Option<Result<S::Response, S::Error>>,
+    /// `None` for a call passed through untouched.
+    shared: Option<Arc<Shared>>,
+    span: Span,
+}
+
+struct Extra<F> {
+    fut: Pin<Box<F>>,
+    number: u32,
+    start: Instant,
+}
+
+/// Everything a hedged call needs to send hedges.
+pub(super) struct Hedging<S, C, R, Req> {
+    service: S,
+    classifier: C,
+    replay: R,
+    /// The request kept for copies; the last hedge takes it.
+    template: Option<Req>,
+    delay: Duration,
+    /// Hedges sent so far.
+    sent: u32,
+    /// The timer fired and the hedge waits for the service to be ready.
+    due: bool,
+}
+
+impl<S, C, R, Req> Hedging<S, C, R, Req> {
+    pub(super) fn new(
+        service: S,
+        classifier: C,
+        replay: R,
+        template: Req,
+        delay: Duration,
+    ) -> Self {
+        Self {
+            service,
+            classifier,
+            replay,
+            template: Some(template),
+            delay,
+            sent: 0,
+            due: false,
+        }
+    }
+}
+
+impl<S, C, R, Req> std::fmt::Debug for ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("hedged", &self.ctx.is_some())
+            .field("hedges_sent", &self.ctx.as_ref().map_or(0, |c| c.sent))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, R, Req> ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+{
+    fn new(
+        fut: S::Future,
+        ctx: Option<Hedging<S, C, R, Req>>,
+        shared: Option<Arc<Shared>>,
+        span: Span,
+    ) -> Self {
+        Self {
+            primary: Some(fut),
+            hedge: None,
+            timer: None,
+            more: Vec::new(),
+            primary_start: None,
+            hedge_info: (0, None),
+            ctx,
+            failure: None,
+            shared,
+            span,
+        }
+    }
+
+    /// A call the layer does not touch.
+    pub(super) fn passthrough(fut: S::Future) -> Self {
+        Self::new(fut, None, None, Span::none())
+    }
+
+    /// A call that is not hedged but whose latency feeds the histogram.
+    pub(super) fn measured(fut: S::Future, shared: Arc<Shared>) -> Self {
+        Self::new(fut, None, Some(shared), Span::none())
+    }
+
+    /// A hedged call.
+    pub(super) fn hedged(
+        fut: S::Future,
+        ctx: Hedging<S, C, R, Req>,
+        shared: Arc<Shared>,
+        span: Span,
+    ) -> Self {
+        Self::new(fut, Some(ctx), Some(shared), span)
+    }
+}
+
+/// The clock, read at most once per poll and only when needed.
+struct Clock(Option<Instant>);
+
+impl Clock {
+    fn now(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
+/// Why a due hedge was not sent.
+enum Skip {
+    Deadline(Duration),
+    NotReplayable(NotReplayable),
+    Budget(&'static str),
+}
+
+impl Skip {
+    fn label(&self) -> &'static str {
+        match self {
+            Skip::Deadline(_) => "deadline",
+            Skip::NotReplayable(_) => "not_replayable",
+            Skip::Budget(_) => "budget",
+        }
+    }
+}
+
+impl<S, C, R, Req> Future for ResponseFuture<S, C, R, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classifier<S::Response, S::Error>,
+    R: Replay<Req>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(shared) = this.shared.as_deref() else {
+            return match this.primary.as_pin_mut() {
+                Some(fut) => fut.poll(cx).map_err(Into::into),
+                None => panic!("hedge ResponseFuture polled after completion"),
+            };
+        };
+        let _entered = this.span.enter();
+        let mut clock = Clock(None);
+        loop {
+            // 1. Poll every attempt in flight; settle the first one that finished.
+            let mut done = None;
+            if let Some(fut) = this.primary.as_mut().as_pin_mut() {
+                match fut.poll(cx) {
+                    Poll::Ready(r) => {
+                        this.primary.set(None);
+                        done = Some((r, 0, *this.primary_start));
+                    }
+                    Poll::Pending if this.primary_start.is_none() => {
+                        // The first pending poll: the attempt's clock starts, and the hedge timer.
+                        let now = clock.now();
+                        *this.primary_start = Some(now);
+                        if let Some(ctx) = this.ctx.as_ref() {
+                            if let Some(at) = now.checked_add(ctx.delay) {
+                                this.timer.set(Some(sleep_until(at)));
+                            }
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if done.is_none() {
+                if let Some(fut) = this.hedge.as_mut().as_pin_mut() {
+                    if let Poll::Ready(r) = fut.poll(cx) {
+                        this.hedge.set(None);
+                        done = Some((r, this.hedge_info.0, this.hedge_info.1));
+                    }
+                }
+            }
+            if done.is_none() {
+                for i in 0..this.more.len() {
+                    if let Poll::Ready(r) = this.more[i].fut.as_mut().poll(cx) {
+                        let extra = this.more.swap_remove(i);
+                        done = Some((r, extra.number, Some(extra.start)));
+                        break;
+                    }
+                }
+            }
+
+            if let Some((result, number, start)) = done {
+                if let Some(tracker) = shared.tracker() {
+                    // An attempt that completed on its first poll took no measurable time.
+                    let latency = match start {
+                        Some(s) => clock.now().saturating_duration_since(s),
+                        None => Duration::ZERO,
+                    };
+                    tracker.record(latency, clock.0);
+                }
+                let Some(ctx) = this.ctx.as_mut() else {
+                    return Poll::Ready(result.map_err(Into::into));
+                };
+                let outcome = ctx.classifier.classify(&result);
+                if !outcome.is_failure() {
+                    if ctx.sent > 0 {
+                        if let Some(tracker) = shared.tracker() {
+                            // The losers' time so far is a lower bound of their latency: recording
+                            // it keeps the slow tail (which hedging cuts short) in the histogram,
+                            // so that the learned delay does not drift down.
+                            let now = clock.now();
+                            let censor = |s: Instant| {
+                                tracker.record(now.saturating_duration_since(s), Some(now));
+                            };
+                            if let (true, Some(s)) = (this.primary.is_some(), *this.primary_start) {
+                                censor(s);
+                            }
+                            if let (true, Some(s)) = (this.hedge.is_some(), this.hedge_info.1) {
+                                censor(s);
+                            }
+                            for extra in this.more.iter() {
+                                censor(extra.start);
+                            }
+                        }
+                        let winner = if number == 0 { "primary" } else { "hedge" };
+                        shared
+                            .attrs
+                            .with("winner", winner, |a| shared.wins.add(1, a));
+                        tracing::debug!(
+                            target: "steadfast::hedge",
+                            winner,
+                            attempt = number,
+                            hedges_sent = ctx.sent,
+                            "hedged call won; the other attempts are cancelled"
+                        );
+                    }
+                    // The losers are cancelled by dropping them.
+                    this.primary.set(None);
+                    this.hedge.set(None);
+                    this.more.clear();
+                    this.timer.set(None);
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                let in_flight =
+                    this.primary.is_some() || this.hedge.is_some() || !this.more.is_empty();
+                // A failed response is more informative than an error (a proxy must forward it);
+                // otherwise the latest failure is kept.
+                let best = match this.failure.take() {
+                    Some(prev) if prev.is_ok() && result.is_err() => prev,
+                    _ => result,
+                };
+                if !in_flight {
+                    if ctx.sent > 0 {
+                        tracing::debug!(
+                            target: "steadfast::hedge",
+                            attempts = ctx.sent + 1,
+                            reason = outcome.reason(),
+                            "every hedged attempt failed"
+                        );
+                    }
+                    this.timer.set(None);
+                    return Poll::Ready(best.map_err(Into::into));
+                }
+                tracing::debug!(
+                    target: "steadfast::hedge",
+                    attempt = number,
+                    reason = outcome.reason(),
+                    "attempt failed; waiting for the others in flight"
+                );
+                *this.failure = Some(best);
+                continue;
+            }
+
+            // 2. Nothing finished: drive the hedge timer.
+            let Some(ctx) = this.ctx.as_mut() else {
+                return Poll::Pending;
+            };
+            if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                if timer.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.timer.set(None);
+                ctx.due = true;
+            }
+            if !ctx.due {
+                return Poll::Pending;
+            }
+            match ctx.service.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    ctx.due = false;
+                    let e: BoxError = e.into();
+                    tracing::debug!(
+                        target: "steadfast::hedge",
+                        error = %e,
+                        "hedging stopped: the service failed to become ready"
+                    );
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) => ctx.due = false,
+            }
+            let now = clock.now();
+            let req = match plan(shared, ctx, now) {
+                Ok(req) => req,
+                Err(skip) => {
+                    shared.skip(skip.label());
+                    match &skip {
+                        Skip::Deadline(left) => tracing::debug!(
+                            target: "steadfast::hedge",
+                            reason = "deadline",
+                            hedge = ctx.sent + 1,
+                            deadline_remaining_ms = ms(*left),
+                            min_hedge_time_ms = ms(shared.min_hedge_time),
+                            "hedge skipped: the deadline cannot hold another attempt"
+                        ),
+                        Skip::NotReplayable(why) => tracing::debug!(
+                            target: "steadfast::hedge",
+                            reason = "not_replayable",
+                            hedge = ctx.sent + 1,
+                            why = why.reason(),
+                            "hedge skipped: the request cannot be copied"
+                        ),
+                        Skip::Budget(which) => tracing::debug!(
+                            target: "steadfast::hedge",
+                            reason = "budget",
+                            budget = *which,
+                            hedge = ctx.sent + 1,
+                            budget_balance = shared.budget_balance(),
+                            "hedge skipped: budget exhausted"
+                        ),
+                    }
+                    return Poll::Pending;
+                }
+            };
+            ctx.sent += 1;
+            let number = ctx.sent;
+            let fut = ctx.service.call(req);
+            shared.sent.add(1, shared.attrs.base());
+            tracing::debug!(
+                target: "steadfast::hedge",
+                hedge = number,
+                delay_ms = ms(ctx.delay),
+                budget_balance = shared.budget_balance(),
+                deadline_remaining_ms = Deadline::current().map(|d| ms(d.timeout_at(now))),
+                "hedge sent"
+            );
+            if this.hedge.is_none() {
+                this.hedge.set(Some(fut));
+                *this.hedge_info = (number, Some(now));
+            } else {
+                this.more.push(Extra {
+                    fut: Box::pin(fut),
+                    number,
+                    start: now,
+                });
+            }
+            if number < shared.max_hedges {
+                if let Some(at) = now.checked_add(ctx.delay) {
+                    this.timer.set(Some(sleep_until(at)));
+                }
+            }
+        }
+    }
+}
+
+/// Checks, in order, the deadline, a copy of the request, then the budgets (last, so that a
+/// refusal for another reason spends nothing), and returns the request to send.
+fn plan<S, C, R, Req>(
+    shared: &Shared,
+    ctx: &mut Hedging<S, C, R, Req>,
+    now: Instant,
+) -> Result<Req, Skip>
+where
+    R: Replay<Req>,
+{
+    if let Some(deadline) = Deadline::current() {
+        let left = deadline.timeout_at(now);
+        if left < shared.min_hedge_time {
+            return Err(Skip::Deadline(left));
+        }
+    }
+    let last = ctx.sent + 1 >= shared.max_hedges;
+    let req = if last {
+        ctx.template.take()
+    } else {
+        match ctx.template.as_mut() {
+            Some(template) => Some(ctx.replay.replay(template).map_err(Skip::NotReplayable)?),
+            None => None,
+        }
+    };
+    let Some(req) = req else {
+        return Err(Skip::NotReplayable(NotReplayable::new(
+            "the request was not kept",
+        )));
+    };
+    if let Some(budget) = &shared.budget {
+        if !budget.withdraw() {
+            shared
+                .attrs
+                .with("budget", "hedge", |a| shared.budget_exhausted.add(1, a));
+            return Err(Skip::Budget("hedge"));
+        }
+    }
+    if let Some(retry) = &shared.retry_budget {
+        if !retry.withdraw() {
+            if let Some(budget) = &shared.budget {
+                budget.refund();
+            }
+            shared
+                .attrs
+                .with("budget", "retry", |a| shared.budget_exhausted.add(1, a));
+            return Err(Skip::Budget("retry"));
+        }
+    }
+    Ok(req)
+}

@@ -1,0 +1,319 @@
+//! A lock-free rotating latency histogram with microsecond resolution, and the hedge delay it
+//! learns.
+//!
+//! Log-linear buckets (HdrHistogram's layout): values below 32 µs are exact, and every power of
+//! two above is split into 32 buckets, so a bucket is at most 1/32 (3.1 %) of the values it
+//! holds. Values are clamped at 2^32 - 1 µs (about 71 minutes). The window is [`SLOTS`] slots of
+//! `window / SLOTS` each; a slot is an array of atomic counters tagged with its time slot, reset by
+//! the first writer of a new time slot. Recording is a few relaxed atomic operations and never a
+//! lock; the percentile is recomputed at most every `recompute_interval` or `recompute_samples`
+//! samples, by whichever recording thread claims it, and cached in an atomic for every call to
+//! read with one load.
+//!
+//! Under concurrent rotation a few samples may land in the wrong slot or be lost to a reset; the
+//! estimate is statistical anyway. Single-threaded use is exact.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Bits of sub-bucket precision: 32 buckets per power of two.
+const PRECISION_BITS: u32 = 5;
+const SUB: u64 = 1 << PRECISION_BITS;
+/// The largest value recorded, in microseconds (longer latencies are clamped to it).
+const MAX_MICROS: u64 = (1 << 32) - 1;
+/// Group 0 holds the exact values below `SUB`; groups 1..=27 the powers of two 2^5..=2^31.
+const GROUPS: usize = (32 - PRECISION_BITS as usize) + 1;
+/// Buckets per slot.
+pub(super) const BUCKETS: usize = GROUPS * SUB as usize;
+/// Slots in the rotating window.
+pub(super) const SLOTS: usize = 6;
+/// The cached value while fewer than `min_samples` samples are in the window.
+const WARMING: u64 = u64::MAX;
+
+/// The bucket holding `micros`.
+pub(super) fn bucket_index(micros: u64) -> usize {
+    let v = micros.min(MAX_MICROS);
+    if v < SUB {
+        return v as usize;
+    }
+    let msb = 63 - v.leading_zeros();
+    let shift = msb - PRECISION_BITS;
+    let group = shift as usize + 1;
+    group * SUB as usize + ((v >> shift) - SUB) as usize
+}
+
+/// The highest value held by bucket `index` (what a percentile reports: conservative, it hedges at
+/// most one bucket width late, never early).
+pub(super) fn bucket_high(index: usize) -> u64 {
+    let group = index / SUB as usize;
+    let sub = (index % SUB as usize) as u64;
+    if group == 0 {
+        return sub;
+    }
+    let shift = group - 1;
+    ((SUB + sub) << shift) + (1 << shift) - 1
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+struct Slot {
+    /// The time slot these counts belong to, plus one (0: never used).
+    tag: AtomicU64,
+    buckets: Box<[AtomicU64]>,
+}
+
+/// How a [`LatencyTracker`] is configured (validated by
+/// [`HedgeDelay::validate`](super::HedgeDelay::validate)).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TrackerConfig {
+    pub(super) percentile: f64,
+    pub(super) min_samples: u64,
+    pub(super) warmup_delay: Option<Duration>,
+    pub(super) window: Duration,
+    pub(super) recompute_interval: Duration,
+    pub(super) recompute_samples: u64,
+}
+
+/// Records attempt latencies and learns the hedge delay: a percentile of the rolling window.
+pub(crate) struct LatencyTracker {
+    quantile: f64,
+    min_samples: u64,
+    warmup_delay: Option<Duration>,
+    slot_micros: u64,
+    recompute_micros: u64,
+    recompute_samples: u64,
+    start: Instant,
+    slots: Box<[Slot]>,
+    /// The latest time slot any recorder has seen (recorders without a clock reading use it).
+    epoch: AtomicU64,
+    recorded: AtomicU64,
+    next_samples: AtomicU64,
+    next_micros: AtomicU64,
+    computing: AtomicBool,
+    /// The learned delay in microseconds, or `WARMING`.
+    cached: AtomicU64,
+}
+
+impl fmt::Debug for LatencyTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyTracker")
+            .field("percentile", &(self.quantile * 100.0))
+            .field("min_samples", &self.min_samples)
+            .field("learned", &self.learned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LatencyTracker {
+    pub(super) fn new(config: TrackerConfig) -> Self {
+        let slots = (0..SLOTS)
+            .map(|_| Slot {
+                tag: AtomicU64::new(0),
+                buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            })
+            .collect();
+        let recompute_micros = micros(config.recompute_interval).max(1);
+        LatencyTracker {
+            quantile: config.percentile / 100.0,
+            min_samples: config.min_samples,
+            warmup_delay: config.warmup_delay,
+            slot_micros: (micros(config.window) / SLOTS as u64).max(1),
+            recompute_micros,
+            recompute_samples: config.recompute_samples.max(1),
+            start: Instant::now(),
+            slots,
+            epoch: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+            next_samples: AtomicU64::new(config.min_samples.max(1)),
+            next_micros: AtomicU64::new(recompute_micros),
+            computing: AtomicBool::new(false),
+            cached: AtomicU64::new(WARMING),
+        }
+    }
+
+    /// The delay to hedge after now: the learned percentile, or the warm-up delay (if any) while
+    /// the window holds fewer than `min_samples` samples. One atomic load.
+    #[inline]
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        match self.cached.load(Ordering::Acquire) {
+            WARMING => self.warmup_delay,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// The learned percentile, if warm.
+    pub(crate) fn learned(&self) -> Option<Duration> {
+        match self.cached.load(Ordering::Acquire) {
+            WARMING => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Records one attempt's latency. `now`, when the caller has read the clock, rotates the
+    /// window and may trigger a time-based recomputation; without it the sample goes to the latest
+    /// time slot seen.
+    pub(crate) fn record(&self, latency: Duration, now: Option<Instant>) {
+        let (epoch, now_micros) = match now {
+            Some(t) => {
+                let us = micros(t.saturating_duration_since(self.start));
+                let e = us / self.slot_micros;
+                if e > self.epoch.load(Ordering::Relaxed) {
+                    self.epoch.fetch_max(e, Ordering::Relaxed);
+                }
+                (e, Some(us))
+            }
+            None => (self.epoch.load(Ordering::Relaxed), None),
+        };
+        let slot = &self.slots[(epoch % SLOTS as u64) as usize];
+        let tag = epoch + 1;
+        let seen = slot.tag.load(Ordering::Acquire);
+        if seen != tag {
+            if seen > tag {
+                // A sample from a time slot that has already rotated out.
+                return;
+            }
+            if slot
+                .tag
+                .compare_exchange(seen, tag, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                for b in slot.buckets.iter() {
+                    b.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+        slot.buckets[bucket_index(micros(latency))].fetch_add(1, Ordering::Relaxed);
+        let n = self.recorded.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = n >= self.next_samples.load(Ordering::Relaxed)
+            || now_micros.is_some_and(|t| t >= self.next_micros.load(Ordering::Relaxed));
+        if due {
+            self.recompute(epoch, n, now_micros);
+        }
+    }
+
+    fn recompute(&self, epoch: u64, n: u64, now_micros: Option<u64>) {
+        if self
+            .computing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let mut counts = [0u64; BUCKETS];
+        let mut total = 0u64;
+        let current = epoch + 1;
+        for slot in self.slots.iter() {
+            let tag = slot.tag.load(Ordering::Acquire);
+            if tag == 0 || tag > current || current - tag >= SLOTS as u64 {
+                continue;
+            }
+            for (c, b) in counts.iter_mut().zip(slot.buckets.iter()) {
+                let v = b.load(Ordering::Relaxed);
+                *c += v;
+                total += v;
+            }
+        }
+        let (value, next) = if total >= self.min_samples && total > 0 {
+            let rank = ((self.quantile * total as f64).ceil() as u64).clamp(1, total);
+            let mut seen = 0;
+            let mut index = BUCKETS - 1;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    index = i;
+                    break;
+                }
+            }
+            (bucket_high(index), n.saturating_add(self.recompute_samples))
+        } else {
+            // Recompute as soon as enough samples could be in the window.
+            (
+                WARMING,
+                n.saturating_add(self.min_samples.saturating_sub(total).max(1)),
+            )
+        };
+        let previous = self.cached.swap(value, Ordering::AcqRel);
+        self.next_samples.store(next, Ordering::Relaxed);
+        if let Some(t) = now_micros {
+            self.next_micros
+                .store(t.saturating_add(self.recompute_micros), Ordering::Relaxed);
+        }
+        self.computing.store(false, Ordering::Release);
+        if previous != value {
+            tracing::debug!(
+                target: "steadfast::hedge",
+                samples = total,
+                delay_us = (value != WARMING).then_some(value),
+                "hedge delay recomputed"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(min_samples: u64) -> TrackerConfig {
+        TrackerConfig {
+            percentile: 95.0,
+            min_samples,
+            warmup_delay: None,
+            window: Duration::from_secs(30),
+            recompute_interval: Duration::from_secs(3),
+            recompute_samples: 10,
+        }
+    }
+
+    #[test]
+    fn buckets_are_exact_below_32_us_and_within_1_32_above() {
+        for v in 0..32 {
+            assert_eq!(bucket_high(bucket_index(v)), v);
+        }
+        let mut v = 32u64;
+        while v < MAX_MICROS {
+            let i = bucket_index(v);
+            let high = bucket_high(i);
+            assert!(high >= v, "{v}: {high}");
+            assert!((high - v) as f64 <= v as f64 / 32.0, "{v}: {high}");
+            // Buckets are ordered and contiguous.
+            assert_eq!(bucket_index(high), i);
+            assert_eq!(bucket_index(high + 1), i + 1);
+            v = v * 17 / 16 + 1;
+        }
+        assert_eq!(bucket_index(u64::MAX), BUCKETS - 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learns_the_percentile_after_min_samples() {
+        let t = LatencyTracker::new(config(100));
+        for ms in 1..=99 {
+            t.record(Duration::from_millis(ms), Some(Instant::now()));
+        }
+        assert_eq!(t.delay(), None);
+        t.record(Duration::from_millis(100), Some(Instant::now()));
+        let d = t.delay().unwrap();
+        assert!(d >= Duration::from_millis(95), "{d:?}");
+        assert!(d <= Duration::from_micros(95_000 + 95_000 / 32), "{d:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_samples_expire_with_the_window() {
+        let t = LatencyTracker::new(config(10));
+        for _ in 0..20 {
+            t.record(Duration::from_millis(500), Some(Instant::now()));
+        }
+        assert!(t.delay().unwrap() >= Duration::from_millis(500));
+        tokio::time::advance(Duration::from_secs(40)).await;
+        for _ in 0..20 {
+            t.record(Duration::from_millis(5), Some(Instant::now()));
+        }
+        let d = t.delay().unwrap();
+        assert!(d < Duration::from_millis(6), "{d:?}");
+    }
+}

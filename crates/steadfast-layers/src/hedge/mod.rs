@@ -1,0 +1,96 @@
+//! Budgeted hedging: when a call is slow, send a copy of it and take the first success.
+//!
+//! "The Tail at Scale" (Dean and Barroso) hedges a request once it has waited longer than the
+//! 95th percentile: the tail collapses for a few percent more load. [`HedgeLayer`] does that for
+//! any `tower::Service`, with the rules that make it safe:
+//!
+//! 1. **When**: after a fixed delay, or after a latency percentile learned from a rolling
+//!    histogram of every completed attempt, winners and losers ([`HedgeDelay`]). Until the
+//!    histogram holds `min_samples` samples the layer sends no hedge, or uses a warm-up delay.
+//! 2. **How many**: up to `max_hedges` (1 to 10) per call, one `delay` apart.
+//! 3. **Who wins**: the first *successful* result, as the shared
+//!    [`Classifier`](crate::classify::Classifier) judges it. An early failure waits for the
+//!    attempts still in flight; when every attempt sent has failed, the call returns the most
+//!    informative failure (a failed response over an error, else the latest), unchanged, so a
+//!    retry layer above classifies it as usual. The losers are cancelled by dropping them.
+//! 4. **Which requests**: only those the [`HedgePolicy`] allows (by default, requests
+//!    [marked idempotent](Idempotent)) and that can be copied ([`Replay`](crate::retry::Replay),
+//!    cloning by default).
+//! 5. **Deadline**: no hedge unless at least `min_hedge_time` of the
+//!    [deadline](crate::deadline) is left.
+//! 6. **Budget**: hedges are capped at a percentage of requests, and can also draw on a shared
+//!    [`RetryBudget`](crate::retry::RetryBudget), so retries and hedges share one cap on extra
+//!    load.
+//!
+//! A hedge that is due but not sent (deadline, budget, copy) ends hedging for that call; the
+//! attempts in flight continue.
+//!
+//! Every decision is a `tracing` event inside a `steadfast.hedge` span and a metric (see
+//! `docs/observability.md`): `steadfast.hedge.sent`, `steadfast.hedge.wins{winner}`,
+//! `steadfast.hedge.budget_exhausted{budget}`, `steadfast.hedge.skipped{reason}` and the gauge
+//! `steadfast.hedge.delay`.
+//!
+//! Cost on a call that completes on its first poll: no allocation, no lock and no clock read
+//! (one copy of the request and one clone of the service, as with retries; with a learned delay,
+//! a few relaxed atomic operations to record the sample). A slow call reads the clock when it is
+//! first found pending (to arm the timer) and, with a learned delay, when it completes. tower's
+//! `Hedge`, by contrast, reads the clock twice and locks its histogram on every call, records
+//! only successes and with millisecond precision, sends one hedge at most, has no budget, and
+//! lets the first completion win even when it is an error.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use steadfast_layers::hedge::{HedgeDelay, HedgeLayer, Idempotent};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! // A replica set where the first replica asked is stuck.
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let c = calls.clone();
+//! let replicas = service_fn(move |req: http::Request<()>| {
+//!     let n = c.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         tokio::time::sleep(Duration::from_millis(if n == 0 { 5_000 } else { 20 })).await;
+//!         Ok::<_, std::io::Error>(format!("{} from replica {n}", req.uri()))
+//!     }
+//! });
+//!
+//! let layer = HedgeLayer::builder()
+//!     // The 95th percentile once 100 calls are known; 50 ms until then.
+//!     .delay(HedgeDelay::percentile(95.0).warmup_delay(Duration::from_millis(50)))
+//!     .max_hedges(2)
+//!     .budget_percent(5.0)
+//!     .build()
+//!     .unwrap();
+//! let svc = layer.layer(replicas);
+//!
+//! // Marked idempotent: hedged after 50 ms, answered 20 ms later by another replica.
+//! let req = http::Request::get("/users/7").extension(Idempotent).body(()).unwrap();
+//! let start = tokio::time::Instant::now();
+//! assert_eq!(svc.clone().oneshot(req).await.unwrap(), "/users/7 from replica 1");
+//! assert_eq!(start.elapsed(), Duration::from_millis(70));
+//!
+//! // Not marked: never hedged.
+//! let req = http::Request::post("/payments").body(()).unwrap();
+//! assert_eq!(svc.oneshot(req).await.unwrap(), "/payments from replica 2");
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! # }
+//! ```
+
+mod budget;
+mod delay;
+mod future;
+mod histogram;
+mod layer;
+mod policy;
+mod service;
+
+pub use delay::{HedgeDelay, MAX_HEDGE_DELAY};
+pub use future::ResponseFuture;
+pub use layer::{HedgeLayer, HedgeLayerBuilder, MAX_HEDGES};
+pub use policy::{HedgeAny, HedgePolicy, Idempotent, IdempotentOnly, MarkedIdempotent};
+pub use service::Hedge;

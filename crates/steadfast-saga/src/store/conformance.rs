@@ -1,0 +1,825 @@
+//! The conformance suite every [`SagaStore`] passes: the store contract (idempotent creation,
+//! fenced atomic writes, claims of expired leases that never hand one saga to two claimers,
+//! history, listings, decode errors) and orchestrator scenarios over the store (completion,
+//! compensation, fencing, a corrupt row beside healthy sagas).
+//!
+//! The checks never sleep on a real clock: leases are expired with [`SagaStore::release`]. They
+//! use fresh random saga types and business keys, so one store (one database schema) can host
+//! any number of runs. A broken contract panics with a message naming the check.
+//!
+//! ```
+//! use steadfast_saga::store::{conformance, MemoryStore};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = std::sync::Arc::new(MemoryStore::new());
+//! conformance::run_all(store.clone(), Some(&*store)).await.unwrap();
+//! # }
+//! ```
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use steadfast_layers::retry::Backoff;
+use steadfast_layers::rng::{RandomSource, SeededRng};
+
+use super::{
+    Created, Event, Lease, NewSaga, SagaStatus, SagaStore, StepRecord, StepState, StoreFuture,
+    Transition,
+};
+use crate::error::Error;
+use crate::keys::{Phase, SagaId};
+use crate::{Orchestrator, RetryPolicy, Saga, SagaDefinition, Step, StepContext, StepError};
+
+/// Damage a test can do to a stored saga, to check that it is reported and not panicked on.
+///
+/// ```
+/// use steadfast_saga::store::conformance::Corruption;
+/// assert_ne!(Corruption::InputNotJson, Corruption::UnknownStatus);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// The input column holds text that is not JSON.
+    InputNotJson,
+    /// The status column holds an unknown status.
+    UnknownStatus,
+    /// A step record holds an unknown state.
+    UnknownStepState,
+}
+
+/// Lets the suite damage rows of a store (implemented by each store's test hook).
+///
+/// ```
+/// use steadfast_saga::store::{conformance::{Corrupt, Corruption}, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let s = MemoryStore::new();
+/// // false: no such saga, or this store cannot represent that damage.
+/// assert!(!s.corrupt(steadfast_saga::SagaId::nil(), Corruption::UnknownStatus).await.unwrap());
+/// # }
+/// ```
+pub trait Corrupt: Send + Sync {
+    /// Applies `what` to saga `id`; `Ok(false)` when the store cannot represent it.
+    fn corrupt(&self, id: SagaId, what: Corruption) -> StoreFuture<'_, bool>;
+}
+
+impl Corrupt for super::MemoryStore {
+    fn corrupt(&self, id: SagaId, what: Corruption) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            Ok(match what {
+                Corruption::InputNotJson => self.corrupt_input(id, "{not json"),
+                Corruption::UnknownStatus | Corruption::UnknownStepState => false,
+            })
+        })
+    }
+}
+
+/// A long lease: never expires during a test.
+const LONG: Duration = Duration::from_secs(600);
+
+fn rng() -> SeededRng {
+    SeededRng::from_entropy()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rng().next_u64())
+}
+
+fn new_saga(saga_type: &str, key: &str) -> NewSaga {
+    NewSaga {
+        id: SagaId::random(&rng()),
+        saga_type: saga_type.to_string(),
+        version: 1,
+        business_key: key.to_string(),
+        input: "{\"n\":1}".to_string(),
+        deadline: None,
+    }
+}
+
+async fn create_new(store: &dyn SagaStore, new: NewSaga, owner: &str) -> Result<Lease, Error> {
+    match store.create(new, owner, LONG).await? {
+        Created::New(l) => Ok(l),
+        Created::Existing(id) => panic!("conformance: a fresh business key found saga {id}"),
+    }
+}
+
+/// Runs every check; returns the first store error (a broken contract panics).
+///
+/// `corrupt` enables the decode checks (pass the store itself when it implements [`Corrupt`]).
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::run_all(std::sync::Arc::new(MemoryStore::new()), None).await.unwrap();
+/// # }
+/// ```
+pub async fn run_all(
+    shared: Arc<dyn SagaStore>,
+    corrupt: Option<&dyn Corrupt>,
+) -> Result<(), Error> {
+    let store = &*shared;
+    create_is_idempotent(store).await?;
+    load_returns_what_was_created(store).await?;
+    record_is_atomic_and_upserts(store).await?;
+    stale_epoch_is_fenced_and_writes_nothing(store).await?;
+    claims_take_only_expired_active_sagas(store).await?;
+    concurrent_claims_never_share_a_saga(store).await?;
+    list_and_history(store).await?;
+    deadlines_use_the_store_clock(store).await?;
+    if let Some(c) = corrupt {
+        corrupt_rows_are_decode_errors(store, c).await?;
+    }
+    orchestrator_scenarios(Arc::clone(&shared), corrupt).await?;
+    Ok(())
+}
+
+/// Same (type, business key) → one saga; same key under another type → another saga.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::create_is_idempotent(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn create_is_idempotent(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-create");
+    let first = create_new(store, new_saga(&t, "k1"), "o1").await?;
+    assert_eq!(first.epoch, 1, "create: a new saga is leased at epoch 1");
+    match store.create(new_saga(&t, "k1"), "o2", LONG).await? {
+        Created::Existing(id) => assert_eq!(id, first.saga, "create: same key, same saga"),
+        Created::New(_) => panic!("create: the same business key created a second saga"),
+    }
+    let other = create_new(store, new_saga(&format!("{t}-b"), "k1"), "o1").await?;
+    assert_ne!(
+        other.saga, first.saga,
+        "create: business keys are per saga type"
+    );
+    let hist = store.history(first.saga).await?;
+    assert_eq!(hist.len(), 1, "create: the duplicate start wrote nothing");
+    Ok(())
+}
+
+/// `load` returns the created row.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::load_returns_what_was_created(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn load_returns_what_was_created(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-load");
+    let mut n = new_saga(&t, "k");
+    n.version = 7;
+    let lease = create_new(store, n.clone(), "owner-a").await?;
+    let r = store.load(lease.saga).await?;
+    assert_eq!(r.id, n.id);
+    assert_eq!(r.saga_type, t);
+    assert_eq!(r.version, 7);
+    assert_eq!(r.business_key, "k");
+    assert_eq!(r.status, SagaStatus::Running);
+    assert!(!r.compensating);
+    assert_eq!(r.input, n.input);
+    assert_eq!(r.cursor, 0);
+    assert_eq!(r.recoveries, 0);
+    assert_eq!(r.error, None);
+    assert_eq!(r.epoch, 1);
+    assert_eq!(r.owner.as_deref(), Some("owner-a"));
+    assert_eq!(r.deadline_remaining, None);
+    assert!(r.steps.is_empty());
+    match store.load(SagaId::random(&rng())).await {
+        Err(Error::NotFound(_)) => {}
+        other => panic!("load: an unknown id must be NotFound, got {other:?}"),
+    }
+    Ok(())
+}
+
+fn step(name: &str, phase: Phase, state: StepState, attempts: u32) -> StepRecord {
+    StepRecord {
+        step: name.to_string(),
+        phase,
+        state,
+        attempts,
+        output: None,
+        error: None,
+    }
+}
+
+/// A transition writes its step, fields and event together; a step record is replaced by the
+/// next one of the same (step, phase).
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::record_is_atomic_and_upserts(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn record_is_atomic_and_upserts(store: &dyn SagaStore) -> Result<(), Error> {
+    let lease = create_new(store, new_saga(&unique("conf-record"), "k"), "o").await?;
+    store
+        .record(
+            &lease,
+            Transition::new(Event::new("step_started").step("a", Phase::Forward)).step(step(
+                "a",
+                Phase::Forward,
+                StepState::Started,
+                1,
+            )),
+        )
+        .await?;
+    let mut done = step("a", Phase::Forward, StepState::Succeeded, 1);
+    done.output = Some("{\"pnr\":\"X1\"}".into());
+    store
+        .record(
+            &lease,
+            Transition::new(Event::new("step_succeeded").step("a", Phase::Forward))
+                .step(done.clone())
+                .cursor(1),
+        )
+        .await?;
+    store
+        .record(
+            &lease,
+            Transition::new(Event::new("compensation_started").detail("boom"))
+                .status(SagaStatus::Compensating)
+                .compensating(true)
+                .error(Some("boom".into())),
+        )
+        .await?;
+    store
+        .record(
+            &lease,
+            Transition::new(Event::new("step_started").step("a", Phase::Compensation)).step(step(
+                "a",
+                Phase::Compensation,
+                StepState::Started,
+                1,
+            )),
+        )
+        .await?;
+    let r = store.load(lease.saga).await?;
+    assert_eq!(r.status, SagaStatus::Compensating);
+    assert!(r.compensating);
+    assert_eq!(r.cursor, 1);
+    assert_eq!(r.error.as_deref(), Some("boom"));
+    assert_eq!(r.steps.len(), 2, "record: one record per (step, phase)");
+    let fwd = r
+        .steps
+        .iter()
+        .find(|s| s.phase == Phase::Forward)
+        .expect("forward record");
+    assert_eq!(
+        fwd, &done,
+        "record: the later record replaced the earlier one"
+    );
+    store
+        .record(
+            &lease,
+            Transition::new(Event::new("x"))
+                .error(None)
+                .reset_recoveries(),
+        )
+        .await?;
+    assert_eq!(store.load(lease.saga).await?.error, None, "error cleared");
+    let h = store.history(lease.saga).await?;
+    let kinds: Vec<&str> = h.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "step_started",
+            "step_succeeded",
+            "compensation_started",
+            "step_started",
+            "x"
+        ]
+    );
+    assert_eq!(h[1].step.as_deref(), Some("a"));
+    assert_eq!(h[1].phase, Some(Phase::Forward));
+    assert_eq!(h[3].detail.as_deref(), Some("boom"));
+    assert!(
+        h.windows(2).all(|w| w[0].seq < w[1].seq),
+        "history in order"
+    );
+    assert!(h.iter().all(|e| e.epoch == 1));
+    Ok(())
+}
+
+/// After a take-over, the old lease's writes and heartbeats are refused with `Fenced` and
+/// leave no trace; `release` by the old owner changes nothing.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::stale_epoch_is_fenced_and_writes_nothing(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn stale_epoch_is_fenced_and_writes_nothing(store: &dyn SagaStore) -> Result<(), Error> {
+    let old = create_new(store, new_saga(&unique("conf-fence"), "k"), "old").await?;
+    let new = store.take_over(old.saga, "new", LONG).await?;
+    assert_eq!(new.epoch, 2, "take_over bumps the epoch");
+    assert_eq!(new.owner, "new");
+    let before = store.history(old.saga).await?.len();
+    let refused = store
+        .record(
+            &old,
+            Transition::new(Event::new("step_started").step("a", Phase::Forward))
+                .step(step("a", Phase::Forward, StepState::Started, 1))
+                .status(SagaStatus::Completed),
+        )
+        .await;
+    match refused {
+        Err(Error::Fenced(f)) => {
+            assert_eq!(f.saga, old.saga);
+            assert_eq!(f.epoch, 1);
+        }
+        other => panic!("record with a stale epoch must be Fenced, got {other:?}"),
+    }
+    assert!(
+        matches!(store.heartbeat(&old, LONG).await, Err(Error::Fenced(_))),
+        "heartbeat with a stale epoch must be Fenced"
+    );
+    store.release(&old).await?;
+    let r = store.load(old.saga).await?;
+    assert_eq!(
+        r.status,
+        SagaStatus::Running,
+        "refused write changed nothing"
+    );
+    assert!(r.steps.is_empty(), "refused write left no step record");
+    assert_eq!(r.epoch, 2);
+    assert_eq!(r.owner.as_deref(), Some("new"));
+    assert_eq!(store.history(old.saga).await?.len(), before);
+    // The stale release did not expire the new owner's lease.
+    let claimed = store.claim_expired("thief", LONG, 1000).await?;
+    assert!(
+        claimed.iter().all(|l| l.saga != old.saga),
+        "a stale release must not expire the current lease"
+    );
+    store
+        .record(&new, Transition::new(Event::new("ok")))
+        .await?;
+    store.heartbeat(&new, LONG).await?;
+    Ok(())
+}
+
+/// Claims take active sagas whose lease expired, bump epoch and recoveries, and skip live
+/// leases, finished sagas and sagas needing attention.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::claims_take_only_expired_active_sagas(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn claims_take_only_expired_active_sagas(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-claim");
+    let live = create_new(store, new_saga(&t, "live"), "a").await?;
+    let expired = create_new(store, new_saga(&t, "expired"), "a").await?;
+    let compensating = create_new(store, new_saga(&t, "compensating"), "a").await?;
+    let done = create_new(store, new_saga(&t, "done"), "a").await?;
+    let stuck = create_new(store, new_saga(&t, "stuck"), "a").await?;
+    store
+        .record(
+            &compensating,
+            Transition::new(Event::new("c"))
+                .status(SagaStatus::Compensating)
+                .compensating(true),
+        )
+        .await?;
+    store
+        .record(
+            &done,
+            Transition::new(Event::new("d")).status(SagaStatus::Completed),
+        )
+        .await?;
+    store
+        .record(
+            &stuck,
+            Transition::new(Event::new("s")).status(SagaStatus::NeedsAttention),
+        )
+        .await?;
+    for l in [&expired, &compensating, &done, &stuck] {
+        store.release(l).await?;
+    }
+    // A heartbeat keeps the live one.
+    store.heartbeat(&live, LONG).await?;
+    let mut mine = Vec::new();
+    loop {
+        let got = store.claim_expired("b", LONG, 2).await?;
+        assert!(got.len() <= 2, "claim_expired respects its limit");
+        if got.is_empty() {
+            break;
+        }
+        mine.extend(got.into_iter().filter(|l| {
+            [
+                expired.saga,
+                compensating.saga,
+                live.saga,
+                done.saga,
+                stuck.saga,
+            ]
+            .contains(&l.saga)
+        }));
+    }
+    let ids: HashSet<SagaId> = mine.iter().map(|l| l.saga).collect();
+    assert_eq!(
+        ids,
+        HashSet::from([expired.saga, compensating.saga]),
+        "only the expired active sagas are claimed"
+    );
+    for l in &mine {
+        assert_eq!(l.epoch, 2, "a claim bumps the epoch");
+        assert_eq!(l.owner, "b");
+        let r = store.load(l.saga).await?;
+        assert_eq!(r.recoveries, 1, "a claim counts a recovery");
+        assert_eq!(r.owner.as_deref(), Some("b"));
+    }
+    // The claimed leases are live: nobody else gets them.
+    let again = store.claim_expired("c", LONG, 1000).await?;
+    assert!(again.iter().all(|l| !ids.contains(&l.saga)));
+    // The old owner is fenced.
+    assert!(matches!(
+        store
+            .record(&expired, Transition::new(Event::new("late")))
+            .await,
+        Err(Error::Fenced(_))
+    ));
+    Ok(())
+}
+
+/// Many concurrent claimers over many expired sagas: each saga goes to exactly one.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::concurrent_claims_never_share_a_saga(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn concurrent_claims_never_share_a_saga(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-race");
+    let mut ids = HashSet::new();
+    for i in 0..24 {
+        let l = create_new(store, new_saga(&t, &format!("k{i}")), "dead").await?;
+        store.release(&l).await?;
+        ids.insert(l.saga);
+    }
+    let owners: Vec<String> = (0..6).map(|i| format!("claimer-{i}")).collect();
+    let claims = owners.iter().map(|o| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = store.claim_expired(o, LONG, 3).await?;
+            if batch.is_empty() {
+                return Ok::<_, Error>(got);
+            }
+            got.extend(batch);
+        }
+    });
+    let results = futures::future::try_join_all(claims).await?;
+    let mut seen = HashSet::new();
+    for l in results.into_iter().flatten() {
+        if ids.contains(&l.saga) {
+            assert!(seen.insert(l.saga), "saga {} was claimed twice", l.saga);
+        }
+    }
+    // Other runs sharing the store may have claimed some of ours: the store itself must show
+    // each one claimed exactly once.
+    for id in &ids {
+        let r = store.load(*id).await?;
+        assert_eq!(
+            (r.epoch, r.recoveries),
+            (2, 1),
+            "saga {id} must have been claimed exactly once"
+        );
+    }
+    Ok(())
+}
+
+/// Listings filter by status; history is per saga and ordered.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::list_and_history(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn list_and_history(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-list");
+    let a = create_new(store, new_saga(&t, "a"), "o").await?;
+    let b = create_new(store, new_saga(&t, "b"), "o").await?;
+    store
+        .record(
+            &b,
+            Transition::new(Event::new("needs_attention").detail("compensation keeps failing"))
+                .status(SagaStatus::NeedsAttention)
+                .error(Some("compensation keeps failing".into())),
+        )
+        .await?;
+    let stuck = store
+        .list(Some(SagaStatus::NeedsAttention), 100_000)
+        .await?;
+    let mine: Vec<_> = stuck.iter().filter(|s| s.saga_type == t).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].id, b.saga);
+    assert_eq!(mine[0].business_key, "b");
+    assert_eq!(mine[0].error.as_deref(), Some("compensation keeps failing"));
+    let running = store.list(Some(SagaStatus::Running), 100_000).await?;
+    assert!(running.iter().any(|s| s.id == a.saga));
+    assert!(running.iter().all(|s| s.status == SagaStatus::Running));
+    assert!(
+        store.list(None, 1).await?.len() <= 1,
+        "list respects its limit"
+    );
+    let ha = store.history(a.saga).await?;
+    assert_eq!(ha.len(), 1);
+    assert!(matches!(
+        store.history(SagaId::random(&rng())).await,
+        Err(Error::NotFound(_))
+    ));
+    Ok(())
+}
+
+/// The deadline is kept on the store's clock and reported as time remaining.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::deadlines_use_the_store_clock(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn deadlines_use_the_store_clock(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-deadline");
+    let mut n = new_saga(&t, "hour");
+    n.deadline = Some(Duration::from_secs(3600));
+    let l = create_new(store, n, "o").await?;
+    let left = store
+        .load(l.saga)
+        .await?
+        .deadline_remaining
+        .expect("a deadline");
+    assert!(
+        left > Duration::from_secs(3500) && left <= Duration::from_secs(3600),
+        "remaining {left:?}"
+    );
+    let mut n = new_saga(&t, "now");
+    n.deadline = Some(Duration::ZERO);
+    let l = create_new(store, n, "o").await?;
+    assert_eq!(
+        store.load(l.saga).await?.deadline_remaining,
+        Some(Duration::ZERO)
+    );
+    Ok(())
+}
+
+/// Damaged rows load as `Decode` errors (never a panic).
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let s = MemoryStore::new();
+/// conformance::corrupt_rows_are_decode_errors(&s, &s).await.unwrap();
+/// # }
+/// ```
+pub async fn corrupt_rows_are_decode_errors(
+    store: &dyn SagaStore,
+    corrupt: &dyn Corrupt,
+) -> Result<(), Error> {
+    let t = unique("conf-corrupt");
+    let l = create_new(store, new_saga(&t, "status"), "o").await?;
+    if corrupt.corrupt(l.saga, Corruption::UnknownStatus).await? {
+        match store.load(l.saga).await {
+            Err(Error::Decode(d)) => assert_eq!(d.saga, Some(l.saga)),
+            other => panic!("an unknown status must load as Decode, got {other:?}"),
+        }
+        // Listing the store still works; the damaged saga is skipped or reported, never a panic.
+        let _ = store.list(None, 100_000).await;
+    }
+    let l = create_new(store, new_saga(&t, "state"), "o").await?;
+    store
+        .record(
+            &l,
+            Transition::new(Event::new("s")).step(step("a", Phase::Forward, StepState::Started, 1)),
+        )
+        .await?;
+    if corrupt
+        .corrupt(l.saga, Corruption::UnknownStepState)
+        .await?
+    {
+        assert!(matches!(store.load(l.saga).await, Err(Error::Decode(_))));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Order {
+    n: u32,
+    fail_pivot: bool,
+}
+
+struct Counters {
+    reserve: AtomicU32,
+    release: AtomicU32,
+    charge: AtomicU32,
+}
+
+fn definition(t: &str, c: &Arc<Counters>) -> Result<SagaDefinition<Order>, Error> {
+    type Ctx = StepContext<Order>;
+    let fast = RetryPolicy::attempts(3).backoff(Backoff::constant(Duration::ZERO));
+    let mut b = Saga::builder::<Order>(t).version(1);
+    let (c1, c2, c3) = (Arc::clone(c), Arc::clone(c), Arc::clone(c));
+    let reserved = b.step(
+        Step::compensatable(
+            "reserve",
+            move |ctx: Ctx| {
+                let c = Arc::clone(&c1);
+                async move {
+                    c.reserve.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, StepError>(ctx.input().n * 10)
+                }
+            },
+            move |_ctx: Ctx, units: u32| {
+                let c = Arc::clone(&c2);
+                async move {
+                    assert_eq!(units % 10, 0, "the compensation got the typed output");
+                    c.release.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, StepError>(())
+                }
+            },
+        )
+        .retry(fast)
+        .compensation_retry(fast),
+    );
+    b.step(
+        Step::pivot("charge", move |ctx: Ctx| {
+            let c = Arc::clone(&c3);
+            async move {
+                let units = ctx.output(reserved)?;
+                c.charge.fetch_add(1, Ordering::SeqCst);
+                if ctx.input().fail_pivot {
+                    return Err(StepError::permanent(format!("declined for {units} units")));
+                }
+                Ok(units)
+            }
+        })
+        .retry(fast),
+    );
+    b.step(
+        Step::retriable("notify", |_ctx: Ctx| async { Ok::<_, StepError>(()) })
+            .retry(RetryPolicy::forever().backoff(Backoff::constant(Duration::ZERO))),
+    );
+    b.build()
+}
+
+/// Orchestrator scenarios over the store: completion, compensation with typed outputs,
+/// idempotent start, fencing of a run whose saga was taken over, and a corrupt row beside
+/// healthy sagas.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let s = std::sync::Arc::new(MemoryStore::new());
+/// conformance::orchestrator_scenarios(s.clone(), Some(&*s)).await.unwrap();
+/// # }
+/// ```
+pub async fn orchestrator_scenarios(
+    store: Arc<dyn SagaStore>,
+    corrupt: Option<&dyn Corrupt>,
+) -> Result<(), Error> {
+    let t = unique("conf-orch");
+    let c = Arc::new(Counters {
+        reserve: AtomicU32::new(0),
+        release: AtomicU32::new(0),
+        charge: AtomicU32::new(0),
+    });
+    let def = definition(&t, &c)?;
+    let orch = Orchestrator::builder(Arc::clone(&store))
+        .register(&def)
+        .poll_interval(Duration::from_millis(20))
+        .build()?;
+
+    let ok = orch
+        .start(
+            &def,
+            "ok",
+            &Order {
+                n: 1,
+                fail_pivot: false,
+            },
+        )
+        .await?;
+    assert!(ok.created);
+    assert_eq!(orch.wait(ok.id).await?, SagaStatus::Completed);
+    let again = orch
+        .start(
+            &def,
+            "ok",
+            &Order {
+                n: 1,
+                fail_pivot: false,
+            },
+        )
+        .await?;
+    assert_eq!(again.id, ok.id, "same business key, same saga");
+    assert!(!again.created);
+
+    let bad = orch
+        .start(
+            &def,
+            "bad",
+            &Order {
+                n: 2,
+                fail_pivot: true,
+            },
+        )
+        .await?;
+    assert_eq!(orch.wait(bad.id).await?, SagaStatus::Compensated);
+    assert_eq!(c.reserve.load(Ordering::SeqCst), 2);
+    assert_eq!(c.charge.load(Ordering::SeqCst), 2);
+    assert_eq!(c.release.load(Ordering::SeqCst), 1);
+    let rec = orch.get(bad.id).await?;
+    assert!(rec.error.as_deref().unwrap_or("").contains("declined"));
+    let kinds: Vec<String> = orch
+        .history(bad.id)
+        .await?
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
+    assert!(kinds.contains(&"compensation_started".to_string()));
+    assert_eq!(kinds.last().map(String::as_str), Some("compensated"));
+
+    // Fencing: the saga is taken over before the run starts writing; the run stops.
+    let lease = match store
+        .create(new_saga_for(&t, "fenced"), orch.owner(), LONG)
+        .await?
+    {
+        Created::New(l) => l,
+        Created::Existing(_) => panic!("fresh key"),
+    };
+    let thief = store.take_over(lease.saga, "thief", LONG).await?;
+    // The thief gives the saga back; the orchestrator's recovery finishes it.
+    store.release(&thief).await?;
+    orch.recover_once().await?;
+    assert_eq!(orch.wait(lease.saga).await?, SagaStatus::Completed);
+    let h = orch.history(lease.saga).await?;
+    assert!(
+        h.iter()
+            .filter(|e| e.kind.starts_with("step"))
+            .all(|e| e.epoch == 3),
+        "only the current epoch wrote steps"
+    );
+
+    // A corrupt row goes to NeedsAttention; the healthy saga beside it completes.
+    if let Some(cr) = corrupt {
+        let lease = match store
+            .create(new_saga_for(&t, "corrupt"), "dead", LONG)
+            .await?
+        {
+            Created::New(l) => l,
+            Created::Existing(_) => panic!("fresh key"),
+        };
+        let lease2 = match store
+            .create(new_saga_for(&t, "healthy"), "dead", LONG)
+            .await?
+        {
+            Created::New(l) => l,
+            Created::Existing(_) => panic!("fresh key"),
+        };
+        if cr.corrupt(lease.saga, Corruption::InputNotJson).await? {
+            store.release(&lease).await?;
+            store.release(&lease2).await?;
+            while orch.recover_once().await? > 0 {}
+            assert_eq!(orch.wait(lease.saga).await?, SagaStatus::NeedsAttention);
+            assert_eq!(orch.wait(lease2.saga).await?, SagaStatus::Completed);
+            let r = orch.get(lease.saga).await?;
+            assert!(
+                r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("cannot decode the saga input"),
+                "{:?}",
+                r.error
+            );
+        }
+    }
+
+    // An unknown saga type goes to NeedsAttention with a clear error.
+    let mut n = new_saga_for(&format!("{t}-unregistered"), "x");
+    n.saga_type = format!("{t}-unregistered");
+    if let Created::New(l) = store.create(n, "dead", LONG).await? {
+        store.release(&l).await?;
+        while orch.recover_once().await? > 0 {}
+        assert_eq!(orch.wait(l.saga).await?, SagaStatus::NeedsAttention);
+        let r = orch.get(l.saga).await?;
+        assert!(r
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no definition registered"));
+    }
+    Ok(())
+}
+
+fn new_saga_for(t: &str, key: &str) -> NewSaga {
+    let mut n = new_saga(t, key);
+    n.input = serde_json::json!({"n": 3, "fail_pivot": false}).to_string();
+    n
+}

@@ -1,0 +1,365 @@
+//! The in-memory store, for tests: the same contract as the databases, on the tokio clock (so
+//! lease expiry follows a paused clock).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{
+    Created, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary,
+    StepRecord, StoreFuture, Transition,
+};
+use crate::error::{Error, Fenced};
+use crate::keys::SagaId;
+
+/// An in-memory [`SagaStore`]: nothing survives the process. Lease times follow
+/// `tokio::time`, so tests can run on a paused clock.
+///
+/// ```
+/// use steadfast_saga::store::MemoryStore;
+/// let store = MemoryStore::new();
+/// # let _ = store;
+/// ```
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    origin: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sagas: HashMap<SagaId, Row>,
+    by_key: HashMap<(String, String), SagaId>,
+    order: Vec<SagaId>,
+    history: HashMap<SagaId, Vec<HistoryEntry>>,
+    seq: i64,
+}
+
+#[derive(Debug)]
+struct Row {
+    record: SagaRecord,
+    deadline_at: Option<Instant>,
+    lease_expires: Instant,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    ///
+    /// ```
+    /// let _ = steadfast_saga::store::MemoryStore::new();
+    /// ```
+    pub fn new() -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            origin: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied transition (every change
+        // is applied after its checks), so a poisoned lock is still consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> i64 {
+        super::duration_ms(Instant::now().saturating_duration_since(self.origin))
+    }
+
+    /// Test hook: overwrites a saga's stored input text (to simulate a corrupt row).
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::MemoryStore, SagaId};
+    /// let s = MemoryStore::new();
+    /// assert!(!s.corrupt_input(SagaId::nil(), "not json"));
+    /// ```
+    pub fn corrupt_input(&self, id: SagaId, text: &str) -> bool {
+        match self.lock().sagas.get_mut(&id) {
+            Some(row) => {
+                row.record.input = text.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl State {
+    fn push_history(&mut self, id: SagaId, at_ms: i64, epoch: i64, event: super::Event) {
+        self.seq += 1;
+        let entry = HistoryEntry {
+            seq: self.seq,
+            at_ms,
+            epoch,
+            kind: event.kind,
+            step: event.step,
+            phase: event.phase,
+            detail: event.detail,
+        };
+        self.history.entry(id).or_default().push(entry);
+    }
+}
+
+fn deadline_remaining(row: &Row, now: Instant) -> Option<Duration> {
+    row.deadline_at.map(|d| d.saturating_duration_since(now))
+}
+
+impl SagaStore for MemoryStore {
+    fn create<'a>(
+        &'a self,
+        new: NewSaga,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Created> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let at = self.now_ms();
+            let mut st = self.lock();
+            let key = (new.saga_type.clone(), new.business_key.clone());
+            if let Some(id) = st.by_key.get(&key) {
+                return Ok(Created::Existing(*id));
+            }
+            if st.sagas.contains_key(&new.id) {
+                return Err(Error::InvalidOperation(format!(
+                    "saga id {} already exists",
+                    new.id
+                )));
+            }
+            let record = SagaRecord {
+                id: new.id,
+                saga_type: new.saga_type,
+                version: new.version,
+                business_key: new.business_key,
+                status: SagaStatus::Running,
+                compensating: false,
+                input: new.input,
+                cursor: 0,
+                recoveries: 0,
+                error: None,
+                epoch: 1,
+                owner: Some(owner.to_string()),
+                deadline_remaining: None,
+                steps: Vec::new(),
+            };
+            st.by_key.insert(key, new.id);
+            st.order.push(new.id);
+            st.sagas.insert(
+                new.id,
+                Row {
+                    record,
+                    deadline_at: new.deadline.map(|d| now + d),
+                    lease_expires: now + lease,
+                },
+            );
+            st.push_history(new.id, at, 1, super::Event::new("created"));
+            Ok(Created::New(Lease {
+                saga: new.id,
+                owner: owner.to_string(),
+                epoch: 1,
+            }))
+        })
+    }
+
+    fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let st = self.lock();
+            let row = st.sagas.get(&id).ok_or(Error::NotFound(id))?;
+            let mut rec = row.record.clone();
+            rec.deadline_remaining = deadline_remaining(row, now);
+            Ok(rec)
+        })
+    }
+
+    fn record<'a>(&'a self, lease: &'a Lease, t: Transition) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let at = self.now_ms();
+            let mut st = self.lock();
+            let row = st
+                .sagas
+                .get_mut(&lease.saga)
+                .ok_or(Error::NotFound(lease.saga))?;
+            if row.record.epoch != lease.epoch {
+                return Err(Error::Fenced(Fenced {
+                    saga: lease.saga,
+                    epoch: lease.epoch,
+                }));
+            }
+            let rec = &mut row.record;
+            if let Some(step) = t.step {
+                upsert_step(&mut rec.steps, step);
+            }
+            if let Some(s) = t.status {
+                rec.status = s;
+            }
+            if let Some(c) = t.compensating {
+                rec.compensating = c;
+            }
+            if let Some(c) = t.cursor {
+                rec.cursor = c;
+            }
+            if let Some(e) = t.error {
+                rec.error = e;
+            }
+            if t.reset_recoveries {
+                rec.recoveries = 0;
+            }
+            st.push_history(lease.saga, at, lease.epoch, t.event);
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut st = self.lock();
+            let row = st
+                .sagas
+                .get_mut(&lease.saga)
+                .ok_or(Error::NotFound(lease.saga))?;
+            if row.record.epoch != lease.epoch {
+                return Err(Error::Fenced(Fenced {
+                    saga: lease.saga,
+                    epoch: lease.epoch,
+                }));
+            }
+            row.lease_expires = now + lease_for;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut st = self.lock();
+            if let Some(row) = st.sagas.get_mut(&lease.saga) {
+                if row.record.epoch == lease.epoch {
+                    row.lease_expires = now;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_for: Duration,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let at = self.now_ms();
+            let mut st = self.lock();
+            let mut claimed = Vec::new();
+            let ids: Vec<SagaId> = st.order.clone();
+            for id in ids {
+                if claimed.len() >= limit as usize {
+                    break;
+                }
+                let Some(row) = st.sagas.get_mut(&id) else {
+                    continue;
+                };
+                if !row.record.status.is_active() || row.lease_expires > now {
+                    continue;
+                }
+                row.record.epoch += 1;
+                row.record.recoveries += 1;
+                row.record.owner = Some(owner.to_string());
+                row.lease_expires = now + lease_for;
+                let epoch = row.record.epoch;
+                st.push_history(
+                    id,
+                    at,
+                    epoch,
+                    super::Event::new("claimed").detail(format!("by {owner}")),
+                );
+                claimed.push(Lease {
+                    saga: id,
+                    owner: owner.to_string(),
+                    epoch,
+                });
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        id: SagaId,
+        owner: &'a str,
+        lease_for: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let at = self.now_ms();
+            let mut st = self.lock();
+            let row = st.sagas.get_mut(&id).ok_or(Error::NotFound(id))?;
+            row.record.epoch += 1;
+            row.record.owner = Some(owner.to_string());
+            row.lease_expires = now + lease_for;
+            let epoch = row.record.epoch;
+            st.push_history(
+                id,
+                at,
+                epoch,
+                super::Event::new("taken_over").detail(format!("by {owner}")),
+            );
+            Ok(Lease {
+                saga: id,
+                owner: owner.to_string(),
+                epoch,
+            })
+        })
+    }
+
+    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+        Box::pin(async move {
+            let st = self.lock();
+            Ok(st
+                .order
+                .iter()
+                .filter_map(|id| st.sagas.get(id))
+                .filter(|r| status.is_none_or(|s| r.record.status == s))
+                .take(limit as usize)
+                .map(|r| SagaSummary {
+                    id: r.record.id,
+                    saga_type: r.record.saga_type.clone(),
+                    business_key: r.record.business_key.clone(),
+                    status: r.record.status,
+                    error: r.record.error.clone(),
+                    recoveries: r.record.recoveries,
+                })
+                .collect())
+        })
+    }
+
+    fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
+        Box::pin(async move {
+            let st = self.lock();
+            if !st.sagas.contains_key(&id) {
+                return Err(Error::NotFound(id));
+            }
+            Ok(st.history.get(&id).cloned().unwrap_or_default())
+        })
+    }
+}
+
+fn upsert_step(steps: &mut Vec<StepRecord>, step: StepRecord) {
+    match steps
+        .iter_mut()
+        .find(|s| s.step == step.step && s.phase == step.phase)
+    {
+        Some(existing) => *existing = step,
+        None => steps.push(step),
+    }
+}

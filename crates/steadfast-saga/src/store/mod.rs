@@ -1,0 +1,617 @@
+//! The durable saga log: the [`SagaStore`] trait, its record types, and the conformance suite
+//! every store passes ([`conformance`]).
+//!
+//! Three stores ship: [`MemoryStore`] (tests), [`SqliteStore`] (the embedded default, WAL) and
+//! [`PostgresStore`] (many orchestrator instances). Every write that changes a running saga is
+//! *fenced*: it carries the writer's [`Lease`] and is refused with [`Fenced`](crate::Fenced)
+//! when another orchestrator has since claimed the saga (a newer lease epoch).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::keys::{Phase, SagaId};
+
+pub mod conformance;
+mod memory;
+mod postgres;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The future every store method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// Where a saga is in its life.
+///
+/// ```
+/// use steadfast_saga::SagaStatus;
+/// assert_eq!("needs_attention".parse::<SagaStatus>(), Ok(SagaStatus::NeedsAttention));
+/// assert!(SagaStatus::Compensated.is_terminal());
+/// assert!(!SagaStatus::Running.is_terminal());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SagaStatus {
+    /// Going forward.
+    Running,
+    /// Undoing completed steps.
+    Compensating,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed and every completed compensatable step was compensated.
+    Compensated,
+    /// Stopped: an operator must look (a compensation that keeps failing, an outcome that stays
+    /// unknown, a row that does not decode, an unknown type or changed definition, too many
+    /// recoveries). The error is kept in [`SagaSummary::error`].
+    NeedsAttention,
+}
+
+impl SagaStatus {
+    /// Every status.
+    pub const ALL: [SagaStatus; 5] = [
+        SagaStatus::Running,
+        SagaStatus::Compensating,
+        SagaStatus::Completed,
+        SagaStatus::Compensated,
+        SagaStatus::NeedsAttention,
+    ];
+
+    /// The stored label.
+    ///
+    /// ```
+    /// assert_eq!(steadfast_saga::SagaStatus::Running.as_str(), "running");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::Completed => "completed",
+            SagaStatus::Compensated => "compensated",
+            SagaStatus::NeedsAttention => "needs_attention",
+        }
+    }
+
+    /// Completed or compensated: nothing more will happen.
+    ///
+    /// ```
+    /// assert!(steadfast_saga::SagaStatus::Completed.is_terminal());
+    /// ```
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SagaStatus::Completed | SagaStatus::Compensated)
+    }
+
+    /// Running or compensating: an orchestrator should be working on it.
+    ///
+    /// ```
+    /// assert!(steadfast_saga::SagaStatus::Compensating.is_active());
+    /// ```
+    pub fn is_active(self) -> bool {
+        matches!(self, SagaStatus::Running | SagaStatus::Compensating)
+    }
+}
+
+impl FromStr for SagaStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SagaStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown saga status {s:?}"))
+    }
+}
+
+impl fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is known of one step phase.
+///
+/// ```
+/// use steadfast_saga::store::StepState;
+/// assert_eq!("succeeded".parse::<StepState>(), Ok(StepState::Succeeded));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepState {
+    /// To be run (again): reset by an operator's retry.
+    Pending,
+    /// An attempt was started; its outcome is not recorded (in flight, or the orchestrator
+    /// crashed): on recovery the step is re-invoked with the same key.
+    Started,
+    /// The attempt's outcome is unknown (timed out); retried with the same key.
+    Unknown,
+    /// Done; the output is recorded.
+    Succeeded,
+    /// Failed definitively (the participant said no).
+    Failed,
+}
+
+impl StepState {
+    /// Every state.
+    pub const ALL: [StepState; 5] = [
+        StepState::Pending,
+        StepState::Started,
+        StepState::Unknown,
+        StepState::Succeeded,
+        StepState::Failed,
+    ];
+
+    /// The stored label.
+    ///
+    /// ```
+    /// assert_eq!(steadfast_saga::store::StepState::Started.as_str(), "started");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Started => "started",
+            StepState::Unknown => "unknown",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for StepState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown step state {s:?}"))
+    }
+}
+
+/// A saga to create.
+///
+/// ```
+/// use steadfast_saga::{store::NewSaga, SagaId};
+/// let n = NewSaga {
+///     id: SagaId::nil(), saga_type: "t".into(), version: 1, business_key: "order-1".into(),
+///     input: "{}".into(), deadline: None,
+/// };
+/// assert_eq!(n.business_key, "order-1");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSaga {
+    /// The new saga's id (ignored when the business key already exists).
+    pub id: SagaId,
+    /// The saga type (the definition's name).
+    pub saga_type: String,
+    /// The definition's version.
+    pub version: u32,
+    /// Starting twice with the same (type, business key) yields one saga.
+    pub business_key: String,
+    /// The input, as JSON text.
+    pub input: String,
+    /// The saga-level deadline, from now on the store's clock.
+    pub deadline: Option<Duration>,
+}
+
+/// The right to write to one saga: the owner and the epoch it was granted.
+///
+/// ```
+/// use steadfast_saga::{store::Lease, SagaId};
+/// let l = Lease { saga: SagaId::nil(), owner: "orch-1".into(), epoch: 1 };
+/// assert_eq!(l.epoch, 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The saga.
+    pub saga: SagaId,
+    /// The orchestrator holding it.
+    pub owner: String,
+    /// The fencing token: bumped by every claim and take-over.
+    pub epoch: i64,
+}
+
+/// What [`SagaStore::create`] did.
+///
+/// ```
+/// use steadfast_saga::{store::Created, SagaId};
+/// let c = Created::Existing(SagaId::nil());
+/// assert_eq!(c.id(), SagaId::nil());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// A new saga, leased to the creator.
+    New(Lease),
+    /// A saga with this (type, business key) already existed: nothing was written.
+    Existing(SagaId),
+}
+
+impl Created {
+    /// The saga's id either way.
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::{Created, Lease}, SagaId};
+    /// let c = Created::New(Lease { saga: SagaId::nil(), owner: "o".into(), epoch: 1 });
+    /// assert_eq!(c.id(), SagaId::nil());
+    /// ```
+    pub fn id(&self) -> SagaId {
+        match self {
+            Created::New(l) => l.saga,
+            Created::Existing(id) => *id,
+        }
+    }
+}
+
+/// One step phase as stored.
+///
+/// ```
+/// use steadfast_saga::{store::{StepRecord, StepState}, Phase};
+/// let r = StepRecord { step: "a".into(), phase: Phase::Forward, state: StepState::Started,
+///     attempts: 1, output: None, error: None };
+/// assert_eq!(r.attempts, 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepRecord {
+    /// The step's name.
+    pub step: String,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// What is known.
+    pub state: StepState,
+    /// Attempts started so far (across crashes).
+    pub attempts: u32,
+    /// The output as JSON text, once succeeded.
+    pub output: Option<String>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// A saga as stored: its row and its steps.
+///
+/// ```
+/// fn is_done(r: &steadfast_saga::store::SagaRecord) -> bool { r.status.is_terminal() }
+/// # let _ = is_done;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SagaRecord {
+    /// Id.
+    pub id: SagaId,
+    /// Type.
+    pub saga_type: String,
+    /// Definition version it was started with.
+    pub version: u32,
+    /// Business key.
+    pub business_key: String,
+    /// Status.
+    pub status: SagaStatus,
+    /// Whether it was compensating (kept while in `NeedsAttention`, to resume the right way).
+    pub compensating: bool,
+    /// Input JSON text (undecoded: a corrupt row is reported by the orchestrator).
+    pub input: String,
+    /// The index of the first stage not known to be complete (informational; the step records
+    /// are the truth).
+    pub cursor: i64,
+    /// How many times the saga was claimed after its lease expired.
+    pub recoveries: u32,
+    /// The error that sent it to `NeedsAttention` or started its compensation.
+    pub error: Option<String>,
+    /// Current lease epoch.
+    pub epoch: i64,
+    /// Current lease owner.
+    pub owner: Option<String>,
+    /// Time left to the saga-level deadline on the store's clock (`Some(ZERO)` once past).
+    pub deadline_remaining: Option<Duration>,
+    /// Step records.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A saga in a listing.
+///
+/// ```
+/// fn stuck(s: &steadfast_saga::store::SagaSummary) -> bool {
+///     s.status == steadfast_saga::SagaStatus::NeedsAttention
+/// }
+/// # let _ = stuck;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SagaSummary {
+    /// Id.
+    pub id: SagaId,
+    /// Type.
+    pub saga_type: String,
+    /// Business key.
+    pub business_key: String,
+    /// Status.
+    pub status: SagaStatus,
+    /// Kept error, if any.
+    pub error: Option<String>,
+    /// Recoveries so far.
+    pub recoveries: u32,
+}
+
+/// One entry of a saga's history (append-only).
+///
+/// ```
+/// fn describe(h: &steadfast_saga::store::HistoryEntry) -> String {
+///     format!("#{} epoch {} {} {:?}", h.seq, h.epoch, h.kind, h.step)
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Order within the store (increasing).
+    pub seq: i64,
+    /// Store clock, milliseconds since the Unix epoch (the memory store: since it was made).
+    pub at_ms: i64,
+    /// The lease epoch of the write.
+    pub epoch: i64,
+    /// What happened (`created`, `step_started`, `step_succeeded`, `attempt_failed`, ...).
+    pub kind: String,
+    /// The step, if any.
+    pub step: Option<String>,
+    /// The phase, if any.
+    pub phase: Option<Phase>,
+    /// Details (an error, an operator's note).
+    pub detail: Option<String>,
+}
+
+/// An event to append to the history with a transition.
+///
+/// ```
+/// use steadfast_saga::store::Event;
+/// let e = Event::new("recovered").detail("claimed after lease expiry");
+/// assert_eq!(e.kind, "recovered");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Kind.
+    pub kind: String,
+    /// Step.
+    pub step: Option<String>,
+    /// Phase.
+    pub phase: Option<Phase>,
+    /// Detail.
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// An event of this kind.
+    ///
+    /// ```
+    /// assert_eq!(steadfast_saga::store::Event::new("x").kind, "x");
+    /// ```
+    pub fn new(kind: impl Into<String>) -> Self {
+        Event {
+            kind: kind.into(),
+            step: None,
+            phase: None,
+            detail: None,
+        }
+    }
+
+    /// About this step phase.
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::Event, Phase};
+    /// let e = steadfast_saga::store::Event::new("x").step("a", Phase::Forward);
+    /// assert_eq!(e.step.as_deref(), Some("a"));
+    /// ```
+    pub fn step(mut self, step: impl Into<String>, phase: Phase) -> Self {
+        self.step = Some(step.into());
+        self.phase = Some(phase);
+        self
+    }
+
+    /// With a detail.
+    ///
+    /// ```
+    /// assert!(steadfast_saga::store::Event::new("x").detail("d").detail.is_some());
+    /// ```
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// One atomic, fenced change to a saga: an optional step record upsert, optional saga field
+/// updates, and a history event, all in one transaction.
+///
+/// ```
+/// use steadfast_saga::{store::{Event, StepRecord, StepState, Transition}, Phase, SagaStatus};
+/// let t = Transition::new(Event::new("step_succeeded").step("a", Phase::Forward))
+///     .step(StepRecord { step: "a".into(), phase: Phase::Forward, state: StepState::Succeeded,
+///         attempts: 1, output: Some("1".into()), error: None })
+///     .cursor(1);
+/// assert_eq!(t.cursor, Some(1));
+/// let done = Transition::new(Event::new("completed")).status(SagaStatus::Completed);
+/// assert_eq!(done.status, Some(SagaStatus::Completed));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transition {
+    /// Step record to insert or replace.
+    pub step: Option<StepRecord>,
+    /// New status.
+    pub status: Option<SagaStatus>,
+    /// New compensating flag.
+    pub compensating: Option<bool>,
+    /// New cursor.
+    pub cursor: Option<i64>,
+    /// New error (`Some(None)` clears it).
+    pub error: Option<Option<String>>,
+    /// Reset the recovery count to zero (an operator's resume).
+    pub reset_recoveries: bool,
+    /// The history event.
+    pub event: Event,
+}
+
+impl Transition {
+    /// A transition that only records `event`.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// assert!(Transition::new(Event::new("note")).step.is_none());
+    /// ```
+    pub fn new(event: Event) -> Self {
+        Transition {
+            step: None,
+            status: None,
+            compensating: None,
+            cursor: None,
+            error: None,
+            reset_recoveries: false,
+            event,
+        }
+    }
+
+    /// Upserts a step record.
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::{Event, StepRecord, StepState, Transition}, Phase};
+    /// let t = Transition::new(Event::new("x")).step(StepRecord { step: "a".into(),
+    ///     phase: Phase::Forward, state: StepState::Started, attempts: 1, output: None, error: None });
+    /// assert!(t.step.is_some());
+    /// ```
+    pub fn step(mut self, record: StepRecord) -> Self {
+        self.step = Some(record);
+        self
+    }
+
+    /// Sets the status.
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::{Event, Transition}, SagaStatus};
+    /// assert!(Transition::new(Event::new("x")).status(SagaStatus::Running).status.is_some());
+    /// ```
+    pub fn status(mut self, status: SagaStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the compensating flag.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// assert_eq!(Transition::new(Event::new("x")).compensating(true).compensating, Some(true));
+    /// ```
+    pub fn compensating(mut self, yes: bool) -> Self {
+        self.compensating = Some(yes);
+        self
+    }
+
+    /// Sets the cursor.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// assert_eq!(Transition::new(Event::new("x")).cursor(2).cursor, Some(2));
+    /// ```
+    pub fn cursor(mut self, cursor: i64) -> Self {
+        self.cursor = Some(cursor);
+        self
+    }
+
+    /// Sets (or with `None`, clears) the kept error.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// let t = Transition::new(Event::new("x")).error(Some("boom".into()));
+    /// assert_eq!(t.error, Some(Some("boom".into())));
+    /// ```
+    pub fn error(mut self, error: Option<String>) -> Self {
+        self.error = Some(error);
+        self
+    }
+
+    /// Resets the recovery count.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// assert!(Transition::new(Event::new("x")).reset_recoveries().reset_recoveries);
+    /// ```
+    pub fn reset_recoveries(mut self) -> Self {
+        self.reset_recoveries = true;
+        self
+    }
+}
+
+/// The durable saga log. Implementations must pass [`conformance::run_all`].
+///
+/// Contract:
+/// - `create` is idempotent per (saga type, business key) and leases the new saga (epoch 1) to
+///   the creator;
+/// - `record` applies a [`Transition`] atomically and only if the lease epoch is still current,
+///   else fails with [`Error::Fenced`]; nothing of a refused transition is written;
+/// - `claim_expired` takes active sagas whose lease expired on the store's clock, bumping each
+///   one's epoch and recovery count, and never hands one saga to two claimers;
+/// - `take_over` claims a saga unconditionally (operator actions), bumping its epoch;
+/// - lease times are measured on the store's clock (the database's `now()`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use steadfast_saga::store::{MemoryStore, SagaStore};
+/// let store: Arc<dyn SagaStore> = Arc::new(MemoryStore::new());
+/// # let _ = store;
+/// ```
+pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
+    /// Creates a saga, or finds the one with the same (type, business key).
+    fn create<'a>(
+        &'a self,
+        new: NewSaga,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Created>;
+
+    /// Loads a saga and its step records. [`Error::NotFound`] or [`Error::Decode`] (an
+    /// unreadable status, state or phase).
+    fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord>;
+
+    /// Applies a transition if `lease` is current ([`Error::Fenced`] otherwise).
+    fn record<'a>(&'a self, lease: &'a Lease, transition: Transition) -> StoreFuture<'a, ()>;
+
+    /// Extends the lease to `lease_for` from now if it is current ([`Error::Fenced`] otherwise).
+    fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()>;
+
+    /// Gives the lease up (expires it now) if it is current, so another orchestrator may claim
+    /// the saga at once. Not an error when fenced.
+    fn release<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()>;
+
+    /// Claims up to `limit` active sagas whose lease has expired, for `lease_for`.
+    fn claim_expired<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_for: Duration,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Lease>>;
+
+    /// Claims one saga whatever its lease (operator actions), for `lease_for`.
+    fn take_over<'a>(
+        &'a self,
+        id: SagaId,
+        owner: &'a str,
+        lease_for: Duration,
+    ) -> StoreFuture<'a, Lease>;
+
+    /// Lists sagas, optionally of one status, oldest first, at most `limit`.
+    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>>;
+
+    /// A saga's history, in order.
+    fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>>;
+}
+
+pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Display) -> Error {
+    Error::Decode(crate::error::Decode {
+        saga: id,
+        what: what.to_string(),
+        detail: detail.to_string(),
+    })
+}
+
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,618 @@
+//! The PostgreSQL store: for many orchestrator instances on one database. Claims use
+//! `SELECT ... FOR UPDATE SKIP LOCKED`; every fenced write is an `UPDATE ... WHERE lease_epoch =
+//! $epoch` in the transition's transaction; lease times use the database's `now()`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::conformance::{Corrupt, Corruption};
+use super::{
+    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus,
+    SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
+};
+use crate::error::{Error, Fenced};
+use crate::keys::{Phase, SagaId};
+
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS steadfast_sagas (
+        id TEXT PRIMARY KEY,
+        saga_type TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        business_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        compensating BOOLEAN NOT NULL DEFAULT FALSE,
+        input TEXT NOT NULL,
+        cursor BIGINT NOT NULL DEFAULT 0,
+        recoveries BIGINT NOT NULL DEFAULT 0,
+        error TEXT,
+        lease_owner TEXT,
+        lease_epoch BIGINT NOT NULL,
+        lease_expires_at TIMESTAMPTZ NOT NULL,
+        deadline_at TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        UNIQUE (saga_type, business_key)
+    )",
+    "CREATE INDEX IF NOT EXISTS steadfast_sagas_claim
+        ON steadfast_sagas (lease_expires_at) WHERE status IN ('running', 'compensating')",
+    "CREATE INDEX IF NOT EXISTS steadfast_sagas_status ON steadfast_sagas (status, created_at)",
+    "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
+        saga_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        output TEXT,
+        error TEXT,
+        seq BIGSERIAL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (saga_id, step, phase)
+    )",
+    "CREATE TABLE IF NOT EXISTS steadfast_saga_history (
+        seq BIGSERIAL PRIMARY KEY,
+        saga_id TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+        epoch BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        step TEXT,
+        phase TEXT,
+        detail TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS steadfast_saga_history_by_saga
+        ON steadfast_saga_history (saga_id, seq)",
+];
+
+/// A [`SagaStore`] on PostgreSQL, in a schema of its own choosing (default `public`).
+///
+/// ```no_run
+/// use steadfast_saga::store::PostgresStore;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), steadfast_saga::Error> {
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/test", Some("sagas")).await?;
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: Option<String>,
+}
+
+fn valid_schema(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl PostgresStore {
+    /// Connects to `url`, creates `schema` if needed (lower-case letters, digits and `_`),
+    /// sets it as the search path of every connection, and applies the schema migrations
+    /// (embedded, idempotent, serialised by an advisory lock).
+    ///
+    /// ```
+    /// # use steadfast_saga::store::PostgresStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bad = PostgresStore::connect("postgres://127.0.0.1:1/x", Some("Robert'); DROP")).await;
+    /// assert!(bad.is_err());
+    /// # }
+    /// ```
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self, Error> {
+        Self::connect_with(url, schema, 8).await
+    }
+
+    /// Like [`PostgresStore::connect`] with a pool of at most `max_connections`.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::PostgresStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// assert!(PostgresStore::connect_with("not a url", None, 2).await.is_err());
+    /// # }
+    /// ```
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        max_connections: u32,
+    ) -> Result<Self, Error> {
+        if let Some(s) = schema {
+            if !valid_schema(s) {
+                return Err(Error::InvalidOperation(format!(
+                    "schema name {s:?}: use lower-case letters, digits and _"
+                )));
+            }
+        }
+        let mut opts = PgConnectOptions::from_str(url)?;
+        if let Some(s) = schema {
+            opts = opts.options([("search_path", s)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        let store = PostgresStore {
+            pool,
+            schema: schema.map(str::to_string),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7305514275917336113)")
+            .execute(&mut *tx)
+            .await?;
+        if let Some(s) = &self.schema {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"");
+            sqlx::query(&sql).execute(&mut *tx).await?;
+        }
+        for m in MIGRATIONS {
+            sqlx::query(*m).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops this store's schema and everything in it (tests).
+    ///
+    /// ```no_run
+    /// # use steadfast_saga::store::PostgresStore;
+    /// # async fn f(s: PostgresStore) -> Result<(), steadfast_saga::Error> {
+    /// s.drop_schema().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn drop_schema(&self) -> Result<(), Error> {
+        if let Some(s) = &self.schema {
+            let sql = format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE");
+            sqlx::query(&sql).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// The connection pool (for tests and tools that read the tables directly).
+    ///
+    /// ```
+    /// # use steadfast_saga::store::PostgresStore;
+    /// fn pool(s: &PostgresStore) -> &sqlx::PgPool { s.pool() }
+    /// # let _ = pool;
+    /// ```
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn push_history(
+    tx: &mut Transaction<'static, Postgres>,
+    id: SagaId,
+    epoch: i64,
+    event: &Event,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO steadfast_saga_history (saga_id, epoch, kind, step, phase, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(epoch)
+    .bind(&event.kind)
+    .bind(&event.step)
+    .bind(event.phase.map(|p| p.as_str()))
+    .bind(&event.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn fenced_or_missing(
+    tx: &mut Transaction<'static, Postgres>,
+    lease: &Lease,
+) -> Result<Error, Error> {
+    let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = $1")
+        .bind(lease.saga.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match exists {
+        Some(_) => Error::Fenced(Fenced {
+            saga: lease.saga,
+            epoch: lease.epoch,
+        }),
+        None => Error::NotFound(lease.saga),
+    })
+}
+
+fn parse_id(s: &str) -> Result<SagaId, Error> {
+    SagaId::from_str(s).map_err(|e| decode_err(None, "a saga id", e))
+}
+
+fn to_u32(id: SagaId, what: &str, v: i64) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|e| decode_err(Some(id), what, e))
+}
+
+fn step_from_row(id: SagaId, row: &PgRow) -> Result<StepRecord, Error> {
+    let state: String = row.try_get("state")?;
+    let phase: String = row.try_get("phase")?;
+    Ok(StepRecord {
+        step: row.try_get("step")?,
+        phase: Phase::from_str(&phase).map_err(|e| decode_err(Some(id), "a step phase", e))?,
+        state: StepState::from_str(&state).map_err(|e| decode_err(Some(id), "a step state", e))?,
+        attempts: to_u32(id, "a step's attempts", row.try_get("attempts")?)?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+    })
+}
+
+impl SagaStore for PostgresStore {
+    fn create<'a>(
+        &'a self,
+        new: NewSaga,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Created> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
+                    lease_owner, lease_epoch, lease_expires_at, deadline_at)
+                 VALUES ($1, $2, $3, $4, 'running', $5, $6, 1,
+                    now() + $7::bigint * interval '1 millisecond',
+                    now() + $8::bigint * interval '1 millisecond')
+                 ON CONFLICT (saga_type, business_key) DO NOTHING",
+            )
+            .bind(new.id.to_string())
+            .bind(&new.saga_type)
+            .bind(i64::from(new.version))
+            .bind(&new.business_key)
+            .bind(&new.input)
+            .bind(owner)
+            .bind(duration_ms(lease))
+            .bind(new.deadline.map(duration_ms))
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                let row = sqlx::query(
+                    "SELECT id FROM steadfast_sagas WHERE saga_type = $1 AND business_key = $2",
+                )
+                .bind(&new.saga_type)
+                .bind(&new.business_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.rollback().await?;
+                let id: String = row.try_get("id")?;
+                return Ok(Created::Existing(parse_id(&id)?));
+            }
+            push_history(&mut tx, new.id, 1, &Event::new("created")).await?;
+            tx.commit().await?;
+            Ok(Created::New(Lease {
+                saga: new.id,
+                owner: owner.to_string(),
+                epoch: 1,
+            }))
+        })
+    }
+
+    fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            let row = sqlx::query(
+                "SELECT saga_type, version, business_key, status, compensating, input, cursor,
+                    recoveries, error, lease_epoch, lease_owner,
+                    CASE WHEN deadline_at IS NULL THEN NULL
+                         ELSE GREATEST(
+                            (extract(epoch FROM (deadline_at - now())) * 1000)::bigint, 0)
+                    END AS left_ms
+                 FROM steadfast_sagas WHERE id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            let status: String = row.try_get("status")?;
+            let left: Option<i64> = row.try_get("left_ms")?;
+            let steps = sqlx::query(
+                "SELECT step, phase, state, attempts, output, error
+                 FROM steadfast_saga_steps WHERE saga_id = $1 ORDER BY seq",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| step_from_row(id, r))
+            .collect::<Result<Vec<_>, _>>()?;
+            Ok(SagaRecord {
+                id,
+                saga_type: row.try_get("saga_type")?,
+                version: to_u32(id, "the version", row.try_get("version")?)?,
+                business_key: row.try_get("business_key")?,
+                status: SagaStatus::from_str(&status)
+                    .map_err(|e| decode_err(Some(id), "the saga status", e))?,
+                compensating: row.try_get("compensating")?,
+                input: row.try_get("input")?,
+                cursor: row.try_get("cursor")?,
+                recoveries: to_u32(id, "the recovery count", row.try_get("recoveries")?)?,
+                error: row.try_get("error")?,
+                epoch: row.try_get("lease_epoch")?,
+                owner: row.try_get("lease_owner")?,
+                deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                steps,
+            })
+        })
+    }
+
+    fn record<'a>(&'a self, lease: &'a Lease, t: Transition) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let (set_error, error) = match &t.error {
+                Some(e) => (true, e.clone()),
+                None => (false, None),
+            };
+            // The row lock taken here orders this write against any concurrent claim.
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas SET
+                    status = COALESCE($1, status),
+                    compensating = COALESCE($2, compensating),
+                    cursor = COALESCE($3, cursor),
+                    error = CASE WHEN $4 THEN $5 ELSE error END,
+                    recoveries = CASE WHEN $6 THEN 0 ELSE recoveries END,
+                    updated_at = now()
+                 WHERE id = $7 AND lease_epoch = $8",
+            )
+            .bind(t.status.map(|s| s.as_str()))
+            .bind(t.compensating)
+            .bind(t.cursor)
+            .bind(set_error)
+            .bind(error)
+            .bind(t.reset_recoveries)
+            .bind(lease.saga.to_string())
+            .bind(lease.epoch)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                let e = fenced_or_missing(&mut tx, lease).await?;
+                tx.rollback().await?;
+                return Err(e);
+            }
+            if let Some(s) = &t.step {
+                sqlx::query(
+                    "INSERT INTO steadfast_saga_steps
+                        (saga_id, step, phase, state, attempts, output, error)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (saga_id, step, phase) DO UPDATE SET
+                        state = excluded.state, attempts = excluded.attempts,
+                        output = excluded.output, error = excluded.error, updated_at = now()",
+                )
+                .bind(lease.saga.to_string())
+                .bind(&s.step)
+                .bind(s.phase.as_str())
+                .bind(s.state.as_str())
+                .bind(i64::from(s.attempts))
+                .bind(&s.output)
+                .bind(&s.error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            push_history(&mut tx, lease.saga, lease.epoch, &t.event).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas
+                 SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
+                 WHERE id = $2 AND lease_epoch = $3",
+            )
+            .bind(duration_ms(lease_for))
+            .bind(lease.saga.to_string())
+            .bind(lease.epoch)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                let e = fenced_or_missing(&mut tx, lease).await?;
+                tx.rollback().await?;
+                return Err(e);
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE steadfast_sagas SET lease_expires_at = now()
+                 WHERE id = $1 AND lease_epoch = $2",
+            )
+            .bind(lease.saga.to_string())
+            .bind(lease.epoch)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_for: Duration,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let rows = sqlx::query(
+                "WITH c AS (
+                    SELECT id FROM steadfast_sagas
+                    WHERE status IN ('running', 'compensating') AND lease_expires_at <= now()
+                    ORDER BY lease_expires_at
+                    LIMIT $3
+                    FOR UPDATE SKIP LOCKED)
+                 UPDATE steadfast_sagas s SET
+                    lease_epoch = s.lease_epoch + 1,
+                    recoveries = s.recoveries + 1,
+                    lease_owner = $1,
+                    lease_expires_at = now() + $2::bigint * interval '1 millisecond'
+                 FROM c WHERE s.id = c.id
+                 RETURNING s.id, s.lease_epoch",
+            )
+            .bind(owner)
+            .bind(duration_ms(lease_for))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut leases = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let lease = Lease {
+                    saga: parse_id(&id)?,
+                    owner: owner.to_string(),
+                    epoch: row.try_get("lease_epoch")?,
+                };
+                push_history(
+                    &mut tx,
+                    lease.saga,
+                    lease.epoch,
+                    &Event::new("claimed").detail(format!("by {owner}")),
+                )
+                .await?;
+                leases.push(lease);
+            }
+            tx.commit().await?;
+            Ok(leases)
+        })
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        id: SagaId,
+        owner: &'a str,
+        lease_for: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                "UPDATE steadfast_sagas SET
+                    lease_epoch = lease_epoch + 1,
+                    lease_owner = $1,
+                    lease_expires_at = now() + $2::bigint * interval '1 millisecond'
+                 WHERE id = $3 RETURNING lease_epoch",
+            )
+            .bind(owner)
+            .bind(duration_ms(lease_for))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            let epoch: i64 = row.try_get("lease_epoch")?;
+            push_history(
+                &mut tx,
+                id,
+                epoch,
+                &Event::new("taken_over").detail(format!("by {owner}")),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Lease {
+                saga: id,
+                owner: owner.to_string(),
+                epoch,
+            })
+        })
+    }
+
+    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, saga_type, business_key, status, error, recoveries
+                 FROM steadfast_sagas WHERE ($1::text IS NULL OR status = $1)
+                 ORDER BY created_at, id LIMIT $2",
+            )
+            .bind(status.map(|s| s.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.iter().filter_map(|r| summary(r).ok()).collect())
+        })
+    }
+
+    fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            if sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound(id));
+            }
+            let rows = sqlx::query(
+                "SELECT seq, (extract(epoch FROM at) * 1000)::bigint AS at_ms, epoch, kind, step,
+                    phase, detail
+                 FROM steadfast_saga_history WHERE saga_id = $1 ORDER BY seq",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let phase: Option<String> = r.try_get("phase")?;
+                    Ok(HistoryEntry {
+                        seq: r.try_get("seq")?,
+                        at_ms: r.try_get("at_ms")?,
+                        epoch: r.try_get("epoch")?,
+                        kind: r.try_get("kind")?,
+                        step: r.try_get("step")?,
+                        phase: phase
+                            .map(|p| Phase::from_str(&p))
+                            .transpose()
+                            .map_err(|e| decode_err(Some(id), "a history phase", e))?,
+                        detail: r.try_get("detail")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn summary(r: &PgRow) -> Result<SagaSummary, Error> {
+    let id: String = r.try_get("id")?;
+    let id = parse_id(&id)?;
+    let status: String = r.try_get("status")?;
+    Ok(SagaSummary {
+        id,
+        saga_type: r.try_get("saga_type")?,
+        business_key: r.try_get("business_key")?,
+        status: SagaStatus::from_str(&status)
+            .map_err(|e| decode_err(Some(id), "the saga status", e))?,
+        error: r.try_get("error")?,
+        recoveries: to_u32(id, "the recovery count", r.try_get("recoveries")?)?,
+    })
+}
+
+impl Corrupt for PostgresStore {
+    fn corrupt(&self, id: SagaId, what: Corruption) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let sql = match what {
+                Corruption::InputNotJson => {
+                    "UPDATE steadfast_sagas SET input = '{not json' WHERE id = $1"
+                }
+                Corruption::UnknownStatus => {
+                    "UPDATE steadfast_sagas SET status = 'bogus' WHERE id = $1"
+                }
+                Corruption::UnknownStepState => {
+                    "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = $1"
+                }
+            };
+            let r = sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+            Ok(r.rows_affected() > 0)
+        })
+    }
+}

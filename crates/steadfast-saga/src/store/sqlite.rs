@@ -1,0 +1,586 @@
+//! The SQLite store: the embedded default. One database file in WAL mode; every write is a
+//! `BEGIN IMMEDIATE` transaction (the database's single writer lock), so claims and fenced
+//! writes serialise across processes sharing the file. Lease times use SQLite's clock
+//! (`unixepoch('subsec')`), which is the host's clock for every process on the host.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::conformance::{Corrupt, Corruption};
+use super::{
+    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus,
+    SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
+};
+use crate::error::{Error, Fenced};
+use crate::keys::{Phase, SagaId};
+
+/// The schema, applied by [`SqliteStore::open`] (embedded; no database needed at build time).
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS steadfast_sagas (
+        id TEXT PRIMARY KEY,
+        saga_type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        business_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        compensating INTEGER NOT NULL DEFAULT 0,
+        input TEXT NOT NULL,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        recoveries INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        lease_owner TEXT,
+        lease_epoch INTEGER NOT NULL,
+        lease_expires_ms INTEGER NOT NULL,
+        deadline_ms INTEGER,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        UNIQUE (saga_type, business_key)
+    )",
+    "CREATE INDEX IF NOT EXISTS steadfast_sagas_claim
+        ON steadfast_sagas (status, lease_expires_ms)",
+    "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
+        saga_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        output TEXT,
+        error TEXT,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (saga_id, step, phase)
+    )",
+    "CREATE TABLE IF NOT EXISTS steadfast_saga_history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        saga_id TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        step TEXT,
+        phase TEXT,
+        detail TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS steadfast_saga_history_by_saga
+        ON steadfast_saga_history (saga_id, seq)",
+];
+
+/// A [`SagaStore`] on one SQLite database file (WAL mode, `synchronous = FULL` by default).
+///
+/// ```
+/// use steadfast_saga::store::SqliteStore;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), steadfast_saga::Error> {
+/// let path = std::env::temp_dir().join(format!("doc-{}.db", std::process::id()));
+/// let store = SqliteStore::open(&path).await?;
+/// # drop(store); let _ = std::fs::remove_file(&path);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the schema.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::SqliteStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let dir = std::env::temp_dir().join("steadfast-no-such-dir/a/b");
+    /// assert!(SqliteStore::open(dir.join("x.db")).await.is_err());
+    /// # }
+    /// ```
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(path, true).await
+    }
+
+    /// Like [`SqliteStore::open`]; `durable = false` uses `synchronous = NORMAL` (survives a
+    /// process crash, may lose the last transactions on power loss; faster).
+    ///
+    /// ```
+    /// # use steadfast_saga::store::SqliteStore;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), steadfast_saga::Error> {
+    /// let path = std::env::temp_dir().join(format!("doc-nd-{}.db", std::process::id()));
+    /// let store = SqliteStore::open_with(&path, false).await?;
+    /// # drop(store); let _ = std::fs::remove_file(&path);
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_with(path: impl AsRef<Path>, durable: bool) -> Result<Self, Error> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path.as_ref())
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for m in MIGRATIONS {
+            sqlx::query(*m).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The connection pool (for tests and tools that read the tables directly).
+    ///
+    /// ```
+    /// # use steadfast_saga::store::SqliteStore;
+    /// fn pool(s: &SqliteStore) -> &sqlx::SqlitePool { s.pool() }
+    /// # let _ = pool;
+    /// ```
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, Error> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn push_history(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: SagaId,
+    epoch: i64,
+    event: &Event,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO steadfast_saga_history (saga_id, at_ms, epoch, kind, step, phase, detail)
+         VALUES (?, CAST(unixepoch('subsec') * 1000 AS INTEGER), ?, ?, ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(epoch)
+    .bind(&event.kind)
+    .bind(&event.step)
+    .bind(event.phase.map(|p| p.as_str()))
+    .bind(&event.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn fenced_or_missing(
+    tx: &mut Transaction<'static, Sqlite>,
+    lease: &Lease,
+) -> Result<Error, Error> {
+    let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = ?")
+        .bind(lease.saga.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match exists {
+        Some(_) => Error::Fenced(Fenced {
+            saga: lease.saga,
+            epoch: lease.epoch,
+        }),
+        None => Error::NotFound(lease.saga),
+    })
+}
+
+fn parse_id(s: &str) -> Result<SagaId, Error> {
+    SagaId::from_str(s).map_err(|e| decode_err(None, "a saga id", e))
+}
+
+fn to_u32(id: SagaId, what: &str, v: i64) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|e| decode_err(Some(id), what, e))
+}
+
+fn step_from_row(id: SagaId, row: &SqliteRow) -> Result<StepRecord, Error> {
+    let state: String = row.try_get("state")?;
+    let phase: String = row.try_get("phase")?;
+    Ok(StepRecord {
+        step: row.try_get("step")?,
+        phase: Phase::from_str(&phase).map_err(|e| decode_err(Some(id), "a step phase", e))?,
+        state: StepState::from_str(&state).map_err(|e| decode_err(Some(id), "a step state", e))?,
+        attempts: to_u32(id, "a step's attempts", row.try_get("attempts")?)?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+    })
+}
+
+impl SagaStore for SqliteStore {
+    fn create<'a>(
+        &'a self,
+        new: NewSaga,
+        owner: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Created> {
+        Box::pin(async move {
+            let mut tx = self.immediate().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
+                    lease_owner, lease_epoch, lease_expires_ms, deadline_ms, created_ms, updated_ms)
+                 VALUES (?, ?, ?, ?, 'running', ?, ?, 1,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER),
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER))
+                 ON CONFLICT (saga_type, business_key) DO NOTHING",
+            )
+            .bind(new.id.to_string())
+            .bind(&new.saga_type)
+            .bind(i64::from(new.version))
+            .bind(&new.business_key)
+            .bind(&new.input)
+            .bind(owner)
+            .bind(duration_ms(lease))
+            .bind(new.deadline.map(duration_ms))
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                let row = sqlx::query(
+                    "SELECT id FROM steadfast_sagas WHERE saga_type = ? AND business_key = ?",
+                )
+                .bind(&new.saga_type)
+                .bind(&new.business_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.rollback().await?;
+                let id: String = row.try_get("id")?;
+                return Ok(Created::Existing(parse_id(&id)?));
+            }
+            push_history(&mut tx, new.id, 1, &Event::new("created")).await?;
+            tx.commit().await?;
+            Ok(Created::New(Lease {
+                saga: new.id,
+                owner: owner.to_string(),
+                epoch: 1,
+            }))
+        })
+    }
+
+    fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            let row = sqlx::query(
+                "SELECT saga_type, version, business_key, status, compensating, input, cursor,
+                    recoveries, error, lease_epoch, lease_owner,
+                    MAX(deadline_ms - CAST(unixepoch('subsec') * 1000 AS INTEGER), 0) AS left_ms
+                 FROM steadfast_sagas WHERE id = ?",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            let status: String = row.try_get("status")?;
+            let left: Option<i64> = row.try_get("left_ms")?;
+            let steps = sqlx::query(
+                "SELECT step, phase, state, attempts, output, error
+                 FROM steadfast_saga_steps WHERE saga_id = ? ORDER BY rowid",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| step_from_row(id, r))
+            .collect::<Result<Vec<_>, _>>()?;
+            Ok(SagaRecord {
+                id,
+                saga_type: row.try_get("saga_type")?,
+                version: to_u32(id, "the version", row.try_get("version")?)?,
+                business_key: row.try_get("business_key")?,
+                status: SagaStatus::from_str(&status)
+                    .map_err(|e| decode_err(Some(id), "the saga status", e))?,
+                compensating: row.try_get::<i64, _>("compensating")? != 0,
+                input: row.try_get("input")?,
+                cursor: row.try_get("cursor")?,
+                recoveries: to_u32(id, "the recovery count", row.try_get("recoveries")?)?,
+                error: row.try_get("error")?,
+                epoch: row.try_get("lease_epoch")?,
+                owner: row.try_get("lease_owner")?,
+                deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                steps,
+            })
+        })
+    }
+
+    fn record<'a>(&'a self, lease: &'a Lease, t: Transition) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.immediate().await?;
+            let (set_error, error) = match &t.error {
+                Some(e) => (1i64, e.clone()),
+                None => (0, None),
+            };
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas SET
+                    status = COALESCE(?, status),
+                    compensating = COALESCE(?, compensating),
+                    cursor = COALESCE(?, cursor),
+                    error = CASE WHEN ? = 1 THEN ? ELSE error END,
+                    recoveries = CASE WHEN ? = 1 THEN 0 ELSE recoveries END,
+                    updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                 WHERE id = ? AND lease_epoch = ?",
+            )
+            .bind(t.status.map(|s| s.as_str()))
+            .bind(t.compensating.map(i64::from))
+            .bind(t.cursor)
+            .bind(set_error)
+            .bind(error)
+            .bind(i64::from(t.reset_recoveries))
+            .bind(lease.saga.to_string())
+            .bind(lease.epoch)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                let e = fenced_or_missing(&mut tx, lease).await?;
+                tx.rollback().await?;
+                return Err(e);
+            }
+            if let Some(s) = &t.step {
+                sqlx::query(
+                    "INSERT INTO steadfast_saga_steps
+                        (saga_id, step, phase, state, attempts, output, error, updated_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, CAST(unixepoch('subsec') * 1000 AS INTEGER))
+                     ON CONFLICT (saga_id, step, phase) DO UPDATE SET
+                        state = excluded.state, attempts = excluded.attempts,
+                        output = excluded.output, error = excluded.error,
+                        updated_ms = excluded.updated_ms",
+                )
+                .bind(lease.saga.to_string())
+                .bind(&s.step)
+                .bind(s.phase.as_str())
+                .bind(s.state.as_str())
+                .bind(i64::from(s.attempts))
+                .bind(&s.output)
+                .bind(&s.error)
+                .execute(&mut *tx)
+                .await?;
+            }
+            push_history(&mut tx, lease.saga, lease.epoch, &t.event).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.immediate().await?;
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas
+                 SET lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
+                 WHERE id = ? AND lease_epoch = ?",
+            )
+            .bind(duration_ms(lease_for))
+            .bind(lease.saga.to_string())
+            .bind(lease.epoch)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                let e = fenced_or_missing(&mut tx, lease).await?;
+                tx.rollback().await?;
+                return Err(e);
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE steadfast_sagas
+                 SET lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                 WHERE id = ? AND lease_epoch = ?",
+            )
+            .bind(lease.saga.to_string())
+            .bind(lease.epoch)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn claim_expired<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_for: Duration,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Lease>> {
+        Box::pin(async move {
+            // BEGIN IMMEDIATE takes the write lock first: two claimers (threads or processes)
+            // serialise here and the second sees the first one's new expiry.
+            let mut tx = self.immediate().await?;
+            let rows = sqlx::query(
+                "UPDATE steadfast_sagas SET
+                    lease_epoch = lease_epoch + 1,
+                    recoveries = recoveries + 1,
+                    lease_owner = ?,
+                    lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
+                 WHERE id IN (
+                    SELECT id FROM steadfast_sagas
+                    WHERE status IN ('running', 'compensating')
+                      AND lease_expires_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                    ORDER BY lease_expires_ms LIMIT ?)
+                 RETURNING id, lease_epoch",
+            )
+            .bind(owner)
+            .bind(duration_ms(lease_for))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut leases = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let lease = Lease {
+                    saga: parse_id(&id)?,
+                    owner: owner.to_string(),
+                    epoch: row.try_get("lease_epoch")?,
+                };
+                push_history(
+                    &mut tx,
+                    lease.saga,
+                    lease.epoch,
+                    &Event::new("claimed").detail(format!("by {owner}")),
+                )
+                .await?;
+                leases.push(lease);
+            }
+            tx.commit().await?;
+            Ok(leases)
+        })
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        id: SagaId,
+        owner: &'a str,
+        lease_for: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        Box::pin(async move {
+            let mut tx = self.immediate().await?;
+            let row = sqlx::query(
+                "UPDATE steadfast_sagas SET
+                    lease_epoch = lease_epoch + 1,
+                    lease_owner = ?,
+                    lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
+                 WHERE id = ? RETURNING lease_epoch",
+            )
+            .bind(owner)
+            .bind(duration_ms(lease_for))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            let epoch: i64 = row.try_get("lease_epoch")?;
+            push_history(
+                &mut tx,
+                id,
+                epoch,
+                &Event::new("taken_over").detail(format!("by {owner}")),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Lease {
+                saga: id,
+                owner: owner.to_string(),
+                epoch,
+            })
+        })
+    }
+
+    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, saga_type, business_key, status, error, recoveries
+                 FROM steadfast_sagas WHERE (?1 IS NULL OR status = ?1)
+                 ORDER BY created_ms, rowid LIMIT ?2",
+            )
+            .bind(status.map(|s| s.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.iter().filter_map(|r| summary(r).ok()).collect())
+        })
+    }
+
+    fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            if sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_none()
+            {
+                return Err(Error::NotFound(id));
+            }
+            let rows = sqlx::query(
+                "SELECT seq, at_ms, epoch, kind, step, phase, detail
+                 FROM steadfast_saga_history WHERE saga_id = ? ORDER BY seq",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let phase: Option<String> = r.try_get("phase")?;
+                    Ok(HistoryEntry {
+                        seq: r.try_get("seq")?,
+                        at_ms: r.try_get("at_ms")?,
+                        epoch: r.try_get("epoch")?,
+                        kind: r.try_get("kind")?,
+                        step: r.try_get("step")?,
+                        phase: phase
+                            .map(|p| Phase::from_str(&p))
+                            .transpose()
+                            .map_err(|e| decode_err(Some(id), "a history phase", e))?,
+                        detail: r.try_get("detail")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn summary(r: &SqliteRow) -> Result<SagaSummary, Error> {
+    let id: String = r.try_get("id")?;
+    let id = parse_id(&id)?;
+    let status: String = r.try_get("status")?;
+    Ok(SagaSummary {
+        id,
+        saga_type: r.try_get("saga_type")?,
+        business_key: r.try_get("business_key")?,
+        status: SagaStatus::from_str(&status)
+            .map_err(|e| decode_err(Some(id), "the saga status", e))?,
+        error: r.try_get("error")?,
+        recoveries: to_u32(id, "the recovery count", r.try_get("recoveries")?)?,
+    })
+}
+
+impl Corrupt for SqliteStore {
+    fn corrupt(&self, id: SagaId, what: Corruption) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let sql = match what {
+                Corruption::InputNotJson => {
+                    "UPDATE steadfast_sagas SET input = '{not json' WHERE id = ?"
+                }
+                Corruption::UnknownStatus => {
+                    "UPDATE steadfast_sagas SET status = 'bogus' WHERE id = ?"
+                }
+                Corruption::UnknownStepState => {
+                    "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = ?"
+                }
+            };
+            let r = sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+            Ok(r.rows_affected() > 0)
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Test support: temporary SQLite files and per-run PostgreSQL schemas.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use steadfast_layers::rng::{RandomSource, SeededRng};
+
+/// A temporary SQLite database path, removed (with its WAL files) on drop.
+pub struct TempDb {
+    pub path: PathBuf,
+}
+
+impl TempDb {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join("steadfast-saga-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = SeededRng::from_entropy().next_u64();
+        TempDb {
+            path: dir.join(format!("{tag}-{}-{n:016x}.db", std::process::id())),
+        }
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The PostgreSQL URL for tests.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// Whether missing services must fail the tests.
+pub fn services_required() -> bool {
+    std::env::var("STEADFAST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// A fresh schema name for one test run.
+pub fn schema_name(tag: &str) -> String {
+    let tag: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "steadfast_test_{tag}_{:012x}",
+        SeededRng::from_entropy().next_u64() >> 16
+    )
+}
+
+/// A PostgreSQL store in a fresh schema, or `None` (after a loud SKIPPED on stderr) when the
+/// server is unreachable and services are not required.
+pub async fn pg_store(tag: &str) -> Option<steadfast_saga::store::PostgresStore> {
+    let url = database_url();
+    let schema = schema_name(tag);
+    match steadfast_saga::store::PostgresStore::connect(&url, Some(&schema)).await {
+        Ok(s) => Some(s),
+        Err(e @ steadfast_saga::Error::Store(_)) if !services_required() => {
+            loud(&format!(
+                "\n*** SKIPPED {tag}: PostgreSQL unreachable at {url}: {e} \
+                 (set STEADFAST_REQUIRE_SERVICES=1 to fail instead) ***\n"
+            ));
+            None
+        }
+        Err(e) => panic!("PostgreSQL store for {tag} at {url} (schema {schema}): {e}"),
+    }
+}
+
+/// Prints past libtest's output capture (to /dev/stderr when it can be opened).
+pub fn loud(msg: &str) {
+    use std::io::Write;
+    match std::fs::OpenOptions::new().write(true).open("/dev/stderr") {
+        Ok(mut f) => {
+            let _ = f.write_all(msg.as_bytes());
+        }
+        Err(_) => eprintln!("{msg}"),
+    }
+}
