@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use steadfast_http::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
 use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyLayer, RedisStore};
+use steadfast_layers::telemetry::Telemetry;
 use steadfast_layers::BoxError;
 use tower::ServiceBuilder;
 
@@ -49,7 +50,7 @@ async fn main() -> Result<(), BoxError> {
         .principal(HeaderPrincipal::new(axum::http::HeaderName::from_static(
             "x-tenant",
         )))
-        .name("orders")
+        .telemetry(Telemetry::new().name("orders"))
         .build()?;
     let stats = idempotency.clone();
 

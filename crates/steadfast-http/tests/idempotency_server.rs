@@ -814,8 +814,11 @@ async fn telemetry_counts_and_traces_every_decision() {
     let _guard = traces.install();
     let calls = Arc::new(AtomicUsize::new(0));
     let layer = builder(MemoryStore::new())
-        .meter(metrics.meter())
-        .name("orders")
+        .telemetry(
+            steadfast_layers::telemetry::Telemetry::new()
+                .meter(metrics.meter())
+                .name("orders"),
+        )
         .build()
         .unwrap();
     let svc = layer.layer(counting(calls.clone()));

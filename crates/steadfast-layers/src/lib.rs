@@ -7,10 +7,17 @@
 //! layers, with noun errors to match on ([`deadline::DeadlineExceeded`], [`timeout::Elapsed`],
 //! [`retry::GaveUp`]); every decision is traced and counted (see [`telemetry`]).
 //!
+//! Backpressure layers keep a caller within what its peer can take, shared by every clone of a
+//! layer: concurrency limits, fixed ([`limit`]) or adaptive ([`adaptive`]: AIMD, Gradient2,
+//! Vegas), a [`bulkhead`] with a bounded queue, rate limits ([`rate`], on governor's GCRA),
+//! client-side adaptive throttling ([`throttle`]) and load shedding ([`shed`]); limits and rates
+//! can be per key ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
+//!
 //! The standard order, outermost first: total deadline, then retry (each attempt bounded by its
 //! own timeout and the deadline). A fallback goes outside the deadline (to answer when it fires),
-//! a hedge layer inside the retry (each attempt is hedged), and a chaos layer innermost, beside
-//! the transport it stands in for.
+//! a hedge layer inside the retry (each attempt is hedged), backpressure layers inside the retry
+//! too (each attempt takes a permit or a cell; client-side throttling sees every attempt), and a
+//! chaos layer innermost, beside the transport it stands in for.
 //!
 //! ```
 //! use std::time::Duration;
@@ -28,16 +35,25 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adaptive;
 pub mod breaker;
+pub mod bulkhead;
 pub mod chaos;
 pub mod classify;
 pub mod deadline;
 mod error;
 pub mod fallback;
 pub mod hedge;
+pub mod keyed;
+pub mod limit;
+pub mod overload;
+mod permit;
+pub mod rate;
 pub mod retry;
 pub mod rng;
+pub mod shed;
 pub mod telemetry;
+pub mod throttle;
 pub mod timeout;
 
 pub use error::{BoxError, ConfigError, Problem};

@@ -102,14 +102,39 @@ impl Telemetry {
         self.record_duration
     }
 
-    pub(crate) fn resolve_meter(&self) -> Meter {
+    /// The meter to record on: the one given, or the global provider's `steadfast` meter.
+    ///
+    /// ```
+    /// # use steadfast_layers::telemetry::Telemetry;
+    /// let counter = Telemetry::new().resolve_meter().u64_counter("my.counter").build();
+    /// counter.add(1, &[]);
+    /// ```
+    pub fn resolve_meter(&self) -> Meter {
         self.meter
             .clone()
             .unwrap_or_else(|| opentelemetry::global::meter("steadfast"))
     }
 
-    /// The base attributes (the name, when set), built once.
-    pub(crate) fn base_attributes(&self) -> Attrs {
+    /// Whether this is the default configuration (global meter, no name, no durations). Layers
+    /// built with it share one process-wide set of instruments, so their calls clone nothing.
+    ///
+    /// ```
+    /// # use steadfast_layers::telemetry::Telemetry;
+    /// assert!(Telemetry::new().is_default());
+    /// assert!(!Telemetry::new().name("x").is_default());
+    /// ```
+    pub fn is_default(&self) -> bool {
+        self.meter.is_none() && self.name.is_none() && !self.record_duration
+    }
+
+    /// The base attributes of every metric (the name, when set), built once.
+    ///
+    /// ```
+    /// # use steadfast_layers::telemetry::Telemetry;
+    /// let attrs = Telemetry::new().name("db").base_attributes();
+    /// assert_eq!(attrs.base().len(), 1);
+    /// ```
+    pub fn base_attributes(&self) -> Attrs {
         Attrs {
             name: self
                 .name
@@ -124,19 +149,35 @@ impl Telemetry {
 }
 
 /// Precomputed attributes of one layer instance.
+///
+/// ```
+/// # use steadfast_layers::telemetry::{Telemetry, REASON_KEY};
+/// let attrs = Telemetry::new().name("db").base_attributes();
+/// attrs.with(REASON_KEY, "timeout", |a| assert_eq!(a.len(), 2));
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct Attrs {
+pub struct Attrs {
     name: Option<KeyValue>,
 }
 
 impl Attrs {
     /// The base attributes alone (no clone, no allocation).
-    pub(crate) fn base(&self) -> &[KeyValue] {
+    ///
+    /// ```
+    /// # use steadfast_layers::telemetry::Telemetry;
+    /// assert!(Telemetry::new().base_attributes().base().is_empty());
+    /// ```
+    pub fn base(&self) -> &[KeyValue] {
         self.name.as_slice()
     }
 
     /// The base attributes plus `key = value`, passed to `f` (no allocation).
-    pub(crate) fn with<R>(
+    ///
+    /// ```
+    /// # use steadfast_layers::telemetry::Telemetry;
+    /// Telemetry::new().base_attributes().with("reason", "x", |a| assert_eq!(a.len(), 1));
+    /// ```
+    pub fn with<R>(
         &self,
         key: &'static str,
         value: &'static str,
@@ -153,4 +194,54 @@ impl Attrs {
 /// Milliseconds of a duration as a float, for event fields.
 pub(crate) fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Per-layer shared state: a process-wide `&'static` for layers built with default telemetry
+/// (cloning it is a copy), an `Arc` otherwise.
+pub(crate) enum SharedRef<T: 'static> {
+    Static(&'static T),
+    Owned(std::sync::Arc<T>),
+}
+
+impl<T> SharedRef<T> {
+    /// `build()` once per process for default telemetry (kept in `cell`), else a fresh `Arc`.
+    pub(crate) fn new(
+        telemetry: &Telemetry,
+        cell: &'static std::sync::OnceLock<T>,
+        build: impl FnOnce() -> T,
+    ) -> Self {
+        if telemetry.is_default() {
+            SharedRef::Static(cell.get_or_init(build))
+        } else {
+            SharedRef::Owned(std::sync::Arc::new(build()))
+        }
+    }
+}
+
+impl<T> Clone for SharedRef<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        match self {
+            SharedRef::Static(r) => SharedRef::Static(r),
+            SharedRef::Owned(a) => SharedRef::Owned(std::sync::Arc::clone(a)),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for SharedRef<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        match self {
+            SharedRef::Static(r) => r,
+            SharedRef::Owned(a) => a,
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for SharedRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
 }

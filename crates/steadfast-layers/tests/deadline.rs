@@ -316,3 +316,43 @@ async fn attempt_timeouts_are_counted() {
         3
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lazily_fixed_deadline_never_moves() {
+    // The inner future reads the deadline at its first poll and again after 1 s: the same
+    // instant both times, and the layer's timer fires at that instant.
+    let svc = DeadlineLayer::new(secs(3))
+        .unwrap()
+        .layer(service_fn(|()| async {
+            let first = Deadline::current();
+            tokio::time::sleep(secs(1)).await;
+            let second = Deadline::current();
+            assert_eq!(first, second);
+            tokio::time::sleep(secs(10)).await;
+            Ok::<_, Infallible>(())
+        }));
+    let t0 = Instant::now();
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(t0.elapsed(), secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_own_timeout_starts_no_later_than_the_first_poll() {
+    let t0 = Instant::now();
+    // Read during `call`: fixed at call time.
+    let mut svc = DeadlineLayer::new(secs(2)).unwrap().layer(seen());
+    let fut = tower::Service::call(&mut svc, ());
+    tokio::time::advance(secs(5)).await;
+    assert_eq!(fut.await.unwrap(), Some(Deadline::at(t0 + secs(2))));
+    // Nothing needs it during `call`: fixed at the first poll.
+    let mut svc = DeadlineLayer::new(secs(2))
+        .unwrap()
+        .layer(service_fn(|()| async {
+            Ok::<_, Infallible>(Deadline::current())
+        }));
+    let fut = tower::Service::call(&mut svc, ());
+    tokio::time::advance(secs(5)).await;
+    let t1 = Instant::now();
+    assert_eq!(fut.await.unwrap(), Some(Deadline::at(t1 + secs(2))));
+}

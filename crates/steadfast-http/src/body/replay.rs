@@ -114,4 +114,22 @@ impl<B> Replay<Request<ReplayBody<B>>> for HttpReplay {
         *copy.extensions_mut() = template.extensions().clone();
         Ok(copy)
     }
+
+    fn last(
+        &self,
+        template: Request<ReplayBody<B>>,
+    ) -> Result<Request<ReplayBody<B>>, NotReplayable> {
+        // The last attempt sends the kept request itself: refuse it if its body can no longer be
+        // sent whole, rather than sending a truncated body.
+        if !template.body().is_replayable() {
+            tracing::debug!(
+                target: "steadfast::body",
+                reason = "body exceeds replay buffer",
+                limit = template.body().limit(),
+                "request not replayed"
+            );
+            return Err(NotReplayable::new("body exceeds replay buffer"));
+        }
+        Ok(template)
+    }
 }

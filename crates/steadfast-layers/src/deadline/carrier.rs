@@ -20,6 +20,19 @@ pub trait Carrier<Req>: Clone {
     fn get(&self, req: &Req) -> Option<Deadline>;
     /// Stores `deadline` on the request.
     fn set(&self, req: &mut Req, deadline: Deadline);
+
+    /// Whether [`set`](Carrier::set) needs the deadline at call time. When it does not, a layer
+    /// with its own timeout fixes the deadline only when something first needs it, saving a
+    /// clock read on calls that complete at once. Defaults to `true`.
+    ///
+    /// ```
+    /// use steadfast_layers::deadline::{Carrier, HttpExtensions, TaskLocal};
+    /// assert!(!Carrier::<u32>::stores(&TaskLocal));
+    /// assert!(Carrier::<http::Request<()>>::stores(&HttpExtensions));
+    /// ```
+    fn stores(&self) -> bool {
+        true
+    }
 }
 
 /// Carries the deadline in the task-local scope only: works for any request type.
@@ -41,6 +54,11 @@ impl<Req> Carrier<Req> for TaskLocal {
 
     #[inline]
     fn set(&self, _req: &mut Req, _deadline: Deadline) {}
+
+    #[inline]
+    fn stores(&self) -> bool {
+        false
+    }
 }
 
 /// Carries the deadline in `http::Request` extensions as well as in the task-local scope.

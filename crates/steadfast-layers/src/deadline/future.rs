@@ -1,21 +1,22 @@
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use pin_project::pin_project;
 use tokio::time::{sleep_until, Sleep};
 use tracing::Span;
 
 use super::layer::Shared;
-use super::{Deadline, DeadlineExceeded, Scoped};
-use crate::telemetry::REASON_KEY;
+use super::value::Current;
+use super::{Deadline, DeadlineExceeded};
+use crate::telemetry::{SharedRef, REASON_KEY};
 use crate::BoxError;
 
 /// The response future of [`DeadlineService`](super::DeadlineService).
 ///
-/// It polls the inner call first and arms its timer only if the call is still pending, so a call
-/// that completes at once costs no timer.
+/// It polls the inner call (in the deadline's task-local scope) first and arms its timer only if
+/// the call is still pending, so a call that completes at once costs no timer.
 #[pin_project]
 #[derive(Debug)]
 pub struct ResponseFuture<F> {
@@ -32,12 +33,15 @@ enum Kind<F> {
     },
     Enforced {
         #[pin]
-        inner: Scoped<F>,
+        inner: F,
         #[pin]
         sleep: Option<Sleep>,
-        deadline: Deadline,
+        /// The deadline, once fixed.
+        deadline: Option<Deadline>,
+        /// The timeout to fix it from, while it is not.
+        timeout: Duration,
         span: Span,
-        shared: Arc<Shared>,
+        shared: SharedRef<Shared>,
     },
     Expired,
 }
@@ -50,16 +54,18 @@ impl<F> ResponseFuture<F> {
     }
 
     pub(super) fn enforced(
-        inner: Scoped<F>,
-        deadline: Deadline,
+        inner: F,
+        deadline: Option<Deadline>,
+        timeout: Duration,
         span: Span,
-        shared: Arc<Shared>,
+        shared: SharedRef<Shared>,
     ) -> Self {
         Self {
             kind: Kind::Enforced {
                 inner,
                 sleep: None,
                 deadline,
+                timeout,
                 span,
                 shared,
             },
@@ -88,15 +94,26 @@ where
                 inner,
                 mut sleep,
                 deadline,
+                timeout,
                 span,
                 shared,
             } => {
                 let _entered = span.enter();
-                if let Poll::Ready(out) = inner.poll(cx) {
+                let (polled, known) = Current::lazy(*timeout, *deadline).run(|| inner.poll(cx));
+                *deadline = known;
+                if let Poll::Ready(out) = polled {
                     return Poll::Ready(out.map_err(Into::into));
                 }
                 if sleep.is_none() {
-                    sleep.set(Some(sleep_until(deadline.instant())));
+                    let fixed = match *deadline {
+                        Some(d) => d,
+                        None => {
+                            let d = Deadline::after_saturating(*timeout);
+                            *deadline = Some(d);
+                            d
+                        }
+                    };
+                    sleep.set(Some(sleep_until(fixed.instant())));
                 }
                 if let Some(timer) = sleep.as_pin_mut() {
                     ready!(timer.poll(cx));

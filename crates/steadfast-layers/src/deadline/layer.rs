@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::metrics::Counter;
@@ -6,7 +6,7 @@ use tower_layer::Layer;
 
 use super::{DeadlineService, TaskLocal, MAX_TIMEOUT};
 use crate::error::ConfigError;
-use crate::telemetry::{Attrs, Telemetry};
+use crate::telemetry::{Attrs, SharedRef, Telemetry};
 
 /// Sets or shrinks the end-to-end deadline of each call, enforces it, and puts it in scope for
 /// everything the inner service does.
@@ -31,7 +31,7 @@ use crate::telemetry::{Attrs, Telemetry};
 pub struct DeadlineLayer<C = TaskLocal> {
     pub(super) timeout: Option<Duration>,
     pub(super) carrier: C,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: SharedRef<Shared>,
 }
 
 #[derive(Debug)]
@@ -103,15 +103,18 @@ impl<C> DeadlineLayer<C> {
 }
 
 impl Shared {
-    fn new(telemetry: Telemetry) -> Arc<Self> {
-        let meter = telemetry.resolve_meter();
-        Arc::new(Shared {
-            exceeded: meter
-                .u64_counter("steadfast.deadline.exceeded")
-                .with_description("Calls that ran out of end-to-end deadline, by stage")
-                .build(),
-            attrs: telemetry.base_attributes(),
-            telemetry,
+    fn new(telemetry: Telemetry) -> SharedRef<Self> {
+        static DEFAULT: OnceLock<Shared> = OnceLock::new();
+        SharedRef::new(&telemetry.clone(), &DEFAULT, move || {
+            let meter = telemetry.resolve_meter();
+            Shared {
+                exceeded: meter
+                    .u64_counter("steadfast.deadline.exceeded")
+                    .with_description("Calls that ran out of end-to-end deadline, by stage")
+                    .build(),
+                attrs: telemetry.base_attributes(),
+                telemetry,
+            }
         })
     }
 }
@@ -124,7 +127,7 @@ impl<S, C: Clone> Layer<S> for DeadlineLayer<C> {
             inner,
             timeout: self.timeout,
             carrier: self.carrier.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }

@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -7,8 +6,9 @@ use tower_service::Service;
 
 use super::carrier::inherited;
 use super::layer::Shared;
+use super::value::Current;
 use super::{Carrier, Deadline, ResponseFuture, TaskLocal};
-use crate::telemetry::{ms, REASON_KEY};
+use crate::telemetry::{ms, SharedRef, REASON_KEY};
 use crate::BoxError;
 
 /// The service made by [`DeadlineLayer`](super::DeadlineLayer): enforces the effective deadline
@@ -32,7 +32,7 @@ pub struct DeadlineService<S, C = TaskLocal> {
     pub(super) inner: S,
     pub(super) timeout: Option<Duration>,
     pub(super) carrier: C,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: SharedRef<Shared>,
 }
 
 impl<S, C> DeadlineService<S, C> {
@@ -69,21 +69,35 @@ where
 
     fn call(&mut self, mut req: Req) -> Self::Future {
         let inherited = inherited(&self.carrier, &req);
+        let name = self.shared.telemetry.span_name();
+        let inner = &mut self.inner;
+        // Own timeout, nothing inherited, nothing to store on the request: the deadline is
+        // fixed the first time something needs it (no clock read for a call that completes
+        // at once and that nobody asks about).
+        if let (Some(t), None, false) = (self.timeout, inherited, self.carrier.stores()) {
+            let span = tracing::debug_span!(
+                target: "steadfast::deadline",
+                "steadfast.deadline",
+                instance = name,
+                deadline_remaining_ms = ms(t),
+            );
+            let (fut, known) = span.in_scope(|| Current::lazy(t, None).run(|| inner.call(req)));
+            return ResponseFuture::enforced(fut, known, t, span, self.shared.clone());
+        }
         let (deadline, now) = match (self.timeout, inherited) {
-            (None, None) => return ResponseFuture::passthrough(self.inner.call(req)),
+            (None, None) => return ResponseFuture::passthrough(inner.call(req)),
             (Some(t), inherited) => {
                 let now = Instant::now();
                 match Deadline::from_timeout_at(now, t) {
                     Some(own) => (own.shrink(inherited), now),
                     None => match inherited {
                         Some(d) => (d, now),
-                        None => return ResponseFuture::passthrough(self.inner.call(req)),
+                        None => return ResponseFuture::passthrough(inner.call(req)),
                     },
                 }
             }
             (None, Some(d)) => (d, Instant::now()),
         };
-        let name = self.shared.telemetry.span_name();
         if deadline.is_expired_at(now) {
             self.shared.attrs.with(REASON_KEY, "arrival", |a| {
                 self.shared.exceeded.add(1, a);
@@ -103,13 +117,13 @@ where
             deadline_remaining_ms = ms(deadline.timeout_at(now)),
         );
         self.carrier.set(&mut req, deadline);
-        let inner = &mut self.inner;
-        let fut = span.in_scope(|| deadline.sync_scope_exact(|| inner.call(req)));
+        let (fut, _) = span.in_scope(|| Current::fixed(deadline).run(|| inner.call(req)));
         ResponseFuture::enforced(
-            deadline.scope_exact(fut),
-            deadline,
+            fut,
+            Some(deadline),
+            Duration::ZERO,
             span,
-            Arc::clone(&self.shared),
+            self.shared.clone(),
         )
     }
 }

@@ -1,15 +1,77 @@
+use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project::pin_project;
 use tokio::time::Instant;
 
 tokio::task_local! {
-    static CURRENT: Deadline;
+    static CURRENT: Current;
+}
+
+/// What the task-local scope holds: a deadline, or a timeout whose deadline is fixed the first
+/// time anything needs it (so that a call nobody asks about costs no clock read).
+#[derive(Debug)]
+pub(crate) struct Current {
+    deadline: Cell<Option<Deadline>>,
+    timeout: Duration,
+}
+
+impl Current {
+    pub(crate) const fn fixed(deadline: Deadline) -> Self {
+        Current {
+            deadline: Cell::new(Some(deadline)),
+            timeout: Duration::ZERO,
+        }
+    }
+
+    /// A deadline `timeout` from the moment it is first needed, or `fixed` once known.
+    pub(crate) const fn lazy(timeout: Duration, known: Option<Deadline>) -> Self {
+        Current {
+            deadline: Cell::new(known),
+            timeout,
+        }
+    }
+
+    fn resolve(&self) -> Deadline {
+        match self.deadline.get() {
+            Some(d) => d,
+            None => {
+                let d = Deadline::after_saturating(self.timeout);
+                self.deadline.set(Some(d));
+                d
+            }
+        }
+    }
+
+    /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
+    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
+        CURRENT.sync_scope(self, || {
+            let r = f();
+            (r, CURRENT.with(|c| c.deadline.get()))
+        })
+    }
 }
 
 /// The future returned by [`Deadline::scope`]: `fut` polled with the deadline in the task-local
 /// scope.
-pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Deadline, F>;
+#[pin_project]
+#[derive(Debug)]
+pub struct Scoped<F> {
+    #[pin]
+    inner: tokio::task::futures::TaskLocalFuture<Current, F>,
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
 
 /// The longest timeout a [`Deadline`] accepts: 99,999,999 hours, the largest `grpc-timeout`.
 /// Anything longer is treated as no deadline by [`Deadline::after`].
@@ -85,6 +147,17 @@ impl Deadline {
             return None;
         }
         now.checked_add(timeout).map(Deadline)
+    }
+
+    /// `timeout` from now, saturating far in the future (about 30 years) if it cannot be
+    /// represented.
+    pub(crate) fn after_saturating(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Deadline(
+            now.checked_add(timeout)
+                .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
+                .unwrap_or(now),
+        )
     }
 
     /// The instant of the deadline.
@@ -171,7 +244,7 @@ impl Deadline {
     /// assert_eq!(Deadline::current(), None);
     /// ```
     pub fn current() -> Option<Deadline> {
-        CURRENT.try_with(|d| *d).ok()
+        CURRENT.try_with(Current::resolve).ok()
     }
 
     /// Runs `fut` with this deadline (shrunk to any enclosing one) in the task-local scope, so
@@ -187,7 +260,9 @@ impl Deadline {
     /// # }
     /// ```
     pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
-        CURRENT.scope(self.shrink(Self::current()), fut)
+        Scoped {
+            inner: CURRENT.scope(Current::fixed(self.shrink(Self::current())), fut),
+        }
     }
 
     /// Runs `f` synchronously with this deadline (shrunk to any enclosing one) in scope.
@@ -199,16 +274,6 @@ impl Deadline {
     /// assert_eq!(d.sync_scope(Deadline::current), Some(d));
     /// ```
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self.shrink(Self::current()), f)
-    }
-
-    /// [`Deadline::scope`] for a deadline already shrunk to the enclosing one (saves a lookup).
-    pub(crate) fn scope_exact<F: Future>(self, fut: F) -> Scoped<F> {
-        CURRENT.scope(self, fut)
-    }
-
-    /// [`Deadline::sync_scope`] for a deadline already shrunk to the enclosing one.
-    pub(crate) fn sync_scope_exact<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
+        CURRENT.sync_scope(Current::fixed(self.shrink(Self::current())), f)
     }
 }

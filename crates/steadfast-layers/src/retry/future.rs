@@ -282,7 +282,14 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
         }
         let last = self.attempts + 1 == shared.max_attempts;
         let next = if last {
-            self.template.take()
+            match self.template.take() {
+                Some(template) => Some(
+                    self.replay
+                        .last(template)
+                        .map_err(GiveUpReason::NotReplayable)?,
+                ),
+                None => None,
+            }
         } else {
             match self.template.as_mut() {
                 Some(template) => Some(

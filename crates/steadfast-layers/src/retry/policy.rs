@@ -22,6 +22,25 @@ use std::fmt;
 pub trait Replay<Req> {
     /// A copy of `template` to send as the next attempt.
     fn replay(&self, template: &mut Req) -> Result<Req, NotReplayable>;
+
+    /// The request to send as the last attempt. The retry layer hands over the kept template
+    /// itself (no copy needed); the default sends it as it is. Override it to refuse a template
+    /// that can no longer be sent whole (a body that outgrew its replay buffer, say).
+    ///
+    /// ```
+    /// use steadfast_layers::retry::{NotReplayable, Replay};
+    /// struct Checked;
+    /// impl Replay<Vec<u8>> for Checked {
+    ///     fn replay(&self, t: &mut Vec<u8>) -> Result<Vec<u8>, NotReplayable> { Ok(t.clone()) }
+    ///     fn last(&self, t: Vec<u8>) -> Result<Vec<u8>, NotReplayable> {
+    ///         if t.is_empty() { Err(NotReplayable::new("body lost")) } else { Ok(t) }
+    ///     }
+    /// }
+    /// assert!(Checked.last(vec![]).is_err());
+    /// ```
+    fn last(&self, template: Req) -> Result<Req, NotReplayable> {
+        Ok(template)
+    }
 }
 
 /// Replays a request by cloning it.

@@ -1,6 +1,5 @@
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -10,13 +9,13 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use super::layer::Shared;
 use super::Elapsed;
 use crate::deadline::{Deadline, DeadlineExceeded};
-use crate::telemetry::REASON_KEY;
+use crate::telemetry::{SharedRef, REASON_KEY};
 use crate::BoxError;
 
 /// The response future of [`AttemptTimeout`](super::AttemptTimeout).
 ///
 /// The timer is armed (one clock read) only when the inner call is still pending after its first
-/// poll; the attempt's time counts from then.
+/// poll; the attempt's time counts from then, and the deadline is the one in scope then.
 #[pin_project]
 #[derive(Debug)]
 pub struct ResponseFuture<F> {
@@ -24,42 +23,23 @@ pub struct ResponseFuture<F> {
     inner: F,
     #[pin]
     sleep: Option<Sleep>,
-    bound: Option<Bound>,
-}
-
-#[derive(Debug)]
-struct Bound {
     timeout: Option<Duration>,
-    deadline: Option<Deadline>,
-    /// Which of the two the armed timer stands for.
+    /// The timer was considered (armed, or found unneeded).
+    armed: bool,
+    /// Which of the two bounds the armed timer stands for.
     deadline_first: bool,
-    shared: Arc<Shared>,
+    shared: SharedRef<Shared>,
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn passthrough(inner: F) -> Self {
+    pub(super) fn new(inner: F, timeout: Option<Duration>, shared: SharedRef<Shared>) -> Self {
         Self {
             inner,
             sleep: None,
-            bound: None,
-        }
-    }
-
-    pub(super) fn bounded(
-        inner: F,
-        timeout: Option<Duration>,
-        deadline: Option<Deadline>,
-        shared: Arc<Shared>,
-    ) -> Self {
-        Self {
-            inner,
-            sleep: None,
-            bound: Some(Bound {
-                timeout,
-                deadline,
-                deadline_first: false,
-                shared,
-            }),
+            timeout,
+            armed: false,
+            deadline_first: false,
+            shared,
         }
     }
 }
@@ -76,31 +56,32 @@ where
         if let Poll::Ready(out) = this.inner.poll(cx) {
             return Poll::Ready(out.map_err(Into::into));
         }
-        let Some(bound) = this.bound.as_mut() else {
-            return Poll::Pending;
-        };
-        if this.sleep.is_none() {
-            let attempt_end = bound.timeout.and_then(|t| Instant::now().checked_add(t));
-            let end = match (attempt_end, bound.deadline) {
+        if !*this.armed {
+            *this.armed = true;
+            let attempt_end = this.timeout.and_then(|t| Instant::now().checked_add(t));
+            let end = match (attempt_end, Deadline::current()) {
                 (Some(a), Some(d)) if d.instant() <= a => {
-                    bound.deadline_first = true;
+                    *this.deadline_first = true;
                     d.instant()
                 }
                 (Some(a), _) => a,
                 (None, Some(d)) => {
-                    bound.deadline_first = true;
+                    *this.deadline_first = true;
                     d.instant()
                 }
                 (None, None) => return Poll::Pending,
             };
             this.sleep.set(Some(sleep_until(end)));
         }
-        if let Some(timer) = this.sleep.as_pin_mut() {
-            ready!(timer.poll(cx));
-        }
-        if bound.deadline_first {
-            bound.shared.attrs.with(REASON_KEY, "attempt", |a| {
-                bound.shared.deadline_exceeded.add(1, a);
+        let Some(timer) = this.sleep.as_pin_mut() else {
+            // Neither a timeout nor a deadline: nothing to enforce.
+            return Poll::Pending;
+        };
+        ready!(timer.poll(cx));
+        let shared = &**this.shared;
+        if *this.deadline_first {
+            shared.attrs.with(REASON_KEY, "attempt", |a| {
+                shared.deadline_exceeded.add(1, a);
             });
             tracing::debug!(
                 target: "steadfast::timeout",
@@ -109,8 +90,8 @@ where
             );
             Poll::Ready(Err(DeadlineExceeded::new().into()))
         } else {
-            let timeout = bound.timeout.unwrap_or_default();
-            bound.shared.elapsed.add(1, bound.shared.attrs.base());
+            let timeout = this.timeout.unwrap_or_default();
+            shared.elapsed.add(1, shared.attrs.base());
             tracing::debug!(
                 target: "steadfast::timeout",
                 timeout_ms = crate::telemetry::ms(timeout),

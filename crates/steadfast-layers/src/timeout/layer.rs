@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::metrics::Counter;
@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use super::AttemptTimeout;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
-use crate::telemetry::{Attrs, Telemetry};
+use crate::telemetry::{Attrs, SharedRef, Telemetry};
 
 /// Bounds each attempt by `min(timeout, remaining deadline)`.
 ///
@@ -27,7 +27,7 @@ use crate::telemetry::{Attrs, Telemetry};
 #[derive(Clone, Debug)]
 pub struct AttemptTimeoutLayer {
     timeout: Option<Duration>,
-    shared: Arc<Shared>,
+    shared: SharedRef<Shared>,
 }
 
 #[derive(Debug)]
@@ -38,9 +38,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(telemetry: &Telemetry) -> Arc<Self> {
+    pub(crate) fn new(telemetry: &Telemetry) -> SharedRef<Self> {
+        static DEFAULT: OnceLock<Shared> = OnceLock::new();
+        SharedRef::new(telemetry, &DEFAULT, || Self::build(telemetry))
+    }
+
+    fn build(telemetry: &Telemetry) -> Self {
         let meter = telemetry.resolve_meter();
-        Arc::new(Shared {
+        Shared {
             elapsed: meter
                 .u64_counter("steadfast.timeout.elapsed")
                 .with_description("Attempts that exceeded their per-attempt timeout")
@@ -50,7 +55,7 @@ impl Shared {
                 .with_description("Calls that ran out of end-to-end deadline, by stage")
                 .build(),
             attrs: telemetry.base_attributes(),
-        })
+        }
     }
 }
 
@@ -132,7 +137,7 @@ impl<S> Layer<S> for AttemptTimeoutLayer {
         AttemptTimeout {
             inner,
             timeout: self.timeout,
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }

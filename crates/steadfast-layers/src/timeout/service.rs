@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -6,7 +5,7 @@ use tower_service::Service;
 
 use super::layer::Shared;
 use super::ResponseFuture;
-use crate::deadline::Deadline;
+use crate::telemetry::SharedRef;
 use crate::BoxError;
 
 /// The service made by [`AttemptTimeoutLayer`](super::AttemptTimeoutLayer).
@@ -30,7 +29,7 @@ use crate::BoxError;
 pub struct AttemptTimeout<S> {
     pub(super) inner: S,
     pub(super) timeout: Option<Duration>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: SharedRef<Shared>,
 }
 
 impl<S> AttemptTimeout<S> {
@@ -66,11 +65,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let deadline = Deadline::current();
-        let fut = self.inner.call(req);
-        if self.timeout.is_none() && deadline.is_none() {
-            return ResponseFuture::passthrough(fut);
-        }
-        ResponseFuture::bounded(fut, self.timeout, deadline, Arc::clone(&self.shared))
+        // The deadline is read from the scope the attempt is polled in, when the timer is armed:
+        // an attempt that completes on its first poll reads neither the deadline nor the clock.
+        ResponseFuture::new(self.inner.call(req), self.timeout, self.shared.clone())
     }
 }

@@ -252,3 +252,45 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
     }
     out
 }
+
+impl Metrics {
+    /// The value of gauge `name` (u64, i64 or f64) on a point whose attributes include all of
+    /// `attrs`, as observed by a collection made now (observable gauges run their callbacks).
+    pub fn gauge_with(&self, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+        fn matches(kvs: &[&opentelemetry::KeyValue], attrs: &[(&str, &str)]) -> bool {
+            attrs.iter().all(|(k, v)| {
+                kvs.iter()
+                    .any(|kv| kv.key.as_str() == *k && kv.value.to_string() == *v)
+            })
+        }
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let last = all.last()?;
+        for scope in last.scope_metrics() {
+            for m in scope.metrics() {
+                if m.name() != name {
+                    continue;
+                }
+                let found = match m.data() {
+                    AggregatedMetrics::U64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .find(|p| matches(&p.attributes().collect::<Vec<_>>(), attrs))
+                        .map(|p| p.value() as f64),
+                    AggregatedMetrics::I64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .find(|p| matches(&p.attributes().collect::<Vec<_>>(), attrs))
+                        .map(|p| p.value() as f64),
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => g
+                        .data_points()
+                        .find(|p| matches(&p.attributes().collect::<Vec<_>>(), attrs))
+                        .map(|p| p.value()),
+                    _ => None,
+                };
+                if found.is_some() {
+                    return found;
+                }
+            }
+        }
+        None
+    }
+}

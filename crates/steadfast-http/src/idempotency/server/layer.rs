@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use opentelemetry::metrics::Meter;
+use steadfast_layers::telemetry::Telemetry;
 use tower_layer::Layer;
 
 use super::{Idempotency, PrincipalExtractor, SingleTenant, StoreResponses};
@@ -144,15 +144,14 @@ pub struct IdempotencyLayerBuilder<St, P = NoPrincipal> {
     publish_expiry: bool,
     renew_leases: bool,
     wall_clock: WallClock,
-    meter: Option<Meter>,
-    name: Option<String>,
+    telemetry: Telemetry,
 }
 
 impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
     /// A builder on `store` with the defaults: `POST` and `PATCH` require a key; 24 h expiry;
     /// 30 s lease, renewed while the handler runs; keys up to 255 characters; request and stored response bodies up to 1 MiB;
     /// `2xx` and `4xx` stored (see [`StoreResponses`]); 5 s store timeout; the expiry
-    /// published in `Idempotency-Key-Expires`; the global `steadfast` meter.
+    /// published in `Idempotency-Key-Expires`; default [`Telemetry`] (the global `steadfast` meter).
     ///
     /// ```
     /// use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
@@ -176,8 +175,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St, NoPrincipal> {
             publish_expiry: true,
             renew_leases: true,
             wall_clock: WallClock::system(),
-            meter: None,
-            name: None,
+            telemetry: Telemetry::default(),
         }
     }
 }
@@ -255,8 +253,7 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
             publish_expiry: self.publish_expiry,
             renew_leases: self.renew_leases,
             wall_clock: self.wall_clock,
-            meter: self.meter,
-            name: self.name,
+            telemetry: self.telemetry,
         }
     }
 
@@ -443,31 +440,21 @@ impl<St, P> IdempotencyLayerBuilder<St, P> {
         self
     }
 
-    /// Records metrics on `meter` instead of the global provider's `steadfast` meter.
+    /// Where and how to record telemetry (see [`Telemetry`]): the meter (the global provider's
+    /// `steadfast` meter by default) and the instance name (the `steadfast.name` attribute of
+    /// the metrics, the `instance` field of the spans).
     ///
     /// ```
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
+    /// use steadfast_layers::telemetry::Telemetry;
     /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant()
-    ///     .meter(opentelemetry::global::meter("orders")).build()?;
+    ///     .telemetry(Telemetry::new().meter(opentelemetry::global::meter("orders")).name("orders"))
+    ///     .build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
-    pub fn meter(mut self, meter: Meter) -> Self {
-        self.meter = Some(meter);
-        self
-    }
-
-    /// Names this layer instance: the `steadfast.name` attribute of its metrics and the
-    /// `instance` field of its spans.
-    ///
-    /// ```
-    /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
-    /// let l = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().name("orders").build()?;
-    /// # let _ = l;
-    /// # Ok::<(), steadfast_http::ConfigError>(())
-    /// ```
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
         self
     }
 }
@@ -537,10 +524,11 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
                 "(0, 60 s]",
             ));
         }
-        let meter = self
-            .meter
-            .unwrap_or_else(|| opentelemetry::global::meter("steadfast"));
-        let metrics = Metrics::new(&meter, self.name.as_deref(), self.store.kind());
+        let metrics = Metrics::new(
+            &self.telemetry.resolve_meter(),
+            self.telemetry.instance_name(),
+            self.store.kind(),
+        );
         Ok(IdempotencyLayer {
             core: Arc::new(Core {
                 store: self.store,
@@ -556,7 +544,7 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
                 publish_expiry: self.publish_expiry,
                 renew_leases: self.renew_leases,
                 wall_clock: self.wall_clock,
-                instance: Arc::from(self.name.unwrap_or_default()),
+                instance: Arc::from(self.telemetry.instance_name().unwrap_or_default()),
                 metrics,
             }),
             principal: Arc::new(self.principal),

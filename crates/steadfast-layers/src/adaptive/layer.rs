@@ -1,0 +1,529 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak};
+use std::time::Duration;
+
+use opentelemetry::metrics::Counter;
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use super::{AdaptiveLimit, Algorithm, Samples, Vegas, MAX_LIMIT};
+use crate::classify::RetryOnError;
+use crate::deadline::MAX_TIMEOUT;
+use crate::error::ConfigError;
+use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
+use crate::telemetry::{ms, Attrs, Telemetry};
+
+/// A concurrency limit that adapts to the backend: the limit is recomputed from each call's
+/// latency and outcome by an [`Algorithm`], and shared by every clone of the layer.
+///
+/// Built by [`AdaptiveLimitLayer::builder`]. See the [module docs](super).
+///
+/// ```
+/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Vegas};
+/// let layer = AdaptiveLimitLayer::builder()
+///     .algorithm(Vegas::builder().initial_limit(10).build()?)
+///     .seed(7)
+///     .build()?;
+/// assert_eq!(layer.handle().limit(), 10);
+/// assert_eq!(layer.handle().algorithm(), "vegas");
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct AdaptiveLimitLayer<A = Vegas, C = RetryOnError> {
+    classifier: C,
+    core: Arc<Core<A>>,
+}
+
+impl<A, C: Clone> Clone for AdaptiveLimitLayer<A, C> {
+    fn clone(&self) -> Self {
+        Self {
+            classifier: self.classifier.clone(),
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+/// The current limit and calls in flight, as every clone sees them.
+#[derive(Debug)]
+pub(super) struct Gate {
+    pub(super) limit: AtomicUsize,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) algorithm: &'static str,
+}
+
+impl Gate {
+    /// Takes a slot if fewer than `limit` calls are in flight; returns the calls in flight,
+    /// this one included.
+    #[inline]
+    pub(super) fn try_acquire(&self) -> Option<usize> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit.load(Ordering::Acquire)).then_some(n + 1)
+            })
+            .ok()
+            .map(|n| n + 1)
+    }
+
+    #[inline]
+    pub(super) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A view of an adaptive limit: its current value, the calls in flight, the algorithm. Cheap to
+/// clone; every clone of the layer and of its services shares what it shows.
+///
+/// ```
+/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+/// let layer = AdaptiveLimitLayer::builder().algorithm(Aimd::default()).build()?;
+/// let handle = layer.handle();
+/// assert_eq!((handle.limit(), handle.in_flight(), handle.algorithm()), (20, 0, "aimd"));
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct LimitHandle {
+    gate: Arc<Gate>,
+}
+
+impl LimitHandle {
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.gate.limit.load(Ordering::Acquire)
+    }
+
+    /// The calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.gate.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The algorithm's name.
+    pub fn algorithm(&self) -> &'static str {
+        self.gate.algorithm
+    }
+}
+
+/// Samples gathered since the last update, lock-free.
+#[derive(Debug)]
+struct Pending {
+    count: AtomicU64,
+    drops: AtomicU64,
+    rtt_sum_nanos: AtomicU64,
+    min_rtt_nanos: AtomicU64,
+    max_in_flight: AtomicUsize,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self {
+            count: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            rtt_sum_nanos: AtomicU64::new(0),
+            min_rtt_nanos: AtomicU64::new(u64::MAX),
+            max_in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn add(&self, rtt_nanos: u64, in_flight: usize, dropped: bool) -> u64 {
+        self.rtt_sum_nanos.fetch_add(rtt_nanos, Ordering::Relaxed);
+        self.min_rtt_nanos.fetch_min(rtt_nanos, Ordering::Relaxed);
+        self.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        if dropped {
+            self.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Takes what has accumulated. Samples racing with the take land in this window or the
+    /// next; none is lost.
+    fn take(&self) -> Option<Samples> {
+        let count = self.count.swap(0, Ordering::AcqRel);
+        if count == 0 {
+            return None;
+        }
+        let sum = self.rtt_sum_nanos.swap(0, Ordering::Relaxed);
+        let min = self.min_rtt_nanos.swap(u64::MAX, Ordering::Relaxed);
+        let drops = self.drops.swap(0, Ordering::Relaxed);
+        let max_in_flight = self.max_in_flight.swap(0, Ordering::Relaxed);
+        Some(Samples::new(
+            count,
+            drops.min(count),
+            Duration::from_nanos(sum / count),
+            Duration::from_nanos(if min == u64::MAX { 0 } else { min }),
+            max_in_flight,
+        ))
+    }
+}
+
+/// The default update window.
+pub const DEFAULT_WINDOW: Duration = Duration::from_millis(100);
+/// The default fewest calls per update.
+pub const DEFAULT_MIN_SAMPLES: u64 = 10;
+
+/// What every clone of one layer shares.
+pub(super) struct Core<A> {
+    pub(super) gate: Arc<Gate>,
+    pending: Pending,
+    algorithm: Mutex<A>,
+    window: Duration,
+    min_samples: u64,
+    epoch: Instant,
+    /// Nanoseconds after `epoch` when the next update may run.
+    next_update: AtomicU64,
+    rng: SharedRng,
+    pub(super) telemetry: Telemetry,
+    pub(super) attrs: Attrs,
+    pub(super) rejected: Counter<u64>,
+    pub(super) drops: Counter<u64>,
+}
+
+impl<A> fmt::Debug for Core<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("gate", &self.gate)
+            .field("window", &self.window)
+            .field("min_samples", &self.min_samples)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A> Core<A> {
+    pub(super) fn handle(&self) -> LimitHandle {
+        LimitHandle {
+            gate: Arc::clone(&self.gate),
+        }
+    }
+}
+
+impl<A: Algorithm> Core<A> {
+    /// Records one finished call and, when an update is due and no other thread is running
+    /// one, runs the algorithm. Never blocks.
+    pub(super) fn record(&self, rtt: Duration, in_flight: usize, dropped: bool, now: Instant) {
+        let rtt_nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        let count = self.pending.add(rtt_nanos, in_flight, dropped);
+        if count < self.min_samples {
+            return;
+        }
+        let at = nanos_since(self.epoch, now);
+        if at < self.next_update.load(Ordering::Acquire) {
+            return;
+        }
+        let mut algorithm = match self.algorithm.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            // Another thread is updating; this sample is in `pending` for the next update.
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let Some(samples) = self.pending.take() else {
+            return;
+        };
+        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
+        self.next_update
+            .store(at.saturating_add(window), Ordering::Release);
+        let from = self.gate.limit.load(Ordering::Acquire);
+        let to = algorithm.update(&samples, &*self.rng).clamp(1, MAX_LIMIT);
+        drop(algorithm);
+        if to != from {
+            self.gate.limit.store(to, Ordering::Release);
+            tracing::debug!(
+                target: "steadfast::adaptive",
+                instance = self.telemetry.span_name(),
+                algorithm = self.gate.algorithm,
+                from,
+                to,
+                samples = samples.count,
+                drops = samples.drops,
+                rtt_ms = ms(samples.avg_rtt),
+                min_rtt_ms = ms(samples.min_rtt),
+                max_in_flight = samples.max_in_flight,
+                "adaptive limit changed"
+            );
+        }
+    }
+}
+
+fn nanos_since(epoch: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<A, C> AdaptiveLimitLayer<A, C> {
+    /// A view of the current limit, shared with every clone.
+    ///
+    /// ```
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// let layer = AdaptiveLimitLayer::builder().build()?;
+    /// assert_eq!(layer.handle().limit(), 20);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> LimitHandle {
+        self.core.handle()
+    }
+}
+
+impl AdaptiveLimitLayer {
+    /// A builder with the defaults: [`Vegas`] with Netflix's parameters, updated once per
+    /// 100 ms window of at least 10 calls, failures classified by [`RetryOnError`] (every error
+    /// is a drop, except [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), which is
+    /// ignored).
+    ///
+    /// ```
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// assert_eq!(AdaptiveLimitLayer::builder().build()?.handle().algorithm(), "vegas");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn builder() -> AdaptiveLimitLayerBuilder {
+        AdaptiveLimitLayerBuilder {
+            algorithm: Vegas::default(),
+            classifier: RetryOnError,
+            window: DEFAULT_WINDOW,
+            min_samples: DEFAULT_MIN_SAMPLES,
+            rng: None,
+            telemetry: Telemetry::default(),
+        }
+    }
+}
+
+impl<S, A, C: Clone> Layer<S> for AdaptiveLimitLayer<A, C> {
+    type Service = AdaptiveLimit<S, A, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdaptiveLimit {
+            inner,
+            classifier: self.classifier.clone(),
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+/// Builds an [`AdaptiveLimitLayer`], validating its configuration.
+///
+/// ```
+/// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+/// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().field(), "min_samples");
+/// ```
+#[derive(Debug)]
+pub struct AdaptiveLimitLayerBuilder<A = Vegas, C = RetryOnError> {
+    algorithm: A,
+    classifier: C,
+    window: Duration,
+    min_samples: u64,
+    rng: Option<SharedRng>,
+    telemetry: Telemetry,
+}
+
+impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
+    /// The algorithm computing the limit ([`Aimd`](super::Aimd),
+    /// [`Gradient2`](super::Gradient2), [`Vegas`] (the default), or your own).
+    ///
+    /// ```
+    /// # use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+    /// let l = AdaptiveLimitLayer::builder().algorithm(Aimd::builder().initial_limit(5).build()?).build()?;
+    /// assert_eq!(l.handle().limit(), 5);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn algorithm<A2>(self, algorithm: A2) -> AdaptiveLimitLayerBuilder<A2, C> {
+        AdaptiveLimitLayerBuilder {
+            algorithm,
+            classifier: self.classifier,
+            window: self.window,
+            min_samples: self.min_samples,
+            rng: self.rng,
+            telemetry: self.telemetry,
+        }
+    }
+
+    /// Decides which calls are drops (see [`crate::classify`]): a
+    /// [`Retryable`](crate::classify::Outcome::Retryable) or
+    /// [`Pushback`](crate::classify::Outcome::Pushback) outcome is a drop; a
+    /// [`Fatal`](crate::classify::Outcome::Fatal) one (a bad request says nothing about load) or
+    /// a [`NotSent`](crate::classify::Outcome::NotSent) one (the backend never saw it) is not
+    /// measured at all.
+    ///
+    /// ```
+    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, classify::Outcome, BoxError};
+    /// let l = AdaptiveLimitLayer::builder()
+    ///     .classifier(|r: &Result<u16, BoxError>| match r {
+    ///         Ok(503) | Err(_) => Outcome::retryable("unavailable"),
+    ///         Ok(400) => Outcome::fatal("bad_request"),
+    ///         Ok(_) => Outcome::Success,
+    ///     })
+    ///     .build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn classifier<C2>(self, classifier: C2) -> AdaptiveLimitLayerBuilder<A, C2> {
+        AdaptiveLimitLayerBuilder {
+            algorithm: self.algorithm,
+            classifier,
+            window: self.window,
+            min_samples: self.min_samples,
+            rng: self.rng,
+            telemetry: self.telemetry,
+        }
+    }
+
+    /// Updates the limit at most once per `window` (default 100 ms), from every call completed
+    /// in it (their mean and minimum RTT, the most in flight, the drops), as Netflix's
+    /// `WindowedLimit` (whose window is 1 s). Zero, with [`min_samples`](Self::min_samples) 1,
+    /// updates after every call, as Netflix's `SimpleLimiter`: the algorithms' formulas then
+    /// apply per call, which reacts fastest but overshoots when many calls complete together.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// let l = AdaptiveLimitLayer::builder().window(Duration::from_secs(1)).min_samples(10).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The fewest calls an update needs, in `[1, 1000000]` (default 10).
+    ///
+    /// ```
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// assert!(AdaptiveLimitLayer::builder().min_samples(10).build().is_ok());
+    /// ```
+    pub fn min_samples(mut self, n: u64) -> Self {
+        self.min_samples = n;
+        self
+    }
+
+    /// Randomness (Vegas's probe jitter) from a [`SeededRng`] seeded with `seed`.
+    ///
+    /// ```
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// let l = AdaptiveLimitLayer::builder().seed(3).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Some(Arc::new(SeededRng::new(seed)));
+        self
+    }
+
+    /// Randomness from `rng`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, rng::SeededRng};
+    /// let l = AdaptiveLimitLayer::builder().rng(Arc::new(SeededRng::new(3))).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn rng<G: RandomSource>(mut self, rng: Arc<G>) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Where and how to record telemetry.
+    ///
+    /// ```
+    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, telemetry::Telemetry};
+    /// let l = AdaptiveLimitLayer::builder().telemetry(Telemetry::new().name("search")).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// assert!(AdaptiveLimitLayer::builder().window(Duration::from_secs(u64::MAX)).build().is_err());
+    /// ```
+    pub fn build(self) -> Result<AdaptiveLimitLayer<A, C>, ConfigError>
+    where
+        A: Algorithm,
+    {
+        if self.min_samples == 0 {
+            return Err(ConfigError::zero("min_samples"));
+        }
+        if self.min_samples > 1_000_000 {
+            return Err(ConfigError::out_of_range(
+                "min_samples",
+                self.min_samples,
+                "[1, 1000000]",
+            ));
+        }
+        if self.window > MAX_TIMEOUT {
+            return Err(ConfigError::out_of_range(
+                "window",
+                self.window,
+                "[0, 99999999 h]",
+            ));
+        }
+        let initial = self.algorithm.initial_limit();
+        if initial == 0 {
+            return Err(ConfigError::zero("initial_limit"));
+        }
+        if initial > MAX_LIMIT {
+            return Err(ConfigError::out_of_range(
+                "initial_limit",
+                initial,
+                "[1, 1000000]",
+            ));
+        }
+        let meter = self.telemetry.resolve_meter();
+        let gate = Arc::new(Gate {
+            limit: AtomicUsize::new(initial),
+            in_flight: AtomicUsize::new(0),
+            algorithm: self.algorithm.name(),
+        });
+        let attrs = self.telemetry.base_attributes();
+        for (name, description, read) in [
+            (
+                "steadfast.adaptive.limit",
+                "The current adaptive concurrency limit",
+                (|g: &Gate| g.limit.load(Ordering::Acquire)) as fn(&Gate) -> usize,
+            ),
+            (
+                "steadfast.adaptive.in_flight",
+                "Calls in flight under the adaptive concurrency limit",
+                |g: &Gate| g.in_flight.load(Ordering::Acquire),
+            ),
+        ] {
+            let weak: Weak<Gate> = Arc::downgrade(&gate);
+            let attrs = attrs.clone();
+            let _gauge = meter
+                .u64_observable_gauge(name)
+                .with_description(description)
+                .with_callback(move |gauge| {
+                    if let Some(g) = weak.upgrade() {
+                        gauge.observe(read(&g) as u64, attrs.base());
+                    }
+                })
+                .build();
+        }
+        let core = Core {
+            gate,
+            pending: Pending::new(),
+            algorithm: Mutex::new(self.algorithm),
+            window: self.window,
+            min_samples: self.min_samples,
+            epoch: Instant::now(),
+            next_update: AtomicU64::new(0),
+            rng: self.rng.unwrap_or_else(default_rng),
+            attrs,
+            rejected: meter
+                .u64_counter("steadfast.adaptive.rejected")
+                .with_description("Calls refused by the adaptive concurrency limit")
+                .build(),
+            drops: meter
+                .u64_counter("steadfast.adaptive.drops")
+                .with_description("Calls the classifier counted as drops, by its reason")
+                .build(),
+            telemetry: self.telemetry,
+        };
+        Ok(AdaptiveLimitLayer {
+            classifier: self.classifier,
+            core: Arc::new(core),
+        })
+    }
+}

@@ -1,0 +1,285 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram};
+use tokio::sync::Semaphore;
+use tower_layer::Layer;
+
+use super::Bulkhead;
+use crate::error::ConfigError;
+use crate::limit::validate_wait;
+use crate::telemetry::{Attrs, Telemetry};
+
+/// The largest accepted waiting queue.
+pub const MAX_QUEUE: usize = 1_000_000;
+
+/// Isolates a dependency: at most `max_concurrent` calls in flight, at most `max_queue` more
+/// waiting (each at most `max_wait`), the rest refused at once. Shared by every clone.
+///
+/// Built by [`BulkheadLayer::builder`]. See the [module docs](super).
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::bulkhead::BulkheadLayer;
+/// let layer = BulkheadLayer::builder(10)
+///     .max_queue(20)
+///     .max_wait(Duration::from_millis(250))
+///     .build()?;
+/// assert_eq!((layer.max_concurrent(), layer.max_queue()), (10, 20));
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BulkheadLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of one layer shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) semaphore: Arc<Semaphore>,
+    pub(super) max_concurrent: usize,
+    pub(super) max_queue: usize,
+    pub(super) max_wait: Duration,
+    pub(super) queued: AtomicUsize,
+    pub(super) telemetry: Telemetry,
+    pub(super) attrs: Attrs,
+    pub(super) rejected: Counter<u64>,
+    pub(super) wait_time: Option<Histogram<f64>>,
+}
+
+impl Shared {
+    pub(super) fn in_flight(&self) -> usize {
+        self.max_concurrent
+            .saturating_sub(self.semaphore.available_permits())
+    }
+
+    pub(super) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Takes a place in the queue if there is one.
+    pub(super) fn enqueue(self: &Arc<Self>) -> Option<QueueSlot> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < self.max_queue).then_some(q + 1)
+            })
+            .ok()
+            .map(|_| QueueSlot(Arc::clone(self)))
+    }
+}
+
+/// A place in the waiting queue, given back when dropped (the call got its permit, timed out,
+/// or was cancelled).
+#[derive(Debug)]
+pub(super) struct QueueSlot(pub(super) Arc<Shared>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BulkheadLayer {
+    /// A builder for `max_concurrent` calls in flight; by default as many may wait, each at most
+    /// 1 s.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// let l = BulkheadLayer::builder(4).build()?;
+    /// assert_eq!(l.max_queue(), 4);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn builder(max_concurrent: usize) -> BulkheadLayerBuilder {
+        BulkheadLayerBuilder {
+            max_concurrent,
+            max_queue: max_concurrent,
+            max_wait: Duration::from_secs(1),
+            telemetry: Telemetry::default(),
+        }
+    }
+
+    /// The most calls in flight.
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_concurrent
+    }
+
+    /// The most calls waiting.
+    pub fn max_queue(&self) -> usize {
+        self.shared.max_queue
+    }
+
+    /// How long a call may wait.
+    pub fn max_wait(&self) -> Duration {
+        self.shared.max_wait
+    }
+
+    /// Calls in flight now, over every clone.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// assert_eq!(BulkheadLayer::builder(4).build()?.in_flight(), 0);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// Calls waiting now, over every clone.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// assert_eq!(BulkheadLayer::builder(4).build()?.queued(), 0);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bulkhead {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Builds a [`BulkheadLayer`], validating its configuration.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use steadfast_layers::bulkhead::BulkheadLayer;
+/// assert_eq!(BulkheadLayer::builder(0).build().unwrap_err().field(), "max_concurrent");
+/// assert_eq!(BulkheadLayer::builder(2).max_wait(Duration::ZERO).build().unwrap_err().field(), "max_wait");
+/// // With no queue, nothing waits: the wait does not matter.
+/// assert!(BulkheadLayer::builder(2).max_queue(0).max_wait(Duration::ZERO).build().is_ok());
+/// ```
+#[derive(Clone, Debug)]
+pub struct BulkheadLayerBuilder {
+    max_concurrent: usize,
+    max_queue: usize,
+    max_wait: Duration,
+    telemetry: Telemetry,
+}
+
+impl BulkheadLayerBuilder {
+    /// The most calls waiting for a slot, in `[0, 1000000]` (default: `max_concurrent`); 0
+    /// refuses at once every call that finds the bulkhead full.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// assert_eq!(BulkheadLayer::builder(2).max_queue(0).build()?.max_queue(), 0);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+
+    /// How long a call may wait for a slot (default 1 s; non-zero when there is a queue).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// let l = BulkheadLayer::builder(2).max_wait(Duration::from_millis(20)).build()?;
+    /// assert_eq!(l.max_wait(), Duration::from_millis(20));
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Where and how to record telemetry.
+    ///
+    /// ```
+    /// # use steadfast_layers::{bulkhead::BulkheadLayer, telemetry::Telemetry};
+    /// let l = BulkheadLayer::builder(2).telemetry(Telemetry::new().name("payments")).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// assert_eq!(BulkheadLayer::builder(2).max_queue(usize::MAX).build().unwrap_err().field(), "max_queue");
+    /// ```
+    pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
+        if self.max_concurrent == 0 {
+            return Err(ConfigError::zero("max_concurrent"));
+        }
+        if self.max_concurrent > Semaphore::MAX_PERMITS {
+            return Err(ConfigError::out_of_range(
+                "max_concurrent",
+                self.max_concurrent,
+                "[1, usize::MAX >> 3]",
+            ));
+        }
+        if self.max_queue > MAX_QUEUE {
+            return Err(ConfigError::out_of_range(
+                "max_queue",
+                self.max_queue,
+                "[0, 1000000]",
+            ));
+        }
+        if self.max_queue > 0 {
+            validate_wait("max_wait", self.max_wait)?;
+        }
+        let meter = self.telemetry.resolve_meter();
+        let shared = Arc::new(Shared {
+            semaphore: Arc::new(Semaphore::new(self.max_concurrent)),
+            max_concurrent: self.max_concurrent,
+            max_queue: self.max_queue,
+            max_wait: self.max_wait,
+            queued: AtomicUsize::new(0),
+            attrs: self.telemetry.base_attributes(),
+            rejected: meter
+                .u64_counter("steadfast.bulkhead.rejected")
+                .with_description("Calls refused by the bulkhead, by reason")
+                .build(),
+            wait_time: self.telemetry.records_duration().then(|| {
+                meter
+                    .f64_histogram("steadfast.bulkhead.wait")
+                    .with_unit("s")
+                    .with_description(
+                        "Time calls spent in the bulkhead's queue (calls that queued)",
+                    )
+                    .build()
+            }),
+            telemetry: self.telemetry,
+        });
+        for (name, description, read) in [
+            (
+                "steadfast.bulkhead.in_flight",
+                "Calls in flight through the bulkhead",
+                Shared::in_flight as fn(&Shared) -> usize,
+            ),
+            (
+                "steadfast.bulkhead.queued",
+                "Calls waiting in the bulkhead's queue",
+                Shared::queued,
+            ),
+        ] {
+            let weak: Weak<Shared> = Arc::downgrade(&shared);
+            let _gauge = meter
+                .u64_observable_gauge(name)
+                .with_description(description)
+                .with_callback(move |gauge| {
+                    if let Some(s) = weak.upgrade() {
+                        gauge.observe(read(&s) as u64, s.attrs.base());
+                    }
+                })
+                .build();
+        }
+        Ok(BulkheadLayer { shared })
+    }
+}

@@ -1,0 +1,56 @@
+//! Bulkheads: at most `max_concurrent` calls in flight, a bounded queue of at most `max_queue`
+//! calls waiting at most `max_wait` each, and an immediate refusal beyond that.
+//!
+//! [`BulkheadLayer`] isolates a dependency so that when it slows down it can tie up only its
+//! own share of the caller's capacity. Every clone of the layer and of its services shares one
+//! bulkhead. A call that finds a free slot goes straight through; one that finds the bulkhead
+//! full joins the queue (first come, first served) if there is room, and otherwise fails at once
+//! with [`Overloaded`] (`queue_full`); a queued call that has not got a slot after `max_wait`
+//! fails with [`Overloaded`] (`wait_timeout`). A slot is held until the response future
+//! completes or is dropped; a cancelled queued call leaves the queue.
+//!
+//! Unlike [`ConcurrencyLimitLayer`](crate::limit::ConcurrencyLimitLayer) in waiting mode, whose
+//! queue is unbounded, the bulkhead bounds both the queue and the wait, so memory and latency
+//! under overload are bounded too.
+//!
+//! Cost of a call that finds a free slot: no allocation, no lock, no clock read. A queued call
+//! allocates once (tokio's acquire future) and reads the clock once.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use steadfast_layers::bulkhead::{BulkheadLayer, OverloadReason, Overloaded};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let slow = service_fn(|n: u32| async move {
+//!     tokio::time::sleep(Duration::from_millis(100)).await;
+//!     Ok::<_, std::convert::Infallible>(n)
+//! });
+//! // One in flight, one waiting at most 150 ms.
+//! let svc = BulkheadLayer::builder(1)
+//!     .max_queue(1)
+//!     .max_wait(Duration::from_millis(150))
+//!     .build()
+//!     .unwrap()
+//!     .layer(slow);
+//!
+//! let calls = (0..3).map(|n| svc.clone().oneshot(n));
+//! let results = futures::future::join_all(calls).await;
+//! assert_eq!(results[0].as_ref().unwrap(), &0); // in flight at once
+//! assert_eq!(results[1].as_ref().unwrap(), &1); // queued 100 ms, then served
+//! let err = results[2].as_ref().unwrap_err();   // no room in the queue
+//! assert_eq!(err.downcast_ref::<Overloaded>().unwrap().reason(), OverloadReason::QueueFull);
+//! # }
+//! ```
+
+mod error;
+mod future;
+mod layer;
+mod service;
+
+pub use error::{OverloadReason, Overloaded};
+pub use future::ResponseFuture;
+pub use layer::{BulkheadLayer, BulkheadLayerBuilder, MAX_QUEUE};
+pub use service::Bulkhead;

@@ -1,0 +1,355 @@
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram};
+use tokio::sync::Semaphore;
+use tower_layer::Layer;
+
+use super::ConcurrencyLimit;
+use crate::deadline::MAX_TIMEOUT;
+use crate::error::ConfigError;
+use crate::keyed::{Global, KeyMap, DEFAULT_MAX_KEYS, MAX_KEYS};
+use crate::telemetry::{Attrs, Telemetry};
+
+/// Limits how many calls are in flight at once, across every clone of the layer and of its
+/// services, globally or per key.
+///
+/// Built by [`ConcurrencyLimitLayer::builder`]; [`ConcurrencyLimitLayer::new`] is the fail-fast,
+/// global shortcut. See the [module docs](super) for the rules.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::limit::ConcurrencyLimitLayer;
+///
+/// // At most 32 calls per tenant, each waiting at most 50 ms for a slot.
+/// let layer = ConcurrencyLimitLayer::builder(32)
+///     .key_by(|req: &(u32, String)| req.0)
+///     .max_wait(Duration::from_millis(50))
+///     .build()?;
+/// assert_eq!(layer.max_in_flight(), 32);
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct ConcurrencyLimitLayer<X = Global> {
+    extractor: X,
+    shared: Arc<Shared>,
+}
+
+impl<X: Clone> Clone for ConcurrencyLimitLayer<X> {
+    fn clone(&self) -> Self {
+        Self {
+            extractor: self.extractor.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// What every clone of one layer shares.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) max_in_flight: usize,
+    pub(super) wait: bool,
+    pub(super) max_wait: Option<Duration>,
+    pub(super) slots: Slots,
+    pub(super) telemetry: Telemetry,
+    pub(super) attrs: Attrs,
+    pub(super) rejected: Counter<u64>,
+    pub(super) wait_time: Option<Histogram<f64>>,
+}
+
+/// The permits: one semaphore, or one per key.
+#[derive(Debug)]
+pub(super) enum Slots {
+    Global(Arc<Semaphore>),
+    Keyed(KeyMap<Arc<Semaphore>>),
+}
+
+impl Shared {
+    pub(super) fn in_flight(&self) -> u64 {
+        let busy = |s: &Semaphore| self.max_in_flight.saturating_sub(s.available_permits()) as u64;
+        match &self.slots {
+            Slots::Global(s) => busy(s),
+            Slots::Keyed(map) => map.fold(0, |n, s| n + busy(s)),
+        }
+    }
+}
+
+impl ConcurrencyLimitLayer {
+    /// A global, fail-fast limit of `max_in_flight` calls.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert!(ConcurrencyLimitLayer::new(10).is_ok());
+    /// assert_eq!(ConcurrencyLimitLayer::new(0).unwrap_err().field(), "max_in_flight");
+    /// ```
+    pub fn new(max_in_flight: usize) -> Result<Self, ConfigError> {
+        Self::builder(max_in_flight).build()
+    }
+
+    /// A builder for a limit of `max_in_flight` calls: global and fail-fast unless told
+    /// otherwise.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// let layer = ConcurrencyLimitLayer::builder(8).wait().build()?;
+    /// assert!(layer.waits());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn builder(max_in_flight: usize) -> ConcurrencyLimitLayerBuilder {
+        ConcurrencyLimitLayerBuilder {
+            max_in_flight,
+            wait: false,
+            max_wait: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            extractor: Global,
+            keyed: false,
+            telemetry: Telemetry::default(),
+        }
+    }
+}
+
+impl<X> ConcurrencyLimitLayer<X> {
+    /// The most calls in flight at once (per key when keyed).
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert_eq!(ConcurrencyLimitLayer::new(3)?.max_in_flight(), 3);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight
+    }
+
+    /// Whether a call waits for a permit (rather than failing at once).
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert!(!ConcurrencyLimitLayer::new(3)?.waits());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn waits(&self) -> bool {
+        self.shared.wait
+    }
+
+    /// How many calls are in flight now, over every clone (and every key).
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert_eq!(ConcurrencyLimitLayer::new(3)?.in_flight(), 0);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight() as usize
+    }
+}
+
+impl<S, X: Clone> Layer<S> for ConcurrencyLimitLayer<X> {
+    type Service = ConcurrencyLimit<S, X>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ConcurrencyLimit {
+            inner,
+            extractor: self.extractor.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Builds a [`ConcurrencyLimitLayer`], validating its configuration.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+/// let err = ConcurrencyLimitLayer::builder(4).max_wait(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.field(), "max_wait");
+/// ```
+#[derive(Debug)]
+pub struct ConcurrencyLimitLayerBuilder<X = Global> {
+    max_in_flight: usize,
+    wait: bool,
+    max_wait: Option<Duration>,
+    max_keys: usize,
+    extractor: X,
+    keyed: bool,
+    telemetry: Telemetry,
+}
+
+impl<X> ConcurrencyLimitLayerBuilder<X> {
+    /// Waits for a permit, with no bound on the wait, instead of failing at once.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// let l = ConcurrencyLimitLayer::builder(2).wait().build()?;
+    /// assert!(l.waits());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn wait(mut self) -> Self {
+        self.wait = true;
+        self
+    }
+
+    /// Waits for a permit at most `max_wait` (implies [`wait`](Self::wait)); a call still
+    /// waiting then fails with [`Overloaded`](super::Overloaded) (`wait_timeout`). Non-zero, at
+    /// most [`MAX_TIMEOUT`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// let l = ConcurrencyLimitLayer::builder(2).max_wait(Duration::from_millis(100)).build()?;
+    /// assert!(l.waits());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.wait = true;
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// The most keys tracked at once when keyed (default 10,000, at most 10,000,000). See
+    /// [`keyed`](crate::keyed) for what happens when the table is full.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert!(ConcurrencyLimitLayer::builder(2).max_keys(0).build().is_err());
+    /// ```
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Where and how to record telemetry.
+    ///
+    /// ```
+    /// # use steadfast_layers::{limit::ConcurrencyLimitLayer, telemetry::Telemetry};
+    /// let l = ConcurrencyLimitLayer::builder(2).telemetry(Telemetry::new().name("db")).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Limits each key separately: `extractor` (any `Fn(&Req) -> K` with `K: Hash`, or a
+    /// [`KeyExtractor`](crate::keyed::KeyExtractor)) computes the key of each request.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// let l = ConcurrencyLimitLayer::builder(2).key_by(|req: &String| req.len()).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn key_by<X2>(self, extractor: X2) -> ConcurrencyLimitLayerBuilder<X2> {
+        ConcurrencyLimitLayerBuilder {
+            max_in_flight: self.max_in_flight,
+            wait: self.wait,
+            max_wait: self.max_wait,
+            max_keys: self.max_keys,
+            extractor,
+            keyed: true,
+            telemetry: self.telemetry,
+        }
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert_eq!(ConcurrencyLimitLayer::builder(0).build().unwrap_err().field(), "max_in_flight");
+    /// assert!(ConcurrencyLimitLayer::builder(usize::MAX).build().is_err());
+    /// ```
+    pub fn build(self) -> Result<ConcurrencyLimitLayer<X>, ConfigError> {
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::zero("max_in_flight"));
+        }
+        if self.max_in_flight > Semaphore::MAX_PERMITS {
+            return Err(ConfigError::out_of_range(
+                "max_in_flight",
+                self.max_in_flight,
+                "[1, usize::MAX >> 3]",
+            ));
+        }
+        if let Some(w) = self.max_wait {
+            validate_wait("max_wait", w)?;
+        }
+        validate_max_keys(self.max_keys)?;
+        let meter = self.telemetry.resolve_meter();
+        let slots = if self.keyed {
+            Slots::Keyed(KeyMap::new(self.max_keys))
+        } else {
+            Slots::Global(Arc::new(Semaphore::new(self.max_in_flight)))
+        };
+        let keyed = self.keyed;
+        let shared = Arc::new(Shared {
+            max_in_flight: self.max_in_flight,
+            wait: self.wait,
+            max_wait: self.max_wait,
+            slots,
+            attrs: self.telemetry.base_attributes(),
+            rejected: meter
+                .u64_counter("steadfast.limit.rejected")
+                .with_description("Calls refused by the concurrency limit, by reason")
+                .build(),
+            wait_time: self.telemetry.records_duration().then(|| {
+                meter
+                    .f64_histogram("steadfast.limit.wait")
+                    .with_unit("s")
+                    .with_description("Time calls spent waiting for a permit (calls that waited)")
+                    .build()
+            }),
+            telemetry: self.telemetry,
+        });
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        let _in_flight = meter
+            .u64_observable_gauge("steadfast.limit.in_flight")
+            .with_description("Calls holding a permit of the concurrency limit (all keys)")
+            .with_callback(move |gauge| {
+                if let Some(shared) = weak.upgrade() {
+                    gauge.observe(shared.in_flight(), shared.attrs.base());
+                }
+            })
+            .build();
+        if keyed {
+            let weak: Weak<Shared> = Arc::downgrade(&shared);
+            let _keys = meter
+                .u64_observable_gauge("steadfast.limit.keys")
+                .with_description("Keys tracked by a keyed concurrency limit")
+                .with_callback(move |gauge| {
+                    if let Some(shared) = weak.upgrade() {
+                        if let Slots::Keyed(map) = &shared.slots {
+                            gauge.observe(map.len() as u64, shared.attrs.base());
+                        }
+                    }
+                })
+                .build();
+        }
+        Ok(ConcurrencyLimitLayer {
+            extractor: self.extractor,
+            shared,
+        })
+    }
+}
+
+pub(crate) fn validate_wait(field: &'static str, w: Duration) -> Result<(), ConfigError> {
+    if w.is_zero() {
+        return Err(ConfigError::zero(field));
+    }
+    if w > MAX_TIMEOUT {
+        return Err(ConfigError::out_of_range(field, w, "(0, 99999999 h]"));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_max_keys(max_keys: usize) -> Result<(), ConfigError> {
+    if max_keys == 0 {
+        return Err(ConfigError::zero("max_keys"));
+    }
+    if max_keys > MAX_KEYS {
+        return Err(ConfigError::out_of_range(
+            "max_keys",
+            max_keys,
+            "[1, 10000000]",
+        ));
+    }
+    Ok(())
+}

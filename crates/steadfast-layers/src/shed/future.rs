@@ -1,0 +1,57 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project::pin_project;
+
+use super::Overloaded;
+use crate::BoxError;
+
+/// The response future of [`LoadShed`](super::LoadShed).
+#[pin_project]
+#[derive(Debug)]
+pub struct ResponseFuture<F> {
+    #[pin]
+    kind: Kind<F>,
+}
+
+#[pin_project(project = KindProj)]
+#[derive(Debug)]
+enum Kind<F> {
+    Called {
+        #[pin]
+        fut: F,
+    },
+    Shed {
+        error: Overloaded,
+    },
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn called(fut: F) -> Self {
+        Self {
+            kind: Kind::Called { fut },
+        }
+    }
+
+    pub(super) fn shed(error: Overloaded) -> Self {
+        Self {
+            kind: Kind::Shed { error },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
+            KindProj::Shed { error } => Poll::Ready(Err((*error).into())),
+        }
+    }
+}

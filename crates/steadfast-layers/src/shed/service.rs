@@ -1,0 +1,106 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+use super::layer::Shared;
+use super::{OverloadReason, Overloaded, ResponseFuture};
+use crate::telemetry::REASON_KEY;
+use crate::BoxError;
+
+/// The service made by [`LoadShedLayer`](super::LoadShedLayer).
+///
+/// ```
+/// use std::task::{Context, Poll};
+/// use tower::{Layer, Service, ServiceExt};
+/// use steadfast_layers::shed::{LoadShedLayer, Overloaded};
+///
+/// /// A service that is never ready.
+/// #[derive(Clone)]
+/// struct Busy;
+/// impl Service<()> for Busy {
+///     type Response = ();
+///     type Error = std::convert::Infallible;
+///     type Future = std::future::Ready<Result<(), Self::Error>>;
+///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> { Poll::Pending }
+///     fn call(&mut self, _: ()) -> Self::Future { unreachable!("never ready") }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let err = LoadShedLayer::new().layer(Busy).oneshot(()).await.unwrap_err();
+/// assert!(err.is::<Overloaded>());
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LoadShed<S> {
+    pub(super) inner: S,
+    /// Whether the inner service answered ready to the last `poll_ready`.
+    pub(super) ready: bool,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for LoadShed<S> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled: it is not known to be ready.
+        Self {
+            inner: self.inner.clone(),
+            ready: false,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> LoadShed<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer's service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req> Service<Req> for LoadShed<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready = match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+            Poll::Pending => false,
+        };
+        // Always ready: a call made now either goes through or is shed.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if std::mem::take(&mut self.ready) {
+            return ResponseFuture::called(self.inner.call(req));
+        }
+        let reason = OverloadReason::NotReady;
+        let shared = &*self.shared;
+        shared.attrs.with(REASON_KEY, reason.label(), |a| {
+            shared.rejected.add(1, a);
+        });
+        tracing::debug!(
+            target: "steadfast::shed",
+            instance = shared.telemetry.span_name(),
+            reason = reason.label(),
+            "inner service not ready: call shed"
+        );
+        ResponseFuture::shed(Overloaded::new("shed", reason))
+    }
+}

@@ -1,0 +1,122 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::layer::Shared;
+use super::{OverloadReason, Overloaded, ResponseFuture, ThrottleHandle};
+use crate::classify::{Classifier, RetryOnError};
+use crate::telemetry::REASON_KEY;
+use crate::BoxError;
+
+/// The service made by [`ThrottleLayer`](super::ThrottleLayer).
+///
+/// ```
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use steadfast_layers::throttle::{Overloaded, ThrottleLayer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let layer = ThrottleLayer::builder().seed(1).build().unwrap();
+/// let handle = layer.handle();
+/// // A backend refusing everything.
+/// let svc = layer.layer(service_fn(|()| async {
+///     Err::<(), _>(steadfast_layers::BoxError::from("overloaded"))
+/// }));
+/// let mut local = 0;
+/// for _ in 0..100 {
+///     let err = svc.clone().oneshot(()).await.unwrap_err();
+///     if err.is::<Overloaded>() { local += 1; }
+/// }
+/// // With no accepts the probability climbs towards 1: most calls never leave the client.
+/// assert!(local > 80, "{local}");
+/// assert!(handle.rejection_probability() > 0.95);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Throttle<S, C = RetryOnError> {
+    pub(super) inner: S,
+    pub(super) classifier: C,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl<S: Clone, C: Clone> Clone for Throttle<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            classifier: self.classifier.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, C> Throttle<S, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the layer's service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// A view of the shared state.
+    pub fn handle(&self) -> ThrottleHandle {
+        ThrottleHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, C, Req> Service<Req> for Throttle<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classifier<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let index = shared.window.index(Instant::now());
+        let (requests, accepts) = shared.window.sums(index);
+        let p = shared.probability(requests, accepts);
+        shared.window.add_request(index);
+        if p > 0.0 && shared.rng.next_f64() < p {
+            let reason = OverloadReason::Throttled;
+            shared.attrs.with(REASON_KEY, reason.label(), |a| {
+                shared.rejected.add(1, a);
+            });
+            tracing::debug!(
+                target: "steadfast::throttle",
+                instance = shared.telemetry.span_name(),
+                reason = reason.label(),
+                probability = p,
+                requests,
+                accepts,
+                "throttled: call rejected locally"
+            );
+            return ResponseFuture::rejected(Overloaded::new("throttle", reason));
+        }
+        let fut = self.inner.call(req);
+        ResponseFuture::called(
+            fut,
+            self.classifier.clone(),
+            index,
+            Arc::clone(&self.shared),
+        )
+    }
+}
