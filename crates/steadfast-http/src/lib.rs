@@ -1,6 +1,7 @@
 //! HTTP and gRPC glue for steadfast's layers: header codecs (`grpc-timeout`, `Retry-After`,
-//! `grpc-retry-pushback-ms`), deadline propagation across hops, status classifiers, replayable
-//! bodies, and a standard client stack.
+//! `grpc-retry-pushback-ms`, `Idempotency-Key`), deadline propagation across hops, status
+//! classifiers, replayable bodies, a standard client stack, and idempotency keys on the client
+//! and the server.
 //!
 //! - [`codec`]: total header codecs with typed errors.
 //! - [`propagate`]: [`DeadlineServerLayer`](propagate::DeadlineServerLayer) reads the caller's
@@ -14,6 +15,10 @@
 //!   requests with streaming bodies can be retried.
 //! - [`preset`]: [`standard_client`](preset::standard_client), the whole client stack in one
 //!   call.
+//! - [`idempotency`]: [`IdempotencyKeyLayer`](idempotency::IdempotencyKeyLayer) gives each
+//!   logical `POST` one `Idempotency-Key` for all its attempts;
+//!   [`IdempotencyLayer`](idempotency::IdempotencyLayer) executes each keyed request once and
+//!   replays its response, on memory, Redis or PostgreSQL.
 //!
 //! Like `steadfast-layers`, every builder validates and returns [`ConfigError`], every service
 //! returns [`BoxError`](steadfast_layers::BoxError), and every decision is traced and counted
@@ -45,6 +50,7 @@ pub mod body;
 pub mod classify;
 pub mod codec;
 mod error;
+pub mod idempotency;
 pub mod preset;
 pub mod propagate;
 mod telemetry;

@@ -8,6 +8,7 @@
 //! | `Retry-After` | [`RetryAfter::parse`], [`decode_retry_after`] (given `now`) | [`encode_retry_after`], [`RetryAfter::to_header_value`] | up: never invites an early retry |
 //! | `grpc-retry-pushback-ms` | [`decode_grpc_retry_pushback`] (negative or malformed = do not retry) | [`encode_grpc_retry_pushback`], [`encode_grpc_do_not_retry`] | up |
 //! | `grpc-status` | [`decode_grpc_status`] | [`GrpcCode::to_header_value`] | exact |
+//! | `Idempotency-Key` | [`IdempotencyKey::decode`](idempotency_key::IdempotencyKey::decode) (RFC 8941 string, length-limited) | [`IdempotencyKey::to_header_value`](idempotency_key::IdempotencyKey::to_header_value) | exact |
 //!
 //! Decoders accept `impl AsRef<[u8]>` (a `&HeaderValue`, `&str` or `&[u8]`), never panic on any
 //! input (a property test feeds them arbitrary bytes) and say what is wrong with
@@ -43,6 +44,7 @@ mod digits;
 mod error;
 mod grpc_status;
 mod grpc_timeout;
+pub mod idempotency_key;
 mod pushback;
 mod retry_after;
 mod timeout_ms;

@@ -1,0 +1,96 @@
+//! Idempotency keys (IETF draft "The Idempotency-Key HTTP Header Field"), on both sides.
+//!
+//! - **Client**: [`IdempotencyKeyLayer`] gives each logical `POST`/`PATCH` one
+//!   `Idempotency-Key` (UUID v7), outside retries and hedges, so that every attempt carries the
+//!   same key. [`is_safe_or_keyed`] and [`SafeOrKeyed`] tell retries which requests may be sent
+//!   twice.
+//! - **Server**: [`IdempotencyLayer`] executes each keyed request once per principal and key:
+//!   duplicates get the stored response (`Idempotent-Replayed: true`), or `409` while the first
+//!   is in flight, or `422` if the key was used for another request; missing or malformed keys
+//!   get `400`. Every such answer is RFC 9457 problem details ([`Rejection`]).
+//! - **Stores** ([`store`]): one trait, [`IdempotencyStore`], with an in-memory store and
+//!   Redis and PostgreSQL stores (features `redis` and `postgres`, on by default). The in-flight
+//!   marker is a lease with an owner and an epoch, renewed while the handler runs: a holder
+//!   that dies is taken over when its lease expires, and a holder that was taken over cannot
+//!   overwrite the result.
+//!
+//! Keys expire 24 h after completion by default ([`DEFAULT_EXPIRY`]); stored responses carry
+//! `Idempotency-Key-Expires` with the date. Keys are scoped by a [`PrincipalExtractor`], so
+//! one tenant can never replay another's response. Telemetry: a `steadfast.idempotency` span
+//! per handled request, events for each decision, and the `steadfast.idempotency.*` counters
+//! (see `docs/observability.md`), also readable as [`IdempotencyStats`].
+//!
+//! # Example
+//!
+//! A client with keys and retries, calling a server with the idempotency layer; the server's
+//! handler fails the first response on the wire, the client retries, and the retry is a replay.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyKeyLayer, IdempotencyLayer, RequestBody, SafeOrKeyed, store::MemoryStore};
+//! use steadfast_layers::{retry::{CloneReplay, RetryLayer}, BoxError};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let executions = Arc::new(AtomicU32::new(0));
+//! let e = executions.clone();
+//! let handler = service_fn(move |_req: http::Request<RequestBody<Full<Bytes>>>| {
+//!     let n = e.fetch_add(1, Ordering::SeqCst) + 1;
+//!     async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(format!("order #{n}"))))) }
+//! });
+//! let server = ServiceBuilder::new()
+//!     .layer(IdempotencyLayer::builder(MemoryStore::new())
+//!         .principal(HeaderPrincipal::new(http::HeaderName::from_static("x-tenant")))
+//!         .build().unwrap())
+//!     .service(handler);
+//!
+//! // The network loses the first response.
+//! let lost = Arc::new(AtomicU32::new(0));
+//! let network = service_fn(move |req: http::Request<Full<Bytes>>| {
+//!     let server = server.clone();
+//!     let first = lost.fetch_add(1, Ordering::SeqCst) == 0;
+//!     async move {
+//!         let res = server.oneshot(req).await?;
+//!         if first { return Err::<_, BoxError>("connection reset".into()); }
+//!         Ok(res)
+//!     }
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(IdempotencyKeyLayer::new())
+//!     .layer(RetryLayer::builder().replay(SafeOrKeyed::new(CloneReplay)).seed(1).build().unwrap())
+//!     .service(network);
+//!
+//! let req = http::Request::post("/orders").header("x-tenant", "acme").body(Full::new(Bytes::from("{}"))).unwrap();
+//! let res = client.oneshot(req).await.unwrap();
+//! assert_eq!(res.headers()["idempotent-replayed"], "true");
+//! assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "order #1");
+//! assert_eq!(executions.load(Ordering::SeqCst), 1);
+//! # }
+//! ```
+
+mod client;
+mod server;
+pub mod store;
+mod telemetry;
+
+pub use client::{
+    is_idempotent_or_keyed, is_keyed, is_safe_or_keyed, AddIdempotencyKey, IdempotencyKeyLayer,
+    IdempotencyKeyLayerBuilder, SafeOrKeyed,
+};
+pub use server::{
+    ExtensionPrincipal, HeaderPrincipal, Idempotency, IdempotencyLayer, IdempotencyLayerBuilder,
+    NoPrincipal, PrincipalExtractor, Rejection, RequestBody, ResponseBody, ResponseFuture,
+    SingleTenant, StoreResponses, DEFAULT_EXPIRY, DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY,
+    DEFAULT_MAX_RESPONSE_BODY, DEFAULT_STORE_TIMEOUT, IDEMPOTENCY_KEY_EXPIRES, IDEMPOTENT_REPLAYED,
+    PROBLEM_JSON,
+};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
+pub use store::{IdempotencyStore, MemoryStore, StoreError, StoreErrorKind};
+pub use telemetry::IdempotencyStats;
