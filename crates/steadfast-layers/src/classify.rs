@@ -208,8 +208,10 @@ where
 }
 
 /// The default classifier: a response is a success, an error is retryable, except this crate's
-/// own deadline errors (retrying past a spent deadline cannot help) and open circuits (retried
-/// no sooner than the breaker's next probe, or not at all when forced open).
+/// own deadline errors (retrying past a spent deadline cannot help), open circuits (retried no
+/// sooner than the breaker's next probe, or not at all when forced open) and local overload
+/// (retried after the rate limit's `retry_after`, or not at all when client-side throttling
+/// refused the call).
 ///
 /// ```
 /// use steadfast_layers::{BoxError, classify::{Classifier, Outcome, RetryOnError}};
@@ -253,7 +255,20 @@ where
                             reason: "circuit_open",
                         },
                     },
-                    None => Outcome::retryable("error"),
+                    None => match err.downcast_ref::<crate::overload::Overloaded>() {
+                        // A local limit refused the call: retry after the wait it names, if any.
+                        Some(o) => match (o.retry_after(), o.reason()) {
+                            (Some(wait), _) => Outcome::retry_after("overloaded", wait),
+                            // Client-side throttling said no: retrying would defeat it.
+                            (None, crate::overload::OverloadReason::Throttled) => {
+                                Outcome::Pushback {
+                                    reason: "throttled",
+                                }
+                            }
+                            (None, _) => Outcome::retryable("overloaded"),
+                        },
+                        None => Outcome::retryable("error"),
+                    },
                 },
                 _ => Outcome::retryable("error"),
             },

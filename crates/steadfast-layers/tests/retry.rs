@@ -852,3 +852,29 @@ async fn a_retry_above_an_open_breaker_waits_for_its_next_probe() {
     assert_eq!(t0.elapsed(), ms(10));
     assert_eq!(script.count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_retry_waits_for_the_next_cell() {
+    use steadfast_layers::rate::RateLimitLayer;
+    let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(
+            RetryLayer::builder()
+                .no_budget()
+                .max_attempts(2)
+                .backoff(constant(ms(10)))
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            RateLimitLayer::builder(1, Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+        .service(script.service(vec![Step::Ok(200)]));
+    let t0 = Instant::now();
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 200);
+    // The second call is refused locally with retry_after = 1 s and retried exactly then.
+    assert_eq!(svc.oneshot(2).await.unwrap(), 200);
+    assert_eq!(script.offsets(t0), [ms(0), ms(1000)]);
+}

@@ -147,6 +147,18 @@ pub struct Traces {
 impl Traces {
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         use tracing_subscriber::layer::SubscriberExt;
+        // tracing-core caches each callsite's interest globally; while at most one dispatcher is
+        // registered it asks only the registering thread's subscriber, so a callsite first hit by
+        // a parallel test without a subscriber would be cached as disabled here too. Two
+        // dispatchers kept alive for the whole binary make every interest "sometimes" (as in
+        // steadfast-layers' test support).
+        static KEEP: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
+        KEEP.get_or_init(|| {
+            [
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+            ]
+        });
         let subscriber = tracing_subscriber::registry().with(self.clone());
         tracing::subscriber::set_default(subscriber)
     }

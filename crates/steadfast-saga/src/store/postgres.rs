@@ -151,7 +151,7 @@ impl PostgresStore {
             sqlx::query(&sql).execute(&mut *tx).await?;
         }
         for m in MIGRATIONS {
-            sqlx::query(*m).execute(&mut *tx).await?;
+            sqlx::query(m).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

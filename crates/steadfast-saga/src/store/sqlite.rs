@@ -132,7 +132,7 @@ impl SqliteStore {
     async fn migrate(&self) -> Result<(), Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for m in MIGRATIONS {
-            sqlx::query(*m).execute(&mut *tx).await?;
+            sqlx::query(m).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
