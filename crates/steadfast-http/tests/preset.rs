@@ -1,4 +1,4 @@
-//! The standard client stack end to end, on a paused clock with in-memory peers.
+//! The standard and hedging client stacks end to end, on a paused clock with in-memory peers.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,10 +12,15 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use steadfast_http::body::ReplayBody;
 use steadfast_http::classify::RetryGaveUp;
+use steadfast_http::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
 use steadfast_http::codec::{GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
-use steadfast_http::preset::{standard_client, StandardClientLayer};
+use steadfast_http::idempotency::{IdempotencyLayer, RequestBody, IDEMPOTENT_REPLAYED};
+use steadfast_http::preset::{
+    hedging_client, standard_client, HedgingClientLayer, StandardClientLayer,
+};
 use steadfast_layers::deadline::{Deadline, DeadlineExceeded};
-use steadfast_layers::retry::GiveUpReason;
+use steadfast_layers::hedge::HedgeDelay;
+use steadfast_layers::retry::{GaveUp, GiveUpReason, NotReplayable};
 use steadfast_layers::timeout::Elapsed;
 use steadfast_layers::BoxError;
 use tokio::time::Instant;
@@ -64,6 +69,23 @@ impl Peer {
             .to_str()
             .unwrap()
             .to_owned()
+    }
+
+    fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The `Idempotency-Key` of every call seen (`None` where there was none).
+    fn keys(&self) -> Vec<Option<String>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| {
+                h.get(IDEMPOTENCY_KEY)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            })
+            .collect()
     }
 }
 
@@ -220,4 +242,265 @@ async fn the_grpc_preset_retries_unavailable_and_writes_grpc_timeout() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // Capped at the 3 s attempt timeout.
     assert_eq!(timeouts.lock().unwrap()[0], "3000000u");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_grpc_preset_sends_no_idempotency_key() {
+    let peer = Peer::default();
+    let client = StandardClientLayer::builder()
+        .grpc()
+        .build()
+        .unwrap()
+        .layer(peer.service(&[], 200));
+    client.oneshot(req("x")).await.unwrap();
+    assert_eq!(peer.keys(), [None]);
+}
+
+// ------------------------------------------------------------ retry eligibility
+
+/// The key layer is outermost: one key per call, the same on every attempt, a UUID v7.
+#[tokio::test(start_paused = true)]
+async fn a_post_gets_one_key_on_every_attempt() {
+    let peer = Peer::default();
+    let client = standard_client(peer.service(&[], 503)).unwrap();
+    let res = client.clone().oneshot(req("order #1")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    let keys = peer.keys();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    let first = keys[0].clone().expect("the POST was keyed");
+    assert!(
+        keys.iter().all(|k| k.as_deref() == Some(first.as_str())),
+        "{keys:?}"
+    );
+    let key = IdempotencyKey::decode(first.as_bytes()).unwrap();
+    let uuid = uuid::Uuid::parse_str(key.as_str()).unwrap();
+    assert_eq!(uuid.get_version_num(), 7);
+
+    // The next call is another logical request: another key.
+    client.oneshot(req("order #2")).await.unwrap();
+    let keys = peer.keys();
+    assert_eq!(keys.len(), 6);
+    assert_ne!(keys[3], keys[0]);
+}
+
+/// A key the caller set is kept, and makes the request retryable even with the key layer off.
+#[tokio::test(start_paused = true)]
+async fn a_key_the_caller_set_is_kept_and_retried() {
+    let peer = Peer::default();
+    for keys_on in [true, false] {
+        let client = StandardClientLayer::builder()
+            .idempotency_keys(keys_on)
+            .build()
+            .unwrap()
+            .layer(peer.service(&[], 503));
+        let mut r = req("x");
+        r.headers_mut()
+            .insert(IDEMPOTENCY_KEY, "\"order-42\"".parse().unwrap());
+        client.oneshot(r).await.unwrap();
+    }
+    assert_eq!(peer.keys(), vec![Some("\"order-42\"".to_owned()); 6]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unkeyed_post_is_not_retried_when_the_key_layer_is_off() {
+    let peer = Peer::default();
+    let client = StandardClientLayer::builder()
+        .idempotency_keys(false)
+        .build()
+        .unwrap()
+        .layer(peer.service(&[], 503));
+    let res = client.oneshot(req("x")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(peer.keys(), [None]);
+    assert_eq!(
+        res.extensions().get::<RetryGaveUp>(),
+        Some(&RetryGaveUp {
+            reason: GiveUpReason::NotReplayable(NotReplayable::new("method is not idempotent")),
+            attempts: 1
+        })
+    );
+
+    // A hung attempt is not retried either: the timeout ends the call.
+    let peer = Peer::default();
+    let client = StandardClientLayer::builder()
+        .idempotency_keys(false)
+        .attempt_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .layer(peer.service(&[0], 200));
+    let err = client.oneshot(req("x")).await.unwrap_err();
+    let gave_up = err.downcast_ref::<GaveUp>().expect("GaveUp");
+    assert_eq!(gave_up.attempts(), 1);
+    assert!(
+        matches!(gave_up.reason(), GiveUpReason::NotReplayable(_)),
+        "{err}"
+    );
+    assert_eq!(peer.calls(), 1);
+
+    // Turning `idempotent_only` off retries it (the caller's choice).
+    let peer = Peer::default();
+    let client = StandardClientLayer::builder()
+        .idempotency_keys(false)
+        .idempotent_only(false)
+        .build()
+        .unwrap()
+        .layer(peer.service(&[], 503));
+    client.oneshot(req("x")).await.unwrap();
+    assert_eq!(peer.keys(), [None, None, None]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_is_retried_without_a_key() {
+    for keys_on in [true, false] {
+        let peer = Peer::default();
+        let client = StandardClientLayer::builder()
+            .idempotency_keys(keys_on)
+            .attempt_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap()
+            .layer(peer.service(&[0], 200));
+        let get = Request::get("/orders/7")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = client.oneshot(get).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(peer.keys(), [None, None], "keys on: {keys_on}");
+    }
+}
+
+// ------------------------------------------------------------ the hedging client
+
+fn hedging(delay_ms: u64) -> steadfast_http::preset::HedgingClientBuilder {
+    HedgingClientLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(delay_ms)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_primary_loses_to_a_hedge_with_the_same_key() {
+    let peer = Peer::default();
+    let client = hedging(20).build().unwrap().layer(peer.service(&[0], 201));
+    let t0 = Instant::now();
+    let res = client.oneshot(req("order #1")).await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(t0.elapsed(), Duration::from_millis(20));
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "order #1"
+    );
+    let keys = peer.keys();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].is_some());
+    assert_eq!(keys[0], keys[1]);
+    // Each copy is told the attempt timeout (3 s), capped by what is left of the deadline.
+    assert_eq!(peer.header(0, &REQUEST_TIMEOUT_MS), "3000");
+    assert_eq!(peer.header(1, &REQUEST_TIMEOUT_MS), "3000");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unkeyed_post_is_never_hedged() {
+    let peer = Peer::default();
+    let client = hedging(20)
+        .idempotency_keys(false)
+        .attempt_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+        .layer(peer.service(&[0], 201));
+    let t0 = Instant::now();
+    let err = client.oneshot(req("x")).await.unwrap_err();
+    assert!(err.is::<Elapsed>(), "{err}");
+    assert_eq!(t0.elapsed(), Duration::from_millis(500));
+    assert_eq!(peer.keys(), [None]);
+
+    // Nor is an unmarked GET: hedging is explicit.
+    let peer = Peer::default();
+    let client = hedging(20)
+        .attempt_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+        .layer(peer.service(&[0], 200));
+    let get = Request::get("/").body(Full::new(Bytes::new())).unwrap();
+    let err = client.oneshot(get).await.unwrap_err();
+    assert!(err.is::<Elapsed>(), "{err}");
+    assert_eq!(peer.keys(), [None]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_hedges_nothing_until_it_has_learned_the_percentile() {
+    assert_eq!(
+        HedgingClientLayer::builder()
+            .build()
+            .unwrap()
+            .current_delay(),
+        None
+    );
+    let peer = Peer::default();
+    let client = hedging_client(peer.service(&[0], 200)).unwrap();
+    let err = client.oneshot(req("x")).await.unwrap_err();
+    assert!(err.is::<Elapsed>(), "{err}");
+    assert_eq!(peer.calls(), 1);
+}
+
+/// Every call is slow; hedges stay within 5 % of calls plus the burst.
+#[tokio::test(start_paused = true)]
+async fn hedges_stay_within_the_budget() {
+    let sent = Arc::new(AtomicU32::new(0));
+    let s = sent.clone();
+    let slow = service_fn(move |_req: Req| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
+        }
+    });
+    let client = hedging(10).budget_burst(1).build().unwrap().layer(slow);
+    let calls = 400;
+    for i in 0..calls {
+        let res = client.clone().oneshot(req("x")).await.unwrap();
+        assert_eq!(res.status(), 200, "call {i}");
+    }
+    let hedges = sent.load(Ordering::SeqCst) - calls;
+    // At most the burst (1) plus 5 % of the calls, and the budget was used.
+    assert!(hedges <= 1 + calls * 5 / 100, "{hedges} hedges");
+    assert!(hedges >= calls * 5 / 100 - 1, "{hedges} hedges");
+}
+
+/// A hedge that reaches an idempotency server while the original is still executing there is
+/// answered 409 at once: that answer must not win; the original's does, and the handler runs once.
+#[tokio::test(start_paused = true)]
+async fn an_in_flight_409_never_wins_over_the_original() {
+    let executions = Arc::new(AtomicU32::new(0));
+    let e = executions.clone();
+    let handler = service_fn(move |req: Request<RequestBody<ReplayBody<Full<Bytes>>>>| {
+        let n = e.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let body = req.into_body().collect().await?.to_bytes();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(201)
+                    .body(Full::new(Bytes::from(format!(
+                        "{} #{n}",
+                        String::from_utf8_lossy(&body)
+                    ))))
+                    .unwrap(),
+            )
+        }
+    });
+    let server_layer = IdempotencyLayer::builder(steadfast_http::idempotency::MemoryStore::new())
+        .single_tenant()
+        .build()
+        .unwrap();
+    let server = server_layer.layer(handler);
+    let client = hedging(10).build().unwrap().layer(support::hop(server));
+    let t0 = Instant::now();
+    let res = client.clone().oneshot(req("order")).await.unwrap();
+    assert_eq!(res.status(), 201);
+    assert!(res.headers().get(IDEMPOTENT_REPLAYED).is_none());
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "order #1"
+    );
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    let stats = server_layer.stats();
+    assert_eq!((stats.executions, stats.conflicts), (1, 1));
 }

@@ -6,9 +6,11 @@ use steadfast_layers::telemetry::Telemetry;
 use steadfast_layers::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use tower_layer::{Identity, Layer};
 
+use super::MaybeKeyed;
 use crate::body::{HttpReplay, ReplayBodyLayer, WithReplayBody, DEFAULT_REPLAY_LIMIT};
 use crate::classify::{GrpcClassifier, HttpClassifier};
 use crate::error::ConfigError;
+use crate::idempotency::IdempotencyKeyLayer;
 use crate::propagate::{DeadlinePropagation, DeadlinePropagationLayer, DEFAULT_MARGIN};
 
 /// The default total deadline of a call, retries included: 10 s.
@@ -16,9 +18,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default per-attempt timeout: 3 s (three attempts and their backoffs fit in 10 s).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The service [`StandardClientLayer`] builds around `S`, outermost first: replay body, total
-/// deadline, retry (with its own deadline-bounded attempt bound), the breaker slot `Br`, the
-/// per-attempt timeout, deadline propagation, then `S`.
+/// The service [`StandardClientLayer`] builds around `S`, outermost first: the idempotency key
+/// slot, replay body, total deadline, retry (with its own deadline-bounded attempt bound), the
+/// breaker slot `Br`, the per-attempt timeout, deadline propagation, then `S`.
 pub type StandardClient<S, Cl = HttpClassifier, Br = Identity> =
     <StandardClientLayer<Cl, Br> as Layer<S>>::Service;
 
@@ -33,10 +35,13 @@ pub type StandardClient<S, Cl = HttpClassifier, Br = Identity> =
 ///     .retry(|r| r.max_attempts(4))
 ///     .build()?;
 /// assert_eq!(layer.timeout(), Duration::from_secs(5));
+/// // "Safe method or keyed": POSTs and PATCHes get a key, unkeyed unsafe requests are not retried.
+/// assert!(layer.adds_idempotency_keys() && layer.retries_idempotent_only());
 /// # Ok::<(), steadfast_http::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct StandardClientLayer<Cl = HttpClassifier, Br = Identity> {
+    keys: Option<IdempotencyKeyLayer>,
     replay_body: ReplayBodyLayer,
     deadline: DeadlineLayer<HttpExtensions>,
     retry: RetryLayer<Cl, HttpReplay>,
@@ -44,12 +49,16 @@ pub struct StandardClientLayer<Cl = HttpClassifier, Br = Identity> {
     attempt: AttemptTimeoutLayer,
     propagation: DeadlinePropagationLayer,
     timeout: Duration,
+    idempotent_only: bool,
 }
 
 impl StandardClientLayer {
-    /// A builder with the defaults: 10 s total deadline; 3 attempts, exponential backoff 25 ms to
-    /// 250 ms with full jitter, a Finagle retry budget (20 % + 10/s); 3 s per attempt; no
-    /// breaker; a 10 ms propagation margin; 64 KiB replay buffer; [`HttpClassifier`].
+    /// A builder with the defaults: an `Idempotency-Key` on every `POST` and `PATCH`
+    /// ([`IdempotencyKeyLayer::new`]); 10 s total deadline; 3 attempts, exponential backoff 25 ms
+    /// to 250 ms with full jitter, a Finagle retry budget (20 % + 10/s), only for requests that
+    /// are safe to send twice ([`HttpReplay::idempotent_only`]: an idempotent method or a key);
+    /// 3 s per attempt; no breaker; a 10 ms propagation margin; 64 KiB replay buffer;
+    /// [`HttpClassifier`].
     ///
     /// ```
     /// # use steadfast_http::preset::StandardClientLayer;
@@ -59,11 +68,12 @@ impl StandardClientLayer {
     /// ```
     pub fn builder() -> StandardClientBuilder {
         StandardClientBuilder {
+            keys: Some(IdempotencyKeyLayer::new()),
             timeout: DEFAULT_TIMEOUT,
             attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
             margin: DEFAULT_MARGIN,
             replay_limit: DEFAULT_REPLAY_LIMIT,
-            replay: HttpReplay::new(),
+            replay: HttpReplay::idempotent_only(),
             retry: RetryLayer::builder(),
             classifier: HttpClassifier::new(),
             breaker: Identity::new(),
@@ -94,6 +104,31 @@ impl<Cl, Br> StandardClientLayer<Cl, Br> {
     pub fn max_attempts(&self) -> u32 {
         self.retry.max_attempts()
     }
+
+    /// Whether the stack gives requests an `Idempotency-Key` (outermost, once per call).
+    ///
+    /// ```
+    /// # use steadfast_http::preset::StandardClientLayer;
+    /// assert!(StandardClientLayer::builder().build()?.adds_idempotency_keys());
+    /// assert!(!StandardClientLayer::builder().idempotency_keys(false).build()?.adds_idempotency_keys());
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn adds_idempotency_keys(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Whether only requests that are safe to send twice (an idempotent method or an
+    /// `Idempotency-Key`) are retried.
+    ///
+    /// ```
+    /// # use steadfast_http::preset::StandardClientLayer;
+    /// assert!(StandardClientLayer::builder().build()?.retries_idempotent_only());
+    /// assert!(!StandardClientLayer::builder().grpc().build()?.retries_idempotent_only());
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn retries_idempotent_only(&self) -> bool {
+        self.idempotent_only
+    }
 }
 
 impl<S, Cl, Br> Layer<S> for StandardClientLayer<Cl, Br>
@@ -101,8 +136,10 @@ where
     Cl: Clone,
     Br: Layer<AttemptTimeout<DeadlinePropagation<S>>>,
 {
-    type Service = WithReplayBody<
-        DeadlineService<Retry<AttemptTimeout<Br::Service>, Cl, HttpReplay>, HttpExtensions>,
+    type Service = MaybeKeyed<
+        WithReplayBody<
+            DeadlineService<Retry<AttemptTimeout<Br::Service>, Cl, HttpReplay>, HttpExtensions>,
+        >,
     >;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -111,7 +148,8 @@ where
         let svc = self.breaker.layer(svc);
         let svc = self.retry.layer(svc);
         let svc = self.deadline.layer(svc);
-        self.replay_body.layer(svc)
+        let svc = self.replay_body.layer(svc);
+        MaybeKeyed::new(self.keys.as_ref(), svc)
     }
 }
 
@@ -139,6 +177,7 @@ where
 /// ```
 #[derive(Debug)]
 pub struct StandardClientBuilder<Cl = HttpClassifier, Br = Identity> {
+    keys: Option<IdempotencyKeyLayer>,
     timeout: Duration,
     attempt_timeout: Option<Duration>,
     margin: Duration,
@@ -218,13 +257,17 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
         self
     }
 
-    /// Retry only idempotent requests (see [`HttpReplay::idempotent_only`]). Off by default;
-    /// never turn it on for gRPC, whose calls are all `POST`.
+    /// Retry only requests that are safe to send twice: an idempotent method or an
+    /// `Idempotency-Key` (see [`HttpReplay::idempotent_only`]). **On by default**: with the key
+    /// layer on, `POST`s and `PATCH`es carry a key and are retried; turn the key layer off and an
+    /// unkeyed `POST` is tried once. `false` retries every request whose body can be replayed,
+    /// which may execute a non-idempotent request twice. [`grpc`](Self::grpc) turns it off
+    /// (gRPC calls are all `POST`).
     ///
     /// ```
     /// # use steadfast_http::preset::StandardClientLayer;
-    /// let l = StandardClientLayer::builder().idempotent_only(true).build()?;
-    /// # let _ = l;
+    /// let l = StandardClientLayer::builder().idempotent_only(false).build()?;
+    /// assert!(!l.retries_idempotent_only());
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn idempotent_only(mut self, yes: bool) -> Self {
@@ -233,6 +276,42 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
         } else {
             HttpReplay::new()
         };
+        self
+    }
+
+    /// Whether the stack gives each `POST` and `PATCH` without one an `Idempotency-Key` (a UUID
+    /// v7), outermost, so that every retry of the call carries the same key and a server that
+    /// honours keys (such as [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer))
+    /// executes it once. **On by default**; [`grpc`](Self::grpc) turns it off. Off, a key the
+    /// caller set itself still makes the request retryable.
+    ///
+    /// ```
+    /// # use steadfast_http::preset::StandardClientLayer;
+    /// let l = StandardClientLayer::builder().idempotency_keys(false).build()?;
+    /// assert!(!l.adds_idempotency_keys());
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn idempotency_keys(mut self, yes: bool) -> Self {
+        self.keys = match (yes, self.keys) {
+            (true, Some(keys)) => Some(keys),
+            (true, None) => Some(IdempotencyKeyLayer::new()),
+            (false, _) => None,
+        };
+        self
+    }
+
+    /// The key layer to use (for other methods than `POST` and `PATCH`, say); turns keys on.
+    ///
+    /// ```
+    /// # use steadfast_http::{idempotency::IdempotencyKeyLayer, preset::StandardClientLayer};
+    /// use http::Method;
+    /// let keys = IdempotencyKeyLayer::builder().methods([Method::POST, Method::PATCH, Method::DELETE]).build()?;
+    /// let l = StandardClientLayer::builder().idempotency_key_layer(keys).build()?;
+    /// assert!(l.adds_idempotency_keys());
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn idempotency_key_layer(mut self, keys: IdempotencyKeyLayer) -> Self {
+        self.keys = Some(keys);
         self
     }
 
@@ -266,6 +345,7 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
     /// ```
     pub fn classifier<C2>(self, classifier: C2) -> StandardClientBuilder<C2, Br> {
         StandardClientBuilder {
+            keys: self.keys,
             timeout: self.timeout,
             attempt_timeout: self.attempt_timeout,
             margin: self.margin,
@@ -278,16 +358,22 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
         }
     }
 
-    /// Uses the default [`GrpcClassifier`], for a tonic channel or any gRPC transport.
+    /// Uses the default [`GrpcClassifier`], for a tonic channel or any gRPC transport. Every
+    /// gRPC call is a `POST` and gRPC servers do not read `Idempotency-Key`, so this also turns
+    /// off the key layer and [`idempotent_only`](Self::idempotent_only): which calls may be
+    /// retried is the classifier's business (gRPC A6). Turn either back on after this call if
+    /// your servers honour keys.
     ///
     /// ```
     /// # use steadfast_http::preset::StandardClientLayer;
     /// let l = StandardClientLayer::builder().grpc().build()?;
-    /// # let _ = l;
+    /// assert!(!l.adds_idempotency_keys() && !l.retries_idempotent_only());
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn grpc(self) -> StandardClientBuilder<GrpcClassifier, Br> {
-        self.classifier(GrpcClassifier::new())
+        self.idempotency_keys(false)
+            .idempotent_only(false)
+            .classifier(GrpcClassifier::new())
     }
 
     /// **The breaker slot**: a layer placed between the retry layer and the per-attempt timeout
@@ -303,6 +389,7 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
     /// ```
     pub fn breaker<B2>(self, breaker: B2) -> StandardClientBuilder<Cl, B2> {
         StandardClientBuilder {
+            keys: self.keys,
             timeout: self.timeout,
             attempt_timeout: self.attempt_timeout,
             margin: self.margin,
@@ -343,6 +430,7 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
             .carrier(HttpExtensions)
             .telemetry(self.telemetry.clone())
             .build()?;
+        let idempotent_only = self.replay.is_idempotent_only();
         let retry = self
             .retry
             .classifier(self.classifier)
@@ -356,6 +444,7 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
             propagation = propagation.max_timeout(t);
         }
         Ok(StandardClientLayer {
+            keys: self.keys,
             replay_body: ReplayBodyLayer::with_limit(self.replay_limit)?,
             deadline,
             retry,
@@ -363,6 +452,7 @@ impl<Cl, Br> StandardClientBuilder<Cl, Br> {
             attempt,
             propagation: propagation.build()?,
             timeout: self.timeout,
+            idempotent_only,
         })
     }
 }

@@ -1,29 +1,48 @@
 //! Presets: the best-known layer order, built in one call with sane defaults.
 //!
+//! Two stacks: [`standard_client`] (retries) for most calls, and [`hedging_client`] (hedges) for
+//! calls whose tail latency matters more than a few percent of extra load.
+//!
+//! # The standard client
+//!
 //! [`standard_client`] (or [`StandardClientLayer::builder`]) wraps an HTTP or gRPC transport in,
 //! outermost first:
 //!
-//! 1. **Replay body** ([`ReplayBodyLayer`](crate::body::ReplayBodyLayer)): wraps the request
+//! 1. **Idempotency key** ([`IdempotencyKeyLayer`](crate::idempotency::IdempotencyKeyLayer),
+//!    on by default, [`StandardClientBuilder::idempotency_keys`]): gives each `POST` and `PATCH`
+//!    without one an `Idempotency-Key` (UUID v7). Outermost, because it must run **once per
+//!    logical call**: every layer below copies the keyed request, so every attempt carries the
+//!    same key, and a server that honours keys executes the call once however many attempts
+//!    reach it. Below the retry layer, each attempt would get a new key and the server could not
+//!    tell a retry from a new order.
+//! 2. **Replay body** ([`ReplayBodyLayer`](crate::body::ReplayBodyLayer)): wraps the request
 //!    body once, so that every attempt below can re-send it (up to 64 KiB).
-//! 2. **Total deadline** ([`DeadlineLayer`](steadfast_layers::deadline::DeadlineLayer), default
+//! 3. **Total deadline** ([`DeadlineLayer`](steadfast_layers::deadline::DeadlineLayer), default
 //!    10 s, `HttpExtensions` carrier): outside the retries, because the caller's patience covers
 //!    all attempts and backoffs; it is shrunk to any deadline inherited from a server handler
 //!    (via [`DeadlineServerLayer`](crate::propagate::DeadlineServerLayer)), put on the request
 //!    and in scope, and enforced.
-//! 3. **Retry** ([`RetryLayer`](steadfast_layers::retry::RetryLayer): 3 attempts, exponential
+//! 4. **Retry** ([`RetryLayer`](steadfast_layers::retry::RetryLayer): 3 attempts, exponential
 //!    backoff 25..250 ms with full jitter, a Finagle retry budget shared by clones, the
 //!    [`HttpClassifier`](crate::classify::HttpClassifier) or
 //!    [`GrpcClassifier`](crate::classify::GrpcClassifier), [`HttpReplay`](crate::body::HttpReplay)):
 //!    inside the deadline so it never sleeps past it; the budget caps the load retries add
-//!    under overload; jitter keeps clients from retrying in lockstep.
-//! 4. **Breaker slot** ([`StandardClientBuilder::breaker`], empty by default): below the retry
+//!    under overload; jitter keeps clients from retrying in lockstep. Retry eligibility is
+//!    **"safe method or keyed"** by default
+//!    ([`HttpReplay::idempotent_only`](crate::body::HttpReplay::idempotent_only),
+//!    [`StandardClientBuilder::idempotent_only`]): a request is sent again only if its method is
+//!    idempotent or it carries an `Idempotency-Key`. With the key layer on, `POST`s are keyed and
+//!    so retried; with it off, an unkeyed `POST` is tried once, because a retry after a lost
+//!    response could execute it twice. [`StandardClientBuilder::grpc`] turns both off: every
+//!    gRPC call is a `POST`, and the gRPC classifier decides.
+//! 5. **Breaker slot** ([`StandardClientBuilder::breaker`], empty by default): below the retry
 //!    layer so that a breaker sees (and can refuse) each attempt rather than each call, and
 //!    above the attempt timeout so that timeouts count as failures. This is the documented
 //!    extension point for the circuit breaker.
-//! 5. **Per-attempt timeout** ([`AttemptTimeoutLayer`](steadfast_layers::timeout::AttemptTimeoutLayer),
+//! 6. **Per-attempt timeout** ([`AttemptTimeoutLayer`](steadfast_layers::timeout::AttemptTimeoutLayer),
 //!    default 3 s, bounded by the deadline): inside the retry layer so that a slow attempt is
 //!    abandoned and retried (`Elapsed` is retryable) instead of consuming the whole deadline.
-//! 6. **Deadline propagation** ([`DeadlinePropagationLayer`](crate::propagate::DeadlinePropagationLayer),
+//! 7. **Deadline propagation** ([`DeadlinePropagationLayer`](crate::propagate::DeadlinePropagationLayer),
 //!    10 ms margin, capped at the attempt timeout): last, next to the wire, so that the timeout
 //!    written is computed when the attempt is actually sent, after backoffs, and tells the
 //!    callee exactly how long this attempt will be waited for.
@@ -32,7 +51,9 @@
 //! steadfast's nouns (`GaveUp` wrapping the last error, `DeadlineExceeded`), and a response
 //! returned after giving up carries [`RetryGaveUp`](crate::classify::RetryGaveUp).
 //!
-//! # Example
+//! ## Example
+//!
+//! A `GET` whose first attempt hangs: the attempt timeout abandons it and the retry answers.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU32, Ordering};
@@ -70,9 +91,94 @@
 //! assert!(start.elapsed() < Duration::from_millis(800)); // 500 ms timeout + a jittered backoff
 //! # Ok(()) }
 //! ```
-
+//!
+//! # The hedging client
+//!
+//! [`hedging_client`] (or [`HedgingClientLayer::builder`]) sends a copy of a slow call and takes
+//! the first success ("The Tail at Scale"), outermost first:
+//!
+//! 1. **Idempotency key**, as above, for the same reason: once per logical call, so that the
+//!    original and its hedges carry the **same** key. The key layer also marks keyed requests
+//!    [`Idempotent`](steadfast_layers::hedge::Idempotent), which is what makes them hedgeable:
+//!    a hedge runs *concurrently* with the original, and only a server that deduplicates by key
+//!    makes two concurrent copies of a `POST` harmless.
+//! 2. **Replay body**: so that the hedge can re-send the body (a body over 64 KiB is not hedged).
+//! 3. **Total deadline** (default 10 s): outside the hedge, because the caller's patience covers
+//!    the original and every hedge; the hedge layer sends no hedge once less than 1 ms is left.
+//! 4. **Hedge** ([`HedgeLayer`](steadfast_layers::hedge::HedgeLayer)): one hedge after the
+//!    learned **95th percentile** of attempt latencies (no hedge until 100 attempts are known),
+//!    so that only the slowest ~5 % of calls are hedged; a **budget of 5 %** of requests (burst
+//!    10) caps the extra load when the whole backend is slow, the case where hedging would
+//!    otherwise double the load on an overloaded peer; the **`IdempotentOnly`** policy hedges
+//!    only requests marked idempotent (keyed ones, or those the caller marked: not even a `GET`
+//!    is hedged unmarked, because two concurrent copies of it may still have side effects). The
+//!    classifier counts `409` as a failure, so that a hedge answered "in flight" by an
+//!    [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer) waits for the original instead
+//!    of winning over it.
+//! 5. **Per-attempt timeout** (default 3 s): below the hedge, so that it bounds each copy, not
+//!    the call, and the propagated deadline tells each callee how long its copy will be waited
+//!    for.
+//! 6. **Deadline propagation**: next to the wire, as above; each copy writes its own remaining
+//!    time when it is sent.
+//!
+//! There is no retry layer: a call whose copies all failed returns the most informative failure.
+//! Put a retry layer above if you need both (and share a budget between them with
+//! [`HedgeLayerBuilder::retry_budget`](steadfast_layers::hedge::HedgeLayerBuilder::retry_budget)).
+//!
+//! ## Example
+//!
+//! A keyed `POST` whose first copy lands on a stuck replica: the hedge answers, with the same key.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use steadfast_http::preset::HedgingClientLayer;
+//! use steadfast_layers::hedge::HedgeDelay;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::BoxError> {
+//! // Two replicas behind one address: the first copy lands on a stuck one.
+//! let keys = Arc::new(Mutex::new(Vec::new()));
+//! let k = keys.clone();
+//! let replicas = service_fn(move |req: http::Request<_>| {
+//!     let n = {
+//!         let mut keys = k.lock().unwrap();
+//!         keys.push(req.headers()["idempotency-key"].clone());
+//!         keys.len()
+//!     };
+//!     async move {
+//!         if n == 1 { tokio::time::sleep(Duration::from_secs(60)).await; }
+//!         let body = BodyExt::collect(req.into_body()).await?.to_bytes();
+//!         Ok::<_, steadfast_layers::BoxError>(http::Response::new(Full::new(body)))
+//!     }
+//! });
+//! let client = HedgingClientLayer::builder()
+//!     // A fixed delay for the example; the default learns the 95th percentile.
+//!     .delay(HedgeDelay::fixed(Duration::from_millis(50)))
+//!     .build()?
+//!     .layer(replicas);
+//!
+//! let start = tokio::time::Instant::now();
+//! let req = http::Request::post("/orders").body(Full::new(Bytes::from_static(b"order")))?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.into_body().collect().await?.to_bytes(), "order");
+//! assert_eq!(start.elapsed(), Duration::from_millis(50)); // the hedge answered
+//! let keys = keys.lock().unwrap();
+//! assert_eq!(keys.len(), 2);
+//! assert_eq!(keys[0], keys[1]); // one key for the original and the hedge
+//! # Ok(()) }
+//! ```
+mod hedging;
+mod keys;
 mod layer;
 
+pub use hedging::{
+    hedging_client, HedgingClient, HedgingClientBuilder, HedgingClientLayer,
+    DEFAULT_HEDGE_BUDGET_PERCENT, DEFAULT_HEDGE_DELAY,
+};
+pub use keys::MaybeKeyed;
 pub use layer::{
     standard_client, StandardClient, StandardClientBuilder, StandardClientLayer,
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT,
