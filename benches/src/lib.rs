@@ -7,6 +7,10 @@
 //! prints a summary of steadfast / tower medians ([`summary_table`]) read back from the
 //! estimates criterion wrote in the same run ([`read_median_ns`]).
 //!
+//! The `layers` bench does the same for each layer beside its nearest peer (tower,
+//! `tower-resilience`, `failsafe`), possibly several peers per group, rejections included
+//! ([`run_rejected_calls`]), and prints [`comparison_table`] with a [`Target`] per row.
+//!
 //! This package deliberately does not enable tokio's `test-util` feature: with it, every
 //! `tokio::time::Instant::now()` goes through tokio's mockable clock, which would change the
 //! cost of the clock reads these benchmarks exist to measure.
@@ -44,6 +48,36 @@ pub const QUICK_ENV: &str = "STEADFAST_BENCH_QUICK";
 /// ```
 pub fn quick_mode() -> bool {
     std::env::var_os(QUICK_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// An always-ready service that fails every request at once, with an `io::Error` of kind
+/// `ConnectionRefused` (built without allocating): what trips a circuit breaker.
+///
+/// ```
+/// use tower::ServiceExt;
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// # rt.block_on(async {
+/// let err = steadfast_benches::Refuse.oneshot(7).await.unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Refuse;
+
+impl Service<u32> for Refuse {
+    type Response = u32;
+    type Error = std::io::Error;
+    type Future = Ready<Result<u32, std::io::Error>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, _req: u32) -> Self::Future {
+        ready(Err(std::io::ErrorKind::ConnectionRefused.into()))
+    }
 }
 
 /// An always-ready service that answers each request with itself, at once (a zero-sized type,
@@ -113,6 +147,34 @@ where
             .await
             .expect("benchmarked call succeeds");
         black_box(out);
+    }
+    start.elapsed()
+}
+
+/// Makes `iters` calls on `svc` that it is expected to refuse (an open circuit breaker): each
+/// one `ready()` + `call()` + `.await`, the call failing. Returns the time they took.
+///
+/// # Panics
+///
+/// If the service is not ready or a call succeeds.
+///
+/// ```
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// let mut svc = steadfast_benches::Refuse;
+/// let took = rt.block_on(steadfast_benches::run_rejected_calls(&mut svc, 10));
+/// assert!(took < std::time::Duration::from_secs(1));
+/// ```
+pub async fn run_rejected_calls<S>(svc: &mut S, iters: u64) -> Duration
+where
+    S: Service<u32>,
+    S::Error: fmt::Debug,
+{
+    let start = Instant::now();
+    for i in 0..iters {
+        let ready = svc.ready().await.expect("benchmarked service is ready");
+        let out = ready.call(black_box(i as u32)).await;
+        assert!(out.is_err(), "benchmarked call is rejected");
+        black_box(out.err());
     }
     start.elapsed()
 }
@@ -326,15 +388,45 @@ where
     B: Service<u32, Response = u32>,
     B::Error: fmt::Debug,
 {
+    interleaved_runs(
+        |n| rt.block_on(run_calls(ours, n)),
+        |n| rt.block_on(run_calls(theirs, n)),
+        rounds,
+        calls,
+    )
+}
+
+/// [`interleaved_medians`] for any two ways of timing `n` calls (for instance
+/// [`run_rejected_calls`] on a runtime): warms both up, then `rounds` rounds of `calls` calls on
+/// `ours` then `calls` calls on `theirs`.
+///
+/// Returns the medians `(ours, theirs)` in ns per call.
+///
+/// ```
+/// use std::time::Duration;
+/// let (a, b) = steadfast_benches::interleaved_runs(
+///     |n| Duration::from_nanos(2 * n),
+///     |n| Duration::from_nanos(4 * n),
+///     3,
+///     100,
+/// );
+/// assert_eq!((a, b), (2.0, 4.0));
+/// ```
+pub fn interleaved_runs(
+    mut ours: impl FnMut(u64) -> Duration,
+    mut theirs: impl FnMut(u64) -> Duration,
+    rounds: usize,
+    calls: u64,
+) -> (f64, f64) {
     let per_call = |d: Duration| d.as_secs_f64() * 1e9 / calls.max(1) as f64;
     // Warm both up first.
-    rt.block_on(run_calls(ours, calls));
-    rt.block_on(run_calls(theirs, calls));
+    ours(calls);
+    theirs(calls);
     let mut a = Vec::with_capacity(rounds);
     let mut b = Vec::with_capacity(rounds);
     for _ in 0..rounds.max(1) {
-        a.push(per_call(rt.block_on(run_calls(ours, calls))));
-        b.push(per_call(rt.block_on(run_calls(theirs, calls))));
+        a.push(per_call(ours(calls)));
+        b.push(per_call(theirs(calls)));
     }
     (median(&mut a), median(&mut b))
 }
@@ -403,6 +495,147 @@ pub fn summary_table(
             ratio,
             cross,
             verdict
+        );
+    }
+    out
+}
+
+/// What a steadfast / peer ratio should be, for a [`Comparison`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// Strictly below this ratio.
+    Below(f64),
+    /// At most this ratio.
+    AtMost(f64),
+    /// No target: measured for information.
+    Report,
+}
+
+impl Target {
+    /// Whether `ratio` meets the target (`None` for [`Target::Report`]).
+    ///
+    /// ```
+    /// use steadfast_benches::Target;
+    /// assert_eq!(Target::Below(1.0).met(1.0), Some(false));
+    /// assert_eq!(Target::AtMost(1.0).met(1.0), Some(true));
+    /// assert_eq!(Target::Report.met(3.0), None);
+    /// ```
+    pub fn met(self, ratio: f64) -> Option<bool> {
+        match self {
+            Target::Below(t) => Some(ratio < t),
+            Target::AtMost(t) => Some(ratio <= t),
+            Target::Report => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Below(t) => write!(f, "< {t:.1}"),
+            Target::AtMost(t) => write!(f, "<= {t:.1}"),
+            Target::Report => f.write_str("-"),
+        }
+    }
+}
+
+/// One row of a [`comparison_table`]: benchmark [`OURS`] of criterion group `group` against
+/// benchmark `peer` of the same group (none: steadfast alone, no ratio).
+#[derive(Clone, Copy, Debug)]
+pub struct Comparison {
+    /// Criterion group name.
+    pub group: &'static str,
+    /// Benchmark id of the peer in that group, if any.
+    pub peer: Option<&'static str>,
+    /// What is compared, for the table.
+    pub label: &'static str,
+    /// What the ratio steadfast / peer should be.
+    pub target: Target,
+}
+
+/// A summary like [`summary_table`] for any peers: one row per [`Comparison`] with the steadfast
+/// median, the peer median and their ratio (steadfast / peer) as criterion estimated them, the
+/// ratio of the [`interleaved_runs`] cross-check, the target and the verdict. The verdict
+/// follows criterion's ratio; when the interleaved ratio disagrees, the verdict says so.
+///
+/// `median(group, id)` returns criterion's median in ns, or `None` if that benchmark did not
+/// run; `interleaved(group, peer)` returns the interleaved `(steadfast, peer)` medians, if
+/// measured.
+///
+/// ```
+/// use steadfast_benches::{comparison_table, Comparison, Target};
+/// let rows = [Comparison { group: "g", peer: Some("p"), label: "x vs p", target: Target::AtMost(1.0) }];
+/// let table = comparison_table(
+///     "title",
+///     &rows,
+///     |_, id| Some(if id == "steadfast" { 5.0 } else { 10.0 }),
+///     |_, _| Some((12.0, 10.0)),
+/// );
+/// assert!(table.contains("0.50") && table.contains("1.20") && table.contains("interleaved missed"));
+/// ```
+pub fn comparison_table(
+    title: &str,
+    rows: &[Comparison],
+    median: impl Fn(&str, &str) -> Option<f64>,
+    interleaved: impl Fn(&str, &str) -> Option<(f64, f64)>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n{title}");
+    if let Some(bare) = median(BARE_GROUP, BARE_ID) {
+        let _ = writeln!(out, "bare service (baseline): {bare:.1} ns");
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(0)
+        .max("pair".len());
+    let _ = writeln!(
+        out,
+        "{:<width$} | {:>12} | {:>8} | {:>6} | {:>17} | {:>6} | verdict",
+        "pair", "steadfast ns", "peer ns", "ratio", "interleaved ratio", "target"
+    );
+    let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "ok",
+        Some(false) => "MISSED",
+        None => "reported",
+    };
+    for row in rows {
+        let ours = median(row.group, OURS);
+        let theirs = row.peer.and_then(|p| median(row.group, p));
+        let ratio = match (ours, theirs) {
+            (Some(o), Some(t)) if t > 0.0 => Some(o / t),
+            _ => None,
+        };
+        let cross = row
+            .peer
+            .and_then(|p| interleaved(row.group, p))
+            .filter(|(_, t)| *t > 0.0)
+            .map(|(o, t)| o / t);
+        let mut judged = match (ratio, row.peer, ours) {
+            (Some(r), _, _) => verdict(row.target.met(r)).to_owned(),
+            (None, None, Some(_)) => "reported".to_owned(),
+            _ => "not run".to_owned(),
+        };
+        if let (Some(r), Some(x)) = (ratio, cross) {
+            let (a, b) = (row.target.met(r), row.target.met(x));
+            if a != b {
+                let _ = write!(judged, " (interleaved {})", verdict(b).to_lowercase());
+            }
+        }
+        let ratio = ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+        let cross = cross.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<width$} | {:>12} | {:>8} | {:>6} | {:>17} | {:>6} | {}",
+            row.label,
+            cell(ours),
+            cell(theirs),
+            ratio,
+            cross,
+            row.target.to_string(),
+            judged
         );
     }
     out

@@ -1,0 +1,452 @@
+//! Per-call cost of each steadfast layer beside its nearest peer, in the same run.
+//!
+//! Every benchmark makes one `ready()` + `call()` + `.await` per iteration on an always-ready
+//! inner service that answers at once ([`Echo`]; [`Refuse`] to trip a breaker), on a
+//! current-thread runtime. Peers: `tower-resilience`'s and `failsafe`'s circuit breakers
+//! (failsafe through a small tower adapter, [`Failsafe`]), tower's `ConcurrencyLimit`, `Hedge`,
+//! `RateLimit` and `LoadShed`, and `tower-resilience`'s bulkhead. After the criterion groups it
+//! measures each pair again in alternation (the interleaved A/B cross-check) and prints a table
+//! of steadfast / peer ratios with their targets.
+//!
+//! ```text
+//! cargo bench -p steadfast-benches --bench layers
+//! STEADFAST_BENCH_QUICK=1 cargo bench -p steadfast-benches --bench layers   # short run
+//! ```
+
+use std::fmt::Debug;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use criterion::Criterion;
+use steadfast_benches::{
+    comparison_table, criterion_dir, interleaved_runs, quick_mode, read_median_ns, run_calls,
+    run_rejected_calls, runtime, Comparison, Echo, FileTime, Refuse, Target, BARE_GROUP, BARE_ID,
+    OURS,
+};
+use steadfast_layers::breaker::{BreakDuration, BreakerState, CircuitBreakerLayer};
+use steadfast_layers::bulkhead::BulkheadLayer;
+use steadfast_layers::hedge::{HedgeAny, HedgeDelay, HedgeLayer};
+use steadfast_layers::limit::ConcurrencyLimitLayer;
+use steadfast_layers::rate::RateLimitLayer;
+use steadfast_layers::shed::LoadShedLayer;
+use tokio::runtime::Runtime;
+use tower::limit::{ConcurrencyLimit, RateLimit};
+use tower::load_shed::LoadShed;
+use tower::{Layer, Service};
+
+/// Benchmark id of `tower-resilience` in a group.
+const RESILIENCE: &str = "tower-resilience";
+/// Benchmark id of `failsafe` in a group.
+const FAILSAFE: &str = "failsafe";
+/// Benchmark id of tower in a group.
+const TOWER: &str = "tower";
+
+/// Calls every concurrency limit and bulkhead admits at once, on both sides (one is ever used).
+const MAX_IN_FLIGHT: usize = 25;
+/// The break of every breaker tripped open here: far longer than the run.
+const LONG_BREAK: Duration = Duration::from_secs(3_600);
+
+/// Every row of the table, in order.
+const ROWS: &[Comparison] = &[
+    Comparison {
+        group: "breaker_closed",
+        peer: Some(RESILIENCE),
+        label: "CircuitBreaker closed vs tower-resilience",
+        target: Target::Below(1.0),
+    },
+    Comparison {
+        group: "breaker_closed",
+        peer: Some(FAILSAFE),
+        label: "CircuitBreaker closed vs failsafe",
+        target: Target::Below(1.0),
+    },
+    Comparison {
+        group: "breaker_open",
+        peer: Some(RESILIENCE),
+        label: "CircuitBreaker open (rejects) vs tower-resilience",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "breaker_open",
+        peer: Some(FAILSAFE),
+        label: "CircuitBreaker open (rejects) vs failsafe",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "breaker_forced_open",
+        peer: None,
+        label: "CircuitBreaker forced open (rejects), alone",
+        target: Target::Report,
+    },
+    Comparison {
+        group: "limit",
+        peer: Some(TOWER),
+        label: "ConcurrencyLimit (fail fast) vs tower ConcurrencyLimit",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "limit_wait",
+        peer: Some(TOWER),
+        label: "ConcurrencyLimit (waits) vs tower ConcurrencyLimit",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "hedge",
+        peer: Some(TOWER),
+        label: "Hedge (primary wins) vs tower Hedge",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "rate",
+        peer: Some(TOWER),
+        label: "RateLimit (not limiting) vs tower RateLimit",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "shed",
+        peer: Some(TOWER),
+        label: "LoadShed vs tower LoadShed",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "bulkhead",
+        peer: Some(RESILIENCE),
+        label: "Bulkhead vs tower-resilience Bulkhead",
+        target: Target::Report,
+    },
+];
+
+/// Times `n` calls on one side of a comparison.
+type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
+
+/// `n` successful calls on `svc`, on `rt`.
+fn calls<'a, S>(rt: &'a Runtime, mut svc: S) -> Runner<'a>
+where
+    S: Service<u32, Response = u32> + 'a,
+    S::Error: Debug,
+{
+    Box::new(move |n| rt.block_on(run_calls(&mut svc, n)))
+}
+
+/// `n` calls on `svc` that it refuses, on `rt`.
+fn rejections<'a, S>(rt: &'a Runtime, mut svc: S) -> Runner<'a>
+where
+    S: Service<u32> + 'a,
+    S::Error: Debug,
+{
+    Box::new(move |n| rt.block_on(run_rejected_calls(&mut svc, n)))
+}
+
+/// Interleaved `(steadfast, peer)` medians, by `(group, peer)`.
+type Cross = Vec<((&'static str, &'static str), (f64, f64))>;
+
+/// Benchmarks `ours` as `group/steadfast` and each peer as `group/<id>`; then, if criterion
+/// measured them (bench mode, not filtered out), measures steadfast and each peer again in
+/// alternation into `cross`.
+fn group(
+    c: &mut Criterion,
+    cross: &mut Cross,
+    group: &'static str,
+    mut ours: Runner<'_>,
+    mut peers: Vec<(&'static str, Runner<'_>)>,
+) {
+    let mut ran = false;
+    let mut g = c.benchmark_group(group);
+    g.bench_function(OURS, |b| {
+        ran = true;
+        b.iter_custom(&mut ours)
+    });
+    for (id, run) in &mut peers {
+        g.bench_function(*id, |b| b.iter_custom(&mut *run));
+    }
+    g.finish();
+    if !ran || !bench_mode() {
+        return;
+    }
+    let (rounds, calls) = if quick_mode() {
+        (7, 20_000)
+    } else {
+        (21, 100_000)
+    };
+    for (id, run) in &mut peers {
+        let medians = interleaved_runs(&mut ours, &mut *run, rounds, calls);
+        cross.push(((group, *id), medians));
+    }
+}
+
+/// Whether criterion runs in bench mode (`cargo bench`), not test or list mode (`cargo bench`
+/// passes `--bench` in every mode).
+fn bench_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
+}
+
+/// `failsafe`'s circuit breaker as a tower service: `call` wraps the inner future in
+/// `failsafe::futures::CircuitBreaker::call` (failsafe has no tower layer). Like the other
+/// breakers here it lets `poll_ready` through to the inner service; the state machine is asked
+/// when the response future is first polled.
+#[derive(Clone, Debug)]
+struct Failsafe<S, B> {
+    inner: S,
+    breaker: B,
+}
+
+impl<S, B> Service<u32> for Failsafe<S, B>
+where
+    S: Service<u32>,
+    B: failsafe::futures::CircuitBreaker,
+{
+    type Response = S::Response;
+    type Error = failsafe::Error<S::Error>;
+    type Future = failsafe::futures::ResponseFuture<
+        S::Future,
+        B::FailurePolicy,
+        B::Instrument,
+        failsafe::Any,
+    >;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+    }
+
+    #[inline]
+    fn call(&mut self, req: u32) -> Self::Future {
+        failsafe::futures::CircuitBreaker::call(&self.breaker, self.inner.call(req))
+    }
+}
+
+/// failsafe's default breaker (`Config::new()`: success rate over a time window, or else
+/// consecutive failures) around `inner`.
+fn failsafe_default<S>(inner: S) -> Failsafe<S, impl failsafe::futures::CircuitBreaker + Clone> {
+    Failsafe {
+        inner,
+        breaker: failsafe::Config::new().build(),
+    }
+}
+
+/// tower's hedge policy that hedges every request, by copy.
+#[derive(Clone, Copy, Debug)]
+struct HedgeEvery;
+
+impl tower::hedge::Policy<u32> for HedgeEvery {
+    fn clone_request(&self, req: &u32) -> Option<u32> {
+        Some(*req)
+    }
+
+    fn can_retry(&self, _req: &u32) -> bool {
+        true
+    }
+}
+
+/// Trips `svc` open by refusing `calls` calls.
+fn trip<S>(rt: &Runtime, svc: &mut S, calls: u32)
+where
+    S: Service<u32>,
+    S::Error: Debug,
+{
+    rt.block_on(run_rejected_calls(svc, u64::from(calls)));
+}
+
+fn breakers(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
+    // Closed: default configurations.
+    let ours = CircuitBreakerLayer::builder()
+        .build()
+        .expect("valid breaker")
+        .layer(Echo);
+    let resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .build()
+        .expect("valid breaker")
+        .layer(Echo);
+    group(
+        c,
+        cross,
+        "breaker_closed",
+        calls(rt, ours),
+        vec![
+            (RESILIENCE, calls(rt, resilience)),
+            (FAILSAFE, calls(rt, failsafe_default(Echo))),
+        ],
+    );
+
+    // Open: tripped by 100 failures out of 100 calls (the default thresholds: 50 % of at least
+    // 100 calls), with a break far longer than the run.
+    let layer = CircuitBreakerLayer::builder()
+        .break_duration(BreakDuration::constant(LONG_BREAK))
+        .build()
+        .expect("valid breaker");
+    let mut ours = layer.layer(Refuse);
+    trip(rt, &mut ours, 100);
+    assert_eq!(layer.handle().state(), BreakerState::Open);
+    let mut resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .wait_duration_in_open(LONG_BREAK)
+        .build()
+        .expect("valid breaker")
+        .layer(Refuse);
+    trip(rt, &mut resilience, 100);
+    assert!(resilience.is_open());
+    let mut failsafe = Failsafe {
+        inner: Refuse,
+        breaker: failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                5,
+                failsafe::backoff::constant(LONG_BREAK),
+            ))
+            .build(),
+    };
+    trip(rt, &mut failsafe, 5);
+    assert!(!failsafe::futures::CircuitBreaker::is_call_permitted(
+        &failsafe.breaker
+    ));
+    group(
+        c,
+        cross,
+        "breaker_open",
+        rejections(rt, ours),
+        vec![
+            (RESILIENCE, rejections(rt, resilience)),
+            (FAILSAFE, rejections(rt, failsafe)),
+        ],
+    );
+
+    // Forced open through the handle: steadfast only.
+    let layer = CircuitBreakerLayer::builder()
+        .build()
+        .expect("valid breaker");
+    layer.handle().force_open();
+    group(
+        c,
+        cross,
+        "breaker_forced_open",
+        rejections(rt, layer.layer(Echo)),
+        Vec::new(),
+    );
+}
+
+fn backpressure(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
+    group(
+        c,
+        cross,
+        "limit",
+        calls(
+            rt,
+            ConcurrencyLimitLayer::new(MAX_IN_FLIGHT)
+                .expect("valid limit")
+                .layer(Echo),
+        ),
+        vec![(TOWER, calls(rt, ConcurrencyLimit::new(Echo, MAX_IN_FLIGHT)))],
+    );
+    group(
+        c,
+        cross,
+        "limit_wait",
+        calls(
+            rt,
+            ConcurrencyLimitLayer::builder(MAX_IN_FLIGHT)
+                .wait()
+                .build()
+                .expect("valid limit")
+                .layer(Echo),
+        ),
+        vec![(TOWER, calls(rt, ConcurrencyLimit::new(Echo, MAX_IN_FLIGHT)))],
+    );
+
+    let ours = HedgeLayer::builder()
+        .delay(HedgeDelay::fixed(Duration::from_millis(10)))
+        .policy(HedgeAny)
+        .build()
+        .expect("valid hedge")
+        .layer(Echo);
+    // tower's hedge: after 10 recorded latencies, hedge at their 90th percentile.
+    let theirs =
+        tower::hedge::Hedge::new::<u32>(Echo, HedgeEvery, 10, 0.9, Duration::from_secs(10));
+    group(
+        c,
+        cross,
+        "hedge",
+        calls(rt, ours),
+        vec![(TOWER, calls(rt, theirs))],
+    );
+
+    // A billion calls per second (one per nanosecond, bursts of a billion) never limits here.
+    let ours = RateLimitLayer::builder(1_000_000_000, Duration::from_secs(1))
+        .build()
+        .expect("valid rate")
+        .layer(Echo);
+    let theirs = RateLimit::new(
+        Echo,
+        tower::limit::rate::Rate::new(u64::MAX, Duration::from_secs(1)),
+    );
+    group(
+        c,
+        cross,
+        "rate",
+        calls(rt, ours),
+        vec![(TOWER, calls(rt, theirs))],
+    );
+
+    group(
+        c,
+        cross,
+        "shed",
+        calls(rt, LoadShedLayer::new().layer(Echo)),
+        vec![(TOWER, calls(rt, LoadShed::new(Echo)))],
+    );
+
+    let ours = BulkheadLayer::builder(MAX_IN_FLIGHT)
+        .build()
+        .expect("valid bulkhead")
+        .layer(Echo);
+    let theirs = tower_resilience::bulkhead::BulkheadLayer::builder()
+        .max_concurrent_calls(MAX_IN_FLIGHT)
+        .build()
+        .expect("valid bulkhead")
+        .layer(Echo);
+    group(
+        c,
+        cross,
+        "bulkhead",
+        calls(rt, ours),
+        vec![(RESILIENCE, calls(rt, theirs))],
+    );
+}
+
+fn main() {
+    let dir = criterion_dir();
+    let started = FileTime::now_in(&dir);
+    let mut c = Criterion::default().output_directory(&dir);
+    if quick_mode() {
+        c = c
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(20);
+    }
+    let mut c = c.configure_from_args();
+    let rt = runtime().expect("tokio runtime");
+    // tower's `RateLimit::new` creates its timer at once: it needs the runtime's context.
+    let _context = rt.enter();
+
+    let mut bare = Echo;
+    c.benchmark_group(BARE_GROUP).bench_function(BARE_ID, |b| {
+        b.iter_custom(|iters| rt.block_on(run_calls(&mut bare, iters)))
+    });
+    let mut cross = Cross::new();
+    breakers(&mut c, &rt, &mut cross);
+    backpressure(&mut c, &rt, &mut cross);
+    c.final_summary();
+
+    print!(
+        "{}",
+        comparison_table(
+            "steadfast / peer, median ns per call (ready + call + await, current-thread runtime)",
+            ROWS,
+            |group, id| read_median_ns(&dir, group, id, started),
+            |group, peer| {
+                cross
+                    .iter()
+                    .find(|(key, _)| *key == (group, peer))
+                    .map(|(_, m)| *m)
+            },
+        )
+    );
+}
