@@ -21,6 +21,11 @@ OPTIONS:
     --json            print one JSON object per scenario per line on stdout, nothing else
     --check           exit non-zero if any scenario's target is not met
     --list            list the scenarios and exit
+    --store NAME      saga log of the saga scenario: sqlite (default, in a temp dir) or
+                      postgres (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/test;
+                      a schema of its own, dropped at the end)
+    --crash           saga scenario: run the orchestrator in a child process, SIGKILL it at
+                      random points and restart it
     -h, --help        print this help and exit
 
 Progress goes to stderr. Set RUST_LOG (e.g. RUST_LOG=steadfast=debug) for the layers' traces.";
@@ -39,7 +44,13 @@ struct Args {
     seed: u64,
     json: bool,
     check: bool,
+    store: Option<String>,
+    crash: bool,
 }
+
+/// How `--store` and `--crash` reach the saga scenario (read by `scenarios/saga.rs`).
+const SAGA_STORE_ENV: &str = "STEADFAST_LAB_SAGA_STORE";
+const SAGA_CRASH_ENV: &str = "STEADFAST_LAB_SAGA_CRASH";
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut names: Vec<String> = Vec::new();
@@ -48,6 +59,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut json = false;
     let mut check = false;
     let mut list = false;
+    let mut store = None;
+    let mut crash = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -66,6 +79,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--quick" => quick = true,
             "--json" => json = true,
             "--check" => check = true,
+            "--crash" => crash = true,
+            "--store" => {
+                let v = value("sqlite or postgres")?;
+                if v != "sqlite" && v != "postgres" {
+                    return Err(format!("--store takes sqlite or postgres, got {v:?}"));
+                }
+                store = Some(v);
+            }
             "--scenario" => {
                 let v = value("a scenario name")?;
                 names.extend(
@@ -82,7 +103,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
-        if inline.is_some() && !matches!(flag.as_str(), "--scenario" | "--seed") {
+        if inline.is_some() && !matches!(flag.as_str(), "--scenario" | "--seed" | "--store") {
             return Err(format!("{flag} takes no value"));
         }
     }
@@ -110,6 +131,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         seed,
         json,
         check,
+        store,
+        crash,
     }))
 }
 
@@ -145,6 +168,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> ExitCode {
+    // Before any thread starts (edition 2021: `set_var` is safe, but not thread-safe).
+    if let Some(store) = &args.store {
+        std::env::set_var(SAGA_STORE_ENV, store);
+    }
+    if args.crash {
+        std::env::set_var(SAGA_CRASH_ENV, "1");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -231,6 +261,7 @@ mod tests {
         assert_eq!(args.scenarios.len(), scenarios::ALL.len());
         assert_eq!(args.seed, DEFAULT_SEED);
         assert!(!args.quick && !args.json && !args.check);
+        assert!(args.store.is_none() && !args.crash);
     }
 
     #[test]
@@ -250,6 +281,11 @@ mod tests {
         assert_eq!(names, ["overload", "flaky"]);
         assert_eq!(args.seed, 7);
         assert!(args.quick && args.json && args.check);
+        let Ok(Command::Run(args)) = parse(&["--store=postgres", "--crash"]) else {
+            panic!("expected a run");
+        };
+        assert_eq!(args.store.as_deref(), Some("postgres"));
+        assert!(args.crash);
     }
 
     #[test]
@@ -259,6 +295,8 @@ mod tests {
         assert!(parse(&["--seed", "-1"]).is_err());
         assert!(parse(&["--quick=yes"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+        assert!(parse(&["--store", "mysql"]).is_err());
+        assert!(parse(&["--crash=yes"]).is_err());
         assert!(matches!(parse(&["--quick", "-h"]), Ok(Command::Help)));
         assert!(matches!(parse(&["--list"]), Ok(Command::List)));
     }
