@@ -245,10 +245,7 @@ where
                 let fut = self.inner.call(req);
                 ResponseFuture::tracked(fut, self.classifier.clone(), pass, started)
             }
-            _ => {
-                let core = Arc::clone(core);
-                self.admit(core, req, control)
-            }
+            _ => admit_ref(&mut self.inner, &self.classifier, core, req, control),
         }
     }
 }
@@ -294,6 +291,50 @@ impl<S, C: Clone, K, F> CircuitBreaker<S, C, K, F> {
                 );
                 ResponseFuture::rejected(open)
             }
+        }
+    }
+}
+
+#[inline]
+fn admit_ref<S, C: Clone, Req>(
+    inner: &mut S,
+    classifier: &C,
+    core: &Arc<super::core::Core>,
+    req: Req,
+    control: u8,
+) -> ResponseFuture<S::Future, C>
+where
+    S: Service<Req>,
+{
+    let admitted = if control == METRICS_ONLY {
+        Ok(core.admit_unconditionally())
+    } else {
+        core.admit()
+    };
+    match admitted {
+        Ok(ticket) => {
+            let started = core.common.cfg.slow_call.map(|_| Instant::now());
+            let fut = inner.call(req);
+            ResponseFuture::tracked(
+                fut,
+                classifier.clone(),
+                Pass::new(Arc::clone(core), ticket),
+                started,
+            )
+        }
+        Err(open) => {
+            core.note_rejection();
+            let common = &core.common;
+            common.count_rejection(open.state());
+            tracing::debug!(
+                target: "steadfast::breaker",
+                instance = common.telemetry.span_name(),
+                key = core.key.as_deref().unwrap_or(""),
+                state = open.state().label(),
+                remaining_ms = open.remaining().map(ms),
+                "call rejected"
+            );
+            ResponseFuture::rejected(open)
         }
     }
 }

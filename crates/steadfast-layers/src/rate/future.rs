@@ -14,8 +14,7 @@ use super::{OverloadReason, Overloaded};
 use crate::telemetry::{ms, REASON_KEY};
 use crate::BoxError;
 
-/// The response future of [`RateLimit`](super::RateLimit): waits for a cell if the layer
-/// waits, then drives the inner call.
+/// Experiment: small response future.
 #[pin_project]
 pub struct ResponseFuture<S, Req>
 where
@@ -23,6 +22,18 @@ where
 {
     #[pin]
     state: State<S::Future, S, Req>,
+}
+
+#[pin_project]
+struct WaitingState<S, Req> {
+    #[pin]
+    sleep: Sleep,
+    started: Instant,
+    deadline: Option<Instant>,
+    key: Option<u64>,
+    service: Option<S>,
+    req: Option<Req>,
+    shared: Arc<Shared>,
     span: Span,
 }
 
@@ -33,17 +44,10 @@ enum State<F, S, Req> {
         fut: F,
     },
     Waiting {
-        #[pin]
-        sleep: Sleep,
-        started: Instant,
-        deadline: Option<Instant>,
-        key: Option<u64>,
-        service: Option<S>,
-        req: Option<Req>,
-        shared: Arc<Shared>,
+        waiting: Pin<Box<WaitingState<S, Req>>>,
     },
     Refused {
-        error: Overloaded,
+        error: Option<Box<Overloaded>>,
     },
 }
 
@@ -52,14 +56,7 @@ where
     S: Service<Req>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match &self.state {
-            State::Calling { .. } => "calling",
-            State::Waiting { .. } => "waiting",
-            State::Refused { .. } => "refused",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
@@ -87,18 +84,19 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    pub(super) fn called(fut: S::Future, span: Span) -> Self {
+    #[inline]
+    pub(super) fn called(fut: S::Future, _span: Span) -> Self {
         Self {
             state: State::Calling { fut },
-            span,
         }
     }
 
     pub(super) fn refused(shared: &Shared, why: Refusal, span: Span) -> Self {
         let error = span.in_scope(|| refusal(shared, why));
         Self {
-            state: State::Refused { error },
-            span,
+            state: State::Refused {
+                error: Some(Box::new(error)),
+            },
         }
     }
 
@@ -115,15 +113,17 @@ where
     ) -> Self {
         Self {
             state: State::Waiting {
-                sleep: sleep_until(now + wait),
-                started: now,
-                deadline,
-                key,
-                service: Some(service),
-                req: Some(req),
-                shared,
+                waiting: Box::pin(WaitingState {
+                    sleep: sleep_until(now + wait),
+                    started: now,
+                    deadline,
+                    key,
+                    service: Some(service),
+                    req: Some(req),
+                    shared,
+                    span,
+                }),
             },
-            span,
         }
     }
 }
@@ -135,39 +135,42 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => return fut.poll(cx).map_err(Into::into),
-                StateProj::Refused { error } => return Poll::Ready(Err((*error).into())),
-                StateProj::Waiting {
-                    mut sleep,
-                    started,
-                    deadline,
-                    key,
-                    service,
-                    req,
-                    shared,
-                } => {
+                StateProj::Refused { error } => {
+                    let e: BoxError = match error.take() {
+                        Some(e) => e,
+                        None => "polled after completion".into(),
+                    };
+                    return Poll::Ready(Err(e));
+                }
+                StateProj::Waiting { waiting } => {
+                    let w = waiting.as_mut().project();
+                    let entered = w.span.enter();
+                    let mut sleep = w.sleep;
+                    let shared = &*w.shared;
                     ready!(sleep.as_mut().poll(cx));
-                    // Another caller may have taken the cell we waited for: check again.
-                    let next = match shared.check(*key) {
-                        Ok(()) => match (service.take(), req.take()) {
+                    let next = match shared.check(*w.key) {
+                        Ok(()) => match (w.service.take(), w.req.take()) {
                             (Some(mut service), Some(req)) => State::Calling {
                                 fut: service.call(req),
                             },
-                            // Unreachable by construction: `Waiting` holds both.
                             _ => State::Refused {
-                                error: refusal(shared, Refusal::TooManyKeys),
+                                error: Some(Box::new(refusal(shared, Refusal::TooManyKeys))),
                             },
                         },
                         Err(Refusal::RateLimited(wait)) => {
                             let now = Instant::now();
-                            if deadline.is_some_and(|d| now + wait > d) {
+                            if w.deadline.is_some_and(|d| now + wait > d) {
                                 State::Refused {
-                                    error: refusal(shared, Refusal::RateLimited(wait)),
+                                    error: Some(Box::new(refusal(
+                                        shared,
+                                        Refusal::RateLimited(wait),
+                                    ))),
                                 }
                             } else {
                                 sleep.reset(now + wait);
@@ -175,12 +178,13 @@ where
                             }
                         }
                         Err(why) => State::Refused {
-                            error: refusal(shared, why),
+                            error: Some(Box::new(refusal(shared, why))),
                         },
                     };
                     if let Some(h) = &shared.wait_time {
-                        h.record(started.elapsed().as_secs_f64(), shared.attrs.base());
+                        h.record(w.started.elapsed().as_secs_f64(), shared.attrs.base());
                     }
+                    drop(entered);
                     this.state.set(next);
                 }
             }

@@ -22,9 +22,7 @@ enum Kind<F> {
         #[pin]
         fut: F,
     },
-    Shed {
-        error: Overloaded,
-    },
+    Shed,
 }
 
 impl<F> ResponseFuture<F> {
@@ -34,10 +32,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(super) fn shed(error: Overloaded) -> Self {
-        Self {
-            kind: Kind::Shed { error },
-        }
+    /// A shed call: its `Overloaded` error is built when polled, keeping the future small.
+    pub(super) fn shed() -> Self {
+        Self { kind: Kind::Shed }
     }
 }
 
@@ -51,7 +48,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Shed { error } => Poll::Ready(Err((*error).into())),
+            KindProj::Shed => Poll::Ready(Err(Overloaded::new(
+                "shed",
+                super::OverloadReason::NotReady,
+            )
+            .into())),
         }
     }
 }

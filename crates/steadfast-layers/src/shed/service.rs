@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::layer::Shared;
-use super::{OverloadReason, Overloaded, ResponseFuture};
+use super::{OverloadReason, ResponseFuture};
 use crate::telemetry::REASON_KEY;
 use crate::BoxError;
 
@@ -76,6 +76,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.ready = match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => true,
@@ -86,21 +87,27 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         if std::mem::take(&mut self.ready) {
             return ResponseFuture::called(self.inner.call(req));
         }
-        let reason = OverloadReason::NotReady;
-        let shared = &*self.shared;
-        shared.attrs.with(REASON_KEY, reason.label(), |a| {
-            shared.rejected.add(1, a);
-        });
-        tracing::debug!(
-            target: "steadfast::shed",
-            instance = shared.telemetry.span_name(),
-            reason = reason.label(),
-            "inner service not ready: call shed"
-        );
-        ResponseFuture::shed(Overloaded::new("shed", reason))
+        shed(&self.shared)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn shed<F>(shared: &Shared) -> ResponseFuture<F> {
+    let reason = OverloadReason::NotReady;
+    shared.attrs.with(REASON_KEY, reason.label(), |a| {
+        shared.rejected.add(1, a);
+    });
+    tracing::debug!(
+        target: "steadfast::shed",
+        instance = shared.telemetry.span_name(),
+        reason = reason.label(),
+        "inner service not ready: call shed"
+    );
+    ResponseFuture::shed()
 }
