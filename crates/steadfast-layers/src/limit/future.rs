@@ -18,6 +18,9 @@ use crate::BoxError;
 /// The response future of [`ConcurrencyLimit`](super::ConcurrencyLimit): waits for a permit if
 /// the layer waits, then drives the inner call, holding the permit until the call completes or
 /// this future is dropped.
+///
+/// Admitted calls keep only the inner future and the permit inline; the state of a call that
+/// waits (and its span) is boxed, since waiting allocates anyway.
 #[pin_project]
 pub struct ResponseFuture<S, Req>
 where
@@ -25,7 +28,6 @@ where
 {
     #[pin]
     state: State<S::Future, S, Req>,
-    span: Span,
 }
 
 #[pin_project(project = StateProj)]
@@ -34,18 +36,26 @@ enum State<F, S, Req> {
         #[pin]
         fut: F,
         permit: Option<OwnedSemaphorePermit>,
+        /// The span of a call that waited: the wait and the call show in traces.
+        span: Option<Box<Span>>,
     },
     Waiting {
-        #[pin]
-        wait: PermitWait,
-        service: Option<S>,
-        req: Option<Req>,
-        started: Option<Instant>,
-        shared: Arc<Shared>,
+        wait: Pin<Box<Waiting<S, Req>>>,
     },
     Rejected {
-        error: Overloaded,
+        reason: OverloadReason,
     },
+}
+
+#[pin_project]
+struct Waiting<S, Req> {
+    #[pin]
+    wait: PermitWait,
+    service: Option<S>,
+    req: Option<Req>,
+    started: Option<Instant>,
+    shared: Arc<Shared>,
+    span: Span,
 }
 
 impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
@@ -68,20 +78,22 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
+    #[inline]
     pub(super) fn called(fut: S::Future, permit: OwnedSemaphorePermit, span: Span) -> Self {
         Self {
             state: State::Calling {
                 fut,
                 permit: Some(permit),
+                span: (!span.is_none()).then(|| Box::new(span)),
             },
-            span,
         }
     }
 
-    pub(super) fn rejected(error: Overloaded, span: Span) -> Self {
+    pub(super) fn rejected(error: Overloaded, _span: Span) -> Self {
         Self {
-            state: State::Rejected { error },
-            span,
+            state: State::Rejected {
+                reason: error.reason(),
+            },
         }
     }
 
@@ -96,13 +108,15 @@ where
     ) -> Self {
         Self {
             state: State::Waiting {
-                wait: PermitWait::new(semaphore, deadline),
-                service: Some(service),
-                req: Some(req),
-                started,
-                shared,
+                wait: Box::pin(Waiting {
+                    wait: PermitWait::new(semaphore, deadline),
+                    service: Some(service),
+                    req: Some(req),
+                    started,
+                    shared,
+                    span,
+                }),
             },
-            span,
         }
     }
 }
@@ -116,25 +130,24 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Calling { fut, permit } => {
+                StateProj::Calling { fut, permit, span } => {
+                    let _entered = span.as_deref().map(Span::enter);
                     let out = ready!(fut.poll(cx));
                     // Release before handing the response back.
                     drop(permit.take());
                     return Poll::Ready(out.map_err(Into::into));
                 }
-                StateProj::Rejected { error } => return Poll::Ready(Err((*error).into())),
-                StateProj::Waiting {
-                    wait,
-                    service,
-                    req,
-                    started,
-                    shared,
-                } => {
-                    let waited = ready!(wait.poll_wait(cx));
-                    if let (Some(h), Some(t0)) = (&shared.wait_time, *started) {
+                StateProj::Rejected { reason } => {
+                    return Poll::Ready(Err(Overloaded::new("limit", *reason).into()))
+                }
+                StateProj::Waiting { wait } => {
+                    let w = wait.as_mut().project();
+                    let entered = w.span.enter();
+                    let waited = ready!(w.wait.poll_wait(cx));
+                    let shared = &**w.shared;
+                    if let (Some(h), Some(t0)) = (&shared.wait_time, *w.started) {
                         h.record(t0.elapsed().as_secs_f64(), shared.attrs.base());
                     }
                     let permit = match waited {
@@ -151,21 +164,26 @@ where
                                 waited_ms = shared.max_wait.map(ms),
                                 "concurrency limit: call rejected"
                             );
-                            let error = Overloaded::new("limit", reason);
-                            this.state.set(State::Rejected { error });
+                            drop(entered);
+                            this.state.set(State::Rejected { reason });
                             continue;
                         }
                     };
-                    let (Some(mut service), Some(req)) = (service.take(), req.take()) else {
+                    let (Some(mut service), Some(req)) = (w.service.take(), w.req.take()) else {
                         // Unreachable by construction: `Waiting` always holds both.
-                        let error = Overloaded::new("limit", OverloadReason::AtCapacity);
-                        this.state.set(State::Rejected { error });
+                        drop(entered);
+                        this.state.set(State::Rejected {
+                            reason: OverloadReason::AtCapacity,
+                        });
                         continue;
                     };
                     let fut = service.call(req);
+                    let span = w.span.clone();
+                    drop(entered);
                     this.state.set(State::Calling {
                         fut,
                         permit: Some(permit),
+                        span: Some(Box::new(span)),
                     });
                 }
             }

@@ -20,8 +20,9 @@
 //!   [`Overloaded`] (`too_many_keys`). See [`keyed`](crate::keyed).
 //!
 //! Cost of an admitted call: no allocation and no lock (global), one shared read lock (keyed);
-//! no clock read. Only a call that waits allocates (tokio's acquire future, boxed) and reads the
-//! clock (when a `max_wait` or wait durations are recorded). Telemetry is listed in
+//! no clock read. Only a call that waits allocates (its waiting state, its span and tokio's
+//! acquire future, boxed) and reads the clock (when a `max_wait` or wait durations are
+//! recorded). Telemetry is listed in
 //! `docs/observability.md`.
 //!
 //! # Example
