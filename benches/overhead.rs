@@ -67,8 +67,11 @@ where
 }
 
 /// Whether criterion runs in bench mode (`cargo bench`), not test or list mode.
+/// A real measurement run: `cargo bench` passes `--bench`, and `--test` (smoke test) or
+/// `--list` mean no measurement.
 fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
 }
 
 fn retry_layer(budget: bool) -> RetryLayer {
