@@ -404,3 +404,16 @@ async fn grpc_status_in_trailers_is_observed_after_the_body() {
     let _ = res.into_body().collect().await;
     assert_eq!(*seen.lock().unwrap(), [Outcome::fatal("missing_status")]);
 }
+
+#[test]
+fn an_in_progress_409_is_retried_after_its_delay_and_a_plain_409_is_an_answer() {
+    let c = HttpClassifier::new();
+    // The idempotency server's "first request with this key still in progress".
+    let busy: Result<Response<()>, BoxError> = Ok(status(409, &[("retry-after", "1")]));
+    assert_eq!(
+        c.classify(&busy),
+        Outcome::retry_after("in_progress", Duration::from_secs(1))
+    );
+    let conflict: Result<Response<()>, BoxError> = Ok(status(409, &[]));
+    assert_eq!(c.classify(&conflict), Outcome::Success);
+}

@@ -133,7 +133,13 @@ impl HttpClassifier {
     pub fn classify_response<B>(&self, res: &Response<B>) -> Outcome {
         let status = res.status();
         let reason = status_label(status);
-        if !self.retryable.contains(status) {
+        // A 409 with Retry-After is an idempotency server saying "the first request with this
+        // key is still in progress" (IETF Idempotency-Key draft): not an answer, retry later.
+        // A plain 409 Conflict is an answer.
+        let in_progress =
+            status == http::StatusCode::CONFLICT && res.headers().contains_key(RETRY_AFTER);
+        let reason = if in_progress { "in_progress" } else { reason };
+        if !in_progress && !self.retryable.contains(status) {
             return if status.is_server_error() {
                 Outcome::fatal(reason)
             } else {
