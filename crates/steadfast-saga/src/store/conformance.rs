@@ -43,6 +43,8 @@ pub enum Corruption {
     InputNotJson,
     /// The status column holds an unknown status.
     UnknownStatus,
+    /// The status column holds something that is not text at all (SQLite keeps any type).
+    UndecodableStatus,
     /// A step record holds an unknown state.
     UnknownStepState,
 }
@@ -67,7 +69,10 @@ impl Corrupt for super::MemoryStore {
         Box::pin(async move {
             Ok(match what {
                 Corruption::InputNotJson => self.corrupt_input(id, "{not json"),
-                Corruption::UnknownStatus | Corruption::UnknownStepState => false,
+                // The memory store keeps a typed status and typed step states.
+                Corruption::UnknownStatus
+                | Corruption::UndecodableStatus
+                | Corruption::UnknownStepState => false,
             })
         })
     }
@@ -570,7 +575,11 @@ pub async fn deadlines_use_the_store_clock(store: &dyn SagaStore) -> Result<(), 
     Ok(())
 }
 
-/// Damaged rows load as `Decode` errors (never a panic).
+/// Damaged rows load as `Decode` errors (never a panic). A saga whose status cannot be read
+/// (unknown, or not text) is listed as `NeedsAttention` with the decode error — under no filter
+/// and under `NeedsAttention`, never under its old status —, is claimed once its lease expires
+/// (never while it is live), and the claim fences the old lease like any other: the claimer's
+/// write lands, the old owner's is refused.
 ///
 /// ```
 /// # use steadfast_saga::store::{conformance, MemoryStore};
@@ -584,14 +593,95 @@ pub async fn corrupt_rows_are_decode_errors(
     corrupt: &dyn Corrupt,
 ) -> Result<(), Error> {
     let t = unique("conf-corrupt");
-    let l = create_new(store, new_saga(&t, "status"), "o").await?;
-    if corrupt.corrupt(l.saga, Corruption::UnknownStatus).await? {
-        match store.load(l.saga).await {
-            Err(Error::Decode(d)) => assert_eq!(d.saga, Some(l.saga)),
-            other => panic!("an unknown status must load as Decode, got {other:?}"),
+    for (key, what) in [
+        ("status", Corruption::UnknownStatus),
+        ("status-not-text", Corruption::UndecodableStatus),
+    ] {
+        let l = create_new(store, new_saga(&t, key), "o").await?;
+        store
+            .record(
+                &l,
+                Transition::new(Event::new("e")).error(Some("an earlier error".into())),
+            )
+            .await?;
+        if !corrupt.corrupt(l.saga, what).await? {
+            continue;
         }
-        // Listing the store still works; the damaged saga is skipped or reported, never a panic.
-        let _ = store.list(None, 100_000).await;
+        match store.load(l.saga).await {
+            Err(Error::Decode(d)) => {
+                assert_eq!(d.saga, Some(l.saga));
+                assert_eq!(d.what, "the saga status", "{what:?}");
+            }
+            other => panic!("{what:?}: the status must load as Decode, got {other:?}"),
+        }
+        // Listed, not skipped: as needing attention, with what is wrong and the kept error.
+        let listed = |s: Vec<super::SagaSummary>| s.into_iter().find(|s| s.id == l.saga);
+        let all = listed(store.list(None, 100_000).await?)
+            .unwrap_or_else(|| panic!("{what:?}: list(None) skipped the saga"));
+        let stuck = listed(
+            store
+                .list(Some(SagaStatus::NeedsAttention), 100_000)
+                .await?,
+        )
+        .unwrap_or_else(|| panic!("{what:?}: list(NeedsAttention) skipped the saga"));
+        assert_eq!(all, stuck);
+        assert_eq!(stuck.status, SagaStatus::NeedsAttention);
+        assert_eq!(
+            (stuck.saga_type.as_str(), stuck.business_key.as_str()),
+            (t.as_str(), key)
+        );
+        let e = stuck.error.unwrap_or_default();
+        assert!(
+            e.contains(&format!("saga {}: cannot decode the saga status", l.saga))
+                && e.contains("kept error: an earlier error"),
+            "{what:?}: {e}"
+        );
+        assert!(
+            listed(store.list(Some(SagaStatus::Running), 100_000).await?).is_none(),
+            "{what:?}: listed as running"
+        );
+        // Claimed once its lease expires, never while it is live.
+        let live = store.claim_expired("claimer", LONG, 100_000).await?;
+        assert!(
+            live.iter().all(|c| c.saga != l.saga),
+            "{what:?}: live lease claimed"
+        );
+        store.release(&l).await?;
+        let claimed = store.claim_expired("claimer", LONG, 100_000).await?;
+        let c = claimed
+            .into_iter()
+            .find(|c| c.saga == l.saga)
+            .unwrap_or_else(|| panic!("{what:?}: an expired unreadable saga was not claimed"));
+        assert_eq!(c.epoch, 2);
+        // The old lease is fenced; the claimer's write repairs the status.
+        let stale = store
+            .record(
+                &l,
+                Transition::new(Event::new("late")).status(SagaStatus::Completed),
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(Error::Fenced(_))),
+            "{what:?}: {stale:?}"
+        );
+        store
+            .record(
+                &c,
+                Transition::new(Event::new("needs_attention"))
+                    .status(SagaStatus::NeedsAttention)
+                    .error(Some("unreadable status".into())),
+            )
+            .await?;
+        let r = store.load(l.saga).await?;
+        assert_eq!(
+            (r.status, r.epoch, r.recoveries),
+            (SagaStatus::NeedsAttention, 2, 1)
+        );
+        let h = store.history(l.saga).await?;
+        assert_eq!(
+            h.last().map(|e| (e.kind.as_str(), e.epoch)),
+            Some(("needs_attention", 2))
+        );
     }
     let l = create_new(store, new_saga(&t, "state"), "o").await?;
     store
@@ -799,6 +889,7 @@ pub async fn orchestrator_scenarios(
                 r.error
             );
         }
+        unreadable_rows_need_attention(&orch, &t, cr).await?;
     }
 
     // An unknown saga type goes to NeedsAttention with a clear error.
@@ -814,6 +905,92 @@ pub async fn orchestrator_scenarios(
             .as_deref()
             .unwrap_or("")
             .contains("no definition registered"));
+    }
+    Ok(())
+}
+
+/// A saga whose status cannot be read (unknown, or not text), or whose step record cannot, goes
+/// to `NeedsAttention` through the recovery loop once its lease expires — the marking write is
+/// fenced by the claim like any other —, is listed with a clear error, and (for a status) is
+/// shown by `get` and can be resumed by an operator.
+async fn unreadable_rows_need_attention(
+    orch: &Orchestrator,
+    t: &str,
+    corrupt: &dyn Corrupt,
+) -> Result<(), Error> {
+    let store = orch.store();
+    for (key, what) in [
+        ("bad-status", Corruption::UnknownStatus),
+        ("status-not-text", Corruption::UndecodableStatus),
+    ] {
+        let dead = create_new(&**store, new_saga_for(t, key), "dead").await?;
+        if !corrupt.corrupt(dead.saga, what).await? {
+            continue;
+        }
+        let id = dead.saga;
+        // A live lease is left alone.
+        orch.recover_once().await?;
+        assert!(
+            matches!(orch.get(id).await, Err(Error::Decode(_))),
+            "{what:?}: a live lease was claimed"
+        );
+        store.release(&dead).await?;
+        while orch.recover_once().await? > 0 {}
+        assert_eq!(orch.wait(id).await?, SagaStatus::NeedsAttention, "{what:?}");
+        let r = orch.get(id).await?;
+        let e = r.error.clone().unwrap_or_default();
+        assert!(
+            e.contains(&format!("saga {id}: cannot decode the saga status")),
+            "{what:?}: {e}"
+        );
+        assert_eq!((r.epoch, r.recoveries), (2, 1), "{what:?}");
+        let listed = orch.list(Some(SagaStatus::NeedsAttention), 100_000).await?;
+        let mine = listed
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{what:?}: not listed as needing attention"));
+        assert_eq!(mine.error.as_deref(), Some(e.as_str()));
+        let h = orch.history(id).await?;
+        let last = h.last().map(|e| (e.kind.as_str(), e.epoch));
+        assert_eq!(last, Some(("needs_attention", 2)), "{what:?}: {h:?}");
+        assert!(matches!(
+            store
+                .record(&dead, Transition::new(Event::new("late")))
+                .await,
+            Err(Error::Fenced(_))
+        ));
+        // Once an operator has looked, the saga resumes where its step records say.
+        orch.resume(id).await?;
+        assert_eq!(orch.wait(id).await?, SagaStatus::Completed, "{what:?}");
+    }
+
+    let dead = create_new(&**store, new_saga_for(t, "bad-step"), "dead").await?;
+    store
+        .record(
+            &dead,
+            Transition::new(Event::new("step_started").step("reserve", Phase::Forward)).step(step(
+                "reserve",
+                Phase::Forward,
+                StepState::Started,
+                1,
+            )),
+        )
+        .await?;
+    if corrupt
+        .corrupt(dead.saga, Corruption::UnknownStepState)
+        .await?
+    {
+        store.release(&dead).await?;
+        while orch.recover_once().await? > 0 {}
+        // The run marked it; its step record still cannot be read, so `get` reports that.
+        assert!(matches!(orch.wait(dead.saga).await, Err(Error::Decode(_))));
+        let listed = orch.list(Some(SagaStatus::NeedsAttention), 100_000).await?;
+        let mine = listed
+            .iter()
+            .find(|s| s.id == dead.saga)
+            .expect("a saga with an unreadable step record is listed as needing attention");
+        let e = mine.error.as_deref().unwrap_or("");
+        assert!(e.contains("cannot decode a step state"), "{e}");
     }
     Ok(())
 }

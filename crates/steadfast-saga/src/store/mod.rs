@@ -17,6 +17,22 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::keys::{Phase, SagaId};
 
+/// The stored statuses of sagas nobody works on any more, as an SQL list. Every other stored
+/// status — running, compensating, or one this version cannot read — is claimed once its lease
+/// expires (an unreadable one then goes to `NeedsAttention`).
+macro_rules! settled_statuses_sql {
+    () => {
+        "('completed', 'compensated', 'needs_attention')"
+    };
+}
+
+/// Every status this version can read, as an SQL list.
+macro_rules! known_statuses_sql {
+    () => {
+        "('running', 'compensating', 'completed', 'compensated', 'needs_attention')"
+    };
+}
+
 pub mod conformance;
 mod memory;
 mod postgres;
@@ -327,7 +343,9 @@ pub struct SagaSummary {
     pub saga_type: String,
     /// Business key.
     pub business_key: String,
-    /// Status.
+    /// Status. A row whose stored status (or another column) cannot be read is listed as
+    /// [`SagaStatus::NeedsAttention`], with the decode error in [`SagaSummary::error`]: it is
+    /// reported, never skipped (the recovery loop then marks it so in the store).
     pub status: SagaStatus,
     /// Kept error, if any.
     pub error: Option<String>,
@@ -547,8 +565,11 @@ impl Transition {
 ///   the creator;
 /// - `record` applies a [`Transition`] atomically and only if the lease epoch is still current,
 ///   else fails with [`Error::Fenced`]; nothing of a refused transition is written;
-/// - `claim_expired` takes active sagas whose lease expired on the store's clock, bumping each
-///   one's epoch and recovery count, and never hands one saga to two claimers;
+/// - `claim_expired` takes active sagas — and sagas whose stored status cannot be read — whose
+///   lease expired on the store's clock, bumping each one's epoch and recovery count, and never
+///   hands one saga to two claimers;
+/// - `load` fails with [`Error::Decode`] for a row it cannot read; `list` reports such a row as
+///   `NeedsAttention` instead of skipping it;
 /// - `take_over` claims a saga unconditionally (operator actions), bumping its epoch;
 /// - lease times are measured on the store's clock (the database's `now()`).
 ///
@@ -581,7 +602,9 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
     /// the saga at once. Not an error when fenced.
     fn release<'a>(&'a self, lease: &'a Lease) -> StoreFuture<'a, ()>;
 
-    /// Claims up to `limit` active sagas whose lease has expired, for `lease_for`.
+    /// Claims up to `limit` sagas whose lease has expired, for `lease_for`: active ones, and
+    /// ones whose stored status cannot be read (the orchestrator puts those in
+    /// `NeedsAttention`).
     fn claim_expired<'a>(
         &'a self,
         owner: &'a str,
@@ -597,7 +620,9 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
         lease_for: Duration,
     ) -> StoreFuture<'a, Lease>;
 
-    /// Lists sagas, optionally of one status, oldest first, at most `limit`.
+    /// Lists sagas, optionally of one status, oldest first, at most `limit`. A row that cannot
+    /// be decoded is listed as `NeedsAttention` with the decode error (see
+    /// [`SagaSummary::status`]), so `list(Some(NeedsAttention))` includes it.
     fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>>;
 
     /// A saga's history, in order.
@@ -614,4 +639,98 @@ pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Displ
 
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Maps a column that holds a value of the wrong type (or text that is not UTF-8) to
+/// [`Error::Decode`] for saga `id`; other driver errors stay store errors.
+pub(crate) fn column<T>(id: SagaId, what: &str, r: Result<T, sqlx::Error>) -> Result<T, Error> {
+    r.map_err(|e| match e {
+        e @ sqlx::Error::ColumnDecode { .. } => decode_err(Some(id), what, e),
+        e => Error::from(e),
+    })
+}
+
+/// A listing row read column by column: a column that cannot be read does not hide the saga.
+pub(crate) struct SummaryParts {
+    pub(crate) id: SagaId,
+    pub(crate) saga_type: Result<String, Error>,
+    pub(crate) business_key: Result<String, Error>,
+    pub(crate) status: Result<String, Error>,
+    pub(crate) error: Result<Option<String>, Error>,
+    pub(crate) recoveries: Result<i64, Error>,
+}
+
+impl SummaryParts {
+    /// The summary; with every decode problem in `error` and the status `NeedsAttention` when
+    /// the stored status cannot be read.
+    pub(crate) fn into_summary(self) -> SagaSummary {
+        let id = self.id;
+        let mut problems = Vec::new();
+        let mut keep = |r: Result<String, Error>| {
+            r.unwrap_or_else(|e| {
+                problems.push(e.to_string());
+                String::new()
+            })
+        };
+        let saga_type = keep(self.saga_type);
+        let business_key = keep(self.business_key);
+        let status = self.status.and_then(|s| {
+            SagaStatus::from_str(&s).map_err(|e| decode_err(Some(id), "the saga status", e))
+        });
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(e.to_string());
+                SagaStatus::NeedsAttention
+            }
+        };
+        let recoveries = self.recoveries.and_then(|n| {
+            u32::try_from(n).map_err(|e| decode_err(Some(id), "the recovery count", e))
+        });
+        let recoveries = recoveries.unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            0
+        });
+        let kept = self.error.unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            None
+        });
+        let error = if problems.is_empty() {
+            kept
+        } else {
+            let mut text = problems.join("; ");
+            if let Some(k) = kept {
+                text.push_str("; kept error: ");
+                text.push_str(&k);
+            }
+            Some(text)
+        };
+        SagaSummary {
+            id,
+            saga_type,
+            business_key,
+            status,
+            error,
+            recoveries,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SagaStatus;
+
+    fn sql_list(statuses: impl Iterator<Item = SagaStatus>) -> String {
+        let quoted: Vec<String> = statuses.map(|s| format!("'{}'", s.as_str())).collect();
+        format!("({})", quoted.join(", "))
+    }
+
+    #[test]
+    fn the_sql_status_lists_match_the_enum() {
+        assert_eq!(
+            settled_statuses_sql!(),
+            sql_list(SagaStatus::ALL.into_iter().filter(|s| !s.is_active()))
+        );
+        assert_eq!(known_statuses_sql!(), sql_list(SagaStatus::ALL.into_iter()));
+    }
 }

@@ -10,8 +10,9 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::conformance::{Corrupt, Corruption};
 use super::{
-    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus,
-    SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
+    column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
+    SagaStatus, SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, SummaryParts,
+    Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::{Phase, SagaId};
@@ -36,8 +37,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         UNIQUE (saga_type, business_key)
     )",
-    "CREATE INDEX IF NOT EXISTS steadfast_sagas_claim
-        ON steadfast_sagas (lease_expires_at) WHERE status IN ('running', 'compensating')",
+    // Claims take every saga that is not settled: active ones and ones whose status cannot be
+    // read. This index replaces `steadfast_sagas_claim` (which covered active ones only).
+    concat!(
+        "CREATE INDEX IF NOT EXISTS steadfast_sagas_claimable
+            ON steadfast_sagas (lease_expires_at) WHERE status NOT IN ",
+        settled_statuses_sql!()
+    ),
+    "DROP INDEX IF EXISTS steadfast_sagas_claim",
     "CREATE INDEX IF NOT EXISTS steadfast_sagas_status ON steadfast_sagas (status, created_at)",
     "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
         saga_id TEXT NOT NULL,
@@ -232,8 +239,8 @@ fn to_u32(id: SagaId, what: &str, v: i64) -> Result<u32, Error> {
 }
 
 fn step_from_row(id: SagaId, row: &PgRow) -> Result<StepRecord, Error> {
-    let state: String = row.try_get("state")?;
-    let phase: String = row.try_get("phase")?;
+    let state: String = column(id, "a step state", row.try_get("state"))?;
+    let phase: String = column(id, "a step phase", row.try_get("phase"))?;
     Ok(StepRecord {
         step: row.try_get("step")?,
         phase: Phase::from_str(&phase).map_err(|e| decode_err(Some(id), "a step phase", e))?,
@@ -309,7 +316,7 @@ impl SagaStore for PostgresStore {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or(Error::NotFound(id))?;
-            let status: String = row.try_get("status")?;
+            let status: String = column(id, "the saga status", row.try_get("status"))?;
             let left: Option<i64> = row.try_get("left_ms")?;
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
@@ -444,10 +451,14 @@ impl SagaStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<Lease>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            let rows = sqlx::query(
+            // Active sagas and sagas whose status cannot be read (not settled): the claimer's
+            // run finds the latter undecodable and puts them in NeedsAttention.
+            let rows = sqlx::query(concat!(
                 "WITH c AS (
                     SELECT id FROM steadfast_sagas
-                    WHERE status IN ('running', 'compensating') AND lease_expires_at <= now()
+                    WHERE status NOT IN ",
+                settled_statuses_sql!(),
+                " AND lease_expires_at <= now()
                     ORDER BY lease_expires_at
                     LIMIT $3
                     FOR UPDATE SKIP LOCKED)
@@ -457,8 +468,8 @@ impl SagaStore for PostgresStore {
                     lease_owner = $1,
                     lease_expires_at = now() + $2::bigint * interval '1 millisecond'
                  FROM c WHERE s.id = c.id
-                 RETURNING s.id, s.lease_epoch",
-            )
+                 RETURNING s.id, s.lease_epoch"
+            ))
             .bind(owner)
             .bind(duration_ms(lease_for))
             .bind(i64::from(limit))
@@ -526,16 +537,21 @@ impl SagaStore for PostgresStore {
 
     fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
-            let rows = sqlx::query(
+            // A status this version cannot read is listed as needs_attention.
+            let rows = sqlx::query(concat!(
                 "SELECT id, saga_type, business_key, status, error, recoveries
-                 FROM steadfast_sagas WHERE ($1::text IS NULL OR status = $1)
-                 ORDER BY created_at, id LIMIT $2",
-            )
+                 FROM steadfast_sagas
+                 WHERE ($1::text IS NULL OR status = $1
+                    OR ($1 = 'needs_attention' AND status NOT IN ",
+                known_statuses_sql!(),
+                "))
+                 ORDER BY created_at, id LIMIT $2"
+            ))
             .bind(status.map(|s| s.as_str()))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(|r| summary(r).ok()).collect())
+            Ok(rows.iter().filter_map(summary).collect())
         })
     }
 
@@ -579,19 +595,31 @@ impl SagaStore for PostgresStore {
     }
 }
 
-fn summary(r: &PgRow) -> Result<SagaSummary, Error> {
-    let id: String = r.try_get("id")?;
-    let id = parse_id(&id)?;
-    let status: String = r.try_get("status")?;
-    Ok(SagaSummary {
-        id,
-        saga_type: r.try_get("saga_type")?,
-        business_key: r.try_get("business_key")?,
-        status: SagaStatus::from_str(&status)
-            .map_err(|e| decode_err(Some(id), "the saga status", e))?,
-        error: r.try_get("error")?,
-        recoveries: to_u32(id, "the recovery count", r.try_get("recoveries")?)?,
-    })
+/// A listing entry; `None` (logged) only when the row's id cannot be read.
+fn summary(r: &PgRow) -> Option<SagaSummary> {
+    let id = match r
+        .try_get::<String, _>("id")
+        .map_err(Error::from)
+        .and_then(|s| parse_id(&s))
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(target: "steadfast::saga", error = %e,
+                "listing skipped a saga row whose id cannot be read");
+            return None;
+        }
+    };
+    Some(
+        SummaryParts {
+            id,
+            saga_type: column(id, "the saga type", r.try_get("saga_type")),
+            business_key: column(id, "the business key", r.try_get("business_key")),
+            status: column(id, "the saga status", r.try_get("status")),
+            error: column(id, "the kept error", r.try_get("error")),
+            recoveries: column(id, "the recovery count", r.try_get("recoveries")),
+        }
+        .into_summary(),
+    )
 }
 
 impl Corrupt for PostgresStore {
@@ -607,6 +635,8 @@ impl Corrupt for PostgresStore {
                 Corruption::UnknownStepState => {
                     "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = $1"
                 }
+                // A TEXT column of a UTF-8 database holds only readable text.
+                Corruption::UndecodableStatus => return Ok(false),
             };
             let r = sqlx::query(sql)
                 .bind(id.to_string())

@@ -15,8 +15,9 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::conformance::{Corrupt, Corruption};
 use super::{
-    decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus,
-    SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, Transition,
+    column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
+    SagaStatus, SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, SummaryParts,
+    Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::{Phase, SagaId};
@@ -44,6 +45,11 @@ const MIGRATIONS: &[&str] = &[
     )",
     "CREATE INDEX IF NOT EXISTS steadfast_sagas_claim
         ON steadfast_sagas (status, lease_expires_ms)",
+    concat!(
+        "CREATE INDEX IF NOT EXISTS steadfast_sagas_claimable
+            ON steadfast_sagas (lease_expires_ms) WHERE status NOT IN ",
+        settled_statuses_sql!()
+    ),
     "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
         saga_id TEXT NOT NULL,
         step TEXT NOT NULL,
@@ -201,8 +207,8 @@ fn to_u32(id: SagaId, what: &str, v: i64) -> Result<u32, Error> {
 }
 
 fn step_from_row(id: SagaId, row: &SqliteRow) -> Result<StepRecord, Error> {
-    let state: String = row.try_get("state")?;
-    let phase: String = row.try_get("phase")?;
+    let state: String = column(id, "a step state", row.try_get("state"))?;
+    let phase: String = column(id, "a step phase", row.try_get("phase"))?;
     Ok(StepRecord {
         step: row.try_get("step")?,
         phase: Phase::from_str(&phase).map_err(|e| decode_err(Some(id), "a step phase", e))?,
@@ -277,8 +283,8 @@ impl SagaStore for SqliteStore {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or(Error::NotFound(id))?;
-            let status: String = row.try_get("status")?;
-            let left: Option<i64> = row.try_get("left_ms")?;
+            let status: String = column(id, "the saga status", row.try_get("status"))?;
+            let left: Option<i64> = column(id, "the deadline", row.try_get("left_ms"))?;
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = ? ORDER BY rowid",
@@ -291,18 +297,30 @@ impl SagaStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
             Ok(SagaRecord {
                 id,
-                saga_type: row.try_get("saga_type")?,
-                version: to_u32(id, "the version", row.try_get("version")?)?,
-                business_key: row.try_get("business_key")?,
+                saga_type: column(id, "the saga type", row.try_get("saga_type"))?,
+                version: to_u32(
+                    id,
+                    "the version",
+                    column(id, "the version", row.try_get("version"))?,
+                )?,
+                business_key: column(id, "the business key", row.try_get("business_key"))?,
                 status: SagaStatus::from_str(&status)
                     .map_err(|e| decode_err(Some(id), "the saga status", e))?,
-                compensating: row.try_get::<i64, _>("compensating")? != 0,
-                input: row.try_get("input")?,
-                cursor: row.try_get("cursor")?,
-                recoveries: to_u32(id, "the recovery count", row.try_get("recoveries")?)?,
-                error: row.try_get("error")?,
-                epoch: row.try_get("lease_epoch")?,
-                owner: row.try_get("lease_owner")?,
+                compensating: column::<i64>(
+                    id,
+                    "the compensating flag",
+                    row.try_get("compensating"),
+                )? != 0,
+                input: column(id, "the saga input", row.try_get("input"))?,
+                cursor: column(id, "the cursor", row.try_get("cursor"))?,
+                recoveries: to_u32(
+                    id,
+                    "the recovery count",
+                    column(id, "the recovery count", row.try_get("recoveries"))?,
+                )?,
+                error: column(id, "the kept error", row.try_get("error"))?,
+                epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
+                owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
                 steps,
             })
@@ -415,7 +433,9 @@ impl SagaStore for SqliteStore {
             // BEGIN IMMEDIATE takes the write lock first: two claimers (threads or processes)
             // serialise here and the second sees the first one's new expiry.
             let mut tx = self.immediate().await?;
-            let rows = sqlx::query(
+            // Active sagas and sagas whose status cannot be read (not settled): the claimer's
+            // run finds the latter undecodable and puts them in NeedsAttention.
+            let rows = sqlx::query(concat!(
                 "UPDATE steadfast_sagas SET
                     lease_epoch = lease_epoch + 1,
                     recoveries = recoveries + 1,
@@ -423,11 +443,13 @@ impl SagaStore for SqliteStore {
                     lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
                  WHERE id IN (
                     SELECT id FROM steadfast_sagas
-                    WHERE status IN ('running', 'compensating')
+                    WHERE status NOT IN ",
+                settled_statuses_sql!(),
+                "
                       AND lease_expires_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER)
                     ORDER BY lease_expires_ms LIMIT ?)
-                 RETURNING id, lease_epoch",
-            )
+                 RETURNING id, lease_epoch"
+            ))
             .bind(owner)
             .bind(duration_ms(lease_for))
             .bind(i64::from(limit))
@@ -495,16 +517,21 @@ impl SagaStore for SqliteStore {
 
     fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
-            let rows = sqlx::query(
+            // A status this version cannot read is listed as needs_attention.
+            let rows = sqlx::query(concat!(
                 "SELECT id, saga_type, business_key, status, error, recoveries
-                 FROM steadfast_sagas WHERE (?1 IS NULL OR status = ?1)
-                 ORDER BY created_ms, rowid LIMIT ?2",
-            )
+                 FROM steadfast_sagas
+                 WHERE (?1 IS NULL OR status = ?1
+                    OR (?1 = 'needs_attention' AND status NOT IN ",
+                known_statuses_sql!(),
+                "))
+                 ORDER BY created_ms, rowid LIMIT ?2"
+            ))
             .bind(status.map(|s| s.as_str()))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(|r| summary(r).ok()).collect())
+            Ok(rows.iter().filter_map(summary).collect())
         })
     }
 
@@ -547,19 +574,31 @@ impl SagaStore for SqliteStore {
     }
 }
 
-fn summary(r: &SqliteRow) -> Result<SagaSummary, Error> {
-    let id: String = r.try_get("id")?;
-    let id = parse_id(&id)?;
-    let status: String = r.try_get("status")?;
-    Ok(SagaSummary {
-        id,
-        saga_type: r.try_get("saga_type")?,
-        business_key: r.try_get("business_key")?,
-        status: SagaStatus::from_str(&status)
-            .map_err(|e| decode_err(Some(id), "the saga status", e))?,
-        error: r.try_get("error")?,
-        recoveries: to_u32(id, "the recovery count", r.try_get("recoveries")?)?,
-    })
+/// A listing entry; `None` (logged) only when the row's id cannot be read.
+fn summary(r: &SqliteRow) -> Option<SagaSummary> {
+    let id = match r
+        .try_get::<String, _>("id")
+        .map_err(Error::from)
+        .and_then(|s| parse_id(&s))
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(target: "steadfast::saga", error = %e,
+                "listing skipped a saga row whose id cannot be read");
+            return None;
+        }
+    };
+    Some(
+        SummaryParts {
+            id,
+            saga_type: column(id, "the saga type", r.try_get("saga_type")),
+            business_key: column(id, "the business key", r.try_get("business_key")),
+            status: column(id, "the saga status", r.try_get("status")),
+            error: column(id, "the kept error", r.try_get("error")),
+            recoveries: column(id, "the recovery count", r.try_get("recoveries")),
+        }
+        .into_summary(),
+    )
 }
 
 impl Corrupt for SqliteStore {
@@ -571,6 +610,10 @@ impl Corrupt for SqliteStore {
                 }
                 Corruption::UnknownStatus => {
                     "UPDATE steadfast_sagas SET status = 'bogus' WHERE id = ?"
+                }
+                // SQLite keeps whatever type is stored: a blob is not text at all.
+                Corruption::UndecodableStatus => {
+                    "UPDATE steadfast_sagas SET status = X'00FF' WHERE id = ?"
                 }
                 Corruption::UnknownStepState => {
                     "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = ?"
