@@ -2,10 +2,10 @@
 //!
 //! `cargo run --release -p steadfast-lab` starts hyper servers on `127.0.0.1` (OS-assigned
 //! ports) whose faults are configurable ([`server`]: injected 503s, latency distributions,
-//! hard outage windows, a capacity limit that queues or rejects), drives load at them through a
-//! hyper-util client wrapped in the steadfast layers ([`client`], [`load`]), and prints one table
-//! per scenario ([`report`]) saying what each client configuration achieved and whether the
-//! scenario's targets were met.
+//! hard outage windows (connections closed, or 503s at once), a capacity limit that queues or
+//! rejects), drives load at them through a hyper-util client wrapped in the steadfast layers
+//! ([`client`], [`load`]), and prints one table per scenario ([`report`]) saying what each client
+//! configuration achieved and whether the scenario's targets were met.
 //!
 //! Scenarios live in [`scenarios`], one file each; adding one is a new file there plus one name in
 //! the registration list of `scenarios/mod.rs`.

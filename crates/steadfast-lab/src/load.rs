@@ -121,6 +121,26 @@ where
     S: Service<LabRequest, Response = LabResponse, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
 {
+    open_loop_from(0, svc, uri, rate, duration, seed, ledger, done).await
+}
+
+/// [`open_loop`] with request ids counted from `first_id`, so that two runs against one server
+/// (a warm-up, then the measured run) do not share ids and so do not share injected faults.
+#[allow(clippy::too_many_arguments)]
+pub async fn open_loop_from<S>(
+    first_id: u64,
+    svc: S,
+    uri: Uri,
+    rate: f64,
+    duration: Duration,
+    seed: u64,
+    ledger: Option<Arc<Ledger>>,
+    done: Counter,
+) -> Result<Vec<Record>, BoxError>
+where
+    S: Service<LabRequest, Response = LabResponse, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
     if !(rate.is_finite() && rate > 0.0) {
         return Err(format!("arrival rate must be positive, got {rate}").into());
     }
@@ -129,7 +149,7 @@ where
     let end = start + duration;
     let mut at = start;
     let mut tasks = JoinSet::new();
-    let mut id = 0;
+    let mut id = first_id;
     loop {
         // Exponential gaps: a Poisson process.
         let gap = -(1.0 - rng.next_f64()).ln() / rate;

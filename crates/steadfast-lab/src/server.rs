@@ -2,7 +2,8 @@
 //!
 //! What a call meets, in order:
 //!
-//! 1. **outage**: inside a hard outage window the connection is closed without an answer;
+//! 1. **outage**: inside a hard outage window the connection is closed without an answer, or
+//!    (with [`OutageKind::Unavailable`]) the call is answered 503 at once;
 //! 2. **deadline** (with [`ServerConfig::honor_deadline`]): a call whose `x-steadfast-timeout-ms`
 //!    has already run out is answered 504 at once; otherwise the server stops working on it when
 //!    that time passes (queueing included) and answers 504;
@@ -23,6 +24,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -104,14 +106,25 @@ impl Latency {
     }
 }
 
-/// A hard outage: from `start` (after the server started) for `duration`, every connection that
-/// sends a request is closed without an answer.
+/// A hard outage: from `start` (after the server started) for `duration`, every call meets the
+/// server's [`OutageKind`] (by default its connection is closed without an answer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outage {
     /// When it begins, after the server started.
     pub start: Duration,
     /// How long it lasts.
     pub duration: Duration,
+}
+
+/// What a call meets during an [`Outage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutageKind {
+    /// The connection is closed without an answer (a handler that crashes).
+    #[default]
+    Drop,
+    /// An immediate 503: the service, or the proxy in front of it, is up but cannot serve (its
+    /// database is unreachable, or no backend is healthy: Envoy's "no healthy upstream").
+    Unavailable,
 }
 
 /// A capacity limit: `limit` calls worked on at once, `queue` more waiting, the rest rejected.
@@ -175,6 +188,7 @@ pub struct ServerConfig {
     error_rate: f64,
     latency: Latency,
     outages: Vec<Outage>,
+    outage_kind: OutageKind,
     capacity: Option<Capacity>,
     honor_deadline: bool,
     upstream: Option<Upstream>,
@@ -190,6 +204,7 @@ impl ServerConfig {
             error_rate: 0.0,
             latency: Latency::Fixed(Duration::ZERO),
             outages: Vec::new(),
+            outage_kind: OutageKind::Drop,
             capacity: None,
             honor_deadline: false,
             upstream: None,
@@ -212,6 +227,12 @@ impl ServerConfig {
     /// Adds a hard outage window.
     pub fn outage(mut self, outage: Outage) -> Self {
         self.outages.push(outage);
+        self
+    }
+
+    /// What calls meet during the outage windows (default [`OutageKind::Drop`]).
+    pub fn outage_kind(mut self, kind: OutageKind) -> Self {
+        self.outage_kind = kind;
         self
     }
 
@@ -246,8 +267,10 @@ impl ServerConfig {
 pub struct ServerStats {
     /// Calls received (every attempt that reached the server).
     pub calls: u64,
-    /// Connections closed during an outage.
+    /// Connections closed during an outage ([`OutageKind::Drop`]).
     pub dropped_in_outage: u64,
+    /// Calls answered 503 during an outage ([`OutageKind::Unavailable`]).
+    pub unavailable_in_outage: u64,
     /// Injected 503s.
     pub injected_errors: u64,
     /// Calls rejected (503) by the capacity limit.
@@ -268,6 +291,7 @@ pub struct ServerStats {
 struct Counters {
     calls: AtomicU64,
     dropped_in_outage: AtomicU64,
+    unavailable_in_outage: AtomicU64,
     injected_errors: AtomicU64,
     rejected: AtomicU64,
     expired_on_arrival: AtomicU64,
@@ -371,6 +395,11 @@ impl Server {
         })
     }
 
+    /// When it started: [`Outage`] windows are measured from this instant.
+    pub fn started(&self) -> Instant {
+        self.shared.started
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -388,6 +417,7 @@ impl Server {
         ServerStats {
             calls: get(&c.calls),
             dropped_in_outage: get(&c.dropped_in_outage),
+            unavailable_in_outage: get(&c.unavailable_in_outage),
             injected_errors: get(&c.injected_errors),
             rejected: get(&c.rejected),
             expired_on_arrival: get(&c.expired_on_arrival),
@@ -396,6 +426,16 @@ impl Server {
             upstream_failed: get(&c.upstream_failed),
             busy: Duration::from_nanos(get(&c.busy_nanos)),
         }
+    }
+
+    /// Calls received for the logical requests whose ids (`x-lab-request-id`) are in `ids`,
+    /// every attempt counted. (Calls without an id are kept under keys from 2^63 up.)
+    pub fn calls_for(&self, ids: impl RangeBounds<u64>) -> u64 {
+        let seen = self.shared.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.iter()
+            .filter(|(id, _)| ids.contains(*id))
+            .map(|(_, n)| u64::from(*n))
+            .sum()
     }
 
     /// Calls being queued or worked on right now.
@@ -488,15 +528,25 @@ async fn handle(
     let arrived = Instant::now();
     let c = &shared.counters;
     bump(&c.calls);
-    if shared.in_outage(arrived) {
-        bump(&c.dropped_in_outage);
-        return Err(Box::new(OutageDrop));
-    }
     let request = header_u64(&req, REQUEST_ID);
     let attempt = header_u64(&req, ATTEMPT_ID);
     let key =
         request.unwrap_or_else(|| (1 << 63) | shared.anonymous.fetch_add(1, Ordering::Relaxed));
-    let rng = SeededRng::new(mix(shared.cfg.seed, shared.salt, key, shared.nth_call(key)));
+    // Counted before the outage check, so that every call of a request counts (`calls_for`).
+    let nth = shared.nth_call(key);
+    if shared.in_outage(arrived) {
+        return match shared.cfg.outage_kind {
+            OutageKind::Drop => {
+                bump(&c.dropped_in_outage);
+                Err(Box::new(OutageDrop))
+            }
+            OutageKind::Unavailable => {
+                bump(&c.unavailable_in_outage);
+                Ok(answer(StatusCode::SERVICE_UNAVAILABLE))
+            }
+        };
+    }
+    let rng = SeededRng::new(mix(shared.cfg.seed, shared.salt, key, nth));
     let deadline = if shared.cfg.honor_deadline {
         header_u64(&req, TIMEOUT_HEADER)
             .and_then(|ms| Deadline::from_timeout_at(arrived, Duration::from_millis(ms)))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, StatusCode};
 use steadfast_lab::client::{get, HttpClient, LabResponse, TIMEOUT_HEADER};
-use steadfast_lab::server::{Capacity, Latency, Outage, Server, ServerConfig};
+use steadfast_lab::server::{Capacity, Latency, Outage, OutageKind, Server, ServerConfig};
 use steadfast_lab::BoxError;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -52,6 +52,33 @@ async fn outage_closes_connections_without_an_answer() {
     .expect("server starts");
     assert!(call(&server, 1).await.is_err());
     assert_eq!(server.stats().dropped_in_outage, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_outage_answers_503_then_recovers() {
+    let start = Duration::from_millis(300);
+    let server = Server::start(
+        ServerConfig::new("u", 1)
+            .outage(Outage {
+                start: Duration::ZERO,
+                duration: start,
+            })
+            .outage_kind(OutageKind::Unavailable),
+    )
+    .await
+    .expect("server starts");
+    let res = call(&server, 1).await.expect("answered");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep_until(server.started() + start).await;
+    let res = call(&server, 2).await.expect("answered");
+    assert_eq!(res.status(), StatusCode::OK);
+    let stats = server.stats();
+    assert_eq!(stats.unavailable_in_outage, 1);
+    assert_eq!(stats.dropped_in_outage, 0);
+    assert_eq!(stats.served, 1);
+    assert_eq!(server.calls_for(2..), 1);
+    assert_eq!(server.calls_for(..), 2);
+    assert_eq!(server.calls_for(3..), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
