@@ -75,6 +75,25 @@ fn check_specific(json: &Value, scenario: &str) {
             assert_eq!(with.as_u64(), Some(0), "{json}");
             assert!(without.as_u64().is_some_and(|n| n > 0), "{json}");
         }
+        "outage" => {
+            let none = variant(json, "none");
+            let breaker = variant(json, "breaker");
+            let calls = |v: &Value| {
+                v["calls_during_outage"]
+                    .as_u64()
+                    .expect("calls_during_outage")
+            };
+            assert!(calls(none) > 0, "{json}");
+            assert!(calls(breaker) * 10 <= calls(none), "{json}");
+            for v in [none, breaker] {
+                assert_eq!(v["recovered"].as_u64(), Some(1), "{json}");
+                assert!(v["recovery_ms"].is_number(), "{json}");
+            }
+            assert!(breaker["refused_by_breaker"]
+                .as_u64()
+                .is_some_and(|n| n > 0));
+            assert!(breaker["breaker_trips"].as_u64().is_some_and(|n| n > 0));
+        }
         _ => {}
     }
 }
