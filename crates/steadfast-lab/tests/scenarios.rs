@@ -94,6 +94,19 @@ fn check_specific(json: &Value, scenario: &str) {
                 .is_some_and(|n| n > 0));
             assert!(breaker["breaker_trips"].as_u64().is_some_and(|n| n > 0));
         }
+        "tail" => {
+            let p99 = |name: &str| variant(json, name)["p99_ms"].as_f64().expect("p99_ms");
+            for name in ["none", "tower_hedge", "hedge"] {
+                assert!(variant(json, name)["extra_load"].is_number(), "{json}");
+            }
+            assert_eq!(variant(json, "none")["extra_load"].as_f64(), Some(0.0));
+            assert!(p99("hedge") * 10.0 <= p99("none"), "{json}");
+            assert!(p99("tower_hedge") < p99("none"), "{json}");
+            assert!(
+                variant(json, "hedge")["hedge_delay_ms"].is_number(),
+                "{json}"
+            );
+        }
         _ => {}
     }
 }

@@ -73,7 +73,7 @@ macro_rules! scenarios {
 }
 
 // Register a scenario here (its module name is its name).
-scenarios![flaky, overload, deadline, saga, idempotency, outage];
+scenarios![flaky, overload, deadline, saga, idempotency, outage, tail];
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
