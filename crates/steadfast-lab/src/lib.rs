@@ -42,7 +42,7 @@ pub use steadfast_layers::BoxError;
 /// How to run a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// Small runs, for CI: every scenario together finishes in well under 30 s.
+    /// Small runs, for CI: every scenario together finishes in about 30 s.
     pub quick: bool,
     /// Seed of every injected fault, jittered backoff and arrival process.
     pub seed: u64,

@@ -107,6 +107,21 @@ fn check_specific(json: &Value, scenario: &str) {
                 "{json}"
             );
         }
+        "overload_adaptive" => {
+            for name in ["none", "static_limit", "adaptive_limit", "shed"] {
+                let v = variant(json, name);
+                assert!(v["goodput"].is_number(), "{json}");
+                assert!(v["p99_ok_ms"].is_number(), "{json}");
+            }
+            let none = variant(json, "none");
+            assert_eq!(none["refused"].as_u64(), Some(0), "{json}");
+            for name in ["static_limit", "adaptive_limit", "shed"] {
+                let v = variant(json, name);
+                assert!(v["refused"].as_u64().is_some_and(|n| n > 0), "{json}");
+                assert!(v["limit"].as_u64().is_some_and(|n| n > 0), "{json}");
+                assert!(v["goodput"].as_f64() > none["goodput"].as_f64(), "{json}");
+            }
+        }
         _ => {}
     }
 }

@@ -73,7 +73,16 @@ macro_rules! scenarios {
 }
 
 // Register a scenario here (its module name is its name).
-scenarios![flaky, overload, deadline, saga, idempotency, outage, tail];
+scenarios![
+    flaky,
+    overload,
+    deadline,
+    saga,
+    idempotency,
+    outage,
+    tail,
+    overload_adaptive
+];
 
 /// The scenario called `name`.
 pub fn find(name: &str) -> Option<&'static Scenario> {
