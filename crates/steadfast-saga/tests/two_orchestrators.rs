@@ -8,20 +8,33 @@
 //! - every write from a fenced-out owner was rejected: per saga, the log's epochs never go
 //!   backwards;
 //! - the crashes really caused take-overs (recoveries happened).
+//!
+//! The detectors themselves are shown to fail: with fencing deliberately broken (the
+//! `test-hooks` store handle that skips the lease-epoch check), an orchestrator that stalled
+//! past its lease keeps calling and writing after another claimed its sagas, and both detectors
+//! report it; with fencing intact, the same run reports nothing.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::Row;
 use steadfast_layers::rng::{RandomSource, SeededRng};
-use steadfast_saga::store::SagaStore;
-use steadfast_saga::SagaStatus;
+use steadfast_saga::store::{Lease, SagaStore, SqliteStore};
+use steadfast_saga::{
+    Boundary, BoundaryInfo, Orchestrator, Phase, RetryPolicy, Saga, SagaDefinition, SagaHooks,
+    SagaId, SagaStatus, Step, StepContext, StepError,
+};
+use support::{overlapping_calls, stale_writes, Call};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 const CHILD: &str = env!("CARGO_BIN_EXE_saga-crash-child");
 const SAGAS: u32 = 500;
@@ -142,31 +155,25 @@ async fn two_orchestrators_500_sagas_random_crashes() {
         .await
         .unwrap();
     let n_intervals = rows.len();
-    let mut intervals: HashMap<String, Vec<(i64, i64, String)>> = HashMap::new();
     let mut open_ends = 0;
-    for r in &rows {
-        let inst: String = r.get(1);
-        let start: i64 = r.get(2);
-        let end: Option<i64> = r.get(3);
-        let end = end.unwrap_or_else(|| {
-            open_ends += 1;
-            dead_at.get(&inst).copied().unwrap_or(exited_at)
-        });
-        intervals
-            .entry(r.get::<String, _>(0))
-            .or_default()
-            .push((start, end, inst));
-    }
-    let mut overlaps = Vec::new();
-    for (saga, v) in &intervals {
-        for (i, a) in v.iter().enumerate() {
-            for b in &v[i + 1..] {
-                if a.2 != b.2 && a.0 < b.1 && b.0 < a.1 {
-                    overlaps.push((saga.clone(), a.clone(), b.clone()));
-                }
+    let calls_made: Vec<Call> = rows
+        .iter()
+        .map(|r| {
+            let inst: String = r.get(1);
+            let end: Option<i64> = r.get(3);
+            let end = end.unwrap_or_else(|| {
+                open_ends += 1;
+                dead_at.get(&inst).copied().unwrap_or(exited_at)
+            });
+            Call {
+                saga: r.get(0),
+                inst,
+                start: r.get(2),
+                end,
             }
-        }
-    }
+        })
+        .collect();
+    let overlaps = overlapping_calls(&calls_made);
     assert!(
         overlaps.is_empty(),
         "executed by two orchestrators at once: {overlaps:#?}"
@@ -178,15 +185,11 @@ async fn two_orchestrators_500_sagas_random_crashes() {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for r in &rows {
-        let (id, epoch): (String, i64) = (r.get(0), r.get(1));
-        let prev = last.insert(id.clone(), epoch).unwrap_or(0);
-        assert!(
-            epoch >= prev,
-            "saga {id}: a write under epoch {epoch} landed after {prev}"
-        );
-    }
+    let stale = stale_writes(rows.iter().map(|r| (r.get(0), r.get(1))));
+    assert!(
+        stale.is_empty(),
+        "writes from fenced-out owners landed (saga, epoch, after epoch): {stale:?}"
+    );
     let recoveries: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(recoveries), 0)::bigint FROM steadfast_sagas")
             .fetch_one(store.pool())
@@ -204,4 +207,305 @@ async fn two_orchestrators_500_sagas_random_crashes() {
     store.drop_schema().await.unwrap();
     assert!(recoveries > 0, "the kills caused no take-over");
     assert!(owners >= 3, "work was not spread over restarted instances");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The detectors can fail: the same checks over two in-process orchestrators, with fencing intact
+// and with fencing deliberately broken.
+
+/// Sagas per run.
+const SMALL: usize = 50;
+/// Short leases: a fenced-out owner learns it at its next heartbeat (a third of this later), or
+/// stops on its own when the renewal does not answer (at most 0.9 of this after its last one).
+const SHORT_LEASE: Duration = Duration::from_millis(600);
+/// How long the contested step's participant call lasts.
+const SLOW_CALL: Duration = Duration::from_millis(2000);
+
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// Records a participant call's interval; the end is written on drop, so a call whose future
+/// was dropped (its run fenced) still closes.
+struct OpenCall {
+    calls: Calls,
+    index: usize,
+    t0: Instant,
+}
+
+impl OpenCall {
+    fn start(calls: &Calls, t0: Instant, saga: SagaId, inst: &str) -> Self {
+        let mut v = calls.lock().unwrap();
+        v.push(Call {
+            saga: saga.to_string(),
+            inst: inst.to_string(),
+            start: t0.elapsed().as_micros() as i64,
+            end: i64::MAX,
+        });
+        OpenCall {
+            calls: Arc::clone(calls),
+            index: v.len() - 1,
+            t0,
+        }
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let end = self.t0.elapsed().as_micros() as i64;
+        if let Ok(mut v) = self.calls.lock() {
+            v[self.index].end = end;
+        }
+    }
+}
+
+/// The same saga type for each orchestrator instance; every participant call is recorded with
+/// the instance that made it. `charge` is the slow, contested step.
+fn contested(inst: &'static str, calls: &Calls, t0: Instant) -> SagaDefinition<u32> {
+    type Ctx = StepContext<u32>;
+    let step = |slow: bool| {
+        let calls = Arc::clone(calls);
+        move |ctx: Ctx| {
+            let open = OpenCall::start(&calls, t0, ctx.saga_id(), inst);
+            async move {
+                if slow {
+                    tokio::time::sleep(SLOW_CALL).await;
+                }
+                drop(open);
+                Ok::<_, StepError>(())
+            }
+        }
+    };
+    let once = RetryPolicy::attempts(1);
+    let mut b = Saga::builder::<u32>("contested").version(1);
+    b.step(Step::pivot("reserve", step(false)).retry(once));
+    b.step(Step::retriable("charge", step(true)));
+    b.step(Step::retriable("notify", step(false)));
+    b.build().unwrap()
+}
+
+/// Stalls every run at the start of `charge` (after its start is durable, before the call),
+/// as a process pause or a slow network would, until the gate opens.
+#[derive(Debug)]
+struct Stall {
+    paused: Arc<Mutex<HashSet<SagaId>>>,
+    gate: watch::Receiver<bool>,
+}
+
+impl SagaHooks for Stall {
+    fn at_boundary(&self, at: &BoundaryInfo<'_>) -> BoxFuture<'static, ()> {
+        if at.step != "charge" || at.phase != Phase::Forward || at.boundary != Boundary::BeforeCall
+        {
+            return Box::pin(async {});
+        }
+        self.paused.lock().unwrap().insert(at.saga);
+        let mut gate = self.gate.clone();
+        Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+        })
+    }
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting until {what}");
+}
+
+/// What the detectors found in one run.
+struct Found {
+    overlaps: Vec<(Call, Call)>,
+    stale: Vec<(String, i64, i64)>,
+    /// Participant calls orchestrator A made after its stall (at the contested step or later).
+    a_after_stall: usize,
+}
+
+/// Orchestrator A starts [`SMALL`] sagas and stalls each at the contested step; their leases
+/// expire (forced: given up under A's name, as if A's clock had run slow) and orchestrator B
+/// claims and runs them; once a fenced-out A must have stopped (more than a lease after its
+/// last renewal), A's stall ends. `a_store` is A's handle on the log (the one
+/// whose fencing a test may break); `b_store` is B's, on the same log.
+async fn stalled_owner_run(a_store: Arc<dyn SagaStore>, b_store: Arc<dyn SagaStore>) -> Found {
+    let t0 = Instant::now();
+    let calls: Calls = Arc::default();
+    let paused = Arc::new(Mutex::new(HashSet::new()));
+    let (open, gate) = watch::channel(false);
+    let def_a = contested("A", &calls, t0);
+    let def_b = contested("B", &calls, t0);
+    let a = Orchestrator::builder(a_store)
+        .owner("A")
+        .register(&def_a)
+        .lease(SHORT_LEASE)
+        .poll_interval(Duration::from_millis(50))
+        .hooks(Arc::new(Stall {
+            paused: Arc::clone(&paused),
+            gate,
+        }))
+        .build()
+        .unwrap();
+    let b = Orchestrator::builder(b_store)
+        .owner("B")
+        .register(&def_b)
+        .lease(SHORT_LEASE)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..SMALL {
+        ids.push(a.start(&def_a, &format!("s{i}"), &0).await.unwrap().id);
+    }
+    until("A stalled every saga", || {
+        paused.lock().unwrap().len() == SMALL
+    })
+    .await;
+
+    // Forced lease expiry: A's leases are given up under A's name, and B claims them (a renewal
+    // of A's may slip in between: repeat until B holds every saga).
+    let mut unclaimed: HashSet<SagaId> = ids.iter().copied().collect();
+    let claims = tokio::time::timeout(Duration::from_secs(60), async {
+        while !unclaimed.is_empty() {
+            for id in &unclaimed {
+                let lease = Lease {
+                    saga: *id,
+                    owner: "A".into(),
+                    epoch: 1,
+                };
+                b.store().release(&lease).await.unwrap();
+            }
+            b.recover_once().await.unwrap();
+            for id in ids.iter() {
+                if b.store().load(*id).await.unwrap().epoch >= 2 {
+                    unclaimed.remove(id);
+                }
+            }
+        }
+    });
+    assert!(claims.await.is_ok(), "B did not claim every saga");
+    // B picks up any saga whose lease it loses itself (a slow renewal on a loaded machine).
+    let b_recovery = b.spawn_recovery();
+    let b_charging = |calls: &Calls| {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.inst == "B")
+            .map(|c| c.saga.clone())
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    until("B is calling the contested step of every saga", || {
+        b_charging(&calls) == SMALL
+    })
+    .await;
+    // A's last renewal was sent before B's claim: a fenced-out A has stopped by now, whether it
+    // heard of the claim at its next heartbeat or stopped on its own (0.9 lease after it).
+    tokio::time::sleep(SHORT_LEASE + SHORT_LEASE / 2).await;
+    open.send(true).unwrap();
+
+    let finished = tokio::time::timeout(Duration::from_secs(120), async {
+        for id in &ids {
+            assert_eq!(b.wait(*id).await.unwrap(), SagaStatus::Completed);
+            assert_eq!(a.wait(*id).await.unwrap(), SagaStatus::Completed);
+        }
+    });
+    assert!(
+        finished.await.is_ok(),
+        "the sagas did not finish within 120 s"
+    );
+    b_recovery.abort();
+    let calls = calls.lock().unwrap().clone();
+    let a_after_stall = calls
+        .iter()
+        .filter(|c| c.inst == "A")
+        .count()
+        .saturating_sub(SMALL); // each saga's `reserve` came before the stall
+    let mut history = Vec::new();
+    for id in &ids {
+        for h in b.history(*id).await.unwrap() {
+            history.push((id.to_string(), h.epoch));
+        }
+    }
+    Found {
+        overlaps: overlapping_calls(&calls),
+        stale: stale_writes(history),
+        a_after_stall,
+    }
+}
+
+fn check_detectors(fenced: Found, broken: Found) {
+    // Fencing intact: A heard at its next heartbeat that B holds the lease and stopped before
+    // calling; nothing to report.
+    assert!(
+        fenced.overlaps.is_empty(),
+        "fencing intact: overlaps reported: {:#?}",
+        fenced.overlaps
+    );
+    assert!(
+        fenced.stale.is_empty(),
+        "fencing intact: stale writes reported: {:?}",
+        fenced.stale
+    );
+    assert_eq!(
+        fenced.a_after_stall, 0,
+        "a fenced-out A still called the participant"
+    );
+    // Fencing broken: A kept renewing and writing, called while B's call was in flight, and
+    // its epoch-1 outcomes landed after B's epoch-2 writes. Both detectors say so.
+    assert!(
+        broken.a_after_stall > 0,
+        "the broken A never resumed its calls"
+    );
+    assert!(
+        !broken.overlaps.is_empty(),
+        "fencing broken, yet the overlap detector reported nothing"
+    );
+    assert!(
+        !broken.stale.is_empty(),
+        "fencing broken, yet the fenced-write detector reported nothing"
+    );
+    eprintln!(
+        "fencing broken: {} overlapping call pairs, {} stale writes, {} calls by the stalled A",
+        broken.overlaps.len(),
+        broken.stale.len(),
+        broken.a_after_stall
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_detectors_catch_an_orchestrator_without_fencing() {
+    let Some(fenced) = support::pg_store("detector_fenced").await else {
+        return;
+    };
+    let Some(broken) = support::pg_store("detector_broken").await else {
+        return;
+    };
+    let f = stalled_owner_run(Arc::new(fenced.clone()), Arc::new(fenced.clone())).await;
+    let b = stalled_owner_run(
+        Arc::new(broken.without_fencing_for_tests()),
+        Arc::new(broken.clone()),
+    )
+    .await;
+    fenced.drop_schema().await.unwrap();
+    broken.drop_schema().await.unwrap();
+    check_detectors(f, b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_detectors_catch_an_orchestrator_without_fencing() {
+    let (db_f, db_b) = (
+        support::TempDb::new("detector-fenced"),
+        support::TempDb::new("detector-broken"),
+    );
+    let fenced_a = SqliteStore::open(&db_f.path).await.unwrap();
+    let fenced_b = SqliteStore::open(&db_f.path).await.unwrap();
+    let f = stalled_owner_run(Arc::new(fenced_a), Arc::new(fenced_b)).await;
+    let broken_a = SqliteStore::open(&db_b.path)
+        .await
+        .unwrap()
+        .without_fencing_for_tests();
+    let broken_b = SqliteStore::open(&db_b.path).await.unwrap();
+    let b = stalled_owner_run(Arc::new(broken_a), Arc::new(broken_b)).await;
+    check_detectors(f, b);
 }

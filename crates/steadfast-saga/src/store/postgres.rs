@@ -85,7 +85,45 @@ const MIGRATIONS: &[&str] = &[
 pub struct PostgresStore {
     pool: PgPool,
     schema: Option<String>,
+    /// Test hook: skip the lease-epoch check on writes and heartbeats.
+    #[cfg(feature = "test-hooks")]
+    unfenced: bool,
 }
+
+/// The fenced write of a transition's saga fields; `$fence` is the epoch check.
+macro_rules! record_sql {
+    ($fence:literal) => {
+        concat!(
+            "UPDATE steadfast_sagas SET
+                status = COALESCE($1, status),
+                compensating = COALESCE($2, compensating),
+                cursor = COALESCE($3, cursor),
+                error = CASE WHEN $4 THEN $5 ELSE error END,
+                recoveries = CASE WHEN $6 THEN 0 ELSE recoveries END,
+                updated_at = now()
+             WHERE id = $7",
+            $fence
+        )
+    };
+}
+
+/// The fenced lease renewal; `$fence` is the epoch check.
+macro_rules! heartbeat_sql {
+    ($fence:literal) => {
+        concat!(
+            "UPDATE steadfast_sagas
+             SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
+             WHERE id = $2",
+            $fence
+        )
+    };
+}
+
+const RECORD: &str = record_sql!(" AND lease_epoch = $8");
+const HEARTBEAT: &str = heartbeat_sql!(" AND lease_epoch = $3");
+/// The same statements without the epoch check (the epoch is still bound): test hook only.
+const RECORD_UNFENCED: &str = record_sql!(" AND $8::bigint IS NOT NULL");
+const HEARTBEAT_UNFENCED: &str = heartbeat_sql!(" AND $3::bigint IS NOT NULL");
 
 fn valid_schema(s: &str) -> bool {
     !s.is_empty()
@@ -143,6 +181,8 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             schema: schema.map(str::to_string),
+            #[cfg(feature = "test-hooks")]
+            unfenced: false,
         };
         store.migrate().await?;
         Ok(store)
@@ -189,6 +229,30 @@ impl PostgresStore {
     /// ```
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Test hook (feature `test-hooks`, never for production): a handle on the same database
+    /// whose `record` and `heartbeat` skip the lease-epoch check, so a fenced-out orchestrator
+    /// keeps writing and renewing. Used to show that the overlap detector of
+    /// `tests/two_orchestrators.rs` catches a broken orchestrator.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn without_fencing_for_tests(&self) -> Self {
+        PostgresStore {
+            pool: self.pool.clone(),
+            schema: self.schema.clone(),
+            unfenced: true,
+        }
+    }
+
+    /// `fenced`, or `unfenced` on a handle made by the test hook.
+    fn fence(&self, fenced: &'static str, unfenced: &'static str) -> &'static str {
+        #[cfg(feature = "test-hooks")]
+        if self.unfenced {
+            return unfenced;
+        }
+        let _ = unfenced;
+        fenced
     }
 }
 
@@ -356,26 +420,17 @@ impl SagaStore for PostgresStore {
                 None => (false, None),
             };
             // The row lock taken here orders this write against any concurrent claim.
-            let updated = sqlx::query(
-                "UPDATE steadfast_sagas SET
-                    status = COALESCE($1, status),
-                    compensating = COALESCE($2, compensating),
-                    cursor = COALESCE($3, cursor),
-                    error = CASE WHEN $4 THEN $5 ELSE error END,
-                    recoveries = CASE WHEN $6 THEN 0 ELSE recoveries END,
-                    updated_at = now()
-                 WHERE id = $7 AND lease_epoch = $8",
-            )
-            .bind(t.status.map(|s| s.as_str()))
-            .bind(t.compensating)
-            .bind(t.cursor)
-            .bind(set_error)
-            .bind(error)
-            .bind(t.reset_recoveries)
-            .bind(lease.saga.to_string())
-            .bind(lease.epoch)
-            .execute(&mut *tx)
-            .await?;
+            let updated = sqlx::query(self.fence(RECORD, RECORD_UNFENCED))
+                .bind(t.status.map(|s| s.as_str()))
+                .bind(t.compensating)
+                .bind(t.cursor)
+                .bind(set_error)
+                .bind(error)
+                .bind(t.reset_recoveries)
+                .bind(lease.saga.to_string())
+                .bind(lease.epoch)
+                .execute(&mut *tx)
+                .await?;
             if updated.rows_affected() == 0 {
                 let e = fenced_or_missing(&mut tx, lease).await?;
                 tx.rollback().await?;
@@ -409,16 +464,12 @@ impl SagaStore for PostgresStore {
     fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE steadfast_sagas
-                 SET lease_expires_at = now() + $1::bigint * interval '1 millisecond'
-                 WHERE id = $2 AND lease_epoch = $3",
-            )
-            .bind(duration_ms(lease_for))
-            .bind(lease.saga.to_string())
-            .bind(lease.epoch)
-            .execute(&mut *tx)
-            .await?;
+            let updated = sqlx::query(self.fence(HEARTBEAT, HEARTBEAT_UNFENCED))
+                .bind(duration_ms(lease_for))
+                .bind(lease.saga.to_string())
+                .bind(lease.epoch)
+                .execute(&mut *tx)
+                .await?;
             if updated.rows_affected() == 0 {
                 let e = fenced_or_missing(&mut tx, lease).await?;
                 tx.rollback().await?;

@@ -88,7 +88,45 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Test hook: skip the lease-epoch check on writes and heartbeats.
+    #[cfg(feature = "test-hooks")]
+    unfenced: bool,
 }
+
+/// The fenced write of a transition's saga fields; `$fence` is the epoch check.
+macro_rules! record_sql {
+    ($fence:literal) => {
+        concat!(
+            "UPDATE steadfast_sagas SET
+                status = COALESCE(?, status),
+                compensating = COALESCE(?, compensating),
+                cursor = COALESCE(?, cursor),
+                error = CASE WHEN ? = 1 THEN ? ELSE error END,
+                recoveries = CASE WHEN ? = 1 THEN 0 ELSE recoveries END,
+                updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+             WHERE id = ?",
+            $fence
+        )
+    };
+}
+
+/// The fenced lease renewal; `$fence` is the epoch check.
+macro_rules! heartbeat_sql {
+    ($fence:literal) => {
+        concat!(
+            "UPDATE steadfast_sagas
+             SET lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
+             WHERE id = ?",
+            $fence
+        )
+    };
+}
+
+const RECORD: &str = record_sql!(" AND lease_epoch = ?");
+const HEARTBEAT: &str = heartbeat_sql!(" AND lease_epoch = ?");
+/// The same statements without the epoch check (the epoch is still bound): test hook only.
+const RECORD_UNFENCED: &str = record_sql!(" AND ? IS NOT NULL");
+const HEARTBEAT_UNFENCED: &str = heartbeat_sql!(" AND ? IS NOT NULL");
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies the schema.
@@ -130,7 +168,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            #[cfg(feature = "test-hooks")]
+            unfenced: false,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -157,6 +199,29 @@ impl SqliteStore {
 
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, Error> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Test hook (feature `test-hooks`, never for production): a handle on the same database
+    /// whose `record` and `heartbeat` skip the lease-epoch check, so a fenced-out orchestrator
+    /// keeps writing and renewing. Used to show that the overlap detector of
+    /// `tests/two_orchestrators.rs` catches a broken orchestrator.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn without_fencing_for_tests(&self) -> Self {
+        SqliteStore {
+            pool: self.pool.clone(),
+            unfenced: true,
+        }
+    }
+
+    /// `fenced`, or `unfenced` on a handle made by the test hook.
+    fn fence(&self, fenced: &'static str, unfenced: &'static str) -> &'static str {
+        #[cfg(feature = "test-hooks")]
+        if self.unfenced {
+            return unfenced;
+        }
+        let _ = unfenced;
+        fenced
     }
 }
 
@@ -334,26 +399,17 @@ impl SagaStore for SqliteStore {
                 Some(e) => (1i64, e.clone()),
                 None => (0, None),
             };
-            let updated = sqlx::query(
-                "UPDATE steadfast_sagas SET
-                    status = COALESCE(?, status),
-                    compensating = COALESCE(?, compensating),
-                    cursor = COALESCE(?, cursor),
-                    error = CASE WHEN ? = 1 THEN ? ELSE error END,
-                    recoveries = CASE WHEN ? = 1 THEN 0 ELSE recoveries END,
-                    updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-                 WHERE id = ? AND lease_epoch = ?",
-            )
-            .bind(t.status.map(|s| s.as_str()))
-            .bind(t.compensating.map(i64::from))
-            .bind(t.cursor)
-            .bind(set_error)
-            .bind(error)
-            .bind(i64::from(t.reset_recoveries))
-            .bind(lease.saga.to_string())
-            .bind(lease.epoch)
-            .execute(&mut *tx)
-            .await?;
+            let updated = sqlx::query(self.fence(RECORD, RECORD_UNFENCED))
+                .bind(t.status.map(|s| s.as_str()))
+                .bind(t.compensating.map(i64::from))
+                .bind(t.cursor)
+                .bind(set_error)
+                .bind(error)
+                .bind(i64::from(t.reset_recoveries))
+                .bind(lease.saga.to_string())
+                .bind(lease.epoch)
+                .execute(&mut *tx)
+                .await?;
             if updated.rows_affected() == 0 {
                 let e = fenced_or_missing(&mut tx, lease).await?;
                 tx.rollback().await?;
@@ -388,16 +444,12 @@ impl SagaStore for SqliteStore {
     fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut tx = self.immediate().await?;
-            let updated = sqlx::query(
-                "UPDATE steadfast_sagas
-                 SET lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
-                 WHERE id = ? AND lease_epoch = ?",
-            )
-            .bind(duration_ms(lease_for))
-            .bind(lease.saga.to_string())
-            .bind(lease.epoch)
-            .execute(&mut *tx)
-            .await?;
+            let updated = sqlx::query(self.fence(HEARTBEAT, HEARTBEAT_UNFENCED))
+                .bind(duration_ms(lease_for))
+                .bind(lease.saga.to_string())
+                .bind(lease.epoch)
+                .execute(&mut *tx)
+                .await?;
             if updated.rows_affected() == 0 {
                 let e = fenced_or_missing(&mut tx, lease).await?;
                 tx.rollback().await?;

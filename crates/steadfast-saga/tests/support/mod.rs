@@ -88,3 +88,50 @@ pub fn loud(msg: &str) {
         Err(_) => eprintln!("{msg}"),
     }
 }
+
+/// One participant call: the saga, the orchestrator instance that made it, and its interval
+/// (microseconds on one clock; a call that never answered ends when its caller died or stopped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub saga: String,
+    pub inst: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The overlap detector: pairs of calls on one saga, by different orchestrator instances, whose
+/// intervals overlap — the saga was executed by two orchestrators at once.
+pub fn overlapping_calls(calls: &[Call]) -> Vec<(Call, Call)> {
+    let mut by_saga: std::collections::HashMap<&str, Vec<&Call>> = Default::default();
+    for c in calls {
+        by_saga.entry(c.saga.as_str()).or_default().push(c);
+    }
+    let mut overlaps = Vec::new();
+    for v in by_saga.values() {
+        for (i, a) in v.iter().enumerate() {
+            for b in &v[i + 1..] {
+                if a.inst != b.inst && a.start < b.end && b.start < a.end {
+                    overlaps.push(((*a).clone(), (*b).clone()));
+                }
+            }
+        }
+    }
+    overlaps
+}
+
+/// The fenced-write detector: `(saga, epoch)` history entries in log order; a write whose epoch
+/// is older than one logged before it on the same saga is a fenced-out owner's write that landed.
+/// Returns `(saga, epoch, newer epoch logged before it)`.
+pub fn stale_writes(history: impl IntoIterator<Item = (String, i64)>) -> Vec<(String, i64, i64)> {
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    let mut stale = Vec::new();
+    for (saga, epoch) in history {
+        let prev = last.get(&saga).copied().unwrap_or(0);
+        if epoch < prev {
+            stale.push((saga, epoch, prev));
+        } else {
+            last.insert(saga, epoch);
+        }
+    }
+    stale
+}
