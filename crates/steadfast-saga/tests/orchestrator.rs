@@ -482,13 +482,15 @@ async fn too_many_recoveries_need_attention() {
     }));
     let def = b.build().unwrap();
     let store = Arc::new(MemoryStore::new());
+    // The default cap: the "after 100 recoveries of one saga".
+    assert_eq!(steadfast_saga::DEFAULT_MAX_RECOVERIES, 100);
     let o = Orchestrator::builder(store.clone() as Arc<dyn SagaStore>)
         .register(&def)
-        .max_recoveries(3)
         .build()
         .unwrap();
     let id = o.start(&def, "k", &0).await.unwrap().id;
-    for _ in 0..3 {
+    // 99 orchestrators crash with the saga; the 100th recovery stops it.
+    for _ in 0..99 {
         let l = store
             .take_over(id, "crasher", Duration::ZERO)
             .await
@@ -509,7 +511,7 @@ async fn too_many_recoveries_need_attention() {
         .unwrap()
         .error
         .unwrap()
-        .contains("recovered 4 times (limit 3)"));
+        .contains("recovered 100 times (limit 100)"));
 }
 
 #[tokio::test(start_paused = true)]
