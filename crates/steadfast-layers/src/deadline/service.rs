@@ -75,12 +75,16 @@ where
         // fixed the first time something needs it (no clock read for a call that completes
         // at once and that nobody asks about).
         if let (Some(t), None, false) = (self.timeout, inherited, self.carrier.stores()) {
-            let span = tracing::debug_span!(
-                target: "steadfast::deadline",
-                "steadfast.deadline",
-                instance = name,
-                deadline_remaining_ms = ms(t),
-            );
+            let span = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
+                tracing::debug_span!(
+                    target: "steadfast::deadline",
+                    "steadfast.deadline",
+                    instance = name,
+                    deadline_remaining_ms = ms(t),
+                )
+            } else {
+                tracing::Span::none()
+            };
             let (fut, known) = span.in_scope(|| Current::lazy(t, None).run(|| inner.call(req)));
             return ResponseFuture::enforced(fut, known, t, span, self.shared.clone());
         }
@@ -110,12 +114,16 @@ where
             );
             return ResponseFuture::expired();
         }
-        let span = tracing::debug_span!(
-            target: "steadfast::deadline",
-            "steadfast.deadline",
-            instance = name,
-            deadline_remaining_ms = ms(deadline.timeout_at(now)),
-        );
+        let span = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                target: "steadfast::deadline",
+                "steadfast.deadline",
+                instance = name,
+                deadline_remaining_ms = ms(deadline.timeout_at(now)),
+            )
+        } else {
+            tracing::Span::none()
+        };
         self.carrier.set(&mut req, deadline);
         let (fut, _) = span.in_scope(|| Current::fixed(deadline).run(|| inner.call(req)));
         ResponseFuture::enforced(

@@ -42,25 +42,23 @@ impl Current {
     /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
     #[inline]
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
-        /// Restores the enclosing scope, also when `f` panics.
-        struct Restore(Option<Option<Current>>);
+        /// Puts the enclosing scope back, also when `f` panics (a runtime that catches the
+        /// panic goes on polling other tasks on this thread).
+        struct Restore(Option<Current>);
         impl Drop for Restore {
+            #[inline]
             fn drop(&mut self) {
-                if let Some(prev) = self.0.take() {
-                    let _ = CURRENT.try_with(|c| c.set(prev));
-                }
+                let prev = self.0;
+                let _ = CURRENT.try_with(|c| c.set(prev));
             }
         }
         let Ok(prev) = CURRENT.try_with(|c| c.replace(Some(self))) else {
             // The thread is shutting down: run without a scope.
             return (f(), self.deadline);
         };
-        let mut restore = Restore(Some(prev));
+        let _restore = Restore(prev);
         let out = f();
-        let mine = match restore.0.take() {
-            Some(prev) => CURRENT.try_with(|c| c.replace(prev)).ok().flatten(),
-            None => None,
-        };
+        let mine = CURRENT.try_with(Cell::get).ok().flatten();
         (out, mine.and_then(|m| m.deadline))
     }
 }

@@ -73,11 +73,12 @@ impl<S, C, R, Req> ResponseFuture<S, C, R, Req>
 where
     S: Service<Req>,
 {
+    /// Sends the first attempt through `service` (in `span`) and builds the future around it.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub(super) fn new(
-        fut: S::Future,
-        service: S,
+    pub(super) fn first(
+        mut service: S,
+        req: Req,
         classifier: C,
         replay: R,
         template: Option<Req>,
@@ -87,7 +88,12 @@ where
         started: Option<Instant>,
     ) -> Self {
         Self {
-            state: State::Calling { fut },
+            state: State::Calling {
+                fut: {
+                    let _entered = span.enter();
+                    service.call(req)
+                },
+            },
             service,
             classifier,
             replay,

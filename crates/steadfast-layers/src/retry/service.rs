@@ -98,19 +98,26 @@ where
         };
         // The service that was driven to readiness serves this call; a clone serves retries.
         let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
-        let span = tracing::debug_span!(
-            target: "steadfast::retry",
-            "steadfast.retry",
-            instance = shared.telemetry.span_name(),
-            max_attempts = shared.max_attempts,
-        );
-        let fut = span.in_scope(|| service.call(first));
+        let service = std::mem::replace(&mut self.inner, clone);
+        // Only when a subscriber wants it: a disabled span still costs through tracing's `log`
+        // fallback when some dependency enables it.
+        let span = if tracing::enabled!(target: "steadfast::retry", tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                target: "steadfast::retry",
+                "steadfast.retry",
+                instance = shared.telemetry.span_name(),
+                max_attempts = shared.max_attempts,
+            )
+        } else {
+            tracing::Span::none()
+        };
         shared.attempts.add(1, shared.attrs.base());
         let started = shared.duration.as_ref().map(|_| Instant::now());
-        ResponseFuture::new(
-            fut,
+        // Built in place: the first attempt's future is written straight into the response
+        // future (copies of it are most of this layer's cost).
+        ResponseFuture::first(
             service,
+            first,
             self.classifier.clone(),
             self.replay.clone(),
             template,
