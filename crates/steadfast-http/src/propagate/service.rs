@@ -111,13 +111,19 @@ where
             );
             return ServerFuture::rejected(grpc);
         }
-        let span = tracing::debug_span!(
-            target: "steadfast::propagate",
-            "steadfast.deadline_server",
-            instance = name,
-            deadline_remaining_ms = ms(deadline.timeout_at(now)),
-            grpc,
-        );
+        // Only when a subscriber wants it (a disabled span still costs through tracing's `log`
+        // fallback when a dependency enables it).
+        let span = if tracing::enabled!(target: "steadfast::propagate", tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                target: "steadfast::propagate",
+                "steadfast.deadline_server",
+                instance = name,
+                deadline_remaining_ms = ms(deadline.timeout_at(now)),
+                grpc,
+            )
+        } else {
+            tracing::Span::none()
+        };
         HttpExtensions.set(&mut req, deadline);
         let inner = &mut self.inner;
         let fut = span.in_scope(|| deadline.sync_scope(|| inner.call(req)));

@@ -151,13 +151,19 @@ where
         // The service that was driven to readiness serves the original; a clone serves hedges.
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
-        let span = tracing::debug_span!(
-            target: "steadfast::hedge",
-            "steadfast.hedge",
-            instance = name,
-            max_hedges = shared.max_hedges,
-            delay_ms = ms(delay),
-        );
+        // Only when a subscriber wants it (a disabled span still costs through tracing's `log`
+        // fallback when a dependency enables it).
+        let span = if tracing::enabled!(target: "steadfast::hedge", tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                target: "steadfast::hedge",
+                "steadfast.hedge",
+                instance = name,
+                max_hedges = shared.max_hedges,
+                delay_ms = ms(delay),
+            )
+        } else {
+            tracing::Span::none()
+        };
         let fut = span.in_scope(|| service.call(first));
         ResponseFuture::hedged(
             fut,
