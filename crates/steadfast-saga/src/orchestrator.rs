@@ -529,6 +529,21 @@ impl Orchestrator {
             }));
         }
         let input = serde_json::to_string(input).map_err(|e| Error::Encode(e.to_string()))?;
+        // A first stage of one step starts with the saga: its first attempt's `Started` record
+        // is written in the creating transaction (so it is durable before the call, as every
+        // start is), and the run below goes straight to the call.
+        let first_step = match def.inner.stages.first().map(Vec::as_slice) {
+            Some([s]) => Some(StepRecord {
+                step: s.name.to_string(),
+                phase: Phase::Forward,
+                state: StepState::Started,
+                attempts: 1,
+                output: None,
+                error: None,
+            }),
+            _ => None,
+        };
+        let prestarted = first_step.is_some();
         let new = NewSaga {
             id: SagaId::random(&*self.inner.rng),
             saga_type: def.inner.name.clone(),
@@ -536,6 +551,7 @@ impl Orchestrator {
             business_key: business_key.to_string(),
             input,
             deadline: def.inner.deadline,
+            first_step,
         };
         let obtained = Instant::now();
         match self
@@ -549,20 +565,22 @@ impl Orchestrator {
                     .metrics
                     .count(SagaCounter::Started, &def.inner.name);
                 let id = lease.saga;
-                self.spawn_run(lease, obtained, false);
+                self.spawn_run(lease, obtained, false, prestarted);
                 Ok(Started { id, created: true })
             }
             Created::Existing(id) => Ok(Started { id, created: false }),
         }
     }
 
-    fn spawn_run(&self, lease: Lease, obtained: Instant, recovered: bool) {
+    /// Runs the saga of `lease` on a spawned task. `prestarted`: this run's lease is the one
+    /// `create` granted with the first step's `Started` record (attempt 1), not yet called.
+    fn spawn_run(&self, lease: Lease, obtained: Instant, recovered: bool, prestarted: bool) {
         let (tx, rx) = watch::channel(None);
         let id = lease.saga;
         lock(&self.inner.running).insert(id, rx);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
-            let status = run_saga(Arc::clone(&inner), lease, obtained, recovered).await;
+            let status = run_saga(Arc::clone(&inner), lease, obtained, recovered, prestarted).await;
             // Remove before publishing so that a waiter that wakes up reads the store.
             lock(&inner.running).remove(&id);
             let _ = tx.send(Some(status.unwrap_or(SagaStatus::Running)));
@@ -625,7 +643,7 @@ impl Orchestrator {
             .await?;
         let n = leases.len();
         for lease in leases {
-            self.spawn_run(lease, obtained, true);
+            self.spawn_run(lease, obtained, true, false);
         }
         Ok(n)
     }
@@ -710,7 +728,8 @@ impl Orchestrator {
     /// let id = orch.start(&def, "k", &()).await.unwrap().id;
     /// orch.wait(id).await.unwrap();
     /// let kinds: Vec<String> = orch.history(id).await.unwrap().into_iter().map(|h| h.kind).collect();
-    /// assert_eq!(kinds, ["created", "step_started", "step_succeeded", "completed"]);
+    /// // One transaction each: the saga with its step started; the step succeeded with the saga.
+    /// assert_eq!(kinds, ["created", "completed"]);
     /// # }
     /// ```
     pub async fn history(&self, id: SagaId) -> Result<Vec<HistoryEntry>, Error> {
@@ -764,7 +783,7 @@ impl Orchestrator {
         let t = Self::resumed(&rec, Event::new("operator_resume"));
         self.inner.store.record(&lease, t).await?;
         info!(target: "steadfast::saga", saga = %id, "operator resumed the saga");
-        self.spawn_run(lease, obtained, false);
+        self.spawn_run(lease, obtained, false, false);
         Ok(())
     }
 
@@ -803,7 +822,7 @@ impl Orchestrator {
             ..existing
         });
         self.inner.store.record(&lease, t).await?;
-        self.spawn_run(lease, obtained, false);
+        self.spawn_run(lease, obtained, false, false);
         Ok(())
     }
 
@@ -880,7 +899,7 @@ impl Orchestrator {
         )
         .step(record);
         self.inner.store.record(&lease, t).await?;
-        self.spawn_run(lease, obtained, false);
+        self.spawn_run(lease, obtained, false, false);
         Ok(())
     }
 }
@@ -895,6 +914,8 @@ struct RunCx {
     inner: Arc<Inner>,
     lease: Lease,
     saga_type: Arc<str>,
+    /// The first step's first attempt was recorded as started by `create` under this lease.
+    prestarted: bool,
 }
 
 impl RunCx {
@@ -939,6 +960,7 @@ async fn run_saga(
     lease: Lease,
     obtained: Instant,
     recovered: bool,
+    prestarted: bool,
 ) -> Result<SagaStatus, Error> {
     let id = lease.saga;
     let span = tracing::info_span!(target: "steadfast::saga", "steadfast.saga",
@@ -953,6 +975,7 @@ async fn run_saga(
                     inner: Arc::clone(&inner),
                     lease: lease.clone(),
                     saga_type: Arc::from("?"),
+                    prestarted: false,
                 };
                 return cx.attention(d.to_string()).await;
             }
@@ -969,6 +992,7 @@ async fn run_saga(
             inner: Arc::clone(&inner),
             lease: lease.clone(),
             saga_type: Arc::from(record.saga_type.as_str()),
+            prestarted,
         };
         if recovered {
             info!(target: "steadfast::saga", saga = %id, saga_type = %record.saga_type,
@@ -1130,13 +1154,15 @@ async fn drive<I: Payload>(
     let mut status = record.status;
     if status == SagaStatus::Running {
         match forward(&def, &cx, &input, &records, &mut outputs, deadline).await? {
-            Forward::Completed => {
-                cx.write(
-                    Transition::new(Event::new("completed"))
-                        .status(SagaStatus::Completed)
-                        .cursor(def.stages.len() as i64),
-                )
-                .await?;
+            Forward::Completed { recorded } => {
+                if !recorded {
+                    cx.write(
+                        Transition::new(Event::new("completed"))
+                            .status(SagaStatus::Completed)
+                            .cursor(def.stages.len() as i64),
+                    )
+                    .await?;
+                }
                 return Ok(SagaStatus::Completed);
             }
             Forward::Attention(why) => return cx.attention(why).await,
@@ -1165,7 +1191,10 @@ async fn drive<I: Payload>(
 }
 
 enum Forward {
-    Completed,
+    /// `recorded`: the last step's outcome already wrote the status.
+    Completed {
+        recorded: bool,
+    },
     Compensate(String),
     Attention(String),
 }
@@ -1178,6 +1207,7 @@ async fn forward<I: Payload>(
     outputs: &mut HashMap<usize, Value>,
     deadline: Option<Instant>,
 ) -> Result<Forward, Error> {
+    let mut recorded = false;
     for (si, stage) in def.stages.iter().enumerate() {
         let rec_of = |s: &StepDef<I>| records.get(&(s.name.to_string(), Phase::Forward));
         if stage
@@ -1195,8 +1225,18 @@ async fn forward<I: Payload>(
         }
         let shared = Arc::new(outputs.clone());
         let advance = (stage.len() == 1).then_some(si as i64 + 1);
+        // A last stage of one step completes the saga in the write of its success.
+        let finish =
+            (advance.is_some() && si + 1 == def.stages.len()).then_some(SagaStatus::Completed);
         let runs = stage.iter().map(|s| {
             let prior = rec_of(s).cloned();
+            // The first attempt's start was written with the saga (see `Orchestrator::start`).
+            let prestarted = cx.prestarted
+                && si == 0
+                && advance.is_some()
+                && prior
+                    .as_ref()
+                    .is_some_and(|p| p.state == StepState::Started && p.attempts == 1);
             let shared = Arc::clone(&shared);
             async move {
                 match prior.as_ref().map(|p| p.state) {
@@ -1217,9 +1257,13 @@ async fn forward<I: Payload>(
                     Phase::Forward,
                     input,
                     shared,
-                    prior.map_or(0, |p| p.attempts),
+                    if prestarted {
+                        Prior::Started
+                    } else {
+                        Prior::Attempts(prior.map_or(0, |p| p.attempts))
+                    },
                     None,
-                    advance,
+                    Ends { advance, finish },
                     deadline,
                 )
                 .await?;
@@ -1244,6 +1288,7 @@ async fn forward<I: Payload>(
         if let Some(e) = failed {
             return Ok(Forward::Compensate(e));
         }
+        recorded = finish.is_some();
         if advance.is_none() {
             cx.write(
                 Transition::new(Event::new("stage_completed").detail(format!("stage {si}")))
@@ -1252,7 +1297,7 @@ async fn forward<I: Payload>(
             .await?;
         }
     }
-    Ok(Forward::Completed)
+    Ok(Forward::Completed { recorded })
 }
 
 async fn compensate<I: Payload>(
@@ -1288,7 +1333,11 @@ async fn compensate<I: Payload>(
         }
     }
     let shared = Arc::new(outputs.clone());
-    for batch in batches {
+    let last = batches.len();
+    let mut recorded = false;
+    for (bi, batch) in batches.into_iter().enumerate() {
+        // A last batch of one compensation ends the saga in the write of its success.
+        let finish = (bi + 1 == last && batch.len() == 1).then_some(SagaStatus::Compensated);
         let runs = batch.into_iter().map(|s| {
             let prior = records.get(&(s.name.to_string(), Phase::Compensation));
             let output = outputs.get(&s.index).cloned().unwrap_or(Value::Null);
@@ -1299,9 +1348,12 @@ async fn compensate<I: Payload>(
                 Phase::Compensation,
                 input,
                 Arc::clone(&shared),
-                prior.map_or(0, |p| p.attempts),
+                Prior::Attempts(prior.map_or(0, |p| p.attempts)),
                 Some(output),
-                None,
+                Ends {
+                    advance: None,
+                    finish,
+                },
                 None,
             )
         });
@@ -1312,10 +1364,33 @@ async fn compensate<I: Payload>(
         }) {
             return cx.attention(why).await;
         }
+        recorded = finish.is_some();
     }
-    cx.write(Transition::new(Event::new("compensated")).status(SagaStatus::Compensated))
-        .await?;
+    if !recorded {
+        cx.write(Transition::new(Event::new("compensated")).status(SagaStatus::Compensated))
+            .await?;
+    }
     Ok(SagaStatus::Compensated)
+}
+
+/// What is already written of a step phase when [`run_step`] begins.
+#[derive(Clone, Copy)]
+enum Prior {
+    /// This many attempts were started before (each may have called the participant).
+    Attempts(u32),
+    /// The first attempt's `Started` record is durable (written with the saga) and the
+    /// participant was not called yet: the first attempt goes straight to the call.
+    Started,
+}
+
+/// What a step's success also writes, in the same transaction.
+#[derive(Clone, Copy)]
+struct Ends {
+    /// Advance the cursor to this stage.
+    advance: Option<i64>,
+    /// End the saga with this status (the last step): the history entry is then the status's
+    /// (`completed`, `compensated`), naming the step.
+    finish: Option<SagaStatus>,
 }
 
 /// Attempts one step phase until it ends: every attempt's start is written before the call,
@@ -1328,9 +1403,9 @@ async fn run_step<I: Payload>(
     phase: Phase,
     input: &Arc<I>,
     outputs: Arc<HashMap<usize, Value>>,
-    prior_attempts: u32,
+    prior: Prior,
     comp_output: Option<Value>,
-    advance: Option<i64>,
+    ends: Ends,
     deadline: Option<Instant>,
 ) -> Result<StepEnd, Error> {
     let saga = cx.lease.saga;
@@ -1340,7 +1415,10 @@ async fn run_step<I: Payload>(
     };
     let key = StepKey::new(saga, &s.name, phase);
     let step_name = s.name.to_string();
-    let mut attempt = prior_attempts;
+    let (mut attempt, mut start_written) = match prior {
+        Prior::Attempts(n) => (n, false),
+        Prior::Started => (0, true),
+    };
     let mut used = 0u32;
     let mut prev_delay = Duration::ZERO;
     let rec = |state, attempts, output: Option<String>, error: Option<String>| StepRecord {
@@ -1354,15 +1432,17 @@ async fn run_step<I: Payload>(
     loop {
         attempt += 1;
         used += 1;
-        cx.write(
-            Transition::new(Event::new("step_started").step(&*s.name, phase)).step(rec(
-                StepState::Started,
-                attempt,
-                None,
-                None,
-            )),
-        )
-        .await?;
+        if !std::mem::take(&mut start_written) {
+            cx.write(
+                Transition::new(Event::new("step_started").step(&*s.name, phase)).step(rec(
+                    StepState::Started,
+                    attempt,
+                    None,
+                    None,
+                )),
+            )
+            .await?;
+        }
         cx.hook(&s.name, phase, attempt, Boundary::BeforeCall).await;
         let ctx = StepContext {
             saga,
@@ -1409,22 +1489,27 @@ async fn run_step<I: Payload>(
             started.elapsed().as_secs_f64(),
         );
         cx.hook(&s.name, phase, attempt, Boundary::AfterCall).await;
-        let err =
-            match result {
-                Ok(v) => {
-                    let mut t =
-                        Transition::new(Event::new("step_succeeded").step(&*s.name, phase)).step(
-                            rec(StepState::Succeeded, attempt, Some(v.to_string()), None),
-                        );
-                    if let Some(c) = advance {
-                        t = t.cursor(c);
-                    }
-                    cx.write(t).await?;
-                    cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
-                    return Ok(StepEnd::Succeeded(v));
+        let err = match result {
+            Ok(v) => {
+                let kind = ends.finish.map_or("step_succeeded", SagaStatus::as_str);
+                let mut t = Transition::new(Event::new(kind).step(&*s.name, phase)).step(rec(
+                    StepState::Succeeded,
+                    attempt,
+                    Some(v.to_string()),
+                    None,
+                ));
+                if let Some(c) = ends.advance {
+                    t = t.cursor(c);
                 }
-                Err(e) => e,
-            };
+                if let Some(status) = ends.finish {
+                    t = t.status(status);
+                }
+                cx.write(t).await?;
+                cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
+                return Ok(StepEnd::Succeeded(v));
+            }
+            Err(e) => e,
+        };
         let msg = format!("step {:?} ({phase}) attempt {attempt}: {err}", s.name);
         let exhausted = policy.max_attempts().is_some_and(|m| used >= m);
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);

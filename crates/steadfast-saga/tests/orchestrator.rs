@@ -670,6 +670,7 @@ async fn with_the_defaults_an_abandoned_saga_resumes_within_15_s() {
                 business_key: "k".into(),
                 input: "0".into(),
                 deadline: None,
+                first_step: None,
             },
             "dead",
             steadfast_saga::DEFAULT_LEASE,
@@ -690,4 +691,70 @@ async fn with_the_defaults_an_abandoned_saga_resumes_within_15_s() {
         took >= steadfast_saga::DEFAULT_LEASE,
         "claimed a live lease after {took:?}"
     );
+}
+
+/// Two durable writes per step: the saga is created with its first step started, and the last
+/// step's success (or the last compensation's) ends the saga in the same transaction. One
+/// history entry per transaction.
+#[tokio::test(start_paused = true)]
+async fn a_saga_costs_two_writes_per_step() {
+    let mut b = Saga::builder::<u32>("two-per-step");
+    for name in ["flight", "hotel"] {
+        b.step(Step::compensatable(
+            name,
+            |_c: Ctx| async { Ok::<(), StepError>(()) },
+            |_c: Ctx, _o: ()| async { Ok::<(), StepError>(()) },
+        ));
+    }
+    b.step(Step::pivot("car", |c: Ctx| async move {
+        if *c.input() == 0 {
+            Ok(())
+        } else {
+            Err(StepError::permanent("no car"))
+        }
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let o = orch(&store, &[&def]);
+    let entries = |id| {
+        let o = o.clone();
+        async move {
+            o.history(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| format!("{} {}", h.kind, h.step.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let id = o.start(&def, "ok", &0).await.unwrap().id;
+    assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Completed);
+    assert_eq!(
+        entries(id).await,
+        [
+            "created flight",
+            "step_succeeded flight",
+            "step_started hotel",
+            "step_succeeded hotel",
+            "step_started car",
+            "completed car",
+        ]
+    );
+    let rec = o.get(id).await.unwrap();
+    assert_eq!(rec.cursor, 3);
+    assert!(rec
+        .steps
+        .iter()
+        .all(|s| s.state == StepState::Succeeded && s.attempts == 1));
+
+    let id = o.start(&def, "no-car", &1).await.unwrap().id;
+    assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Compensated);
+    let h = entries(id).await;
+    assert_eq!(h.first().map(String::as_str), Some("created flight"));
+    assert_eq!(h.last().map(String::as_str), Some("compensated flight"));
+    let rec = o.get(id).await.unwrap();
+    assert!(rec.steps.iter().any(|s| s.step == "flight"
+        && s.phase == Phase::Compensation
+        && s.state == StepState::Succeeded));
 }

@@ -323,6 +323,7 @@ fn new_saga(id: u128, saga_type: &str) -> NewSaga {
         business_key: format!("k{id}"),
         input: "0".into(),
         deadline: None,
+        first_step: None,
     }
 }
 
@@ -546,9 +547,11 @@ async fn needs_attention_and_a_stopped_run_are_warnings_with_the_error() {
     );
 
     // A store error stops the run; recovery will pick the saga up.
+    // (The step's start is written with the saga: the first failing write is its outcome, after
+    // the one-second step.)
     store.fail_records.store(true, Ordering::SeqCst);
     let id = o.start(&def, "stopped", &0).await.unwrap().id;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let ev = traces.event(
         "saga run stopped; it will be recovered when its lease expires",
         id,

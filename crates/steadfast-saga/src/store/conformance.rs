@@ -97,6 +97,7 @@ fn new_saga(saga_type: &str, key: &str) -> NewSaga {
         business_key: key.to_string(),
         input: "{\"n\":1}".to_string(),
         deadline: None,
+        first_step: None,
     }
 }
 
@@ -123,6 +124,7 @@ pub async fn run_all(
 ) -> Result<(), Error> {
     let store = &*shared;
     create_is_idempotent(store).await?;
+    create_writes_the_first_step_with_the_saga(store).await?;
     load_returns_what_was_created(store).await?;
     record_is_atomic_and_upserts(store).await?;
     stale_epoch_is_fenced_and_writes_nothing(store).await?;
@@ -160,6 +162,70 @@ pub async fn create_is_idempotent(store: &dyn SagaStore) -> Result<(), Error> {
     );
     let hist = store.history(first.saga).await?;
     assert_eq!(hist.len(), 1, "create: the duplicate start wrote nothing");
+    Ok(())
+}
+
+/// `NewSaga::first_step` is written in the creation's transaction (one history entry, naming
+/// the step); a duplicate start writes nothing, not even its own first step.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::create_writes_the_first_step_with_the_saga(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn create_writes_the_first_step_with_the_saga(
+    store: &dyn SagaStore,
+) -> Result<(), Error> {
+    let t = unique("conf-first-step");
+    let started = StepRecord {
+        step: "a".into(),
+        phase: Phase::Forward,
+        state: StepState::Started,
+        attempts: 1,
+        output: None,
+        error: None,
+    };
+    let mut new = new_saga(&t, "k1");
+    new.first_step = Some(started.clone());
+    let lease = create_new(store, new, "o1").await?;
+    let rec = store.load(lease.saga).await?;
+    assert_eq!(
+        rec.steps,
+        vec![started.clone()],
+        "create: the first step record"
+    );
+    assert_eq!(rec.status, SagaStatus::Running, "create: running");
+    let hist = store.history(lease.saga).await?;
+    assert_eq!(
+        hist.len(),
+        1,
+        "create: one history entry for one transaction"
+    );
+    assert_eq!(hist[0].kind, "created", "create: the entry is `created`");
+    assert_eq!(
+        hist[0].step.as_deref(),
+        Some("a"),
+        "create: it names the step"
+    );
+    assert_eq!(hist[0].phase, Some(Phase::Forward), "create: and its phase");
+    let mut again = new_saga(&t, "k1");
+    again.first_step = Some(StepRecord {
+        step: "b".into(),
+        ..started.clone()
+    });
+    match store.create(again, "o2", LONG).await? {
+        Created::Existing(id) => assert_eq!(id, lease.saga, "create: same key, same saga"),
+        Created::New(_) => panic!("create: the same business key created a second saga"),
+    }
+    let rec = store.load(lease.saga).await?;
+    assert_eq!(
+        rec.steps,
+        vec![started],
+        "create: a duplicate start wrote no step"
+    );
+    assert_eq!(rec.epoch, 1, "create: a duplicate start took no lease");
+    assert_eq!(store.history(lease.saga).await?.len(), 1);
     Ok(())
 }
 

@@ -148,7 +148,7 @@ impl SagaStore for MemoryStore {
                 epoch: 1,
                 owner: Some(owner.to_string()),
                 deadline_remaining: None,
-                steps: Vec::new(),
+                steps: new.first_step.clone().into_iter().collect(),
             };
             st.by_key.insert(key, new.id);
             st.order.push(new.id);
@@ -160,7 +160,7 @@ impl SagaStore for MemoryStore {
                     lease_expires: now + lease,
                 },
             );
-            st.push_history(new.id, at, 1, super::Event::new("created"));
+            st.push_history(new.id, at, 1, super::created_event(new.first_step.as_ref()));
             Ok(Created::New(Lease {
                 saga: new.id,
                 owner: owner.to_string(),

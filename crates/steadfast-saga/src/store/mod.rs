@@ -196,7 +196,7 @@ impl FromStr for StepState {
 /// use steadfast_saga::{store::NewSaga, SagaId};
 /// let n = NewSaga {
 ///     id: SagaId::nil(), saga_type: "t".into(), version: 1, business_key: "order-1".into(),
-///     input: "{}".into(), deadline: None,
+///     input: "{}".into(), deadline: None, first_step: None,
 /// };
 /// assert_eq!(n.business_key, "order-1");
 /// ```
@@ -214,6 +214,21 @@ pub struct NewSaga {
     pub input: String,
     /// The saga-level deadline, from now on the store's clock.
     pub deadline: Option<Duration>,
+    /// A step record written in the same transaction as the new saga (nothing is written for
+    /// an existing business key). The orchestrator passes its first step's `Started` record of
+    /// attempt 1, so that creating the saga and starting its first step are one durable write;
+    /// the `created` history entry then names that step.
+    pub first_step: Option<StepRecord>,
+}
+
+/// The history event of a saga's creation: `created`, naming the step started with it.
+pub(crate) fn created_event(first_step: Option<&StepRecord>) -> Event {
+    match first_step {
+        Some(s) => Event::new("created")
+            .step(s.step.clone(), s.phase)
+            .detail(format!("step started (attempt {})", s.attempts)),
+        None => Event::new("created"),
+    }
 }
 
 /// The right to write to one saga: the owner and the epoch it was granted.

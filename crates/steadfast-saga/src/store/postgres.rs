@@ -256,6 +256,32 @@ impl PostgresStore {
     }
 }
 
+/// Inserts or replaces one step record.
+async fn upsert_step(
+    tx: &mut Transaction<'static, Postgres>,
+    id: SagaId,
+    s: &StepRecord,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO steadfast_saga_steps
+            (saga_id, step, phase, state, attempts, output, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (saga_id, step, phase) DO UPDATE SET
+            state = excluded.state, attempts = excluded.attempts,
+            output = excluded.output, error = excluded.error, updated_at = now()",
+    )
+    .bind(id.to_string())
+    .bind(&s.step)
+    .bind(s.phase.as_str())
+    .bind(s.state.as_str())
+    .bind(i64::from(s.attempts))
+    .bind(&s.output)
+    .bind(&s.error)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn push_history(
     tx: &mut Transaction<'static, Postgres>,
     id: SagaId,
@@ -354,7 +380,11 @@ impl SagaStore for PostgresStore {
                 let id: String = row.try_get("id")?;
                 return Ok(Created::Existing(parse_id(&id)?));
             }
-            push_history(&mut tx, new.id, 1, &Event::new("created")).await?;
+            if let Some(s) = &new.first_step {
+                upsert_step(&mut tx, new.id, s).await?;
+            }
+            let created = super::created_event(new.first_step.as_ref());
+            push_history(&mut tx, new.id, 1, &created).await?;
             tx.commit().await?;
             Ok(Created::New(Lease {
                 saga: new.id,
@@ -437,23 +467,7 @@ impl SagaStore for PostgresStore {
                 return Err(e);
             }
             if let Some(s) = &t.step {
-                sqlx::query(
-                    "INSERT INTO steadfast_saga_steps
-                        (saga_id, step, phase, state, attempts, output, error)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (saga_id, step, phase) DO UPDATE SET
-                        state = excluded.state, attempts = excluded.attempts,
-                        output = excluded.output, error = excluded.error, updated_at = now()",
-                )
-                .bind(lease.saga.to_string())
-                .bind(&s.step)
-                .bind(s.phase.as_str())
-                .bind(s.state.as_str())
-                .bind(i64::from(s.attempts))
-                .bind(&s.output)
-                .bind(&s.error)
-                .execute(&mut *tx)
-                .await?;
+                upsert_step(&mut tx, lease.saga, s).await?;
             }
             push_history(&mut tx, lease.saga, lease.epoch, &t.event).await?;
             tx.commit().await?;
