@@ -36,6 +36,7 @@ macro_rules! known_statuses_sql {
 pub mod conformance;
 mod memory;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use memory::MemoryStore;

@@ -8,19 +8,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::conformance::{Corrupt, Corruption};
+use super::rows as row;
 use super::{
     column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
-    SagaStatus, SagaStore, SagaSummary, StepRecord, StepState, StoreFuture, SummaryParts,
-    Transition,
+    SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
-use crate::keys::{Phase, SagaId};
+use crate::keys::SagaId;
 
 /// The schema, applied by [`SqliteStore::open`] (embedded; no database needed at build time).
 const MIGRATIONS: &[&str] = &[
@@ -290,27 +289,6 @@ async fn fenced_or_missing(
     })
 }
 
-fn parse_id(s: &str) -> Result<SagaId, Error> {
-    SagaId::from_str(s).map_err(|e| decode_err(None, "a saga id", e))
-}
-
-fn to_u32(id: SagaId, what: &str, v: i64) -> Result<u32, Error> {
-    u32::try_from(v).map_err(|e| decode_err(Some(id), what, e))
-}
-
-fn step_from_row(id: SagaId, row: &SqliteRow) -> Result<StepRecord, Error> {
-    let state: String = column(id, "a step state", row.try_get("state"))?;
-    let phase: String = column(id, "a step phase", row.try_get("phase"))?;
-    Ok(StepRecord {
-        step: row.try_get("step")?,
-        phase: Phase::from_str(&phase).map_err(|e| decode_err(Some(id), "a step phase", e))?,
-        state: StepState::from_str(&state).map_err(|e| decode_err(Some(id), "a step state", e))?,
-        attempts: to_u32(id, "a step's attempts", row.try_get("attempts")?)?,
-        output: row.try_get("output")?,
-        error: row.try_get("error")?,
-    })
-}
-
 impl SagaStore for SqliteStore {
     fn create<'a>(
         &'a self,
@@ -350,7 +328,7 @@ impl SagaStore for SqliteStore {
                 .await?;
                 tx.rollback().await?;
                 let id: String = row.try_get("id")?;
-                return Ok(Created::Existing(parse_id(&id)?));
+                return Ok(Created::Existing(row::parse_id(&id)?));
             }
             if let Some(s) = &new.first_step {
                 upsert_step(&mut tx, new.id, s).await?;
@@ -389,12 +367,12 @@ impl SagaStore for SqliteStore {
             .fetch_all(&mut *conn)
             .await?
             .iter()
-            .map(|r| step_from_row(id, r))
+            .map(|r| row::step(id, r))
             .collect::<Result<Vec<_>, _>>()?;
             Ok(SagaRecord {
                 id,
                 saga_type: column(id, "the saga type", row.try_get("saga_type"))?,
-                version: to_u32(
+                version: row::to_u32(
                     id,
                     "the version",
                     column(id, "the version", row.try_get("version"))?,
@@ -409,7 +387,7 @@ impl SagaStore for SqliteStore {
                 )? != 0,
                 input: column(id, "the saga input", row.try_get("input"))?,
                 cursor: column(id, "the cursor", row.try_get("cursor"))?,
-                recoveries: to_u32(
+                recoveries: row::to_u32(
                     id,
                     "the recovery count",
                     column(id, "the recovery count", row.try_get("recoveries"))?,
@@ -525,7 +503,7 @@ impl SagaStore for SqliteStore {
             for row in rows {
                 let id: String = row.try_get("id")?;
                 let lease = Lease {
-                    saga: parse_id(&id)?,
+                    saga: row::parse_id(&id)?,
                     owner: owner.to_string(),
                     epoch: row.try_get("lease_epoch")?,
                 };
@@ -597,7 +575,7 @@ impl SagaStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(summary).collect())
+            Ok(rows.iter().filter_map(row::summary).collect())
         })
     }
 
@@ -619,52 +597,9 @@ impl SagaStore for SqliteStore {
             .bind(id.to_string())
             .fetch_all(&mut *conn)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    let phase: Option<String> = r.try_get("phase")?;
-                    Ok(HistoryEntry {
-                        seq: r.try_get("seq")?,
-                        at_ms: r.try_get("at_ms")?,
-                        epoch: r.try_get("epoch")?,
-                        kind: r.try_get("kind")?,
-                        step: r.try_get("step")?,
-                        phase: phase
-                            .map(|p| Phase::from_str(&p))
-                            .transpose()
-                            .map_err(|e| decode_err(Some(id), "a history phase", e))?,
-                        detail: r.try_get("detail")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(|r| row::history(id, r)).collect()
         })
     }
-}
-
-/// A listing entry; `None` (logged) only when the row's id cannot be read.
-fn summary(r: &SqliteRow) -> Option<SagaSummary> {
-    let id = match r
-        .try_get::<String, _>("id")
-        .map_err(Error::from)
-        .and_then(|s| parse_id(&s))
-    {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::warn!(target: "steadfast::saga", error = %e,
-                "listing skipped a saga row whose id cannot be read");
-            return None;
-        }
-    };
-    Some(
-        SummaryParts {
-            id,
-            saga_type: column(id, "the saga type", r.try_get("saga_type")),
-            business_key: column(id, "the business key", r.try_get("business_key")),
-            status: column(id, "the saga status", r.try_get("status")),
-            error: column(id, "the kept error", r.try_get("error")),
-            recoveries: column(id, "the recovery count", r.try_get("recoveries")),
-        }
-        .into_summary(),
-    )
 }
 
 impl Corrupt for SqliteStore {
