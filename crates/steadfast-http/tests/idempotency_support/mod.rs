@@ -10,7 +10,6 @@
 )]
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -23,9 +22,6 @@ use futures::FutureExt;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use opentelemetry::metrics::{Meter, MeterProvider};
-use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use steadfast_http::idempotency::store::IdempotencyStore;
 #[cfg(feature = "postgres")]
 use steadfast_http::idempotency::store::PostgresStore;
@@ -159,31 +155,9 @@ pub fn answering(calls: Arc<AtomicUsize>, status: StatusCode, body: &'static str
 
 // ---------------------------------------------------------------- services
 
-pub fn require_services() -> bool {
-    std::env::var("STEADFAST_REQUIRE_SERVICES").as_deref() == Ok("1")
-}
-
-/// Skips loudly, or fails when services are required.
-pub fn skip(what: &str, why: &dyn std::fmt::Display) {
-    if require_services() {
-        panic!("{what} is unreachable ({why}) and STEADFAST_REQUIRE_SERVICES=1");
-    }
-    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n**********\n*** SKIPPED: {what} is unreachable ({why}).\n*** Set STEADFAST_REQUIRE_SERVICES=1 to make this a failure.\n**********"
-    );
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+pub use steadfast_testkit::services::{
+    database_url, redis_url, required as require_services, skip,
+};
 
 /// A Redis store under a prefix unique to this test run, or `None` (skipped).
 #[cfg(feature = "redis")]
@@ -276,140 +250,4 @@ where
 
 // ---------------------------------------------------------------- telemetry
 
-/// Metrics recorded on a real SDK pipeline with the in-memory exporter.
-pub struct Metrics {
-    provider: SdkMeterProvider,
-    exporter: InMemoryMetricExporter,
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let exporter = InMemoryMetricExporter::default();
-        let provider = SdkMeterProvider::builder()
-            .with_reader(PeriodicReader::builder(exporter.clone()).build())
-            .build();
-        Self { provider, exporter }
-    }
-
-    pub fn meter(&self) -> Meter {
-        self.provider.meter("steadfast-test")
-    }
-
-    /// The value of counter `name` summed over points whose attributes include all of `attrs`.
-    pub fn counter(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
-        self.provider.force_flush().unwrap();
-        let all = self.exporter.get_finished_metrics().unwrap();
-        let Some(last) = all.last() else { return 0 };
-        let mut total = 0;
-        for scope in last.scope_metrics() {
-            for m in scope.metrics() {
-                if m.name() != name {
-                    continue;
-                }
-                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() {
-                    for p in sum.data_points() {
-                        let kv: BTreeMap<String, String> = p
-                            .attributes()
-                            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
-                            .collect();
-                        if attrs
-                            .iter()
-                            .all(|(k, v)| kv.get(*k).map(String::as_str) == Some(*v))
-                        {
-                            total += p.value();
-                        }
-                    }
-                }
-            }
-        }
-        total
-    }
-}
-
-/// One captured tracing event.
-#[derive(Clone, Debug)]
-pub struct Event {
-    pub target: String,
-    pub fields: BTreeMap<String, String>,
-}
-
-impl Event {
-    pub fn message(&self) -> &str {
-        self.fields.get("message").map(String::as_str).unwrap_or("")
-    }
-}
-
-/// Captures events and span names while installed as the thread's default subscriber.
-#[derive(Clone, Default)]
-pub struct Traces {
-    pub events: Arc<Mutex<Vec<Event>>>,
-    pub spans: Arc<Mutex<Vec<String>>>,
-}
-
-impl Traces {
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        use tracing_subscriber::layer::SubscriberExt;
-        // tracing-core caches each callsite's interest globally when the callsite is first hit;
-        // while at most one dispatcher is registered it asks only that thread's subscriber, so a
-        // callsite first hit by a parallel test without a subscriber would be cached as disabled
-        // here too. Two dispatchers kept alive for the whole binary make every interest
-        // "sometimes" (as in steadfast-layers' test support).
-        static KEEP: std::sync::OnceLock<[tracing::Dispatch; 2]> = std::sync::OnceLock::new();
-        KEEP.get_or_init(|| {
-            [
-                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
-                tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
-            ]
-        });
-        let subscriber = tracing_subscriber::registry().with(self.clone());
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    pub fn containing(&self, text: &str) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.message().contains(text))
-            .cloned()
-            .collect()
-    }
-}
-
-struct Visitor<'a>(&'a mut BTreeMap<String, String>);
-
-impl tracing::field::Visit for Visitor<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(
-            field.name().to_string(),
-            format!("{value:?}").trim_matches('"').to_string(),
-        );
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Traces {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut fields = BTreeMap::new();
-        event.record(&mut Visitor(&mut fields));
-        self.events.lock().unwrap().push(Event {
-            target: event.metadata().target().to_string(),
-            fields,
-        });
-    }
-
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        _id: &tracing::span::Id,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        self.spans
-            .lock()
-            .unwrap()
-            .push(attrs.metadata().name().to_string());
-    }
-}
+pub use steadfast_testkit::{Event, Metrics, Traces};

@@ -31,16 +31,8 @@ impl Drop for TempDb {
     }
 }
 
-/// The PostgreSQL URL for tests.
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// Whether missing services must fail the tests.
-pub fn services_required() -> bool {
-    std::env::var("STEADFAST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
+/// The PostgreSQL URL for tests, and whether missing services must fail them.
+pub use steadfast_testkit::services::{database_url, required as services_required};
 
 /// A fresh schema name for one test run.
 pub fn schema_name(tag: &str) -> String {
