@@ -189,6 +189,12 @@ impl Attrs {
             None => f(&[extra]),
         }
     }
+
+    /// The base attributes plus `key = value`, built once (for hot rejection paths: recording
+    /// with a prebuilt set neither builds nor drops a `KeyValue` per call).
+    pub(crate) fn joined(&self, key: &'static str, value: &'static str) -> Box<[KeyValue]> {
+        self.with(key, value, |a| a.to_vec().into_boxed_slice())
+    }
 }
 
 /// Milliseconds of a duration as a float, for event fields.

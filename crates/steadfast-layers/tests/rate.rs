@@ -371,3 +371,124 @@ async fn many_threads_share_one_bucket() {
     assert_eq!(calls.load(Ordering::SeqCst), 50);
     assert_eq!(refused.load(Ordering::SeqCst), 3200 - 50);
 }
+
+/// Calls `svc` until one is refused; returns how many got through.
+async fn admitted_until_refused<S>(svc: &mut S) -> usize
+where
+    S: Service<u32, Response = u32, Error = BoxError>,
+{
+    let mut n = 0;
+    while svc.ready().await.unwrap().call(0).await.is_ok() {
+        n += 1;
+        assert!(n < 1_000_000, "the limit never refused");
+    }
+    n
+}
+
+/// A fast global limit claims `precision`'s worth of cells per clock read, and still lets
+/// exactly its burst through at once and exactly its rate over time.
+#[tokio::test(start_paused = true)]
+async fn a_fast_limit_claims_cells_in_batches_and_stays_exact_under_load() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // One cell per µs, burst 1,000: 100 cells per 100 µs claim.
+    let layer = RateLimitLayer::builder(1_000_000, Duration::from_secs(1))
+        .burst(1_000)
+        .build()
+        .unwrap();
+    assert_eq!(layer.cells_per_clock_read(), 100);
+    let mut svc = layer.layer(echo(&calls));
+    assert_eq!(admitted_until_refused(&mut svc).await, 1_000);
+    // Each millisecond brings 1,000 cells, and no more get through.
+    for _ in 0..5 {
+        advance(ms(1)).await;
+        assert_eq!(admitted_until_refused(&mut svc).await, 1_000);
+    }
+    // 7 µs bring 7 cells: fewer than a batch, claimed one at a time.
+    advance(Duration::from_micros(7)).await;
+    assert_eq!(admitted_until_refused(&mut svc).await, 7);
+    assert_eq!(calls.load(Ordering::SeqCst), 6_007);
+}
+
+/// The one inexactness of batches, bounded: cells claimed before a quiet period and unused add
+/// to the refilled burst, at most one batch less the call that claimed it, once.
+#[tokio::test(start_paused = true)]
+async fn after_a_quiet_period_a_batched_limit_exceeds_its_burst_by_less_than_one_batch() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut svc = RateLimitLayer::builder(1_000_000, Duration::from_secs(1))
+        .burst(1_000)
+        .build()
+        .unwrap()
+        .layer(echo(&calls));
+    // One call claims 100 cells and uses one.
+    svc.ready().await.unwrap().call(0).await.unwrap();
+    advance(ms(10)).await;
+    // The burst has refilled; the 99 claimed cells come on top.
+    assert_eq!(admitted_until_refused(&mut svc).await, 1_000 + 99);
+    advance(ms(10)).await;
+    assert_eq!(admitted_until_refused(&mut svc).await, 1_000);
+
+    // Without batches, exactly the burst.
+    let mut exact = RateLimitLayer::builder(1_000_000, Duration::from_secs(1))
+        .burst(1_000)
+        .precision(Duration::ZERO)
+        .build()
+        .unwrap()
+        .layer(echo(&calls));
+    exact.ready().await.unwrap().call(0).await.unwrap();
+    advance(ms(10)).await;
+    assert_eq!(admitted_until_refused(&mut exact).await, 1_000);
+}
+
+/// Slow limits, keyed limits and small bursts never batch; a bad precision is a typed error.
+#[test]
+fn batches_only_where_they_cannot_matter_much() {
+    let per_sec = |n| RateLimitLayer::builder(n, Duration::from_secs(1));
+    assert_eq!(per_sec(10_000).build().unwrap().cells_per_clock_read(), 1);
+    assert_eq!(per_sec(50_000).build().unwrap().cells_per_clock_read(), 5);
+    assert_eq!(
+        per_sec(1_000_000_000).build().unwrap().cells_per_clock_read(),
+        1_024
+    );
+    assert_eq!(
+        per_sec(1_000_000).burst(8).build().unwrap().cells_per_clock_read(),
+        8
+    );
+    let keyed = per_sec(1_000_000).key_by(|n: &u32| *n).build().unwrap();
+    assert_eq!(keyed.cells_per_clock_read(), 1);
+    let err = per_sec(10)
+        .precision(Duration::from_millis(1_001))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "precision");
+}
+
+/// Many tasks on several threads through one batched limit: no more than the burst gets
+/// through at once, whichever thread claims or spends the batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_threads_share_one_batched_bucket() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Ten cells a second (so a real-clock moment brings next to none), claimed ten at a time.
+    let svc = RateLimitLayer::builder(36_000, Duration::from_secs(3_600))
+        .burst(500)
+        .precision(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(svc.cells_per_clock_read(), 10);
+    let svc = svc.layer(echo(&calls));
+    let tasks: Vec<_> = (0..32u32)
+        .map(|t| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..100u32 {
+                    let _ = svc.clone().oneshot(t * 100 + i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // The burst, plus the cells the real clock brought meanwhile (one per 100 ms).
+    let n = calls.load(Ordering::SeqCst);
+    assert!((500..=510).contains(&n), "{n} calls got through");
+}

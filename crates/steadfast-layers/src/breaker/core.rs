@@ -178,6 +178,8 @@ pub(super) struct Common {
     pub(super) attrs: Attrs,
     pub(super) transitions: Counter<u64>,
     pub(super) rejected: Counter<u64>,
+    /// `rejected`'s attributes for the refusing states: open, half-open, forced open.
+    pub(super) rejected_attrs: [Box<[KeyValue]>; 3],
     pub(super) on_transition: Option<Callback>,
     /// Tasks waiting in `poll_ready` (readiness mode only).
     pub(super) waiters: Option<Mutex<Vec<Waker>>>,
@@ -232,9 +234,12 @@ impl Common {
     }
 
     pub(super) fn count_rejection(&self, state: BreakerState) {
-        self.attrs.with("state", state.label(), |a| {
-            self.rejected.add(1, a);
-        });
+        let attrs = match state {
+            BreakerState::HalfOpen => &self.rejected_attrs[1],
+            BreakerState::ForcedOpen => &self.rejected_attrs[2],
+            _ => &self.rejected_attrs[0],
+        };
+        self.rejected.add(1, attrs);
     }
 
     pub(super) fn register(&self, waker: &Waker) {

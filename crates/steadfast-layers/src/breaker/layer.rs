@@ -554,12 +554,20 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
         let cfg = self.config()?;
         let meter = self.telemetry.resolve_meter();
         let waiters = (cfg.mode == Mode::Readiness).then(|| Mutex::new(Vec::new()));
+        let attrs = self.telemetry.base_attributes();
+        let rejected_attrs = [
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::ForcedOpen,
+        ]
+        .map(|s| attrs.joined("state", s.label()));
         let common = Arc::new(Common {
             cfg,
             origin: Instant::now(),
             control: AtomicU8::new(NORMAL),
             rng: self.rng.unwrap_or_else(default_rng),
-            attrs: self.telemetry.base_attributes(),
+            attrs,
+            rejected_attrs,
             transitions: meter
                 .u64_counter("steadfast.breaker.transitions")
                 .with_description("Circuit breaker state transitions, by from and to state")

@@ -85,7 +85,7 @@ where
     S: Service<Req>,
 {
     #[inline]
-    pub(super) fn called(fut: S::Future, _span: Span) -> Self {
+    pub(super) fn called(fut: S::Future) -> Self {
         Self {
             state: State::Calling { fut },
         }

@@ -1,4 +1,5 @@
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,6 +20,15 @@ use crate::telemetry::{Attrs, Telemetry};
 
 /// The longest accepted `per`: a year and a day.
 const MAX_PER: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The default [`precision`](RateLimitLayerBuilder::precision): 100 µs.
+pub const DEFAULT_PRECISION: Duration = Duration::from_micros(100);
+
+/// The most cells a global limit claims per clock read.
+const MAX_BATCH: u32 = 1024;
+
+/// How often, in claims, a limit whose last batch claim failed tries a batch again.
+const BATCH_RETRY_EVERY: u32 = 16;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 type Keyed = RateLimiter<u64, SharedCells, TokioClock, NoOpMiddleware<Nanos>>;
@@ -73,6 +83,15 @@ pub(super) enum Limiter {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) limiter: Limiter,
+    /// Cells a global limit claims per clock read (1: one cell per call, every call reads the
+    /// clock).
+    batch: Option<NonZeroU32>,
+    /// Cells claimed and not yet used.
+    stash: AtomicU32,
+    /// Whether the last batch claim succeeded.
+    batching: AtomicBool,
+    /// Claims made (to retry a failed batch claim now and then).
+    claims: AtomicU32,
     clock: TokioClock,
     pub(super) interval: Duration,
     pub(super) burst: u32,
@@ -98,7 +117,19 @@ impl Shared {
     #[inline]
     pub(super) fn check(&self, key: Option<u64>) -> Result<(), Refusal> {
         let denied = match (&self.limiter, key) {
-            (Limiter::Direct(l), _) => l.check(),
+            (Limiter::Direct(l), _) => match self.batch {
+                Some(batch) => {
+                    // The hot path of a fast limit: a cell claimed earlier, no clock read.
+                    let took = self
+                        .stash
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1));
+                    if took.is_ok() {
+                        return Ok(());
+                    }
+                    self.claim(l, batch)
+                }
+                None => l.check(),
+            },
             (Limiter::Keyed { limiter, .. }, Some(k)) => limiter.check_key(&k),
             // Unreachable by construction: a keyed layer always has a key.
             (Limiter::Keyed { .. }, None) => return Err(Refusal::TooManyKeys),
@@ -113,6 +144,26 @@ impl Shared {
             return Err(Refusal::TooManyKeys);
         }
         Err(Refusal::RateLimited(wait))
+    }
+
+    /// Claims `batch` cells at once (one clock read; all but this call's go to the stash), or,
+    /// when fewer are left, one cell, as a limit without batches does.
+    #[inline(never)]
+    fn claim(
+        &self,
+        l: &Direct,
+        batch: NonZeroU32,
+    ) -> Result<(), governor::NotUntil<Nanos>> {
+        let n = self.claims.fetch_add(1, Ordering::Relaxed);
+        if self.batching.load(Ordering::Relaxed) || n % BATCH_RETRY_EVERY == 0 {
+            if let Ok(Ok(())) = l.check_n(batch) {
+                self.batching.store(true, Ordering::Relaxed);
+                self.stash.fetch_add(batch.get() - 1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.batching.store(false, Ordering::Relaxed);
+        }
+        l.check()
     }
 
     fn keys(&self) -> Option<usize> {
@@ -139,6 +190,7 @@ impl RateLimitLayer {
             requests,
             per,
             burst: None,
+            precision: DEFAULT_PRECISION,
             wait: false,
             max_wait: None,
             max_keys: DEFAULT_MAX_KEYS,
@@ -158,6 +210,19 @@ impl<X> RateLimitLayer<X> {
     /// The most calls let through at once after a quiet period.
     pub fn burst(&self) -> u32 {
         self.shared.burst
+    }
+
+    /// How many cells a clock read claims: 1 unless the limit is global and fast (see
+    /// [`precision`](RateLimitLayerBuilder::precision)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::rate::RateLimitLayer;
+    /// assert_eq!(RateLimitLayer::builder(100, Duration::from_secs(1)).build()?.cells_per_clock_read(), 1);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn cells_per_clock_read(&self) -> u32 {
+        self.shared.batch.map_or(1, NonZeroU32::get)
     }
 
     /// The number of keys tracked (`None` when global).
@@ -199,6 +264,7 @@ pub struct RateLimitLayerBuilder<X = Global> {
     requests: u32,
     per: Duration,
     burst: Option<u32>,
+    precision: Duration,
     wait: bool,
     max_wait: Option<Duration>,
     max_keys: usize,
@@ -218,6 +284,36 @@ impl<X> RateLimitLayerBuilder<X> {
     /// ```
     pub fn burst(mut self, burst: u32) -> Self {
         self.burst = Some(burst);
+        self
+    }
+
+    /// How far a global limit may run ahead of the clock (default [`DEFAULT_PRECISION`],
+    /// 100 µs; at most 1 s; `Duration::ZERO` for none).
+    ///
+    /// A global limit fast enough that more than one cell falls due per `precision` claims the
+    /// cells of one `precision` at a time (at most the burst, at most 1,024) with one clock
+    /// read, and lets the next calls through on those cells without reading the clock: a
+    /// clock read costs more than the rest of the limit. The cells count as used when claimed,
+    /// so the limit never lets more through than its rate over time; what it gives up is
+    /// exactness after a quiet period: cells claimed before it and still unused add to the
+    /// refilled burst, at most `precision`'s worth of cells once. Slower limits (at the
+    /// default, 10,000 calls per second or fewer), keyed limits and `Duration::ZERO` read the
+    /// clock on every call and are exact.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::rate::RateLimitLayer;
+    /// let exact = RateLimitLayer::builder(1_000_000, Duration::from_secs(1))
+    ///     .precision(Duration::ZERO)
+    ///     .build()?;
+    /// assert_eq!(exact.cells_per_clock_read(), 1);
+    /// let fast = RateLimitLayer::builder(1_000_000, Duration::from_secs(1)).build()?;
+    /// assert_eq!(fast.cells_per_clock_read(), 100); // 100 µs of cells at 1 per µs
+    /// assert!(RateLimitLayer::builder(1, Duration::from_secs(1)).precision(Duration::from_secs(2)).build().is_err());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn precision(mut self, precision: Duration) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -291,6 +387,7 @@ impl<X> RateLimitLayerBuilder<X> {
             requests: self.requests,
             per: self.per,
             burst: self.burst,
+            precision: self.precision,
             wait: self.wait,
             max_wait: self.max_wait,
             max_keys: self.max_keys,
@@ -341,6 +438,23 @@ impl<X> RateLimitLayerBuilder<X> {
             validate_wait("max_wait", w)?;
         }
         validate_max_keys(self.max_keys)?;
+        if self.precision > Duration::from_secs(1) {
+            return Err(ConfigError::out_of_range(
+                "precision",
+                self.precision,
+                "[0, 1 s]",
+            ));
+        }
+        let batch = if self.keyed {
+            1
+        } else {
+            let cells = self.precision.as_nanos() / interval.as_nanos();
+            u32::try_from(cells)
+                .unwrap_or(u32::MAX)
+                .min(burst.get())
+                .min(MAX_BATCH)
+        };
+        let batch = NonZeroU32::new(batch).filter(|b| b.get() > 1);
         let quota = Quota::with_period(interval)
             .ok_or(ConfigError::zero("per"))?
             .allow_burst(burst);
@@ -359,6 +473,10 @@ impl<X> RateLimitLayerBuilder<X> {
         let keyed = self.keyed;
         let shared = Arc::new(Shared {
             limiter,
+            batch,
+            stash: AtomicU32::new(0),
+            batching: AtomicBool::new(true),
+            claims: AtomicU32::new(0),
             clock,
             interval,
             burst: burst.get(),

@@ -23,7 +23,9 @@
 //! clocks in tests drive the limit exactly.
 //!
 //! Cost of an admitted call: one clock read and one compare-and-swap; keyed, one shared read lock
-//! more. No allocation.
+//! more. No allocation. A global limit faster than one cell per
+//! [`precision`](RateLimitLayerBuilder::precision) (100 µs by default) claims cells in batches,
+//! one clock read per batch: most of its calls cost one compare-and-swap and no clock read.
 //!
 //! # Example
 //!
@@ -60,5 +62,5 @@ mod store;
 pub use clock::TokioClock;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
-pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
+pub use layer::{RateLimitLayer, RateLimitLayerBuilder, DEFAULT_PRECISION};
 pub use service::RateLimit;

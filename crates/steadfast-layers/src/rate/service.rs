@@ -88,7 +88,7 @@ where
         let key = shared.digest(|| self.extractor.key(&req));
         let wait = match shared.check(key) {
             // The hot path: no span, no event.
-            Ok(()) => return ResponseFuture::called(self.inner.call(req), Span::none()),
+            Ok(()) => return ResponseFuture::called(self.inner.call(req)),
             Err(Refusal::RateLimited(wait)) if shared.wait => wait,
             Err(refusal) => return ResponseFuture::refused(shared, refusal, Span::none()),
         };
