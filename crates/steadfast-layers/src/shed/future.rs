@@ -26,6 +26,7 @@ enum Kind<F> {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(super) fn called(fut: F) -> Self {
         Self {
             kind: Kind::Called { fut },
@@ -45,6 +46,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
