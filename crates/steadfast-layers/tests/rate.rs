@@ -446,11 +446,18 @@ fn batches_only_where_they_cannot_matter_much() {
     assert_eq!(per_sec(10_000).build().unwrap().cells_per_clock_read(), 1);
     assert_eq!(per_sec(50_000).build().unwrap().cells_per_clock_read(), 5);
     assert_eq!(
-        per_sec(1_000_000_000).build().unwrap().cells_per_clock_read(),
+        per_sec(1_000_000_000)
+            .build()
+            .unwrap()
+            .cells_per_clock_read(),
         1_024
     );
     assert_eq!(
-        per_sec(1_000_000).burst(8).build().unwrap().cells_per_clock_read(),
+        per_sec(1_000_000)
+            .burst(8)
+            .build()
+            .unwrap()
+            .cells_per_clock_read(),
         8
     );
     let keyed = per_sec(1_000_000).key_by(|n: &u32| *n).build().unwrap();

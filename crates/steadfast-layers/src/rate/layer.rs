@@ -149,11 +149,7 @@ impl Shared {
     /// Claims `batch` cells at once (one clock read; all but this call's go to the stash), or,
     /// when fewer are left, one cell, as a limit without batches does.
     #[inline(never)]
-    fn claim(
-        &self,
-        l: &Direct,
-        batch: NonZeroU32,
-    ) -> Result<(), governor::NotUntil<Nanos>> {
+    fn claim(&self, l: &Direct, batch: NonZeroU32) -> Result<(), governor::NotUntil<Nanos>> {
         let n = self.claims.fetch_add(1, Ordering::Relaxed);
         if self.batching.load(Ordering::Relaxed) || n % BATCH_RETRY_EVERY == 0 {
             if let Ok(Ok(())) = l.check_n(batch) {
