@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Span;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded};
-use crate::permit::{PermitWait, Waited};
+use crate::gate::{GatePermit, GateWait, Queued, Waited};
 use crate::telemetry::{ms, REASON_KEY};
 use crate::BoxError;
 
@@ -35,7 +34,7 @@ enum State<F, S, Req> {
     Calling {
         #[pin]
         fut: F,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<GatePermit>,
         /// The span of a call that waited: the wait and the call show in traces.
         span: Option<Box<Span>>,
     },
@@ -50,7 +49,7 @@ enum State<F, S, Req> {
 #[pin_project]
 struct Waiting<S, Req> {
     #[pin]
-    wait: PermitWait,
+    wait: GateWait,
     service: Option<S>,
     req: Option<Req>,
     started: Option<Instant>,
@@ -78,13 +77,14 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
+    /// A call admitted at once: no span (and no `Span` to drop).
     #[inline]
-    pub(super) fn called(fut: S::Future, permit: OwnedSemaphorePermit, span: Span) -> Self {
+    pub(super) fn called(fut: S::Future, permit: GatePermit) -> Self {
         Self {
             state: State::Calling {
                 fut,
                 permit: Some(permit),
-                span: (!span.is_none()).then(|| Box::new(span)),
+                span: None,
             },
         }
     }
@@ -98,7 +98,7 @@ where
     }
 
     pub(super) fn waiting(
-        semaphore: Arc<Semaphore>,
+        queued: Queued,
         deadline: Option<Instant>,
         started: Option<Instant>,
         service: S,
@@ -109,7 +109,7 @@ where
         Self {
             state: State::Waiting {
                 wait: Box::pin(Waiting {
-                    wait: PermitWait::new(semaphore, deadline),
+                    wait: queued.wait(deadline),
                     service: Some(service),
                     req: Some(req),
                     started,
