@@ -10,10 +10,13 @@
 //!
 //! - **Admit** ([`Gate::try_acquire`]): one CAS, only if `waiters == 0 && in_flight < max`
 //!   (`in_flight + 1`). A newcomer never overtakes a waiter.
-//! - **Release** (dropping a [`GatePermit`]): one CAS. With no waiter, `in_flight - 1`. With
-//!   waiters, `waiters - 1` and `in_flight` unchanged: the slot goes to the first waiter, through
-//!   one `handoff` permit (`add_permits(1)`, which takes tokio's lock). Only a release that finds
-//!   a waiter takes a lock.
+//! - **Release** (dropping a [`GatePermit`]): one `fetch_sub` (`in_flight - 1`). If it found
+//!   waiters, one more CAS takes the slot back for the first of them (`in_flight + 1`,
+//!   `waiters - 1`) and hands it over through one `handoff` permit (`add_permits(1)`, which takes
+//!   tokio's lock). In between, a slot is free while `waiters > 0`: nobody else can take it, as
+//!   admitting needs `waiters == 0`. If every waiter left meanwhile (`waiters == 0`), the slot
+//!   just stays free (and if a newcomer has taken it since, `in_flight == max`, there is nothing
+//!   left to hand over). Only a release that finds a waiter takes a lock.
 //! - **Wait** ([`Gate::register`]): one CAS takes a free slot at once as `try_acquire` would, or
 //!   counts the caller in `waiters`. A queued caller then awaits one `handoff` permit (tokio's
 //!   semaphore is fair: first come, first served) and forgets it: `in_flight` already counts the
@@ -30,8 +33,8 @@
 //! `waiters + handoff permits issued and not yet consumed == queued callers` (those registered
 //! and neither served nor cancelled). "Issued" counts permits free in `handoff` and permits
 //! tokio has assigned to a waiter that has not seen them yet. The one exception is the instant
-//! between a release's CAS (`waiters - 1`) and its `add_permits(1)`, when the permit is owed but
-//! not issued yet. A cancelled caller that finds `waiters == 0` and no free permit is in that
+//! between a handover's CAS (`waiters - 1`) and its `add_permits(1)`, when the permit is owed
+//! but not issued yet. A cancelled caller that finds `waiters == 0` and no free permit is in that
 //! instant, or a newcomer's acquire took the free permit (and its registration raised
 //! `waiters`, which the canceller then takes back instead): it yields its thread and looks again.
 //! It cannot spin for long: the releaser is inside one synchronous `drop`.
@@ -198,19 +201,28 @@ impl Gate {
     /// Gives a slot back: to the first waiter if there is one, else frees it.
     #[inline]
     fn release(&self) {
+        let prev = self.state.fetch_sub(1, Ordering::AcqRel);
+        if waiters(prev) != 0 {
+            self.hand_off();
+        }
+    }
+
+    /// After a release freed a slot while callers waited: takes the slot back for the first
+    /// waiter. Nobody else can take it while `waiters > 0`; if every waiter left meanwhile the
+    /// slot stays free (and may have been taken since: `in_flight == max`).
+    #[cold]
+    fn hand_off(&self) {
         let mut s = self.state.load(Ordering::Relaxed);
-        loop {
-            let handoff = waiters(s) != 0;
-            let next = if handoff { s - WAITER } else { s - 1 };
-            match self
-                .state
-                .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
+        while waiters(s) != 0 && in_flight(s) < self.max {
+            match self.state.compare_exchange_weak(
+                s,
+                s + 1 - WAITER,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
-                    if handoff {
-                        // The slot stays counted in `in_flight`: it now belongs to a waiter.
-                        self.handoff.add_permits(1);
-                    }
+                    // The slot stays counted in `in_flight`: it now belongs to a waiter.
+                    self.handoff.add_permits(1);
                     return;
                 }
                 Err(now) => s = now,
@@ -521,6 +533,48 @@ mod tests {
         assert_invariant(&gate, 0);
         drop((p, w));
         assert_whole(&gate, 2);
+    }
+
+    /// A release in two steps (`fetch_sub`, then `hand_off`), with other callers acting in
+    /// between: the slot goes to a waiter only if it is still free and someone still waits.
+    #[tokio::test]
+    async fn a_release_interleaved_with_others_hands_over_only_a_free_slot() {
+        let gate = Arc::new(Gate::new(1));
+        // Every waiter leaves between the two steps: the slot stays free.
+        gate.state.fetch_add(1, Ordering::AcqRel); // a slot held, without a permit object
+        let a = queue(&gate, None);
+        gate.state.fetch_sub(1, Ordering::AcqRel);
+        drop(a);
+        gate.hand_off();
+        assert_whole(&gate, 1);
+
+        // A waiter leaves, a newcomer takes the freed slot and another caller queues: nothing
+        // is left to hand over; the newcomer's release serves the new waiter.
+        gate.state.fetch_add(1, Ordering::AcqRel);
+        let a = queue(&gate, None);
+        gate.state.fetch_sub(1, Ordering::AcqRel);
+        drop(a);
+        let newcomer = gate.try_acquire().unwrap();
+        let mut b = queue(&gate, None);
+        gate.hand_off();
+        assert_eq!((gate.in_flight(), gate.waiters()), (1, 1));
+        assert_eq!(gate.handoff.available_permits(), 0);
+        assert!(poll(&mut b).is_pending());
+        drop(newcomer);
+        let pb = served(&mut b);
+        drop((pb, b));
+        assert_whole(&gate, 1);
+
+        // Someone still waits: the slot is taken back and handed over.
+        gate.state.fetch_add(1, Ordering::AcqRel);
+        let mut c = queue(&gate, None);
+        gate.state.fetch_sub(1, Ordering::AcqRel);
+        assert!(gate.try_acquire().is_none(), "a waiter is queued");
+        gate.hand_off();
+        assert_eq!((gate.in_flight(), gate.waiters()), (1, 0));
+        let pc = served(&mut c);
+        drop((pc, c));
+        assert_whole(&gate, 1);
     }
 
     #[tokio::test(start_paused = true)]

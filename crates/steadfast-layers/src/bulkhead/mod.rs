@@ -13,10 +13,10 @@
 //! queue is unbounded, the bulkhead bounds both the queue and the wait, so memory and latency
 //! under overload are bounded too.
 //!
-//! Cost of a call that finds a free slot: one CAS to take it, one CAS to give it back, one `Arc`
-//! clone; no allocation, no clock read, and no lock when no call is queued (a slot given back
-//! while calls are queued is handed to the first of them through a `tokio::sync::Semaphore`,
-//! which takes tokio's internal lock). A queued call allocates once (its wait for the handoff)
+//! Cost of a call that finds a free slot: one CAS to take it, one atomic subtraction to give it
+//! back, one `Arc` clone; no allocation, no clock read, and no lock when no call is queued (a
+//! slot given back while calls are queued is handed to the first of them through a
+//! `tokio::sync::Semaphore`, which takes tokio's internal lock). A queued call allocates once (its wait for the handoff)
 //! and reads the clock once.
 //!
 //! # Example

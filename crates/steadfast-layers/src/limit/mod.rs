@@ -20,11 +20,12 @@
 //!   swept out when it fills, and a new key that finds it full of busy keys fails with
 //!   [`Overloaded`] (`too_many_keys`). See [`keyed`](crate::keyed).
 //!
-//! Cost of an admitted call: one CAS to take its permit, one CAS to give it back and one `Arc`
-//! clone (held by the permit); no allocation, no clock read, and no lock when no call is
-//! waiting (keyed: plus one shared read lock on the key table). Giving a permit back while
-//! calls wait hands it to the first of them through a `tokio::sync::Semaphore`, which takes
-//! tokio's internal lock; so does a waiting call when it queues or is cancelled. Only a call
+//! Cost of an admitted call: one CAS to take its permit, one atomic subtraction to give it back
+//! and one `Arc` clone (held by the permit); no allocation, no clock read, and no lock when no
+//! call is waiting (keyed: plus one shared read lock on the key table). Giving a permit back
+//! while calls wait takes one more CAS and hands it to the first of them through a
+//! `tokio::sync::Semaphore`, which takes tokio's internal lock; so does a waiting call when it
+//! queues or is cancelled. Only a call
 //! that waits allocates (its waiting state, its span and its wait for the handoff, boxed) and
 //! reads the clock (when a `max_wait` or wait durations are recorded). Telemetry is listed in
 //! `docs/observability.md`.
