@@ -254,7 +254,7 @@ impl Gate {
                 self.release();
                 return;
             }
-            // The handoff is on its way (a release between its CAS and `add_permits`), or a
+            // The handoff is on its way (a handover between its CAS and `add_permits`), or a
             // newcomer's acquire took it (and raised `waiters`): look again.
             std::thread::yield_now();
             s = self.state.load(Ordering::Relaxed);
