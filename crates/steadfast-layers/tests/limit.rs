@@ -14,6 +14,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use steadfast_layers::limit::{ConcurrencyLimitLayer, OverloadReason, Overloaded};
+use steadfast_layers::rng::{RandomSource, SeededRng};
 use steadfast_layers::telemetry::Telemetry;
 use steadfast_layers::{BoxError, Problem};
 use support::{Metrics, Traces};
@@ -49,6 +50,20 @@ impl InFlight {
 
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Enters, and exits when the guard is dropped (also when the call is cancelled).
+    fn entered(&self) -> Exit {
+        self.enter();
+        Exit(self.clone())
+    }
+}
+
+struct Exit(InFlight);
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        self.0.exit();
     }
 }
 
@@ -531,4 +546,96 @@ async fn many_threads_never_exceed_a_keys_limit() {
         assert!(g.max() <= LIMIT, "key {k}: {} in flight", g.max());
     }
     assert_eq!(per_key.iter().map(InFlight::calls).sum::<usize>(), 3200);
+}
+
+/// Waiting calls on two threads, a few more tasks than permits, many cancelled at random
+/// (dropped while running, while waiting, or queued and then left unpolled while a permit may be
+/// handed to them): never more than the limit in flight, and no permit is lost: at the end
+/// nothing is in flight and `LIMIT` new calls are admitted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_threads_cancelling_waiters_never_exceed_the_limit_nor_lose_a_permit() {
+    const LIMIT: usize = 4;
+    const TASKS: u64 = 6;
+    const CALLS: usize = 2_000;
+    let g = InFlight::default();
+    let inner = {
+        let g = g.clone();
+        service_fn(move |n: u32| {
+            let g = g.clone();
+            async move {
+                let _in = g.entered();
+                for _ in 0..n % 4 {
+                    tokio::task::yield_now().await;
+                }
+                Ok::<_, Infallible>(n)
+            }
+        })
+    };
+    let svc = ConcurrencyLimitLayer::builder(LIMIT)
+        .wait()
+        .build()
+        .unwrap()
+        .layer(inner);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let rng = SeededRng::new(0x1157 + t);
+                for _ in 0..CALLS {
+                    let roll = rng.next_u64();
+                    let call = svc.clone().oneshot((roll >> 8) as u32);
+                    let yields = (roll >> 16) % 12;
+                    match roll % 3 {
+                        0 => {
+                            call.await.unwrap();
+                        }
+                        1 => {
+                            let give_up = async {
+                                for _ in 0..yields {
+                                    tokio::task::yield_now().await;
+                                }
+                            };
+                            tokio::select! {
+                                r = call => { r.unwrap(); }
+                                () = give_up => {}
+                            }
+                        }
+                        _ => {
+                            let mut call = std::pin::pin!(call);
+                            let once = std::future::poll_fn(|cx| {
+                                std::task::Poll::Ready(call.as_mut().poll(cx))
+                            })
+                            .await;
+                            if once.is_pending() {
+                                for _ in 0..yields {
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(g.max() <= LIMIT, "{} in flight", g.max());
+    assert!(g.max() >= 2, "the test must produce concurrency");
+    assert_eq!(svc.in_flight(), 0);
+    // Every permit is back: `LIMIT` calls are admitted when made, the next one waits.
+    let mut svc = svc;
+    let mut admitted = Vec::new();
+    for n in 0..LIMIT as u32 {
+        admitted.push(svc.ready().await.unwrap().call(n));
+    }
+    assert_eq!(svc.in_flight(), LIMIT);
+    let mut next = Box::pin(svc.ready().await.unwrap().call(9));
+    assert!(next
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending());
+    drop(admitted);
+    assert_eq!(next.await.unwrap(), 9);
+    assert_eq!(svc.in_flight(), 0);
 }

@@ -1,17 +1,15 @@
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Span;
 
 use super::layer::QueueSlot;
 use super::{OverloadReason, Overloaded};
-use crate::permit::{PermitWait, Waited};
+use crate::gate::{GatePermit, GateWait, Queued, Waited};
 use crate::telemetry::{ms, REASON_KEY};
 use crate::BoxError;
 
@@ -32,11 +30,11 @@ enum State<F, S, Req> {
     Calling {
         #[pin]
         fut: F,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<GatePermit>,
     },
     Queued {
         #[pin]
-        wait: PermitWait,
+        wait: GateWait,
         service: Option<S>,
         req: Option<Req>,
         started: Instant,
@@ -67,7 +65,7 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
-    pub(super) fn called(fut: S::Future, permit: OwnedSemaphorePermit, span: Span) -> Self {
+    pub(super) fn called(fut: S::Future, permit: GatePermit, span: Span) -> Self {
         Self {
             state: State::Calling {
                 fut,
@@ -85,7 +83,7 @@ where
     }
 
     pub(super) fn queued(
-        semaphore: Arc<Semaphore>,
+        queued: Queued,
         started: Instant,
         service: S,
         req: Req,
@@ -95,7 +93,7 @@ where
         let deadline = started.checked_add(slot.0.max_wait);
         Self {
             state: State::Queued {
-                wait: PermitWait::new(semaphore, deadline),
+                wait: queued.wait(deadline),
                 service: Some(service),
                 req: Some(req),
                 started,

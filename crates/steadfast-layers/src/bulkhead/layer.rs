@@ -8,6 +8,7 @@ use tower_layer::Layer;
 
 use super::Bulkhead;
 use crate::error::ConfigError;
+use crate::gate::Gate;
 use crate::limit::validate_wait;
 use crate::telemetry::{Attrs, Telemetry};
 
@@ -37,7 +38,7 @@ pub struct BulkheadLayer {
 /// What every clone of one layer shares.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) semaphore: Arc<Semaphore>,
+    pub(super) gate: Arc<Gate>,
     pub(super) max_concurrent: usize,
     pub(super) max_queue: usize,
     pub(super) max_wait: Duration,
@@ -50,8 +51,7 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn in_flight(&self) -> usize {
-        self.max_concurrent
-            .saturating_sub(self.semaphore.available_permits())
+        self.gate.in_flight()
     }
 
     pub(super) fn queued(&self) -> usize {
@@ -236,7 +236,7 @@ impl BulkheadLayerBuilder {
         }
         let meter = self.telemetry.resolve_meter();
         let shared = Arc::new(Shared {
-            semaphore: Arc::new(Semaphore::new(self.max_concurrent)),
+            gate: Arc::new(Gate::new(self.max_concurrent)),
             max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
             max_wait: self.max_wait,

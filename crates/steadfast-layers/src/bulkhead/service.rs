@@ -7,6 +7,7 @@ use tracing::Span;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded, ResponseFuture};
+use crate::gate::Registered;
 use crate::telemetry::{ms, REASON_KEY};
 use crate::BoxError;
 
@@ -92,8 +93,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
-        if let Ok(permit) = Arc::clone(&shared.semaphore).try_acquire_owned() {
-            // The hot path: no span, no event, no clock read.
+        if let Some(permit) = shared.gate.try_acquire() {
+            // The hot path: one CAS, one `Arc` clone; no span, no event, no clock read.
             return ResponseFuture::called(self.inner.call(req), permit, Span::none());
         }
         let Some(slot) = shared.enqueue() else {
@@ -109,6 +110,14 @@ where
                 "bulkhead full: call rejected"
             );
             return ResponseFuture::rejected(Overloaded::new("bulkhead", reason), Span::none());
+        };
+        let queued = match shared.gate.register() {
+            // A slot was freed meanwhile (and nobody waits for it): no need to queue.
+            Registered::Acquired(permit) => {
+                drop(slot);
+                return ResponseFuture::called(self.inner.call(req), permit, Span::none());
+            }
+            Registered::Queued(queued) => queued,
         };
         let now = Instant::now();
         // A queued call gets a span: the wait and the call show in traces.
@@ -128,6 +137,6 @@ where
         });
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::queued(Arc::clone(&shared.semaphore), now, service, req, slot, span)
+        ResponseFuture::queued(queued, now, service, req, slot, span)
     }
 }

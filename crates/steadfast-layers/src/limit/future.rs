@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Span;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded};
-use crate::permit::{PermitWait, Waited};
+use crate::gate::{GatePermit, GateWait, Queued, Waited};
 use crate::telemetry::{ms, REASON_KEY};
 use crate::BoxError;
 
@@ -35,7 +34,7 @@ enum State<F, S, Req> {
     Calling {
         #[pin]
         fut: F,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<GatePermit>,
         /// The span of a call that waited: the wait and the call show in traces.
         span: Option<Box<Span>>,
     },
@@ -50,7 +49,7 @@ enum State<F, S, Req> {
 #[pin_project]
 struct Waiting<S, Req> {
     #[pin]
-    wait: PermitWait,
+    wait: GateWait,
     service: Option<S>,
     req: Option<Req>,
     started: Option<Instant>,
@@ -78,13 +77,14 @@ impl<S, Req> ResponseFuture<S, Req>
 where
     S: Service<Req>,
 {
+    /// A call admitted at once: no span (and no `Span` to drop).
     #[inline]
-    pub(super) fn called(fut: S::Future, permit: OwnedSemaphorePermit, span: Span) -> Self {
+    pub(super) fn called(fut: S::Future, permit: GatePermit) -> Self {
         Self {
             state: State::Calling {
                 fut,
                 permit: Some(permit),
-                span: (!span.is_none()).then(|| Box::new(span)),
+                span: None,
             },
         }
     }
@@ -98,7 +98,7 @@ where
     }
 
     pub(super) fn waiting(
-        semaphore: Arc<Semaphore>,
+        queued: Queued,
         deadline: Option<Instant>,
         started: Option<Instant>,
         service: S,
@@ -109,7 +109,7 @@ where
         Self {
             state: State::Waiting {
                 wait: Box::pin(Waiting {
-                    wait: PermitWait::new(semaphore, deadline),
+                    wait: queued.wait(deadline),
                     service: Some(service),
                     req: Some(req),
                     started,
@@ -128,6 +128,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -143,50 +144,57 @@ where
                     return Poll::Ready(Err(Overloaded::new("limit", *reason).into()))
                 }
                 StateProj::Waiting { wait } => {
-                    let w = wait.as_mut().project();
-                    let entered = w.span.enter();
-                    let waited = ready!(w.wait.poll_wait(cx));
-                    let shared = &**w.shared;
-                    if let (Some(h), Some(t0)) = (&shared.wait_time, *w.started) {
-                        h.record(t0.elapsed().as_secs_f64(), shared.attrs.base());
-                    }
-                    let permit = match waited {
-                        Waited::Acquired(permit) => permit,
-                        Waited::TimedOut => {
-                            let reason = OverloadReason::WaitTimeout;
-                            shared.attrs.with(REASON_KEY, reason.label(), |a| {
-                                shared.rejected.add(1, a);
-                            });
-                            tracing::debug!(
-                                target: "steadfast::limit",
-                                instance = shared.telemetry.span_name(),
-                                reason = reason.label(),
-                                waited_ms = shared.max_wait.map(ms),
-                                "concurrency limit: call rejected"
-                            );
-                            drop(entered);
-                            this.state.set(State::Rejected { reason });
-                            continue;
-                        }
-                    };
-                    let (Some(mut service), Some(req)) = (w.service.take(), w.req.take()) else {
-                        // Unreachable by construction: `Waiting` always holds both.
-                        drop(entered);
-                        this.state.set(State::Rejected {
-                            reason: OverloadReason::AtCapacity,
-                        });
-                        continue;
-                    };
-                    let fut = service.call(req);
-                    let span = w.span.clone();
-                    drop(entered);
-                    this.state.set(State::Calling {
-                        fut,
-                        permit: Some(permit),
-                        span: Some(Box::new(span)),
-                    });
+                    let next = ready!(wait.as_mut().poll_waited(cx));
+                    this.state.set(next);
                 }
             }
         }
+    }
+}
+
+impl<S, Req> Waiting<S, Req>
+where
+    S: Service<Req>,
+{
+    /// Polls the wait; once it ends, the next state: the call (holding its permit) or the
+    /// rejection. Kept out of line so the admitted call's `poll` stays small.
+    #[inline(never)]
+    fn poll_waited(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<State<S::Future, S, Req>> {
+        let w = self.project();
+        let _entered = w.span.enter();
+        let waited = ready!(w.wait.poll_wait(cx));
+        let shared = &**w.shared;
+        if let (Some(h), Some(t0)) = (&shared.wait_time, *w.started) {
+            h.record(t0.elapsed().as_secs_f64(), shared.attrs.base());
+        }
+        let permit = match waited {
+            Waited::Acquired(permit) => permit,
+            Waited::TimedOut => {
+                let reason = OverloadReason::WaitTimeout;
+                shared.attrs.with(REASON_KEY, reason.label(), |a| {
+                    shared.rejected.add(1, a);
+                });
+                tracing::debug!(
+                    target: "steadfast::limit",
+                    instance = shared.telemetry.span_name(),
+                    reason = reason.label(),
+                    waited_ms = shared.max_wait.map(ms),
+                    "concurrency limit: call rejected"
+                );
+                return Poll::Ready(State::Rejected { reason });
+            }
+        };
+        let (Some(mut service), Some(req)) = (w.service.take(), w.req.take()) else {
+            // Unreachable by construction: `Waiting` always holds both.
+            return Poll::Ready(State::Rejected {
+                reason: OverloadReason::AtCapacity,
+            });
+        };
+        let fut = service.call(req);
+        Poll::Ready(State::Calling {
+            fut,
+            permit: Some(permit),
+            span: Some(Box::new(w.span.clone())),
+        })
     }
 }

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use super::ConcurrencyLimit;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
+use crate::gate::Gate;
 use crate::keyed::{Global, KeyMap, DEFAULT_MAX_KEYS, MAX_KEYS};
 use crate::telemetry::{Attrs, Telemetry};
 
@@ -57,16 +58,16 @@ pub(super) struct Shared {
     pub(super) wait_time: Option<Histogram<f64>>,
 }
 
-/// The permits: one semaphore, or one per key.
+/// The slots: one gate, or one per key.
 #[derive(Debug)]
 pub(super) enum Slots {
-    Global(Arc<Semaphore>),
-    Keyed(KeyMap<Arc<Semaphore>>),
+    Global(Arc<Gate>),
+    Keyed(KeyMap<Arc<Gate>>),
 }
 
 impl Shared {
     pub(super) fn in_flight(&self) -> u64 {
-        let busy = |s: &Semaphore| self.max_in_flight.saturating_sub(s.available_permits()) as u64;
+        let busy = |g: &Gate| g.in_flight() as u64;
         match &self.slots {
             Slots::Global(s) => busy(s),
             Slots::Keyed(map) => map.fold(0, |n, s| n + busy(s)),
@@ -277,7 +278,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
         let slots = if self.keyed {
             Slots::Keyed(KeyMap::new(self.max_keys))
         } else {
-            Slots::Global(Arc::new(Semaphore::new(self.max_in_flight)))
+            Slots::Global(Arc::new(Gate::new(self.max_in_flight)))
         };
         let keyed = self.keyed;
         let shared = Arc::new(Shared {

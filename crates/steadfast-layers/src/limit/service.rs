@@ -1,13 +1,13 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Span;
 
 use super::layer::{Shared, Slots};
 use super::{OverloadReason, Overloaded, ResponseFuture};
+use crate::gate::{Gate, Registered};
 use crate::keyed::{Global, KeyExtractor};
 use crate::telemetry::REASON_KEY;
 use crate::BoxError;
@@ -101,34 +101,42 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        // The hot path: one `Arc` clone (into the permit), no span, no event, no clock read.
-        if let Slots::Global(s) = &shared.slots {
-            if let Ok(permit) = Arc::clone(s).try_acquire_owned() {
-                return ResponseFuture::called(self.inner.call(req), permit, Span::none());
+        // The hot path: one CAS and one `Arc` clone (into the permit); no span, no event, no
+        // clock read.
+        if let Slots::Global(g) = &shared.slots {
+            if let Some(permit) = g.try_acquire() {
+                return ResponseFuture::called(self.inner.call(req), permit);
             }
         }
-        let semaphore = match &shared.slots {
-            Slots::Global(s) => Arc::clone(s),
+        let gate = match &shared.slots {
+            Slots::Global(g) => Arc::clone(g),
             Slots::Keyed(map) => {
                 let key = map.digest(&self.extractor.key(&req));
                 let found = map.with(
                     key,
                     Arc::clone,
-                    || Arc::new(Semaphore::new(shared.max_in_flight)),
+                    || Arc::new(Gate::new(shared.max_in_flight)),
                     // Only the table holds it: no permit out, nobody waiting.
-                    |s| Arc::strong_count(s) == 1,
+                    |g| Arc::strong_count(g) == 1,
                 );
                 match found {
-                    Some(s) => s,
+                    Some(g) => g,
                     None => return reject(shared, OverloadReason::TooManyKeys),
                 }
             }
         };
-        match semaphore.clone().try_acquire_owned() {
+        let registered = if shared.wait {
+            gate.register()
+        } else {
+            match gate.try_acquire() {
+                Some(permit) => Registered::Acquired(permit),
+                None => return reject(shared, OverloadReason::AtCapacity),
+            }
+        };
+        match registered {
             // The hot path: no span, no event, no clock read.
-            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit, Span::none()),
-            Err(_) if !shared.wait => reject(shared, OverloadReason::AtCapacity),
-            Err(_) => {
+            Registered::Acquired(permit) => ResponseFuture::called(self.inner.call(req), permit),
+            Registered::Queued(queued) => {
                 let now =
                     (shared.max_wait.is_some() || shared.wait_time.is_some()).then(Instant::now);
                 let deadline = match (now, shared.max_wait) {
@@ -154,7 +162,7 @@ where
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture::waiting(
-                    semaphore,
+                    queued,
                     deadline,
                     now,
                     service,
