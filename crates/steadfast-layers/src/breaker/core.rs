@@ -381,10 +381,12 @@ impl Core {
     }
 
     /// How long the open breaker stays open, or `None` once a probe is allowed.
+    #[inline]
     fn open_remaining(&self, w: Word) -> Option<Duration> {
-        let until = w.until_ms().saturating_mul(1_000_000);
-        let now = self.elapsed_nanos();
-        (now < until).then(|| Duration::from_nanos(until - now))
+        // Durations compared directly: no 128-bit nanosecond conversion on the rejection path.
+        let until = Duration::from_millis(w.until_ms());
+        let now = Instant::now().saturating_duration_since(self.common.origin);
+        until.checked_sub(now).filter(|d| !d.is_zero())
     }
 
     /// In readiness mode: what to wait for before a call may be admitted.
