@@ -4,7 +4,7 @@
 //! [`HttpClient`] sends `http::Request<Full<Bytes>>`, collects the response body, stamps every
 //! attempt with a unique `x-lab-attempt-id`, notes in the [`Ledger`] when an attempt is abandoned
 //! (its future dropped, e.g. by an attempt timeout), and can write the remaining deadline into
-//! the `x-steadfast-timeout-ms` header. [`lab_client`] wraps it as the lab's callers do:
+//! the `x-request-timeout-ms` header (steadfast-http's codec). [`lab_client`] wraps it as the lab's callers do:
 //! `DeadlineLayer` (the caller's end-to-end deadline), then `RetryLayer` (attempts, backoff,
 //! budget, per-attempt timeout), then the HTTP client.
 
@@ -38,9 +38,10 @@ use crate::ledger::Ledger;
 pub const REQUEST_ID: &str = "x-lab-request-id";
 /// Header carrying the id of one attempt (unique per [`HttpClient`] call).
 pub const ATTEMPT_ID: &str = "x-lab-attempt-id";
-/// Header carrying the caller's remaining time in whole milliseconds. A later change adds
-/// `grpc-timeout` codecs; this simple header is what the lab propagates for now.
-pub const TIMEOUT_HEADER: &str = "x-steadfast-timeout-ms";
+/// Header carrying the caller's remaining time in whole milliseconds: steadfast-http's plain-HTTP
+/// deadline header ([`REQUEST_TIMEOUT_MS`](steadfast_http::codec::REQUEST_TIMEOUT_MS),
+/// `x-request-timeout-ms`), written and read with its codec.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
 /// The request type every lab client sends.
 pub type LabRequest = Request<Full<Bytes>>;
@@ -142,8 +143,10 @@ impl tower::Service<LabRequest> for HttpClient {
             // Called inside the deadline layer's scope: the deadline in scope is the caller's.
             if let Some(deadline) = Deadline::current() {
                 let left = deadline.remaining().saturating_sub(margin);
-                let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-                headers.insert(TIMEOUT_HEADER, HeaderValue::from(ms));
+                headers.insert(
+                    steadfast_http::codec::REQUEST_TIMEOUT_MS,
+                    steadfast_http::codec::encode_timeout_ms(left),
+                );
             }
         }
         let guard = AbandonGuard {

@@ -4,7 +4,7 @@
 //!
 //! 1. **outage**: inside a hard outage window the connection is closed without an answer, or
 //!    (with [`OutageKind::Unavailable`]) the call is answered 503 at once;
-//! 2. **deadline** (with [`ServerConfig::honor_deadline`]): a call whose `x-steadfast-timeout-ms`
+//! 2. **deadline** (with [`ServerConfig::honor_deadline`]): a call whose `x-request-timeout-ms`
 //!    has already run out is answered 504 at once; otherwise the server stops working on it when
 //!    that time passes (queueing included) and answers 504;
 //! 3. **injected error**: with probability [`ServerConfig::error_rate`], an immediate 503;
@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
-use crate::client::{HttpClient, ATTEMPT_ID, REQUEST_ID, TIMEOUT_HEADER};
+use crate::client::{HttpClient, ATTEMPT_ID, REQUEST_ID};
 use crate::ledger::{Ledger, Work};
 
 /// How long the server works on a call it accepted.
@@ -151,7 +151,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Calls `uri` through `http`, wrapped in [`DeadlineLayer::inherit`]; when `propagate` is
-    /// `Some(margin)` the remaining deadline, less `margin`, is sent in `x-steadfast-timeout-ms`.
+    /// `Some(margin)` the remaining deadline, less `margin`, is sent in `x-request-timeout-ms`.
     pub fn new(uri: Uri, http: HttpClient, propagate: Option<Duration>) -> Self {
         let http = match propagate {
             Some(margin) => http.propagate_deadline(margin),
@@ -242,7 +242,7 @@ impl ServerConfig {
         self
     }
 
-    /// Reads `x-steadfast-timeout-ms` and stops working on a call when it runs out; the handler
+    /// Reads `x-request-timeout-ms` and stops working on a call when it runs out; the handler
     /// runs in [`Deadline::scope`] so that calls to the [`Upstream`] inherit it.
     pub fn honor_deadline(mut self, honor: bool) -> Self {
         self.honor_deadline = honor;
@@ -548,8 +548,10 @@ async fn handle(
     }
     let rng = SeededRng::new(mix(shared.cfg.seed, shared.salt, key, nth));
     let deadline = if shared.cfg.honor_deadline {
-        header_u64(&req, TIMEOUT_HEADER)
-            .and_then(|ms| Deadline::from_timeout_at(arrived, Duration::from_millis(ms)))
+        req.headers()
+            .get(&steadfast_http::codec::REQUEST_TIMEOUT_MS)
+            .and_then(|v| steadfast_http::codec::decode_timeout_ms(v.as_bytes()).ok())
+            .and_then(|timeout| Deadline::from_timeout_at(arrived, timeout))
     } else {
         None
     };

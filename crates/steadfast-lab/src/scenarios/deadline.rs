@@ -6,7 +6,7 @@
 //! - `without_deadline`: nothing is propagated. A and B do not know the caller has gone (like
 //!   most servers, they do not notice a hung-up connection), so B finishes every slow call,
 //!   long after anyone is waiting for it.
-//! - `with_deadline`: the caller sends its remaining time in `x-steadfast-timeout-ms`; A runs its
+//! - `with_deadline`: the caller sends its remaining time in `x-request-timeout-ms`; A runs its
 //!   handler in `Deadline::scope` built from it, its client to B wraps `DeadlineLayer::inherit()`
 //!   and forwards what remains, each hop shaving [`HOP_MARGIN`]; B stops working when its
 //!   deadline passes.
@@ -183,7 +183,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
             (
                 "with",
                 format!(
-                    "remaining time sent in x-steadfast-timeout-ms, each hop shaving {}; A runs in Deadline::scope and calls B through DeadlineLayer::inherit(); B stops at its deadline",
+                    "remaining time sent in x-request-timeout-ms, each hop shaving {}; A runs in Deadline::scope and calls B through DeadlineLayer::inherit(); B stops at its deadline",
                     ms(HOP_MARGIN)
                 ),
             ),
