@@ -1,10 +1,22 @@
 // The README's examples use every capability: compile them as doctests when all are enabled.
 #![cfg_attr(
-    all(feature = "layers", feature = "http", feature = "saga"),
+    all(
+        feature = "layers",
+        feature = "http",
+        feature = "redis",
+        feature = "postgres",
+        feature = "saga"
+    ),
     doc = include_str!("../README.md")
 )]
 #![cfg_attr(
-    not(all(feature = "layers", feature = "http", feature = "saga")),
+    not(all(
+        feature = "layers",
+        feature = "http",
+        feature = "redis",
+        feature = "postgres",
+        feature = "saga"
+    )),
     doc = "Composable Tower layers that make calls between services survive the real world. \
            See the README for a tour (its examples are compiled with `--all-features`)."
 )]
@@ -12,7 +24,9 @@
 //! # Crate features
 //!
 //! - `layers` (default): the generic layers, re-exported as [`layers`].
-//! - `http`: HTTP and gRPC glue, re-exported as `http`.
+//! - `http`: HTTP and gRPC glue, re-exported as `http`, with the in-memory idempotency store.
+//! - `redis`, `postgres`: the idempotency stores on Redis and on PostgreSQL (each implies
+//!   `http`); without them `http` builds neither client library.
 //! - `saga`: the saga orchestrator with a durable log, re-exported as [`saga`].
 //! - `full`: everything.
 
