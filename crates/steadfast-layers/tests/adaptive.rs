@@ -108,7 +108,7 @@ async fn admits_up_to_the_limit_across_clones() {
     );
     assert_eq!((fa.await.unwrap(), fb.await.unwrap()), (200, 200));
     assert_eq!(handle.in_flight(), 0);
-    // Dropping an admitted call frees its slot without a sample.
+    // Dropping an admitted call frees its slot (and records a drop: see below).
     let pending = a.ready().await.unwrap().call(200);
     assert_eq!(handle.in_flight(), 1);
     drop(pending);
@@ -140,6 +140,63 @@ async fn each_call_is_timed_and_classified() {
             Samples::new(1, 1, ms(40), ms(40), 1),
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_its_caller_gives_up_on_is_a_drop_of_at_least_its_wait() {
+    let alg = Recorder::new(10);
+    let seen = alg.seen.clone();
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(alg)
+        .classifier(by_status)
+        .window(Duration::ZERO)
+        .min_samples(1)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(timed(ms(100)));
+    // The caller's own timeout drops the call after 30 ms: a drop, 30 ms a lower bound of its
+    // RTT (in the mean, not the minimum).
+    let late = tokio::time::timeout(ms(30), svc.clone().oneshot(200)).await;
+    assert!(late.is_err());
+    assert_eq!(handle.in_flight(), 0);
+    // A deadline layer below this one: its error after the call ran is a drop too.
+    let svc_deadline = steadfast_layers::deadline::DeadlineLayer::new(ms(20))
+        .unwrap()
+        .layer(timed(ms(100)));
+    let svc2 = AdaptiveLimitLayer::builder()
+        .algorithm(Recorder {
+            limit: 10,
+            seen: seen.clone(),
+        })
+        .window(Duration::ZERO)
+        .min_samples(1)
+        .build()
+        .unwrap()
+        .layer(svc_deadline);
+    svc2.oneshot(200).await.unwrap_err();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            Samples::new(1, 1, ms(30), Duration::ZERO, 1),
+            Samples::new(1, 1, ms(20), ms(20), 1),
+        ]
+    );
+    // Opted out (callers that cancel for other reasons, such as hedging): no sample.
+    let quiet = Recorder::new(10);
+    let quiet_seen = quiet.seen.clone();
+    let svc = AdaptiveLimitLayer::builder()
+        .algorithm(quiet)
+        .window(Duration::ZERO)
+        .min_samples(1)
+        .cancelled_as_drops(false)
+        .build()
+        .unwrap()
+        .layer(timed(ms(100)));
+    assert!(tokio::time::timeout(ms(30), svc.oneshot(200))
+        .await
+        .is_err());
+    assert!(quiet_seen.lock().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,6 +382,29 @@ fn bad_configuration_is_a_typed_error() {
             "long_window",
         ),
         (
+            Gradient2::builder().long_rtt_cap(0.9).build().map(|_| ()),
+            "long_rtt_cap",
+        ),
+        (
+            Gradient2::builder()
+                .long_rtt_cap(f64::NAN)
+                .build()
+                .map(|_| ()),
+            "long_rtt_cap",
+        ),
+        (
+            Gradient2::builder().probe_interval(0).build().map(|_| ()),
+            "probe_interval",
+        ),
+        (
+            Gradient2::builder().probe_limit(0).build().map(|_| ()),
+            "probe_limit",
+        ),
+        (
+            Gradient2::builder().probe_limit(5_000).build().map(|_| ()),
+            "probe_limit",
+        ),
+        (
             Vegas::builder().smoothing(f64::NAN).build().map(|_| ()),
             "smoothing",
         ),
@@ -417,6 +497,23 @@ where
     S: Service<(), Response = (), Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
 {
+    simulate_with(layer, backend, clients, run, ms(5)).await
+}
+
+/// [`simulate`], the clients waiting `backoff` after a failure.
+async fn simulate_with<A, C, S>(
+    layer: AdaptiveLimitLayer<A, C>,
+    backend: S,
+    clients: usize,
+    run: Duration,
+    backoff: Duration,
+) -> Vec<usize>
+where
+    A: Algorithm,
+    C: Classifier<(), BoxError> + Clone + Send + Sync + 'static,
+    S: Service<(), Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
     let handle = layer.handle();
     let svc = layer.layer(backend);
     let end = Instant::now() + run;
@@ -431,7 +528,7 @@ where
                         completed.fetch_add(1, Ordering::Relaxed);
                     }
                     // Refused locally, or failed: back off a little.
-                    Err(_) => sleep(ms(5)).await,
+                    Err(_) => sleep(backoff).await,
                 }
             }
         }));
@@ -568,6 +665,220 @@ async fn gradient2_settles_within_its_latency_tolerance_of_the_capacity() {
     assert!(
         min >= C && max <= 2 * C,
         "settled in [{min}, {max}]: {limits:?}"
+    );
+}
+
+/// What callers experienced in [`overload`], per arrival.
+#[derive(Debug, Default)]
+struct OverloadRun {
+    /// The limit sampled every 100 ms.
+    limits: Vec<usize>,
+    /// (arrival time in ms since the start, latency of a success).
+    ok: Vec<(u64, Duration)>,
+    requests: usize,
+}
+
+const WORKERS: usize = 8;
+/// Service times are uniform in [20, 60] ms: 200 calls/s for 8 workers.
+const CAPACITY_PER_S: f64 = 200.0;
+const DEADLINE: Duration = Duration::from_millis(500);
+
+/// `WORKERS` workers behind an unbounded FIFO queue (a fair semaphore), each call taking
+/// U(20, 60) ms from `rng`, served in a task of its own so that a caller who hangs up does not
+/// free its place.
+fn queueing_server(
+    rng: Arc<steadfast_layers::rng::SeededRng>,
+) -> impl Service<
+    (),
+    Response = (),
+    Error = BoxError,
+    Future = impl std::future::Future<Output = Result<(), BoxError>> + Send,
+> + Clone
+       + Send {
+    let workers = Arc::new(Semaphore::new(WORKERS));
+    service_fn(move |()| {
+        let work = ms(20) + Duration::from_secs_f64(0.040 * rng.next_f64());
+        let workers = workers.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _worker = workers.acquire_owned().await.unwrap();
+            sleep(work).await;
+            let _ = tx.send(());
+        });
+        async move {
+            match rx.await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(BoxError::from("server gone")),
+            }
+        }
+    })
+}
+
+/// A server with `WORKERS` workers and an unbounded FIFO queue (a fair semaphore), service times
+/// drawn from a seeded RNG, that does not notice callers who gave up (each call runs in its own
+/// task); Poisson arrivals at `rate` per second, each with `DEADLINE` (the caller drops the call
+/// then), through `layer`, for `run`.
+async fn overload(
+    layer: AdaptiveLimitLayer<Gradient2>,
+    rate: f64,
+    run: Duration,
+    seed: u64,
+) -> OverloadRun {
+    let rng = Arc::new(steadfast_layers::rng::SeededRng::new(seed));
+    let handle = layer.handle();
+    let svc = layer.layer(queueing_server(rng.clone()));
+    let start = Instant::now();
+    let end = start + run;
+    let result = Arc::new(Mutex::new(OverloadRun::default()));
+    let sampler = {
+        let result = result.clone();
+        tokio::spawn(async move {
+            while Instant::now() < end {
+                sleep(ms(100)).await;
+                result.lock().unwrap().limits.push(handle.limit());
+            }
+        })
+    };
+    let mut at = start;
+    let mut callers = Vec::new();
+    loop {
+        // Exponential inter-arrival times.
+        at += Duration::from_secs_f64(-(1.0 - rng.next_f64()).ln() / rate);
+        if at >= end {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        let (svc, result) = (svc.clone(), result.clone());
+        callers.push(tokio::spawn(async move {
+            let arrived = Instant::now();
+            let outcome = tokio::time::timeout(DEADLINE, svc.oneshot(())).await;
+            let mut r = result.lock().unwrap();
+            r.requests += 1;
+            if let Ok(Ok(())) = outcome {
+                let since = arrived.duration_since(start).as_millis() as u64;
+                r.ok.push((since, arrived.elapsed()));
+            }
+        }));
+    }
+    for c in callers {
+        c.await.unwrap();
+    }
+    sampler.await.unwrap();
+    Arc::try_unwrap(result).unwrap().into_inner().unwrap()
+}
+
+fn p99(mut latencies: Vec<Duration>) -> Duration {
+    latencies.sort_unstable();
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+/// The limit at which a call would queue for the whole deadline: workers plus what they serve
+/// in a deadline.
+fn limit_at_deadline() -> usize {
+    WORKERS + (CAPACITY_PER_S * DEADLINE.as_secs_f64()) as usize
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradient2_holds_its_limit_under_sustained_overload() {
+    // Netflix's defaults, the layer's default windows: nothing tuned to this server.
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(Gradient2::builder().build().unwrap())
+        .seed(7)
+        .build()
+        .unwrap();
+    let run = Duration::from_secs(300);
+    let r = overload(layer, 2.0 * CAPACITY_PER_S, run, 7).await;
+    let bound = limit_at_deadline();
+    let most = *r.limits.iter().max().unwrap();
+    let last_quarter_ms = run.as_millis() as u64 * 3 / 4;
+    let tail: Vec<Duration> =
+        r.ok.iter()
+            .filter(|(at, _)| *at >= last_quarter_ms)
+            .map(|(_, l)| *l)
+            .collect();
+    let goodput = tail.len() as f64 / (run.as_secs_f64() / 4.0);
+    let (_, _, mean) = summary(&r.limits[r.limits.len() / 4..]);
+    let p99_all = p99(r.ok.iter().map(|(_, l)| *l).collect());
+    eprintln!(
+        "anchored: peak {most}, mean {mean:.1}, last-quarter goodput {goodput:.1}/s, p99 ok {p99_all:?}, {} of {} ok",
+        r.ok.len(),
+        r.requests
+    );
+    // Bounded over the whole run, far below where calls queue for their whole deadline (108),
+    // the capacity kept busy on calls someone waits for, latency well within the deadline.
+    assert!(
+        most < bound / 2,
+        "limit peaked at {most} (deadline bound {bound}), mean {mean:.1}"
+    );
+    assert!(
+        goodput >= 0.9 * CAPACITY_PER_S,
+        "last-quarter goodput {goodput:.1}/s (limit mean {mean:.1})"
+    );
+    let p99_tail = p99(tail);
+    assert!(
+        p99_tail < DEADLINE / 2,
+        "last-quarter p99 of successes {p99_tail:?} (limit mean {mean:.1})"
+    );
+    assert!(r.requests > 200_000 / 2, "{} requests", r.requests);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unanchored_gradient2_creeps_until_goodput_collapses() {
+    // The same run with the anchor out of reach, probes rare and cancellations ignored: Netflix's
+    // Gradient2 as it was, whose long-term RTT follows the loaded latency (the defect the anchor
+    // fixes; this shows the simulation reproduces it).
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(
+            Gradient2::builder()
+                .long_rtt_cap(100.0)
+                .probe_interval(1_000_000)
+                .build()
+                .unwrap(),
+        )
+        .cancelled_as_drops(false)
+        .seed(7)
+        .build()
+        .unwrap();
+    let run = Duration::from_secs(300);
+    let r = overload(layer, 2.0 * CAPACITY_PER_S, run, 7).await;
+    let most = *r.limits.iter().max().unwrap();
+    let last_quarter_ms = run.as_millis() as u64 * 3 / 4;
+    let tail: Vec<Duration> =
+        r.ok.iter()
+            .filter(|(at, _)| *at >= last_quarter_ms)
+            .map(|(_, l)| *l)
+            .collect();
+    let goodput = tail.len() as f64 / (run.as_secs_f64() / 4.0);
+    eprintln!("unanchored: peak {most}, last-quarter goodput {goodput:.1}/s");
+    // It climbs to where calls queue for about their whole deadline, and goodput collapses.
+    assert!(
+        most >= limit_at_deadline() * 9 / 10 && goodput < CAPACITY_PER_S / 2.0,
+        "peaked at {most}, last-quarter goodput {goodput:.1}/s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradient2_still_grows_to_its_maximum_when_latency_holds() {
+    // A backend far larger than the demand: latency never rises, the limit is in use, and it
+    // grows by 0.8 per window up to the maximum (200), probes notwithstanding.
+    let layer = AdaptiveLimitLayer::builder()
+        .algorithm(Gradient2::builder().build().unwrap())
+        .seed(3)
+        .build()
+        .unwrap();
+    // 110 clients keep at least half of 200 in flight (else app-limited: no growth).
+    let limits = simulate_with(
+        layer,
+        backend(1_000, ms(100), false),
+        110,
+        Duration::from_secs(40),
+        ms(100),
+    )
+    .await;
+    let (_, max, mean) = summary(&limits[limits.len() * 3 / 4..]);
+    assert!(
+        max == 200 && mean >= 190.0,
+        "[{max}, {mean:.1}]: {limits:?}"
     );
 }
 

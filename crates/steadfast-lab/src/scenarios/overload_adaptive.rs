@@ -11,9 +11,11 @@
 //!   given up on: goodput collapses while the server stays fully busy.
 //! - `static_limit`: steadfast's `ConcurrencyLimitLayer`, fail fast, at [`STATIC_LIMIT`] calls in
 //!   flight (the server's workers plus a short queue, tuned by hand to this server).
-//! - `adaptive_limit`: steadfast's `AdaptiveLimitLayer` with `Gradient2` at Netflix's defaults
-//!   (initial limit 20, tolerance 1.5, smoothing 0.2, queue 4, long window 600), updated every
-//!   100 ms: the limit is learned from latency, not configured.
+//! - `adaptive_limit`: steadfast's `AdaptiveLimitLayer` with `Gradient2` at its defaults
+//!   (Netflix's: initial limit 20, tolerance 1.5, smoothing 0.2, queue 4, long window 600; plus
+//!   the long-term RTT held within 2 × a no-load RTT probed at 3 in flight once a minute, and
+//!   drops, including calls whose caller gave up, decreasing the limit), updated every 100 ms:
+//!   the limit is learned from latency, not configured.
 //! - `shed`: steadfast's `LoadShedLayer` above tower's `ConcurrencyLimit` at the same
 //!   [`STATIC_LIMIT`]: tower's limit applies backpressure through readiness, and the shedder turns
 //!   "not ready" into an immediate failure (the composition `LoadShedLayer` exists for).
@@ -27,18 +29,24 @@
 //! **What to expect.** Every limit keeps the server busy on calls someone still waits for, so
 //! goodput stays near capacity while `none` collapses. The static limit and the shedder (the same
 //! hand-tuned bound, enforced two ways) keep a short queue: p99 of successes under 100 ms for
-//! 20-60 ms of work. Gradient2 needs no tuning but runs a longer queue: with a tolerance of 1.5 it
-//! accepts latency growing by half over its long-term average, and that average follows the
-//! loaded latency, so the limit keeps creeping up as long as the overload lasts (the layer's docs
-//! say so). Its queueing delay, and
-//! so its p99, grow with the run's length: a 10 s run ends with a limit near 40 and a p99 of
-//! successful requests of 230-240 ms; a 40 s run measured on the same machine ended with a limit
-//! of 71 and a p99 of 360 ms, goodput unchanged; a 120 s run ended with a limit of 100, so that
-//! calls queued for about the whole deadline: goodput fell to 96/s over the run, none of the
-//! requests of its last 30 s succeeded, and the server served 11,964 calls for nobody, the
-//! collapse the limit is there to prevent. Drops (requests that time out at the caller) cannot
-//! stop the creep: they never complete, so they give no round-trip sample, and Gradient2 ignores
-//! drops anyway. The quick and full runs are too short to reach that point.
+//! 20-60 ms of work. Gradient2 needs no tuning and runs a longer queue, of a bounded length: its
+//! first update probes the server at 3 calls in flight (a no-load RTT of about 40 ms), and its
+//! long-term RTT may not exceed twice that, so with a tolerance of 1.5 the limit shrinks once
+//! latency passes about 3 × 40 ms, and holds near 26-30 (p99 of successes about 170 ms) for as
+//! long as the overload lasts. Measured on one machine: two 10 s runs ended with a limit of 26
+//! and 28, goodput 192/s, a p99 of successes of 167-169 ms (168-171 ms for the last quarter's
+//! arrivals); two 120 s runs (the duration constant edited for the measurement) ended with a
+//! limit of 27 and 28, goodput 193-194/s, p99 166-171 ms (169-172 ms in the last quarter),
+//! nothing served for nobody.
+//!
+//! Before that anchor, Netflix's Gradient2 as such accepted latency growing by half over its
+//! long-term average, and that average followed the loaded latency, so the limit crept up as long
+//! as the overload lasted: a 10 s run ended near limit 42 with a p99 of 234 ms, a 40 s run at 71
+//! and 360 ms, and a 120 s run at 101, where calls queued for about the whole deadline: goodput
+//! fell to 97/s over the run (p99 493 ms), none of the requests of its last 30 s succeeded, and
+//! the server served 12,065 calls for nobody. Calls the caller gave up on gave no sample at all,
+//! and Gradient2 ignored drops anyway, so nothing stopped the creep. `tests/adaptive.rs`
+//! reproduces both in a simulated 300 s run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,7 +289,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
             ),
             (
                 "adaptive_limit",
-                "AdaptiveLimitLayer + Gradient2, Netflix's defaults (initial 20, tolerance 1.5, smoothing 0.2, queue 4, long window 600), 100 ms windows; limit = its value at the end".to_owned(),
+                "AdaptiveLimitLayer + Gradient2 at its defaults (Netflix's: initial 20, tolerance 1.5, smoothing 0.2, queue 4, long window 600; long-term RTT <= 2x the no-load RTT probed at 3 in flight), 100 ms windows; limit = its value at the end".to_owned(),
             ),
             (
                 "shed",

@@ -61,11 +61,13 @@ pub trait Algorithm: fmt::Debug + Send + 'static {
 pub struct Samples {
     /// Calls measured (drops included; calls the classifier ignored are not measured).
     pub count: u64,
-    /// How many of them were drops (failures that signal overload: timeouts, `503`s...).
+    /// How many of them were drops (failures that signal overload: timeouts, `503`s, deadlines
+    /// that expired while the call ran, calls whose caller gave up before they completed).
     pub drops: u64,
-    /// Their mean round-trip time.
+    /// Their mean round-trip time; for a call its caller gave up on, the time it waited (a
+    /// lower bound).
     pub avg_rtt: Duration,
-    /// Their shortest round-trip time.
+    /// The shortest round-trip time of the calls that completed (zero if none did).
     pub min_rtt: Duration,
     /// The most calls in flight when one of them started (itself included).
     pub max_in_flight: usize,

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::layer::Core;
 use super::{Algorithm, Overloaded};
 use crate::classify::{Classifier, Outcome};
+use crate::deadline::DeadlineExceeded;
 use crate::telemetry::REASON_KEY;
 use crate::BoxError;
 
@@ -81,58 +82,70 @@ where
                 guard,
             } => {
                 let result = ready!(fut.poll(cx));
+                let outcome = classifier.classify(&result);
+                let result = result.map_err(Into::into);
                 if let Some(guard) = guard.take() {
-                    guard.finish(classifier.classify(&result));
+                    guard.finish(outcome, &result);
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
         }
     }
 }
 
-/// One admitted call's slot: released exactly once, when the call is measured or when it is
-/// dropped unmeasured.
+/// One admitted call's slot: released exactly once, when the call is measured, or when its
+/// future is dropped first (the caller gave up: measured as a drop whose round-trip time is at
+/// least the time waited).
 pub(super) struct InFlight<A> {
     core: Arc<Core<A>>,
     started: Instant,
     in_flight: usize,
     released: bool,
+    /// `Core::<A>::record_cancelled`, set where `A: Algorithm` is known (a `Drop` impl cannot
+    /// carry that bound).
+    on_cancel: fn(&Core<A>, Instant, usize),
 }
 
-impl<A> InFlight<A> {
+impl<A: Algorithm> InFlight<A> {
     pub(super) fn new(core: Arc<Core<A>>, started: Instant, in_flight: usize) -> Self {
         Self {
             core,
             started,
             in_flight,
             released: false,
+            on_cancel: Core::<A>::record_cancelled,
         }
     }
-}
 
-impl<A: Algorithm> InFlight<A> {
-    fn finish(mut self, outcome: Outcome) {
+    fn finish<Res>(mut self, outcome: Outcome, result: &Result<Res, BoxError>) {
         self.released = true;
         let core = &*self.core;
         core.gate.release();
-        let dropped = match outcome {
-            Outcome::Success => false,
-            Outcome::Retryable { reason, .. } | Outcome::Pushback { reason } => {
-                core.attrs
-                    .with(REASON_KEY, reason, |a| core.drops.add(1, a));
-                true
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(self.started);
+        let reason = match outcome {
+            Outcome::Success => None,
+            Outcome::Retryable { reason, .. } | Outcome::Pushback { reason } => Some(reason),
+            // A deadline that expired while the call ran is a timeout: the backend did not answer
+            // in time. (One refused before the call started, in no time, says nothing.)
+            Outcome::Fatal { .. }
+                if !rtt.is_zero()
+                    && result
+                        .as_ref()
+                        .err()
+                        .is_some_and(|e| e.is::<DeadlineExceeded>()) =>
+            {
+                Some("deadline_exceeded")
             }
             // A fatal failure (a bad request) or a call never sent says nothing about load: not
             // measured.
             _ => return,
         };
-        let now = Instant::now();
-        core.record(
-            now.saturating_duration_since(self.started),
-            self.in_flight,
-            dropped,
-            now,
-        );
+        if let Some(reason) = reason {
+            core.attrs
+                .with(REASON_KEY, reason, |a| core.drops.add(1, a));
+        }
+        core.record(rtt, self.in_flight, reason.is_some(), true, now);
     }
 }
 
@@ -140,6 +153,10 @@ impl<A> Drop for InFlight<A> {
     fn drop(&mut self) {
         if !self.released {
             self.core.gate.release();
+            // Not while unwinding: a panic is not a measurement.
+            if !std::thread::panicking() {
+                (self.on_cancel)(&self.core, self.started, self.in_flight);
+            }
         }
     }
 }

@@ -124,9 +124,13 @@ impl Pending {
         }
     }
 
-    fn add(&self, rtt_nanos: u64, in_flight: usize, dropped: bool) -> u64 {
+    /// `exact` is false for a call its caller gave up on: its time counts in the mean as a lower
+    /// bound of its round-trip time, but cannot be the window's shortest.
+    fn add(&self, rtt_nanos: u64, in_flight: usize, dropped: bool, exact: bool) -> u64 {
         self.rtt_sum_nanos.fetch_add(rtt_nanos, Ordering::Relaxed);
-        self.min_rtt_nanos.fetch_min(rtt_nanos, Ordering::Relaxed);
+        if exact {
+            self.min_rtt_nanos.fetch_min(rtt_nanos, Ordering::Relaxed);
+        }
         self.max_in_flight.fetch_max(in_flight, Ordering::Relaxed);
         if dropped {
             self.drops.fetch_add(1, Ordering::Relaxed);
@@ -167,6 +171,7 @@ pub(super) struct Core<A> {
     algorithm: Mutex<A>,
     window: Duration,
     min_samples: u64,
+    cancelled_as_drops: bool,
     epoch: Instant,
     /// Nanoseconds after `epoch` when the next update may run.
     next_update: AtomicU64,
@@ -196,11 +201,40 @@ impl<A> Core<A> {
 }
 
 impl<A: Algorithm> Core<A> {
-    /// Records one finished call and, when an update is due and no other thread is running
-    /// one, runs the algorithm. Never blocks.
-    pub(super) fn record(&self, rtt: Duration, in_flight: usize, dropped: bool, now: Instant) {
+    /// Records a call whose future was dropped before it completed: its caller gave up (a
+    /// deadline, a cancelled request), so it is a drop and its round-trip time is at least what
+    /// it waited.
+    pub(super) fn record_cancelled(&self, started: Instant, in_flight: usize) {
+        if !self.cancelled_as_drops {
+            return;
+        }
+        let now = Instant::now();
+        self.attrs
+            .with(crate::telemetry::REASON_KEY, "cancelled", |a| {
+                self.drops.add(1, a);
+            });
+        self.record(
+            now.saturating_duration_since(started),
+            in_flight,
+            true,
+            false,
+            now,
+        );
+    }
+
+    /// Records one finished call (`exact`: it completed, so `rtt` is its round-trip time, not a
+    /// lower bound) and, when an update is due and no other thread is running one, runs the
+    /// algorithm. Never blocks.
+    pub(super) fn record(
+        &self,
+        rtt: Duration,
+        in_flight: usize,
+        dropped: bool,
+        exact: bool,
+        now: Instant,
+    ) {
         let rtt_nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
-        let count = self.pending.add(rtt_nanos, in_flight, dropped);
+        let count = self.pending.add(rtt_nanos, in_flight, dropped, exact);
         if count < self.min_samples {
             return;
         }
@@ -263,8 +297,10 @@ impl<A, C> AdaptiveLimitLayer<A, C> {
 impl AdaptiveLimitLayer {
     /// A builder with the defaults: [`Vegas`] with Netflix's parameters, updated once per
     /// 100 ms window of at least 10 calls, failures classified by [`RetryOnError`] (every error
-    /// is a drop, except [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), which is
-    /// ignored).
+    /// is a drop; a [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) only if the call
+    /// ran, see [`classifier`](AdaptiveLimitLayerBuilder::classifier)); calls whose caller gave
+    /// up count as drops
+    /// ([`cancelled_as_drops`](AdaptiveLimitLayerBuilder::cancelled_as_drops)).
     ///
     /// ```
     /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
@@ -277,6 +313,7 @@ impl AdaptiveLimitLayer {
             classifier: RetryOnError,
             window: DEFAULT_WINDOW,
             min_samples: DEFAULT_MIN_SAMPLES,
+            cancelled_as_drops: true,
             rng: None,
             telemetry: Telemetry::default(),
         }
@@ -307,6 +344,7 @@ pub struct AdaptiveLimitLayerBuilder<A = Vegas, C = RetryOnError> {
     classifier: C,
     window: Duration,
     min_samples: u64,
+    cancelled_as_drops: bool,
     rng: Option<SharedRng>,
     telemetry: Telemetry,
 }
@@ -327,6 +365,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             classifier: self.classifier,
             window: self.window,
             min_samples: self.min_samples,
+            cancelled_as_drops: self.cancelled_as_drops,
             rng: self.rng,
             telemetry: self.telemetry,
         }
@@ -337,7 +376,9 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// [`Pushback`](crate::classify::Outcome::Pushback) outcome is a drop; a
     /// [`Fatal`](crate::classify::Outcome::Fatal) one (a bad request says nothing about load) or
     /// a [`NotSent`](crate::classify::Outcome::NotSent) one (the backend never saw it) is not
-    /// measured at all.
+    /// measured at all, except a [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) error
+    /// after the call ran (a deadline layer below this one), which is a timeout, so a drop
+    /// (whatever the classifier says: [`RetryOnError`] calls it fatal so as not to retry it).
     ///
     /// ```
     /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, classify::Outcome, BoxError};
@@ -357,6 +398,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             classifier,
             window: self.window,
             min_samples: self.min_samples,
+            cancelled_as_drops: self.cancelled_as_drops,
             rng: self.rng,
             telemetry: self.telemetry,
         }
@@ -388,6 +430,25 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// ```
     pub fn min_samples(mut self, n: u64) -> Self {
         self.min_samples = n;
+        self
+    }
+
+    /// Whether a call whose response future is dropped before it completes (its caller gave up:
+    /// a deadline above this layer, a cancelled request) counts as a drop, with the time it
+    /// waited as a lower bound of its round-trip time (default `true`). Under overload such calls
+    /// are the clearest signal there is, and without them an algorithm only hears from the calls
+    /// that were fast enough to finish. Set `false` when callers routinely abandon calls for
+    /// reasons unrelated to load (hedged requests whose loser is cancelled): they are then
+    /// ignored, their slot freed.
+    ///
+    /// ```
+    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// let l = AdaptiveLimitLayer::builder().cancelled_as_drops(false).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn cancelled_as_drops(mut self, yes: bool) -> Self {
+        self.cancelled_as_drops = yes;
         self
     }
 
@@ -507,6 +568,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             algorithm: Mutex::new(self.algorithm),
             window: self.window,
             min_samples: self.min_samples,
+            cancelled_as_drops: self.cancelled_as_drops,
             epoch: Instant::now(),
             next_update: AtomicU64::new(0),
             rng: self.rng.unwrap_or_else(default_rng),
@@ -517,7 +579,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
                 .build(),
             drops: meter
                 .u64_counter("steadfast.adaptive.drops")
-                .with_description("Calls the classifier counted as drops, by its reason")
+                .with_description("Calls counted as drops, by reason (the classifier's, deadline_exceeded or cancelled)")
                 .build(),
             telemetry: self.telemetry,
         };

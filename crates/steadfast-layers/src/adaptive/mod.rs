@@ -6,24 +6,32 @@
 //! (`at_capacity`) otherwise. Each admitted call is timed (two clock reads: the only way to
 //! measure a round-trip time) and classified by the shared
 //! [`Classifier`](crate::classify::Classifier): a success, a drop (a retryable or pushback
-//! failure: a timeout, a `503`), or ignored (a fatal failure such as a bad request, or a call
-//! dropped before it finished). The measurements feed the algorithm once per
+//! failure: a timeout, a `503`; a deadline that expired while the call ran), or ignored (a fatal
+//! failure such as a bad request). A call whose response future is dropped before it completes
+//! (its caller gave up: a deadline above this layer) is a drop whose round-trip time is at least
+//! what it waited ([`cancelled_as_drops`](AdaptiveLimitLayerBuilder::cancelled_as_drops)): under
+//! overload the calls that never finish are the signal that matters. The measurements feed the
+//! algorithm once per
 //! [`window`](AdaptiveLimitLayerBuilder::window) (100 ms and at least 10 calls by default; zero
 //! for an update after every call):
 //!
 //! - [`Vegas`] (the default): latency-based; estimates the queue from the RTT over the no-load
 //!   RTT and keeps it between `alpha = 3 log10(limit)` and `beta = 6 log10(limit)`.
 //! - [`Gradient2`]: latency-based; shrinks the limit when the current RTT exceeds 1.5 × its
-//!   long-term average, otherwise grows it by a smoothed queue allowance of 4.
+//!   long-term average (itself held within 2 × a no-load RTT measured by a short low-limit probe
+//!   once a minute), or on drops; otherwise grows it by a smoothed queue allowance of 4.
 //! - [`Aimd`]: loss-based; ×0.9 on a drop, +1 on success while the limit is in use.
 //!
-//! All three follow Netflix's concurrency-limits, including its parameters. In a simulated
-//! backend with a hidden capacity `C` whose latency grows with the calls queued beyond it
-//! (`tests/adaptive.rs`), Vegas settles at `C + alpha`, AIMD (against a backend that fails
-//! beyond `C`) oscillates between `0.9 C` and `C + 1`, and Gradient2 settles near
-//! `1.5 C + 4` (its tolerance lets latency grow by half) and then creeps up as its long-term
-//! RTT follows the loaded one: prefer it with long windows (Netflix's 1 s) and traffic that has
-//! quiet periods.
+//! All three follow Netflix's concurrency-limits, including its parameters; [`Gradient2`]
+//! deviates where Netflix's version fails (documented there). In a simulated backend with a
+//! hidden capacity `C` whose latency grows with the calls queued beyond it (`tests/adaptive.rs`),
+//! Vegas settles at `C + alpha`, AIMD (against a backend that fails beyond `C`) oscillates
+//! between `0.9 C` and `C + 1`, and Gradient2 settles near `1.5 C + 4` (its tolerance lets
+//! latency grow by half). Under sustained 2x overload of a server with an unbounded queue and
+//! callers that give up after a deadline, Netflix's Gradient2 creeps up until calls queue for
+//! the whole deadline (its long-term RTT follows the loaded latency, and abandoned calls gave no
+//! sample); ours holds its limit where latency stays within 3 × the no-load RTT, for as long as
+//! the overload lasts.
 //!
 //! The limit is observable: [`LimitHandle::limit`] (from [`AdaptiveLimitLayer::handle`]), a
 //! `DEBUG` event "adaptive limit changed" on each change, and the `steadfast.adaptive.limit`

@@ -16,7 +16,9 @@ use crate::BoxError;
 /// A call is admitted if fewer calls than the current limit are in flight (over every clone),
 /// and refused at once with [`Overloaded`] (`at_capacity`) otherwise. An admitted call's
 /// round-trip time and outcome feed the algorithm when it completes; a call whose future is
-/// dropped first just frees its slot.
+/// dropped first frees its slot and counts as a drop, its wait a lower bound of its round-trip
+/// time (see
+/// [`cancelled_as_drops`](super::AdaptiveLimitLayerBuilder::cancelled_as_drops)).
 ///
 /// ```
 /// use std::time::Duration;
