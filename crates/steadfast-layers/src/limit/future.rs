@@ -11,7 +11,7 @@ use tracing::Span;
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded};
 use crate::gate::{GatePermit, GateWait, Queued, Waited};
-use crate::telemetry::{ms, REASON_KEY};
+use crate::telemetry::ms;
 use crate::BoxError;
 
 /// The response future of [`ConcurrencyLimit`](super::ConcurrencyLimit): waits for a permit if
@@ -171,16 +171,7 @@ where
             Waited::Acquired(permit) => permit,
             Waited::TimedOut => {
                 let reason = OverloadReason::WaitTimeout;
-                shared.attrs.with(REASON_KEY, reason.label(), |a| {
-                    shared.rejected.add(1, a);
-                });
-                tracing::debug!(
-                    target: "steadfast::limit",
-                    instance = shared.telemetry.span_name(),
-                    reason = reason.label(),
-                    waited_ms = shared.max_wait.map(ms),
-                    "concurrency limit: call rejected"
-                );
+                shared.reject(reason, shared.max_wait.map(ms));
                 return Poll::Ready(State::Rejected { reason });
             }
         };

@@ -5,12 +5,12 @@ use opentelemetry::metrics::{Counter, Histogram};
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
-use super::ConcurrencyLimit;
+use super::{ConcurrencyLimit, OverloadReason};
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
 use crate::gate::Gate;
 use crate::keyed::{Global, KeyMap, DEFAULT_MAX_KEYS, MAX_KEYS};
-use crate::telemetry::{Attrs, Telemetry};
+use crate::telemetry::{Attrs, Telemetry, REASON_KEY};
 
 /// Limits how many calls are in flight at once, across every clone of the layer and of its
 /// services, globally or per key.
@@ -66,6 +66,21 @@ pub(super) enum Slots {
 }
 
 impl Shared {
+    /// Counts one refused call and traces it (`waited_ms`: how long it waited, if it did).
+    pub(super) fn reject(&self, reason: OverloadReason, waited_ms: Option<f64>) {
+        self.attrs.with(REASON_KEY, reason.label(), |a| {
+            self.rejected.add(1, a);
+        });
+        tracing::debug!(
+            target: "steadfast::limit",
+            instance = self.telemetry.span_name(),
+            reason = reason.label(),
+            max_in_flight = self.max_in_flight,
+            waited_ms,
+            "concurrency limit: call rejected"
+        );
+    }
+
     pub(super) fn in_flight(&self) -> u64 {
         let busy = |g: &Gate| g.in_flight() as u64;
         match &self.slots {

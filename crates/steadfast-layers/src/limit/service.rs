@@ -9,7 +9,6 @@ use super::layer::{Shared, Slots};
 use super::{OverloadReason, Overloaded, ResponseFuture};
 use crate::gate::{Gate, Registered};
 use crate::keyed::{Global, KeyExtractor};
-use crate::telemetry::REASON_KEY;
 use crate::BoxError;
 
 /// The service made by [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
@@ -176,15 +175,6 @@ where
 }
 
 fn reject<S: Service<Req>, Req>(shared: &Shared, reason: OverloadReason) -> ResponseFuture<S, Req> {
-    shared.attrs.with(REASON_KEY, reason.label(), |a| {
-        shared.rejected.add(1, a);
-    });
-    tracing::debug!(
-        target: "steadfast::limit",
-        instance = shared.telemetry.span_name(),
-        reason = reason.label(),
-        max_in_flight = shared.max_in_flight,
-        "concurrency limit: call rejected"
-    );
+    shared.reject(reason, None);
     ResponseFuture::rejected(Overloaded::new("limit", reason), Span::none())
 }
