@@ -132,6 +132,7 @@ pub async fn run_all(
     concurrent_claims_never_share_a_saga(store).await?;
     list_and_history(store).await?;
     deadlines_use_the_store_clock(store).await?;
+    dropped_calls_leave_the_store_usable(store).await?;
     if let Some(c) = corrupt {
         corrupt_rows_are_decode_errors(store, c).await?;
     }
@@ -430,6 +431,71 @@ pub async fn stale_epoch_is_fenced_and_writes_nothing(store: &dyn SagaStore) -> 
         .record(&new, Transition::new(Event::new("ok")))
         .await?;
     store.heartbeat(&new, LONG).await?;
+    Ok(())
+}
+
+/// A call dropped before it returned (the orchestrator drops a heartbeat that does not answer
+/// in time, and a run's pending write when its lease is lost) leaves the store usable: no
+/// connection goes back to a pool inside a half-begun transaction (which, in SQLite, would hold
+/// the database's write lock for good and make every later transaction on that connection
+/// fail). The calls are dropped after every amount of progress from none to completion.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::dropped_calls_leave_the_store_usable(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn dropped_calls_leave_the_store_usable(store: &dyn SagaStore) -> Result<(), Error> {
+    let lease = create_new(store, new_saga(&unique("conf-dropped"), "k"), "o").await?;
+    // Drop each call after 0, 1, 2, ... polls, with a pause before each poll in which the
+    // database answers what the last one sent (so every await point of a call is reached).
+    for polls in 0..12u32 {
+        for rep in 0..8u32 {
+            let mut call = if rep % 2 == 0 {
+                store.heartbeat(&lease, LONG)
+            } else {
+                store.record(&lease, Transition::new(Event::new("dropped")))
+            };
+            for _ in 0..polls {
+                let ready = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(call.as_mut().poll(cx).is_ready())
+                })
+                .await;
+                if ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            drop(call);
+        }
+    }
+    // Every connection is still usable and nothing holds a lock: rounds of fenced writes,
+    // renewals, releases and claims (more than any pool's size) go through, each within the
+    // bound, and each release is visible to the next claim (it was not left uncommitted in a
+    // transaction that nobody ends).
+    let mut lease = lease;
+    for i in 0..32 {
+        let bounded = Duration::from_secs(5);
+        let round = async {
+            store.release(&lease).await?;
+            let claimed = store.claim_expired("o", LONG, 1000).await?;
+            let Some(lease) = claimed.into_iter().find(|l| l.saga == lease.saga) else {
+                panic!("a released lease is not claimed by the next claim");
+            };
+            store.heartbeat(&lease, LONG).await?;
+            store
+                .record(&lease, Transition::new(Event::new("after_drops")).cursor(i))
+                .await?;
+            Ok::<_, Error>(lease)
+        };
+        lease = match tokio::time::timeout(bounded, round).await {
+            Ok(r) => r?,
+            Err(_) => panic!("a store call did not answer within {bounded:?} after dropped calls"),
+        };
+    }
+    let r = store.load(lease.saga).await?;
+    assert_eq!(r.cursor, 31);
     Ok(())
 }
 

@@ -653,6 +653,27 @@ pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Displ
     })
 }
 
+/// Begins a transaction on a task of its own and waits for it.
+///
+/// sqlx's `begin` is not cancel-safe (0.8.6): a caller dropped while it runs — the orchestrator
+/// drops a heartbeat that does not answer in time, and a run's pending write when its lease is
+/// lost — can hand the connection back to the pool inside the transaction it began, with no
+/// `Transaction` left to end it. In SQLite that connection then holds the database's write lock
+/// for good (every other writer gets "database is locked", every later `BEGIN IMMEDIATE` on it
+/// fails); PostgreSQL's `begin` has the same gap (the connection can be left in a transaction
+/// its next user's statements then run in). On its own task the begin always finishes; when the caller is gone
+/// by then, the `Transaction` is dropped there, which rolls it back. Everything after the begin
+/// is cancel-safe: a dropped `Transaction` rolls back.
+pub(crate) async fn begin_detached<T: Send + 'static>(
+    begin: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::spawn(begin).await {
+        Ok(tx) => Ok(tx?),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::Store(Box::new(e))),
+    }
+}
+
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

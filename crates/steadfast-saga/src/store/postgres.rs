@@ -11,8 +11,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::conformance::{Corrupt, Corruption};
 use super::rows as row;
 use super::{
-    column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
-    SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
+    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga,
+    SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -188,8 +188,14 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// A transaction; safe to drop at any point (see [`begin_detached`]).
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, Error> {
+        let pool = self.pool.clone();
+        begin_detached(async move { pool.begin().await }).await
+    }
+
     async fn migrate(&self) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(7305514275917336113)")
             .execute(&mut *tx)
             .await?;
@@ -328,7 +334,7 @@ impl SagaStore for PostgresStore {
         lease: Duration,
     ) -> StoreFuture<'a, Created> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
                     lease_owner, lease_epoch, lease_expires_at, deadline_at)
@@ -423,7 +429,7 @@ impl SagaStore for PostgresStore {
 
     fn record<'a>(&'a self, lease: &'a Lease, t: Transition) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             let (set_error, error) = match &t.error {
                 Some(e) => (true, e.clone()),
                 None => (false, None),
@@ -456,7 +462,7 @@ impl SagaStore for PostgresStore {
 
     fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             let updated = sqlx::query(self.fence(HEARTBEAT, HEARTBEAT_UNFENCED))
                 .bind(duration_ms(lease_for))
                 .bind(lease.saga.to_string())
@@ -494,7 +500,7 @@ impl SagaStore for PostgresStore {
         limit: u32,
     ) -> StoreFuture<'a, Vec<Lease>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             // Active sagas and sagas whose status cannot be read (not settled): the claimer's
             // run finds the latter undecodable and puts them in NeedsAttention.
             let rows = sqlx::query(concat!(
@@ -548,7 +554,7 @@ impl SagaStore for PostgresStore {
         lease_for: Duration,
     ) -> StoreFuture<'a, Lease> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             let row = sqlx::query(
                 "UPDATE steadfast_sagas SET
                     lease_epoch = lease_epoch + 1,

@@ -15,8 +15,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::conformance::{Corrupt, Corruption};
 use super::rows as row;
 use super::{
-    column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord,
-    SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
+    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga,
+    SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -177,7 +177,7 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.immediate().await?;
         for m in MIGRATIONS {
             sqlx::query(m).execute(&mut *tx).await?;
         }
@@ -196,8 +196,10 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A `BEGIN IMMEDIATE` transaction; safe to drop at any point (see [`begin_detached`]).
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, Error> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let pool = self.pool.clone();
+        begin_detached(async move { pool.begin_with("BEGIN IMMEDIATE").await }).await
     }
 
     /// Test hook (feature `test-hooks`, never for production): a handle on the same database
