@@ -261,12 +261,7 @@ impl<S, C: Clone, K, F> CircuitBreaker<S, C, K, F> {
     where
         S: Service<Req>,
     {
-        let admitted = if control == METRICS_ONLY {
-            Ok(core.admit_unconditionally())
-        } else {
-            core.admit()
-        };
-        match admitted {
+        match admission(&core, control) {
             Ok(ticket) => {
                 let started = core.common.cfg.slow_call.map(|_| Instant::now());
                 let fut = self.inner.call(req);
@@ -277,20 +272,7 @@ impl<S, C: Clone, K, F> CircuitBreaker<S, C, K, F> {
                     started,
                 )
             }
-            Err(open) => {
-                core.note_rejection();
-                let common = &core.common;
-                common.count_rejection(open.state());
-                tracing::debug!(
-                    target: "steadfast::breaker",
-                    instance = common.telemetry.span_name(),
-                    key = core.key.as_deref().unwrap_or(""),
-                    state = open.state().label(),
-                    remaining_ms = open.remaining().map(ms),
-                    "call rejected"
-                );
-                ResponseFuture::rejected(open)
-            }
+            Err(open) => reject(&core, open),
         }
     }
 }
@@ -306,12 +288,7 @@ fn admit_ref<S, C: Clone, Req>(
 where
     S: Service<Req>,
 {
-    let admitted = if control == METRICS_ONLY {
-        Ok(core.admit_unconditionally())
-    } else {
-        core.admit()
-    };
-    match admitted {
+    match admission(core, control) {
         Ok(ticket) => {
             let started = core.common.cfg.slow_call.map(|_| Instant::now());
             let fut = inner.call(req);
@@ -322,19 +299,32 @@ where
                 started,
             )
         }
-        Err(open) => {
-            core.note_rejection();
-            let common = &core.common;
-            common.count_rejection(open.state());
-            tracing::debug!(
-                target: "steadfast::breaker",
-                instance = common.telemetry.span_name(),
-                key = core.key.as_deref().unwrap_or(""),
-                state = open.state().label(),
-                remaining_ms = open.remaining().map(ms),
-                "call rejected"
-            );
-            ResponseFuture::rejected(open)
-        }
+        Err(open) => reject(core, open),
     }
+}
+
+/// Asks `core` to admit a call under the control mode `control`.
+#[inline]
+fn admission(core: &super::core::Core, control: u8) -> Result<super::core::Ticket, CircuitOpen> {
+    if control == METRICS_ONLY {
+        Ok(core.admit_unconditionally())
+    } else {
+        core.admit()
+    }
+}
+
+/// Counts, traces and returns one call refused by `core`.
+fn reject<F, C>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C> {
+    core.note_rejection();
+    let common = &core.common;
+    common.count_rejection(open.state());
+    tracing::debug!(
+        target: "steadfast::breaker",
+        instance = common.telemetry.span_name(),
+        key = core.key.as_deref().unwrap_or(""),
+        state = open.state().label(),
+        remaining_ms = open.remaining().map(ms),
+        "call rejected"
+    );
+    ResponseFuture::rejected(open)
 }
