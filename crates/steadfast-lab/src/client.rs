@@ -38,10 +38,6 @@ use crate::ledger::Ledger;
 pub const REQUEST_ID: &str = "x-lab-request-id";
 /// Header carrying the id of one attempt (unique per [`HttpClient`] call).
 pub const ATTEMPT_ID: &str = "x-lab-attempt-id";
-/// Header carrying the caller's remaining time in whole milliseconds: steadfast-http's plain-HTTP
-/// deadline header ([`REQUEST_TIMEOUT_MS`](steadfast_http::codec::REQUEST_TIMEOUT_MS),
-/// `x-request-timeout-ms`), written and read with its codec.
-pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
 /// The request type every lab client sends.
 pub type LabRequest = Request<Full<Bytes>>;
@@ -83,7 +79,7 @@ impl HttpClient {
     }
 
     /// Writes the remaining time of the deadline in scope ([`Deadline::current`]) into
-    /// [`TIMEOUT_HEADER`], less `margin` (the time the hop itself may take, shaved as gRPC and
+    /// steadfast-http's [`REQUEST_TIMEOUT_MS`](steadfast_http::codec::REQUEST_TIMEOUT_MS) header, less `margin` (the time the hop itself may take, shaved as gRPC and
     /// Google SRE advise so that the next hop gives up no later than its caller).
     pub fn propagate_deadline(mut self, margin: Duration) -> Self {
         self.propagate = Some(margin);

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
-use steadfast_lab::client::{get, HttpClient, LabResponse, TIMEOUT_HEADER};
+use http::StatusCode;
+use steadfast_http::codec::{encode_timeout_ms, REQUEST_TIMEOUT_MS};
+use steadfast_lab::client::{get, HttpClient, LabResponse};
 use steadfast_lab::server::{Capacity, Latency, Outage, OutageKind, Server, ServerConfig};
 use steadfast_lab::BoxError;
 use tokio::time::Instant;
@@ -117,8 +118,10 @@ async fn honoured_deadline_stops_work() {
     .expect("server starts");
     let with_timeout = |ms: u64| {
         let mut req = get(server.uri(), ms).expect("request");
-        req.headers_mut()
-            .insert(TIMEOUT_HEADER, HeaderValue::from(ms));
+        req.headers_mut().insert(
+            REQUEST_TIMEOUT_MS,
+            encode_timeout_ms(Duration::from_millis(ms)),
+        );
         HttpClient::new().oneshot(req)
     };
     let started = Instant::now();
