@@ -1,26 +1,32 @@
 //! One breaker's state machine, in atomics.
 //!
-//! The state lives in one `AtomicU64` word: the state (3 bits), an epoch (21 bits, bumped by
-//! every transition) and, when open, the instant a probe is allowed (40 bits of milliseconds since
-//! the layer was built). Transitions are compare-and-swaps on that word, so exactly one caller
+//! The state lives in one `AtomicU64` word: the state (2 bits), whether a break timer is armed
+//! (1 bit), an epoch (21 bits, bumped by every transition) and, when open, the instant a probe is
+//! allowed (40 bits of milliseconds since the layer was built). Transitions are compare-and-swaps on that word, so exactly one caller
 //! performs each. A call remembers the epoch it was admitted in; an outcome from an older epoch
 //! is ignored. Half-open probes are counted in a second word tagged with the half-open epoch
 //! (issued, completed, failed, slow), so a new half-open period starts from zero without a reset.
+//!
+//! An open word with the armed bit set has a timer task sleeping until its break ends (see
+//! [`BreakTimer`]): refusals then read no clock. The task clears the bit when it wakes or when it
+//! is dropped (runtime shutdown), whichever comes first, and only in the epoch it was armed for;
+//! once clear, refusals read the clock as they do without a timer.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::time::Instant;
 
 use super::window::{rate, Counts, Window};
 use super::{
-    BreakDuration, BreakerMetrics, BreakerState, CircuitOpen, Mode, SlidingWindow, Transition,
-    TransitionReason,
+    BreakDuration, BreakTimer, BreakerMetrics, BreakerState, CircuitOpen, Mode, SlidingWindow,
+    Transition, TransitionReason,
 };
 use crate::rng::SharedRng;
 use crate::telemetry::{Attrs, Telemetry};
@@ -37,6 +43,14 @@ pub(super) const NORMAL: u8 = 0;
 pub(super) const DISABLED: u8 = 1;
 pub(super) const FORCED_OPEN: u8 = 2;
 pub(super) const METRICS_ONLY: u8 = 3;
+
+/// The state bits of the word.
+const STATE_MASK: u64 = 0b11;
+/// Set in an open word while a break timer is armed for its epoch.
+const ARMED: u64 = 0b100;
+/// While armed, every this many refusals read the clock anyway (a timer that fires late cannot
+/// hold the breaker open for more than this many calls).
+const CLOCK_CHECK_EVERY: u64 = 64;
 
 const EPOCH_BITS: u32 = 21;
 const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
@@ -55,7 +69,17 @@ impl Word {
         )
     }
     fn state(self) -> u8 {
-        (self.0 & 0b111) as u8
+        (self.0 & STATE_MASK) as u8
+    }
+    fn armed(self) -> bool {
+        self.0 & ARMED != 0
+    }
+    fn with_armed(self, armed: bool) -> Self {
+        if armed {
+            Word(self.0 | ARMED)
+        } else {
+            Word(self.0 & !ARMED)
+        }
     }
     fn epoch(self) -> u32 {
         ((self.0 >> 3) & EPOCH_MASK) as u32
@@ -126,6 +150,7 @@ pub(super) struct Config {
     pub(super) probes: u32,
     pub(super) progressive: bool,
     pub(super) break_duration: BreakDuration,
+    pub(super) break_timer: BreakTimer,
     pub(super) mode: Mode,
 }
 
@@ -290,6 +315,9 @@ pub(super) struct Core {
     rejected: AtomicU64,
     /// When this breaker was last used, in the key map's logical ticks (eviction order).
     pub(super) last_used: AtomicU64,
+    /// How often the open breaker read the clock to decide on a call (tests).
+    #[cfg(test)]
+    pub(super) clock_reads: AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -314,6 +342,8 @@ impl Core {
             opens: AtomicU32::new(0),
             rejected: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
+            #[cfg(test)]
+            clock_reads: AtomicU64::new(0),
         }
     }
 
@@ -340,11 +370,13 @@ impl Core {
         }
     }
 
-    pub(super) fn note_rejection(&self) {
+    fn note_rejection(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Admits a call or says why not. Reads the clock only when the breaker is open.
+    /// Admits a call or says why not (counting the refusal). Reads the clock only when the
+    /// breaker is open with no break timer armed, and on every [`CLOCK_CHECK_EVERY`]th refusal
+    /// when one is.
     #[inline]
     pub(super) fn admit(&self) -> Result<Ticket, CircuitOpen> {
         loop {
@@ -352,20 +384,31 @@ impl Core {
             match w.state() {
                 CLOSED | RESETTING => return Ok(Ticket::Closed(w.epoch())),
                 OPEN => {
-                    if let Some(remaining) = self.open_remaining(w) {
-                        return Err(CircuitOpen::new(BreakerState::Open, Some(remaining)));
+                    let check = !w.armed()
+                        || self.rejected.load(Ordering::Relaxed) % CLOCK_CHECK_EVERY
+                            == CLOCK_CHECK_EVERY - 1;
+                    if !check || self.open_remaining(w).is_some() {
+                        self.note_rejection();
+                        return Err(CircuitOpen::until(BreakerState::Open, self.probe_at(w)));
                     }
                     self.try_half_open(w);
                 }
                 _ => match self.try_probe(w.epoch()) {
                     ProbeGrant::Granted(t) => return Ok(t),
                     ProbeGrant::Full if self.load() == w => {
+                        self.note_rejection();
                         return Err(CircuitOpen::new(BreakerState::HalfOpen, None));
                     }
                     _ => {}
                 },
             }
         }
+    }
+
+    /// When the open breaker of word `w` allows a probe.
+    #[inline]
+    fn probe_at(&self, w: Word) -> Instant {
+        self.common.origin + Duration::from_millis(w.until_ms())
     }
 
     /// Metrics-only mode: admits every call as a closed-state call (a breaker left open by a
@@ -383,6 +426,8 @@ impl Core {
     /// How long the open breaker stays open, or `None` once a probe is allowed.
     #[inline]
     fn open_remaining(&self, w: Word) -> Option<Duration> {
+        #[cfg(test)]
+        self.clock_reads.fetch_add(1, Ordering::Relaxed);
         // Durations compared directly: no 128-bit nanosecond conversion on the rejection path.
         let until = Duration::from_millis(w.until_ms());
         let now = Instant::now().saturating_duration_since(self.common.origin);
@@ -395,11 +440,11 @@ impl Core {
             let w = self.load();
             match w.state() {
                 CLOSED | RESETTING => return Readiness::Ready(None),
+                // Always the clock here, timer or not: a waiter that woke at the end of the break
+                // must not find the breaker still armed and go back to sleep until the same
+                // instant (a busy loop until the timer runs).
                 OPEN => match self.open_remaining(w) {
-                    Some(_) => {
-                        let at = self.common.origin + Duration::from_millis(w.until_ms());
-                        return Readiness::Until(at);
-                    }
+                    Some(_) => return Readiness::Until(self.probe_at(w)),
                     None => self.try_half_open(w),
                 },
                 _ => match self.try_probe(w.epoch()) {
@@ -489,7 +534,13 @@ impl Core {
     /// Records a finished call. `now_nanos` is the finish time since the origin when the clock was
     /// read (time window or slow-call detection), 0 otherwise.
     #[inline]
-    pub(super) fn record(&self, ticket: Ticket, failure: bool, slow: bool, now_nanos: u64) {
+    pub(super) fn record(
+        self: &Arc<Self>,
+        ticket: Ticket,
+        failure: bool,
+        slow: bool,
+        now_nanos: u64,
+    ) {
         match ticket {
             Ticket::Closed(epoch) => self.record_closed(epoch, failure, slow, now_nanos),
             Ticket::Probe(epoch) => self.record_probe(epoch, failure, slow),
@@ -497,7 +548,7 @@ impl Core {
     }
 
     #[inline]
-    fn record_closed(&self, epoch: u32, failure: bool, slow: bool, now_nanos: u64) {
+    fn record_closed(self: &Arc<Self>, epoch: u32, failure: bool, slow: bool, now_nanos: u64) {
         let w = self.load();
         if w.state() != CLOSED || w.epoch() != epoch {
             return; // admitted before a transition: stale
@@ -531,7 +582,7 @@ impl Core {
         }
     }
 
-    fn record_probe(&self, epoch: u32, failure: bool, slow: bool) {
+    fn record_probe(self: &Arc<Self>, epoch: u32, failure: bool, slow: bool) {
         let mut after = None;
         let _ = self
             .tally
@@ -574,7 +625,14 @@ impl Core {
         }
     }
 
-    fn trip(&self, w: Word, from: BreakerState, reason: TransitionReason, fr: f64, sr: f64) {
+    fn trip(
+        self: &Arc<Self>,
+        w: Word,
+        from: BreakerState,
+        reason: TransitionReason,
+        fr: f64,
+        sr: f64,
+    ) {
         let common = &self.common;
         let opens = self.opens.load(Ordering::Acquire).saturating_add(1);
         let d = common.cfg.break_duration.duration(opens, &*common.rng);
@@ -582,10 +640,46 @@ impl Core {
             .elapsed_nanos()
             .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let until_ms = until_nanos.div_ceil(1_000_000);
-        if self.cas(w, Word::new(OPEN, w.next_epoch(), until_ms)) {
+        let timer = timer_runtime(common.cfg.break_timer);
+        let next = Word::new(OPEN, w.next_epoch(), until_ms).with_armed(timer.is_some());
+        if self.cas(w, next) {
+            // Armed before the task exists, so that the task's disarm cannot come first.
+            if let Some(runtime) = timer {
+                self.spawn_break_timer(&runtime, next);
+            }
             self.opens.store(opens, Ordering::Release);
             self.emit(from, BreakerState::Open, reason, fr, sr);
         }
+    }
+
+    /// Spawns the task that disarms the open word `armed` when its break ends (or when the task
+    /// is dropped unfinished).
+    fn spawn_break_timer(self: &Arc<Self>, runtime: &Handle, armed: Word) {
+        let disarm = Disarm {
+            core: Arc::downgrade(self),
+            armed,
+        };
+        let at = self.probe_at(armed);
+        // Detached: the task ends when the break does, and shutting the runtime down drops it
+        // (and so disarms) instead.
+        drop(runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            drop(disarm);
+        }));
+    }
+
+    /// Clears the armed bit of the open word `armed`, if it is still the current word: refusals
+    /// read the clock again from now on.
+    fn disarm(&self, armed: Word) {
+        // Fails only if the word moved on (half-open, reset): that word has no armed bit to clear.
+        let _ = self.cas(armed, armed.with_armed(false));
+    }
+
+    /// Whether a break timer is armed (tests).
+    #[cfg(test)]
+    pub(super) fn is_armed(&self) -> bool {
+        let w = self.load();
+        w.state() == OPEN && w.armed()
     }
 
     /// Metrics-only mode: the thresholds were crossed. Say so and start a fresh window, as a trip
@@ -740,6 +834,31 @@ impl Drop for Pass {
     fn drop(&mut self) {
         if let Some(t) = self.ticket.take() {
             self.core.release(t);
+        }
+    }
+}
+
+/// The runtime to spawn a break timer on under `timer`, if any.
+fn timer_runtime(timer: BreakTimer) -> Option<Handle> {
+    let runtime = match timer {
+        BreakTimer::Off => return None,
+        BreakTimer::Auto | BreakTimer::Always => Handle::try_current().ok()?,
+    };
+    (timer == BreakTimer::Always || runtime.runtime_flavor() == RuntimeFlavor::MultiThread)
+        .then_some(runtime)
+}
+
+/// Owned by a break timer task: disarms its breaker's open word when dropped, which the task does
+/// when the break ends, and the runtime does if it shuts down first.
+struct Disarm {
+    core: Weak<Core>,
+    armed: Word,
+}
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            core.disarm(self.armed);
         }
     }
 }

@@ -12,8 +12,8 @@ use super::core::{control_state, Callback, Common, Config, NORMAL};
 use super::keyed::Registry;
 use super::policy::{MAX_BREAK, MAX_PROBES};
 use super::{
-    BreakDuration, BreakerHandle, BreakerState, CircuitBreaker, Mode, NoKey, SlidingWindow,
-    Transition,
+    BreakDuration, BreakTimer, BreakerHandle, BreakerState, CircuitBreaker, Mode, NoKey,
+    SlidingWindow, Transition,
 };
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
@@ -91,6 +91,7 @@ impl CircuitBreakerLayer {
             probes: 10,
             progressive: false,
             break_duration: BreakDuration::default(),
+            break_timer: BreakTimer::Auto,
             mode: Mode::FailFast,
             max_keys: None,
             rng: None,
@@ -116,6 +117,17 @@ impl<C, K, F> CircuitBreakerLayer<C, K, F> {
     pub fn handle(&self) -> BreakerHandle<K> {
         BreakerHandle {
             registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+#[cfg(test)]
+impl<C, K, F> CircuitBreakerLayer<C, K, F> {
+    /// The breaker of a layer without keys (tests).
+    pub(super) fn single_core(&self) -> Arc<super::core::Core> {
+        match &self.registry.breakers {
+            super::keyed::Breakers::Single(core) => Arc::clone(core),
+            super::keyed::Breakers::Keyed(_) => panic!("a keyed layer has no single breaker"),
         }
     }
 }
@@ -156,6 +168,7 @@ pub struct CircuitBreakerLayerBuilder<C = RetryOnError, K = (), F = NoKey> {
     probes: u32,
     progressive: bool,
     break_duration: BreakDuration,
+    break_timer: BreakTimer,
     mode: Mode,
     max_keys: Option<usize>,
     rng: Option<SharedRng>,
@@ -178,6 +191,7 @@ impl<C, K, F> fmt::Debug for CircuitBreakerLayerBuilder<C, K, F> {
             .field("probes", &self.probes)
             .field("progressive", &self.progressive)
             .field("break_duration", &self.break_duration)
+            .field("break_timer", &self.break_timer)
             .field("mode", &self.mode)
             .field("max_keys", &self.max_keys)
             .finish_non_exhaustive()
@@ -332,6 +346,20 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
         self
     }
 
+    /// How an open breaker learns that its break is over: a timer task (the default on
+    /// multi-thread runtimes), so that refusals read no clock, or the clock (see [`BreakTimer`]).
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::{BreakTimer, CircuitBreakerLayer};
+    /// let l = CircuitBreakerLayer::builder().break_timer(BreakTimer::Always).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn break_timer(mut self, timer: BreakTimer) -> Self {
+        self.break_timer = timer;
+        self
+    }
+
     /// Fail fast (the default) or hold `poll_ready` while open (see [`Mode`]).
     ///
     /// ```
@@ -428,6 +456,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             probes: self.probes,
             progressive: self.progressive,
             break_duration: self.break_duration,
+            break_timer: self.break_timer,
             mode: self.mode,
             max_keys: self.max_keys,
             rng: self.rng,
@@ -470,6 +499,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             probes: self.probes,
             progressive: self.progressive,
             break_duration: self.break_duration,
+            break_timer: self.break_timer,
             mode: self.mode,
             max_keys: Some(max_keys),
             rng: self.rng,
@@ -537,6 +567,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             probes: self.probes,
             progressive: self.progressive,
             break_duration: self.break_duration,
+            break_timer: self.break_timer,
             mode: self.mode,
         })
     }

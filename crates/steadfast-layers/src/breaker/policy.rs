@@ -348,3 +348,42 @@ pub enum Mode {
     /// `poll_ready` is pending while the breaker is open.
     Readiness,
 }
+
+/// How an open breaker learns that its break is over.
+///
+/// A refused call must not be let through before the break ends, so a breaker that only has the
+/// clock reads it on every refusal (one `Instant::now()`, about as costly as the rest of the
+/// refusal put together). With a break timer, the breaker that opens spawns one task on the
+/// current tokio runtime that sleeps until the break ends and then tells the breaker so; until
+/// then refusals read no clock. Every 64th refusal still reads it, so a timer that fires late
+/// (workers blocked by a long synchronous job) delays the first probe by at most 64 refused
+/// calls. If the runtime shuts down before the timer fires, dropping the task tells the breaker
+/// too, and it goes back to reading the clock: a lost timer never keeps a breaker open.
+///
+/// - `Auto` (the default): a timer when the breaker opens on a multi-thread runtime, whose
+///   workers drive timers whatever the caller is doing; otherwise (a current-thread runtime, or
+///   no runtime) the clock.
+/// - `Always`: a timer on any tokio runtime, including a current-thread one. Choose it only when
+///   that runtime keeps running while the breaker is used (a thread-per-core server, a test on a
+///   paused clock): a current-thread runtime that nobody drives fires no timers, and its
+///   breakers would then stay open until the 64th refused call.
+/// - `Off`: never spawn; always read the clock.
+///
+/// ```
+/// use steadfast_layers::breaker::{BreakTimer, CircuitBreakerLayer};
+/// assert_eq!(BreakTimer::default(), BreakTimer::Auto);
+/// let layer = CircuitBreakerLayer::builder().break_timer(BreakTimer::Off).build()?;
+/// # let _ = layer;
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakTimer {
+    /// A timer on multi-thread runtimes, the clock elsewhere.
+    #[default]
+    Auto,
+    /// A timer on any tokio runtime.
+    Always,
+    /// The clock on every refusal.
+    Off,
+}

@@ -313,9 +313,9 @@ fn admission(core: &super::core::Core, control: u8) -> Result<super::core::Ticke
     }
 }
 
-/// Counts, traces and returns one call refused by `core`.
+/// Counts (in the metrics; `core` counted it already), traces and returns one call refused by
+/// `core`.
 fn reject<F, C>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C> {
-    core.note_rejection();
     let common = &core.common;
     common.count_rejection(open.state());
     tracing::debug!(
