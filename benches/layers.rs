@@ -23,7 +23,7 @@ use steadfast_benches::{
     run_rejected_calls, runtime, Comparison, Echo, FileTime, Refuse, Target, BARE_GROUP, BARE_ID,
     OURS,
 };
-use steadfast_layers::breaker::{BreakDuration, BreakerState, CircuitBreakerLayer};
+use steadfast_layers::breaker::{BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer};
 use steadfast_layers::bulkhead::BulkheadLayer;
 use steadfast_layers::hedge::{HedgeAny, HedgeDelay, HedgeLayer};
 use steadfast_layers::limit::ConcurrencyLimitLayer;
@@ -71,6 +71,12 @@ const ROWS: &[Comparison] = &[
         peer: Some(FAILSAFE),
         label: "CircuitBreaker open (rejects) vs failsafe",
         target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "breaker_open_clock",
+        peer: Some(FAILSAFE),
+        label: "CircuitBreaker open, no break timer, vs failsafe",
+        target: Target::Report,
     },
     Comparison {
         group: "breaker_forced_open",
@@ -225,6 +231,25 @@ fn failsafe_default<S>(inner: S) -> Failsafe<S, impl failsafe::futures::CircuitB
     }
 }
 
+/// failsafe's breaker around [`Refuse`], tripped open by 5 consecutive failures, with a break far
+/// longer than the run.
+fn tripped_failsafe(rt: &Runtime) -> Failsafe<Refuse, impl failsafe::futures::CircuitBreaker> {
+    let mut failsafe = Failsafe {
+        inner: Refuse,
+        breaker: failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                5,
+                failsafe::backoff::constant(LONG_BREAK),
+            ))
+            .build(),
+    };
+    trip(rt, &mut failsafe, 5);
+    assert!(!failsafe::futures::CircuitBreaker::is_call_permitted(
+        &failsafe.breaker
+    ));
+    failsafe
+}
+
 /// tower's hedge policy that hedges every request, by copy.
 #[derive(Clone, Copy, Debug)]
 struct HedgeEvery;
@@ -270,13 +295,21 @@ fn breakers(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     );
 
     // Open: tripped by 100 failures out of 100 calls (the default thresholds: 50 % of at least
-    // 100 calls), with a break far longer than the run.
+    // 100 calls), with a break far longer than the run. Ours trips on a multi-thread runtime,
+    // where the default `BreakTimer::Auto` arms a break timer, so that refusals read no clock;
+    // the runtime lives until the end of the run (its timer would otherwise be dropped, which
+    // disarms the breaker).
+    let timers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .expect("multi-thread runtime");
     let layer = CircuitBreakerLayer::builder()
         .break_duration(BreakDuration::constant(LONG_BREAK))
         .build()
         .expect("valid breaker");
     let mut ours = layer.layer(Refuse);
-    trip(rt, &mut ours, 100);
+    trip(&timers, &mut ours, 100);
     assert_eq!(layer.handle().state(), BreakerState::Open);
     let mut resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .wait_duration_in_open(LONG_BREAK)
@@ -285,19 +318,6 @@ fn breakers(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
         .layer(Refuse);
     trip(rt, &mut resilience, 100);
     assert!(resilience.is_open());
-    let mut failsafe = Failsafe {
-        inner: Refuse,
-        breaker: failsafe::Config::new()
-            .failure_policy(failsafe::failure_policy::consecutive_failures(
-                5,
-                failsafe::backoff::constant(LONG_BREAK),
-            ))
-            .build(),
-    };
-    trip(rt, &mut failsafe, 5);
-    assert!(!failsafe::futures::CircuitBreaker::is_call_permitted(
-        &failsafe.breaker
-    ));
     group(
         c,
         cross,
@@ -305,9 +325,28 @@ fn breakers(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
         rejections(rt, ours),
         vec![
             (RESILIENCE, rejections(rt, resilience)),
-            (FAILSAFE, rejections(rt, failsafe)),
+            (FAILSAFE, rejections(rt, tripped_failsafe(rt))),
         ],
     );
+
+    // Open with no break timer (`BreakTimer::Off`, as on a current-thread runtime): every refusal
+    // reads the clock, as failsafe's does.
+    let layer = CircuitBreakerLayer::builder()
+        .break_duration(BreakDuration::constant(LONG_BREAK))
+        .break_timer(BreakTimer::Off)
+        .build()
+        .expect("valid breaker");
+    let mut ours = layer.layer(Refuse);
+    trip(rt, &mut ours, 100);
+    assert_eq!(layer.handle().state(), BreakerState::Open);
+    group(
+        c,
+        cross,
+        "breaker_open_clock",
+        rejections(rt, ours),
+        vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
+    );
+    drop(timers);
 
     // Forced open through the handle: steadfast only.
     let layer = CircuitBreakerLayer::builder()
