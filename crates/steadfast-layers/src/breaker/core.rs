@@ -379,6 +379,24 @@ impl Core {
     /// when one is.
     #[inline]
     pub(super) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+        // The two common cases inline: closed, and open with a timer armed.
+        let w = self.load();
+        match w.state() {
+            CLOSED | RESETTING => Ok(Ticket::Closed(w.epoch())),
+            OPEN if w.armed()
+                && self.rejected.load(Ordering::Relaxed) % CLOCK_CHECK_EVERY
+                    != CLOCK_CHECK_EVERY - 1 =>
+            {
+                self.note_rejection();
+                Err(CircuitOpen::until(BreakerState::Open, self.probe_at(w)))
+            }
+            _ => self.admit_slow(),
+        }
+    }
+
+    /// [`Core::admit`] when the clock may have to be read, or the breaker is half-open.
+    #[inline(never)]
+    fn admit_slow(&self) -> Result<Ticket, CircuitOpen> {
         loop {
             let w = self.load();
             match w.state() {
