@@ -48,8 +48,10 @@ pub(super) const METRICS_ONLY: u8 = 3;
 const STATE_MASK: u64 = 0b11;
 /// Set in an open word while a break timer is armed for its epoch.
 const ARMED: u64 = 0b100;
-/// While armed, every this many refusals read the clock anyway (a timer that fires late cannot
-/// hold the breaker open for more than this many calls).
+/// While armed, every this many refusals read the clock anyway, so that a timer that fires late
+/// holds the breaker open for about this many calls at most. The cadence comes from the refusal
+/// count read before it is incremented: exact on one thread, about right when several threads
+/// refuse at once (two may both check, or a round may be skipped).
 const CLOCK_CHECK_EVERY: u64 = 64;
 
 const EPOCH_BITS: u32 = 21;

@@ -355,9 +355,9 @@ pub enum Mode {
 /// clock reads it on every refusal (one `Instant::now()`, about as costly as the rest of the
 /// refusal put together). With a break timer, the breaker that opens spawns one task on the
 /// current tokio runtime that sleeps until the break ends and then tells the breaker so; until
-/// then refusals read no clock. Every 64th refusal still reads it, so a timer that fires late
-/// (workers blocked by a long synchronous job) delays the first probe by at most 64 refused
-/// calls. If the runtime shuts down before the timer fires, dropping the task tells the breaker
+/// then refusals read no clock. Every 64th refusal still reads it (about every 64th when several
+/// threads refuse at once), so a timer that fires late (workers blocked by a long synchronous job)
+/// delays the first probe by about 64 refused calls. If the runtime shuts down before the timer fires, dropping the task tells the breaker
 /// too, and it goes back to reading the clock: a lost timer never keeps a breaker open.
 ///
 /// - `Auto` (the default): a timer when the breaker opens on a multi-thread runtime, whose
@@ -366,7 +366,7 @@ pub enum Mode {
 /// - `Always`: a timer on any tokio runtime, including a current-thread one. Choose it only when
 ///   that runtime keeps running while the breaker is used (a thread-per-core server, a test on a
 ///   paused clock): a current-thread runtime that nobody drives fires no timers, and its
-///   breakers would then stay open until the 64th refused call.
+///   breakers would then stay open until about the 64th refused call.
 /// - `Off`: never spawn; always read the clock.
 ///
 /// ```
