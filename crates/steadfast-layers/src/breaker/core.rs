@@ -2,10 +2,11 @@
 //!
 //! The state lives in one `AtomicU64` word: the state (2 bits), whether a break timer is armed
 //! (1 bit), an epoch (21 bits, bumped by every transition) and, when open, the instant a probe is
-//! allowed (40 bits of milliseconds since the layer was built). Transitions are compare-and-swaps on that word, so exactly one caller
-//! performs each. A call remembers the epoch it was admitted in; an outcome from an older epoch
-//! is ignored. Half-open probes are counted in a second word tagged with the half-open epoch
-//! (issued, completed, failed, slow), so a new half-open period starts from zero without a reset.
+//! allowed (40 bits of milliseconds since the layer was built). Transitions are compare-and-swaps
+//! on that word, so exactly one caller performs each. A call remembers the epoch it was admitted
+//! in; an outcome from an older epoch is ignored. Half-open probes are counted in a second word
+//! tagged with the half-open epoch (issued, completed, failed, slow), so a new half-open period
+//! starts from zero without a reset.
 //!
 //! An open word with the armed bit set has a timer task sleeping until its break ends (see
 //! [`BreakTimer`]): refusals then read no clock. The task clears the bit when it wakes or when it
@@ -396,18 +397,16 @@ impl Core {
         }
     }
 
-    /// [`Core::admit`] when the clock may have to be read, or the breaker is half-open.
+    /// [`Core::admit`] when the clock must be read, or the breaker is half-open.
     #[inline(never)]
     fn admit_slow(&self) -> Result<Ticket, CircuitOpen> {
         loop {
             let w = self.load();
             match w.state() {
                 CLOSED | RESETTING => return Ok(Ticket::Closed(w.epoch())),
+                // No timer, or this refusal's turn to check the clock (`admit` took the others).
                 OPEN => {
-                    let check = !w.armed()
-                        || self.rejected.load(Ordering::Relaxed) % CLOCK_CHECK_EVERY
-                            == CLOCK_CHECK_EVERY - 1;
-                    if !check || self.open_remaining(w).is_some() {
+                    if self.open_remaining(w).is_some() {
                         self.note_rejection();
                         return Err(CircuitOpen::until(BreakerState::Open, self.probe_at(w)));
                     }
