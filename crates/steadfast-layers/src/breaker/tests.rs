@@ -12,7 +12,10 @@ use tokio::time::{advance, Instant};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 use super::core::Core;
-use super::{BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer, CircuitOpen, Mode};
+use super::{
+    BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer, CircuitBreakerLayerBuilder,
+    CircuitOpen, Mode,
+};
 use crate::BoxError;
 
 const BREAK: Duration = Duration::from_secs(10);
@@ -30,14 +33,17 @@ fn peer() -> Peer {
     }))
 }
 
-/// A layer that opens on one failure for [`BREAK`].
-fn layer(timer: BreakTimer) -> CircuitBreakerLayer {
+/// A breaker that opens on one failure for [`BREAK`].
+fn builder(timer: BreakTimer) -> CircuitBreakerLayerBuilder {
     CircuitBreakerLayer::builder()
         .consecutive_failures(1)
         .break_duration(BreakDuration::constant(BREAK))
         .break_timer(timer)
-        .build()
-        .unwrap()
+}
+
+/// [`builder`]'s layer.
+fn layer(timer: BreakTimer) -> CircuitBreakerLayer {
+    builder(timer).build().unwrap()
 }
 
 fn paused() -> Runtime {
@@ -208,11 +214,8 @@ fn a_stale_timer_does_not_disarm_a_later_break() {
 #[test]
 fn a_failed_probe_arms_a_new_timer() {
     paused().block_on(async {
-        let layer = CircuitBreakerLayer::builder()
-            .consecutive_failures(1)
+        let layer = builder(BreakTimer::Always)
             .half_open_probes(1)
-            .break_duration(BreakDuration::constant(BREAK))
-            .break_timer(BreakTimer::Always)
             .build()
             .unwrap();
         let core = layer.single_core();
@@ -232,10 +235,7 @@ fn a_failed_probe_arms_a_new_timer() {
 #[test]
 fn readiness_mode_with_a_timer_wakes_at_the_end_of_the_break() {
     paused().block_on(async {
-        let layer = CircuitBreakerLayer::builder()
-            .consecutive_failures(1)
-            .break_duration(BreakDuration::constant(BREAK))
-            .break_timer(BreakTimer::Always)
+        let layer = builder(BreakTimer::Always)
             .mode(Mode::Readiness)
             .build()
             .unwrap();
