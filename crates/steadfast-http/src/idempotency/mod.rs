@@ -20,6 +20,12 @@
 //! per handled request, events for each decision, and the `steadfast.idempotency.*` counters
 //! (see `docs/observability.md`), also readable as [`IdempotencyStats`].
 //!
+//! On a server that also takes deadlines from its callers, put
+//! [`DeadlineServerLayer`](crate::propagate::DeadlineServerLayer) **outside** the idempotency
+//! layer: an attempt that arrives after its deadline is then answered at once without taking
+//! its key, so the retry that follows with the same key still executes. (Its answer's body is
+//! [`ResponseBody::default`], an empty body.)
+//!
 //! # Example
 //!
 //! A client with keys and retries, calling a server with the idempotency layer; the server's

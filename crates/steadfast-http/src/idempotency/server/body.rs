@@ -59,6 +59,15 @@ enum Kind<B: Body> {
 
 impl<B: Body> ResponseBody<B> {
     /// A body of `data`.
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Full};
+    /// use steadfast_http::idempotency::ResponseBody;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let body = ResponseBody::<Full<bytes::Bytes>>::full(bytes::Bytes::from("order #1"));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "order #1");
+    /// # }
+    /// ```
     pub fn full(data: Bytes) -> Self {
         let data = (!data.is_empty()).then_some(data);
         Self {
@@ -95,6 +104,24 @@ impl<B: Body> ResponseBody<B> {
                 rest,
             },
         }
+    }
+}
+
+/// An empty body, so that layers which answer on their own with a default body can sit outside
+/// the idempotency layer, such as
+/// [`DeadlineServerLayer`](crate::propagate::DeadlineServerLayer) rejecting a request that
+/// arrives after its deadline.
+///
+/// ```
+/// use http_body::Body;
+/// use http_body_util::Full;
+/// use steadfast_http::idempotency::ResponseBody;
+/// let body = ResponseBody::<Full<bytes::Bytes>>::default();
+/// assert!(body.is_end_stream());
+/// ```
+impl<B: Body> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::full(Bytes::new())
     }
 }
 
