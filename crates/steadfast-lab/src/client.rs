@@ -4,7 +4,10 @@
 //! [`HttpClient`] sends `http::Request<Full<Bytes>>`, collects the response body, stamps every
 //! attempt with a unique `x-lab-attempt-id`, notes in the [`Ledger`] when an attempt is abandoned
 //! (its future dropped, e.g. by an attempt timeout), and can write the remaining deadline into
-//! the `x-request-timeout-ms` header (steadfast-http's codec). [`lab_client`] wraps it as the lab's callers do:
+//! the `x-request-timeout-ms` header (steadfast-http's codec). With [`HttpClient::chaos`]
+//! (the lab's `--chaos`), every attempt first goes through steadfast's
+//! [`ChaosLayer`]: injected latency, errors before sending, or responses lost after the server
+//! served them. [`lab_client`] wraps it as the lab's callers do:
 //! `DeadlineLayer` (the caller's end-to-end deadline), then `RetryLayer` (attempts, backoff,
 //! budget, per-attempt timeout), then the HTTP client.
 
@@ -22,6 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use steadfast_layers::chaos::ChaosLayer;
 use steadfast_layers::classify::{Classifier, Outcome, RetryOnError};
 use steadfast_layers::deadline::{Deadline, DeadlineLayer, DeadlineService};
 use steadfast_layers::retry::{
@@ -30,7 +34,7 @@ use steadfast_layers::retry::{
 use steadfast_layers::timeout::AttemptTimeout;
 use steadfast_layers::{BoxError, ConfigError};
 use tokio::time::Instant;
-use tower::Layer;
+use tower::{Layer, ServiceExt};
 
 use crate::ledger::Ledger;
 
@@ -51,6 +55,7 @@ pub struct HttpClient {
     propagate: Option<Duration>,
     ledger: Option<Arc<Ledger>>,
     attempt_ids: Arc<AtomicU64>,
+    chaos: Option<ChaosLayer>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -75,7 +80,17 @@ impl HttpClient {
             propagate: None,
             ledger: None,
             attempt_ids: Arc::new(AtomicU64::new(0)),
+            chaos: None,
         }
+    }
+
+    /// Sends every attempt through `chaos` first (all clones share its switch and its random
+    /// stream). An injected error fails the attempt before it is sent; an abort drops the
+    /// response after the server served it; latency delays the send. See
+    /// [`ChaosSpec`](crate::chaos::ChaosSpec) for the lab's `--chaos`.
+    pub fn chaos(mut self, chaos: ChaosLayer) -> Self {
+        self.chaos = Some(chaos);
+        self
     }
 
     /// Writes the remaining time of the deadline in scope ([`Deadline::current`]) into
@@ -132,6 +147,13 @@ impl tower::Service<LabRequest> for HttpClient {
     }
 
     fn call(&mut self, mut req: LabRequest) -> Self::Future {
+        if let Some(chaos) = &self.chaos {
+            let wire = HttpClient {
+                chaos: None,
+                ..self.clone()
+            };
+            return Box::pin(chaos.layer(wire).oneshot(req));
+        }
         let attempt = self.attempt_ids.fetch_add(1, Ordering::Relaxed);
         let headers = req.headers_mut();
         headers.insert(ATTEMPT_ID, HeaderValue::from(attempt));

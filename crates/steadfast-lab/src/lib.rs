@@ -16,12 +16,15 @@
 //! real network stack (even loopback) still varies, so latency figures move a little between
 //! runs; counts that depend only on faults do not.
 //!
+//! `--chaos` ([`chaos`]) adds client-side faults from steadfast's own `ChaosLayer` to every
+//! scenario but `saga`, on top of the server's: off unless given, seeded by the run's seed.
+//!
 //! The binary's flags are described by `steadfast-lab --help`; this library is what it and the
 //! tests call:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), steadfast_layers::BoxError> {
-//! let opts = steadfast_lab::Options { quick: true, seed: 1, progress: false };
+//! let opts = steadfast_lab::Options { quick: true, seed: 1, progress: false, chaos: None };
 //! let scenario = steadfast_lab::scenarios::find("flaky").ok_or("no such scenario")?;
 //! let report = scenario.run(opts).await?;
 //! println!("{}", report.to_json_line()?);
@@ -29,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chaos;
 pub mod client;
 pub mod ledger;
 pub mod load;
@@ -38,9 +42,10 @@ pub mod scenarios;
 pub mod server;
 
 pub use steadfast_layers::BoxError;
+use steadfast_layers::ConfigError;
 
 /// How to run a scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Options {
     /// Small runs, for CI: every scenario together finishes in about 30 s.
     pub quick: bool,
@@ -48,7 +53,35 @@ pub struct Options {
     pub seed: u64,
     /// Show progress on stderr.
     pub progress: bool,
+    /// Client-side faults added to every scenario's transport (`--chaos`; off when `None`).
+    pub chaos: Option<chaos::ChaosSpec>,
 }
+
+impl Options {
+    /// The lab's HTTP client for this run: with the `--chaos` faults when given, drawn from a
+    /// stream seeded by the run's seed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), steadfast_layers::BoxError> {
+    /// let opts = steadfast_lab::Options { chaos: Some("error=1".parse()?), ..Default::default() };
+    /// let client = opts.http_client()?;
+    /// let req = http::Request::get("http://127.0.0.1:9/").body(Default::default())?;
+    /// let err = tower::ServiceExt::oneshot(client, req).await.unwrap_err();
+    /// assert!(err.is::<steadfast_layers::chaos::InjectedFault>());
+    /// # Ok(()) }
+    /// ```
+    pub fn http_client(&self) -> Result<client::HttpClient, ConfigError> {
+        let http = client::HttpClient::new();
+        Ok(match &self.chaos {
+            Some(spec) => http.chaos(spec.layer(self.seed ^ CHAOS_SEED)?),
+            None => http,
+        })
+    }
+}
+
+/// Mixed into the run's seed for the `--chaos` streams, so that they do not replay the server's
+/// own fault draws.
+const CHAOS_SEED: u64 = 0x6368_616f_7321;
 
 impl Default for Options {
     fn default() -> Self {
@@ -56,6 +89,7 @@ impl Default for Options {
             quick: false,
             seed: DEFAULT_SEED,
             progress: false,
+            chaos: None,
         }
     }
 }

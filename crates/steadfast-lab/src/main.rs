@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use steadfast_lab::chaos::ChaosSpec;
 use steadfast_lab::scenarios::{self, Scenario};
 use steadfast_lab::{Options, DEFAULT_SEED};
 
@@ -26,6 +27,10 @@ OPTIONS:
                       a schema of its own, dropped at the end)
     --crash           saga scenario: run the orchestrator in a child process, SIGKILL it at
                       random points and restart it
+    --chaos SPEC      add client-side faults to every scenario with steadfast's ChaosLayer:
+                      SPEC is a comma list of error=P (fail before sending), abort=P (lose the
+                      response after it was served), latency=P:D (send D late, e.g. 0.1:250ms);
+                      seeded by --seed. Targets are calibrated without it.
     -h, --help        print this help and exit
 
 Progress goes to stderr. Set RUST_LOG (e.g. RUST_LOG=steadfast=debug) for the layers' traces.";
@@ -46,6 +51,7 @@ struct Args {
     check: bool,
     store: Option<String>,
     crash: bool,
+    chaos: Option<ChaosSpec>,
 }
 
 /// How `--store` and `--crash` reach the saga scenario (read by `scenarios/saga.rs`).
@@ -61,6 +67,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut list = false;
     let mut store = None;
     let mut crash = false;
+    let mut chaos = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -87,6 +94,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 }
                 store = Some(v);
             }
+            "--chaos" => chaos = Some(value("a fault list such as error=0.05")?.parse()?),
             "--scenario" => {
                 let v = value("a scenario name")?;
                 names.extend(
@@ -103,7 +111,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
-        if inline.is_some() && !matches!(flag.as_str(), "--scenario" | "--seed" | "--store") {
+        if inline.is_some()
+            && !matches!(
+                flag.as_str(),
+                "--scenario" | "--seed" | "--store" | "--chaos"
+            )
+        {
             return Err(format!("{flag} takes no value"));
         }
     }
@@ -133,6 +146,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         check,
         store,
         crash,
+        chaos,
     }))
 }
 
@@ -189,6 +203,7 @@ fn run(args: &Args) -> ExitCode {
         quick: args.quick,
         seed: args.seed,
         progress: true,
+        chaos: args.chaos,
     };
     let mut errors = 0;
     let mut missed: Vec<String> = Vec::new();
@@ -261,7 +276,7 @@ mod tests {
         assert_eq!(args.scenarios.len(), scenarios::ALL.len());
         assert_eq!(args.seed, DEFAULT_SEED);
         assert!(!args.quick && !args.json && !args.check);
-        assert!(args.store.is_none() && !args.crash);
+        assert!(args.store.is_none() && !args.crash && args.chaos.is_none());
     }
 
     #[test]
@@ -286,6 +301,15 @@ mod tests {
         };
         assert_eq!(args.store.as_deref(), Some("postgres"));
         assert!(args.crash);
+        let Ok(Command::Run(args)) = parse(&["--chaos", "error=0.1,abort=0.05"]) else {
+            panic!("expected a run");
+        };
+        let chaos = args.chaos.expect("chaos");
+        assert_eq!((chaos.error, chaos.abort, chaos.latency), (0.1, 0.05, None));
+        let Ok(Command::Run(args)) = parse(&["--chaos=latency=0.5:20ms"]) else {
+            panic!("expected a run");
+        };
+        assert!(args.chaos.expect("chaos").latency.is_some());
     }
 
     #[test]
@@ -297,6 +321,8 @@ mod tests {
         assert!(parse(&["--frobnicate"]).is_err());
         assert!(parse(&["--store", "mysql"]).is_err());
         assert!(parse(&["--crash=yes"]).is_err());
+        assert!(parse(&["--chaos"]).is_err());
+        assert!(parse(&["--chaos", "error=2"]).is_err_and(|e| e.contains("probability")));
         assert!(matches!(parse(&["--quick", "-h"]), Ok(Command::Help)));
         assert!(matches!(parse(&["--list"]), Ok(Command::List)));
     }

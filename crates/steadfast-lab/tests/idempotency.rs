@@ -25,6 +25,7 @@ async fn duplicates_execute_once_per_key_on_every_reachable_store() {
         quick: true,
         seed: steadfast_lab::DEFAULT_SEED,
         progress: false,
+        chaos: None,
     };
     let report = scenario.run(opts).await.expect("the scenario runs");
     let text = report.render();

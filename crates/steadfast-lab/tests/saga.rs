@@ -79,6 +79,7 @@ fn quick_sqlite_in_process() {
         quick: true,
         seed: 1,
         progress: false,
+        chaos: None,
     };
     let report = rt.block_on(scenario.run(opts)).expect("the scenario runs");
     let json: Value = serde_json::from_str(&report.to_json_line().expect("json")).expect("parse");

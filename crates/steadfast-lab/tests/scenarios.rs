@@ -132,6 +132,7 @@ async fn every_scenario_meets_its_targets_in_quick_mode() {
         quick: true,
         seed: steadfast_lab::DEFAULT_SEED,
         progress: false,
+        chaos: None,
     };
     for scenario in scenarios::ALL {
         let report = scenario

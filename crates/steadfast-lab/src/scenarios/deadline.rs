@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ms;
-use crate::client::{lab_client, CallerConfig, HttpClient, Retries};
+use crate::client::{lab_client, CallerConfig, Retries};
 use crate::ledger::Ledger;
 use crate::load::{closed_loop, Summary};
 use crate::progress::{Progress, Total};
@@ -71,7 +71,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         )
         .await?;
         // A forwards whatever deadline it has; without a header from the caller it has none.
-        let to_b = Upstream::new(b.uri().clone(), HttpClient::new(), Some(HOP_MARGIN));
+        let to_b = Upstream::new(b.uri().clone(), opts.http_client()?, Some(HOP_MARGIN));
         let a = Server::start(
             ServerConfig::new("a", opts.seed)
                 .latency(Latency::Fixed(A_WORK))
@@ -81,9 +81,9 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         )
         .await?;
         let http = if propagate {
-            HttpClient::new().propagate_deadline(HOP_MARGIN)
+            opts.http_client()?.propagate_deadline(HOP_MARGIN)
         } else {
-            HttpClient::new()
+            opts.http_client()?
         };
         let svc = lab_client(&caller, http.ledger(Arc::clone(&ledger)))?;
         let progress = Progress::start(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ms;
-use crate::client::{lab_client, CallerConfig, HttpClient, Retries};
+use crate::client::{lab_client, CallerConfig, Retries};
 use crate::load::{closed_loop, Summary};
 use crate::progress::{Progress, Total};
 use crate::report::{ScenarioReport, Target, Value, VariantReport};
@@ -62,7 +62,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
                 .latency(latency),
         )
         .await?;
-        let svc = lab_client(&caller(retries), HttpClient::new())?;
+        let svc = lab_client(&caller(retries), opts.http_client()?)?;
         let progress = Progress::start(
             format!("flaky/{name}"),
             Total::Requests(requests),

@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
 use super::ms;
-use crate::client::{HttpClient, LabRequest};
+use crate::client::LabRequest;
 use crate::load::{Record, Summary};
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{ScenarioReport, Target, Value, VariantReport};
@@ -287,7 +287,7 @@ async fn run_store<St: IdempotencyStore>(
     let handler = Arc::new(Handler::new(&keys));
     let layer = IdempotencyLayer::builder(store).single_tenant().build()?;
     let server = IdemServer::start(&layer, Arc::clone(&handler)).await?;
-    let client = HttpClient::new();
+    let client = opts.http_client()?;
     let rng = SeededRng::new(opts.seed);
     let (go, gate) = watch::channel::<Option<Instant>>(None);
     let progress = Progress::start(

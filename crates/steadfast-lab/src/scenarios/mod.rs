@@ -43,9 +43,13 @@ impl Scenario {
         self.summary
     }
 
-    /// Runs it.
+    /// Runs it. With `opts.chaos`, the report's configuration says which faults were added.
     pub async fn run(&self, opts: Options) -> Result<ScenarioReport, BoxError> {
-        (self.run)(opts).await
+        let mut report = (self.run)(opts).await?;
+        if let Some(chaos) = &opts.chaos {
+            report.config.push(("chaos", chaos.to_string()));
+        }
+        Ok(report)
     }
 }
 

@@ -30,7 +30,7 @@ use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
 use super::ms;
-use crate::client::{HttpClient, LabRequest, LabResponse, StatusClassifier};
+use crate::client::{LabRequest, LabResponse, StatusClassifier};
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
 use crate::report::{ScenarioReport, Target, Value, VariantReport};
@@ -133,11 +133,11 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
                 .build()?;
             let handle = layer.handle();
             (
-                BoxCloneService::new(layer.layer(HttpClient::new())),
+                BoxCloneService::new(layer.layer(opts.http_client()?)),
                 Some(handle),
             )
         } else {
-            (BoxCloneService::new(HttpClient::new()), None)
+            (BoxCloneService::new(opts.http_client()?), None)
         };
         let log: CallLog = Arc::default();
         let svc = logged(svc, Arc::clone(&log));

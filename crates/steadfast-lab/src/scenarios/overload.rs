@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ms;
-use crate::client::{lab_client, CallerConfig, HttpClient, Retries};
+use crate::client::{lab_client, CallerConfig, Retries};
 use crate::ledger::Ledger;
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
@@ -87,7 +87,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
                 .ledger(Arc::clone(&ledger)),
         )
         .await?;
-        let http = HttpClient::new().ledger(Arc::clone(&ledger));
+        let http = opts.http_client()?.ledger(Arc::clone(&ledger));
         let svc = lab_client(&caller(retries), http)?;
         let progress = Progress::start(
             format!("overload/{name}"),

@@ -150,7 +150,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
                 .ledger(Arc::clone(&ledger)),
         )
         .await?;
-        let http = HttpClient::new().ledger(Arc::clone(&ledger));
+        let http = opts.http_client()?.ledger(Arc::clone(&ledger));
         let (svc, limit) = stack(name, http, opts.seed)?;
         let progress = Progress::start(
             format!("overload_adaptive/{name}"),

@@ -59,7 +59,7 @@ use tower::{Layer, Service};
 
 use super::ms;
 use crate::client::{
-    clone_request, HttpClient, LabRequest, LabResponse, RebuildRequest, StatusClassifier,
+    clone_request, LabRequest, LabResponse, RebuildRequest, StatusClassifier,
 };
 use crate::load::{open_loop_from, Summary};
 use crate::progress::{Counter, Progress, Total};
@@ -155,11 +155,11 @@ where
 type LabBoxService = BoxCloneService<LabRequest, LabResponse, BoxError>;
 
 /// The variants' clients, and for ours a way to read the learned delay.
-fn client(name: &str) -> Result<(LabBoxService, Option<LearnedDelay>), BoxError> {
+fn client(name: &str, opts: &Options) -> Result<(LabBoxService, Option<LearnedDelay>), BoxError> {
     Ok(match name {
         "tower_hedge" => {
             let hedge = tower::hedge::Hedge::new(
-                HttpClient::new(),
+                opts.http_client()?,
                 TowerPolicy,
                 MIN_SAMPLES,
                 (PERCENTILE / 100.0) as f32,
@@ -179,14 +179,14 @@ fn client(name: &str) -> Result<(LabBoxService, Option<LearnedDelay>), BoxError>
                 .classifier(StatusClassifier)
                 .replay(RebuildRequest)
                 .build()?;
-            let svc = layer.layer(HttpClient::new());
+            let svc = layer.layer(opts.http_client()?);
             let delay = svc.clone();
             (
                 BoxCloneService::new(svc),
                 Some(Box::new(move || delay.current_delay())),
             )
         }
-        _ => (BoxCloneService::new(HttpClient::new()), None),
+        _ => (BoxCloneService::new(opts.http_client()?), None),
     })
 }
 
@@ -202,7 +202,7 @@ async fn run_variant(
     done: Counter,
 ) -> Result<VariantReport, BoxError> {
     let server = Server::start(ServerConfig::new("tail", opts.seed).latency(latency())).await?;
-    let (svc, learned) = client(name)?;
+    let (svc, learned) = client(name, &opts)?;
     let uri = server.uri().clone();
     // The warm-up's arrivals end when the measured run's begin; its slow requests may still be
     // in flight then, as they would be in a continuous stream. Same arrivals in every variant.

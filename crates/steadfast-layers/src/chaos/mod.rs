@@ -20,6 +20,9 @@
 //! meets a fault gets a `steadfast.chaos` span, a `tracing` event and a
 //! `steadfast.chaos.injected{fault}` count (see `docs/observability.md`).
 //!
+//! The lab runs any of its scenarios with this layer on its client:
+//! `cargo run --release -p steadfast-lab -- --chaos error=0.05,abort=0.02,latency=0.05:30ms`.
+//!
 //! # Example
 //!
 //! ```
