@@ -24,7 +24,12 @@
 //! [`DeadlineServerLayer`](crate::propagate::DeadlineServerLayer) **outside** the idempotency
 //! layer: an attempt that arrives after its deadline is then answered at once without taking
 //! its key, so the retry that follows with the same key still executes. (Its answer's body is
-//! [`ResponseBody::default`], an empty body.)
+//! [`ResponseBody::default`], an empty body.) Inside it, that answer would take the key, and a
+//! policy that stores every response, or a gRPC `DEADLINE_EXCEEDED` (HTTP 200), would replay it
+//! for the key's lifetime. A handler cut off by the deadline while it runs is a holder that
+//! stopped without an answer, as after a crash: its key stays in flight until the lease expires
+//! ([`DEFAULT_LEASE`]; copies get `409` with `Retry-After` meanwhile), then the next copy
+//! executes, since nobody knows whether the cut-off handler's effect took place.
 //!
 //! # Example
 //!
