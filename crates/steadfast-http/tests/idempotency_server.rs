@@ -875,3 +875,59 @@ async fn memory_store_layer_config_errors_are_typed() {
     assert_eq!(err.field(), "store_timeout");
     assert!(MemoryStore::builder().capacity(0).build().is_err());
 }
+
+/// `DeadlineServerLayer` outside the idempotency layer, the order the module docs advise: an
+/// attempt that arrives with no time left is answered without taking its key, and a handler cut
+/// off by its deadline leaves the key in flight until its lease expires, like a crashed holder.
+#[tokio::test(start_paused = true)]
+async fn behind_the_deadline_layer_expired_attempts_take_no_key_and_cut_off_handlers_hold_it_for_a_lease(
+) {
+    use steadfast_http::codec::REQUEST_TIMEOUT_MS;
+    use steadfast_http::propagate::DeadlineServerLayer;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The first execution never finishes on its own.
+    let handler = scripted(calls.clone(), |n, _| async move {
+        if n == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    });
+    let layer = layer();
+    let svc = DeadlineServerLayer::new().layer(layer.layer(handler));
+    let send = |timeout_ms: &str| {
+        let mut req = post(Some("k"), "acme", "{}");
+        req.headers_mut()
+            .insert(REQUEST_TIMEOUT_MS, timeout_ms.parse().unwrap());
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            Box::pin(svc.clone().oneshot(req));
+        async move { read(fut.await.unwrap()).await }
+    };
+
+    // No time left on arrival: refused before the idempotency layer, the key untouched.
+    let expired = send("0").await;
+    assert_eq!(expired.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(layer.stats().executions, 0);
+
+    // 100 ms: the key is taken, the handler runs and is cut off at the deadline.
+    let t0 = tokio::time::Instant::now();
+    let cut_off = send("100").await;
+    assert_eq!(cut_off.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Nobody knows whether its effect took place: copies wait out the lease (30 s)...
+    let early = send("5000").await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    assert!(early.headers.contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // ... then one executes and its answer is the key's.
+    let after = send("5000").await;
+    assert_eq!(after.status, StatusCode::CREATED);
+    assert!(!after.replayed());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let again = send("5000").await;
+    assert!(again.replayed());
+    assert_eq!(again.body, after.body);
+}
