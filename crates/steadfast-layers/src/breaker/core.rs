@@ -261,6 +261,7 @@ impl Common {
         self.wake_all();
     }
 
+    #[inline]
     pub(super) fn count_rejection(&self, state: BreakerState) {
         let attrs = match state {
             BreakerState::HalfOpen => &self.rejected_attrs[1],

@@ -27,9 +27,9 @@ enum Kind<F> {
         #[pin]
         fut: F,
     },
-    Rejected {
-        err: Option<CircuitOpen>,
-    },
+    /// Boxed when the future is made: with `poll` inlined, the refusal's future then only
+    /// hands a pointer over (ADR 0003: 44 -> 30 ns per refusal on the bench machine).
+    Rejected { err: Option<BoxError> },
 }
 
 struct Track<C> {
@@ -61,7 +61,9 @@ impl<F, C> ResponseFuture<F, C> {
 
     pub(super) fn rejected(err: CircuitOpen) -> Self {
         Self {
-            kind: Kind::Rejected { err: Some(err) },
+            kind: Kind::Rejected {
+                err: Some(err.into()),
+            },
             track: None,
         }
     }
@@ -86,15 +88,15 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let fut = match this.kind.project() {
             KindProj::Call { fut } => fut,
             KindProj::Rejected { err } => {
-                return Poll::Ready(Err(match err.take() {
-                    Some(e) => e.into(),
-                    None => "circuit breaker future polled after completion".into(),
-                }));
+                return Poll::Ready(Err(err.take().unwrap_or_else(|| {
+                    "circuit breaker future polled after completion".into()
+                })));
             }
         };
         let result = ready!(fut.poll(cx));

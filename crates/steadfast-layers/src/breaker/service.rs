@@ -223,14 +223,7 @@ where
             return ResponseFuture::passthrough(self.inner.call(req));
         }
         if control == FORCED_OPEN {
-            common.count_rejection(BreakerState::ForcedOpen);
-            tracing::debug!(
-                target: "steadfast::breaker",
-                instance = common.telemetry.span_name(),
-                state = "forced_open",
-                "call rejected"
-            );
-            return ResponseFuture::rejected(CircuitOpen::new(BreakerState::ForcedOpen, None));
+            return reject_forced(common);
         }
         let (core, ready) = match &self.registry.breakers {
             Breakers::Single(core) => (core, self.ready.take()),
@@ -313,8 +306,25 @@ fn admission(core: &super::core::Core, control: u8) -> Result<super::core::Ticke
     }
 }
 
+/// Counts, traces and returns one call refused because the breaker is forced open: out of line,
+/// so that `call`'s inlined paths (closed, open) stay small.
+#[cold]
+#[inline(never)]
+fn reject_forced<F, C>(common: &super::core::Common) -> ResponseFuture<F, C> {
+    common.count_rejection(BreakerState::ForcedOpen);
+    tracing::debug!(
+        target: "steadfast::breaker",
+        instance = common.telemetry.span_name(),
+        state = "forced_open",
+        "call rejected"
+    );
+    ResponseFuture::rejected(CircuitOpen::new(BreakerState::ForcedOpen, None))
+}
+
 /// Counts (in the metrics; `core` counted it already), traces and returns one call refused by
-/// `core`.
+/// `core`. Inlined: an open breaker refuses every call, and the call saved is measurable
+/// (ADR 0003).
+#[inline(always)]
 fn reject<F, C>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C> {
     let common = &core.common;
     common.count_rejection(open.state());
