@@ -36,6 +36,17 @@ fn layer() -> IdempotencyLayer<MemoryStore, HeaderPrincipal> {
     builder(MemoryStore::new()).build().unwrap()
 }
 
+/// A counting handler whose first execution never finishes on its own (a holder that hangs
+/// until it is aborted or cut off); the later ones answer as [`counting`] does.
+fn first_call_hangs(calls: Arc<AtomicUsize>) -> Handler {
+    scripted(calls, |n, _| async move {
+        if n == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn first_request_executes_and_duplicates_replay() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -312,15 +323,9 @@ async fn in_flight_duplicates_get_409_with_retry_after() {
 #[tokio::test(start_paused = true)]
 async fn a_killed_holder_is_taken_over_after_its_lease_and_exactly_one_retry_executes() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let handler = scripted(calls.clone(), |n, _| async move {
-        if n == 1 {
-            // The first holder hangs until its task is aborted.
-            std::future::pending::<()>().await;
-        }
-        Ok(())
-    });
+    // The first holder hangs until its task is aborted.
     let layer = layer();
-    let svc = layer.layer(handler);
+    let svc = layer.layer(first_call_hangs(calls.clone()));
     let holder = tokio::spawn({
         let svc = svc.clone();
         async move { send(&svc, post(Some("k"), "acme", "{}")).await }
@@ -886,15 +891,8 @@ async fn behind_the_deadline_layer_expired_attempts_take_no_key_and_cut_off_hand
     use steadfast_http::propagate::DeadlineServerLayer;
 
     let calls = Arc::new(AtomicUsize::new(0));
-    // The first execution never finishes on its own.
-    let handler = scripted(calls.clone(), |n, _| async move {
-        if n == 1 {
-            std::future::pending::<()>().await;
-        }
-        Ok(())
-    });
     let layer = layer();
-    let svc = DeadlineServerLayer::new().layer(layer.layer(handler));
+    let svc = DeadlineServerLayer::new().layer(layer.layer(first_call_hangs(calls.clone())));
     let send = |timeout_ms: &str| {
         let mut req = post(Some("k"), "acme", "{}");
         req.headers_mut()
