@@ -64,13 +64,15 @@ const ROWS: &[Comparison] = &[
         group: "breaker_open",
         peer: Some(RESILIENCE),
         label: "CircuitBreaker open (rejects) vs tower-resilience",
-        target: Target::AtMost(1.0),
+        // Third-party peers: strictly below, as the issue asks.
+        target: Target::Below(1.0),
     },
     Comparison {
         group: "breaker_open",
         peer: Some(FAILSAFE),
         label: "CircuitBreaker open (rejects) vs failsafe",
-        target: Target::AtMost(1.0),
+        // Third-party peers: strictly below, as the issue asks.
+        target: Target::Below(1.0),
     },
     Comparison {
         group: "breaker_open_clock",
