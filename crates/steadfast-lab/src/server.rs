@@ -12,7 +12,8 @@
 //!    wait their turn (FIFO); beyond that the call is rejected with a 503. Rejecting is not free
 //!    (as the Google SRE book notes): each rejection costs `reject_cost` of worker time, which
 //!    the next worker to start a call pays first;
-//! 5. **work**: the worker is held for a latency drawn from [`Latency`], then (for a server with an
+//! 5. **work**: the worker is held for a latency drawn from [`Latency`] (times the factor of any
+//!    [`Slowdown`] in force when the call arrived), then (for a server with an
 //!    [`Upstream`]) calls the next hop, and answers 200.
 //!
 //! Work runs in a detached task: like most thread-pool servers, this one does not notice that a
@@ -116,6 +117,19 @@ pub struct Outage {
     pub duration: Duration,
 }
 
+/// A slowdown: from `start` (after the server started) for `duration`, every call's drawn
+/// latency is multiplied by `factor` (a noisy neighbour, a garbage-collection storm, a cold
+/// cache after a deploy: the whole server is slower for a while, not just its tail).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slowdown {
+    /// When it begins, after the server started.
+    pub start: Duration,
+    /// How long it lasts.
+    pub duration: Duration,
+    /// What each latency is multiplied by.
+    pub factor: f64,
+}
+
 /// What a call meets during an [`Outage`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OutageKind {
@@ -188,6 +202,7 @@ pub struct ServerConfig {
     error_rate: f64,
     latency: Latency,
     outages: Vec<Outage>,
+    slowdowns: Vec<Slowdown>,
     outage_kind: OutageKind,
     capacity: Option<Capacity>,
     honor_deadline: bool,
@@ -204,6 +219,7 @@ impl ServerConfig {
             error_rate: 0.0,
             latency: Latency::Fixed(Duration::ZERO),
             outages: Vec::new(),
+            slowdowns: Vec::new(),
             outage_kind: OutageKind::Drop,
             capacity: None,
             honor_deadline: false,
@@ -227,6 +243,18 @@ impl ServerConfig {
     /// Adds a hard outage window.
     pub fn outage(mut self, outage: Outage) -> Self {
         self.outages.push(outage);
+        self
+    }
+
+    /// Adds a slowdown window (see [`Slowdown`]; overlapping windows multiply).
+    /// A factor that is not a finite number in `[0, 1000]` is clamped into it (NaN counts as 1).
+    pub fn slowdown(mut self, mut slowdown: Slowdown) -> Self {
+        slowdown.factor = if slowdown.factor.is_nan() {
+            1.0
+        } else {
+            slowdown.factor.clamp(0.0, 1000.0)
+        };
+        self.slowdowns.push(slowdown);
         self
     }
 
@@ -330,6 +358,17 @@ impl Shared {
             .outages
             .iter()
             .any(|o| t >= o.start && t < o.start + o.duration)
+    }
+
+    /// What the latency of a call arriving at `now` is multiplied by (1 outside slowdowns).
+    fn slowdown(&self, now: Instant) -> f64 {
+        let t = now.saturating_duration_since(self.started);
+        self.cfg
+            .slowdowns
+            .iter()
+            .filter(|s| t >= s.start && t < s.start + s.duration)
+            .map(|s| s.factor)
+            .product()
     }
 
     /// How many times this server has seen `key` before (0 on the first attempt).
@@ -562,7 +601,11 @@ async fn handle(
     // Draw every random number up front, in a fixed order, so that a call's faults do not depend
     // on which branch it takes.
     let fails = rng.next_f64() < shared.cfg.error_rate;
-    let work = shared.cfg.latency.sample(&rng);
+    let work = shared
+        .cfg
+        .latency
+        .sample(&rng)
+        .mul_f64(shared.slowdown(arrived));
     if fails {
         bump(&c.injected_errors);
         return Ok(answer(StatusCode::SERVICE_UNAVAILABLE));
@@ -721,6 +764,22 @@ mod tests {
         }
         assert!(fast > 400 && slow > 400, "{fast} {slow}");
         assert_eq!(Latency::Fixed(ms(4)).sample(&rng), ms(4));
+    }
+
+    #[test]
+    fn absurd_slowdown_factors_are_clamped() {
+        let window = |factor| Slowdown {
+            start: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            factor,
+        };
+        let cfg = ServerConfig::new("s", 1)
+            .slowdown(window(f64::NAN))
+            .slowdown(window(-2.0))
+            .slowdown(window(f64::INFINITY))
+            .slowdown(window(2.5));
+        let factors: Vec<f64> = cfg.slowdowns.iter().map(|s| s.factor).collect();
+        assert_eq!(factors, [1.0, 0.0, 1000.0, 2.5]);
     }
 
     #[test]

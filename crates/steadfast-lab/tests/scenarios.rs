@@ -107,6 +107,20 @@ fn check_specific(json: &Value, scenario: &str) {
                 "{json}"
             );
         }
+        "tail_shift" => {
+            let get = |name: &str, key: &str| variant(json, name)[key].as_f64().expect(key);
+            // The budget holds ours to a few percent; tower's hedge, with none, sends a copy of
+            // most calls once the server slows down.
+            assert!(get("hedge", "extra_load") <= 0.06, "{json}");
+            assert!(
+                get("tower_hedge", "extra_load") >= 5.0 * get("hedge", "extra_load"),
+                "{json}"
+            );
+            assert!(
+                get("hedge", "p99_ms") < get("tower_hedge", "p99_ms"),
+                "{json}"
+            );
+        }
         "overload_adaptive" => {
             for name in ["none", "static_limit", "adaptive_limit", "shed"] {
                 let v = variant(json, name);

@@ -5,7 +5,9 @@ use std::time::Duration;
 use http::StatusCode;
 use steadfast_http::codec::{encode_timeout_ms, REQUEST_TIMEOUT_MS};
 use steadfast_lab::client::{get, HttpClient, LabResponse};
-use steadfast_lab::server::{Capacity, Latency, Outage, OutageKind, Server, ServerConfig};
+use steadfast_lab::server::{
+    Capacity, Latency, Outage, OutageKind, Server, ServerConfig, Slowdown,
+};
 use steadfast_lab::BoxError;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -137,4 +139,39 @@ async fn honoured_deadline_stops_work() {
     assert_eq!(stats.stopped_by_deadline, 1);
     assert_eq!(stats.expired_on_arrival, 1);
     assert_eq!(stats.served, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowdown_multiplies_the_latency_of_calls_that_arrive_during_it() {
+    let server = |start| {
+        Server::start(
+            ServerConfig::new("s", 1)
+                .latency(Latency::Fixed(Duration::from_millis(20)))
+                .slowdown(Slowdown {
+                    start,
+                    duration: Duration::from_secs(3_600),
+                    factor: 10.0,
+                }),
+        )
+    };
+    let slowed = server(Duration::ZERO).await.expect("server starts");
+    let t0 = Instant::now();
+    call(&slowed, 1).await.expect("answered");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // The window has not begun: the usual latency (well under the slowed one).
+    let later = server(Duration::from_secs(3_600))
+        .await
+        .expect("server starts");
+    let t0 = Instant::now();
+    call(&later, 1).await.expect("answered");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_millis(200),
+        "{took:?}"
+    );
 }

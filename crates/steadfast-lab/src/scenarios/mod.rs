@@ -85,6 +85,7 @@ scenarios![
     idempotency,
     outage,
     tail,
+    tail_shift,
     overload_adaptive
 ];
 

@@ -46,7 +46,8 @@
 //! tail with no errors. Under CPU contention from other processes, a scheduling stall delays
 //! every call in flight past the delay at once: tower hedges them all, ours spends its budget's
 //! burst (10) on them and may then leave a few slow calls unhedged until the budget refills
-//! (`slow` above 0, a higher p99.9).
+//! (`slow` above 0, a higher p99.9). [`tail_shift`](super::tail_shift) runs the same variants on
+//! a server with a capacity that slows down for a while, where the budget does show.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -71,17 +72,17 @@ pub(crate) const SUMMARY: &str =
     "2% of responses are 50x slower than the rest: how much of the tail does hedging cut, for how much extra load?";
 
 /// Arrivals per second.
-const RATE: f64 = 600.0;
+pub(super) const RATE: f64 = 600.0;
 /// Unmeasured traffic before the measured run: one tower rotation period.
-const WARMUP: Duration = Duration::from_secs(1);
+pub(super) const WARMUP: Duration = Duration::from_secs(1);
 /// The latency percentile both hedgers hedge at.
-const PERCENTILE: f64 = 95.0;
+pub(super) const PERCENTILE: f64 = 95.0;
 /// Latency samples both hedgers need before they hedge.
-const MIN_SAMPLES: u64 = 100;
+pub(super) const MIN_SAMPLES: u64 = 100;
 /// tower's histogram rotation period.
-const TOWER_PERIOD: Duration = Duration::from_secs(1);
+pub(super) const TOWER_PERIOD: Duration = Duration::from_secs(1);
 /// Our hedge budget, in percent of requests.
-const BUDGET_PERCENT: f64 = 5.0;
+pub(super) const BUDGET_PERCENT: f64 = 5.0;
 /// How far above tower_hedge's p99 ours may be and still count as parity: both p99s are the
 /// hedge delay plus a fast attempt, and the delays differ by their rounding (tower's to the
 /// millisecond above, ours to a 1/32 histogram bucket above) and by scheduling noise on a shared
@@ -92,7 +93,7 @@ const SLOW_REQUEST: Duration = Duration::from_millis(200);
 /// Ids of measured requests start here; the warm-up's are below.
 const MEASURED_IDS: u64 = 1 << 32;
 
-fn latency() -> Latency {
+pub(super) fn latency() -> Latency {
     let ms = Duration::from_millis;
     Latency::Bimodal {
         fast: (ms(10), ms(20)),
@@ -192,16 +193,17 @@ fn client(name: &str, opts: &Options) -> Result<(LabBoxService, Option<LearnedDe
 
 type LearnedDelay = Box<dyn Fn() -> Option<Duration>>;
 
-/// Runs one variant: its own server and client, the warm-up, then the measured run starting
-/// [`WARMUP`] after `t0` (all variants share `t0`, so their phases line up).
-async fn run_variant(
+/// Runs one variant: its own server (`server`), its client, the warm-up, then the measured run
+/// starting [`WARMUP`] after `t0` (all variants share `t0`, so their phases line up).
+pub(super) async fn run_variant(
     name: &'static str,
     opts: Options,
     t0: Instant,
     measured: Duration,
     done: Counter,
+    server: ServerConfig,
 ) -> Result<VariantReport, BoxError> {
-    let server = Server::start(ServerConfig::new("tail", opts.seed).latency(latency())).await?;
+    let server = Server::start(server).await?;
     let (svc, learned) = client(name, &opts)?;
     let uri = server.uri().clone();
     // The warm-up's arrivals end when the measured run's begin; its slow requests may still be
@@ -276,6 +278,7 @@ async fn run_variant(
 pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     let started = Instant::now();
     let measured = Duration::from_millis(if opts.quick { 1500 } else { 12_000 });
+    let server = || ServerConfig::new("tail", opts.seed).latency(latency());
 
     // The three variants run side by side, each against its own server: a scheduling stall on
     // this shared machine then hits all three alike instead of whichever ran at the time.
@@ -286,9 +289,9 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     );
     let t0 = Instant::now();
     let (none, tower, ours) = tokio::join!(
-        run_variant("none", opts, t0, measured, progress.counter()),
-        run_variant("tower_hedge", opts, t0, measured, progress.counter()),
-        run_variant("hedge", opts, t0, measured, progress.counter()),
+        run_variant("none", opts, t0, measured, progress.counter(), server()),
+        run_variant("tower_hedge", opts, t0, measured, progress.counter(), server()),
+        run_variant("hedge", opts, t0, measured, progress.counter(), server()),
     );
     progress.finish();
     let reports = vec![none?, tower?, ours?];
