@@ -65,6 +65,22 @@ pub struct Metric {
     pub in_table: bool,
 }
 
+/// The measure `key` of the variant called `variant` among `reports` (see
+/// [`VariantReport::get`]), or NaN when either is missing, so that a target computed from it is
+/// not met.
+///
+/// ```
+/// use steadfast_lab::report::value;
+/// assert!(value(&[], "hedge", "p99_ms").is_nan());
+/// ```
+pub fn value(reports: &[VariantReport], variant: &str, key: &str) -> f64 {
+    reports
+        .iter()
+        .find(|r| r.name == variant)
+        .and_then(|r| r.get(key))
+        .unwrap_or(f64::NAN)
+}
+
 /// How one client configuration fared.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VariantReport {

@@ -25,7 +25,7 @@ use crate::client::{lab_client, CallerConfig, Retries};
 use crate::ledger::Ledger;
 use crate::load::{closed_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig, Upstream};
 use crate::{BoxError, Options};
 
@@ -136,13 +136,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         );
     }
 
-    let late = |variant: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get("served_after_caller_gave_up"))
-            .unwrap_or(f64::NAN)
-    };
+    let late = |variant: &str| value(&reports, variant, "served_after_caller_gave_up");
     let with = late("with_deadline");
     let without = late("without_deadline");
     let targets = vec![

@@ -14,7 +14,7 @@ use super::ms;
 use crate::client::{lab_client, CallerConfig, Retries};
 use crate::load::{closed_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -93,13 +93,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         );
     }
 
-    let get = |variant: &str, key: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get(key))
-            .unwrap_or(f64::NAN)
-    };
+    let get = |variant: &str, key: &str| value(&reports, variant, key);
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     let none_ok = get("none", "success_rate");
     let naive_ok = get("naive_retry", "success_rate");

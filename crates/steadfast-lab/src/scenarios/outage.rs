@@ -33,7 +33,7 @@ use super::ms;
 use crate::client::{LabRequest, LabResponse, StatusClassifier};
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
 use crate::server::{Latency, Outage, OutageKind, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -200,13 +200,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         );
     }
 
-    let get = |variant: &str, key: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get(key))
-            .unwrap_or(f64::NAN)
-    };
+    let get = |variant: &str, key: &str| value(&reports, variant, key);
     let none_calls = get("none", "calls_during_outage");
     let breaker_calls = get("breaker", "calls_during_outage");
     let cut = 1.0 - breaker_calls / none_calls;

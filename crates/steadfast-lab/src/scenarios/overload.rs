@@ -26,7 +26,7 @@ use crate::client::{lab_client, CallerConfig, Retries};
 use crate::ledger::Ledger;
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
 use crate::server::{Capacity, Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -136,13 +136,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         );
     }
 
-    let get = |variant: &str, key: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get(key))
-            .unwrap_or(f64::NAN)
-    };
+    let get = |variant: &str, key: &str| value(&reports, variant, key);
     let budget_amp = get("budgeted_retry", "amplification");
     let naive_amp = get("naive_retry", "amplification");
     let budget_good = get("budgeted_retry", "goodput");

@@ -64,7 +64,7 @@ use crate::client::{HttpClient, LabRequest, LabResponse, StatusClassifier};
 use crate::ledger::Ledger;
 use crate::load::{open_loop, percentile_ms, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
 use crate::server::{Capacity, Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -233,13 +233,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         reports.push(report);
     }
 
-    let get = |variant: &str, key: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get(key))
-            .unwrap_or(f64::NAN)
-    };
+    let get = |variant: &str, key: &str| value(&reports, variant, key);
     let capacity = capacity_per_s;
     let none_good = get("none", "goodput_per_s");
     let mut targets = Vec::new();

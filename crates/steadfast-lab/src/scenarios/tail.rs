@@ -64,7 +64,7 @@ use crate::client::{
 };
 use crate::load::{open_loop_from, Summary};
 use crate::progress::{Counter, Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -195,7 +195,7 @@ type LearnedDelay = Box<dyn Fn() -> Option<Duration>>;
 
 /// Runs one variant: its own server (`server`), its client, the warm-up, then the measured run
 /// starting [`WARMUP`] after `t0` (all variants share `t0`, so their phases line up).
-pub(super) async fn run_variant(
+async fn run_variant(
     name: &'static str,
     opts: Options,
     t0: Instant,
@@ -275,15 +275,17 @@ pub(super) async fn run_variant(
     Ok(report)
 }
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
-    let measured = Duration::from_millis(if opts.quick { 1500 } else { 12_000 });
-    let server = || ServerConfig::new("tail", opts.seed).latency(latency());
-
-    // The three variants run side by side, each against its own server: a scheduling stall on
-    // this shared machine then hits all three alike instead of whichever ran at the time.
+/// Runs `none`, `tower_hedge` and `hedge` side by side, each against its own `server()`: a
+/// scheduling stall on this shared machine then hits all three alike instead of whichever ran
+/// at the time.
+pub(super) async fn side_by_side(
+    scenario: &str,
+    opts: Options,
+    measured: Duration,
+    server: impl Fn() -> ServerConfig,
+) -> Result<Vec<VariantReport>, BoxError> {
     let progress = Progress::start(
-        "tail (none, tower_hedge, hedge side by side)",
+        format!("{scenario} (none, tower_hedge, hedge side by side)"),
         Total::Time(WARMUP + measured),
         opts.progress,
     );
@@ -294,15 +296,18 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         run_variant("hedge", opts, t0, measured, progress.counter(), server()),
     );
     progress.finish();
-    let reports = vec![none?, tower?, ours?];
+    Ok(vec![none?, tower?, ours?])
+}
 
-    let get = |variant: &str, key: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get(key))
-            .unwrap_or(f64::NAN)
-    };
+pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
+    let started = Instant::now();
+    let measured = Duration::from_millis(if opts.quick { 1500 } else { 12_000 });
+    let reports = side_by_side("tail", opts, measured, || {
+        ServerConfig::new("tail", opts.seed).latency(latency())
+    })
+    .await?;
+
+    let get = |variant: &str, key: &str| value(&reports, variant, key);
     let none_p99 = get("none", "p99_ms");
     let ours_p99 = get("hedge", "p99_ms");
     let ours_load = get("hedge", "extra_load");

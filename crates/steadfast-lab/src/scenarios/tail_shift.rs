@@ -24,9 +24,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ms;
-use super::tail::{latency, run_variant, BUDGET_PERCENT, RATE, WARMUP};
-use crate::progress::{Progress, Total};
-use crate::report::{ScenarioReport, Target};
+use super::tail::{latency, side_by_side, BUDGET_PERCENT, RATE, WARMUP};
+use crate::report::{value, ScenarioReport, Target};
 use crate::server::{Capacity, ServerConfig, Slowdown};
 use crate::{BoxError, Options};
 
@@ -58,27 +57,9 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
             })
             .slowdown(slowdown)
     };
-    let progress = Progress::start(
-        "tail_shift (none, tower_hedge, hedge side by side)",
-        Total::Time(WARMUP + measured),
-        opts.progress,
-    );
-    let t0 = Instant::now();
-    let (none, tower, ours) = tokio::join!(
-        run_variant("none", opts, t0, measured, progress.counter(), server()),
-        run_variant("tower_hedge", opts, t0, measured, progress.counter(), server()),
-        run_variant("hedge", opts, t0, measured, progress.counter(), server()),
-    );
-    progress.finish();
-    let reports = vec![none?, tower?, ours?];
+    let reports = side_by_side("tail_shift", opts, measured, server).await?;
 
-    let get = |variant: &str, key: &str| {
-        reports
-            .iter()
-            .find(|r| r.name == variant)
-            .and_then(|r| r.get(key))
-            .unwrap_or(f64::NAN)
-    };
+    let get = |variant: &str, key: &str| value(&reports, variant, key);
     let requests = get("hedge", "requests");
     let none_p99 = get("none", "p99_ms");
     let ours_p99 = get("hedge", "p99_ms");
