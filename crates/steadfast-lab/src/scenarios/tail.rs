@@ -76,13 +76,16 @@ pub(super) const RATE: f64 = 600.0;
 /// Unmeasured traffic before the measured run: one tower rotation period.
 pub(super) const WARMUP: Duration = Duration::from_secs(1);
 /// The latency percentile both hedgers hedge at.
-pub(super) const PERCENTILE: f64 = 95.0;
+const PERCENTILE: f64 = 95.0;
 /// Latency samples both hedgers need before they hedge.
-pub(super) const MIN_SAMPLES: u64 = 100;
+const MIN_SAMPLES: u64 = 100;
 /// tower's histogram rotation period.
-pub(super) const TOWER_PERIOD: Duration = Duration::from_secs(1);
+const TOWER_PERIOD: Duration = Duration::from_secs(1);
 /// Our hedge budget, in percent of requests.
 pub(super) const BUDGET_PERCENT: f64 = 5.0;
+/// Our hedge budget's burst, in hedges (the layer's default, set here so that the lab's caps
+/// are computed from what the client uses).
+pub(super) const BUDGET_BURST: u32 = 10;
 /// How far above tower_hedge's p99 ours may be and still count as parity: both p99s are the
 /// hedge delay plus a fast attempt, and the delays differ by their rounding (tower's to the
 /// millisecond above, ours to a 1/32 histogram bucket above) and by scheduling noise on a shared
@@ -176,6 +179,7 @@ fn client(name: &str, opts: &Options) -> Result<(LabBoxService, Option<LearnedDe
                 .delay(HedgeDelay::percentile(PERCENTILE).min_samples(MIN_SAMPLES))
                 .max_hedges(1)
                 .budget_percent(BUDGET_PERCENT)
+                .budget_burst(BUDGET_BURST)
                 .policy(idempotent as fn(&LabRequest) -> bool)
                 .classifier(StatusClassifier)
                 .replay(RebuildRequest)

@@ -14,7 +14,8 @@
 //! tower's hedge, with no budget, then hedges nearly every call until its histogram rotates: the
 //! copies are just as slow (the slowness belongs to the server, not to the attempt), and they
 //! double the work of a server that is already short of workers, so calls queue. Ours may hedge
-//! at most [`BUDGET_PERCENT`](super::tail::BUDGET_PERCENT) % of the requests (burst 10), so the
+//! at most [`BUDGET_PERCENT`](super::tail::BUDGET_PERCENT) % of the requests (burst
+//! [`BUDGET_BURST`](super::tail::BUDGET_BURST)), so the
 //! server keeps up. This is the case "The Tail at Scale" and Finagle's backup requests cap their
 //! extra load for, and where the "beat tower_hedge on p99 at equal or lower extra load"
 //! can be measured; in the steady tail of `tail` both hedgers sit at the same point.
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ms;
-use super::tail::{latency, side_by_side, BUDGET_PERCENT, RATE, WARMUP};
+use super::tail::{latency, side_by_side, BUDGET_BURST, BUDGET_PERCENT, RATE, WARMUP};
 use crate::report::{value, ScenarioReport, Target};
 use crate::server::{Capacity, ServerConfig, Slowdown};
 use crate::{BoxError, Options};
@@ -36,8 +37,6 @@ pub(crate) const SUMMARY: &str =
 const WORKERS: usize = 64;
 /// What every latency is multiplied by during the slowdown.
 const FACTOR: f64 = 3.0;
-/// The hedge budget's burst, in hedges (the layer's default).
-const BUDGET_BURST: f64 = 10.0;
 
 pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     let started = Instant::now();
@@ -66,13 +65,13 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     let ours_load = get("hedge", "extra_load");
     let tower_p99 = get("tower_hedge", "p99_ms");
     let tower_load = get("tower_hedge", "extra_load");
-    let cap = BUDGET_PERCENT / 100.0 + BUDGET_BURST / requests;
+    let cap = BUDGET_PERCENT / 100.0 + f64::from(BUDGET_BURST) / requests;
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     let targets = vec![
         Target::new(
             ours_load <= cap,
             format!(
-                "hedge stays within its budget ({BUDGET_PERCENT:.0}% of requests + a burst of {BUDGET_BURST:.0}): extra load <= {}, got {}",
+                "hedge stays within its budget ({BUDGET_PERCENT:.0}% of requests + a burst of {BUDGET_BURST}): extra load <= {}, got {}",
                 pct(cap),
                 pct(ours_load)
             ),
