@@ -352,21 +352,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether `now` falls in the window of `duration` that opens `start` after the server
+    /// started (outages and slowdowns are such windows).
+    fn in_window(&self, now: Instant, start: Duration, duration: Duration) -> bool {
+        now.saturating_duration_since(self.started)
+            .checked_sub(start)
+            .is_some_and(|into| into < duration)
+    }
+
     fn in_outage(&self, now: Instant) -> bool {
-        let t = now.saturating_duration_since(self.started);
         self.cfg
             .outages
             .iter()
-            .any(|o| t >= o.start && t < o.start + o.duration)
+            .any(|o| self.in_window(now, o.start, o.duration))
     }
 
     /// What the latency of a call arriving at `now` is multiplied by (1 outside slowdowns).
     fn slowdown(&self, now: Instant) -> f64 {
-        let t = now.saturating_duration_since(self.started);
         self.cfg
             .slowdowns
             .iter()
-            .filter(|s| t >= s.start && t < s.start + s.duration)
+            .filter(|s| self.in_window(now, s.start, s.duration))
             .map(|s| s.factor)
             .product()
     }
