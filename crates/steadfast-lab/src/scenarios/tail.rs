@@ -39,7 +39,7 @@
 //! share of attempts slower than that delay (the 2 % slow ones plus the few fast ones above it,
 //! not 5 %: the fast mode ends near the percentile). Which of the two is a little faster and
 //! which sends a little more depends only on how each rounds the percentile (tower: up to the
-//! next whole millisecond; ours: up to a 1/32 histogram bucket), less than a millisecond here,
+//! next whole millisecond; ours: up to a 1/256 histogram bucket), less than a millisecond here,
 //! and on scheduling noise. So the scenario checks parity with tower, not a win: the differences
 //! between the two (our budget caps hedges when latency shifts, several hedges per call, the
 //! first *success* wins, losers' elapsed time kept in the histogram) do not show in a steady
@@ -88,7 +88,7 @@ pub(super) const BUDGET_PERCENT: f64 = 5.0;
 pub(super) const BUDGET_BURST: u32 = 10;
 /// How far above tower_hedge's p99 ours may be and still count as parity: both p99s are the
 /// hedge delay plus a fast attempt, and the delays differ by their rounding (tower's to the
-/// millisecond above, ours to a 1/32 histogram bucket above) and by scheduling noise on a shared
+/// millisecond above, ours to a 1/256 histogram bucket above) and by scheduling noise on a shared
 /// machine.
 const PARITY: f64 = 1.25;
 /// A request at least this slow met the slow mode (500-1000 ms) and was not rescued by a hedge.
