@@ -117,6 +117,9 @@ const CHILD_STALL: Duration = Duration::from_secs(60);
 /// Slack on top of the lease and the claim poll for a crash's recovery: the new process's start
 /// and its first claim.
 const RESTART_SLACK: Duration = Duration::from_secs(1);
+/// A crash comes at a random one of the next this many step boundaries (fewer if fewer sagas
+/// are left) once its threshold of ended sagas is reached.
+const KILL_SPREAD: u64 = 24;
 
 pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     if let Some(plan) = std::env::var_os(CHILD_ENV) {
@@ -1003,17 +1006,10 @@ async fn with_crashes(
             // has ended, as the log says.
             let mut latest = killed_at;
             let give_up = killed_at + CHILD_STALL;
-            while !waiting.is_empty() && Instant::now() < give_up {
-                while let Ok(line) = child.lines.try_recv() {
-                    match tally.read(&line, &progress) {
-                        Line::Error(e) => {
-                            child.kill().await;
-                            return Err(format!("the orchestrator child failed: {e}").into());
-                        }
-                        Line::Done => finished = true,
-                        Line::Boundary(_) | Line::Other => {}
-                    }
-                }
+            // The log is read before the child's lines: once the last of them is claimed, the
+            // lines the child printed since stay queued for the loop below, which may kill at
+            // one of them (the next crash, if due, comes among the recovered sagas' steps).
+            while Instant::now() < give_up {
                 let mut resumed = Vec::new();
                 for (id, epoch) in &waiting {
                     let rec = store.load(*id).await?;
@@ -1027,9 +1023,20 @@ async fn with_crashes(
                         waiting.remove(&id);
                     }
                 }
-                if !waiting.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                if waiting.is_empty() {
+                    break;
                 }
+                while let Ok(line) = child.lines.try_recv() {
+                    match tally.read(&line, &progress) {
+                        Line::Error(e) => {
+                            child.kill().await;
+                            return Err(format!("the orchestrator child failed: {e}").into());
+                        }
+                        Line::Done => finished = true,
+                        Line::Boundary(_) | Line::Other => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             outcome.unresumed += waiting.len() as u64;
             outcome
@@ -1073,7 +1080,13 @@ async fn with_crashes(
                     .get(next)
                     .is_some_and(|t| tally.ended.len() >= *t)
             {
-                kill_after = Some(boundaries + rng.next_u64() % 24);
+                // A saga yet to end usually has a boundary or more to print: keeping the spread
+                // below their number makes the kill come while there is work left, also when the
+                // threshold was reached during the last crash's recovery (the new process runs
+                // the rest of the plan meanwhile, and what is left may be only the recovered
+                // sagas' last steps).
+                let left = u64::from(plan.sagas).saturating_sub(tally.ended.len() as u64);
+                kill_after = Some(boundaries + rng.next_u64() % KILL_SPREAD.min(left).max(1));
             }
             if !finished && kill_after.is_some_and(|k| boundaries >= k) {
                 let killed_at = Instant::now();
