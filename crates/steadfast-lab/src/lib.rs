@@ -47,7 +47,7 @@ use steadfast_layers::ConfigError;
 /// How to run a scenario.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Options {
-    /// Small runs, for CI: every scenario together finishes in about 40 s.
+    /// Small runs, for CI: every scenario together finishes in about 45 s.
     pub quick: bool,
     /// Seed of every injected fault, jittered backoff and arrival process.
     pub seed: u64,

@@ -17,7 +17,7 @@ USAGE:
 
 OPTIONS:
     --scenario NAME   run only NAME (repeat, or separate names with commas; default: all)
-    --quick           small runs, for CI (the whole quick run takes about 40 s)
+    --quick           small runs, for CI (the whole quick run takes about 45 s)
     --seed N          seed of every injected fault, jitter and arrival process (default: 1)
     --json            print one JSON object per scenario per line on stdout, nothing else
     --check           exit non-zero if any scenario's target is not met

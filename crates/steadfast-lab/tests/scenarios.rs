@@ -121,6 +121,26 @@ fn check_specific(json: &Value, scenario: &str) {
                 "{json}"
             );
         }
+        "tail_frontier" => {
+            let get = |name: &str, key: &str| variant(json, name)[key].as_f64().expect(key);
+            for (name, ms) in [
+                ("fixed_20ms", 20.0),
+                ("fixed_21ms", 21.0),
+                ("fixed_22ms", 22.0),
+            ] {
+                assert_eq!(get(name, "hedge_delay_ms"), ms, "{json}");
+            }
+            // 20 ms cuts into the fast mode (10-20 ms, plus the timer's tick and the round
+            // trip) and hedges several times as many calls as 22 ms, which hedges the 2 % slow
+            // attempts and little else.
+            let late = get("fixed_22ms", "extra_load");
+            assert!((0.01..=0.04).contains(&late), "{json}");
+            assert!(get("fixed_20ms", "extra_load") >= 2.0 * late, "{json}");
+            assert!(
+                get("fixed_20ms", "p99_ms") < get("fixed_22ms", "p99_ms"),
+                "{json}"
+            );
+        }
         "overload_adaptive" => {
             for name in ["none", "static_limit", "adaptive_limit", "shed"] {
                 let v = variant(json, name);

@@ -86,6 +86,7 @@ scenarios![
     outage,
     tail,
     tail_shift,
+    tail_frontier,
     overload_adaptive
 ];
 

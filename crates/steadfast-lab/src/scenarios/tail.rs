@@ -46,8 +46,10 @@
 //! tail with no errors. Under CPU contention from other processes, a scheduling stall delays
 //! every call in flight past the delay at once: tower hedges them all, ours spends its budget's
 //! burst (10) on them and may then leave a few slow calls unhedged until the budget refills
-//! (`slow` above 0, a higher p99.9). [`tail_shift`](super::tail_shift) runs the same variants on
-//! a server with a capacity that slows down for a while, where the budget does show.
+//! (`slow` above 0, a higher p99.9). [`tail_frontier`](super::tail_frontier) measures the curve
+//! both hedgers sit on, with fixed delays beside them; [`tail_shift`](super::tail_shift) runs the
+//! same variants on a server with a capacity that slows down for a while, where the budget does
+//! show.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -158,10 +160,26 @@ where
 
 type LabBoxService = BoxCloneService<LabRequest, LabResponse, BoxError>;
 
-/// The variants' clients, and for ours a way to read the learned delay.
-fn client(name: &str, opts: &Options) -> Result<(LabBoxService, Option<LearnedDelay>), BoxError> {
-    Ok(match name {
-        "tower_hedge" => {
+/// A variant's hedger.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Hedger {
+    /// No hedging (`none`).
+    Off,
+    /// tower's hedge at the percentile (`tower_hedge`).
+    Tower,
+    /// Ours, with the learned percentile delay and the budget (`hedge`).
+    Learned,
+    /// Ours, after a fixed delay, with no budget: a point of the delay/extra-load curve.
+    Fixed(Duration),
+}
+
+/// The variants' clients, and for ours a way to read the delay.
+fn client(
+    hedger: Hedger,
+    opts: &Options,
+) -> Result<(LabBoxService, Option<LearnedDelay>), BoxError> {
+    Ok(match hedger {
+        Hedger::Tower => {
             let hedge = tower::hedge::Hedge::new(
                 opts.http_client()?,
                 TowerPolicy,
@@ -174,12 +192,16 @@ fn client(name: &str, opts: &Options) -> Result<(LabBoxService, Option<LearnedDe
                 None,
             )
         }
-        "hedge" => {
-            let layer = HedgeLayer::builder()
-                .delay(HedgeDelay::percentile(PERCENTILE).min_samples(MIN_SAMPLES))
+        Hedger::Learned | Hedger::Fixed(_) => {
+            let builder = match hedger {
+                Hedger::Fixed(d) => HedgeLayer::builder().delay(HedgeDelay::fixed(d)).no_budget(),
+                _ => HedgeLayer::builder()
+                    .delay(HedgeDelay::percentile(PERCENTILE).min_samples(MIN_SAMPLES))
+                    .budget_percent(BUDGET_PERCENT)
+                    .budget_burst(BUDGET_BURST),
+            };
+            let layer = builder
                 .max_hedges(1)
-                .budget_percent(BUDGET_PERCENT)
-                .budget_burst(BUDGET_BURST)
                 .policy(idempotent as fn(&LabRequest) -> bool)
                 .classifier(StatusClassifier)
                 .replay(RebuildRequest)
@@ -191,7 +213,7 @@ fn client(name: &str, opts: &Options) -> Result<(LabBoxService, Option<LearnedDe
                 Some(Box::new(move || delay.current_delay())),
             )
         }
-        _ => (BoxCloneService::new(opts.http_client()?), None),
+        Hedger::Off => (BoxCloneService::new(opts.http_client()?), None),
     })
 }
 
@@ -200,7 +222,7 @@ type LearnedDelay = Box<dyn Fn() -> Option<Duration>>;
 /// Runs one variant: its own server (`server`), its client, the warm-up, then the measured run
 /// starting [`WARMUP`] after `t0` (all variants share `t0`, so their phases line up).
 async fn run_variant(
-    name: &'static str,
+    (name, hedger): (&'static str, Hedger),
     opts: Options,
     t0: Instant,
     measured: Duration,
@@ -208,7 +230,7 @@ async fn run_variant(
     server: ServerConfig,
 ) -> Result<VariantReport, BoxError> {
     let server = Server::start(server).await?;
-    let (svc, learned) = client(name, &opts)?;
+    let (svc, learned) = client(hedger, &opts)?;
     let uri = server.uri().clone();
     // The warm-up's arrivals end when the measured run's begin; its slow requests may still be
     // in flight then, as they would be in a continuous stream. Same arrivals in every variant.
@@ -279,28 +301,46 @@ async fn run_variant(
     Ok(report)
 }
 
-/// Runs `none`, `tower_hedge` and `hedge` side by side, each against its own `server()`: a
-/// scheduling stall on this shared machine then hits all three alike instead of whichever ran
-/// at the time.
+/// `tail`'s variants.
+const VARIANTS: [(&str, Hedger); 3] = [
+    ("none", Hedger::Off),
+    ("tower_hedge", Hedger::Tower),
+    ("hedge", Hedger::Learned),
+];
+
+/// Runs `none`, `tower_hedge` and `hedge` side by side (see [`side_by_side_of`]).
 pub(super) async fn side_by_side(
     scenario: &str,
     opts: Options,
     measured: Duration,
     server: impl Fn() -> ServerConfig,
 ) -> Result<Vec<VariantReport>, BoxError> {
+    side_by_side_of(scenario, &VARIANTS, opts, measured, server).await
+}
+
+/// Runs `variants` side by side, each against its own `server()`, on the same arrivals: a
+/// scheduling stall on this shared machine then hits all of them alike instead of whichever ran
+/// at the time.
+pub(super) async fn side_by_side_of(
+    scenario: &str,
+    variants: &[(&'static str, Hedger)],
+    opts: Options,
+    measured: Duration,
+    server: impl Fn() -> ServerConfig,
+) -> Result<Vec<VariantReport>, BoxError> {
+    let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
     let progress = Progress::start(
-        format!("{scenario} (none, tower_hedge, hedge side by side)"),
+        format!("{scenario} ({} side by side)", names.join(", ")),
         Total::Time(WARMUP + measured),
         opts.progress,
     );
     let t0 = Instant::now();
-    let (none, tower, ours) = tokio::join!(
-        run_variant("none", opts, t0, measured, progress.counter(), server()),
-        run_variant("tower_hedge", opts, t0, measured, progress.counter(), server()),
-        run_variant("hedge", opts, t0, measured, progress.counter(), server()),
-    );
+    let runs = variants
+        .iter()
+        .map(|v| run_variant(*v, opts, t0, measured, progress.counter(), server()));
+    let reports = futures::future::join_all(runs).await;
     progress.finish();
-    Ok(vec![none?, tower?, ours?])
+    reports.into_iter().collect()
 }
 
 pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
