@@ -215,6 +215,19 @@ impl Target {
     }
 }
 
+/// What a scenario's own code finds: its configuration lines, one row per variant and its
+/// targets. [`Scenario::run`](crate::scenarios::Scenario::run) adds the header every report
+/// shares (the scenario's name and summary, the mode, the seed) and the time the run took.
+#[derive(Debug)]
+pub(crate) struct Findings {
+    /// The configuration, as (label, description) lines.
+    pub(crate) config: Vec<(&'static str, String)>,
+    /// One row per client configuration.
+    pub(crate) variants: Vec<VariantReport>,
+    /// The scenario's targets.
+    pub(crate) targets: Vec<Target>,
+}
+
 /// Everything one scenario run found.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScenarioReport {

@@ -18,14 +18,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::ms;
 use crate::client::{lab_client, CallerConfig, Retries};
 use crate::ledger::Ledger;
 use crate::load::{closed_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig, Upstream};
 use crate::{BoxError, Options};
 
@@ -49,8 +47,7 @@ fn b_latency() -> Latency {
 
 const A_WORK: Duration = Duration::from_millis(5);
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let requests: u64 = if opts.quick { 300 } else { 1_500 };
     let caller = CallerConfig {
         deadline: CALLER_TIMEOUT,
@@ -152,11 +149,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ),
     ];
 
-    Ok(ScenarioReport {
-        scenario: "deadline",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "chain",
@@ -185,6 +178,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }

@@ -8,13 +8,11 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::ms;
 use crate::client::{lab_client, CallerConfig, Retries};
 use crate::load::{closed_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -29,8 +27,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
 const PERCENT_CAN_RETRY: f64 = 0.2;
 const MIN_RETRIES_PER_SEC: u32 = 10;
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let requests: u64 = if opts.quick { 1_000 } else { 5_000 };
     let latency = Latency::Uniform {
         min: Duration::from_millis(1),
@@ -125,11 +122,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ),
     ];
 
-    Ok(ScenarioReport {
-        scenario: "flaky",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -156,6 +149,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }

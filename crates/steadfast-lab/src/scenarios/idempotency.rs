@@ -55,7 +55,7 @@ use super::ms;
 use crate::client::LabRequest;
 use crate::load::{Record, Summary};
 use crate::progress::{Counter, Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{Findings, Target, Value, VariantReport};
 use crate::{BoxError, Options};
 
 pub(crate) const SUMMARY: &str =
@@ -526,8 +526,7 @@ async fn drop_schema(store: &PostgresStore) {
     store.pool().close().await;
 }
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let plan = Plan::new(opts.quick);
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -633,15 +632,10 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         config.push(("skipped", skipped.join("; ")));
     }
 
-    Ok(ScenarioReport {
-        scenario: "idempotency",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config,
         variants: outcomes.into_iter().map(|o| o.report).collect(),
         targets,
-        elapsed: started.elapsed(),
     })
 }
 

@@ -4,25 +4,28 @@
 //!
 //! ```text
 //! pub(crate) const SUMMARY: &str = "one line: what it shows";
-//! pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError>;
+//! pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError>;
 //! ```
 //!
 //! and is registered by adding its module name to the `scenarios!` list below: that one line
 //! declares the module, names the scenario after it, and adds it to [`ALL`] (and so to
 //! `--scenario`, the default run, `--list` and the tests). A scenario starts its own servers,
 //! runs a bounded amount of load (a request count or a fixed time), drains the servers, and
-//! reports one [`VariantReport`](crate::report::VariantReport) per client configuration plus its
-//! [`Target`](crate::report::Target)s.
+//! finds its configuration lines, one [`VariantReport`](crate::report::VariantReport) per client
+//! configuration and its [`Target`](crate::report::Target)s; [`Scenario::run`] makes them a
+//! [`ScenarioReport`] with the header every report shares.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::report::ScenarioReport;
+use tokio::time::Instant;
+
+use crate::report::{Findings, ScenarioReport};
 use crate::{BoxError, Options};
 
-type RunFn = fn(Options) -> Pin<Box<dyn Future<Output = Result<ScenarioReport, BoxError>>>>;
+type RunFn = fn(Options) -> Pin<Box<dyn Future<Output = Result<Findings, BoxError>>>>;
 
 /// A registered scenario.
 #[derive(Clone, Copy)]
@@ -43,13 +46,28 @@ impl Scenario {
         self.summary
     }
 
-    /// Runs it. With `opts.chaos`, the report's configuration says which faults were added.
+    /// Runs it and reports under its name and summary, with `opts`' mode and seed and the time
+    /// the run took. With `opts.chaos`, the report's configuration says which faults were added.
     pub async fn run(&self, opts: Options) -> Result<ScenarioReport, BoxError> {
-        let mut report = (self.run)(opts).await?;
+        let started = Instant::now();
+        let Findings {
+            mut config,
+            variants,
+            targets,
+        } = (self.run)(opts).await?;
         if let Some(chaos) = &opts.chaos {
-            report.config.push(("chaos", chaos.to_string()));
+            config.push(("chaos", chaos.to_string()));
         }
-        Ok(report)
+        Ok(ScenarioReport {
+            scenario: self.name,
+            description: self.summary.to_owned(),
+            quick: opts.quick,
+            seed: opts.seed,
+            config,
+            variants,
+            targets,
+            elapsed: started.elapsed(),
+        })
     }
 }
 

@@ -33,7 +33,7 @@ use super::ms;
 use crate::client::{LabRequest, LabResponse, StatusClassifier};
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Latency, Outage, OutageKind, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -79,8 +79,7 @@ fn logged(inner: LabBoxService, log: CallLog) -> LabBoxService {
     BoxCloneService::new(svc)
 }
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let (before, down, after) = if opts.quick {
         (
             Duration::from_millis(400),
@@ -233,11 +232,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ),
     ];
 
-    Ok(ScenarioReport {
-        scenario: "outage",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -271,6 +266,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }

@@ -19,14 +19,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::ms;
 use crate::client::{lab_client, CallerConfig, Retries};
 use crate::ledger::Ledger;
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Capacity, Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -46,8 +44,7 @@ const OVERLOAD: f64 = 2.0;
 const DEADLINE: Duration = Duration::from_secs(1);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(200);
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let duration = Duration::from_secs(if opts.quick { 3 } else { 10 });
     let mean_work = (WORK_MIN + WORK_MAX) / 2;
     let capacity_per_s = CAPACITY as f64 / mean_work.as_secs_f64();
@@ -158,11 +155,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ),
     ];
 
-    Ok(ScenarioReport {
-        scenario: "overload",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -196,6 +189,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }

@@ -55,7 +55,6 @@ use steadfast_layers::adaptive::{AdaptiveLimitLayer, Gradient2, LimitHandle};
 use steadfast_layers::deadline::DeadlineLayer;
 use steadfast_layers::limit::ConcurrencyLimitLayer;
 use steadfast_layers::shed::LoadShedLayer;
-use tokio::time::Instant;
 use tower::util::BoxCloneService;
 use tower::Layer;
 
@@ -64,7 +63,7 @@ use crate::client::{HttpClient, LabRequest, LabResponse, StatusClassifier};
 use crate::ledger::Ledger;
 use crate::load::{open_loop, percentile_ms, Summary};
 use crate::progress::{Progress, Total};
-use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Capacity, Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -125,8 +124,7 @@ fn stack(
     })
 }
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let duration = Duration::from_secs(if opts.quick { 2 } else { 10 });
     let mean_work = (WORK_MIN + WORK_MAX) / 2;
     let capacity_per_s = WORKERS as f64 / mean_work.as_secs_f64();
@@ -256,11 +254,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ));
     }
 
-    Ok(ScenarioReport {
-        scenario: "overload_adaptive",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -296,6 +290,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }

@@ -68,7 +68,7 @@ use super::ms;
 use crate::client::HttpClient;
 use crate::load::{percentile_ms, Summary};
 use crate::progress::{Counter, Progress, Total};
-use crate::report::{ScenarioReport, Target, Value, VariantReport};
+use crate::report::{Findings, Target, Value, VariantReport};
 use crate::{BoxError, Options};
 
 pub(crate) const SUMMARY: &str =
@@ -121,7 +121,7 @@ const RESTART_SLACK: Duration = Duration::from_secs(1);
 /// are left) once its threshold of ended sagas is reached.
 const KILL_SPREAD: u64 = 24;
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     if let Some(plan) = std::env::var_os(CHILD_ENV) {
         // An orchestrator child: run the plan, tell the parent on stdout, and exit without
         // printing a report.
@@ -134,7 +134,6 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         };
         std::process::exit(code);
     }
-    let started = Instant::now();
     let sagas: u32 = if opts.quick { 50 } else { 300 };
     let crashes: u32 = if !flag(CRASH_ENV) {
         0
@@ -210,15 +209,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     opened.close().await;
     spec.remove_files();
     let eval = evaluated?;
-    Ok(report(
-        opts,
-        &plan,
-        postgres,
-        crashes,
-        &participants,
-        eval,
-        started,
-    ))
+    Ok(report(&plan, postgres, crashes, &participants, eval))
 }
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -1202,14 +1193,12 @@ async fn evaluate(
 }
 
 fn report(
-    opts: Options,
     plan: &Plan,
     postgres: bool,
     crashes: u32,
     participants: &[Arc<Participant>; 3],
     e: Evaluation,
-    started: Instant,
-) -> ScenarioReport {
+) -> Findings {
     let total = |f: fn(&Participant) -> &AtomicU64| -> u64 {
         participants.iter().map(|p| Participant::count(f(p))).sum()
     };
@@ -1308,11 +1297,7 @@ fn report(
     } else {
         "orchestrator in this process, no crash (--crash to kill and restart it)".to_owned()
     };
-    ScenarioReport {
-        scenario: "saga",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Findings {
         config: vec![
             ("log", plan.store.describe()),
             (
@@ -1364,7 +1349,6 @@ fn report(
         ],
         variants: vec![variant],
         targets,
-        elapsed: started.elapsed(),
     }
 }
 

@@ -66,7 +66,7 @@ use crate::client::{
 };
 use crate::load::{open_loop_from, Summary};
 use crate::progress::{Counter, Progress, Total};
-use crate::report::{value, ScenarioReport, Target, Value, VariantReport};
+use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig};
 use crate::{BoxError, Options};
 
@@ -343,8 +343,7 @@ pub(super) async fn side_by_side_of(
     reports.into_iter().collect()
 }
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let measured = Duration::from_millis(if opts.quick { 1500 } else { 12_000 });
     let reports = side_by_side("tail", opts, measured, || {
         ServerConfig::new("tail", opts.seed).latency(latency())
@@ -379,11 +378,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
     ];
 
     let requests_approx = RATE * measured.as_secs_f64();
-    Ok(ScenarioReport {
-        scenario: "tail",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -420,6 +415,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }

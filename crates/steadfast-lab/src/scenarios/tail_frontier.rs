@@ -27,11 +27,9 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::ms;
 use super::tail::{latency, side_by_side_of, Hedger, RATE, WARMUP};
-use crate::report::{value, ScenarioReport, Target};
+use crate::report::{value, Findings, Target};
 use crate::server::ServerConfig;
 use crate::{BoxError, Options};
 
@@ -63,8 +61,7 @@ const LOAD_NOISE: f64 = 0.002;
 /// can swap places by a few tenths.
 const P99_NOISE: f64 = 0.5;
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let measured = Duration::from_millis(if opts.quick { 3_000 } else { 12_000 });
     let reports = side_by_side_of("tail_frontier", &VARIANTS, opts, measured, || {
         ServerConfig::new("tail_frontier", opts.seed).latency(latency())
@@ -127,11 +124,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ),
     ];
 
-    Ok(ScenarioReport {
-        scenario: "tail_frontier",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -159,7 +152,6 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }
 

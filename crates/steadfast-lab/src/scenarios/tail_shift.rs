@@ -22,11 +22,9 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::ms;
 use super::tail::{latency, side_by_side, BUDGET_BURST, BUDGET_PERCENT, RATE, WARMUP};
-use crate::report::{value, ScenarioReport, Target};
+use crate::report::{value, Findings, Target};
 use crate::server::{Capacity, ServerConfig, Slowdown};
 use crate::{BoxError, Options};
 
@@ -38,8 +36,7 @@ const WORKERS: usize = 64;
 /// What every latency is multiplied by during the slowdown.
 const FACTOR: f64 = 3.0;
 
-pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
-    let started = Instant::now();
+pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let measured = Duration::from_millis(if opts.quick { 6_000 } else { 12_000 });
     let slowdown = Slowdown {
         start: WARMUP + measured / 3,
@@ -92,11 +89,7 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ),
     ];
 
-    Ok(ScenarioReport {
-        scenario: "tail_shift",
-        description: SUMMARY.to_owned(),
-        quick: opts.quick,
-        seed: opts.seed,
+    Ok(Findings {
         config: vec![
             (
                 "server",
@@ -122,6 +115,5 @@ pub(crate) async fn run(opts: Options) -> Result<ScenarioReport, BoxError> {
         ],
         variants: reports,
         targets,
-        elapsed: started.elapsed(),
     })
 }
