@@ -223,6 +223,7 @@ type LearnedDelay = Box<dyn Fn() -> Option<Duration>>;
 /// starting [`WARMUP`] after `t0` (all variants share `t0`, so their phases line up).
 async fn run_variant(
     (name, hedger): (&'static str, Hedger),
+    rate: f64,
     opts: Options,
     t0: Instant,
     measured: Duration,
@@ -238,7 +239,7 @@ async fn run_variant(
         0,
         svc.clone(),
         uri.clone(),
-        RATE,
+        rate,
         WARMUP.saturating_sub(t0.elapsed()),
         opts.seed ^ 0x7761_726d,
         None,
@@ -251,7 +252,7 @@ async fn run_variant(
             MEASURED_IDS,
             svc.clone(),
             uri.clone(),
-            RATE,
+            rate,
             measured,
             opts.seed,
             None,
@@ -315,15 +316,16 @@ pub(super) async fn side_by_side(
     measured: Duration,
     server: impl Fn() -> ServerConfig,
 ) -> Result<Vec<VariantReport>, BoxError> {
-    side_by_side_of(scenario, &VARIANTS, opts, measured, server).await
+    side_by_side_of(scenario, &VARIANTS, RATE, opts, measured, server).await
 }
 
-/// Runs `variants` side by side, each against its own `server()`, on the same arrivals: a
-/// scheduling stall on this shared machine then hits all of them alike instead of whichever ran
-/// at the time.
+/// Runs `variants` side by side, each against its own `server()`, on the same arrivals (`rate`
+/// per second): a scheduling stall on this shared machine then hits all of them alike instead of
+/// whichever ran at the time.
 pub(super) async fn side_by_side_of(
     scenario: &str,
     variants: &[(&'static str, Hedger)],
+    rate: f64,
     opts: Options,
     measured: Duration,
     server: impl Fn() -> ServerConfig,
@@ -337,7 +339,7 @@ pub(super) async fn side_by_side_of(
     let t0 = Instant::now();
     let runs = variants
         .iter()
-        .map(|v| run_variant(*v, opts, t0, measured, progress.counter(), server()));
+        .map(|v| run_variant(*v, rate, opts, t0, measured, progress.counter(), server()));
     let reports = futures::future::join_all(runs).await;
     progress.finish();
     reports.into_iter().collect()
