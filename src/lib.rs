@@ -24,7 +24,7 @@
 //! # Crate features
 //!
 //! - `layers` (default): the generic layers, re-exported as [`layers`].
-//! - `http`: HTTP and gRPC glue, re-exported as `http`, with the in-memory idempotency store.
+//! - `http`: HTTP and gRPC glue, re-exported as `net` (so that it never shadows the `http` crate), with the in-memory idempotency store.
 //! - `redis`, `postgres`: the idempotency stores on Redis and on PostgreSQL (each implies
 //!   `http`); without them `http` builds neither client library.
 //! - `saga`: the saga orchestrator with a durable log, re-exported as [`saga`].
@@ -36,7 +36,7 @@ pub use steadfast_layers as layers;
 
 #[cfg(feature = "http")]
 #[doc(inline)]
-pub use steadfast_http as http;
+pub use steadfast_http as net;
 #[cfg(feature = "saga")]
 #[doc(inline)]
 pub use steadfast_saga as saga;

@@ -33,14 +33,14 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use steadfast::http::body::ReplayBody;
-use steadfast::http::classify::RetryGaveUp;
-use steadfast::http::codec::idempotency_key::IDEMPOTENCY_KEY;
-use steadfast::http::idempotency::{
+use steadfast::net::body::ReplayBody;
+use steadfast::net::classify::RetryGaveUp;
+use steadfast::net::codec::idempotency_key::IDEMPOTENCY_KEY;
+use steadfast::net::idempotency::{
     IdempotencyLayer, MemoryStore, RequestBody, ResponseBody, SingleTenant, IDEMPOTENT_REPLAYED,
 };
-use steadfast::http::preset::{HedgingClientLayer, StandardClientLayer};
-use steadfast::http::propagate::DeadlineServerLayer;
+use steadfast::net::preset::{HedgingClientLayer, StandardClientLayer};
+use steadfast::net::propagate::DeadlineServerLayer;
 use steadfast::layers::deadline::Deadline;
 use steadfast::layers::hedge::HedgeDelay;
 use steadfast::layers::BoxError;
