@@ -11,6 +11,7 @@ use std::time::Duration;
 use steadfast::layers::classify::Outcome;
 use steadfast::layers::deadline::DeadlineLayer;
 use steadfast::layers::retry::{Backoff, GaveUp, Jitter, RetryLayer};
+use steadfast::layers::timeout::AttemptTimeoutLayer;
 use steadfast::layers::BoxError;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
@@ -44,7 +45,6 @@ async fn main() -> Result<(), BoxError> {
                     Backoff::exponential(Duration::from_millis(25), Duration::from_millis(250))
                         .jitter(Jitter::Full),
                 )
-                .attempt_timeout(Duration::from_millis(500))
                 .classifier(|r: &Result<u16, BoxError>| match r {
                     Ok(503) => Outcome::retryable("unavailable"),
                     Ok(_) => Outcome::Success,
@@ -52,6 +52,8 @@ async fn main() -> Result<(), BoxError> {
                 })
                 .build()?,
         )
+        // Each attempt gets 500 ms at most (and never more than the deadline leaves).
+        .layer(AttemptTimeoutLayer::new(Duration::from_millis(500))?)
         .service(peer);
 
     let status = client.clone().oneshot("/orders").await?;

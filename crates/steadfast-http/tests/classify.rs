@@ -249,10 +249,10 @@ fn errors_are_classified_by_their_source_chain() {
 }
 
 /// hyper-util's legacy client against a port nobody listens on: `is_connect()`, so the retry
-/// layer re-sends at once without counting attempts (gRPC A6 transparent retry), up to
-/// `max_attempts` times.
-#[tokio::test]
-async fn refused_connections_are_retried_transparently() {
+/// layer re-sends once at once without counting an attempt (gRPC A6 transparent retry), then
+/// treats the dead peer like any failure: counted attempts with backoff.
+#[tokio::test(start_paused = true)]
+async fn refused_connections_are_resent_once_then_backed_off() {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
 
@@ -284,20 +284,22 @@ async fn refused_connections_are_retried_transparently() {
     sends.store(0, Ordering::SeqCst);
     let retrying = RetryLayer::builder()
         .max_attempts(3)
+        .no_budget()
+        .backoff(steadfast_layers::retry::Backoff::constant(Duration::from_millis(25)))
         .classifier(HttpClassifier::new())
         .build()
         .unwrap()
         .layer(counted);
     let req = Request::get(uri).body(Empty::new()).unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(10), retrying.oneshot(req))
-        .await
-        .expect("bounded")
-        .unwrap_err();
+    let t0 = tokio::time::Instant::now();
+    let err = retrying.oneshot(req).await.unwrap_err();
     let gave_up = err.downcast_ref::<GaveUp>().unwrap();
-    // One counted attempt, three transparent re-sends, no backoff or budget spent.
-    assert_eq!(gave_up.attempts(), 1);
+    // The first send, one transparent re-send, then attempts 2 and 3 after 25 ms backoffs.
+    assert_eq!(gave_up.attempts(), 3);
     assert_eq!(gave_up.reason(), &GiveUpReason::AttemptsExhausted);
+    assert_eq!(gave_up.last_reason(), Some("connect"));
     assert_eq!(sends.load(Ordering::SeqCst), 4);
+    assert!(t0.elapsed() >= Duration::from_millis(50));
 }
 
 #[tokio::test(start_paused = true)]

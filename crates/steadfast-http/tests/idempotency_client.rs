@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, Method, Request};
 use steadfast_http::codec::idempotency_key::IdempotencyKey;
-use steadfast_http::idempotency::{is_safe_or_keyed, IdempotencyKeyLayer, SafeOrKeyed};
+use steadfast_http::idempotency::{may_resend, IdempotencyKeyLayer, IdempotentOrKeyed};
 use steadfast_layers::retry::{CloneReplay, GaveUp, GiveUpReason, NotReplayable, RetryLayer};
 use steadfast_layers::BoxError;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -111,7 +111,7 @@ async fn methods_and_existing_keys() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn unkeyed_posts_are_not_retried_through_safe_or_keyed() {
+async fn unkeyed_posts_are_not_retried_through_idempotent_or_keyed() {
     let seen = Seen::default();
     // No key layer: a bare POST must not be sent twice.
     let client = ServiceBuilder::new()
@@ -119,7 +119,7 @@ async fn unkeyed_posts_are_not_retried_through_safe_or_keyed() {
             RetryLayer::builder()
                 .max_attempts(3)
                 .no_budget()
-                .replay(SafeOrKeyed::new(CloneReplay))
+                .replay(IdempotentOrKeyed::wrap(CloneReplay))
                 .build()
                 .unwrap(),
         )
@@ -132,7 +132,7 @@ async fn unkeyed_posts_are_not_retried_through_safe_or_keyed() {
     let gave_up = err.downcast_ref::<GaveUp>().unwrap();
     assert_eq!(
         gave_up.reason(),
-        &GiveUpReason::NotReplayable(NotReplayable::new("not safe and no Idempotency-Key"))
+        &GiveUpReason::NotReplayable(NotReplayable::new("not idempotent and no Idempotency-Key"))
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
 
@@ -234,7 +234,7 @@ async fn marking_can_be_turned_off_and_malformed_keys_are_not_marked() {
 }
 
 #[test]
-fn safe_or_keyed_predicate() {
+fn the_eligibility_predicate() {
     let req = |m: Method, key: Option<&str>| {
         let mut b = Request::builder().method(m).uri("/");
         if let Some(k) = key {
@@ -242,19 +242,21 @@ fn safe_or_keyed_predicate() {
         }
         b.body(()).unwrap()
     };
-    assert!(is_safe_or_keyed(&req(Method::GET, None)));
-    assert!(is_safe_or_keyed(&req(Method::HEAD, None)));
-    assert!(is_safe_or_keyed(&req(Method::OPTIONS, None)));
-    assert!(!is_safe_or_keyed(&req(Method::POST, None)));
-    assert!(!is_safe_or_keyed(&req(Method::PATCH, None)));
-    assert!(is_safe_or_keyed(&req(Method::POST, Some("\"k\""))));
+    assert!(may_resend(&req(Method::GET, None)));
+    assert!(may_resend(&req(Method::HEAD, None)));
+    assert!(may_resend(&req(Method::OPTIONS, None)));
+    assert!(may_resend(&req(Method::PUT, None)));
+    assert!(may_resend(&req(Method::DELETE, None)));
+    assert!(!may_resend(&req(Method::POST, None)));
+    assert!(!may_resend(&req(Method::PATCH, None)));
+    assert!(may_resend(&req(Method::POST, Some("\"k\""))));
     assert!(
-        !is_safe_or_keyed(&req(Method::POST, Some("k"))),
+        !may_resend(&req(Method::POST, Some("k"))),
         "malformed keys do not count"
     );
-    assert!(!is_safe_or_keyed(&req(Method::POST, Some("\"\""))));
+    assert!(!may_resend(&req(Method::POST, Some("\"\""))));
     let mut two = req(Method::POST, Some("\"a\""));
     two.headers_mut()
         .append("idempotency-key", HeaderValue::from_static("\"b\""));
-    assert!(!is_safe_or_keyed(&two), "two keys do not count");
+    assert!(!may_resend(&two), "two keys do not count");
 }

@@ -315,7 +315,7 @@ async fn an_unkeyed_post_is_not_retried_when_the_key_layer_is_off() {
     assert_eq!(
         res.extensions().get::<RetryGaveUp>(),
         Some(&RetryGaveUp {
-            reason: GiveUpReason::NotReplayable(NotReplayable::new("method is not idempotent")),
+            reason: GiveUpReason::NotReplayable(NotReplayable::new("not idempotent and no Idempotency-Key")),
             attempts: 1
         })
     );

@@ -31,7 +31,8 @@ use steadfast_layers::deadline::{Deadline, DeadlineLayer, DeadlineService};
 use steadfast_layers::retry::{
     Backoff, Jitter, NotReplayable, RatioBudget, Replay, Retry, RetryLayer,
 };
-use steadfast_layers::timeout::AttemptTimeout;
+use steadfast_layers::telemetry::Telemetry;
+use steadfast_layers::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use steadfast_layers::{BoxError, ConfigError};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -297,10 +298,6 @@ pub fn lab_client(cfg: &CallerConfig, http: HttpClient) -> Result<LabService, Co
         .seed(cfg.seed)
         .classifier(StatusClassifier)
         .replay(RebuildRequest);
-    let builder = match cfg.attempt_timeout {
-        Some(t) => builder.attempt_timeout(t),
-        None => builder,
-    };
     let builder = match cfg.retries {
         Retries::None => builder.max_attempts(1).no_budget(),
         Retries::Naive { max_attempts } => builder.max_attempts(max_attempts).no_budget(),
@@ -318,8 +315,9 @@ pub fn lab_client(cfg: &CallerConfig, http: HttpClient) -> Result<LabService, Co
         }
     };
     let retry = builder.build()?;
+    let attempt = AttemptTimeoutLayer::with_telemetry(cfg.attempt_timeout, &Telemetry::default())?;
     let deadline = DeadlineLayer::new(cfg.deadline)?;
-    Ok(deadline.layer(retry.layer(http)))
+    Ok(deadline.layer(retry.layer(attempt.layer(http))))
 }
 
 /// A GET request for logical request `id` to `uri`.

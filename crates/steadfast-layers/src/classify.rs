@@ -207,11 +207,11 @@ where
     }
 }
 
-/// The default classifier: a response is a success, an error is retryable, except this crate's
-/// own deadline errors (retrying past a spent deadline cannot help), open circuits (retried no
-/// sooner than the breaker's next probe, or not at all when forced open) and local overload
-/// (retried after the rate limit's `retry_after`, or not at all when client-side throttling
-/// refused the call).
+/// The default classifier: a response is a success, an error is retryable (`error`), except
+/// this crate's own nouns, which [`error_outcome`] (the one error table) classifies: a spent
+/// deadline is fatal, an open circuit is retried no sooner than the breaker's next probe (or not
+/// at all when forced open), local overload after the rate limit's `retry_after` (or not at all
+/// when client-side throttling refused the call).
 ///
 /// ```
 /// use steadfast_layers::{BoxError, classify::{Classifier, Outcome, RetryOnError}};
@@ -238,42 +238,85 @@ where
     fn classify(&self, result: &Result<Res, E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(e) => match e.as_error_ref() {
-                Some(err) if err.is::<crate::deadline::DeadlineExceeded>() => {
-                    Outcome::fatal("deadline_exceeded")
-                }
-                Some(err) if err.is::<crate::timeout::Elapsed>() => Outcome::retryable("timeout"),
-                Some(err) => match err.downcast_ref::<crate::breaker::CircuitOpen>() {
-                    // Wait for the breaker's next probe (the deadline check decides if it fits).
-                    Some(open) => match (open.remaining(), open.state()) {
-                        (Some(wait), _) => Outcome::retry_after("circuit_open", wait),
-                        (None, crate::breaker::BreakerState::HalfOpen) => {
-                            Outcome::retryable("circuit_open")
-                        }
-                        // Forced open by an operator: retrying cannot help.
-                        (None, _) => Outcome::Pushback {
-                            reason: "circuit_open",
-                        },
-                    },
-                    None => match err.downcast_ref::<crate::overload::Overloaded>() {
-                        // A local limit refused the call: retry after the wait it names, if any.
-                        Some(o) => match (o.retry_after(), o.reason()) {
-                            (Some(wait), _) => Outcome::retry_after("overloaded", wait),
-                            // Client-side throttling said no: retrying would defeat it.
-                            (None, crate::overload::OverloadReason::Throttled) => {
-                                Outcome::Pushback {
-                                    reason: "throttled",
-                                }
-                            }
-                            (None, _) => Outcome::retryable("overloaded"),
-                        },
-                        None => Outcome::retryable("error"),
-                    },
-                },
-                _ => Outcome::retryable("error"),
-            },
+            Err(e) => e
+                .as_error_ref()
+                .and_then(error_outcome)
+                .unwrap_or(Outcome::retryable("error")),
         }
     }
+}
+
+/// **The one error table**: what each of steadfast's own error nouns means for another attempt.
+///
+/// Walks `err`'s source chain (looking inside `io::Error`s too) and answers for the first noun it
+/// finds, or `None` when there is none (the caller's own rules apply: "retryable `error`" for
+/// [`RetryOnError`], transport rules for the HTTP and gRPC classifiers, which also start here).
+///
+/// | error | outcome | why |
+/// |---|---|---|
+/// | [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) | fatal `deadline_exceeded` | the caller no longer waits |
+/// | [`Elapsed`](crate::timeout::Elapsed) (attempt timeout) | retryable `timeout` | the next attempt may be faster |
+/// | [`CircuitOpen`](crate::breaker::CircuitOpen), open | retry after the rest of the break, `circuit_open` | the breaker's next probe is the earliest a retry can pass; the retry layer stops (naming the circuit) when the deadline cannot wait that long |
+/// | `CircuitOpen`, half-open (every probe in flight) | retryable `circuit_open` | the probes decide soon |
+/// | `CircuitOpen`, forced open | pushback `circuit_open` | an operator closed the route |
+/// | [`Overloaded`](crate::overload::Overloaded) with a `retry_after` (rate limit) | retry after that, `rate_limited` | the limiter said when |
+/// | `Overloaded`, [`Throttled`](crate::overload::OverloadReason::Throttled) | pushback `throttled` | retrying would defeat client-side throttling |
+/// | `Overloaded`, any other reason | retryable, the reason's label (`at_capacity`, `queue_full`, ...) | capacity frees up |
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::breaker::{BreakerState, CircuitOpen};
+/// use steadfast_layers::classify::{error_outcome, Outcome};
+/// use steadfast_layers::deadline::DeadlineExceeded;
+/// use steadfast_layers::overload::{OverloadReason, Overloaded};
+///
+/// let open = CircuitOpen::new(BreakerState::Open, Some(Duration::from_secs(2)));
+/// assert_eq!(error_outcome(&open), Some(Outcome::retry_after("circuit_open", Duration::from_secs(2))));
+/// assert_eq!(error_outcome(&DeadlineExceeded::new()), Some(Outcome::fatal("deadline_exceeded")));
+/// let full = Overloaded::new("limit", OverloadReason::AtCapacity);
+/// assert_eq!(error_outcome(&full), Some(Outcome::retryable("at_capacity")));
+/// // Found through a wrapper's source chain too:
+/// let wrapped = std::io::Error::other(DeadlineExceeded::new());
+/// assert_eq!(error_outcome(&wrapped), Some(Outcome::fatal("deadline_exceeded")));
+/// assert_eq!(error_outcome(&std::io::Error::other("reset")), None);
+/// ```
+pub fn error_outcome(err: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
+    use crate::breaker::{BreakerState, CircuitOpen};
+    use crate::overload::{OverloadReason, Overloaded};
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<crate::deadline::DeadlineExceeded>() {
+            return Some(Outcome::fatal("deadline_exceeded"));
+        }
+        if e.is::<crate::timeout::Elapsed>() {
+            return Some(Outcome::retryable("timeout"));
+        }
+        if let Some(open) = e.downcast_ref::<CircuitOpen>() {
+            return Some(match (open.remaining(), open.state()) {
+                (_, BreakerState::ForcedOpen) => Outcome::Pushback {
+                    reason: "circuit_open",
+                },
+                (Some(wait), BreakerState::Open) => Outcome::retry_after("circuit_open", wait),
+                _ => Outcome::retryable("circuit_open"),
+            });
+        }
+        if let Some(o) = e.downcast_ref::<Overloaded>() {
+            return Some(match (o.retry_after(), o.reason()) {
+                (Some(wait), reason) => Outcome::retry_after(reason.label(), wait),
+                (None, OverloadReason::Throttled) => Outcome::Pushback {
+                    reason: "throttled",
+                },
+                (None, reason) => Outcome::retryable(reason.label()),
+            });
+        }
+        let mut next = e.source();
+        // `io::Error::source` skips the error it wraps; look at that error itself.
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            next = Some(inner as &(dyn std::error::Error + 'static));
+        }
+        cur = next;
+    }
+    None
 }
 
 /// Lets [`RetryOnError`] look inside an error for this crate's noun errors.

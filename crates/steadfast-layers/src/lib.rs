@@ -22,12 +22,13 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use steadfast_layers::{deadline::DeadlineLayer, retry::RetryLayer};
+//! use steadfast_layers::{deadline::DeadlineLayer, retry::RetryLayer, timeout::AttemptTimeoutLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let svc = ServiceBuilder::new()
 //!     .layer(DeadlineLayer::new(Duration::from_secs(2))?)
-//!     .layer(RetryLayer::builder().max_attempts(3).attempt_timeout(Duration::from_millis(500)).build()?)
+//!     .layer(RetryLayer::builder().max_attempts(3).build()?)
+//!     .layer(AttemptTimeoutLayer::new(Duration::from_millis(500))?)
 //!     .service(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x + 1) }));
 //! assert_eq!(svc.oneshot(1).await.map_err(|e| e as Box<dyn std::error::Error>)?, 2);
 //! # Ok(()) }

@@ -15,7 +15,7 @@ use steadfast_layers::retry::{
     TokenBucket,
 };
 use steadfast_layers::telemetry::Telemetry;
-use steadfast_layers::timeout::Elapsed;
+use steadfast_layers::timeout::{AttemptTimeoutLayer, Elapsed};
 use steadfast_layers::BoxError;
 use support::{chain, Metrics, Script, Step, Traces};
 use tokio::time::Instant;
@@ -97,7 +97,10 @@ async fn gives_up_after_max_attempts_with_the_last_error() {
     assert_eq!(g.attempts(), 3);
     assert_eq!(
         chain(&*err),
-        ["gave up after 3 attempts: attempts exhausted", "refused #3"]
+        [
+            "gave up after 3 attempts: attempts exhausted; last error (error): refused #3",
+            "refused #3"
+        ]
     );
 }
 
@@ -290,11 +293,11 @@ async fn a_deadline_layer_outside_bounds_the_whole_retry_loop() {
         .layer(
             builder()
                 .max_attempts(10)
-                .attempt_timeout(ms(100))
                 .backoff(constant(ms(10)))
                 .build()
                 .unwrap(),
         )
+        .layer(AttemptTimeoutLayer::new(ms(100)).unwrap())
         .service(script.service(vec![Step::Slow(ms(1000), 200)]));
     let t0 = Instant::now();
     let err = svc.oneshot(1).await.unwrap_err();
@@ -308,24 +311,20 @@ async fn a_deadline_layer_outside_bounds_the_whole_retry_loop() {
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_attempt_is_retried() {
     let script = Script::default();
-    let svc = builder()
-        .max_attempts(3)
-        .attempt_timeout(ms(100))
-        .build()
-        .unwrap()
-        .layer(script.service(vec![Step::Slow(ms(500), 200), Step::Ok(201)]));
+    let svc = ServiceBuilder::new()
+        .layer(builder().max_attempts(3).build().unwrap())
+        .layer(AttemptTimeoutLayer::new(ms(100)).unwrap())
+        .service(script.service(vec![Step::Slow(ms(500), 200), Step::Ok(201)]));
     let t0 = Instant::now();
     assert_eq!(svc.clone().oneshot(1).await.unwrap(), 201);
     assert_eq!(script.offsets(t0), [ms(0), ms(110)]);
 
     // When every attempt times out, the last error is the timeout.
     let script = Script::default();
-    let svc = builder()
-        .max_attempts(2)
-        .attempt_timeout(ms(100))
-        .build()
-        .unwrap()
-        .layer(script.service(vec![Step::Slow(ms(500), 200)]));
+    let svc = ServiceBuilder::new()
+        .layer(builder().max_attempts(2).build().unwrap())
+        .layer(AttemptTimeoutLayer::new(ms(100)).unwrap())
+        .service(script.service(vec![Step::Slow(ms(500), 200)]));
     let err = svc.oneshot(1).await.unwrap_err();
     assert!(gave_up(&err).last_error().unwrap().is::<Elapsed>());
 }
@@ -559,14 +558,6 @@ fn builders_reject_nonsense() {
     assert_eq!(
         field(
             RetryLayer::builder()
-                .attempt_timeout(Duration::ZERO)
-                .build()
-        ),
-        "attempt_timeout"
-    );
-    assert_eq!(
-        field(
-            RetryLayer::builder()
                 .backoff(Backoff::constant(Duration::from_secs(100_000)))
                 .build()
         ),
@@ -745,10 +736,10 @@ fn unsent_classifier(r: &Result<u16, BoxError>) -> Outcome {
 }
 
 #[tokio::test(start_paused = true)]
-async fn requests_that_never_reached_the_server_are_retried_without_counting() {
+async fn a_request_that_never_reached_the_server_is_resent_once_without_counting() {
     let script = Script::default();
     let metrics = Metrics::new();
-    // Zero budget: a counted retry would be refused, a transparent one is not.
+    // Zero budget: a counted retry would be refused, the transparent re-send is not.
     let budget = Arc::new(
         RatioBudget::builder()
             .percent_can_retry(0.0)
@@ -764,37 +755,67 @@ async fn requests_that_never_reached_the_server_are_retried_without_counting() {
         .telemetry(Telemetry::new().meter(metrics.meter()))
         .build()
         .unwrap()
+        .layer(script.service(vec![Step::Err("unsent"), Step::Ok(200)]));
+    let t0 = Instant::now();
+    assert_eq!(svc.oneshot(1).await.unwrap(), 200);
+    // Two sends, no backoff, one counted attempt.
+    assert_eq!(script.offsets(t0), [ms(0), ms(0)]);
+    assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 1);
+    assert_eq!(
+        metrics.counter("steadfast.retry.retries", &[("reason", "connect")]),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_refuses_twice_is_retried_with_backoff_and_counted_attempts() {
+    let script = Script::default();
+    let metrics = Metrics::new();
+    let svc = RetryLayer::builder()
+        .classifier(unsent_classifier)
+        .no_budget()
+        .max_attempts(3)
+        .backoff(constant(ms(10)))
+        .telemetry(Telemetry::new().meter(metrics.meter()))
+        .build()
+        .unwrap()
         .layer(script.service(vec![
+            Step::Err("unsent"),
             Step::Err("unsent"),
             Step::Err("unsent"),
             Step::Ok(200),
         ]));
     let t0 = Instant::now();
     assert_eq!(svc.oneshot(1).await.unwrap(), 200);
-    // Three sends, no backoff, one counted attempt.
-    assert_eq!(script.offsets(t0), [ms(0), ms(0), ms(0)]);
-    assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 1);
+    // The first send, one immediate re-send, then attempts 2 and 3 after their backoffs.
+    assert_eq!(script.offsets(t0), [ms(0), ms(0), ms(10), ms(20)]);
+    assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 3);
     assert_eq!(
         metrics.counter("steadfast.retry.retries", &[("reason", "connect")]),
-        2
+        3
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn transparent_retries_are_bounded() {
+async fn a_dead_peer_uses_up_its_attempts_with_backoff_not_at_once() {
     let script = Script::default();
     let svc = RetryLayer::builder()
         .classifier(unsent_classifier)
         .no_budget()
         .max_attempts(3)
+        .backoff(constant(ms(25)))
         .build()
         .unwrap()
         .layer(script.service(vec![Step::Err("unsent")]));
+    let t0 = Instant::now();
     let err = svc.oneshot(1).await.unwrap_err();
-    // The first send, then at most max_attempts transparent retries.
+    // The first send, one transparent re-send, then two counted attempts 25 ms apart.
     assert_eq!(script.count(), 4);
-    assert_eq!(gave_up(&err).reason(), &GiveUpReason::AttemptsExhausted);
-    assert_eq!(gave_up(&err).attempts(), 1);
+    assert_eq!(t0.elapsed(), ms(50));
+    let g = gave_up(&err);
+    assert_eq!(g.reason(), &GiveUpReason::AttemptsExhausted);
+    assert_eq!(g.attempts(), 3);
+    assert_eq!(g.last_reason(), Some("connect"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,12 +1,8 @@
-use http::header::HeaderName;
 use http::Request;
 use steadfast_layers::retry::{NotReplayable, Replay};
 
 use super::ReplayBody;
-
-/// The `Idempotency-Key` header: a request carrying one may be retried even when its method is
-/// not idempotent.
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+use crate::idempotency::may_resend;
 
 /// Replays HTTP requests whose body is a [`ReplayBody`], for steadfast's retry (and hedge)
 /// layers: `RetryLayer::builder().replay(HttpReplay::new())`.
@@ -55,9 +51,11 @@ impl HttpReplay {
         }
     }
 
-    /// Replays only requests that are safe to send twice: an idempotent method (`GET`, `HEAD`,
-    /// `PUT`, `DELETE`, `OPTIONS`, `TRACE`) or an `Idempotency-Key` header. Others give up with
-    /// `NotReplayable("method is not idempotent")`. Note that gRPC calls are all `POST`.
+    /// Replays only requests that may be sent more than once by steadfast's one eligibility
+    /// rule, [`may_resend`]: an idempotent method (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`,
+    /// `TRACE`) or exactly one well-formed `Idempotency-Key`. Others give up with
+    /// `NotReplayable("not idempotent and no Idempotency-Key")`. Note that gRPC calls are all
+    /// `POST`.
     ///
     /// ```
     /// use http_body_util::Empty;
@@ -66,7 +64,10 @@ impl HttpReplay {
     /// let mut post = http::Request::builder().method("POST")
     ///     .body(ReplayBody::new(Empty::<bytes::Bytes>::new())).unwrap();
     /// let err = HttpReplay::idempotent_only().replay(&mut post).unwrap_err();
-    /// assert_eq!(err.reason(), "method is not idempotent");
+    /// assert_eq!(err.reason(), "not idempotent and no Idempotency-Key");
+    /// // A key that is not a Structured Field string does not count:
+    /// post.headers_mut().insert("idempotency-key", "k-1".parse().unwrap());
+    /// assert!(HttpReplay::idempotent_only().replay(&mut post).is_err());
     /// post.headers_mut().insert("idempotency-key", "\"k-1\"".parse().unwrap());
     /// assert!(HttpReplay::idempotent_only().replay(&mut post).is_ok());
     /// ```
@@ -92,11 +93,8 @@ impl<B> Replay<Request<ReplayBody<B>>> for HttpReplay {
         &self,
         template: &mut Request<ReplayBody<B>>,
     ) -> Result<Request<ReplayBody<B>>, NotReplayable> {
-        if self.idempotent_only
-            && !template.method().is_idempotent()
-            && !template.headers().contains_key(IDEMPOTENCY_KEY)
-        {
-            return Err(NotReplayable::new("method is not idempotent"));
+        if self.idempotent_only && !may_resend(template) {
+            return Err(NotReplayable::new("not idempotent and no Idempotency-Key"));
         }
         let body = template.body().try_clone().inspect_err(|e| {
             tracing::debug!(

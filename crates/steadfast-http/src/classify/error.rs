@@ -1,30 +1,25 @@
 use std::error::Error;
 use std::io;
 
-use steadfast_layers::classify::Outcome;
-use steadfast_layers::deadline::DeadlineExceeded;
-use steadfast_layers::timeout::Elapsed;
+use steadfast_layers::classify::{error_outcome, Outcome};
 
 use crate::body::ReplayBufferExceeded;
 
 /// Classifies a transport error by walking its source chain, for both HTTP and gRPC:
 ///
-/// - [`DeadlineExceeded`] → fatal `deadline_exceeded` (the caller no longer waits);
-/// - [`Elapsed`] (a per-attempt timeout) → retryable `timeout`;
+/// - steadfast's own nouns (deadline, attempt timeout, open circuit, overload) → the one error
+///   table, [`error_outcome`];
 /// - [`ReplayBufferExceeded`] (a body that could not be re-sent) → fatal `not_replayable`;
 /// - a hyper-util legacy client error with `is_connect()`, or an `io::Error` of kind
 ///   `ConnectionRefused` → [`Outcome::NotSent`] (`connect`, `connection_refused`): the request
 ///   never reached the server, so the retry layer retries it transparently;
 /// - anything else → retryable `error` when `retry_errors`, else fatal `error`.
 pub(super) fn classify_error(err: &(dyn Error + 'static), retry_errors: bool) -> Outcome {
+    if let Some(outcome) = error_outcome(err) {
+        return outcome;
+    }
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<DeadlineExceeded>() {
-            return Outcome::fatal("deadline_exceeded");
-        }
-        if e.is::<Elapsed>() {
-            return Outcome::retryable("timeout");
-        }
         if e.is::<ReplayBufferExceeded>() {
             return Outcome::fatal("not_replayable");
         }

@@ -12,15 +12,16 @@
 //!
 //! | error | outcome |
 //! |---|---|
-//! | [`DeadlineExceeded`](steadfast_layers::deadline::DeadlineExceeded) | fatal `deadline_exceeded` |
-//! | [`Elapsed`](steadfast_layers::timeout::Elapsed) (attempt timeout) | retryable `timeout` |
+//! | steadfast's own nouns: [`DeadlineExceeded`](steadfast_layers::deadline::DeadlineExceeded), [`Elapsed`](steadfast_layers::timeout::Elapsed), [`CircuitOpen`](steadfast_layers::breaker::CircuitOpen), [`Overloaded`](steadfast_layers::overload::Overloaded) | the one error table, [`error_outcome`](steadfast_layers::classify::error_outcome) (the generic [`RetryOnError`](steadfast_layers::classify::RetryOnError) uses it too): a spent deadline is fatal, an attempt timeout retryable, an open circuit retried after its break, a rate limit after its `retry_after` |
 //! | [`ReplayBufferExceeded`](crate::body::ReplayBufferExceeded) | fatal `not_replayable` |
 //! | hyper-util legacy client error with `is_connect()` | [`Outcome::NotSent`] `connect` |
 //! | `io::Error` of kind `ConnectionRefused` (e.g. tonic's transport) | [`Outcome::NotSent`] `connection_refused` |
 //! | anything else | retryable `error` (fatal with `retry_errors(false)`) |
 //!
-//! [`Outcome::NotSent`] makes the retry layer retry at once, without counting an attempt or
-//! spending budget (gRPC A6 transparent retry): the request never reached the server.
+//! [`Outcome::NotSent`] makes the retry layer re-send once at once, without counting an attempt or
+//! spending budget (gRPC A6 transparent retry): the request never reached the server. A peer
+//! that refuses again is a dead peer: further re-sends count as attempts, with backoff and
+//! budget, under the same reason label.
 //!
 //! When the retry layer gives up on a response (the last attempt was a `503`), both classifiers
 //! insert a [`RetryGaveUp`] extension into it, so the caller can tell "the server said 503 three

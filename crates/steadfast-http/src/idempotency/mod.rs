@@ -2,7 +2,7 @@
 //!
 //! - **Client**: [`IdempotencyKeyLayer`] gives each logical `POST`/`PATCH` one
 //!   `Idempotency-Key` (UUID v7), outside retries and hedges, so that every attempt carries the
-//!   same key. [`is_safe_or_keyed`] and [`SafeOrKeyed`] tell retries which requests may be sent
+//!   same key. [`may_resend`] and [`IdempotentOrKeyed`] tell retries and hedges which requests may be sent
 //!   twice.
 //! - **Server**: [`IdempotencyLayer`] executes each keyed request once per principal and key:
 //!   duplicates get the stored response (`Idempotent-Replayed: true`), or `409` while the first
@@ -43,7 +43,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyKeyLayer, IdempotencyLayer, RequestBody, SafeOrKeyed, store::MemoryStore};
+//! use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyKeyLayer, IdempotencyLayer, RequestBody, IdempotentOrKeyed, store::MemoryStore};
 //! use steadfast_layers::{retry::{CloneReplay, RetryLayer}, BoxError};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -72,7 +72,7 @@
 //! });
 //! let client = ServiceBuilder::new()
 //!     .layer(IdempotencyKeyLayer::new())
-//!     .layer(RetryLayer::builder().replay(SafeOrKeyed::new(CloneReplay)).seed(1).build().unwrap())
+//!     .layer(RetryLayer::builder().replay(IdempotentOrKeyed::wrap(CloneReplay)).seed(1).build().unwrap())
 //!     .service(network);
 //!
 //! let req = http::Request::post("/orders").header("x-tenant", "acme").body(Full::new(Bytes::from("{}"))).unwrap();
@@ -89,8 +89,8 @@ pub mod store;
 mod telemetry;
 
 pub use client::{
-    is_idempotent_or_keyed, is_keyed, is_safe_or_keyed, AddIdempotencyKey, IdempotencyKeyLayer,
-    IdempotencyKeyLayerBuilder, SafeOrKeyed,
+    is_keyed, may_resend, AddIdempotencyKey, IdempotencyKeyLayer, IdempotencyKeyLayerBuilder,
+    IdempotentOrKeyed,
 };
 pub use server::{
     ExtensionPrincipal, HeaderPrincipal, Idempotency, IdempotencyLayer, IdempotencyLayerBuilder,

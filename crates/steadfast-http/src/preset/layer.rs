@@ -19,7 +19,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The service [`StandardClientLayer`] builds around `S`, outermost first: the idempotency key
-/// slot, replay body, total deadline, retry (with its own deadline-bounded attempt bound), the
+/// slot, replay body, total deadline, retry, the
 /// breaker slot `Br`, the per-attempt timeout, deadline propagation, then `S`.
 pub type StandardClient<S, Cl = HttpClassifier, Br = Identity> =
     <StandardClientLayer<Cl, Br> as Layer<S>>::Service;
@@ -138,7 +138,7 @@ where
 {
     type Service = MaybeKeyed<
         WithReplayBody<
-            DeadlineService<Retry<AttemptTimeout<Br::Service>, Cl, HttpReplay>, HttpExtensions>,
+            DeadlineService<Retry<Br::Service, Cl, HttpReplay>, HttpExtensions>,
         >,
     >;
 

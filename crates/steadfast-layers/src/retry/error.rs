@@ -16,14 +16,19 @@ use crate::BoxError;
 /// let e = GaveUp::new(GiveUpReason::BudgetExhausted, 2, Some("connection refused".into()));
 /// assert_eq!(e.attempts(), 2);
 /// assert_eq!(e.reason(), &GiveUpReason::BudgetExhausted);
-/// assert_eq!(e.to_string(), "gave up after 2 attempts: retry budget exhausted");
+/// assert_eq!(e.to_string(), "gave up after 2 attempts: retry budget exhausted; last error: connection refused");
 /// assert_eq!(e.last_error().unwrap().to_string(), "connection refused");
+/// // The retry layer also notes how the classifier labelled the last failure:
+/// let e = e.with_last_reason("connect");
+/// assert_eq!(e.last_reason(), Some("connect"));
+/// assert_eq!(e.to_string(), "gave up after 2 attempts: retry budget exhausted; last error (connect): connection refused");
 /// ```
 #[derive(Debug)]
 pub struct GaveUp {
     reason: GiveUpReason,
     attempts: u32,
     last: Option<BoxError>,
+    last_reason: Option<&'static str>,
 }
 
 /// Why a retry layer stopped.
@@ -88,7 +93,31 @@ impl GaveUp {
             reason,
             attempts,
             last,
+            last_reason: None,
         }
+    }
+
+    /// The same give-up, noting the classifier's label for the last failure (`"circuit_open"`,
+    /// `"timeout"`, `"connect"`...), which the message then names.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::{GaveUp, GiveUpReason};
+    /// let e = GaveUp::new(GiveUpReason::Deadline, 1, Some("circuit open".into())).with_last_reason("circuit_open");
+    /// assert_eq!(e.last_reason(), Some("circuit_open"));
+    /// ```
+    pub fn with_last_reason(mut self, reason: &'static str) -> Self {
+        self.last_reason = Some(reason);
+        self
+    }
+
+    /// The classifier's label for the last failure, when the retry layer noted it.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::{GaveUp, GiveUpReason};
+    /// assert_eq!(GaveUp::new(GiveUpReason::Pushback, 1, None).last_reason(), None);
+    /// ```
+    pub fn last_reason(&self) -> Option<&'static str> {
+        self.last_reason
     }
 
     /// Why the layer stopped.
@@ -119,7 +148,12 @@ impl fmt::Display for GaveUp {
             f,
             "gave up after {} attempt{s}: {}",
             self.attempts, self.reason
-        )
+        )?;
+        match (&self.last, self.last_reason) {
+            (Some(last), Some(label)) => write!(f, "; last error ({label}): {last}"),
+            (Some(last), None) => write!(f, "; last error: {last}"),
+            (None, _) => Ok(()),
+        }
     }
 }
 

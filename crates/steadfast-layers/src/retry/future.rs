@@ -115,7 +115,7 @@ impl<S, C, R, Req> Future for ResponseFuture<S, C, R, Req>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classifier<S::Response, S::Error>,
+    C: Classifier<S::Response, BoxError>,
     R: Replay<Req>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -128,6 +128,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
                     let result = ready!(fut.poll(cx));
+                    // Boxed as tower does (a no-op for an inner `BoxError`, the common case), so
+                    // that one classifier reads every transport's errors by downcasting, and
+                    // events and `GaveUp` can say what the error was.
+                    let result = result.map_err(Into::into);
                     let outcome = this.classifier.classify(&result);
                     if let Some(budget) = &shared.budget {
                         budget.record(&outcome);
@@ -135,7 +139,7 @@ where
                     let verdict = match outcome {
                         Outcome::Success => {
                             record_duration(shared, *this.started);
-                            return Poll::Ready(result.map_err(Into::into));
+                            return Poll::Ready(result);
                         }
                         Outcome::Retryable { reason, after } => {
                             let plan = Plan {
@@ -151,7 +155,10 @@ where
                                 (reason, delay, next, sleep_until)
                             })
                         }
-                        Outcome::NotSent { reason } => {
+                        // A request that never reached the server is re-sent once at once
+                        // (gRPC A6 transparent retry); a peer that refuses again is down, and
+                        // further re-sends are attempts like any other, with backoff and budget.
+                        Outcome::NotSent { reason } if *this.unsent == 0 => {
                             let plan = Plan {
                                 shared,
                                 replay: &*this.replay,
@@ -161,8 +168,21 @@ where
                                 previous_delay: this.previous_delay,
                             };
                             *this.next_transparent = true;
-                            plan.transparent(*this.unsent)
+                            plan.transparent()
                                 .map(|next| (reason, Duration::ZERO, next, None))
+                        }
+                        Outcome::NotSent { reason } => {
+                            let plan = Plan {
+                                shared,
+                                replay: &*this.replay,
+                                template: this.template,
+                                not_replayable: *this.not_replayable,
+                                attempts: *this.attempts,
+                                previous_delay: this.previous_delay,
+                            };
+                            *this.next_transparent = false;
+                            plan.decide(None)
+                                .map(|(delay, next, sleep_until)| (reason, delay, next, sleep_until))
                         }
                         Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
                         Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),
@@ -179,6 +199,7 @@ where
                                 attempt = *this.attempts,
                                 delay_ms = ms(delay),
                                 reason,
+                                error = result.as_ref().err().map(tracing::field::display),
                                 budget_balance = shared.budget.as_ref().map(|b| b.balance()),
                                 deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
                                 "retry scheduled"
@@ -198,6 +219,7 @@ where
                                 &*this.classifier,
                                 why,
                                 *this.attempts,
+                                outcome.reason(),
                                 result,
                             ));
                         }
@@ -322,12 +344,9 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
 }
 
 impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
-    /// A transparent retry of a request that never reached the server: no attempt counted, no
-    /// backoff, no budget; bounded by `max_attempts` per call and by the deadline.
-    fn transparent(self, unsent: u32) -> Result<Req, GiveUpReason> {
-        if unsent >= self.shared.max_attempts {
-            return Err(GiveUpReason::AttemptsExhausted);
-        }
+    /// The one transparent re-send of a request that never reached the server: no attempt
+    /// counted, no backoff, no budget; bounded by the deadline.
+    fn transparent(self) -> Result<Req, GiveUpReason> {
         if let Some(deadline) = Deadline::current() {
             let fits = Instant::now()
                 .checked_add(self.shared.min_attempt_time)
@@ -350,16 +369,16 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
     }
 }
 
-fn give_up<Res, E, C>(
+fn give_up<Res, C>(
     shared: &Shared,
     classifier: &C,
     why: GiveUpReason,
     attempts: u32,
-    result: Result<Res, E>,
+    last_reason: &'static str,
+    result: Result<Res, BoxError>,
 ) -> Result<Res, BoxError>
 where
-    E: Into<BoxError>,
-    C: Classifier<Res, E>,
+    C: Classifier<Res, BoxError>,
 {
     shared.attrs.with(REASON_KEY, why.label(), |a| {
         shared.give_ups.add(1, a);
@@ -368,6 +387,8 @@ where
         target: "steadfast::retry",
         attempts,
         reason = why.label(),
+        last_failure = last_reason,
+        error = result.as_ref().err().map(tracing::field::display),
         budget_balance = shared.budget.as_ref().map(|b| b.balance()),
         deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
         "retry gave up"
@@ -377,7 +398,9 @@ where
             classifier.on_give_up(&mut response, &why, attempts);
             Ok(response)
         }
-        Err(e) => Err(GaveUp::new(why, attempts, Some(e.into())).into()),
+        Err(e) => Err(GaveUp::new(why, attempts, Some(e))
+            .with_last_reason(last_reason)
+            .into()),
     }
 }
 

@@ -9,16 +9,17 @@ use crate::classify::RetryOnError;
 use crate::error::ConfigError;
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::{Attrs, Telemetry};
-use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 
 /// The most attempts a retry layer accepts (first attempt included).
 pub const MAX_ATTEMPTS: u32 = 100;
 
 /// Retries failed calls with backoff and jitter, within a shared budget and the deadline.
 ///
-/// Built by [`RetryLayer::builder`]. Each attempt runs under an
-/// [`AttemptTimeout`] bounded by the per-attempt timeout (if set) and the end-to-end deadline.
-/// See the [module docs](super) for the full rules.
+/// Built by [`RetryLayer::builder`]. It owns no timer: bound each attempt with an
+/// [`AttemptTimeoutLayer`](crate::timeout::AttemptTimeoutLayer) below it (one timer per attempt,
+/// and the classifier sees the inner service's own error type), and the whole call with a
+/// [`DeadlineLayer`](crate::deadline::DeadlineLayer) above it. See the [module docs](super) for
+/// the full rules.
 ///
 /// ```
 /// use std::time::Duration;
@@ -27,7 +28,6 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// let layer = RetryLayer::builder()
 ///     .max_attempts(3)
 ///     .backoff(Backoff::exponential(Duration::from_millis(25), Duration::from_millis(250)).jitter(Jitter::Full))
-///     .attempt_timeout(Duration::from_millis(500))
 ///     .seed(42)
 ///     .build()?;
 /// assert_eq!(layer.max_attempts(), 3);
@@ -37,7 +37,6 @@ pub const MAX_ATTEMPTS: u32 = 100;
 pub struct RetryLayer<C = RetryOnError, R = CloneReplay> {
     classifier: C,
     replay: R,
-    attempt: AttemptTimeoutLayer,
     shared: Arc<Shared>,
 }
 
@@ -46,7 +45,6 @@ impl<C: Clone, R: Clone> Clone for RetryLayer<C, R> {
         Self {
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
-            attempt: self.attempt.clone(),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -72,7 +70,7 @@ pub(super) struct Shared {
 impl RetryLayer {
     /// A builder with safe defaults: 3 attempts, exponential backoff from 25 ms to 250 ms with
     /// full jitter, a [`RatioBudget`] with Finagle's defaults shared by every clone of the layer,
-    /// no per-attempt timeout (attempts are still bounded by the deadline), every error retryable
+    /// every error retryable
     /// ([`RetryOnError`]), requests replayed by cloning.
     ///
     /// ```
@@ -85,7 +83,6 @@ impl RetryLayer {
         RetryLayerBuilder {
             max_attempts: 3,
             backoff: Backoff::default(),
-            attempt_timeout: None,
             min_attempt_time: Duration::from_millis(1),
             budget: BudgetChoice::Default,
             rng: None,
@@ -121,11 +118,11 @@ impl<C, R> RetryLayer<C, R> {
 }
 
 impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
-    type Service = Retry<AttemptTimeout<S>, C, R>;
+    type Service = Retry<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
-            inner: self.attempt.layer(inner),
+            inner,
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             shared: Arc::clone(&self.shared),
@@ -155,7 +152,6 @@ enum BudgetChoice {
 pub struct RetryLayerBuilder<C = RetryOnError, R = CloneReplay> {
     max_attempts: u32,
     backoff: Backoff,
-    attempt_timeout: Option<Duration>,
     min_attempt_time: Duration,
     budget: BudgetChoice,
     rng: Option<SharedRng>,
@@ -187,19 +183,6 @@ impl<C, R> RetryLayerBuilder<C, R> {
     /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
-        self
-    }
-
-    /// A timeout for each attempt, capped by the remaining deadline. A timed-out attempt fails
-    /// with [`Elapsed`](crate::timeout::Elapsed) and is retryable.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use steadfast_layers::retry::RetryLayer;
-    /// assert!(RetryLayer::builder().attempt_timeout(Duration::ZERO).build().is_err());
-    /// ```
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -304,7 +287,6 @@ impl<C, R> RetryLayerBuilder<C, R> {
         RetryLayerBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
-            attempt_timeout: self.attempt_timeout,
             min_attempt_time: self.min_attempt_time,
             budget: self.budget,
             rng: self.rng,
@@ -328,7 +310,6 @@ impl<C, R> RetryLayerBuilder<C, R> {
         RetryLayerBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
-            attempt_timeout: self.attempt_timeout,
             min_attempt_time: self.min_attempt_time,
             budget: self.budget,
             rng: self.rng,
@@ -363,10 +344,6 @@ impl<C, R> RetryLayerBuilder<C, R> {
                 "[0, 99999999 h]",
             ));
         }
-        let attempt = AttemptTimeoutLayer::with_telemetry(
-            crate::timeout::validate(self.attempt_timeout)?,
-            &self.telemetry,
-        )?;
         let budget: Option<Arc<dyn RetryBudget>> = match self.budget {
             BudgetChoice::Default => Some(Arc::new(RatioBudget::default())),
             BudgetChoice::None => None,
@@ -408,7 +385,6 @@ impl<C, R> RetryLayerBuilder<C, R> {
         Ok(RetryLayer {
             classifier: self.classifier,
             replay: self.replay,
-            attempt,
             shared: Arc::new(shared),
         })
     }

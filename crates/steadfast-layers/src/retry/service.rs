@@ -69,7 +69,7 @@ impl<S, C, R, Req> Service<Req> for Retry<S, C, R>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    C: Classifier<S::Response, S::Error> + Clone,
+    C: Classifier<S::Response, BoxError> + Clone,
     R: Replay<Req> + Clone,
 {
     type Response = S::Response;

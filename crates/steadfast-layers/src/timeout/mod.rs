@@ -39,4 +39,3 @@ pub use future::ResponseFuture;
 pub use layer::AttemptTimeoutLayer;
 pub use service::AttemptTimeout;
 
-pub(crate) use layer::validate;

@@ -5,15 +5,15 @@
 //! Put it **outside** retries and hedges: it runs once per logical request, and the retry and
 //! hedge layers then copy the keyed request for each attempt. Keyed requests are marked
 //! [`Idempotent`](steadfast_layers::hedge::Idempotent), which the hedge layer's default policy
-//! requires. [`is_safe_or_keyed`] tells retry and hedge
-//! eligibility whether a request may be sent twice; [`SafeOrKeyed`] applies it to a retry
-//! layer's [`Replay`](steadfast_layers::retry::Replay).
+//! requires. [`may_resend`] is the one rule for whether a request may be sent twice (an
+//! idempotent method, or a well-formed key); [`IdempotentOrKeyed`] applies it as a hedge policy
+//! or around a retry layer's [`Replay`](steadfast_layers::retry::Replay).
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use steadfast_http::idempotency::{IdempotencyKeyLayer, SafeOrKeyed};
+//! use steadfast_http::idempotency::{IdempotencyKeyLayer, IdempotentOrKeyed};
 //! use steadfast_layers::retry::{CloneReplay, RetryLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -26,7 +26,7 @@
 //! });
 //! let client = ServiceBuilder::new()
 //!     .layer(IdempotencyKeyLayer::new())
-//!     .layer(RetryLayer::builder().max_attempts(3).replay(SafeOrKeyed::new(CloneReplay)).seed(1).build().unwrap())
+//!     .layer(RetryLayer::builder().max_attempts(3).replay(IdempotentOrKeyed::wrap(CloneReplay)).seed(1).build().unwrap())
 //!     .service(peer);
 //! client.oneshot(http::Request::post("/orders").body(String::new()).unwrap()).await.unwrap();
 //! let seen = seen.lock().unwrap();
@@ -39,6 +39,6 @@ mod eligibility;
 mod layer;
 mod service;
 
-pub use eligibility::{is_idempotent_or_keyed, is_keyed, is_safe_or_keyed, SafeOrKeyed};
+pub use eligibility::{is_keyed, may_resend, IdempotentOrKeyed};
 pub use layer::{IdempotencyKeyLayer, IdempotencyKeyLayerBuilder};
 pub use service::AddIdempotencyKey;
