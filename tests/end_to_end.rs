@@ -247,9 +247,11 @@ async fn concurrent_hedged_posts_reach_the_server_twice_and_execute_once() {
     seen.wait_for_conflict.store(true, Ordering::SeqCst);
     let addr = start_server(Arc::clone(&seen)).await;
     let client = HedgingClientLayer::builder()
-        .delay(HedgeDelay::fixed(Duration::from_millis(20)))
-        .budget_percent(100.0)
-        .budget_burst(CALLS)
+        .hedge(|h| {
+            h.delay(HedgeDelay::fixed(Duration::from_millis(20)))
+                .budget_percent(100.0)
+                .budget_burst(CALLS)
+        })
         .timeout(Duration::from_secs(10))
         .attempt_timeout(Duration::from_secs(5))
         .build()

@@ -371,7 +371,7 @@ async fn a_get_is_retried_without_a_key() {
 // ------------------------------------------------------------ the hedging client
 
 fn hedging(delay_ms: u64) -> steadfast_http::preset::HedgingClientBuilder {
-    HedgingClientLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(delay_ms)))
+    HedgingClientLayer::builder().hedge(|h| h.delay(HedgeDelay::fixed(Duration::from_millis(delay_ms))))
 }
 
 #[tokio::test(start_paused = true)]
@@ -396,7 +396,7 @@ async fn a_slow_primary_loses_to_a_hedge_with_the_same_key() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unkeyed_post_is_never_hedged() {
+async fn an_unkeyed_post_is_never_hedged_but_a_get_is() {
     let peer = Peer::default();
     let client = hedging(20)
         .idempotency_keys(false)
@@ -410,7 +410,8 @@ async fn an_unkeyed_post_is_never_hedged() {
     assert_eq!(t0.elapsed(), Duration::from_millis(500));
     assert_eq!(peer.keys(), [None]);
 
-    // Nor is an unmarked GET: hedging is explicit.
+    // A GET is: the hedging preset asks the one eligibility rule (`may_resend`), as the
+    // standard preset's retries do.
     let peer = Peer::default();
     let client = hedging(20)
         .attempt_timeout(Duration::from_millis(500))
@@ -418,9 +419,11 @@ async fn an_unkeyed_post_is_never_hedged() {
         .unwrap()
         .layer(peer.service(&[0], 200));
     let get = Request::get("/").body(Full::new(Bytes::new())).unwrap();
-    let err = client.oneshot(get).await.unwrap_err();
-    assert!(err.is::<Elapsed>(), "{err}");
-    assert_eq!(peer.keys(), [None]);
+    let t0 = Instant::now();
+    let res = client.oneshot(get).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(t0.elapsed(), Duration::from_millis(20));
+    assert_eq!(peer.keys(), [None, None]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -451,7 +454,7 @@ async fn hedges_stay_within_the_budget() {
             Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
         }
     });
-    let client = hedging(10).budget_burst(1).build().unwrap().layer(slow);
+    let client = hedging(10).hedge(|h| h.budget_burst(1)).build().unwrap().layer(slow);
     let calls = 400;
     for i in 0..calls {
         let res = client.clone().oneshot(req("x")).await.unwrap();

@@ -111,6 +111,13 @@ impl HttpClassifier {
         }
     }
 
+    /// The same classifier with `status` in the retryable set (infallible: only the builder's
+    /// delays need validating).
+    pub(crate) fn with_retryable(mut self, status: StatusCode) -> Self {
+        self.retryable.insert(status);
+        self
+    }
+
     /// Whether `status` is in the retryable set.
     ///
     /// ```

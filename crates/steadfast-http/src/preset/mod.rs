@@ -156,7 +156,7 @@
 //! });
 //! let client = HedgingClientLayer::builder()
 //!     // A fixed delay for the example; the default learns the 95th percentile.
-//!     .delay(HedgeDelay::fixed(Duration::from_millis(50)))
+//!     .hedge(|h| h.delay(HedgeDelay::fixed(Duration::from_millis(50))))
 //!     .build()?
 //!     .layer(replicas);
 //!
@@ -170,16 +170,76 @@
 //! assert_eq!(keys[0], keys[1]); // one key for the original and the hedge
 //! # Ok(()) }
 //! ```
-mod hedging;
+mod builder;
+mod hyper;
 mod keys;
 mod layer;
+#[cfg(feature = "tonic")]
+mod tonic;
+mod transport;
 
-pub use hedging::{
-    hedging_client, HedgingClient, HedgingClientBuilder, HedgingClientLayer,
+pub use builder::{
+    ClientBuilder, Hedging, HedgingClientBuilder, Retrying, StandardClientBuilder,
     DEFAULT_HEDGE_BUDGET_PERCENT, DEFAULT_HEDGE_DELAY,
 };
+pub use hyper::hyper_client;
 pub use keys::MaybeKeyed;
 pub use layer::{
-    standard_client, StandardClient, StandardClientBuilder, StandardClientLayer,
+    ClientLayer, HedgingClient, HedgingClientLayer, StandardClient, StandardClientLayer,
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT,
 };
+#[cfg(feature = "tonic")]
+pub use self::tonic::{grpc_status, Tonic, TonicBody, TonicStatus, TonicStatusFuture};
+pub use transport::{Plain, Transport};
+
+use tower_layer::Layer;
+
+use crate::error::ConfigError;
+
+/// The standard client stack with its defaults around `inner` (a hyper-util client from
+/// [`hyper_client`], any `Service<http::Request<ReplayBody<_>>>`): see
+/// [`StandardClientLayer::builder`] to adjust it, and `tonic()` on it for a tonic `Channel`.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower::{service_fn, ServiceExt};
+/// use steadfast_http::preset::standard_client;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::BoxError> {
+/// let peer = service_fn(|_req: http::Request<_>| async {
+///     Ok::<_, std::io::Error>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+/// });
+/// let res = standard_client(peer)?.oneshot(http::Request::new(Full::new(Bytes::new()))).await?;
+/// assert_eq!(res.status(), 200);
+/// # Ok(()) }
+/// ```
+pub fn standard_client<S>(inner: S) -> Result<StandardClient<S>, ConfigError> {
+    Ok(StandardClientLayer::builder().build()?.layer(inner))
+}
+
+/// The hedging client stack with its defaults around `inner` (a hyper-util client from
+/// [`hyper_client`], any `Service<http::Request<ReplayBody<_>>>` that can be cloned): see
+/// [`HedgingClientLayer::builder`] to adjust it. Nothing is hedged until the 95th percentile
+/// has been learned from 100 calls.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower::{service_fn, ServiceExt};
+/// use steadfast_http::preset::hedging_client;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::BoxError> {
+/// let peer = service_fn(|req: http::Request<_>| async move {
+///     // The key layer gave the POST its Idempotency-Key.
+///     assert!(req.headers().contains_key("idempotency-key"));
+///     Ok::<_, std::io::Error>(http::Response::new(Full::new(Bytes::from_static(b"created"))))
+/// });
+/// let req = http::Request::post("/orders").body(Full::new(Bytes::from_static(b"{}")))?;
+/// let res = hedging_client(peer)?.oneshot(req).await?;
+/// assert_eq!(res.status(), 200);
+/// # Ok(()) }
+/// ```
+pub fn hedging_client<S>(inner: S) -> Result<HedgingClient<S>, ConfigError> {
+    Ok(HedgingClientLayer::builder().build()?.layer(inner))
+}

@@ -1,0 +1,231 @@
+//! The standard preset over a real tonic `Channel`, against a real tonic server on 127.0.0.1,
+//! driven the way generated code drives it (`tonic::client::Grpc`). Real sockets need the real
+//! clock: every deadline here is short, every scenario bounded (10 s), and the assertions are on
+//! codes, counts and messages, which hold at any speed.
+#![cfg(feature = "tonic")]
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use steadfast_http::preset::{StandardClientLayer, TonicStatus};
+use steadfast_layers::breaker::CircuitBreakerLayer;
+use steadfast_layers::deadline::Deadline;
+use steadfast_layers::rate::RateLimitLayer;
+use support::grpc::{Hop, StringCodec, PATH};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+
+/// Serves `handler` on an OS-chosen loopback port.
+async fn serve<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(tonic::Request<String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<String>, Status>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Server::builder().add_service(Hop { handler });
+    tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
+    addr
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// One unary call, as generated code makes it.
+async fn call<S>(grpc: &mut tonic::client::Grpc<S>, msg: &str) -> Result<String, Status>
+where
+    S: tonic::client::GrpcService<tonic::body::Body>,
+    S::Error: Into<tonic::codegen::StdError>,
+    S::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <S::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError>,
+{
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.into().to_string()))?;
+    let res = grpc
+        .unary(
+            tonic::Request::new(msg.to_owned()),
+            PathAndQuery::from_static(PATH),
+            StringCodec,
+        )
+        .await?;
+    Ok(res.into_inner())
+}
+
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("the scenario is bounded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_goes_in_as_it_is_and_unavailable_is_retried() {
+    bounded(async {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let addr = serve(move |req: tonic::Request<String>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    return Err(Status::unavailable("warming up"));
+                }
+                Ok(tonic::Response::new(format!("echo {}", req.into_inner())))
+            }
+        })
+        .await;
+        // The point of the issue: `.tonic()` and then `.layer(channel)`, nothing in between.
+        let stack = StandardClientLayer::builder()
+            .tonic()
+            .retry(|r| r.seed(1))
+            .build()
+            .unwrap()
+            .layer(channel(addr).await);
+        let mut grpc = tonic::client::Grpc::new(stack);
+        assert_eq!(call(&mut grpc, "hi").await.unwrap(), "echo hi");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "UNAVAILABLE was retried once");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_spent_before_the_call_is_deadline_exceeded() {
+    bounded(async {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let addr = serve(move |_req: tonic::Request<String>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(tonic::Response::new(String::new())) }
+        })
+        .await;
+        let stack = StandardClientLayer::builder()
+            .tonic()
+            .build()
+            .unwrap()
+            .layer(channel(addr).await);
+        let mut grpc = tonic::client::Grpc::new(stack);
+        let spent = Deadline::at(tokio::time::Instant::now() - Duration::from_millis(1));
+        let status = spent.scope(call(&mut grpc, "late")).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was sent");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_spent_during_the_call_is_deadline_exceeded_not_cancelled() {
+    bounded(async {
+        let addr = serve(|_req: tonic::Request<String>| async {
+            std::future::pending::<()>().await;
+            Ok(tonic::Response::new(String::new()))
+        })
+        .await;
+        // tonic's `Channel` arms its own timer from the `grpc-timeout` we write (10 ms before
+        // our deadline): whichever fires, the caller reads DEADLINE_EXCEEDED.
+        for (timeout, attempt) in [(200, None), (400, Some(150))] {
+            let mut builder = StandardClientLayer::builder()
+                .tonic()
+                .timeout(Duration::from_millis(timeout));
+            builder = match attempt {
+                Some(ms) => builder.attempt_timeout(Duration::from_millis(ms)),
+                None => builder.no_attempt_timeout(),
+            };
+            let stack = builder.build().unwrap().layer(channel(addr).await);
+            let mut grpc = tonic::client::Grpc::new(stack);
+            let status = call(&mut grpc, "slow").await.unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::DeadlineExceeded,
+                "timeout {timeout} ms, attempt {attempt:?}: {status:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_is_unavailable_and_says_so() {
+    bounded(async {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let addr = serve(move |_req: tonic::Request<String>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(tonic::Response::new("ok".to_owned())) }
+        })
+        .await;
+        let breaker = CircuitBreakerLayer::builder().build().unwrap();
+        let handle = breaker.handle();
+        let stack = StandardClientLayer::builder()
+            .tonic()
+            .breaker(breaker)
+            .build()
+            .unwrap()
+            .layer(channel(addr).await);
+        let mut grpc = tonic::client::Grpc::new(stack);
+        assert_eq!(call(&mut grpc, "a").await.unwrap(), "ok");
+        handle.force_open();
+        let status = call(&mut grpc, "b").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("circuit"), "{status:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the open breaker sent nothing");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_is_resource_exhausted() {
+    bounded(async {
+        let addr = serve(|_req: tonic::Request<String>| async {
+            Ok(tonic::Response::new("ok".to_owned()))
+        })
+        .await;
+        // One call a minute, in the breaker slot (any layer fits there).
+        let limit = RateLimitLayer::builder(1, Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let stack = StandardClientLayer::builder()
+            .tonic()
+            .timeout(Duration::from_secs(1))
+            .breaker(limit)
+            .build()
+            .unwrap()
+            .layer(channel(addr).await);
+        let mut grpc = tonic::client::Grpc::new(stack);
+        assert_eq!(call(&mut grpc, "a").await.unwrap(), "ok");
+        let status = call(&mut grpc, "b").await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("rate limit"), "{status:?}");
+    })
+    .await;
+}
+
+/// The stack's service type names its transport: errors are `tonic::Status`.
+#[test]
+fn the_tonic_stack_returns_statuses() {
+    fn errors_are_statuses<S: Service<http::Request<tonic::body::Body>, Error = Status>>(_: &S) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let stack: TonicStatus<_> = StandardClientLayer::builder()
+            .tonic()
+            .build()
+            .unwrap()
+            .layer(channel);
+        errors_are_statuses(&stack);
+    });
+}
