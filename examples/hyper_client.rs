@@ -20,17 +20,15 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use steadfast::net::body::ReplayBody;
-use steadfast::net::classify::RetryGaveUp;
-use steadfast::net::codec::REQUEST_TIMEOUT_MS;
-use steadfast::net::preset::StandardClientLayer;
-use steadfast::net::propagate::DeadlineServerLayer;
 use steadfast::layers::deadline::Deadline;
 use steadfast::layers::retry::GaveUp;
 use steadfast::layers::BoxError;
+use steadfast::net::classify::RetryGaveUp;
+use steadfast::net::codec::REQUEST_TIMEOUT_MS;
+use steadfast::net::preset::{hyper_client, StandardClientLayer};
+use steadfast::net::propagate::DeadlineServerLayer;
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
 
@@ -131,15 +129,15 @@ async fn main() -> Result<(), BoxError> {
     let addr = start_server().await?;
     println!("server listening on http://{addr}");
 
-    // The transport: hyper-util's pooled client. Its body type is the stack's replayable body.
-    let hyper_client: Client<_, ReplayBody<Full<Bytes>>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    // The transport: hyper-util's pooled client, typed for the stack's replayable body; the
+    // requests below are ordinary `Full<Bytes>` ones.
+    let transport = hyper_client::<Full<Bytes>>();
     let client = StandardClientLayer::builder()
         .timeout(Duration::from_secs(2))
         .attempt_timeout(Duration::from_millis(500))
         .retry(|r| r.max_attempts(3).seed(42))
         .build()?
-        .layer(hyper_client);
+        .layer(transport);
 
     for (method, path, body) in [
         ("GET", "/flaky", ""),

@@ -31,19 +31,19 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use steadfast::layers::deadline::Deadline;
+use steadfast::layers::hedge::HedgeDelay;
+use steadfast::layers::BoxError;
 use steadfast::net::body::ReplayBody;
 use steadfast::net::classify::RetryGaveUp;
 use steadfast::net::codec::idempotency_key::IDEMPOTENCY_KEY;
 use steadfast::net::idempotency::{
     IdempotencyLayer, MemoryStore, RequestBody, ResponseBody, SingleTenant, IDEMPOTENT_REPLAYED,
 };
-use steadfast::net::preset::{HedgingClientLayer, StandardClientLayer};
+use steadfast::net::preset::{hyper_client, HedgingClientLayer, StandardClientLayer};
 use steadfast::net::propagate::DeadlineServerLayer;
-use steadfast::layers::deadline::Deadline;
-use steadfast::layers::hedge::HedgeDelay;
-use steadfast::layers::BoxError;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::util::BoxCloneService;
@@ -183,9 +183,11 @@ async fn front(
     Ok(res)
 }
 
+/// The transport as a user builds it: `hyper_client` gives a hyper-util client typed for the
+/// presets' replayable bodies, while the caller sends ordinary `Full<Bytes>` requests.
 fn transport() -> Client<hyper_util::client::legacy::connect::HttpConnector, ReplayBody<Full<Bytes>>>
 {
-    Client::builder(TokioExecutor::new()).build_http()
+    hyper_client::<Full<Bytes>>()
 }
 
 fn order(addr: SocketAddr) -> Request<Full<Bytes>> {

@@ -285,7 +285,9 @@ async fn refused_connections_are_resent_once_then_backed_off() {
     let retrying = RetryLayer::builder()
         .max_attempts(3)
         .no_budget()
-        .backoff(steadfast_layers::retry::Backoff::constant(Duration::from_millis(25)))
+        .backoff(steadfast_layers::retry::Backoff::constant(
+            Duration::from_millis(25),
+        ))
         .classifier(HttpClassifier::new())
         .build()
         .unwrap()

@@ -315,7 +315,9 @@ async fn an_unkeyed_post_is_not_retried_when_the_key_layer_is_off() {
     assert_eq!(
         res.extensions().get::<RetryGaveUp>(),
         Some(&RetryGaveUp {
-            reason: GiveUpReason::NotReplayable(NotReplayable::new("not idempotent and no Idempotency-Key")),
+            reason: GiveUpReason::NotReplayable(NotReplayable::new(
+                "not idempotent and no Idempotency-Key"
+            )),
             attempts: 1
         })
     );
@@ -371,7 +373,8 @@ async fn a_get_is_retried_without_a_key() {
 // ------------------------------------------------------------ the hedging client
 
 fn hedging(delay_ms: u64) -> steadfast_http::preset::HedgingClientBuilder {
-    HedgingClientLayer::builder().hedge(|h| h.delay(HedgeDelay::fixed(Duration::from_millis(delay_ms))))
+    HedgingClientLayer::builder()
+        .hedge(|h| h.delay(HedgeDelay::fixed(Duration::from_millis(delay_ms))))
 }
 
 #[tokio::test(start_paused = true)]
@@ -454,7 +457,11 @@ async fn hedges_stay_within_the_budget() {
             Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
         }
     });
-    let client = hedging(10).hedge(|h| h.budget_burst(1)).build().unwrap().layer(slow);
+    let client = hedging(10)
+        .hedge(|h| h.budget_burst(1))
+        .build()
+        .unwrap()
+        .layer(slow);
     let calls = 400;
     for i in 0..calls {
         let res = client.clone().oneshot(req("x")).await.unwrap();
@@ -506,4 +513,90 @@ async fn an_in_flight_409_never_wins_over_the_original() {
     assert_eq!(executions.load(Ordering::SeqCst), 1);
     let stats = server_layer.stats();
     assert_eq!((stats.executions, stats.conflicts), (1, 1));
+}
+
+/// A peer whose first answer is `503` and every later one `200`, counting sends.
+fn down_once(
+    calls: Arc<AtomicU32>,
+) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = BoxError, Future = impl Send> + Clone
+{
+    service_fn(move |_req: Req| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let status = if n == 0 { 503 } else { 200 };
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+        }
+    })
+}
+
+fn breaker(
+) -> steadfast_layers::breaker::CircuitBreakerLayer<steadfast_http::classify::HttpClassifier> {
+    use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
+    CircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .break_duration(BreakDuration::constant(Duration::from_secs(1)))
+        .classifier(steadfast_http::classify::HttpClassifier::new())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_above_an_open_breaker_in_the_slot_waits_out_the_break() {
+    use steadfast_layers::retry::Backoff;
+    let calls = Arc::new(AtomicU32::new(0));
+    let client = StandardClientLayer::builder()
+        .timeout(Duration::from_secs(5))
+        .retry(|r| {
+            r.no_budget()
+                .backoff(Backoff::constant(Duration::from_millis(10)))
+        })
+        .breaker(breaker())
+        .build()
+        .unwrap()
+        .layer(down_once(calls.clone()));
+    let t0 = Instant::now();
+    let res = client
+        .oneshot(Request::get("/").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    // 503 at 0 opens the breaker; the retry at 10 ms is refused locally and waits the rest of
+    // the break (990 ms, not the backoff); the probe at 1 s is answered.
+    assert_eq!(res.status(), 200);
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the refusal sent nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_above_an_open_breaker_stops_naming_the_circuit_when_the_deadline_cannot_wait() {
+    use steadfast_layers::retry::Backoff;
+    let calls = Arc::new(AtomicU32::new(0));
+    let client = StandardClientLayer::builder()
+        .timeout(Duration::from_millis(300))
+        .retry(|r| {
+            r.max_attempts(5)
+                .no_budget()
+                .backoff(Backoff::constant(Duration::from_millis(10)))
+        })
+        .breaker(breaker())
+        .build()
+        .unwrap()
+        .layer(down_once(calls.clone()));
+    let t0 = Instant::now();
+    let err = client
+        .oneshot(Request::get("/").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap_err();
+    let gave_up = err.downcast_ref::<GaveUp>().unwrap();
+    // One refusal, not four: the retry does not burn its attempts against the open circuit.
+    assert_eq!(gave_up.attempts(), 2);
+    assert_eq!(gave_up.reason(), &GiveUpReason::Deadline);
+    assert_eq!(gave_up.last_reason(), Some("circuit_open"));
+    assert!(err.to_string().contains("circuit open"), "{err}");
+    assert_eq!(t0.elapsed(), Duration::from_millis(10));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

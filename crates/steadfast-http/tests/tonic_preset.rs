@@ -95,7 +95,11 @@ async fn a_channel_goes_in_as_it_is_and_unavailable_is_retried() {
             .layer(channel(addr).await);
         let mut grpc = tonic::client::Grpc::new(stack);
         assert_eq!(call(&mut grpc, "hi").await.unwrap(), "echo hi");
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "UNAVAILABLE was retried once");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "UNAVAILABLE was retried once"
+        );
     })
     .await;
 }
@@ -179,7 +183,11 @@ async fn an_open_breaker_is_unavailable_and_says_so() {
         let status = call(&mut grpc, "b").await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("circuit"), "{status:?}");
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "the open breaker sent nothing");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the open breaker sent nothing"
+        );
     })
     .await;
 }

@@ -311,7 +311,10 @@ pub fn error_outcome(err: &(dyn std::error::Error + 'static)) -> Option<Outcome>
         }
         let mut next = e.source();
         // `io::Error::source` skips the error it wraps; look at that error itself.
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             next = Some(inner as &(dyn std::error::Error + 'static));
         }
         cur = next;

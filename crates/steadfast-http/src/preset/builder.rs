@@ -9,8 +9,7 @@ use steadfast_layers::timeout::AttemptTimeoutLayer;
 use tower_layer::Identity;
 
 use super::layer::{
-    ClientLayer, HedgingClientLayer, StandardClientLayer, DEFAULT_ATTEMPT_TIMEOUT,
-    DEFAULT_TIMEOUT,
+    ClientLayer, HedgingClientLayer, StandardClientLayer, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT,
 };
 use super::transport::Plain;
 use crate::body::{HttpReplay, ReplayBodyLayer, DEFAULT_REPLAY_LIMIT};

@@ -178,6 +178,8 @@ mod layer;
 mod tonic;
 mod transport;
 
+#[cfg(feature = "tonic")]
+pub use self::tonic::{grpc_status, Tonic, TonicBody, TonicStatus, TonicStatusFuture};
 pub use builder::{
     ClientBuilder, Hedging, HedgingClientBuilder, Retrying, StandardClientBuilder,
     DEFAULT_HEDGE_BUDGET_PERCENT, DEFAULT_HEDGE_DELAY,
@@ -188,8 +190,6 @@ pub use layer::{
     ClientLayer, HedgingClient, HedgingClientLayer, StandardClient, StandardClientLayer,
     DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT,
 };
-#[cfg(feature = "tonic")]
-pub use self::tonic::{grpc_status, Tonic, TonicBody, TonicStatus, TonicStatusFuture};
 pub use transport::{Plain, Transport};
 
 use tower_layer::Layer;

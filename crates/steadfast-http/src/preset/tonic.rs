@@ -41,7 +41,7 @@ use crate::classify::GrpcClassifier;
 /// attempt timeout), and a tonic `Channel` arms its own timer from that header. It fires first,
 /// by the margin; the classifiers read its `TimeoutExpired` as an attempt timeout (retryable
 /// while the deadline allows), and the caller reads `DEADLINE_EXCEEDED`, never tonic's
-/// `CANCELLED "Timeout expired"`. (ADR 0005 records the choice.)
+/// `CANCELLED "Timeout expired"`. (ADR 0007 records the choice.)
 ///
 /// ```
 /// use steadfast_http::preset::{StandardClientLayer, Tonic};
@@ -145,9 +145,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| grpc_status(e.into()))
+        self.inner.poll_ready(cx).map_err(|e| grpc_status(e.into()))
     }
 
     #[inline]
@@ -226,9 +224,7 @@ fn code_of(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
             });
         } else if e.is::<CircuitOpen>() {
             cause.get_or_insert(Code::Unavailable);
-        } else if e.is::<DeadlineExceeded>()
-            || e.is::<Elapsed>()
-            || e.is::<tonic::TimeoutExpired>()
+        } else if e.is::<DeadlineExceeded>() || e.is::<Elapsed>() || e.is::<tonic::TimeoutExpired>()
         {
             spent = true;
         } else if let Some(g) = e.downcast_ref::<GaveUp>() {
@@ -237,7 +233,10 @@ fn code_of(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
             }
         }
         let mut next = e.source();
-        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             next = Some(inner as &(dyn std::error::Error + 'static));
         }
         cur = next;

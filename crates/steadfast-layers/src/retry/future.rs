@@ -181,8 +181,9 @@ where
                                 previous_delay: this.previous_delay,
                             };
                             *this.next_transparent = false;
-                            plan.decide(None)
-                                .map(|(delay, next, sleep_until)| (reason, delay, next, sleep_until))
+                            plan.decide(None).map(|(delay, next, sleep_until)| {
+                                (reason, delay, next, sleep_until)
+                            })
                         }
                         Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
                         Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),

@@ -38,4 +38,3 @@ pub use error::Elapsed;
 pub use future::ResponseFuture;
 pub use layer::AttemptTimeoutLayer;
 pub use service::AttemptTimeout;
-
