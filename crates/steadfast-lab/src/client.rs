@@ -7,9 +7,9 @@
 //! the `x-request-timeout-ms` header (steadfast-http's codec). With [`HttpClient::chaos`]
 //! (the lab's `--chaos`), every attempt first goes through steadfast's
 //! [`ChaosLayer`]: injected latency, errors before sending, or responses lost after the server
-//! served them. [`lab_client`] wraps it as the lab's callers do:
-//! `DeadlineLayer` (the caller's end-to-end deadline), then `RetryLayer` (attempts, backoff,
-//! budget, per-attempt timeout), then the HTTP client.
+//! served them. [`lab_client`] wraps it in steadfast's standard client preset, exactly as a
+//! user would ([`StandardClientLayer`]: total deadline, retries with the HTTP classifier and
+//! body replay, an optional breaker in its slot, per-attempt timeout, deadline propagation).
 
 use std::fmt;
 use std::future::Future;
@@ -25,15 +25,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use steadfast_http::body::ReplayBody;
+use steadfast_http::preset::{StandardClient, StandardClientBuilder, StandardClientLayer};
+use steadfast_http::ConfigError;
 use steadfast_layers::chaos::ChaosLayer;
 use steadfast_layers::classify::{Classifier, Outcome, RetryOnError};
-use steadfast_layers::deadline::{Deadline, DeadlineLayer, DeadlineService};
-use steadfast_layers::retry::{
-    Backoff, Jitter, NotReplayable, RatioBudget, Replay, Retry, RetryLayer,
-};
-use steadfast_layers::telemetry::Telemetry;
-use steadfast_layers::timeout::{AttemptTimeout, AttemptTimeoutLayer};
-use steadfast_layers::{BoxError, ConfigError};
+use steadfast_layers::deadline::Deadline;
+use steadfast_layers::retry::{Backoff, Jitter, NotReplayable, RatioBudget, Replay};
+use steadfast_layers::BoxError;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
@@ -49,11 +48,14 @@ pub type LabRequest = Request<Full<Bytes>>;
 /// The response type every lab client returns: the body collected.
 pub type LabResponse = Response<Bytes>;
 
-/// A hyper-util client as a `tower::Service`, instrumented for the lab.
+/// A hyper-util client as a `tower::Service`, instrumented for the lab. It takes the presets'
+/// replayable bodies (`Request<ReplayBody<Full<Bytes>>>`, as a client from
+/// `steadfast_http::preset::hyper_client` does) and plain [`LabRequest`]s (wrapped once).
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, ReplayBody<Full<Bytes>>>,
     propagate: Option<Duration>,
+    strip_deadline: bool,
     ledger: Option<Arc<Ledger>>,
     attempt_ids: Arc<AtomicU64>,
     chaos: Option<ChaosLayer>,
@@ -79,6 +81,7 @@ impl HttpClient {
         HttpClient {
             client,
             propagate: None,
+            strip_deadline: false,
             ledger: None,
             attempt_ids: Arc::new(AtomicU64::new(0)),
             chaos: None,
@@ -99,6 +102,13 @@ impl HttpClient {
     /// Google SRE advise so that the next hop gives up no later than its caller).
     pub fn propagate_deadline(mut self, margin: Duration) -> Self {
         self.propagate = Some(margin);
+        self
+    }
+
+    /// Removes the deadline header a stack above wrote (the preset always propagates): the lab's
+    /// stand-in for a caller whose deadline does not cross the wire.
+    pub fn without_deadline_header(mut self) -> Self {
+        self.strip_deadline = true;
         self
     }
 
@@ -137,7 +147,24 @@ impl Drop for AbandonGuard {
     }
 }
 
+/// What the lab's HTTP client sends: the presets' replayable body.
+pub type WireRequest = Request<ReplayBody<Full<Bytes>>>;
+
 impl tower::Service<LabRequest> for HttpClient {
+    type Response = LabResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<LabResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LabRequest) -> Self::Future {
+        tower::Service::<WireRequest>::call(self, req.map(ReplayBody::new))
+    }
+}
+
+impl tower::Service<WireRequest> for HttpClient {
     type Response = LabResponse;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<LabResponse, BoxError>> + Send>>;
@@ -147,7 +174,7 @@ impl tower::Service<LabRequest> for HttpClient {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: LabRequest) -> Self::Future {
+    fn call(&mut self, mut req: WireRequest) -> Self::Future {
         if let Some(chaos) = &self.chaos {
             let wire = HttpClient {
                 chaos: None,
@@ -158,6 +185,9 @@ impl tower::Service<LabRequest> for HttpClient {
         let attempt = self.attempt_ids.fetch_add(1, Ordering::Relaxed);
         let headers = req.headers_mut();
         headers.insert(ATTEMPT_ID, HeaderValue::from(attempt));
+        if self.strip_deadline {
+            headers.remove(steadfast_http::codec::REQUEST_TIMEOUT_MS);
+        }
         if let Some(margin) = self.propagate {
             // Called inside the deadline layer's scope: the deadline in scope is the caller's.
             if let Some(deadline) = Deadline::current() {
@@ -284,40 +314,63 @@ pub struct CallerConfig {
     pub backoff: (Duration, Duration),
     /// Seed of the backoff jitter.
     pub seed: u64,
+    /// The deadline crosses the wire (`x-request-timeout-ms`) less this margin; `None`: it does
+    /// not (the lab removes the header the preset wrote).
+    pub propagate: Option<Duration>,
 }
 
-/// The service a lab caller uses: deadline, then retry (with per-attempt timeouts), then HTTP.
-pub type LabService =
-    DeadlineService<Retry<AttemptTimeout<HttpClient>, StatusClassifier, RebuildRequest>>;
+/// The service a lab caller uses: steadfast's standard client preset around the HTTP client.
+pub type LabService = StandardClient<HttpClient>;
 
-/// Builds a caller's stack around `http`.
+/// Builds a caller's stack around `http`: [`StandardClientLayer`] with the caller's deadline,
+/// attempt timeout, retries, backoff and seed, and everything else as a user gets it (the
+/// [`HttpClassifier`](steadfast_http::classify::HttpClassifier), body replay, the one
+/// eligibility rule, deadline propagation).
 pub fn lab_client(cfg: &CallerConfig, http: HttpClient) -> Result<LabService, ConfigError> {
+    Ok(caller_layer(cfg)?.build()?.layer(match cfg.propagate {
+        Some(_) => http,
+        None => http.without_deadline_header(),
+    }))
+}
+
+/// The preset builder for a caller, so that a scenario can put a breaker in its slot.
+pub fn caller_layer(cfg: &CallerConfig) -> Result<StandardClientBuilder, ConfigError> {
     let (base, cap) = cfg.backoff;
-    let builder = RetryLayer::builder()
-        .backoff(Backoff::exponential(base, cap).jitter(Jitter::Full))
-        .seed(cfg.seed)
-        .classifier(StatusClassifier)
-        .replay(RebuildRequest);
-    let builder = match cfg.retries {
-        Retries::None => builder.max_attempts(1).no_budget(),
-        Retries::Naive { max_attempts } => builder.max_attempts(max_attempts).no_budget(),
+    let budget = match cfg.retries {
         Retries::Budgeted {
-            max_attempts,
             percent_can_retry,
             min_retries_per_sec,
-        } => {
-            let budget = RatioBudget::builder()
+            ..
+        } => Some(Arc::new(
+            RatioBudget::builder()
                 .percent_can_retry(percent_can_retry)
                 .min_retries_per_sec(min_retries_per_sec)
                 .ttl(Duration::from_secs(10))
-                .build()?;
-            builder.max_attempts(max_attempts).budget(Arc::new(budget))
-        }
+                .build()?,
+        )),
+        _ => None,
     };
-    let retry = builder.build()?;
-    let attempt = AttemptTimeoutLayer::with_telemetry(cfg.attempt_timeout, &Telemetry::default())?;
-    let deadline = DeadlineLayer::new(cfg.deadline)?;
-    Ok(deadline.layer(retry.layer(attempt.layer(http))))
+    let max_attempts = match cfg.retries {
+        Retries::None => 1,
+        Retries::Naive { max_attempts } | Retries::Budgeted { max_attempts, .. } => max_attempts,
+    };
+    let builder = StandardClientLayer::builder()
+        .timeout(cfg.deadline)
+        .margin(cfg.propagate.unwrap_or(Duration::ZERO))
+        .retry(|r| {
+            let r = r
+                .max_attempts(max_attempts)
+                .backoff(Backoff::exponential(base, cap).jitter(Jitter::Full))
+                .seed(cfg.seed);
+            match budget {
+                Some(b) => r.budget(b),
+                None => r.no_budget(),
+            }
+        });
+    Ok(match cfg.attempt_timeout {
+        Some(t) => builder.attempt_timeout(t),
+        None => builder.no_attempt_timeout(),
+    })
 }
 
 /// A GET request for logical request `id` to `uri`.

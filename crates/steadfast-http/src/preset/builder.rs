@@ -309,6 +309,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
         }
     }
 
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     pub(super) fn transport<T2>(self, transport: T2) -> ClientBuilder<M, Br, T2> {
         ClientBuilder {
             keys: self.keys,

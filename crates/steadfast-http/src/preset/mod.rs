@@ -27,18 +27,19 @@
 //!    [`HttpClassifier`](crate::classify::HttpClassifier) or
 //!    [`GrpcClassifier`](crate::classify::GrpcClassifier), [`HttpReplay`](crate::body::HttpReplay)):
 //!    inside the deadline so it never sleeps past it; the budget caps the load retries add
-//!    under overload; jitter keeps clients from retrying in lockstep. Retry eligibility is
-//!    **"safe method or keyed"** by default
-//!    ([`HttpReplay::idempotent_only`](crate::body::HttpReplay::idempotent_only),
-//!    [`StandardClientBuilder::idempotent_only`]): a request is sent again only if its method is
-//!    idempotent or it carries an `Idempotency-Key`. With the key layer on, `POST`s are keyed and
+//!    under overload; jitter keeps clients from retrying in lockstep. Retry eligibility is the
+//!    **one rule** of [`may_resend`](crate::idempotency::may_resend): a request is sent again
+//!    only if its method is idempotent (RFC 9110) or it carries one well-formed
+//!    `Idempotency-Key` ([`HttpReplay::idempotent_only`](crate::body::HttpReplay::idempotent_only),
+//!    [`StandardClientBuilder::idempotent_only`]). With the key layer on, `POST`s are keyed and
 //!    so retried; with it off, an unkeyed `POST` is tried once, because a retry after a lost
 //!    response could execute it twice. [`StandardClientBuilder::grpc`] turns both off: every
 //!    gRPC call is a `POST`, and the gRPC classifier decides.
-//! 5. **Breaker slot** ([`StandardClientBuilder::breaker`], empty by default): below the retry
+//! 5. **Breaker slot** ([`ClientBuilder::breaker`], empty by default): below the retry
 //!    layer so that a breaker sees (and can refuse) each attempt rather than each call, and
-//!    above the attempt timeout so that timeouts count as failures. This is the documented
-//!    extension point for the circuit breaker.
+//!    above the attempt timeout so that timeouts count as failures. The retry layer reads a
+//!    refusal through the one error table: it waits out the rest of the break when the deadline
+//!    allows, and otherwise stops with a `GaveUp` that names the circuit.
 //! 6. **Per-attempt timeout** ([`AttemptTimeoutLayer`](steadfast_layers::timeout::AttemptTimeoutLayer),
 //!    default 3 s, bounded by the deadline): inside the retry layer so that a slow attempt is
 //!    abandoned and retried (`Elapsed` is retryable) instead of consuming the whole deadline.
@@ -50,6 +51,18 @@
 //! The result is a `tower::Service<http::Request<B>>` returning `BoxError`; errors are
 //! steadfast's nouns (`GaveUp` wrapping the last error, `DeadlineExceeded`), and a response
 //! returned after giving up carries [`RetryGaveUp`](crate::classify::RetryGaveUp).
+//!
+//! # Transports
+//!
+//! - **hyper-util**: the stack sends `http::Request<ReplayBody<B>>` (the body it can re-send) to
+//!   the transport, so the client must be built for that body: [`hyper_client::<B>()`](hyper_client)
+//!   does it in one call (`Client::builder(TokioExecutor::new()).build_http::<ReplayBody<B>>()`).
+//!   Callers send ordinary `Request<Full<Bytes>>` (or `Empty`, or a boxed body).
+//! - **tonic**: `StandardClientLayer::builder().tonic()` (feature `tonic`; facade feature
+//!   `grpc`) takes a `tonic::transport::Channel` as it is, and its errors are `tonic::Status`es
+//!   with the codes a gRPC caller expects (`DEADLINE_EXCEEDED` for a spent deadline,
+//!   `UNAVAILABLE` for an open circuit, `RESOURCE_EXHAUSTED` for a rate limit): see `Tonic`.
+//! - **anything else**: any `Service<http::Request<ReplayBody<B>>>`.
 //!
 //! ## Example
 //!
@@ -98,8 +111,7 @@
 //! the first success ("The Tail at Scale"), outermost first:
 //!
 //! 1. **Idempotency key**, as above, for the same reason: once per logical call, so that the
-//!    original and its hedges carry the **same** key. The key layer also marks keyed requests
-//!    [`Idempotent`](steadfast_layers::hedge::Idempotent), which is what makes them hedgeable:
+//!    original and its hedges carry the **same** key. The key is what makes a `POST` hedgeable:
 //!    a hedge runs *concurrently* with the original, and only a server that deduplicates by key
 //!    makes two concurrent copies of a `POST` harmless.
 //! 2. **Replay body**: so that the hedge can re-send the body (a body over 64 KiB is not hedged).
@@ -109,16 +121,18 @@
 //!    learned **95th percentile** of attempt latencies (no hedge until 100 attempts are known),
 //!    so that only the slowest ~5 % of calls are hedged; a **budget of 5 %** of requests (burst
 //!    10) caps the extra load when the whole backend is slow, the case where hedging would
-//!    otherwise double the load on an overloaded peer; the **`IdempotentOnly`** policy hedges
-//!    only requests marked idempotent (keyed ones, or those the caller marked: not even a `GET`
-//!    is hedged unmarked, because two concurrent copies of it may still have side effects). The
-//!    classifier counts `409` as a failure, so that a hedge answered "in flight" by an
+//!    otherwise double the load on an overloaded peer; only requests that the **one eligibility
+//!    rule** allows are hedged ([`IdempotentOrKeyed`](crate::idempotency::IdempotentOrKeyed):
+//!    an idempotent method, or a key, as for the standard client's retries). The classifier
+//!    counts `409` as a failure, so that a hedge answered "in flight" by an
 //!    [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer) waits for the original instead
-//!    of winning over it.
-//! 5. **Per-attempt timeout** (default 3 s): below the hedge, so that it bounds each copy, not
+//!    of winning over it. Adjust it with [`HedgingClientBuilder::hedge`], as the standard
+//!    client's retries with [`StandardClientBuilder::retry`].
+//! 5. **Breaker slot**, as above.
+//! 6. **Per-attempt timeout** (default 3 s): below the hedge, so that it bounds each copy, not
 //!    the call, and the propagated deadline tells each callee how long its copy will be waited
 //!    for.
-//! 6. **Deadline propagation**: next to the wire, as above; each copy writes its own remaining
+//! 7. **Deadline propagation**: next to the wire, as above; each copy writes its own remaining
 //!    time when it is sent.
 //!
 //! There is no retry layer: a call whose copies all failed returns the most informative failure.

@@ -49,12 +49,13 @@ const A_WORK: Duration = Duration::from_millis(5);
 
 pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let requests: u64 = if opts.quick { 300 } else { 1_500 };
-    let caller = CallerConfig {
+    let caller_with = |propagate| CallerConfig {
         deadline: CALLER_TIMEOUT,
         attempt_timeout: None,
         retries: Retries::None,
         backoff: (Duration::from_millis(25), Duration::from_millis(250)),
         seed: opts.seed,
+        propagate,
     };
 
     let mut reports = Vec::new();
@@ -77,12 +78,11 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                 .ledger(Arc::clone(&ledger)),
         )
         .await?;
-        let http = if propagate {
-            opts.http_client()?.propagate_deadline(HOP_MARGIN)
-        } else {
-            opts.http_client()?
-        };
-        let svc = lab_client(&caller, http.ledger(Arc::clone(&ledger)))?;
+        // The caller is steadfast's standard client preset: with propagation, its deadline
+        // crosses the wire less a hop margin; without, the header is taken off again.
+        let caller = caller_with(propagate.then_some(HOP_MARGIN));
+        let http = opts.http_client()?.ledger(Arc::clone(&ledger));
+        let svc = lab_client(&caller, http)?;
         let progress = Progress::start(
             format!("deadline/{name}"),
             Total::Requests(requests),

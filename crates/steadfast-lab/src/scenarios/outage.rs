@@ -13,6 +13,11 @@
 //! - `breaker`: a [`CircuitBreakerLayer`] (fail fast) opens when half of the last 20 calls failed
 //!   (judged after 10), refuses calls for a constant [`BREAK`], then lets [`PROBES`] probes
 //!   through; it closes when they succeed and re-opens when they fail.
+//! - `standard_breaker`: steadfast's standard client preset as a user builds it (10 s deadline,
+//!   3 attempts with backoff within a retry budget, 3 s per attempt) with the same breaker in its
+//!   slot. The retries above the breaker must not multiply the calls it refuses: a refused
+//!   attempt waits out the rest of the break (the one error table's `circuit_open`), and the
+//!   budget caps the rest.
 //!
 //! Measured: `calls_during_outage`, the calls that reached the server while it was down; and
 //! `recovery_ms`, from the instant the server came back to the first request that succeeded
@@ -30,7 +35,7 @@ use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
 use super::ms;
-use crate::client::{LabRequest, LabResponse, StatusClassifier};
+use crate::client::{caller_layer, CallerConfig, LabRequest, LabResponse, Retries, StatusClassifier};
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
 use crate::report::{value, Findings, Target, Value, VariantReport};
@@ -56,6 +61,11 @@ const PROBES: u32 = 3;
 /// (exponential, mean 5 ms at 200/s; above 40 ms with probability e^-8) and its round trip
 /// (2-6 ms), with room for a busy 2-core machine.
 const PROBE_ALLOWANCE: Duration = Duration::from_millis(50);
+
+/// How many more refusals the preset's retries may cause than a breaker with no retry above it:
+/// a refused attempt waits out the break, so only the retry budget (20 % of requests + 10/s)
+/// adds any.
+const REFUSAL_GROWTH: f64 = 1.5;
 
 /// One call as the caller saw it: when it started and ended, and whether it succeeded.
 type CallLog = Arc<Mutex<Vec<(Instant, Instant, bool)>>>;
@@ -100,7 +110,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     };
 
     let mut reports = Vec::new();
-    for name in ["none", "breaker"] {
+    for name in ["none", "breaker", "standard_breaker"] {
         let server = Server::start(
             ServerConfig::new("outage", opts.seed)
                 .latency(latency)
@@ -113,7 +123,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
         .await?;
         let returned = server.started() + before + down;
         let trips = Arc::new(AtomicU32::new(0));
-        let (svc, handle) = if name == "breaker" {
+        let (svc, handle) = if name != "none" {
             let counted = Arc::clone(&trips);
             let layer = CircuitBreakerLayer::builder()
                 .count_window(WINDOW)
@@ -131,10 +141,31 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                 .classifier(StatusClassifier)
                 .build()?;
             let handle = layer.handle();
-            (
-                BoxCloneService::new(layer.layer(opts.http_client()?)),
-                Some(handle),
-            )
+            if name == "breaker" {
+                (
+                    BoxCloneService::new(layer.layer(opts.http_client()?)),
+                    Some(handle),
+                )
+            } else {
+                // The preset's defaults, as a user gets them, with the breaker in its slot.
+                let caller = CallerConfig {
+                    deadline: Duration::from_secs(10),
+                    attempt_timeout: Some(Duration::from_secs(3)),
+                    retries: Retries::Budgeted {
+                        max_attempts: 3,
+                        percent_can_retry: 0.2,
+                        min_retries_per_sec: 10,
+                    },
+                    backoff: (Duration::from_millis(25), Duration::from_millis(250)),
+                    seed: opts.seed,
+                    propagate: None,
+                };
+                let client = caller_layer(&caller)?.breaker(layer).build()?;
+                (
+                    BoxCloneService::new(client.layer(opts.http_client()?.without_deadline_header())),
+                    Some(handle),
+                )
+            }
         } else {
             (BoxCloneService::new(opts.http_client()?), None)
         };
@@ -208,7 +239,31 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let bound_ms = (BREAK + PROBE_ALLOWANCE).as_secs_f64() * 1e3;
     let probe_ms = PROBE_ALLOWANCE.as_secs_f64() * 1e3;
     let recovered = |v: &str| get(v, "recovered") == 1.0;
+    let standard_calls = get("standard_breaker", "calls_during_outage");
+    let standard_cut = 1.0 - standard_calls / none_calls;
+    let standard_recovery = get("standard_breaker", "recovery_ms");
+    let refused = get("breaker", "refused_by_breaker");
+    let standard_refused = get("standard_breaker", "refused_by_breaker");
     let targets = vec![
+        Target::new(
+            none_calls > 0.0 && standard_cut >= 0.9,
+            format!(
+                "standard_breaker (the preset, retries above the breaker) cuts the calls reaching the server during the outage by >= 90% vs none: {standard_calls:.0} vs {none_calls:.0} ({:.1}% fewer)",
+                standard_cut * 100.0
+            ),
+        ),
+        Target::new(
+            refused > 0.0 && standard_refused <= REFUSAL_GROWTH * refused,
+            format!(
+                "retries above the open breaker do not multiply its refusals: standard_breaker refused <= {REFUSAL_GROWTH}x breaker's: {standard_refused:.0} vs {refused:.0}"
+            ),
+        ),
+        Target::new(
+            recovered("standard_breaker") && standard_recovery <= bound_ms,
+            format!(
+                "standard_breaker notices the recovery within one break plus one probe: recovery <= {bound_ms:.0} ms, got {standard_recovery:.1} ms"
+            ),
+        ),
         Target::new(
             none_calls > 0.0 && cut >= 0.9,
             format!(
@@ -247,7 +302,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
             (
                 "load",
                 format!(
-                    "Poisson arrivals at {RATE:.0} requests/s for {}, open loop; no retries",
+                    "Poisson arrivals at {RATE:.0} requests/s for {}, open loop; no retries (standard_breaker: the preset's 3 attempts within a 20 % + 10/s budget, 10 s deadline)",
                     ms(total)
                 ),
             ),

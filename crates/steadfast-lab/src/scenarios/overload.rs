@@ -55,6 +55,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
         retries,
         backoff: (Duration::from_millis(25), Duration::from_millis(250)),
         seed: opts.seed,
+        propagate: None,
     };
     let budgeted = Retries::Budgeted {
         max_attempts: 3,
