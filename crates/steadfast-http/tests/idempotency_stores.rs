@@ -942,7 +942,9 @@ async fn redis_store_failing_after_execution() {
         fails_after_execution(
             store,
             Some(|| steadfast_http::idempotency::StoreError::unavailable("connection reset")),
-            Duration::from_secs(1),
+            // Real time: long enough that the first retry surely finds the lease live, even
+            // on a busy machine.
+            Duration::from_secs(3),
             "redis",
         )
         .await;
@@ -957,7 +959,9 @@ async fn postgres_store_failing_after_execution() {
         fails_after_execution(
             store,
             Some(|| steadfast_http::idempotency::StoreError::unavailable("connection reset")),
-            Duration::from_secs(1),
+            // Real time: long enough that the first retry surely finds the lease live, even
+            // on a busy machine.
+            Duration::from_secs(3),
             "postgres",
         )
         .await;
