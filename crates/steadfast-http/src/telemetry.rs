@@ -35,6 +35,11 @@ impl Attrs {
         }
     }
 
+    /// The instance-name attribute, if the layer is named.
+    pub(crate) fn name(&self) -> Option<&KeyValue> {
+        self.name.as_ref()
+    }
+
     /// The base attributes plus `key = value`, passed to `f`.
     pub(crate) fn with<R>(
         &self,

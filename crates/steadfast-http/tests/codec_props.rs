@@ -1,16 +1,20 @@
 //! Property tests: every codec round-trips, rounds the documented way, and no decoder (nor a
-//! classifier or server layer reading these headers) panics on any input.
+//! classifier) panics on any input; the deadline server layer, fed any header bytes on a
+//! paused clock, rejects them or enforces a deadline no later than the sender's.
 #![allow(clippy::disallowed_types)] // SystemTime is an input of the Retry-After codec
 #![allow(clippy::unwrap_used)]
 
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response};
 use proptest::prelude::*;
 use steadfast_http::classify::{GrpcClassifier, HttpClassifier, WallClock};
 use steadfast_http::codec::*;
-use steadfast_http::propagate::DeadlineServerLayer;
+use steadfast_http::propagate::{DeadlineServerLayer, MalformedDeadline};
 use steadfast_layers::classify::Classifier;
+use steadfast_layers::deadline::{Deadline, MAX_TIMEOUT};
 use steadfast_layers::BoxError;
 use tower::{service_fn, Layer, ServiceExt};
 
@@ -176,39 +180,221 @@ fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000)
 }
 
-/// The server layer reads any `grpc-timeout` or `x-request-timeout-ms` without panicking, and
-/// treats a malformed one as no deadline.
+/// Bytes shaped like a timeout, and its near misses: a sign, 0 to 10 digits (sometimes
+/// non-ASCII ones), spaces, a unit that may be missing, lowercase or unknown.
+fn timeoutish() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::sample::select(vec![&b""[..], b"", b"", b"+", b"-", b" "]),
+        prop::collection::vec(prop::sample::select(b"0123456789".to_vec()), 0..=10),
+        prop::sample::select(vec![
+            &b"H"[..],
+            b"M",
+            b"S",
+            b"m",
+            b"u",
+            b"n",
+            b"",
+            b"s",
+            b"h",
+            b"x",
+            b" ",
+            b"S ",
+            b"\xd9\xa1",
+        ]),
+        prop::option::of((
+            0usize..12,
+            prop::sample::select(vec![&b" "[..], b"\t", b"\xc2\xa0"]),
+        )),
+    )
+        .prop_map(|(sign, digits, unit, inject)| {
+            let mut v = sign.to_vec();
+            v.extend(digits);
+            if let Some((at, junk)) = inject {
+                let at = at.min(v.len());
+                v.splice(at..at, junk.iter().copied());
+            }
+            v.extend_from_slice(unit);
+            v
+        })
+}
+
+/// Well-formed values: a `grpc-timeout` (1 to 8 digits and a unit) or whole milliseconds (1 to
+/// 20 digits, which may overflow `u64`).
+fn well_formed() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (
+            1u32..=8,
+            any::<u64>(),
+            prop::sample::select(b"HMSmun".to_vec())
+        )
+            .prop_map(|(digits, n, unit)| format!(
+                "{}{}",
+                n % 10u64.pow(digits),
+                char::from(unit)
+            )
+            .into_bytes()),
+        (1u32..=20, any::<u64>()).prop_map(|(digits, n)| {
+            let n = if digits < 20 {
+                n % 10u64.pow(digits)
+            } else {
+                n
+            };
+            n.to_string().into_bytes()
+        }),
+    ]
+}
+
+/// The gRPC spec's `grpc-timeout`, independently of the codec: 1 to 8 ASCII digits and one of
+/// `H M S m u n`.
+fn spec_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    let nanos: u64 = match unit {
+        b'H' => 3_600_000_000_000,
+        b'M' => 60_000_000_000,
+        b'S' => 1_000_000_000,
+        b'm' => 1_000_000,
+        b'u' => 1_000,
+        b'n' => 1,
+        _ => return None,
+    };
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let total = u128::from(n) * u128::from(nanos);
+    Some(Duration::new(
+        (total / 1_000_000_000) as u64,
+        (total % 1_000_000_000) as u32,
+    ))
+}
+
+/// Whole milliseconds: ASCII digits that fit a `u64`, optional spaces or tabs around them.
+fn spec_timeout_ms(v: &[u8]) -> Option<Duration> {
+    let s = std::str::from_utf8(v).ok()?.trim_matches([' ', '\t']);
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>().ok().map(Duration::from_millis)
+}
+
+/// The deadline property, over arbitrary header bytes, on a paused clock: for every value of
+/// `grpc-timeout` (gRPC request) or `x-request-timeout-ms` (plain or gRPC request), the server
+/// either rejects it (gRPC `INTERNAL`, plain `400`, handler never called) or runs the handler
+/// under a deadline no later than the sender's and cuts it off by then; it never runs it
+/// unbounded. With the lenient opt-in a malformed value is served without a deadline (the
+/// documented trade-off), and a valid one exactly as by default.
 #[test]
-fn server_layer_never_panics_on_deadline_headers() {
+fn server_enforces_no_later_than_the_sender_or_rejects() {
+    const ONE_YEAR: Duration = Duration::from_secs(365 * 86_400);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .unwrap();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 1_000,
+        cases: 2_000,
         ..ProptestConfig::default()
     });
+    let cases = (
+        prop_oneof![any_bytes(), timeoutish(), well_formed()],
+        0usize..3,
+        any::<bool>(),
+    );
+    let (rejected, enforced) = (Cell::new(0u32), Cell::new(0u32));
     runner
-        .run(&(any_bytes(), any::<bool>()), |(bytes, grpc)| {
+        .run(&cases, |(bytes, which, lenient)| {
             let Ok(value) = HeaderValue::from_bytes(&bytes) else {
                 return Ok(());
             };
-            let svc = DeadlineServerLayer::new().layer(service_fn(|_req: Request<()>| async {
-                Ok::<_, BoxError>(Response::new(()))
+            // 0: grpc-timeout on gRPC; 1: the ms header on plain HTTP; 2: the ms header on gRPC.
+            let grpc = which != 1;
+            let sender = if which == 0 {
+                spec_grpc_timeout(&bytes)
+            } else {
+                spec_timeout_ms(&bytes)
+            };
+            let seen: Arc<Mutex<Option<Option<Deadline>>>> = Arc::default();
+            let s = seen.clone();
+            let layer = DeadlineServerLayer::builder()
+                .on_malformed(if lenient {
+                    MalformedDeadline::Ignore
+                } else {
+                    MalformedDeadline::Reject
+                })
+                .build()
+                .unwrap();
+            let svc = layer.layer(service_fn(move |_req: Request<()>| {
+                *s.lock().unwrap() = Some(Deadline::current());
+                // A handler that never finishes on its own.
+                std::future::pending::<Result<Response<()>, BoxError>>()
             }));
             let mut req = Request::builder();
             if grpc {
                 req = req.header("content-type", "application/grpc");
             }
-            let req = req
-                .header(GRPC_TIMEOUT, value.clone())
-                .header(REQUEST_TIMEOUT_MS, value)
-                .body(())
-                .unwrap();
-            let res = rt.block_on(svc.oneshot(req)).unwrap();
-            prop_assert!(res.status() == 200 || res.status() == 504);
+            let name = if which == 0 {
+                GRPC_TIMEOUT
+            } else {
+                REQUEST_TIMEOUT_MS
+            };
+            let req = req.header(name, value).body(()).unwrap();
+
+            let (answer, start, end) = rt.block_on(async {
+                let start = tokio::time::Instant::now();
+                let answer = tokio::time::timeout(ONE_YEAR, svc.oneshot(req)).await;
+                (answer, start, tokio::time::Instant::now())
+            });
+            let seen = *seen.lock().unwrap();
+            match sender {
+                None if !lenient => {
+                    rejected.set(rejected.get() + 1);
+                    let res = answer.expect("a rejection is immediate").unwrap();
+                    prop_assert!(seen.is_none(), "the handler ran for {bytes:?}");
+                    prop_assert_eq!(end, start);
+                    if grpc {
+                        prop_assert_eq!(res.status(), 200);
+                        prop_assert_eq!(&res.headers()[GRPC_STATUS], "13");
+                    } else {
+                        prop_assert_eq!(res.status(), 400);
+                    }
+                }
+                None => {
+                    // Lenient: served as if the header were absent.
+                    prop_assert_eq!(seen, Some(None));
+                    prop_assert!(answer.is_err());
+                }
+                Some(t) => {
+                    enforced.set(enforced.get() + 1);
+                    let bound = start + t.min(MAX_TIMEOUT);
+                    if t.is_zero() {
+                        // Expired on arrival: answered without calling the handler.
+                        prop_assert!(seen.is_none());
+                    } else {
+                        let deadline = seen.flatten();
+                        prop_assert!(deadline.is_some(), "no deadline for {bytes:?}");
+                        prop_assert!(deadline.unwrap().instant() <= bound, "{bytes:?}");
+                    }
+                    if t <= ONE_YEAR {
+                        // Cut off by the deadline (the timer has millisecond granularity).
+                        let res = answer.expect("cut off by the deadline").unwrap();
+                        prop_assert!(
+                            end >= start + t && end <= start + t + Duration::from_millis(1)
+                        );
+                        if grpc {
+                            prop_assert_eq!(&res.headers()[GRPC_STATUS], "4");
+                        } else {
+                            prop_assert_eq!(res.status(), 504);
+                        }
+                    }
+                }
+            }
             Ok(())
         })
         .unwrap();
+    // Both branches were exercised substantially.
+    let (rejected, enforced) = (rejected.get(), enforced.get());
+    assert!(
+        rejected > 300 && enforced > 300,
+        "{rejected} rejected, {enforced} enforced"
+    );
 }

@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use idempotency_support::*;
 use proptest::prelude::*;
 use steadfast_http::idempotency::store::{
-    BeginOutcome, BeginRequest, IdempotencyStore, Lease, MemoryStore, StoreError, StoreFuture,
-    StoredResponse,
+    BeginOutcome, BeginRequest, IdempotencyStore, Lease, MemoryStore, StoreError, StoreErrorKind,
+    StoreFuture, StoredResponse,
 };
 use steadfast_http::idempotency::{
     HeaderPrincipal, IdempotencyLayer, IdempotencyLayerBuilder, NoPrincipal, RequestBody,
@@ -682,24 +682,29 @@ impl IdempotencyStore for BrokenStore {
     }
 }
 
+/// A failed `begin` never executes the request. Transient errors (unreachable, timed out, full)
+/// are `503` with `Retry-After: 1`; permanent ones (corrupt record, refused operation) are `500`
+/// without `Retry-After`, so that nobody is told to retry what cannot succeed.
 #[tokio::test(start_paused = true)]
-async fn store_failures_answer_503_without_executing() {
+async fn store_failures_answer_503_if_transient_500_if_not_without_executing() {
     let traces = Traces::default();
     let _guard = traces.install();
-    let cases: [(BrokenStore, &str); 3] = [
+    let cases: [(BrokenStore, &str, StatusCode); 5] = [
         (
             BrokenStore {
                 begin: Some(|| StoreError::unavailable("connection refused")),
                 ..Default::default()
             },
             "unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
         ),
         (
             BrokenStore {
-                begin: Some(|| StoreError::corrupt("bad row")),
+                begin: Some(|| StoreError::new(StoreErrorKind::Capacity, "full")),
                 ..Default::default()
             },
-            "corrupt",
+            "capacity",
+            StatusCode::SERVICE_UNAVAILABLE,
         ),
         (
             BrokenStore {
@@ -707,9 +712,26 @@ async fn store_failures_answer_503_without_executing() {
                 ..Default::default()
             },
             "timeout",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            BrokenStore {
+                begin: Some(|| StoreError::corrupt("bad row")),
+                ..Default::default()
+            },
+            "corrupt",
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            BrokenStore {
+                begin: Some(|| StoreError::refused("relation does not exist")),
+                ..Default::default()
+            },
+            "refused",
+            StatusCode::INTERNAL_SERVER_ERROR,
         ),
     ];
-    for (store, reason) in cases {
+    for (store, reason, status) in cases {
         let calls = Arc::new(AtomicUsize::new(0));
         let layer = builder(store)
             .store_timeout(Duration::from_secs(2))
@@ -718,17 +740,26 @@ async fn store_failures_answer_503_without_executing() {
         let svc = layer.layer(counting(calls.clone()));
         let t0 = tokio::time::Instant::now();
         let res = send(&svc, post(Some("k"), "acme", "{}")).await;
-        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{reason}");
-        assert_eq!(res.headers["retry-after"], "1");
+        assert_eq!(res.status, status, "{reason}");
         let doc = res.problem();
         assert!(doc["detail"].as_str().unwrap().contains(reason), "{doc}");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(res.headers["retry-after"], "1", "{reason}");
+            assert_eq!(doc["type"], "urn:steadfast:idempotency:store-unavailable");
+        } else {
+            assert!(res.headers.get("retry-after").is_none(), "{reason}");
+            assert_eq!(doc["type"], "urn:steadfast:idempotency:store-failed");
+        }
         assert_eq!(calls.load(Ordering::SeqCst), 0);
         assert_eq!(layer.stats().store_errors, 1);
         if reason == "timeout" {
             assert_eq!(t0.elapsed(), Duration::from_secs(2));
         }
     }
-    assert_eq!(traces.containing("idempotency store failed").len(), 3);
+    let events = traces.containing("idempotency store failed");
+    assert_eq!(events.len(), 5);
+    let statuses: Vec<_> = events.iter().map(|e| e.fields["status"].clone()).collect();
+    assert_eq!(statuses, ["503", "503", "503", "500", "500"]);
 
     // A failed completion still answers the executed response.
     let calls = Arc::new(AtomicUsize::new(0));

@@ -1,7 +1,10 @@
 //! The store conformance suite, run on every store (memory, Redis, PostgreSQL), and the
 //! must-have end-to-end checks through the server layer on each: 1,000 concurrent duplicates
-//! execute once; a killed holder is taken over after its lease; corrupt records and
-//! unreachable stores answer 503.
+//! execute once; a killed holder is taken over after its lease; the longest accepted key and a
+//! 10 kB principal (any characters) are stored; a store that fails after execution leaves the
+//! key in flight until its lease expires; unreachable stores answer 503, permanent store
+//! errors (corrupt records, missing tables) 500 without `Retry-After`; a version-1 PostgreSQL
+//! table is migrated in place.
 //!
 //! Redis and PostgreSQL come from `REDIS_URL` / `DATABASE_URL` (defaults: local); when they
 //! are unreachable the tests print SKIPPED, or fail under `STEADFAST_REQUIRE_SERVICES=1`.
@@ -467,9 +470,10 @@ async fn postgres_killed_holder_is_taken_over_once() {
     with_pg(|store| async move { killed_holder(store, "postgres").await }).await;
 }
 
-/// A corrupt stored record is answered 503 problem details, and the handler is not run.
+/// A corrupt stored record is answered 500 problem details without `Retry-After` (retrying
+/// cannot clear it), and the handler is not run again.
 #[cfg(any(feature = "redis", feature = "postgres"))]
-async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(
+async fn corrupt_record_is_500<St: IdempotencyStore + Clone>(
     store: St,
     corrupt: impl std::future::Future<Output = ()>,
 ) {
@@ -479,18 +483,18 @@ async fn corrupt_record_is_503<St: IdempotencyStore + Clone>(
     send(&svc, post(Some("k"), "acme", "{}")).await;
     corrupt.await;
     let res = send(&svc, post(Some("k"), "acme", "{}")).await;
-    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(res.problem()["detail"]
-        .as_str()
-        .unwrap()
-        .contains("corrupt"));
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(res.headers.get("retry-after").is_none());
+    let doc = res.problem();
+    assert!(doc["detail"].as_str().unwrap().contains("corrupt"), "{doc}");
+    assert_eq!(doc["type"], "urn:steadfast:idempotency:store-failed");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(layer.stats().store_errors, 1);
 }
 
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_corrupt_record_is_503() {
+async fn redis_corrupt_record_is_500() {
     with_redis(|store| async move {
         let key = store.record_key("acme", "k");
         let mut conn = redis::Client::open(redis_url().as_str())
@@ -507,21 +511,21 @@ async fn redis_corrupt_record_is_503() {
                 .await
                 .unwrap();
         };
-        corrupt_record_is_503(store, damage).await;
+        corrupt_record_is_500(store, damage).await;
     })
     .await;
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_corrupt_record_is_503() {
+async fn postgres_corrupt_record_is_500() {
     with_pg(|store| async move {
         let sql = format!("UPDATE {} SET response = '\\x00ff'::bytea", store.table());
         let pool = store.pool().clone();
         let damage = async move {
             sqlx::query(&sql).execute(&pool).await.unwrap();
         };
-        corrupt_record_is_503(store, damage).await;
+        corrupt_record_is_500(store, damage).await;
     })
     .await;
 }
@@ -601,4 +605,553 @@ async fn unreachable_stores_are_typed_errors_and_503() {
             "{name}: {doc}"
         );
     }
+}
+
+// ------------------------------------------------ every accepted input is storable
+
+/// The longest key the codec accepts (8192 characters, `"` and `\` included).
+fn longest_key(last: char) -> String {
+    let mut key: String = "k-\"\\0123456789".chars().cycle().take(8191).collect();
+    key.push(last);
+    key
+}
+
+/// A 10 kB principal, as a header carries it (visible ASCII).
+fn big_principal(last: char) -> String {
+    let mut p: String = "tenant-"
+        .chars()
+        .chain(('a'..='z').cycle())
+        .take(9_999)
+        .collect();
+    p.push(last);
+    p
+}
+
+fn post_long(key: &str, tenant: &str, body: &str) -> http::Request<http_body_util::Full<Bytes>> {
+    let key = IdempotencyKey::with_max_len(key, 8192).unwrap();
+    http::Request::post("/orders")
+        .header("x-tenant", tenant)
+        .header("idempotency-key", key.to_header_value())
+        .body(http_body_util::Full::new(Bytes::copy_from_slice(
+            body.as_bytes(),
+        )))
+        .unwrap()
+}
+
+/// Through the server layer with `max_key_len(8192)`: an 8192-character key under a 10 kB
+/// principal executes once and replays; another body is `422`; keys or principals that differ
+/// in their last character only are other records; 8193 characters are `400`.
+async fn longest_inputs<St: IdempotencyStore + Clone>(store: St, name: &str) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = IdempotencyLayer::builder(store)
+        .principal(HeaderPrincipal::new(HeaderName::from_static("x-tenant")))
+        .max_key_len(8192)
+        .store_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let svc = layer.layer(counting(calls.clone()));
+    let (key, tenant) = (longest_key('z'), big_principal('z'));
+    assert_eq!((key.len(), tenant.len()), (8192, 10_000));
+
+    let first = send(&svc, post_long(&key, &tenant, "{\"qty\":1}")).await;
+    assert_eq!(
+        (first.status, first.replayed()),
+        (StatusCode::CREATED, false),
+        "[{name}] {first:?}"
+    );
+    assert!(first.headers.contains_key("idempotency-key-expires"));
+    let again = send(&svc, post_long(&key, &tenant, "{\"qty\":1}")).await;
+    assert!(again.replayed(), "[{name}] {again:?}");
+    assert_eq!(again.text(), "created #1: {\"qty\":1}");
+    let other_body = send(&svc, post_long(&key, &tenant, "{\"qty\":2}")).await;
+    assert_eq!(
+        other_body.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "[{name}]"
+    );
+
+    let other_key = send(&svc, post_long(&longest_key('y'), &tenant, "{\"qty\":1}")).await;
+    assert_eq!(other_key.text(), "created #2: {\"qty\":1}", "[{name}]");
+    let other_tenant = send(&svc, post_long(&key, &big_principal('y'), "{\"qty\":1}")).await;
+    assert_eq!(other_tenant.text(), "created #3: {\"qty\":1}", "[{name}]");
+    assert!(!other_tenant.replayed());
+
+    let mut too_long = post_long(&key, &tenant, "{}");
+    too_long.headers_mut().insert(
+        "idempotency-key",
+        format!("\"{}\"", "k".repeat(8193)).parse().unwrap(),
+    );
+    assert_eq!(send(&svc, too_long).await.status, StatusCode::BAD_REQUEST);
+
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "[{name}]");
+    let stats = layer.stats();
+    assert_eq!((stats.store_errors, stats.mismatches), (0, 1), "[{name}]");
+}
+
+/// Principals of any content and length, straight on the store: NUL, non-ASCII and 10 kB of
+/// each, with the longest key; each is its own record.
+async fn any_principal<St: IdempotencyStore + Clone>(store: St) -> Vec<(String, String)> {
+    // Not the key `longest_inputs` uses on the same store.
+    let key = longest_key('x');
+    let scopes = [
+        "\0".repeat(10_000),
+        "é".repeat(5_000),
+        format!("{}\u{10FFFF}", "😀'\"\\;--".repeat(1_000)),
+        big_principal('z'),
+        String::new(),
+    ];
+    let mut stored = Vec::new();
+    for (i, scope) in scopes.iter().enumerate() {
+        let req = BeginRequest::new(
+            scope.as_str(),
+            IdempotencyKey::with_max_len(key.clone(), 8192).unwrap(),
+            FP_A,
+        )
+        .lease(Duration::from_secs(30))
+        .expiry(Duration::from_secs(3600));
+        let lease = acquire(&store, req.clone()).await;
+        let body: &'static str = ["0", "1", "2", "3", "4"][i];
+        store
+            .complete(&lease, response(body), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        match store.begin(req).await.unwrap() {
+            BeginOutcome::Completed(r) => assert_eq!(r.body(), body, "scope #{i}"),
+            other => panic!("scope #{i}: expected Completed, got {other:?}"),
+        }
+        stored.push((scope.clone(), key.clone()));
+    }
+    stored
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_stores_the_longest_key_and_any_principal() {
+    let store = MemoryStore::new();
+    longest_inputs(store.clone(), "memory").await;
+    any_principal(store).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stores_the_longest_key_and_any_principal() {
+    with_redis(|store| async move {
+        longest_inputs(store.clone(), "redis").await;
+        let stored = any_principal(store.clone()).await;
+        // Key names are bounded: the prefix and 64 hex digits.
+        let mut conn = redis::Client::open(redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for (scope, key) in stored {
+            let name = store.record_key(&scope, &key);
+            assert_eq!(name.len(), store.prefix().len() + 64);
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&name)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(exists, 1, "{name}");
+        }
+    })
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stores_the_longest_key_and_any_principal() {
+    with_pg(|store| async move {
+        longest_inputs(store.clone(), "postgres").await;
+        let stored = any_principal(store.clone()).await;
+        // The row keeps the full scope and key beside the 32-byte id.
+        for (scope, key) in stored {
+            let id = steadfast_http::idempotency::store::RecordId::of(&scope, &key);
+            let row: (i32, Vec<u8>, String) = sqlx::query_as(&format!(
+                "SELECT octet_length(id), scope, key FROM {} WHERE id = $1",
+                store.table()
+            ))
+            .bind(id.as_bytes().as_slice())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            assert_eq!(row, (32, scope.into_bytes(), key));
+        }
+    })
+    .await;
+}
+
+// ------------------------------------------------ a store that fails after execution
+
+/// Wraps a store; its next `failures` completions fail with `error` (or hang, if `None`).
+#[derive(Clone)]
+struct FailingCompletions<St> {
+    inner: St,
+    failures: Arc<AtomicUsize>,
+    error: Option<fn() -> steadfast_http::idempotency::StoreError>,
+}
+
+impl<St: IdempotencyStore> IdempotencyStore for FailingCompletions<St> {
+    fn begin(
+        &self,
+        request: BeginRequest,
+    ) -> steadfast_http::idempotency::store::StoreFuture<BeginOutcome> {
+        self.inner.begin(request)
+    }
+
+    fn complete(
+        &self,
+        lease: &Lease,
+        response: StoredResponse,
+        expiry: Duration,
+    ) -> steadfast_http::idempotency::store::StoreFuture<()> {
+        let fail = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        match (fail, self.error) {
+            (false, _) => self.inner.complete(lease, response, expiry),
+            (true, Some(e)) => Box::pin(std::future::ready(Err(e()))),
+            (true, None) => Box::pin(std::future::pending()),
+        }
+    }
+
+    fn release(&self, lease: &Lease) -> steadfast_http::idempotency::store::StoreFuture<()> {
+        self.inner.release(lease)
+    }
+
+    fn renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> steadfast_http::idempotency::store::StoreFuture<()> {
+        self.inner.renew(lease, duration)
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+/// The handler ran, then storing its response failed. The client gets the executed response
+/// (without `Idempotency-Key-Expires`: nothing was stored); a retry within the lease gets `409`
+/// and does not execute; the first retry after the lease executes again and is stored; later
+/// ones replay it.
+async fn fails_after_execution<St: IdempotencyStore + Clone>(
+    store: St,
+    error: Option<fn() -> steadfast_http::idempotency::StoreError>,
+    lease: Duration,
+    name: &str,
+) {
+    let store = FailingCompletions {
+        inner: store,
+        failures: Arc::new(AtomicUsize::new(1)),
+        error,
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = IdempotencyLayer::builder(store)
+        .principal(HeaderPrincipal::new(HeaderName::from_static("x-tenant")))
+        .lease(lease)
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let svc = layer.layer(counting(calls.clone()));
+    let t0 = tokio::time::Instant::now();
+
+    let first = send(&svc, post(Some("k"), "acme", "{}")).await;
+    assert_eq!(
+        (first.status, first.replayed(), first.text().as_str()),
+        (StatusCode::CREATED, false, "created #1: {}"),
+        "[{name}]"
+    );
+    assert!(
+        first.headers.get("idempotency-key-expires").is_none(),
+        "[{name}] not stored, so no expiry to publish"
+    );
+    assert_eq!(layer.stats().store_errors, 1, "[{name}]");
+
+    // Within the lease: 409, not executed.
+    let retry = send(&svc, post(Some("k"), "acme", "{}")).await;
+    assert!(
+        t0.elapsed() < lease,
+        "[{name}] too slow to observe the lease"
+    );
+    assert_eq!(retry.status, StatusCode::CONFLICT, "[{name}] {retry:?}");
+    let retry_after: u64 = retry.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=lease.as_secs()).contains(&retry_after),
+        "[{name}] {retry_after}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // After the lease: the retry takes the key over and executes again; then replays.
+    tokio::time::sleep(lease + Duration::from_millis(250)).await;
+    let after = send(&svc, post(Some("k"), "acme", "{}")).await;
+    assert_eq!(
+        (after.status, after.replayed(), after.text().as_str()),
+        (StatusCode::CREATED, false, "created #2: {}"),
+        "[{name}]"
+    );
+    assert!(after.headers.contains_key("idempotency-key-expires"));
+    let replay = send(&svc, post(Some("k"), "acme", "{}")).await;
+    assert!(replay.replayed(), "[{name}]");
+    assert_eq!(replay.text(), "created #2: {}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "[{name}]");
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.executions, stats.lease_takeovers, stats.store_errors),
+        (2, 1, 1),
+        "[{name}]"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_failing_after_execution() {
+    fails_after_execution(
+        MemoryStore::new(),
+        Some(|| steadfast_http::idempotency::StoreError::unavailable("connection reset")),
+        Duration::from_secs(5),
+        "memory, unavailable",
+    )
+    .await;
+    fails_after_execution(
+        MemoryStore::new(),
+        Some(|| steadfast_http::idempotency::StoreError::refused("permission denied")),
+        Duration::from_secs(5),
+        "memory, refused",
+    )
+    .await;
+    // A completion that never answers is cut off by the store timeout (2 s), the same way; the
+    // answer waits for it, and the lease (5 s) still has 3 s to run.
+    fails_after_execution(
+        MemoryStore::new(),
+        None,
+        Duration::from_secs(5),
+        "memory, timeout",
+    )
+    .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_failing_after_execution() {
+    with_redis(|store| async move {
+        fails_after_execution(
+            store,
+            Some(|| steadfast_http::idempotency::StoreError::unavailable("connection reset")),
+            // Real time: long enough that the first retry surely finds the lease live, even
+            // on a busy machine.
+            Duration::from_secs(3),
+            "redis",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_failing_after_execution() {
+    with_pg(|store| async move {
+        fails_after_execution(
+            store,
+            Some(|| steadfast_http::idempotency::StoreError::unavailable("connection reset")),
+            // Real time: long enough that the first retry surely finds the lease live, even
+            // on a busy machine.
+            Duration::from_secs(3),
+            "postgres",
+        )
+        .await;
+    })
+    .await;
+}
+
+// ------------------------------------------------ permanent errors on the real servers
+
+/// A table that does not exist (42P01) is refused, not "unavailable": `500`, no `Retry-After`.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_missing_table_is_a_permanent_500() {
+    with_pg(|store| async move {
+        let unmigrated = PostgresStore::builder(store.pool().clone())
+            .schema(store.schema())
+            .table("never_migrated")
+            .build()
+            .unwrap();
+        let err = unmigrated
+            .begin(begin_req("s", "k", FP_A, Duration::from_secs(30)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Refused, "{err}");
+        assert!(!err.is_transient());
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (svc, layer) = server(unmigrated, Duration::from_secs(30), counting(calls.clone()));
+        for _ in 0..2 {
+            let res = send(&svc, post(Some("k"), "acme", "{}")).await;
+            assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(res.headers.get("retry-after").is_none());
+            assert!(res.problem()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("refused"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(layer.stats().store_errors, 2);
+    })
+    .await;
+}
+
+/// A record key holding another Redis type (`WRONGTYPE`) is corrupt: `500`, no `Retry-After`.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_wrong_type_is_a_permanent_500() {
+    with_redis(|store| async move {
+        let mut conn = redis::Client::open(redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(store.record_key("acme", "k"))
+            .arg("not a hash")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (svc, _) = server(store, Duration::from_secs(30), counting(calls.clone()));
+        let res = send(&svc, post(Some("k"), "acme", "{}")).await;
+        assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers.get("retry-after").is_none());
+        assert!(res.problem()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("corrupt"));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+// ------------------------------------------------ PostgreSQL schema migration
+
+/// The version-1 table (before records were addressed by digest), as its migration made it.
+#[cfg(feature = "postgres")]
+const VERSION_1_DDL: &str = r#"
+CREATE TABLE {table} (
+    scope       text        NOT NULL,
+    key         text        NOT NULL,
+    fingerprint bytea       NOT NULL,
+    state       smallint    NOT NULL,
+    owner       uuid        NOT NULL,
+    epoch       bigint      NOT NULL,
+    lease_until timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    response    bytea,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX {index} ON {table} (expires_at);
+"#;
+
+/// A version-1 table with a completed record (ASCII and non-ASCII scope) and an in-flight one
+/// is migrated in place: the records keep working, by the digest the code computes; the
+/// migration runs again harmlessly; long inputs then fit.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrates_a_version_1_table_in_place() {
+    with_pg(|store| async move {
+        let pool = store.pool().clone();
+        let table = format!("\"{}\".\"legacy\"", store.schema());
+        sqlx::raw_sql(
+            &VERSION_1_DDL
+                .replace("{table}", &table)
+                .replace("{index}", "\"legacy_expires_at\""),
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let insert = format!(
+            "INSERT INTO {table} (scope, key, fingerprint, state, owner, epoch, lease_until, expires_at, response) \
+             VALUES ($1, $2, $3, $4, $5::uuid, $6, now() + interval '1 hour', now() + interval '1 hour', $7)"
+        );
+        let holder = uuid::Uuid::now_v7();
+        for (scope, key, state, epoch, resp) in [
+            ("acme", "k1", 1i16, 1i64, Some(response("one").encode())),
+            ("tenant-é", "k1", 1, 1, Some(response("two").encode())),
+            ("acme", "k2", 0, 3, None),
+        ] {
+            sqlx::query(&insert)
+                .bind(scope)
+                .bind(key)
+                .bind(FP_A.as_bytes().as_slice())
+                .bind(state)
+                .bind(holder.to_string())
+                .bind(epoch)
+                .bind(resp)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+
+        let migrated = PostgresStore::builder(pool.clone())
+            .schema(store.schema())
+            .table("legacy")
+            .build()
+            .unwrap();
+        migrated.migrate().await.unwrap();
+        migrated.migrate().await.unwrap();
+
+        let begin = |scope: &str, key: &str, fp| {
+            migrated.begin(begin_req(scope, key, fp, Duration::from_secs(30)))
+        };
+        match begin("acme", "k1", FP_A).await.unwrap() {
+            BeginOutcome::Completed(r) => assert_eq!(r, response("one")),
+            other => panic!("expected Completed, got {other:?}"),
+        }
+        match begin("tenant-é", "k1", FP_A).await.unwrap() {
+            BeginOutcome::Completed(r) => assert_eq!(r, response("two")),
+            other => panic!("expected Completed, got {other:?}"),
+        }
+        assert!(matches!(
+            begin("acme", "k1", FP_B).await.unwrap(),
+            BeginOutcome::Mismatch
+        ));
+        assert!(matches!(
+            begin("acme", "k2", FP_A).await.unwrap(),
+            BeginOutcome::InFlight { .. }
+        ));
+        // The in-flight holder from before the migration can still complete under its lease.
+        let old_lease = BeginRequest::new("acme", IdempotencyKey::new("k2").unwrap(), FP_A)
+            .owner(holder)
+            .lease_at(3, false);
+        migrated
+            .complete(&old_lease, response("three"), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        match begin("acme", "k2", FP_A).await.unwrap() {
+            BeginOutcome::Completed(r) => assert_eq!(r, response("three")),
+            other => panic!("expected Completed, got {other:?}"),
+        }
+
+        let comment: Option<String> =
+            sqlx::query_scalar(&format!("SELECT obj_description('{table}'::regclass)"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(comment.unwrap().contains("schema version 2"));
+        let pkey: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = '{table}'::regclass AND i.indisprimary"
+        ))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(pkey, ["id"]);
+
+        any_principal(migrated).await;
+    })
+    .await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use steadfast_http::codec::REQUEST_TIMEOUT_MS;
-use steadfast_http::propagate::{DeadlinePropagationLayer, DeadlineServerLayer};
+use steadfast_http::propagate::{DeadlinePropagationLayer, DeadlineServerLayer, MalformedDeadline};
 use steadfast_layers::deadline::Deadline;
 use steadfast_layers::telemetry::Telemetry;
 use tower::{service_fn, Layer, ServiceExt};
@@ -34,7 +34,20 @@ async fn deadline_exceeded_and_invalid_headers_are_counted() {
     };
     assert_eq!(send("0").await.unwrap().status(), 504); // arrival
     assert_eq!(send("100").await.unwrap().status(), 504); // in flight
-    assert_eq!(send("nope").await.unwrap().status(), 200); // ignored
+    assert_eq!(send("nope").await.unwrap().status(), 400); // rejected
+    let lenient = DeadlineServerLayer::builder()
+        .telemetry(Telemetry::new().name("api"))
+        .on_malformed(MalformedDeadline::Ignore)
+        .build()
+        .unwrap()
+        .layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+    let req = Request::builder()
+        .header(REQUEST_TIMEOUT_MS, "soon")
+        .body(())
+        .unwrap();
+    assert_eq!(lenient.oneshot(req).await.unwrap().status(), 200); // ignored
 
     let client = DeadlinePropagationLayer::builder()
         .telemetry(Telemetry::new().name("to-b"))
@@ -63,11 +76,14 @@ async fn deadline_exceeded_and_invalid_headers_are_counted() {
         ),
         1
     );
-    assert_eq!(
-        metrics.counter(
-            "steadfast.deadline.invalid_header",
-            &[api, ("header", "x-request-timeout-ms")]
-        ),
-        1
-    );
+    for action in ["rejected", "ignored"] {
+        assert_eq!(
+            metrics.counter(
+                "steadfast.deadline.invalid_header",
+                &[api, ("header", "x-request-timeout-ms"), ("action", action)]
+            ),
+            1,
+            "{action}"
+        );
+    }
 }

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use steadfast_http::codec::{GRPC_STATUS, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
-use steadfast_http::propagate::{DeadlinePropagationLayer, DeadlineServerLayer};
-use steadfast_layers::deadline::{Deadline, DeadlineExceeded, DeadlineLayer, HttpExtensions};
+use steadfast_http::propagate::{DeadlinePropagationLayer, DeadlineServerLayer, MalformedDeadline};
+use steadfast_layers::deadline::{
+    Deadline, DeadlineExceeded, DeadlineLayer, HttpExtensions, MAX_TIMEOUT,
+};
 use steadfast_layers::BoxError;
 use support::{hop, DropProbe};
 use tokio::time::Instant;
@@ -224,7 +226,7 @@ async fn grpc_timeout_is_read_only_on_grpc_requests_and_the_earlier_deadline_win
     req.extensions_mut()
         .insert(Deadline::after(Duration::from_millis(400)).unwrap());
     send(req).await.unwrap();
-    // A timeout beyond any deadline is no deadline.
+    // A timeout beyond any deadline is clamped to the longest (MAX_TIMEOUT).
     send(
         Request::builder()
             .header(REQUEST_TIMEOUT_MS, "18446744073709551615")
@@ -240,28 +242,179 @@ async fn grpc_timeout_is_read_only_on_grpc_requests_and_the_earlier_deadline_win
             None,
             Some(Duration::from_millis(1500)),
             Some(Duration::from_millis(400)),
-            None
+            Some(MAX_TIMEOUT)
         ]
     );
 }
 
+/// By default a malformed deadline header fails the call without running the handler: gRPC
+/// `INTERNAL` "malformed grpc-timeout" (HTTP 200, Trailers-Only, as grpc-go answers), plain
+/// HTTP `400`; each is traced.
 #[tokio::test(start_paused = true)]
-async fn malformed_deadline_headers_are_ignored_and_traced() {
+async fn malformed_deadline_headers_are_rejected_and_traced() {
     let traces = support::Traces::default();
     let _guard = traces.install();
     let calls = Arc::new(Mutex::new(0));
     let svc = DeadlineServerLayer::new().layer(counting_handler(calls.clone()));
+    let grpc = |value: &'static [u8]| {
+        Request::builder()
+            .header("content-type", "application/grpc")
+            .header(GRPC_TIMEOUT, HeaderValue::from_bytes(value).unwrap())
+            .body(())
+            .unwrap()
+    };
+    // No unit, more than 8 digits, a sign, lowercase or unknown units, spaces, non-ASCII,
+    // a fraction, empty.
+    let bad: [(&[u8], &str); 12] = [
+        (b"100", "missing or unknown unit"),
+        (b"100000000n", "more than 8 digits"),
+        (b"+1S", "not a decimal integer"),
+        (b"-1S", "not a decimal integer"),
+        (b"1s", "missing or unknown unit"),
+        (b"1h", "missing or unknown unit"),
+        (b"1x", "missing or unknown unit"),
+        (b"1 S", "not a decimal integer"),
+        (b" 1S", "not a decimal integer"),
+        (b"1S ", "missing or unknown unit"),
+        (b"\xd9\xa1S", "not a decimal integer"), // ARABIC-INDIC DIGIT ONE
+        (b"", "empty value"),
+    ];
+    for (value, why) in bad {
+        let started = Instant::now();
+        let res = svc.clone().oneshot(grpc(value)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{value:?}");
+        assert_eq!(res.headers()["content-type"], "application/grpc");
+        assert_eq!(res.headers()[GRPC_STATUS], "13", "{value:?}");
+        let message = res.headers()["grpc-message"].to_str().unwrap();
+        assert!(
+            message.starts_with("malformed grpc-timeout: ") && message.contains(why),
+            "{value:?}: {message}"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+    // The plain header: 400, on a plain request; INTERNAL on a gRPC one.
+    for value in ["soon", "-5", "1.5", "99999999999999999999", "1e3", ""] {
+        let req = Request::builder()
+            .header(REQUEST_TIMEOUT_MS, value)
+            .body(())
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{value:?}");
+    }
+    let req = Request::builder()
+        .header("content-type", "application/grpc")
+        .header(GRPC_TIMEOUT, "1S")
+        .header(REQUEST_TIMEOUT_MS, "soon")
+        .body(())
+        .unwrap();
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.headers()[GRPC_STATUS], "13");
+    assert_eq!(
+        res.headers()["grpc-message"],
+        "malformed x-request-timeout-ms: not a decimal integer"
+    );
+    // Any malformed value among several fails the call.
+    let mut req = grpc(b"1S");
+    req.headers_mut()
+        .append(GRPC_TIMEOUT, HeaderValue::from_static("1"));
+    assert_eq!(
+        svc.clone().oneshot(req).await.unwrap().headers()[GRPC_STATUS],
+        "13"
+    );
+
+    assert_eq!(*calls.lock().unwrap(), 0, "the handler never ran");
+    let events = traces.with_message("malformed deadline header: request rejected");
+    assert_eq!(events.len(), 12 + 6 + 1 + 1);
+    assert!(events.iter().all(|e| e.fields["action"] == "rejected"));
+    assert_eq!(events[0].fields["header"], "grpc-timeout");
+    assert_eq!(
+        events[0].fields["error"],
+        "invalid grpc-timeout: missing or unknown unit (expected H M S m u n)"
+    );
+}
+
+/// With `MalformedDeadline::Ignore` (the lenient opt-in), a malformed header is ignored,
+/// counted and traced, and the other header still applies.
+#[tokio::test(start_paused = true)]
+async fn malformed_deadline_headers_are_ignored_and_traced_when_lenient() {
+    let traces = support::Traces::default();
+    let _guard = traces.install();
+    let calls = Arc::new(Mutex::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (c, s) = (calls.clone(), seen.clone());
+    let svc = DeadlineServerLayer::builder()
+        .on_malformed(MalformedDeadline::Ignore)
+        .build()
+        .unwrap()
+        .layer(service_fn(move |_req: Request<()>| {
+            *c.lock().unwrap() += 1;
+            s.lock()
+                .unwrap()
+                .push(Deadline::current().map(|d| d.remaining()));
+            async { Ok::<Res, Infallible>(Response::new(String::new())) }
+        }));
     let req = Request::builder()
         .header("content-type", "application/grpc")
         .header(GRPC_TIMEOUT, "1.5S")
         .header(REQUEST_TIMEOUT_MS, "soon")
         .body(())
         .unwrap();
+    assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+    let req = Request::builder()
+        .header("content-type", "application/grpc")
+        .header(GRPC_TIMEOUT, "100000000n")
+        .header(REQUEST_TIMEOUT_MS, "250")
+        .body(())
+        .unwrap();
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
-    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [None, Some(Duration::from_millis(250))]
+    );
     let events = traces.with_message("malformed deadline header ignored");
     let headers: Vec<_> = events.iter().map(|e| e.fields["header"].clone()).collect();
-    assert_eq!(headers, ["grpc-timeout", "x-request-timeout-ms"]);
+    assert_eq!(
+        headers,
+        ["grpc-timeout", "x-request-timeout-ms", "grpc-timeout"]
+    );
+    assert!(events.iter().all(|e| e.fields["action"] == "ignored"));
+}
+
+/// The case: a malformed `grpc-timeout` on a 400 ms handler. Rejected at once by
+/// default; with the lenient opt-in it runs to the end, unbounded by any deadline.
+#[tokio::test(start_paused = true)]
+async fn a_malformed_grpc_timeout_no_longer_removes_the_deadline() {
+    let handler = || {
+        service_fn(|_req: Request<()>| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok::<Res, Infallible>(Response::new("done".into()))
+        })
+    };
+    let req = || {
+        Request::builder()
+            .header("content-type", "application/grpc")
+            .header(GRPC_TIMEOUT, "100000000n")
+            .body(())
+            .unwrap()
+    };
+    let started = Instant::now();
+    let res = DeadlineServerLayer::new()
+        .layer(handler())
+        .oneshot(req())
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[GRPC_STATUS], "13");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+
+    let lenient = DeadlineServerLayer::builder()
+        .on_malformed(MalformedDeadline::Ignore)
+        .build()
+        .unwrap()
+        .layer(handler());
+    let res = lenient.oneshot(req()).await.unwrap();
+    assert_eq!(res.into_body(), "done");
+    assert_eq!(started.elapsed(), Duration::from_millis(400));
 }
 
 #[tokio::test(start_paused = true)]

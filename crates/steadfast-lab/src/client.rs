@@ -31,7 +31,7 @@ use steadfast_http::ConfigError;
 use steadfast_layers::chaos::ChaosLayer;
 use steadfast_layers::classify::{Classifier, Outcome, RetryOnError};
 use steadfast_layers::deadline::Deadline;
-use steadfast_layers::retry::{Backoff, Jitter, NotReplayable, RatioBudget, Replay};
+use steadfast_layers::retry::{Backoff, Jitter, RatioBudget};
 use steadfast_layers::BoxError;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -241,17 +241,6 @@ impl Classifier<LabResponse, BoxError> for StatusClassifier {
     }
 }
 
-/// Replays a [`LabRequest`] by rebuilding it (`http::Request` is not `Clone`): method, URI,
-/// version, headers and the (cheaply cloned) body; extensions are not copied.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RebuildRequest;
-
-impl Replay<LabRequest> for RebuildRequest {
-    fn replay(&self, template: &mut LabRequest) -> Result<LabRequest, NotReplayable> {
-        Ok(clone_request(template))
-    }
-}
-
 /// A copy of `req` (without its extensions).
 pub fn clone_request(req: &LabRequest) -> LabRequest {
     let mut copy = Request::new(req.body().clone());
@@ -388,7 +377,7 @@ mod tests {
     fn clone_request_keeps_everything_but_extensions() {
         let mut req = get(&http::Uri::from_static("http://127.0.0.1:1/x"), 7).expect("request");
         req.extensions_mut().insert(5_u8);
-        let copy = RebuildRequest.replay(&mut req).expect("replayable");
+        let copy = clone_request(&req);
         assert_eq!(copy.uri(), req.uri());
         assert_eq!(copy.headers().get(REQUEST_ID), Some(&HeaderValue::from(7)));
         assert!(copy.extensions().get::<u8>().is_none());

@@ -48,7 +48,10 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// ```
 pub const DEFAULT_MAX_LEN: usize = 255;
 
-/// The largest length limit a caller may configure (8 KiB, a common header-line limit).
+/// The largest length limit a caller may configure (8 KiB, a common header-line limit). Keys up
+/// to this length are storable on every idempotency store: stores address records by a
+/// fixed-size digest of principal and key
+/// ([`RecordId`](crate::idempotency::store::RecordId)), never by the key itself.
 ///
 /// ```
 /// use steadfast_http::codec::idempotency_key::{IdempotencyKey, MAX_LEN_LIMIT};

@@ -31,6 +31,34 @@
 //! ([`DEFAULT_LEASE`]; copies get `409` with `Retry-After` meanwhile), then the next copy
 //! executes, since nobody knows whether the cut-off handler's effect took place.
 //!
+//! # Inputs and store failures
+//!
+//! Every key the layer accepts (up to [`max_key_len`](IdempotencyLayerBuilder::max_key_len),
+//! at most 8192 characters) and every principal (any length, any characters) is storable on
+//! every store: records are addressed by a fixed-size digest of the principal and key (see
+//! [`store`](store#how-records-are-addressed)).
+//!
+//! When the store fails before execution (`begin`), the request is not executed: a transient
+//! failure (unreachable, timed out, full) is answered `503` with `Retry-After: 1`; a permanent
+//! one (a corrupt record, a missing table, a permission; see [`StoreErrorKind`]) `500` without
+//! `Retry-After`, because retrying cannot clear it.
+//!
+//! When the store fails **after the handler ran but before its response was stored**
+//! (`complete` fails, or times out):
+//!
+//! - the client gets the handler's response as executed, without `Idempotency-Key-Expires`
+//!   (nothing was stored); the failure is counted (`store_errors`, `op = "complete"`) and
+//!   traced at WARN;
+//! - the record stays in flight under the dead lease, so a retry with the same key gets `409`
+//!   with `Retry-After` (the rest of the lease, at most [`DEFAULT_LEASE`] by default) and does
+//!   not execute;
+//! - once the lease expires, the next retry takes the key over and **executes again**, and its
+//!   response is stored and replayed from then on. Nobody recorded the first outcome, so the
+//!   layer cannot replay it; it refuses to execute twice only for as long as the lease
+//!   protects the first execution. Handlers whose effects must never repeat should make the
+//!   effect itself idempotent (e.g. a unique constraint on the key in the same database
+//!   transaction).
+//!
 //! # Example
 //!
 //! A client with keys and retries, calling a server with the idempotency layer; the server's

@@ -10,7 +10,7 @@ use steadfast_layers::BoxError;
 use tokio::time::{sleep_until, Sleep};
 use tracing::Span;
 
-use super::layer::ServerShared;
+use super::layer::{Malformed, ServerShared};
 use crate::codec::{GrpcCode, GRPC_MESSAGE, GRPC_STATUS};
 
 /// The response a server gives for a handler whose deadline is spent: `504 Gateway Timeout`, or
@@ -29,6 +29,44 @@ pub(super) fn deadline_response<B: Default>(grpc: bool) -> Response<B> {
         *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     }
     res
+}
+
+/// The response a server gives for a request whose deadline header is malformed (with
+/// [`MalformedDeadline::Reject`](super::MalformedDeadline::Reject)): `400 Bad Request`, or for
+/// gRPC a Trailers-Only `200` with `grpc-status: 13` (`INTERNAL`) and `grpc-message` from
+/// [`malformed_message`], as grpc-go answers.
+pub(super) fn malformed_response<B: Default>(grpc: bool, message: &HeaderValue) -> Response<B> {
+    let mut res = Response::new(B::default());
+    if grpc {
+        let h = res.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(GRPC_STATUS, GrpcCode::Internal.to_header_value());
+        h.insert(GRPC_MESSAGE, message.clone());
+    } else {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    res
+}
+
+/// `malformed <header>: <what is wrong>`, percent-encoded as `grpc-message` requires.
+fn malformed_message(malformed: &Malformed) -> HeaderValue {
+    let text = format!(
+        "malformed {}: {}",
+        malformed.header,
+        malformed.error.problem()
+    );
+    let mut encoded = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::try_from(encoded).unwrap_or(HeaderValue::from_static("malformed deadline header"))
 }
 
 /// The response future of [`DeadlineServer`](super::DeadlineServer).
@@ -60,6 +98,10 @@ enum ServerKind<F> {
     },
     Rejected {
         grpc: bool,
+    },
+    Malformed {
+        grpc: bool,
+        message: HeaderValue,
     },
 }
 
@@ -94,6 +136,15 @@ impl<F> ServerFuture<F> {
             kind: ServerKind::Rejected { grpc },
         }
     }
+
+    pub(super) fn malformed(grpc: bool, malformed: &Malformed) -> Self {
+        Self {
+            kind: ServerKind::Malformed {
+                grpc,
+                message: malformed_message(malformed),
+            },
+        }
+    }
 }
 
 impl<F, B, E> Future for ServerFuture<F>
@@ -109,6 +160,9 @@ where
         let grpc = match kind.as_mut().project() {
             ServerKindProj::Passthrough { inner } => return inner.poll(cx).map_err(Into::into),
             ServerKindProj::Rejected { grpc } => return Poll::Ready(Ok(deadline_response(*grpc))),
+            ServerKindProj::Malformed { grpc, message } => {
+                return Poll::Ready(Ok(malformed_response(*grpc, message)))
+            }
             ServerKindProj::Scoped {
                 inner,
                 mut sleep,

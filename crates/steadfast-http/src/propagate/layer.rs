@@ -2,14 +2,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
 use steadfast_layers::deadline::MAX_TIMEOUT;
 use steadfast_layers::telemetry::{Telemetry, REASON_KEY};
 use tower_layer::Layer;
 
 use super::{DeadlinePropagation, DeadlineServer};
-use crate::codec::{decode_grpc_timeout, decode_timeout_ms, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
+use crate::codec::{
+    decode_grpc_timeout, decode_timeout_ms, InvalidHeader, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS,
+};
 use crate::error::ConfigError;
 use crate::telemetry::{instance, resolve_meter, Attrs};
 
@@ -59,10 +62,63 @@ pub struct DeadlineServerLayer {
     pub(super) shared: Arc<ServerShared>,
 }
 
+/// What [`DeadlineServerLayer`] does with a deadline header that does not decode.
+///
+/// | | `grpc-timeout` (gRPC request) | the plain-HTTP header |
+/// |---|---|---|
+/// | [`Reject`](Self::Reject) (default) | `grpc-status: 13` (`INTERNAL`), `grpc-message: malformed grpc-timeout: …`, HTTP 200, Trailers-Only | `400 Bad Request` (on a gRPC request: `INTERNAL`, as for `grpc-timeout`) |
+/// | [`Ignore`](Self::Ignore) | served as if the header were absent | the same |
+///
+/// Either way the header is counted (`steadfast.deadline.invalid_header`, with `action` =
+/// `rejected` or `ignored`) and traced (a DEBUG event). Rejecting is grpc-go's behaviour and
+/// the safe default: ignoring a malformed timeout removes the caller's deadline, so the
+/// handler may run unbounded for a caller that has long given up. A header is malformed when
+/// its codec refuses it: for `grpc-timeout`, anything but 1 to 8 ASCII digits and one of
+/// `H M S m u n` (no sign, space, other unit or lowercase `s`/`h`); for the plain header,
+/// anything but ASCII digits (surrounding spaces allowed) that fit in a `u64`. A valid timeout
+/// longer than [`MAX_TIMEOUT`] is not malformed: it is clamped to `MAX_TIMEOUT`.
+///
+/// ```
+/// use steadfast_http::propagate::{DeadlineServerLayer, MalformedDeadline};
+/// assert_eq!(DeadlineServerLayer::new().on_malformed(), MalformedDeadline::Reject);
+/// // Today's lenient behaviour, e.g. behind clients known to send junk:
+/// let lenient = DeadlineServerLayer::builder().on_malformed(MalformedDeadline::Ignore).build()?;
+/// assert_eq!(lenient.on_malformed(), MalformedDeadline::Ignore);
+/// # Ok::<(), steadfast_http::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MalformedDeadline {
+    /// Fail the call: gRPC `INTERNAL`, plain HTTP `400` (the default).
+    #[default]
+    Reject,
+    /// Serve the request as if the malformed header were absent (the behaviour before this
+    /// option existed). The handler runs without that deadline, possibly unbounded.
+    Ignore,
+}
+
+impl MalformedDeadline {
+    const fn label(self) -> &'static str {
+        match self {
+            MalformedDeadline::Reject => "rejected",
+            MalformedDeadline::Ignore => "ignored",
+        }
+    }
+}
+
+/// A deadline header that did not decode: which one, and why. The rejection path builds its
+/// response from it.
+#[derive(Clone, Debug)]
+pub(super) struct Malformed {
+    pub(super) header: HeaderName,
+    pub(super) error: InvalidHeader,
+}
+
 #[derive(Debug)]
 pub(super) struct ServerShared {
     pub(super) header: HeaderName,
     pub(super) enforce: bool,
+    pub(super) malformed: MalformedDeadline,
     pub(super) exceeded: Counter<u64>,
     pub(super) invalid: Counter<u64>,
     pub(super) attrs: Attrs,
@@ -70,37 +126,90 @@ pub(super) struct ServerShared {
 }
 
 impl ServerShared {
-    /// The earlier of the timeouts the request carries, ignoring (and reporting) malformed ones.
-    pub(super) fn wire_timeout(&self, headers: &HeaderMap, grpc: bool) -> Option<Duration> {
+    /// The earlest of the timeouts the request carries (every value of each header counts),
+    /// clamped to [`MAX_TIMEOUT`]. A malformed value is reported, then either fails the request
+    /// (`Err`, with [`MalformedDeadline::Reject`]) or is skipped.
+    pub(super) fn wire_timeout(
+        &self,
+        headers: &HeaderMap,
+        grpc: bool,
+    ) -> Result<Option<Duration>, Malformed> {
         let mut timeout: Option<Duration> = None;
-        let mut take = |t: Duration| timeout = Some(timeout.map_or(t, |old| old.min(t)));
         if grpc {
-            if let Some(v) = headers.get(GRPC_TIMEOUT) {
-                match decode_grpc_timeout(v) {
-                    Ok(t) => take(t),
-                    Err(e) => self.report_invalid(&e),
+            for v in headers.get_all(GRPC_TIMEOUT) {
+                self.take(&mut timeout, &GRPC_TIMEOUT, v, decode_grpc_timeout(v), grpc)?;
+            }
+        }
+        for v in headers.get_all(&self.header) {
+            self.take(&mut timeout, &self.header, v, decode_timeout_ms(v), grpc)?;
+        }
+        Ok(timeout.map(|t| t.min(MAX_TIMEOUT)))
+    }
+
+    fn take(
+        &self,
+        timeout: &mut Option<Duration>,
+        header: &HeaderName,
+        value: &HeaderValue,
+        decoded: Result<Duration, InvalidHeader>,
+        grpc: bool,
+    ) -> Result<(), Malformed> {
+        match decoded {
+            Ok(t) => {
+                *timeout = Some(timeout.map_or(t, |old| old.min(t)));
+                Ok(())
+            }
+            Err(error) => {
+                self.report_malformed(header, value, &error, grpc);
+                match self.malformed {
+                    MalformedDeadline::Reject => Err(Malformed {
+                        header: header.clone(),
+                        error,
+                    }),
+                    MalformedDeadline::Ignore => Ok(()),
                 }
             }
         }
-        if let Some(v) = headers.get(&self.header) {
-            match decode_timeout_ms(v) {
-                Ok(t) => take(t),
-                Err(e) => self.report_invalid(&e),
-            }
-        }
-        timeout
     }
 
-    fn report_invalid(&self, e: &crate::codec::InvalidHeader) {
-        self.attrs
-            .with("header", e.header(), |a| self.invalid.add(1, a));
-        tracing::debug!(
-            target: "steadfast::propagate",
-            instance = instance(&self.telemetry),
-            header = e.header(),
-            error = %e,
-            "malformed deadline header ignored"
-        );
+    /// Counts and traces a malformed header (a rare path: it may allocate).
+    fn report_malformed(
+        &self,
+        header: &HeaderName,
+        value: &HeaderValue,
+        e: &InvalidHeader,
+        grpc: bool,
+    ) {
+        let action = self.malformed.label();
+        let mut attrs = Vec::with_capacity(3);
+        attrs.extend(self.attrs.name().cloned());
+        attrs.push(KeyValue::new("header", header.as_str().to_owned()));
+        attrs.push(KeyValue::new("action", action));
+        self.invalid.add(1, &attrs);
+        let name = instance(&self.telemetry);
+        let header = header.as_str();
+        match self.malformed {
+            MalformedDeadline::Reject => tracing::debug!(
+                target: "steadfast::propagate",
+                instance = name,
+                header,
+                value = ?value,
+                action,
+                grpc,
+                error = %e,
+                "malformed deadline header: request rejected"
+            ),
+            MalformedDeadline::Ignore => tracing::debug!(
+                target: "steadfast::propagate",
+                instance = name,
+                header,
+                value = ?value,
+                action,
+                grpc,
+                error = %e,
+                "malformed deadline header ignored"
+            ),
+        }
     }
 
     pub(super) fn count_exceeded(&self, reason: &'static str) {
@@ -117,7 +226,8 @@ impl Default for DeadlineServerLayer {
 
 impl DeadlineServerLayer {
     /// The defaults: reads `grpc-timeout` (gRPC requests) and `x-request-timeout-ms` (any
-    /// request), enforces the deadline, default telemetry.
+    /// request), enforces the deadline, rejects malformed deadline headers
+    /// ([`MalformedDeadline::Reject`]), default telemetry.
     ///
     /// ```
     /// # use steadfast_http::propagate::DeadlineServerLayer;
@@ -125,7 +235,12 @@ impl DeadlineServerLayer {
     /// ```
     pub fn new() -> Self {
         let telemetry = Telemetry::default();
-        Self::from_parts(REQUEST_TIMEOUT_MS, true, telemetry)
+        Self::from_parts(
+            REQUEST_TIMEOUT_MS,
+            true,
+            MalformedDeadline::Reject,
+            telemetry,
+        )
     }
 
     /// A builder with the defaults of [`DeadlineServerLayer::new`].
@@ -140,20 +255,29 @@ impl DeadlineServerLayer {
         DeadlineServerLayerBuilder {
             header: REQUEST_TIMEOUT_MS,
             enforce: true,
+            malformed: MalformedDeadline::Reject,
             telemetry: Telemetry::default(),
         }
     }
 
-    fn from_parts(header: HeaderName, enforce: bool, telemetry: Telemetry) -> Self {
+    fn from_parts(
+        header: HeaderName,
+        enforce: bool,
+        malformed: MalformedDeadline,
+        telemetry: Telemetry,
+    ) -> Self {
         let meter = resolve_meter(&telemetry);
         DeadlineServerLayer {
             shared: Arc::new(ServerShared {
                 header,
                 enforce,
+                malformed,
                 exceeded: exceeded_counter(&telemetry),
                 invalid: meter
                     .u64_counter("steadfast.deadline.invalid_header")
-                    .with_description("Incoming deadline headers ignored because malformed")
+                    .with_description(
+                        "Incoming deadline headers that did not decode, by header and action (rejected or ignored)",
+                    )
                     .build(),
                 attrs: Attrs::new(&telemetry),
                 telemetry,
@@ -180,6 +304,16 @@ impl DeadlineServerLayer {
     pub fn enforces(&self) -> bool {
         self.shared.enforce
     }
+
+    /// What is done with a malformed deadline header (see [`MalformedDeadline`]).
+    ///
+    /// ```
+    /// # use steadfast_http::propagate::{DeadlineServerLayer, MalformedDeadline};
+    /// assert_eq!(DeadlineServerLayer::new().on_malformed(), MalformedDeadline::Reject);
+    /// ```
+    pub fn on_malformed(&self) -> MalformedDeadline {
+        self.shared.malformed
+    }
 }
 
 impl<S> Layer<S> for DeadlineServerLayer {
@@ -204,6 +338,7 @@ impl<S> Layer<S> for DeadlineServerLayer {
 pub struct DeadlineServerLayerBuilder {
     header: HeaderName,
     enforce: bool,
+    malformed: MalformedDeadline,
     telemetry: Telemetry,
 }
 
@@ -239,6 +374,22 @@ impl DeadlineServerLayerBuilder {
         self
     }
 
+    /// What to do with a deadline header that does not decode (default
+    /// [`MalformedDeadline::Reject`]: gRPC `INTERNAL` "malformed grpc-timeout", as grpc-go does;
+    /// plain HTTP `400`). [`MalformedDeadline::Ignore`] serves the request as if the header were
+    /// absent. Both count and trace it.
+    ///
+    /// ```
+    /// # use steadfast_http::propagate::{DeadlineServerLayer, MalformedDeadline};
+    /// let l = DeadlineServerLayer::builder().on_malformed(MalformedDeadline::Ignore).build()?;
+    /// assert_eq!(l.on_malformed(), MalformedDeadline::Ignore);
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn on_malformed(mut self, action: MalformedDeadline) -> Self {
+        self.malformed = action;
+        self
+    }
+
     /// Where and how to record telemetry (the instance name; see the crate's telemetry note on
     /// meters).
     ///
@@ -265,6 +416,7 @@ impl DeadlineServerLayerBuilder {
         Ok(DeadlineServerLayer::from_parts(
             self.header,
             self.enforce,
+            self.malformed,
             self.telemetry,
         ))
     }

@@ -13,8 +13,16 @@
 //!   while serving inherits it. A request that arrives already expired is answered without
 //!   calling the handler: `504 Gateway Timeout`, or for gRPC `200` with `grpc-status: 4`
 //!   (`DEADLINE_EXCEEDED`, Trailers-Only). By default the handler is also cut off (its future
-//!   dropped) when the deadline passes, with the same answer. A malformed header is ignored,
-//!   counted and traced (not rejected): a bad header must not take a service down.
+//!   dropped) when the deadline passes, with the same answer. A malformed header is a
+//!   protocol error by default, counted and traced: for gRPC `200` with `grpc-status: 13`
+//!   (`INTERNAL`) and `grpc-message: malformed grpc-timeout: …` (Trailers-Only), as grpc-go
+//!   answers; for plain HTTP `400 Bad Request`. Ignoring it would silently remove the caller's
+//!   deadline, and the handler could run unbounded.
+//!   [`on_malformed(MalformedDeadline::Ignore)`](DeadlineServerLayerBuilder::on_malformed)
+//!   keeps the lenient behaviour (serve as if the header were absent). A valid timeout longer
+//!   than [`MAX_TIMEOUT`](steadfast_layers::deadline::MAX_TIMEOUT) (possible only in the plain
+//!   header) is clamped to it, so every request served with a header has a deadline no later
+//!   than its sender's.
 //! - **Client side**, [`DeadlinePropagationLayer`]: takes the request's deadline (the earlier of
 //!   its `Deadline` extension and [`Deadline::current`](steadfast_layers::deadline::Deadline::current)),
 //!   subtracts a safety margin (default [`DEFAULT_MARGIN`], 10 ms), optionally caps it
@@ -77,6 +85,6 @@ mod service;
 pub use future::{PropagationFuture, ServerFuture};
 pub use layer::{
     DeadlinePropagationLayer, DeadlinePropagationLayerBuilder, DeadlineServerLayer,
-    DeadlineServerLayerBuilder, DEFAULT_MARGIN,
+    DeadlineServerLayerBuilder, MalformedDeadline, DEFAULT_MARGIN,
 };
 pub use service::{DeadlinePropagation, DeadlineServer};

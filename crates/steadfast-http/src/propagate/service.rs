@@ -85,7 +85,10 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
         let grpc = is_grpc(req.headers());
-        let wire = shared.wire_timeout(req.headers(), grpc);
+        let wire = match shared.wire_timeout(req.headers(), grpc) {
+            Ok(wire) => wire,
+            Err(malformed) => return ServerFuture::malformed(grpc, &malformed),
+        };
         let inherited = inherited(&req);
         if wire.is_none() && inherited.is_none() {
             return ServerFuture::passthrough(self.inner.call(req));
@@ -95,7 +98,7 @@ where
             Some(d) => d.shrink(inherited),
             None => match inherited {
                 Some(d) => d,
-                // Only a timeout longer than any deadline was sent: no deadline.
+                // The clock cannot represent now + the (clamped) timeout: no deadline.
                 None => return ServerFuture::passthrough(self.inner.call(req)),
             },
         };

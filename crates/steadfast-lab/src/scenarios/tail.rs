@@ -27,8 +27,8 @@
 //!   1 s rotation period; it has no budget. `Hedge` is not `Clone`, so one instance is shared by
 //!   the callers behind a mutex (its inner services are always ready, so readiness cannot be
 //!   stolen between `poll_ready` and `call`).
-//! - `hedge`: steadfast's [`HedgeLayer`] with a learned 95th-percentile delay (at least 100
-//!   samples), one hedge per call, and a 5 % budget.
+//! - `hedge`: steadfast's hedging preset ([`HedgingClientLayer`], as a user builds it) with a
+//!   learned 95th-percentile delay (at least 100 samples), one hedge per call, and a 5 % budget.
 //!
 //! Both hedge only idempotent requests (every lab request is a `GET`) and copy them the same way.
 //! `extra_load` = (server calls - requests) / requests, over the measured requests.
@@ -55,15 +55,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
+use steadfast_http::preset::HedgingClientLayer;
+use steadfast_layers::hedge::HedgeDelay;
 use tokio::time::Instant;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 
 use super::ms;
-use crate::client::{
-    clone_request, LabRequest, LabResponse, RebuildRequest, StatusClassifier,
-};
+use crate::client::{clone_request, LabRequest, LabResponse};
 use crate::load::{open_loop_from, Summary};
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{value, Findings, Target, Value, VariantReport};
@@ -193,24 +192,25 @@ fn client(
             )
         }
         Hedger::Learned | Hedger::Fixed(_) => {
-            let builder = match hedger {
-                Hedger::Fixed(d) => HedgeLayer::builder().delay(HedgeDelay::fixed(d)).no_budget(),
-                _ => HedgeLayer::builder()
-                    .delay(HedgeDelay::percentile(PERCENTILE).min_samples(MIN_SAMPLES))
-                    .budget_percent(BUDGET_PERCENT)
-                    .budget_burst(BUDGET_BURST),
-            };
-            let layer = builder
-                .max_hedges(1)
-                .policy(idempotent as fn(&LabRequest) -> bool)
-                .classifier(StatusClassifier)
-                .replay(RebuildRequest)
+            // Ours is steadfast's hedging preset, as a user builds it: its classifier, body
+            // replay and eligibility rule (every lab request is a `GET`, so every one may be
+            // hedged); only the hedge's delay and budget are the scenario's.
+            let layer = HedgingClientLayer::builder()
+                .hedge(|h| {
+                    let h = match hedger {
+                        Hedger::Fixed(d) => h.delay(HedgeDelay::fixed(d)).no_budget(),
+                        _ => h
+                            .delay(HedgeDelay::percentile(PERCENTILE).min_samples(MIN_SAMPLES))
+                            .budget_percent(BUDGET_PERCENT)
+                            .budget_burst(BUDGET_BURST),
+                    };
+                    h.max_hedges(1)
+                })
                 .build()?;
             let svc = layer.layer(opts.http_client()?);
-            let delay = svc.clone();
             (
                 BoxCloneService::new(svc),
-                Some(Box::new(move || delay.current_delay())),
+                Some(Box::new(move || layer.current_delay())),
             )
         }
         Hedger::Off => (BoxCloneService::new(opts.http_client()?), None),
@@ -407,7 +407,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
             (
                 "hedge",
                 format!(
-                    "HedgeLayer: learned p{PERCENTILE:.0} delay (min {MIN_SAMPLES} samples, 30 s window), one hedge, budget {BUDGET_PERCENT:.0}% of requests, first success wins"
+                    "the hedging preset (HedgeLayer inside): learned p{PERCENTILE:.0} delay (min {MIN_SAMPLES} samples, 30 s window), one hedge, budget {BUDGET_PERCENT:.0}% of requests, first success wins"
                 ),
             ),
             (

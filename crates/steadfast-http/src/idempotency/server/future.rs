@@ -388,7 +388,7 @@ where
                 epoch,
                 reason = e.kind().label(),
                 error = %e,
-                "idempotency store failed after execution: the response is returned, the key stays leased until its lease expires",
+                "idempotency store failed after execution: the response is returned unstored, the key stays in flight until its lease expires, then a retry executes again",
             );
         }
     }
@@ -526,14 +526,17 @@ where
                         Err(e) => {
                             span.record("outcome", "store_error");
                             metrics.store_error("begin", e.kind().label());
+                            let rejection = Rejection::store(&e);
                             tracing::warn!(
                                 target: "steadfast::idempotency",
                                 op = "begin",
                                 reason = e.kind().label(),
+                                transient = e.is_transient(),
+                                status = rejection.status().as_u16(),
                                 error = %e,
-                                "idempotency store failed: answered 503 without executing",
+                                "idempotency store failed: answered without executing (503 if transient, 500 if not)",
                             );
-                            ctx.answer(problem(&Rejection::StoreUnavailable(e.kind())))
+                            ctx.answer(problem(&rejection))
                         }
                     }
                 }
@@ -613,6 +616,12 @@ where
                 StateProj::Complete { fut } => {
                     let result = ready!(fut.as_mut().poll(cx));
                     let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                    if result.is_err() {
+                        // Not stored: the key's expiry is not this response's to publish.
+                        if let Some(Ok(res)) = ctx.pending.as_mut() {
+                            res.headers_mut().remove(IDEMPOTENCY_KEY_EXPIRES);
+                        }
+                    }
                     ctx.after_write(span, "complete", result);
                     State::Ready
                 }

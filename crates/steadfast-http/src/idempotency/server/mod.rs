@@ -9,10 +9,14 @@
 //! 3. the store's `begin` decides, atomically: first time (or the holder's lease expired) →
 //!    execute; in flight → `409` with `Retry-After`; reused with another fingerprint → `422`;
 //!    completed → replay the stored status, headers and body with `Idempotent-Replayed: true`;
-//!    store failure → `503` without executing;
+//!    store failure → not executed: `503` with `Retry-After: 1` if the error is transient,
+//!    `500` without `Retry-After` if it is permanent (see [`Rejection::store`]);
 //! 4. after execution, a storable response (see [`StoreResponses`]) whose body fits is stored
 //!    under the lease (fenced: a holder that lost its lease cannot overwrite) and carries
 //!    `Idempotency-Key-Expires`; any other response is passed through and the key released.
+//!    If storing fails, the client still gets the executed response (without
+//!    `Idempotency-Key-Expires`); see the [idempotency docs](crate::idempotency) for what a
+//!    retry then gets.
 //!
 //! Every answer the layer makes itself is RFC 9457 problem details ([`Rejection`]).
 //!

@@ -29,6 +29,13 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// | [`InFlight`](Rejection::InFlight) | 409 + `Retry-After` | `urn:steadfast:idempotency:in-flight` |
 /// | [`Mismatch`](Rejection::Mismatch) | 422 | `urn:steadfast:idempotency:key-reused` |
 /// | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 + `Retry-After: 1` | `urn:steadfast:idempotency:store-unavailable` |
+/// | [`StoreFailed`](Rejection::StoreFailed) | 500, no `Retry-After` | `urn:steadfast:idempotency:store-failed` |
+///
+/// A failed store call becomes [`StoreUnavailable`](Rejection::StoreUnavailable) when the error
+/// is [transient](crate::idempotency::StoreError::is_transient) (retrying later may work) and
+/// [`StoreFailed`](Rejection::StoreFailed) when it is permanent (a corrupt record, a missing
+/// table, a permission): a `503` with `Retry-After` would invite clients to retry, forever,
+/// something that cannot succeed until an operator acts ([`Rejection::store`]).
 ///
 /// ```
 /// use steadfast_http::idempotency::Rejection;
@@ -63,11 +70,34 @@ pub enum Rejection {
     },
     /// The key was first used with a different request (method, path or body).
     Mismatch,
-    /// The idempotency store failed; the request was not executed.
+    /// The idempotency store failed with a transient error; the request was not executed.
     StoreUnavailable(StoreErrorKind),
+    /// The idempotency store failed with an error that retrying will not clear; the request was
+    /// not executed.
+    StoreFailed(StoreErrorKind),
 }
 
 impl Rejection {
+    /// The answer to a failed store call: [`StoreUnavailable`](Rejection::StoreUnavailable)
+    /// (`503`) if the error is transient, [`StoreFailed`](Rejection::StoreFailed) (`500`) if not.
+    ///
+    /// ```
+    /// use steadfast_http::idempotency::{Rejection, StoreError};
+    /// let down = Rejection::store(&StoreError::unavailable("connection refused"));
+    /// assert_eq!(down.status(), 503);
+    /// assert_eq!(down.to_response().headers()["retry-after"], "1");
+    /// let broken = Rejection::store(&StoreError::corrupt("bad row"));
+    /// assert_eq!(broken.status(), 500);
+    /// assert!(broken.to_response().headers().get("retry-after").is_none());
+    /// ```
+    pub fn store(error: &crate::idempotency::StoreError) -> Self {
+        if error.is_transient() {
+            Rejection::StoreUnavailable(error.kind())
+        } else {
+            Rejection::StoreFailed(error.kind())
+        }
+    }
+
     /// The response status.
     ///
     /// ```
@@ -87,6 +117,7 @@ impl Rejection {
             Rejection::InFlight { .. } => StatusCode::CONFLICT,
             Rejection::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::StoreFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -105,6 +136,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "in_flight",
             Rejection::Mismatch => "mismatch",
             Rejection::StoreUnavailable(_) => "store_unavailable",
+            Rejection::StoreFailed(_) => "store_failed",
         }
     }
 
@@ -119,6 +151,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "urn:steadfast:idempotency:in-flight",
             Rejection::Mismatch => "urn:steadfast:idempotency:key-reused",
             Rejection::StoreUnavailable(_) => "urn:steadfast:idempotency:store-unavailable",
+            Rejection::StoreFailed(_) => "urn:steadfast:idempotency:store-failed",
         }
     }
 
@@ -133,6 +166,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "A request is outstanding for this Idempotency-Key",
             Rejection::Mismatch => "Idempotency-Key is already used",
             Rejection::StoreUnavailable(_) => "Idempotency store unavailable",
+            Rejection::StoreFailed(_) => "Idempotency store failed",
         }
     }
 
@@ -146,10 +180,11 @@ impl Rejection {
             Rejection::InFlight { retry_after } => format!("A request with this Idempotency-Key is still being processed; retry in {} s.", retry_after_secs(*retry_after)),
             Rejection::Mismatch => "This operation is idempotent and it requires correct usage of Idempotency Key. Idempotency Key MUST not be reused across different payloads of this operation.".to_owned(),
             Rejection::StoreUnavailable(kind) => format!("The request was not executed: the idempotency store failed ({}). Retry with the same Idempotency-Key.", kind.label()),
+            Rejection::StoreFailed(kind) => format!("The request was not executed: the idempotency store failed with an error that retrying will not clear ({}). This is a server-side fault; retrying the same request fails the same way until it is fixed.", kind.label()),
         }
     }
 
-    /// The problem-details response (`Retry-After` on `409` and `503`).
+    /// The problem-details response (`Retry-After` on `409` and `503`, never on `500`).
     ///
     /// ```
     /// use std::time::Duration;

@@ -7,15 +7,20 @@ use super::Lease;
 /// A store operation failed. [`kind`](StoreError::kind) says how; the underlying driver error,
 /// if any, is the [`source`](std::error::Error::source).
 ///
-/// The server layer answers `503` (problem details) when `begin` fails, so a request is never
-/// executed without its idempotency record and never lost silently; when `complete` or
-/// `release` fail it returns the response it has and traces the failure.
+/// Every error is [transient](StoreError::is_transient) or permanent, by its kind. When `begin`
+/// fails the server layer does not execute the request (it is never executed without its
+/// idempotency record, nor lost silently) and answers problem details: `503` with
+/// `Retry-After: 1` for a transient error, `500` without `Retry-After` for a permanent one (see
+/// [`Rejection`](crate::idempotency::Rejection)). When `complete` or `release` fail it returns
+/// the response it has and traces the failure.
 ///
 /// ```
 /// use steadfast_http::idempotency::store::{StoreError, StoreErrorKind};
 /// let e = StoreError::unavailable("connection refused");
 /// assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+/// assert!(e.is_transient());
 /// assert_eq!(e.to_string(), "idempotency store unavailable: connection refused");
+/// assert!(!StoreError::refused("relation does not exist").is_transient());
 /// ```
 #[derive(Debug)]
 pub struct StoreError {
@@ -24,26 +29,45 @@ pub struct StoreError {
     source: Option<BoxError>,
 }
 
-/// How a store operation failed.
+/// How a store operation failed, and so whether retrying may help.
+///
+/// | kind | transient | the layer answers a failed `begin` with |
+/// |---|---|---|
+/// | [`Unavailable`](Self::Unavailable) | yes | `503` + `Retry-After: 1` |
+/// | [`Timeout`](Self::Timeout) | yes | `503` + `Retry-After: 1` |
+/// | [`Capacity`](Self::Capacity) | yes | `503` + `Retry-After: 1` |
+/// | [`Corrupt`](Self::Corrupt) | no | `500`, no `Retry-After` |
+/// | [`Refused`](Self::Refused) | no | `500`, no `Retry-After` |
+/// | [`LeaseLost`](Self::LeaseLost) | no | (never returned by `begin`) |
 ///
 /// ```
 /// use steadfast_http::idempotency::store::StoreErrorKind;
 /// assert_eq!(StoreErrorKind::LeaseLost.label(), "lease_lost");
+/// assert!(StoreErrorKind::Timeout.is_transient());
+/// assert!(!StoreErrorKind::Corrupt.is_transient());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreErrorKind {
-    /// The store could not be reached or failed to answer (connection, I/O, pool exhausted).
+    /// The store could not be reached or failed to answer (connection, I/O, pool exhausted, a
+    /// failover in progress, a serialization failure). Transient.
     Unavailable,
-    /// The store did not answer within the layer's store timeout.
+    /// The store did not answer within the layer's store timeout. Transient.
     Timeout,
     /// A stored record could not be read back (corrupt or written by an incompatible version).
+    /// Permanent: the record stays unreadable until it expires or an operator removes it.
     Corrupt,
     /// The caller's lease is no longer the record's: it was taken over after it expired, or the
-    /// record was released or has expired. The write was refused (fencing).
+    /// record was released or has expired. The write was refused (fencing). Permanent for this
+    /// lease.
     LeaseLost,
-    /// The store is full (the in-memory store's capacity) and no record has expired.
+    /// The store is full (the in-memory store's capacity, Redis `OOM`) and no record has
+    /// expired. Transient: records expire.
     Capacity,
+    /// The store refused the operation and will refuse it again: its table is missing or has
+    /// the wrong shape, a permission is lacking, a script or statement is invalid, or it cannot
+    /// hold the value. Permanent until an operator fixes the store or the code.
+    Refused,
 }
 
 impl StoreErrorKind {
@@ -55,6 +79,17 @@ impl StoreErrorKind {
             StoreErrorKind::Corrupt => "corrupt",
             StoreErrorKind::LeaseLost => "lease_lost",
             StoreErrorKind::Capacity => "capacity",
+            StoreErrorKind::Refused => "refused",
+        }
+    }
+
+    /// Whether retrying the operation later may succeed (see the table on [`StoreErrorKind`]).
+    pub const fn is_transient(&self) -> bool {
+        match self {
+            StoreErrorKind::Unavailable | StoreErrorKind::Timeout | StoreErrorKind::Capacity => {
+                true
+            }
+            StoreErrorKind::Corrupt | StoreErrorKind::LeaseLost | StoreErrorKind::Refused => false,
         }
     }
 }
@@ -92,6 +127,24 @@ impl StoreError {
         }
     }
 
+    /// The store refused the operation and will refuse it again (permanent); `source` is the
+    /// driver's error.
+    ///
+    /// ```
+    /// # use steadfast_http::idempotency::store::{StoreError, StoreErrorKind};
+    /// let e = StoreError::refused("permission denied for table steadfast_idempotency");
+    /// assert_eq!(e.kind(), StoreErrorKind::Refused);
+    /// assert!(!e.is_transient());
+    /// ```
+    pub fn refused(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Self {
+            kind: StoreErrorKind::Refused,
+            detail: source.to_string(),
+            source: Some(source),
+        }
+    }
+
     /// A stored record could not be read back.
     ///
     /// ```
@@ -115,10 +168,10 @@ impl StoreError {
         Self::new(
             StoreErrorKind::LeaseLost,
             format!(
-                "lease epoch {} (owner {}) on key {:?} was taken over, released or expired",
+                "lease epoch {} (owner {}) on record {} was taken over, released or expired",
                 lease.epoch(),
                 lease.owner(),
-                lease.key().as_str()
+                lease.id()
             ),
         )
     }
@@ -154,6 +207,19 @@ impl StoreError {
         self.kind
     }
 
+    /// Whether retrying later may succeed: the store was unreachable, slow or full. `false` for
+    /// an error that will recur (see [`StoreErrorKind`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_http::idempotency::store::StoreError;
+    /// assert!(StoreError::timeout(Duration::from_secs(5)).is_transient());
+    /// assert!(!StoreError::corrupt("bad row").is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
+    }
+
     /// Whether a write was refused because the lease was lost.
     pub fn is_lease_lost(&self) -> bool {
         self.kind == StoreErrorKind::LeaseLost
@@ -173,6 +239,7 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Corrupt => "corrupt idempotency record",
             StoreErrorKind::LeaseLost => "idempotency lease lost",
             StoreErrorKind::Capacity => "idempotency store full",
+            StoreErrorKind::Refused => "idempotency store refused the operation",
         };
         write!(f, "{what}: {}", self.detail)
     }

@@ -6,10 +6,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, StoreError, StoreErrorKind,
-    StoreFuture, StoredResponse,
+    BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, RecordId, StoreError,
+    StoreErrorKind, StoreFuture, StoredResponse,
 };
-use crate::codec::idempotency_key::IdempotencyKey;
 use crate::ConfigError;
 
 /// The default capacity of a [`MemoryStore`], in records.
@@ -21,6 +20,10 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// An in-process store: bounded, with expiry on `tokio::time` (so tests run on a paused
 /// clock), safe to share between tasks and threads (clones share the records).
+///
+/// Records are keyed by their [`RecordId`] (a 32-byte digest of scope and key), so a record
+/// costs the same whatever the key's and principal's length: the memory held is bounded by the
+/// capacity times the largest stored response, plus a fixed overhead per record.
 ///
 /// Only for a single process: duplicates that reach another replica are not seen. When full it
 /// first drops expired records; if none has expired it refuses new keys with
@@ -74,7 +77,7 @@ impl MemoryStoreBuilder {
 
 #[derive(Default)]
 struct Inner {
-    records: HashMap<(Arc<str>, IdempotencyKey), Record>,
+    records: HashMap<RecordId, Record>,
     /// No record expires before this instant (a lower bound; `None`: unknown, scan).
     earliest_expiry: Option<Instant>,
 }
@@ -149,7 +152,7 @@ impl MemoryStore {
     fn begin_now(&self, req: &BeginRequest) -> Result<BeginOutcome, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
-        let address = (Arc::clone(req.scope_arc()), req.key().clone());
+        let address = *req.id();
         let next_epoch = match inner.records.get_mut(&address) {
             Some(record) if record.expires_at > now => {
                 if record.fingerprint != *req.fingerprint() {
@@ -237,17 +240,14 @@ impl MemoryStore {
     fn release_now(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut inner = self.lock();
         held(&mut inner, lease)?;
-        inner
-            .records
-            .remove(&(Arc::from(lease.scope()), lease.key().clone()));
+        inner.records.remove(lease.id());
         Ok(())
     }
 }
 
 /// The record `lease` holds, in flight under that very lease.
 fn held<'a>(inner: &'a mut Inner, lease: &Lease) -> Result<&'a mut Record, StoreError> {
-    let address = (Arc::from(lease.scope()), lease.key().clone());
-    match inner.records.get_mut(&address) {
+    match inner.records.get_mut(lease.id()) {
         Some(record)
             if matches!(record.state, State::InFlight { .. })
                 && record.owner == lease.owner()

@@ -19,6 +19,36 @@
 //!   every third of the lease while the handler runs), fenced the same way; so only a holder
 //!   that died, or stopped being polled, loses its lease.
 //!
+//! # How records are addressed
+//!
+//! Every store finds a record by its [`RecordId`]: SHA-256 over the length-prefixed scope and
+//! key (`u64` big-endian byte length of the scope, its UTF-8 bytes, the same for the key). The
+//! address is 32 bytes whatever the inputs, so **every input the layer accepts is storable on
+//! every store**: keys up to [`MAX_LEN_LIMIT`](crate::codec::idempotency_key::MAX_LEN_LIMIT)
+//! (8192) characters and principals of any length and content (NUL and non-ASCII included).
+//! PostgreSQL indexes the 32-byte `id` (a B-tree entry cannot exceed a third of a page, about
+//! 2.7 kB, so `(scope, key)` itself could not be indexed); Redis key names are the prefix plus
+//! 64 hex digits; the in-memory store keys its map by the digest, so a record costs the same
+//! whatever the key's length.
+//!
+//! **Why a digest suffices.** The encoding is injective (the lengths keep `("a:b", "c")` apart
+//! from `("a", "b:c")`), so two different `(scope, key)` pairs share an address only if SHA-256
+//! collides. The best known attack on SHA-256's collision resistance is the generic birthday
+//! bound, about 2^128 evaluations; even 2^64 records (far beyond any store) collide with
+//! probability about 2^-129. The layer already rests on the same assumption in the one place
+//! where it matters more: the `422` check compares request [`Fingerprint`]s (also SHA-256), never
+//! the requests themselves. The PostgreSQL store still keeps the full scope and key in the row
+//! (unindexed) for operators, e.g. to find or delete one tenant's records; Redis and the memory
+//! store keep only the digest.
+//!
+//! # Errors: transient or permanent
+//!
+//! A [`StoreError`] is [transient](StoreError::is_transient) (the store is unreachable, slow or
+//! full: retrying later may succeed; the layer answers `503` with `Retry-After`) or permanent
+//! (a corrupt record, a missing table, a permission or script error: the same call will fail
+//! again; the layer answers `500` without `Retry-After`, so clients and proxies do not retry
+//! into it forever). See [`StoreErrorKind`] for which is which.
+//!
 //! # Why the futures are boxed
 //!
 //! The trait returns [`StoreFuture`], a boxed `'static` future, rather than `impl Future`: the
@@ -85,8 +115,12 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + S
 /// A store of idempotency records. See the [module docs](self) for the contract.
 ///
 /// Implementations must make each operation atomic with respect to the others on the same
-/// `(scope, key)`, from any number of processes; `begin` on a record whose `expiry` has passed
-/// behaves as if the record did not exist (raising the epoch is allowed).
+/// record ([`RecordId`], the digest of `(scope, key)`), from any number of processes; they must
+/// accept every scope and key (address records by [`RecordId`] if the scope and key themselves
+/// cannot be indexed); and they should classify their errors (see [`StoreErrorKind`]) so that
+/// the layer does not answer "retry later" to an error that retrying cannot clear. `begin` on a
+/// record whose `expiry` has passed behaves as if the record did not exist (raising the epoch is
+/// allowed).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -166,6 +200,7 @@ impl<T: IdempotencyStore + ?Sized> IdempotencyStore for Arc<T> {
 pub struct BeginRequest {
     scope: Arc<str>,
     key: IdempotencyKey,
+    id: RecordId,
     fingerprint: Fingerprint,
     owner: uuid::Uuid,
     lease: Duration,
@@ -185,9 +220,12 @@ impl BeginRequest {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(scope: impl Into<Arc<str>>, key: IdempotencyKey, fingerprint: Fingerprint) -> Self {
+        let scope = scope.into();
+        let id = RecordId::of(&scope, key.as_str());
         Self {
-            scope: scope.into(),
+            scope,
             key,
+            id,
             fingerprint,
             owner: uuid::Uuid::now_v7(),
             lease: Duration::from_secs(30),
@@ -228,6 +266,11 @@ impl BeginRequest {
         &self.key
     }
 
+    /// The record's address (see [`RecordId`]).
+    pub fn id(&self) -> &RecordId {
+        &self.id
+    }
+
     /// The request's fingerprint.
     pub fn fingerprint(&self) -> &Fingerprint {
         &self.fingerprint
@@ -253,6 +296,7 @@ impl BeginRequest {
         Lease {
             scope: Arc::clone(&self.scope),
             key: self.key.clone(),
+            id: self.id,
             owner: self.owner,
             epoch,
             taken_over,
@@ -311,6 +355,7 @@ impl BeginOutcome {
 pub struct Lease {
     scope: Arc<str>,
     key: IdempotencyKey,
+    id: RecordId,
     owner: uuid::Uuid,
     epoch: u64,
     taken_over: bool,
@@ -327,6 +372,11 @@ impl Lease {
         &self.key
     }
 
+    /// The record's address (see [`RecordId`]).
+    pub fn id(&self) -> &RecordId {
+        &self.id
+    }
+
     /// The owner: unique per `begin`.
     pub fn owner(&self) -> uuid::Uuid {
         self.owner
@@ -340,6 +390,70 @@ impl Lease {
     /// Whether this lease was taken over from a holder whose lease had expired.
     pub fn taken_over(&self) -> bool {
         self.taken_over
+    }
+}
+
+/// The address of a record: SHA-256 over the length-prefixed scope and key, 32 bytes whatever
+/// their length. Every store finds records by it (see the [module docs](self#how-records-are-addressed)
+/// for why a 256-bit digest suffices).
+///
+/// The encoding hashed is the scope's byte length as a big-endian `u64`, the scope's UTF-8
+/// bytes, the key's byte length as a big-endian `u64`, then the key's bytes. In SQL (what the
+/// PostgreSQL migration computes for rows written before this address existed):
+/// `sha256(int8send(octet_length(scope)) || scope || int8send(octet_length(key)) || key)`.
+///
+/// ```
+/// use steadfast_http::idempotency::store::RecordId;
+/// let a = RecordId::of("a:b", "c");
+/// assert_ne!(a, RecordId::of("a", "b:c"));
+/// assert_eq!(a, RecordId::of("a:b", "c"));
+/// // Fixed size, whatever the inputs.
+/// assert_eq!(RecordId::of(&"p".repeat(10_000), &"k".repeat(8192)).as_bytes().len(), 32);
+/// assert_eq!(a.to_string().len(), 64);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordId([u8; 32]);
+
+impl RecordId {
+    /// The address of `(scope, key)`.
+    pub fn of(scope: &str, key: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update((scope.len() as u64).to_be_bytes());
+        h.update(scope.as_bytes());
+        h.update((key.len() as u64).to_be_bytes());
+        h.update(key.as_bytes());
+        Self(h.finalize().into())
+    }
+
+    /// An address from its 32 bytes (as stores keep it).
+    ///
+    /// ```
+    /// # use steadfast_http::idempotency::store::RecordId;
+    /// let id = RecordId::of("t", "k");
+    /// assert_eq!(RecordId::from_bytes(*id.as_bytes()), id);
+    /// ```
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Its 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RecordId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordId({self})")
     }
 }
 

@@ -6,23 +6,41 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::{
-    millis, BeginOutcome, BeginRequest, IdempotencyStore, Lease, StoreError, StoreFuture,
-    StoredResponse,
+    millis, BeginOutcome, BeginRequest, IdempotencyStore, Lease, StoreError, StoreErrorKind,
+    StoreFuture, StoredResponse,
 };
 use crate::ConfigError;
 
 /// The migration, applied by [`PostgresStore::migrate`] (and so by [`PostgresStore::connect`]):
-/// one table, keyed by `(scope, key)`, plus an index for purging expired rows. `{schema}`,
-/// `{table}` and `{index}` are replaced by the quoted identifiers. Safe to run concurrently and
-/// repeatedly (`IF NOT EXISTS` under an advisory lock).
+/// one table whose primary key is the record's 32-byte [`RecordId`](super::RecordId) (`id`), plus an index for
+/// purging expired rows. `{schema}`, `{table}`, `{table_literal}` and `{index}` are replaced by
+/// the quoted identifiers (and the table's name as a string literal). Safe to run concurrently
+/// and repeatedly (`IF NOT EXISTS` under an advisory lock).
+///
+/// **Schema version 2.** Version 1 (before records were addressed by digest) keyed rows by
+/// `PRIMARY KEY (scope, key)`, which PostgreSQL cannot index for long keys or principals (a
+/// B-tree entry is limited to about 2.7 kB). The migration upgrades a version-1 table in place,
+/// in the same transaction: it converts `scope` to `bytea`, adds `id` and fills it with the
+/// same digest the code computes (`sha256(int8send(octet_length(scope)) || scope ||
+/// int8send(octet_length(key)) || key)`), and swaps the primary key; stored records, in flight
+/// or completed, keep working. It rewrites the table under an exclusive lock (the table holds
+/// at most one expiry's worth of records), and instances of the earlier version cannot use the
+/// upgraded table: upgrade them together. The table's comment records the version.
+///
+/// `scope` is `bytea` (a principal is any string, NUL included, which `text` cannot hold);
+/// read it with `convert_from(scope, 'UTF8')`. `key` is `text` (printable ASCII).
 ///
 /// ```
-/// assert!(steadfast_http::idempotency::store::MIGRATION_SQL.contains("PRIMARY KEY (scope, key)"));
+/// let sql = steadfast_http::idempotency::store::MIGRATION_SQL;
+/// assert!(sql.contains("id          bytea       NOT NULL PRIMARY KEY"));
+/// assert!(sql.contains("schema version 2"));
 /// ```
 pub const MIGRATION_SQL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {table} (
-    scope       text        NOT NULL,
+    -- sha256(int8send(octet_length(scope)) || scope || int8send(octet_length(key)) || key)
+    id          bytea       NOT NULL PRIMARY KEY CHECK (octet_length(id) = 32),
+    scope       bytea       NOT NULL,
     key         text        NOT NULL,
     fingerprint bytea       NOT NULL,
     -- 0: in flight (held by owner/epoch until lease_until), 1: completed
@@ -31,16 +49,52 @@ CREATE TABLE IF NOT EXISTS {table} (
     epoch       bigint      NOT NULL,
     lease_until timestamptz NOT NULL,
     expires_at  timestamptz NOT NULL,
-    response    bytea,
-    PRIMARY KEY (scope, key)
+    response    bytea
 );
+DO $migrate$
+DECLARE
+    pkey name;
+BEGIN
+    -- Version 1: PRIMARY KEY (scope, key), scope text, no id. Upgrade in place.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = {table_literal}::regclass AND attname = 'id' AND NOT attisdropped
+    ) THEN
+        SELECT conname INTO pkey FROM pg_constraint
+        WHERE conrelid = {table_literal}::regclass AND contype = 'p';
+        IF pkey IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', {table_literal}, pkey);
+        END IF;
+        ALTER TABLE {table} ALTER COLUMN scope TYPE bytea USING convert_to(scope, 'UTF8');
+        ALTER TABLE {table} ADD COLUMN id bytea;
+        UPDATE {table} SET id = sha256(
+            int8send(octet_length(scope)::bigint) || scope
+            || int8send(octet_length(convert_to(key, 'UTF8'))::bigint) || convert_to(key, 'UTF8'));
+        ALTER TABLE {table} ALTER COLUMN id SET NOT NULL;
+        ALTER TABLE {table} ADD PRIMARY KEY (id);
+        ALTER TABLE {table} ADD CHECK (octet_length(id) = 32);
+    END IF;
+END
+$migrate$;
 CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);
+COMMENT ON TABLE {table} IS 'steadfast idempotency records, schema version 2 (primary key: id = sha256 of the length-prefixed scope and key)';
 "#;
 
-/// A store on PostgreSQL: one row per record in one table; `begin` is an
-/// `INSERT ... ON CONFLICT DO NOTHING` and, when the row exists, a `SELECT ... FOR UPDATE` and
-/// an `UPDATE` in one transaction; `complete` and `release` are single statements fenced by
+/// A store on PostgreSQL: one row per record in one table, keyed by the record's 32-byte
+/// [`RecordId`](super::RecordId) (see [`MIGRATION_SQL`] and the [store docs](super#how-records-are-addressed)), so
+/// keys up to 8192 characters and principals of any length or content are stored; `begin` is
+/// an `INSERT ... ON CONFLICT DO NOTHING` and, when the row exists, a `SELECT ... FOR UPDATE`
+/// and an `UPDATE` in one transaction; `complete` and `release` are single statements fenced by
 /// `owner` and `epoch`. All time is the database's `now()`, so every replica agrees.
+///
+/// Errors are classified by SQLSTATE (see [`StoreErrorKind`]): connection exceptions (`08`),
+/// transaction rollbacks (`40`: serialization failures, deadlocks), insufficient resources
+/// (`53`), lock timeouts (`55`), operator intervention (`57`: statement timeout, shutdown),
+/// system errors (`58`), a read-only transaction (`25`, a standby after failover), and pool or
+/// I/O failures are [`Unavailable`](StoreErrorKind::Unavailable) (transient); data corruption
+/// (`XX`) and rows that do not decode are [`Corrupt`](StoreErrorKind::Corrupt); everything else
+/// (a missing table or schema, a permission, a data exception, a program limit) is
+/// [`Refused`](StoreErrorKind::Refused) (permanent).
 ///
 /// Expired rows are ignored (and reused) by `begin`; delete them in bulk with
 /// [`purge_expired`](PostgresStore::purge_expired), e.g. from a periodic job.
@@ -130,52 +184,55 @@ impl PostgresStoreBuilder {
         }
         let schema = format!("\"{}\"", self.schema);
         let t = format!("\"{}\".\"{}\"", self.schema, self.table);
+        // Identifiers are validated ([a-z_][a-z0-9_]*): no quote to escape.
+        let t_literal = format!("'{t}'");
         let index = format!("\"{}_expires_at\"", self.table);
         let ms = |n: u32| format!("(${n}::bigint * interval '1 millisecond')");
         let sql = Sql {
             migration: MIGRATION_SQL
                 .replace("{schema}", &schema)
+                .replace("{table_literal}", &t_literal)
                 .replace("{table}", &t)
                 .replace("{index}", &index),
             insert: format!(
-                "INSERT INTO {t} (scope, key, fingerprint, state, owner, epoch, lease_until, expires_at) \
-                 VALUES ($1, $2, $3, 0, $4::uuid, 1, now() + {}, now() + {}) \
-                 ON CONFLICT (scope, key) DO NOTHING RETURNING epoch",
-                ms(5),
-                ms(6)
+                "INSERT INTO {t} (id, scope, key, fingerprint, state, owner, epoch, lease_until, expires_at) \
+                 VALUES ($1, $2, $3, $4, 0, $5::uuid, 1, now() + {}, now() + {}) \
+                 ON CONFLICT (id) DO NOTHING RETURNING epoch",
+                ms(6),
+                ms(7)
             ),
             select_for_update: format!(
                 "SELECT state, fingerprint, epoch, response, \
                  lease_until > now() AS leased, expires_at > now() AS live, \
                  GREATEST(0, CEIL(EXTRACT(EPOCH FROM (lease_until - now())) * 1000))::bigint AS lease_left_ms \
-                 FROM {t} WHERE scope = $1 AND key = $2 FOR UPDATE"
+                 FROM {t} WHERE id = $1 FOR UPDATE"
             ),
             reset: format!(
-                "UPDATE {t} SET fingerprint = $3, state = 0, owner = $4::uuid, epoch = epoch + 1, \
+                "UPDATE {t} SET fingerprint = $2, state = 0, owner = $3::uuid, epoch = epoch + 1, \
                  lease_until = now() + {}, expires_at = now() + {}, response = NULL \
-                 WHERE scope = $1 AND key = $2 RETURNING epoch",
-                ms(5),
-                ms(6)
-            ),
-            take_over: format!(
-                "UPDATE {t} SET owner = $3::uuid, epoch = epoch + 1, \
-                 lease_until = now() + {}, expires_at = now() + {} \
-                 WHERE scope = $1 AND key = $2 RETURNING epoch",
+                 WHERE id = $1 RETURNING epoch",
                 ms(4),
                 ms(5)
             ),
+            take_over: format!(
+                "UPDATE {t} SET owner = $2::uuid, epoch = epoch + 1, \
+                 lease_until = now() + {}, expires_at = now() + {} \
+                 WHERE id = $1 RETURNING epoch",
+                ms(3),
+                ms(4)
+            ),
             complete: format!(
-                "UPDATE {t} SET state = 1, response = $5, lease_until = now(), expires_at = now() + {} \
-                 WHERE scope = $1 AND key = $2 AND state = 0 AND owner = $3::uuid AND epoch = $4",
-                ms(6)
+                "UPDATE {t} SET state = 1, response = $4, lease_until = now(), expires_at = now() + {} \
+                 WHERE id = $1 AND state = 0 AND owner = $2::uuid AND epoch = $3",
+                ms(5)
             ),
             release: format!(
-                "DELETE FROM {t} WHERE scope = $1 AND key = $2 AND state = 0 AND owner = $3::uuid AND epoch = $4"
+                "DELETE FROM {t} WHERE id = $1 AND state = 0 AND owner = $2::uuid AND epoch = $3"
             ),
             renew: format!(
                 "UPDATE {t} SET lease_until = now() + {} \
-                 WHERE scope = $1 AND key = $2 AND state = 0 AND owner = $3::uuid AND epoch = $4",
-                ms(5)
+                 WHERE id = $1 AND state = 0 AND owner = $2::uuid AND epoch = $3",
+                ms(4)
             ),
             purge: format!("DELETE FROM {t} WHERE expires_at <= now()"),
             schema: self.schema,
@@ -188,15 +245,46 @@ impl PostgresStoreBuilder {
     }
 }
 
+/// Classifies a driver error (see the type's docs): transient, corrupt or refused.
 fn unavailable(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
         | sqlx::Error::TypeNotFound { .. } => {
             StoreError::corrupt("postgres row could not be decoded").with_source(e)
         }
+        sqlx::Error::Database(ref db) => {
+            let class = db.code().map(|c| c.get(..2).unwrap_or_default().to_owned());
+            match sqlstate_kind(class.as_deref()) {
+                StoreErrorKind::Corrupt => {
+                    StoreError::corrupt("postgres reports data corruption").with_source(e)
+                }
+                StoreErrorKind::Refused => StoreError::refused(e),
+                _ => StoreError::unavailable(e),
+            }
+        }
+        sqlx::Error::Configuration(_)
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::InvalidSavePointStatement => StoreError::refused(e),
         e => StoreError::unavailable(e),
+    }
+}
+
+/// What a SQLSTATE class (its first two characters) says about retrying.
+fn sqlstate_kind(class: Option<&str>) -> StoreErrorKind {
+    match class {
+        // Connection exception; invalid transaction state (25006: read-only, a standby after a
+        // failover); transaction rollback (serialization failure, deadlock); insufficient
+        // resources; object not in prerequisite state (lock not available); operator
+        // intervention (statement timeout, shutdown); system error (I/O).
+        Some("08" | "25" | "40" | "53" | "55" | "57" | "58") | None => StoreErrorKind::Unavailable,
+        Some("XX") => StoreErrorKind::Corrupt,
+        // Data exception, integrity violation, syntax error or access rule violation (missing
+        // table, permission), program limit exceeded, feature not supported, ...
+        Some(_) => StoreErrorKind::Refused,
     }
 }
 
@@ -275,12 +363,14 @@ impl fmt::Debug for PostgresStore {
 
 async fn begin(pool: PgPool, sql: Arc<Sql>, req: BeginRequest) -> Result<BeginOutcome, StoreError> {
     let owner = req.lease_owner().to_string();
+    let id = req.id().as_bytes().as_slice();
     let fingerprint = req.fingerprint().as_bytes().as_slice();
     let (lease_ms, expiry_ms) = (millis(req.lease_duration()), millis(req.expiry_duration()));
     // A row can vanish between the insert and the select (released, or purged): try again.
     for _ in 0..3 {
         let inserted = sqlx::query(&sql.insert)
-            .bind(req.scope())
+            .bind(id)
+            .bind(req.scope().as_bytes())
             .bind(req.key().as_str())
             .bind(fingerprint)
             .bind(&owner)
@@ -297,8 +387,7 @@ async fn begin(pool: PgPool, sql: Arc<Sql>, req: BeginRequest) -> Result<BeginOu
         }
         let mut tx = pool.begin().await.map_err(unavailable)?;
         let Some(row) = sqlx::query(&sql.select_for_update)
-            .bind(req.scope())
-            .bind(req.key().as_str())
+            .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?
@@ -310,8 +399,7 @@ async fn begin(pool: PgPool, sql: Arc<Sql>, req: BeginRequest) -> Result<BeginOu
         let outcome = if !live {
             // Expired: start afresh (the fingerprint may differ), raising the epoch.
             let row = sqlx::query(&sql.reset)
-                .bind(req.scope())
-                .bind(req.key().as_str())
+                .bind(id)
                 .bind(fingerprint)
                 .bind(&owner)
                 .bind(lease_ms)
@@ -340,8 +428,7 @@ async fn begin(pool: PgPool, sql: Arc<Sql>, req: BeginRequest) -> Result<BeginOu
                 }
             } else {
                 let row = sqlx::query(&sql.take_over)
-                    .bind(req.scope())
-                    .bind(req.key().as_str())
+                    .bind(id)
                     .bind(&owner)
                     .bind(lease_ms)
                     .bind(expiry_ms)
@@ -382,8 +469,7 @@ impl IdempotencyStore for PostgresStore {
         let (pool, sql, lease) = (self.pool.clone(), Arc::clone(&self.sql), lease.clone());
         Box::pin(async move {
             let done = sqlx::query(&sql.complete)
-                .bind(lease.scope())
-                .bind(lease.key().as_str())
+                .bind(lease.id().as_bytes().as_slice())
                 .bind(lease.owner().to_string())
                 .bind(epoch_i64(&lease))
                 .bind(response.encode())
@@ -403,8 +489,7 @@ impl IdempotencyStore for PostgresStore {
         let (pool, sql, lease) = (self.pool.clone(), Arc::clone(&self.sql), lease.clone());
         Box::pin(async move {
             let done = sqlx::query(&sql.release)
-                .bind(lease.scope())
-                .bind(lease.key().as_str())
+                .bind(lease.id().as_bytes().as_slice())
                 .bind(lease.owner().to_string())
                 .bind(epoch_i64(&lease))
                 .execute(&pool)
@@ -422,8 +507,7 @@ impl IdempotencyStore for PostgresStore {
         let (pool, sql, lease) = (self.pool.clone(), Arc::clone(&self.sql), lease.clone());
         Box::pin(async move {
             let done = sqlx::query(&sql.renew)
-                .bind(lease.scope())
-                .bind(lease.key().as_str())
+                .bind(lease.id().as_bytes().as_slice())
                 .bind(lease.owner().to_string())
                 .bind(epoch_i64(&lease))
                 .bind(millis(duration))
@@ -440,5 +524,52 @@ impl IdempotencyStore for PostgresStore {
 
     fn kind(&self) -> &'static str {
         "postgres"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_classes_are_transient_or_permanent() {
+        for transient in ["08", "25", "40", "53", "55", "57", "58"] {
+            assert_eq!(
+                sqlstate_kind(Some(transient)),
+                StoreErrorKind::Unavailable,
+                "{transient}"
+            );
+        }
+        assert_eq!(sqlstate_kind(None), StoreErrorKind::Unavailable);
+        assert_eq!(sqlstate_kind(Some("XX")), StoreErrorKind::Corrupt);
+        // Data exception, integrity, missing table or permission, program limit (the old
+        // "index row size exceeds maximum"), feature not supported, authorization.
+        for permanent in ["22", "23", "42", "54", "0A", "28", "3F"] {
+            assert_eq!(
+                sqlstate_kind(Some(permanent)),
+                StoreErrorKind::Refused,
+                "{permanent}"
+            );
+        }
+    }
+
+    #[test]
+    fn driver_errors_are_classified() {
+        assert_eq!(
+            unavailable(sqlx::Error::PoolTimedOut).kind(),
+            StoreErrorKind::Unavailable
+        );
+        assert_eq!(
+            unavailable(sqlx::Error::Io(std::io::Error::other("reset"))).kind(),
+            StoreErrorKind::Unavailable
+        );
+        assert_eq!(
+            unavailable(sqlx::Error::ColumnNotFound("id".into())).kind(),
+            StoreErrorKind::Corrupt
+        );
+        assert_eq!(
+            unavailable(sqlx::Error::Configuration("bad url".into())).kind(),
+            StoreErrorKind::Refused
+        );
     }
 }

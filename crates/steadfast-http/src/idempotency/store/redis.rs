@@ -6,8 +6,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 
 use super::{
-    millis, BeginOutcome, BeginRequest, IdempotencyStore, Lease, StoreError, StoreFuture,
-    StoredResponse,
+    millis, BeginOutcome, BeginRequest, IdempotencyStore, Lease, RecordId, StoreError,
+    StoreErrorKind, StoreFuture, StoredResponse,
 };
 use crate::ConfigError;
 
@@ -87,10 +87,22 @@ return 1
 /// and `release` are atomic across any number of replicas. Expiry is the key's TTL; lease time
 /// is the Redis server's clock.
 ///
-/// Keys are `{prefix}{scope length}:{scope}:{key}` (the length keeps `a:b` + `c` apart from
-/// `a` + `b:c`); the default prefix is `steadfast:idem:`. Connection loss, timeouts and errors
-/// become [`StoreErrorKind::Unavailable`](super::StoreErrorKind::Unavailable); a record that
-/// cannot be read back becomes [`StoreErrorKind::Corrupt`](super::StoreErrorKind::Corrupt).
+/// Keys are `{prefix}{record id}`: the prefix (default `steadfast:idem:`) and the 64 hex digits
+/// of the record's [`RecordId`] (SHA-256 of the length-prefixed scope and key; see the
+/// [store docs](super#how-records-are-addressed)), so key names are bounded whatever the key's
+/// and principal's length. The hash holds only the record's state, not the scope or key.
+///
+/// Errors are classified (see [`StoreErrorKind`]): connection loss, I/O errors, timeouts, a
+/// server loading, failing over or read-only become
+/// [`Unavailable`](StoreErrorKind::Unavailable) (transient); `OOM` becomes
+/// [`Capacity`](StoreErrorKind::Capacity) (transient); a key of another type or a record that
+/// cannot be read back becomes [`Corrupt`](StoreErrorKind::Corrupt); any other error the
+/// driver marks as not worth retrying (`NOPERM`, `NOAUTH`, a script error, an unexpected reply)
+/// becomes [`Refused`](StoreErrorKind::Refused) (permanent).
+///
+/// Upgrading from a version that named keys `{prefix}{scope length}:{scope}:{key}`: records
+/// written under the old names are not found and expire by their TTL; a retry of a request
+/// completed before the upgrade, arriving after it, executes again.
 ///
 /// ```no_run
 /// use steadfast_http::idempotency::store::RedisStore;
@@ -196,15 +208,22 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// The Redis key of `(scope, key)`.
+    /// The Redis key of `(scope, key)`: the prefix and the record's [`RecordId`] in hex.
     ///
     /// ```no_run
     /// # async fn f(store: steadfast_http::idempotency::store::RedisStore) {
-    /// assert_eq!(store.record_key("acct", "k1"), "steadfast:idem:4:acct:k1");
+    /// use steadfast_http::idempotency::store::RecordId;
+    /// let key = store.record_key("acct", "k1");
+    /// assert_eq!(key, format!("steadfast:idem:{}", RecordId::of("acct", "k1")));
+    /// assert_eq!(store.record_key(&"p".repeat(10_000), "k1").len(), "steadfast:idem:".len() + 64);
     /// # }
     /// ```
     pub fn record_key(&self, scope: &str, key: &str) -> String {
-        format!("{}{}:{scope}:{key}", self.prefix, scope.len())
+        self.key_of(&RecordId::of(scope, key))
+    }
+
+    fn key_of(&self, id: &RecordId) -> String {
+        format!("{}{id}", self.prefix)
     }
 
     /// Deletes every key under this store's prefix (for tests and the lab); returns how many.
@@ -258,11 +277,23 @@ fn escape_glob(s: &str) -> String {
     out
 }
 
+/// Classifies a driver error: transient unless the driver says retrying cannot help.
 fn unavailable(e: RedisError) -> StoreError {
-    if e.code() == Some("WRONGTYPE") {
-        return StoreError::corrupt("the record key holds another Redis type").with_source(e);
+    match e.code() {
+        Some("WRONGTYPE") => {
+            return StoreError::corrupt("the record key holds another Redis type").with_source(e)
+        }
+        Some("OOM") => {
+            return StoreError::new(StoreErrorKind::Capacity, e.to_string()).with_source(e)
+        }
+        _ => {}
     }
-    StoreError::unavailable(e)
+    // Connection loss, I/O, timeouts, LOADING, TRYAGAIN, MASTERDOWN, CLUSTERDOWN, READONLY
+    // (a failover) and redirects may clear; what the driver will not retry does not.
+    match e.retry_method() {
+        redis::RetryMethod::NoRetry => StoreError::refused(e),
+        _ => StoreError::unavailable(e),
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -330,7 +361,7 @@ impl IdempotencyStore for RedisStore {
     fn begin(&self, request: BeginRequest) -> StoreFuture<BeginOutcome> {
         let mut conn = self.conn.clone();
         let scripts = Arc::clone(&self.scripts);
-        let key = self.record_key(request.scope(), request.key().as_str());
+        let key = self.key_of(request.id());
         Box::pin(async move {
             let reply: Value = scripts
                 .begin
@@ -354,7 +385,7 @@ impl IdempotencyStore for RedisStore {
     ) -> StoreFuture<()> {
         let mut conn = self.conn.clone();
         let scripts = Arc::clone(&self.scripts);
-        let key = self.record_key(lease.scope(), lease.key().as_str());
+        let key = self.key_of(lease.id());
         let lease = lease.clone();
         Box::pin(async move {
             let done: i64 = scripts
@@ -378,7 +409,7 @@ impl IdempotencyStore for RedisStore {
     fn release(&self, lease: &Lease) -> StoreFuture<()> {
         let mut conn = self.conn.clone();
         let scripts = Arc::clone(&self.scripts);
-        let key = self.record_key(lease.scope(), lease.key().as_str());
+        let key = self.key_of(lease.id());
         let lease = lease.clone();
         Box::pin(async move {
             let done: i64 = scripts
@@ -400,7 +431,7 @@ impl IdempotencyStore for RedisStore {
     fn renew(&self, lease: &Lease, duration: Duration) -> StoreFuture<()> {
         let mut conn = self.conn.clone();
         let scripts = Arc::clone(&self.scripts);
-        let key = self.record_key(lease.scope(), lease.key().as_str());
+        let key = self.key_of(lease.id());
         let lease = lease.clone();
         Box::pin(async move {
             let done: i64 = scripts
@@ -422,5 +453,44 @@ impl IdempotencyStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, ServerErrorKind};
+
+    fn kind_of(e: RedisError) -> StoreErrorKind {
+        unavailable(e).kind()
+    }
+
+    #[test]
+    fn errors_are_classified_transient_or_permanent() {
+        let io = |k| RedisError::from(std::io::Error::new(k, "x"));
+        let server = |k| RedisError::from((ErrorKind::Server(k), "x"));
+        for transient in [
+            io(std::io::ErrorKind::ConnectionReset),
+            io(std::io::ErrorKind::TimedOut),
+            server(ServerErrorKind::BusyLoading),
+            server(ServerErrorKind::TryAgain),
+            server(ServerErrorKind::MasterDown),
+            server(ServerErrorKind::ClusterDown),
+            server(ServerErrorKind::ReadOnly),
+            RedisError::from((ErrorKind::AuthenticationFailed, "x")),
+        ] {
+            assert_eq!(kind_of(transient), StoreErrorKind::Unavailable);
+        }
+        for permanent in [
+            server(ServerErrorKind::NoPerm),
+            server(ServerErrorKind::ResponseError),
+            server(ServerErrorKind::CrossSlot),
+            RedisError::from((ErrorKind::UnexpectedReturnType, "x")),
+            RedisError::from((ErrorKind::InvalidClientConfig, "x")),
+        ] {
+            let e = unavailable(permanent);
+            assert_eq!(e.kind(), StoreErrorKind::Refused, "{e}");
+            assert!(!e.is_transient());
+        }
     }
 }
