@@ -23,7 +23,7 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// [standard client](StandardClientLayer), a [`HedgeLayer`] in the
 /// [hedging client](HedgingClientLayer)), the breaker slot `Br`, the per-attempt timeout,
 /// deadline propagation, then the transport, met as `Tr` says ([`Plain`], or
-/// [`Tonic`](super::Tonic) for a tonic `Channel`).
+/// `Tonic` (feature `tonic`) for a tonic `Channel`).
 ///
 /// Build it with [`StandardClientLayer::builder`] or [`HedgingClientLayer::builder`]; see the
 /// [module docs](super) for the order and why.

@@ -1,9 +1,10 @@
 //! Per-attempt timeouts bounded by the end-to-end deadline.
 //!
-//! [`AttemptTimeoutLayer`] gives each attempt `min(timeout, remaining deadline)`. It is what a
-//! retry layer wraps around each attempt (see [`RetryLayerBuilder::attempt_timeout`](crate::retry::RetryLayerBuilder::attempt_timeout)):
-//! a slow attempt fails with [`Elapsed`] and may be retried, while an attempt cut short by the
-//! deadline fails with [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) and is not.
+//! [`AttemptTimeoutLayer`] gives each attempt `min(timeout, remaining deadline)`. Put it below a
+//! [`RetryLayer`](crate::retry::RetryLayer) (which owns no timer of its own), so that it bounds
+//! each attempt: a slow attempt fails with [`Elapsed`] and may be retried, while an attempt cut
+//! short by the deadline fails with [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) and
+//! is not.
 //!
 //! Cost: no clock read and no timer for an attempt that completes on its first poll.
 //!
