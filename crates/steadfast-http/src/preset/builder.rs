@@ -54,15 +54,21 @@ pub const DEFAULT_HEDGE_BUDGET_PERCENT: f64 = 5.0;
 /// ```
 #[derive(Debug)]
 pub struct ClientBuilder<M, Br = Identity, Tr = Plain> {
+    shared: Shared,
+    breaker: Br,
+    transport: Tr,
+    mode: M,
+}
+
+/// The settings both presets share.
+#[derive(Debug)]
+struct Shared {
     keys: Option<IdempotencyKeyLayer>,
     timeout: Duration,
     attempt_timeout: Option<Duration>,
     margin: Duration,
     replay_limit: usize,
     telemetry: Telemetry,
-    breaker: Br,
-    transport: Tr,
-    mode: M,
 }
 
 /// The standard client's policy settings: a retry layer (see [`StandardClientBuilder`]).
@@ -91,12 +97,14 @@ pub type HedgingClientBuilder<Cl = HttpClassifier, Br = Identity, Tr = Plain> =
 impl<M> ClientBuilder<M> {
     fn with_mode(mode: M) -> Self {
         ClientBuilder {
-            keys: Some(IdempotencyKeyLayer::new()),
-            timeout: DEFAULT_TIMEOUT,
-            attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
-            margin: DEFAULT_MARGIN,
-            replay_limit: DEFAULT_REPLAY_LIMIT,
-            telemetry: Telemetry::default(),
+            shared: Shared {
+                keys: Some(IdempotencyKeyLayer::new()),
+                timeout: DEFAULT_TIMEOUT,
+                attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
+                margin: DEFAULT_MARGIN,
+                replay_limit: DEFAULT_REPLAY_LIMIT,
+                telemetry: Telemetry::default(),
+            },
             breaker: Identity::new(),
             transport: Plain,
             mode,
@@ -169,7 +177,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// assert!(StandardClientLayer::builder().timeout(Duration::ZERO).build().is_err());
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.shared.timeout = timeout;
         self
     }
 
@@ -183,7 +191,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.shared.attempt_timeout = Some(timeout);
         self
     }
 
@@ -196,7 +204,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn no_attempt_timeout(mut self) -> Self {
-        self.attempt_timeout = None;
+        self.shared.attempt_timeout = None;
         self
     }
 
@@ -210,7 +218,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
+        self.shared.margin = margin;
         self
     }
 
@@ -223,7 +231,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn replay_limit(mut self, limit: usize) -> Self {
-        self.replay_limit = limit;
+        self.shared.replay_limit = limit;
         self
     }
 
@@ -241,7 +249,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn idempotency_keys(mut self, yes: bool) -> Self {
-        self.keys = match (yes, self.keys) {
+        self.shared.keys = match (yes, self.shared.keys) {
             (true, Some(keys)) => Some(keys),
             (true, None) => Some(IdempotencyKeyLayer::new()),
             (false, _) => None,
@@ -260,7 +268,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn idempotency_key_layer(mut self, keys: IdempotencyKeyLayer) -> Self {
-        self.keys = Some(keys);
+        self.shared.keys = Some(keys);
         self
     }
 
@@ -274,7 +282,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn telemetry(mut self, telemetry: Telemetry) -> Self {
-        self.telemetry = telemetry;
+        self.shared.telemetry = telemetry;
         self
     }
 
@@ -297,12 +305,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// ```
     pub fn breaker<B2>(self, breaker: B2) -> ClientBuilder<M, B2, Tr> {
         ClientBuilder {
-            keys: self.keys,
-            timeout: self.timeout,
-            attempt_timeout: self.attempt_timeout,
-            margin: self.margin,
-            replay_limit: self.replay_limit,
-            telemetry: self.telemetry,
+            shared: self.shared,
             breaker,
             transport: self.transport,
             mode: self.mode,
@@ -312,12 +315,7 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
     pub(super) fn transport<T2>(self, transport: T2) -> ClientBuilder<M, Br, T2> {
         ClientBuilder {
-            keys: self.keys,
-            timeout: self.timeout,
-            attempt_timeout: self.attempt_timeout,
-            margin: self.margin,
-            replay_limit: self.replay_limit,
-            telemetry: self.telemetry,
+            shared: self.shared,
             breaker: self.breaker,
             transport,
             mode: self.mode,
@@ -332,27 +330,30 @@ impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
         idempotent_only: bool,
     ) -> Result<ClientLayer<P, Br, Tr>, ConfigError> {
         let deadline = DeadlineLayer::builder()
-            .timeout(self.timeout)
+            .timeout(self.shared.timeout)
             .carrier(HttpExtensions)
-            .telemetry(self.telemetry.clone())
+            .telemetry(self.shared.telemetry.clone())
             .build()?;
-        let attempt = AttemptTimeoutLayer::with_telemetry(self.attempt_timeout, &self.telemetry)?;
+        let attempt = AttemptTimeoutLayer::with_telemetry(
+            self.shared.attempt_timeout,
+            &self.shared.telemetry,
+        )?;
         let mut propagation = DeadlinePropagationLayer::builder()
-            .margin(self.margin)
-            .telemetry(self.telemetry.clone());
-        if let Some(t) = self.attempt_timeout {
+            .margin(self.shared.margin)
+            .telemetry(self.shared.telemetry.clone());
+        if let Some(t) = self.shared.attempt_timeout {
             propagation = propagation.max_timeout(t);
         }
         Ok(ClientLayer {
-            keys: self.keys,
-            replay_body: ReplayBodyLayer::with_limit(self.replay_limit)?,
+            keys: self.shared.keys,
+            replay_body: ReplayBodyLayer::with_limit(self.shared.replay_limit)?,
             deadline,
             policy,
             breaker: self.breaker,
             attempt,
             propagation: propagation.build()?,
             transport: self.transport,
-            timeout: self.timeout,
+            timeout: self.shared.timeout,
             idempotent_only,
         })
     }
@@ -453,7 +454,7 @@ impl<Cl, Br, Tr> StandardClientBuilder<Cl, Br, Tr> {
         let (builder, m) = self.take_mode();
         let retry = m
             .retry
-            .telemetry(builder.telemetry.clone())
+            .telemetry(builder.shared.telemetry.clone())
             .classifier(m.classifier)
             .replay(m.replay)
             .build()?;
@@ -464,49 +465,21 @@ impl<Cl, Br, Tr> StandardClientBuilder<Cl, Br, Tr> {
 impl<M, Br, Tr> ClientBuilder<M, Br, Tr> {
     /// Splits the policy settings from the shared ones.
     fn take_mode(self) -> (ClientBuilder<(), Br, Tr>, M) {
-        let ClientBuilder {
-            keys,
-            timeout,
-            attempt_timeout,
-            margin,
-            replay_limit,
-            telemetry,
-            breaker,
-            transport,
-            mode,
-        } = self;
         let shared = ClientBuilder {
-            keys,
-            timeout,
-            attempt_timeout,
-            margin,
-            replay_limit,
-            telemetry,
-            breaker,
-            transport,
+            shared: self.shared,
+            breaker: self.breaker,
+            transport: self.transport,
             mode: (),
         };
-        (shared, mode)
+        (shared, self.mode)
     }
 
     fn map_mode<M2>(self, f: impl FnOnce(M) -> M2) -> ClientBuilder<M2, Br, Tr> {
-        let (shared, mode) = self.take_mode();
-        shared.with(f(mode))
-    }
-}
-
-impl<Br, Tr> ClientBuilder<(), Br, Tr> {
-    fn with<M>(self, mode: M) -> ClientBuilder<M, Br, Tr> {
         ClientBuilder {
-            keys: self.keys,
-            timeout: self.timeout,
-            attempt_timeout: self.attempt_timeout,
-            margin: self.margin,
-            replay_limit: self.replay_limit,
-            telemetry: self.telemetry,
+            shared: self.shared,
             breaker: self.breaker,
             transport: self.transport,
-            mode,
+            mode: f(self.mode),
         }
     }
 }
@@ -564,7 +537,7 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
         let (builder, m) = self.take_mode();
         let hedge = m
             .hedge
-            .telemetry(builder.telemetry.clone())
+            .telemetry(builder.shared.telemetry.clone())
             .policy(IdempotentOrKeyed::new())
             .classifier(m.classifier)
             .replay(HttpReplay::new())

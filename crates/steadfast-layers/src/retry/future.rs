@@ -136,60 +136,41 @@ where
                     if let Some(budget) = &shared.budget {
                         budget.record(&outcome);
                     }
-                    let verdict = match outcome {
+                    // What kind of retry the outcome asks for: its label, a server-given
+                    // delay, and whether it is the one transparent re-send. A request that
+                    // never reached the server is re-sent once at once (gRPC A6 transparent
+                    // retry); a peer that refuses again is down, and further re-sends are
+                    // attempts like any other, with backoff and budget.
+                    let wanted = match outcome {
                         Outcome::Success => {
                             record_duration(shared, *this.started);
                             return Poll::Ready(result);
                         }
-                        Outcome::Retryable { reason, after } => {
-                            let plan = Plan {
-                                shared,
-                                replay: &*this.replay,
-                                template: this.template,
-                                not_replayable: *this.not_replayable,
-                                attempts: *this.attempts,
-                                previous_delay: this.previous_delay,
-                            };
-                            *this.next_transparent = false;
-                            plan.decide(after).map(|(delay, next, sleep_until)| {
-                                (reason, delay, next, sleep_until)
-                            })
-                        }
-                        // A request that never reached the server is re-sent once at once
-                        // (gRPC A6 transparent retry); a peer that refuses again is down, and
-                        // further re-sends are attempts like any other, with backoff and budget.
-                        Outcome::NotSent { reason } if *this.unsent == 0 => {
-                            let plan = Plan {
-                                shared,
-                                replay: &*this.replay,
-                                template: this.template,
-                                not_replayable: *this.not_replayable,
-                                attempts: *this.attempts,
-                                previous_delay: this.previous_delay,
-                            };
-                            *this.next_transparent = true;
-                            plan.transparent()
-                                .map(|next| (reason, Duration::ZERO, next, None))
-                        }
-                        Outcome::NotSent { reason } => {
-                            let plan = Plan {
-                                shared,
-                                replay: &*this.replay,
-                                template: this.template,
-                                not_replayable: *this.not_replayable,
-                                attempts: *this.attempts,
-                                previous_delay: this.previous_delay,
-                            };
-                            *this.next_transparent = false;
-                            plan.decide(None).map(|(delay, next, sleep_until)| {
-                                (reason, delay, next, sleep_until)
-                            })
-                        }
+                        Outcome::Retryable { reason, after } => Ok((reason, after, false)),
+                        Outcome::NotSent { reason } => Ok((reason, None, *this.unsent == 0)),
                         Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
                         Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),
                         #[allow(unreachable_patterns)]
                         _ => Err(GiveUpReason::Fatal(outcome.reason())),
                     };
+                    let verdict = wanted.and_then(|(reason, after, transparent)| {
+                        let plan = Plan {
+                            shared,
+                            replay: &*this.replay,
+                            template: this.template,
+                            not_replayable: *this.not_replayable,
+                            attempts: *this.attempts,
+                            previous_delay: this.previous_delay,
+                        };
+                        *this.next_transparent = transparent;
+                        if transparent {
+                            plan.transparent()
+                                .map(|next| (reason, Duration::ZERO, next, None))
+                        } else {
+                            plan.decide(after)
+                                .map(|(delay, next, wake)| (reason, delay, next, wake))
+                        }
+                    });
                     match verdict {
                         Ok((reason, delay, next, wake)) => {
                             shared.attrs.with(REASON_KEY, reason, |a| {
