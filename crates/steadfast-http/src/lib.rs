@@ -53,6 +53,5 @@ mod error;
 pub mod idempotency;
 pub mod preset;
 pub mod propagate;
-mod telemetry;
 
 pub use error::{ConfigError, Problem};

@@ -5,19 +5,19 @@ use http::header::HeaderName;
 use http::HeaderMap;
 use opentelemetry::metrics::Counter;
 use steadfast_layers::deadline::MAX_TIMEOUT;
-use steadfast_layers::telemetry::{Telemetry, REASON_KEY};
+use steadfast_layers::telemetry::{Attrs, Telemetry, REASON_KEY};
 use tower_layer::Layer;
 
 use super::{DeadlinePropagation, DeadlineServer};
 use crate::codec::{decode_grpc_timeout, decode_timeout_ms, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS};
 use crate::error::ConfigError;
-use crate::telemetry::{instance, resolve_meter, Attrs};
 
 /// The default safety margin a client shaves off the deadline at each hop: 10 ms.
 pub const DEFAULT_MARGIN: Duration = Duration::from_millis(10);
 
 fn exceeded_counter(telemetry: &Telemetry) -> Counter<u64> {
-    resolve_meter(telemetry)
+    telemetry
+        .resolve_meter()
         .u64_counter("steadfast.deadline.exceeded")
         .with_description("Calls that ran out of end-to-end deadline, by stage")
         .build()
@@ -96,7 +96,7 @@ impl ServerShared {
             .with("header", e.header(), |a| self.invalid.add(1, a));
         tracing::debug!(
             target: "steadfast::propagate",
-            instance = instance(&self.telemetry),
+            instance = self.telemetry.instance_name(),
             header = e.header(),
             error = %e,
             "malformed deadline header ignored"
@@ -145,7 +145,7 @@ impl DeadlineServerLayer {
     }
 
     fn from_parts(header: HeaderName, enforce: bool, telemetry: Telemetry) -> Self {
-        let meter = resolve_meter(&telemetry);
+        let meter = telemetry.resolve_meter();
         DeadlineServerLayer {
             shared: Arc::new(ServerShared {
                 header,
@@ -155,7 +155,7 @@ impl DeadlineServerLayer {
                     .u64_counter("steadfast.deadline.invalid_header")
                     .with_description("Incoming deadline headers ignored because malformed")
                     .build(),
-                attrs: Attrs::new(&telemetry),
+                attrs: telemetry.base_attributes(),
                 telemetry,
             }),
         }
@@ -239,8 +239,10 @@ impl DeadlineServerLayerBuilder {
         self
     }
 
-    /// Where and how to record telemetry (the instance name; see the crate's telemetry note on
-    /// meters).
+    /// Where and how to record telemetry: the meter (given with [`Telemetry::meter`], else the
+    /// global provider's `steadfast` meter, captured when the layer is built) and the instance
+    /// name (the `steadfast.name` attribute on metrics, the `instance` field on spans and
+    /// events).
     ///
     /// ```
     /// # use steadfast_http::propagate::DeadlineServerLayer;
@@ -364,7 +366,7 @@ impl DeadlinePropagationLayer {
                 margin,
                 max_timeout,
                 exceeded: exceeded_counter(&telemetry),
-                attrs: Attrs::new(&telemetry),
+                attrs: telemetry.base_attributes(),
                 telemetry,
             }),
         }
@@ -479,7 +481,9 @@ impl DeadlinePropagationLayerBuilder {
         self
     }
 
-    /// Where and how to record telemetry.
+    /// Where and how to record telemetry: the meter (given with [`Telemetry::meter`], else the
+    /// global provider's `steadfast` meter, captured when the layer is built) and the instance
+    /// name.
     ///
     /// ```
     /// # use steadfast_http::propagate::DeadlinePropagationLayer;

@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use steadfast_layers::deadline::{Carrier, Deadline, HttpExtensions};
+use steadfast_layers::telemetry::duration_ms as ms;
 use steadfast_layers::BoxError;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -13,7 +14,6 @@ use crate::codec::{
     decode_grpc_timeout, decode_timeout_ms, encode_grpc_timeout, encode_timeout_ms, is_grpc,
     GRPC_TIMEOUT,
 };
-use crate::telemetry::{instance, ms};
 
 /// The deadline a request inherits in-process: the earlier of its extension and the task-local
 /// scope's.
@@ -99,7 +99,7 @@ where
                 None => return ServerFuture::passthrough(self.inner.call(req)),
             },
         };
-        let name = instance(&shared.telemetry);
+        let name = shared.telemetry.instance_name();
         if deadline.is_expired_at(now) {
             shared.count_exceeded("arrival");
             tracing::debug!(
@@ -216,7 +216,7 @@ where
             shared.count_exceeded();
             tracing::debug!(
                 target: "steadfast::propagate",
-                instance = instance(&shared.telemetry),
+                instance = shared.telemetry.instance_name(),
                 reason = "propagate",
                 margin_ms = ms(shared.margin),
                 "deadline exceeded before sending: request not sent"
