@@ -33,6 +33,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use steadfast::layers::deadline::Deadline;
+use steadfast::layers::hedge::HedgeDelay;
+use steadfast::layers::BoxError;
 use steadfast::net::body::ReplayBody;
 use steadfast::net::classify::RetryGaveUp;
 use steadfast::net::codec::idempotency_key::IDEMPOTENCY_KEY;
@@ -41,9 +44,6 @@ use steadfast::net::idempotency::{
 };
 use steadfast::net::preset::{HedgingClientLayer, StandardClientLayer};
 use steadfast::net::propagate::DeadlineServerLayer;
-use steadfast::layers::deadline::Deadline;
-use steadfast::layers::hedge::HedgeDelay;
-use steadfast::layers::BoxError;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::util::BoxCloneService;
@@ -156,7 +156,8 @@ async fn start_server(seen: Arc<Seen>) -> SocketAddr {
     addr
 }
 
-type Inner = BoxCloneService<Request<Incoming>, Response<ResponseBody<Full<Bytes>>>, BoxError>;
+/// Both server layers answer with responses: the handler's `Infallible` passes through them.
+type Inner = BoxCloneService<Request<Incoming>, Response<ResponseBody<Full<Bytes>>>, Infallible>;
 
 /// The front of the server: counts the request's arrival and `409` answers under its key, and
 /// loses the response (closes the connection) while `lose` says so, after the layers below stored it.

@@ -67,19 +67,21 @@ impl<S> DeadlineServer<S> {
     }
 }
 
+/// The layer's own answers (a spent deadline) are responses, so the inner service's error type
+/// passes through unchanged: an `Infallible` handler (an axum `Router`, a tonic server) stays
+/// `Infallible`.
 impl<S, ReqB, ResB> Service<Request<ReqB>> for DeadlineServer<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
     ResB: Default,
 {
     type Response = Response<ResB>;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = ServerFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {

@@ -105,7 +105,8 @@ pub(crate) struct Core<St> {
     pub(crate) publish_expiry: bool,
     pub(crate) renew_leases: bool,
     pub(crate) wall_clock: WallClock,
-    pub(crate) instance: Arc<str>,
+    /// The `instance` field of the spans (absent when the layer is unnamed).
+    pub(crate) instance: Option<Arc<str>>,
     pub(crate) metrics: Metrics,
 }
 
@@ -544,7 +545,7 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
                 publish_expiry: self.publish_expiry,
                 renew_leases: self.renew_leases,
                 wall_clock: self.wall_clock,
-                instance: Arc::from(self.telemetry.instance_name().unwrap_or_default()),
+                instance: self.telemetry.instance_name().map(Arc::from),
                 metrics,
             }),
             principal: Arc::new(self.principal),

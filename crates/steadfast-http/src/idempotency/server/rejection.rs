@@ -29,6 +29,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// | [`InFlight`](Rejection::InFlight) | 409 + `Retry-After` | `urn:steadfast:idempotency:in-flight` |
 /// | [`Mismatch`](Rejection::Mismatch) | 422 | `urn:steadfast:idempotency:key-reused` |
 /// | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 + `Retry-After: 1` | `urn:steadfast:idempotency:store-unavailable` |
+/// | [`Internal`](Rejection::Internal) | 500 | `urn:steadfast:idempotency:internal` |
+///
+/// The layer never fails with an error of its own: its service's error type is the inner
+/// service's, so that it goes straight onto an axum `Router`.
 ///
 /// ```
 /// use steadfast_http::idempotency::Rejection;
@@ -65,6 +69,9 @@ pub enum Rejection {
     Mismatch,
     /// The idempotency store failed; the request was not executed.
     StoreUnavailable(StoreErrorKind),
+    /// The layer's response future was polled after it had completed (a bug in the caller):
+    /// there is nothing left to answer.
+    Internal,
 }
 
 impl Rejection {
@@ -87,6 +94,7 @@ impl Rejection {
             Rejection::InFlight { .. } => StatusCode::CONFLICT,
             Rejection::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -105,6 +113,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "in_flight",
             Rejection::Mismatch => "mismatch",
             Rejection::StoreUnavailable(_) => "store_unavailable",
+            Rejection::Internal => "internal",
         }
     }
 
@@ -119,6 +128,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "urn:steadfast:idempotency:in-flight",
             Rejection::Mismatch => "urn:steadfast:idempotency:key-reused",
             Rejection::StoreUnavailable(_) => "urn:steadfast:idempotency:store-unavailable",
+            Rejection::Internal => "urn:steadfast:idempotency:internal",
         }
     }
 
@@ -133,6 +143,7 @@ impl Rejection {
             Rejection::InFlight { .. } => "A request is outstanding for this Idempotency-Key",
             Rejection::Mismatch => "Idempotency-Key is already used",
             Rejection::StoreUnavailable(_) => "Idempotency store unavailable",
+            Rejection::Internal => "Idempotency layer error",
         }
     }
 
@@ -146,6 +157,7 @@ impl Rejection {
             Rejection::InFlight { retry_after } => format!("A request with this Idempotency-Key is still being processed; retry in {} s.", retry_after_secs(*retry_after)),
             Rejection::Mismatch => "This operation is idempotent and it requires correct usage of Idempotency Key. Idempotency Key MUST not be reused across different payloads of this operation.".to_owned(),
             Rejection::StoreUnavailable(kind) => format!("The request was not executed: the idempotency store failed ({}). Retry with the same Idempotency-Key.", kind.label()),
+            Rejection::Internal => "The idempotency layer was asked for an answer it had already given.".to_owned(),
         }
     }
 
