@@ -44,6 +44,10 @@ fn check_header(header: &HeaderName) -> Result<(), ConfigError> {
 /// Built by [`DeadlineServerLayer::builder`]; [`DeadlineServerLayer::new`] has the defaults. See
 /// the [module docs](super) for the protocol.
 ///
+/// Its answers are responses and its error type is the inner service's, so it goes straight
+/// onto an axum `Router` (`.layer(DeadlineServerLayer::new())`, no `HandleErrorLayer`) or a
+/// tonic `Server::builder().layer(..)`.
+///
 /// ```
 /// use steadfast_http::propagate::DeadlineServerLayer;
 /// use steadfast_layers::telemetry::Telemetry;

@@ -61,6 +61,10 @@ const MAX_BODY: usize = 256 << 20;
 /// [`single_tenant`](IdempotencyLayerBuilder::single_tenant)) is required, so a multi-tenant
 /// service cannot forget to scope its keys.
 ///
+/// Every answer it makes itself is a response and its error type is the inner service's, so it
+/// goes straight onto an axum `Router` with `.layer(..)`, no `HandleErrorLayer` (put a
+/// [`DeadlineServerLayer`](crate::propagate::DeadlineServerLayer) after it, outermost).
+///
 /// ```
 /// use std::time::Duration;
 /// use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyLayer, StoreResponses, store::MemoryStore};
