@@ -149,12 +149,9 @@ async fn events_have_the_shared_shapes() {
                     .unwrap(),
             )
     };
-    assert_eq!(arrive_late(Telemetry::new()).await.unwrap().status(), 504);
+    assert_eq!(arrive_late(local()).await.unwrap().status(), 504);
     assert_eq!(
-        arrive_late(Telemetry::new().name("api"))
-            .await
-            .unwrap()
-            .status(),
+        arrive_late(local().name("api")).await.unwrap().status(),
         504
     );
     let rejected = traces.containing("deadline exceeded before the call");
