@@ -1,18 +1,23 @@
-//! An axum server with server-side idempotency keys stored in Redis, and a client that sends
-//! the same keyed `POST /orders` twice: the order is created once and the second answer is a
-//! replay (`Idempotent-Replayed: true`). Then the same key with another body (422), and a POST
-//! without a key (400), both RFC 9457 problem details.
+//! An axum server with server-side idempotency keys stored in Redis and callers' deadlines, and
+//! a client that sends the same keyed `POST /orders` twice: the order is created once and the
+//! second answer is a replay (`Idempotent-Replayed: true`). Then the same key with another body
+//! (422), a POST without a key (400), both RFC 9457 problem details, and a slow request whose
+//! caller gives it 200 ms (504 when they are up).
+//!
+//! Both layers go straight onto the `Router` with `.layer(..)`, no `HandleErrorLayer`: their own
+//! answers are responses, and the router's `Infallible` error passes through them.
 //!
 //! Needs Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`). Run it with
-//! `cargo run --example axum_idempotency`.
+//! `cargo run --example axum_idempotency --features redis`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::error_handling::HandleErrorLayer;
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,8 +26,15 @@ use hyper_util::rt::TokioExecutor;
 use steadfast::layers::telemetry::Telemetry;
 use steadfast::layers::BoxError;
 use steadfast::net::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
+use steadfast::net::codec::REQUEST_TIMEOUT_MS;
 use steadfast::net::idempotency::{HeaderPrincipal, IdempotencyLayer, RedisStore};
-use tower::ServiceBuilder;
+use steadfast::net::propagate::DeadlineServerLayer;
+
+/// Works for 5 s, or until the caller's deadline cuts it off.
+async fn report() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    "the report"
+}
 
 async fn create_order(State(orders): State<Arc<AtomicU64>>, body: String) -> (StatusCode, String) {
     let id = orders.fetch_add(1, Ordering::SeqCst) + 1;
@@ -57,15 +69,12 @@ async fn main() -> Result<(), BoxError> {
     let orders = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route("/orders", post(create_order))
+        .route("/report", get(report))
         .with_state(orders.clone())
-        .layer(
-            ServiceBuilder::new()
-                // The layer's own answers are responses; only the handler's errors get here.
-                .layer(HandleErrorLayer::new(|e: BoxError| async move {
-                    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                }))
-                .layer(idempotency),
-        );
+        .layer(idempotency)
+        // The last layer is the outermost: a request that arrives after its deadline is
+        // answered 504 before it can take its Idempotency-Key.
+        .layer(DeadlineServerLayer::new());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -112,6 +121,13 @@ async fn main() -> Result<(), BoxError> {
         parts.status,
         String::from_utf8_lossy(&body)
     );
+
+    let req = axum::http::Request::get(format!("http://{addr}/report"))
+        .header(REQUEST_TIMEOUT_MS, "200")
+        .body(Full::new(Bytes::new()))?;
+    let res = client.request(req).await?;
+    println!("GET /report with 200 ms to spare: {}", res.status());
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
 
     let s = stats.stats();
     println!(

@@ -156,7 +156,8 @@ async fn start_server(seen: Arc<Seen>) -> SocketAddr {
     addr
 }
 
-type Inner = BoxCloneService<Request<Incoming>, Response<ResponseBody<Full<Bytes>>>, BoxError>;
+/// Both server layers answer with responses: the handler's `Infallible` passes through them.
+type Inner = BoxCloneService<Request<Incoming>, Response<ResponseBody<Full<Bytes>>>, Infallible>;
 
 /// The front of the server: counts the request's arrival and `409` answers under its key, and
 /// loses the response (closes the connection) while `lose` says so, after the layers below stored it.

@@ -20,9 +20,13 @@
 //!   [`IdempotencyLayer`](idempotency::IdempotencyLayer) executes each keyed request once and
 //!   replays its response, on memory, Redis or PostgreSQL.
 //!
-//! Like `steadfast-layers`, every builder validates and returns [`ConfigError`], every service
-//! returns [`BoxError`](steadfast_layers::BoxError), and every decision is traced and counted
-//! (`docs/observability.md`).
+//! Like `steadfast-layers`, every builder validates and returns [`ConfigError`], every client
+//! service returns [`BoxError`](steadfast_layers::BoxError), and every decision is traced and
+//! counted (`docs/observability.md`). The server layers
+//! ([`DeadlineServerLayer`](propagate::DeadlineServerLayer),
+//! [`IdempotencyLayer`](idempotency::IdempotencyLayer)) answer with responses and pass the inner
+//! service's error type through, so they go straight onto an axum `Router` or a tonic server
+//! (`Infallible` stays `Infallible`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -53,6 +57,5 @@ mod error;
 pub mod idempotency;
 pub mod preset;
 pub mod propagate;
-mod telemetry;
 
 pub use error::{ConfigError, Problem};

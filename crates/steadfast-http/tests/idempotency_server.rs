@@ -960,3 +960,36 @@ async fn behind_the_deadline_layer_expired_attempts_take_no_key_and_cut_off_hand
     assert!(again.replayed());
     assert_eq!(again.body, after.body);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_error_type_passes_through_and_a_repoll_is_a_500_problem() {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    use tower::Service;
+
+    // An infallible handler makes an infallible layered service (what axum's `Router::layer`
+    // requires): the layer's own answers are responses.
+    let handler = service_fn(|_req: Request<RequestBody<Full<Bytes>>>| async {
+        Ok::<_, Infallible>(Response::new(full("ok")))
+    });
+    fn infallible<S: Service<Request<Full<Bytes>>, Error = Infallible>>(_: &S) {}
+    let mut svc = layer().layer(handler);
+    infallible(&svc);
+    let missing_key = svc.ready().await.unwrap().call(post(None, "acme", "{}"));
+    let mut fut = std::pin::pin!(missing_key);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let Poll::Ready(Ok(first)) = fut.as_mut().poll(&mut cx) else {
+        panic!("a rejection is ready at once");
+    };
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    // Polled again after completion: no panic and no error of the handler's type, a 500.
+    let Poll::Ready(Ok(again)) = fut.as_mut().poll(&mut cx) else {
+        panic!("a completed future answers at once");
+    };
+    assert_eq!(again.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&again.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["type"], "urn:steadfast:idempotency:internal");
+}

@@ -143,8 +143,10 @@ impl Telemetry {
         }
     }
 
-    pub(crate) fn span_name(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
+    /// The `instance` field of spans and events: the name, or nothing (the field is absent
+    /// when the layer is unnamed).
+    pub(crate) fn span_name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 }
 
@@ -197,10 +199,26 @@ impl Attrs {
     }
 }
 
-/// Milliseconds of a duration as a float, for event fields.
-pub(crate) fn ms(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// A duration as milliseconds for a span or event field (`*_ms`), rounded to the nearest
+/// microsecond: at most three decimals (`14.164`, never `14.164038999999999`). Every layer's
+/// events, and steadfast-http's, record durations through this one function.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::telemetry::duration_ms;
+/// assert_eq!(duration_ms(Duration::from_nanos(14_164_039_000)), 14164.039);
+/// assert_eq!(duration_ms(Duration::from_nanos(14_164_039)), 14.164);
+/// assert_eq!(duration_ms(Duration::from_nanos(14_164_500)), 14.165); // half up
+/// assert_eq!(format!("{:?}", duration_ms(Duration::from_millis(20))), "20.0");
+/// ```
+pub fn duration_ms(d: std::time::Duration) -> f64 {
+    // Whole microseconds, rounded half up; below 2^53 µs (285 years) the quotient is the f64
+    // nearest to a 3-decimal number, which prints with at most three decimals.
+    let micros = d.as_nanos().saturating_add(500) / 1_000;
+    micros as f64 / 1e3
 }
+
+pub(crate) use duration_ms as ms;
 
 /// Per-layer shared state: a process-wide `&'static` for layers built with default telemetry
 /// (cloning it is a copy), an `Arc` otherwise.

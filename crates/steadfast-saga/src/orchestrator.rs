@@ -1565,7 +1565,7 @@ async fn run_step<I: Payload>(
             .delay(used, prev_delay, &*cx.inner.rng);
         prev_delay = delay;
         debug!(target: "steadfast::saga", saga = %saga, step = %s.name, phase = phase.as_str(),
-            attempt, error = %err, delay_ms = delay.as_secs_f64() * 1e3, "step attempt failed; retrying with the same key");
+            attempt, error = %err, delay_ms = steadfast_layers::telemetry::duration_ms(delay), "step attempt failed; retrying with the same key");
         cx.write(
             Transition::new(
                 Event::new("attempt_failed")

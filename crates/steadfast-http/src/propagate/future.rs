@@ -150,15 +150,14 @@ impl<F> ServerFuture<F> {
 impl<F, B, E> Future for ServerFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
     B: Default,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
         let grpc = match kind.as_mut().project() {
-            ServerKindProj::Passthrough { inner } => return inner.poll(cx).map_err(Into::into),
+            ServerKindProj::Passthrough { inner } => return inner.poll(cx),
             ServerKindProj::Rejected { grpc } => return Poll::Ready(Ok(deadline_response(*grpc))),
             ServerKindProj::Malformed { grpc, message } => {
                 return Poll::Ready(Ok(malformed_response(*grpc, message)))
@@ -173,7 +172,7 @@ where
             } => {
                 let _entered = span.enter();
                 if let Poll::Ready(out) = inner.poll(cx) {
-                    return Poll::Ready(out.map_err(Into::into));
+                    return Poll::Ready(out);
                 }
                 if !shared.enforce {
                     return Poll::Pending;

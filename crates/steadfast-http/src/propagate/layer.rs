@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue};
 use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 use steadfast_layers::deadline::MAX_TIMEOUT;
-use steadfast_layers::telemetry::{Telemetry, REASON_KEY};
+use steadfast_layers::telemetry::{Attrs, Telemetry, REASON_KEY};
 use tower_layer::Layer;
 
 use super::{DeadlinePropagation, DeadlineServer};
@@ -14,13 +14,13 @@ use crate::codec::{
     decode_grpc_timeout, decode_timeout_ms, InvalidHeader, GRPC_TIMEOUT, REQUEST_TIMEOUT_MS,
 };
 use crate::error::ConfigError;
-use crate::telemetry::{instance, resolve_meter, Attrs};
 
 /// The default safety margin a client shaves off the deadline at each hop: 10 ms.
 pub const DEFAULT_MARGIN: Duration = Duration::from_millis(10);
 
 fn exceeded_counter(telemetry: &Telemetry) -> Counter<u64> {
-    resolve_meter(telemetry)
+    telemetry
+        .resolve_meter()
         .u64_counter("steadfast.deadline.exceeded")
         .with_description("Calls that ran out of end-to-end deadline, by stage")
         .build()
@@ -46,6 +46,10 @@ fn check_header(header: &HeaderName) -> Result<(), ConfigError> {
 ///
 /// Built by [`DeadlineServerLayer::builder`]; [`DeadlineServerLayer::new`] has the defaults. See
 /// the [module docs](super) for the protocol.
+///
+/// Its answers are responses and its error type is the inner service's, so it goes straight
+/// onto an axum `Router` (`.layer(DeadlineServerLayer::new())`, no `HandleErrorLayer`) or a
+/// tonic `Server::builder().layer(..)`.
 ///
 /// ```
 /// use steadfast_http::propagate::DeadlineServerLayer;
@@ -181,12 +185,12 @@ impl ServerShared {
         grpc: bool,
     ) {
         let action = self.malformed.label();
-        let mut attrs = Vec::with_capacity(3);
-        attrs.extend(self.attrs.name().cloned());
+        let mut attrs = Vec::with_capacity(self.attrs.base().len() + 2);
+        attrs.extend(self.attrs.base().iter().cloned());
         attrs.push(KeyValue::new("header", header.as_str().to_owned()));
         attrs.push(KeyValue::new("action", action));
         self.invalid.add(1, &attrs);
-        let name = instance(&self.telemetry);
+        let name = self.telemetry.instance_name();
         let header = header.as_str();
         match self.malformed {
             MalformedDeadline::Reject => tracing::debug!(
@@ -266,7 +270,7 @@ impl DeadlineServerLayer {
         malformed: MalformedDeadline,
         telemetry: Telemetry,
     ) -> Self {
-        let meter = resolve_meter(&telemetry);
+        let meter = telemetry.resolve_meter();
         DeadlineServerLayer {
             shared: Arc::new(ServerShared {
                 header,
@@ -279,7 +283,7 @@ impl DeadlineServerLayer {
                         "Incoming deadline headers that did not decode, by header and action (rejected or ignored)",
                     )
                     .build(),
-                attrs: Attrs::new(&telemetry),
+                attrs: telemetry.base_attributes(),
                 telemetry,
             }),
         }
@@ -390,8 +394,10 @@ impl DeadlineServerLayerBuilder {
         self
     }
 
-    /// Where and how to record telemetry (the instance name; see the crate's telemetry note on
-    /// meters).
+    /// Where and how to record telemetry: the meter (given with [`Telemetry::meter`], else the
+    /// global provider's `steadfast` meter, captured when the layer is built) and the instance
+    /// name (the `steadfast.name` attribute on metrics, the `instance` field on spans and
+    /// events).
     ///
     /// ```
     /// # use steadfast_http::propagate::DeadlineServerLayer;
@@ -516,7 +522,7 @@ impl DeadlinePropagationLayer {
                 margin,
                 max_timeout,
                 exceeded: exceeded_counter(&telemetry),
-                attrs: Attrs::new(&telemetry),
+                attrs: telemetry.base_attributes(),
                 telemetry,
             }),
         }
@@ -631,7 +637,9 @@ impl DeadlinePropagationLayerBuilder {
         self
     }
 
-    /// Where and how to record telemetry.
+    /// Where and how to record telemetry: the meter (given with [`Telemetry::meter`], else the
+    /// global provider's `steadfast` meter, captured when the layer is built) and the instance
+    /// name.
     ///
     /// ```
     /// # use steadfast_http::propagate::DeadlinePropagationLayer;

@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use steadfast_layers::deadline::{Carrier, Deadline, HttpExtensions};
+use steadfast_layers::telemetry::duration_ms as ms;
 use steadfast_layers::BoxError;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -13,7 +14,6 @@ use crate::codec::{
     decode_grpc_timeout, decode_timeout_ms, encode_grpc_timeout, encode_timeout_ms, is_grpc,
     GRPC_TIMEOUT,
 };
-use crate::telemetry::{instance, ms};
 
 /// The deadline a request inherits in-process: the earlier of its extension and the task-local
 /// scope's.
@@ -67,19 +67,21 @@ impl<S> DeadlineServer<S> {
     }
 }
 
+/// The layer's own answers (a spent deadline) are responses, so the inner service's error type
+/// passes through unchanged: an `Infallible` handler (an axum `Router`, a tonic server) stays
+/// `Infallible`.
 impl<S, ReqB, ResB> Service<Request<ReqB>> for DeadlineServer<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
     ResB: Default,
 {
     type Response = Response<ResB>;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = ServerFuture<S::Future>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
@@ -102,7 +104,7 @@ where
                 None => return ServerFuture::passthrough(self.inner.call(req)),
             },
         };
-        let name = instance(&shared.telemetry);
+        let name = shared.telemetry.instance_name();
         if deadline.is_expired_at(now) {
             shared.count_exceeded("arrival");
             tracing::debug!(
@@ -219,7 +221,7 @@ where
             shared.count_exceeded();
             tracing::debug!(
                 target: "steadfast::propagate",
-                instance = instance(&shared.telemetry),
+                instance = shared.telemetry.instance_name(),
                 reason = "propagate",
                 margin_ms = ms(shared.margin),
                 "deadline exceeded before sending: request not sent"

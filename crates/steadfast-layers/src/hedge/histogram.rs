@@ -286,7 +286,8 @@ impl LatencyTracker {
             tracing::debug!(
                 target: "steadfast::hedge",
                 samples = total,
-                delay_us = (value != WARMING).then_some(value),
+                delay_ms = (value != WARMING)
+                    .then(|| crate::telemetry::ms(std::time::Duration::from_micros(value))),
                 "hedge delay recomputed"
             );
         }

@@ -10,7 +10,7 @@ use http::{request, response, Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use pin_project::pin_project;
-use steadfast_layers::BoxError;
+use steadfast_layers::telemetry::duration_ms;
 use tokio::time::Sleep;
 use tower_service::Service;
 use tracing::Span;
@@ -47,14 +47,22 @@ where
 {
     #[pin]
     state: State<S::Future, ReqB>,
-    ctx: Option<Ctx<S, St, ResB>>,
+    ctx: Option<Ctx<S, St, ResB, S::Error>>,
     /// The answer, once there is one (state `Ready`).
-    answer: Option<Result<Response<ResponseBody<ResB>>, BoxError>>,
+    answer: Option<Answer<ResB, S::Error>>,
     span: Span,
 }
 
+/// What the layer answers: a response, or the inner service's error, unchanged.
+type Answer<ResB, E> = Result<Response<ResponseBody<ResB>>, E>;
+
+/// A state the future cannot be in unless it is polled after completion: answered with a `500`
+/// problem ([`Rejection::Internal`]), never an error of the inner service's type.
+#[derive(Debug)]
+struct Broken;
+
 /// What a keyed request carries from state to state.
-struct Ctx<S, St, ResB: Body> {
+struct Ctx<S, St, ResB: Body, E> {
     core: Arc<Core<St>>,
     service: Option<S>,
     parts: Option<request::Parts>,
@@ -66,7 +74,7 @@ struct Ctx<S, St, ResB: Body> {
     /// The response body being buffered (boxed so that it can be handed on unread).
     res_body: Option<Pin<Box<ResB>>>,
     /// The answer once there is one (state `Ready`), or while the store completes or releases.
-    pending: Option<Result<Response<ResponseBody<ResB>>, BoxError>>,
+    pending: Option<Answer<ResB, E>>,
     /// When to renew the lease next (armed the first time the handler is pending).
     renew_at: Option<Pin<Box<Sleep>>>,
     /// A renewal in flight.
@@ -120,8 +128,8 @@ fn problem<B: Body>(rejection: &Rejection) -> Response<ResponseBody<B>> {
     rejection.to_response().map(ResponseBody::full)
 }
 
-fn polled_after_completion() -> BoxError {
-    "idempotency response future polled after completion".into()
+fn polled_after_completion() -> Broken {
+    Broken
 }
 
 /// Bounds a store call by the layer's store timeout.
@@ -141,7 +149,7 @@ where
     tracing::debug_span!(
         target: "steadfast::idempotency",
         "steadfast.idempotency",
-        instance = &*core.instance,
+        instance = core.instance.as_deref(),
         store = core.store.kind(),
         key = key,
         outcome = tracing::field::Empty,
@@ -215,7 +223,7 @@ where
     }
 }
 
-impl<S, St, ResB> Ctx<S, St, ResB>
+impl<S, St, ResB, E> Ctx<S, St, ResB, E>
 where
     St: IdempotencyStore,
     ResB: Body,
@@ -239,7 +247,7 @@ where
     }
 
     /// The request body is read: fingerprint it and ask the store.
-    fn begin<F, ReqB>(&mut self) -> Result<State<F, ReqB>, BoxError> {
+    fn begin<F, ReqB>(&mut self) -> Result<State<F, ReqB>, Broken> {
         let parts = self.parts.as_ref().ok_or_else(polled_after_completion)?;
         let target = parts
             .uri
@@ -257,9 +265,9 @@ where
     fn release<F, ReqB>(
         &mut self,
         span: &Span,
-        result: Result<Response<ResponseBody<ResB>>, BoxError>,
+        result: Answer<ResB, E>,
         reason: &'static str,
-    ) -> Result<State<F, ReqB>, BoxError> {
+    ) -> Result<State<F, ReqB>, Broken> {
         span.record("outcome", "not_stored");
         self.core.metrics.not_stored(reason);
         tracing::debug!(
@@ -280,13 +288,13 @@ where
         span: &Span,
         body: ResponseBody<ResB>,
         reason: &'static str,
-    ) -> Result<State<F, ReqB>, BoxError> {
+    ) -> Result<State<F, ReqB>, Broken> {
         let parts = self.res_parts.take().ok_or_else(polled_after_completion)?;
         self.release(span, Ok(Response::from_parts(parts, body)), reason)
     }
 
     /// The whole response body is read: store it, then answer it.
-    fn complete<F, ReqB>(&mut self, span: &Span) -> Result<State<F, ReqB>, BoxError> {
+    fn complete<F, ReqB>(&mut self, span: &Span) -> Result<State<F, ReqB>, Broken> {
         let mut parts = self.res_parts.take().ok_or_else(polled_after_completion)?;
         let lease = self.lease.as_ref().ok_or_else(polled_after_completion)?;
         let body = self.buf.split().freeze();
@@ -426,213 +434,229 @@ fn replay<B: Body>(stored: StoredResponse) -> Response<ResponseBody<B>> {
 impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB, ResB>
 where
     S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
     ReqB: Body<Data = Bytes>,
     ResB: Body<Data = Bytes>,
     St: IdempotencyStore,
 {
-    type Output = Result<Response<ResponseBody<ResB>>, BoxError>;
+    /// The layer's own answers are responses; the inner service's error passes through.
+    type Output = Answer<ResB, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let span: &Span = this.span;
         let _entered = span.enter();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Passthrough { fut } => {
-                    let res = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    return Poll::Ready(Ok(res.map(ResponseBody::new)));
-                }
-                StateProj::Ready => {
-                    let answer = match this.answer.take() {
-                        Some(answer) => Some(answer),
-                        None => this.ctx.as_mut().and_then(|c| c.pending.take()),
-                    };
-                    return Poll::Ready(answer.unwrap_or_else(|| Err(polled_after_completion())));
-                }
-                StateProj::ReadRequest { mut body } => {
-                    let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
-                    loop {
-                        match ready!(body.as_mut().poll_frame(cx)) {
-                            Some(Ok(frame)) => {
-                                // Data is kept; request trailers are not.
-                                if let Ok(data) = frame.into_data() {
-                                    let limit = ctx.core.max_request_body;
-                                    if ctx.buf.len() + data.len() > limit {
-                                        break ctx.reject(span, Rejection::BodyTooLarge { limit });
+        // The state machine; `Err(Broken)` only when polled after completion.
+        let mut states = || -> Poll<Result<Answer<ResB, S::Error>, Broken>> {
+            loop {
+                let next = match this.state.as_mut().project() {
+                    StateProj::Passthrough { fut } => {
+                        let res = ready!(fut.poll(cx));
+                        return Poll::Ready(Ok(res.map(|r| r.map(ResponseBody::new))));
+                    }
+                    StateProj::Ready => {
+                        let answer = match this.answer.take() {
+                            Some(answer) => Some(answer),
+                            None => this.ctx.as_mut().and_then(|c| c.pending.take()),
+                        };
+                        return Poll::Ready(answer.ok_or(Broken));
+                    }
+                    StateProj::ReadRequest { mut body } => {
+                        let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                        loop {
+                            match ready!(body.as_mut().poll_frame(cx)) {
+                                Some(Ok(frame)) => {
+                                    // Data is kept; request trailers are not.
+                                    if let Ok(data) = frame.into_data() {
+                                        let limit = ctx.core.max_request_body;
+                                        if ctx.buf.len() + data.len() > limit {
+                                            break ctx
+                                                .reject(span, Rejection::BodyTooLarge { limit });
+                                        }
+                                        ctx.buf.extend_from_slice(&data);
                                     }
-                                    ctx.buf.extend_from_slice(&data);
+                                }
+                                Some(Err(_)) => break ctx.reject(span, Rejection::BodyUnreadable),
+                                None => break ctx.begin()?,
+                            }
+                        }
+                    }
+                    StateProj::Begin { fut } => {
+                        let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                        let metrics = &ctx.core.metrics;
+                        match ready!(fut.as_mut().poll(cx)) {
+                            Ok(BeginOutcome::Acquired(lease)) => {
+                                metrics.execution();
+                                if lease.taken_over() {
+                                    metrics.lease_takeover();
+                                    tracing::debug!(
+                                        target: "steadfast::idempotency",
+                                        epoch = lease.epoch(),
+                                        "lease taken over: the previous holder's lease expired, executing again",
+                                    );
+                                }
+                                let parts = ctx.parts.take().ok_or_else(polled_after_completion)?;
+                                let body = ctx.buf.split().freeze();
+                                let mut service =
+                                    ctx.service.take().ok_or_else(polled_after_completion)?;
+                                ctx.lease = Some(lease);
+                                let req = Request::from_parts(parts, Either::Left(Full::new(body)));
+                                State::Call {
+                                    fut: service.call(req),
                                 }
                             }
-                            Some(Err(_)) => break ctx.reject(span, Rejection::BodyUnreadable),
-                            None => break ctx.begin()?,
-                        }
-                    }
-                }
-                StateProj::Begin { fut } => {
-                    let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
-                    let metrics = &ctx.core.metrics;
-                    match ready!(fut.as_mut().poll(cx)) {
-                        Ok(BeginOutcome::Acquired(lease)) => {
-                            metrics.execution();
-                            if lease.taken_over() {
-                                metrics.lease_takeover();
+                            Ok(BeginOutcome::InFlight { retry_after }) => {
+                                span.record("outcome", "conflict");
+                                metrics.conflict();
+                                let rejection = Rejection::InFlight { retry_after };
                                 tracing::debug!(
                                     target: "steadfast::idempotency",
-                                    epoch = lease.epoch(),
-                                    "lease taken over: the previous holder's lease expired, executing again",
+                                    retry_after_ms = duration_ms(retry_after),
+                                    "key in flight: answered 409",
                                 );
+                                ctx.answer(problem(&rejection))
                             }
-                            let parts = ctx.parts.take().ok_or_else(polled_after_completion)?;
-                            let body = ctx.buf.split().freeze();
-                            let mut service =
-                                ctx.service.take().ok_or_else(polled_after_completion)?;
-                            ctx.lease = Some(lease);
-                            let req = Request::from_parts(parts, Either::Left(Full::new(body)));
-                            State::Call {
-                                fut: service.call(req),
+                            Ok(BeginOutcome::Completed(stored)) => {
+                                span.record("outcome", "replayed");
+                                metrics.replay();
+                                tracing::debug!(
+                                    target: "steadfast::idempotency",
+                                    status = stored.status().as_u16(),
+                                    "replayed the stored response",
+                                );
+                                ctx.answer(replay(stored))
                             }
-                        }
-                        Ok(BeginOutcome::InFlight { retry_after }) => {
-                            span.record("outcome", "conflict");
-                            metrics.conflict();
-                            let rejection = Rejection::InFlight { retry_after };
-                            tracing::debug!(
-                                target: "steadfast::idempotency",
-                                retry_after_ms = retry_after.as_millis() as u64,
-                                "key in flight: answered 409",
-                            );
-                            ctx.answer(problem(&rejection))
-                        }
-                        Ok(BeginOutcome::Completed(stored)) => {
-                            span.record("outcome", "replayed");
-                            metrics.replay();
-                            tracing::debug!(
-                                target: "steadfast::idempotency",
-                                status = stored.status().as_u16(),
-                                "replayed the stored response",
-                            );
-                            ctx.answer(replay(stored))
-                        }
-                        Ok(BeginOutcome::Mismatch) => {
-                            span.record("outcome", "mismatch");
-                            metrics.mismatch();
-                            tracing::debug!(
-                                target: "steadfast::idempotency",
-                                "key reused with another request (method, path or body): answered 422",
-                            );
-                            ctx.answer(problem(&Rejection::Mismatch))
-                        }
-                        Err(e) => {
-                            span.record("outcome", "store_error");
-                            metrics.store_error("begin", e.kind().label());
-                            let rejection = Rejection::store(&e);
-                            tracing::warn!(
-                                target: "steadfast::idempotency",
-                                op = "begin",
-                                reason = e.kind().label(),
-                                transient = e.is_transient(),
-                                status = rejection.status().as_u16(),
-                                error = %e,
-                                "idempotency store failed: answered without executing (503 if transient, 500 if not)",
-                            );
-                            ctx.answer(problem(&rejection))
+                            Ok(BeginOutcome::Mismatch) => {
+                                span.record("outcome", "mismatch");
+                                metrics.mismatch();
+                                tracing::debug!(
+                                    target: "steadfast::idempotency",
+                                    "key reused with another request (method, path or body): answered 422",
+                                );
+                                ctx.answer(problem(&Rejection::Mismatch))
+                            }
+                            Err(e) => {
+                                span.record("outcome", "store_error");
+                                metrics.store_error("begin", e.kind().label());
+                                let rejection = Rejection::store(&e);
+                                tracing::warn!(
+                                    target: "steadfast::idempotency",
+                                    op = "begin",
+                                    reason = e.kind().label(),
+                                    transient = e.is_transient(),
+                                    status = rejection.status().as_u16(),
+                                    error = %e,
+                                    "idempotency store failed: answered without executing (503 if transient, 500 if not)",
+                                );
+                                ctx.answer(problem(&rejection))
+                            }
                         }
                     }
-                }
-                StateProj::Call { fut } => {
-                    let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
-                    let Poll::Ready(result) = fut.poll(cx) else {
-                        ctx.poll_renewal(cx, span);
-                        return Poll::Pending;
-                    };
-                    match result {
-                        Err(e) => ctx.release(span, Err(e.into()), "inner_error")?,
-                        Ok(res) if !ctx.core.store_responses.stores(res.status()) => {
-                            ctx.release(span, Ok(res.map(ResponseBody::new)), "status")?
-                        }
-                        Ok(res)
-                            if res.body().size_hint().lower()
-                                > ctx.core.max_response_body as u64 =>
-                        {
-                            ctx.release(span, Ok(res.map(ResponseBody::new)), "too_large")?
-                        }
-                        Ok(res) => {
-                            let (parts, body) = res.into_parts();
-                            ctx.res_parts = Some(parts);
-                            ctx.res_body = Some(Box::pin(body));
-                            State::ReadResponse
-                        }
-                    }
-                }
-                StateProj::ReadResponse => {
-                    let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
-                    loop {
-                        let polled = {
-                            let b = ctx.res_body.as_mut().ok_or_else(polled_after_completion)?;
-                            b.as_mut().poll_frame(cx)
-                        };
-                        let Poll::Ready(frame) = polled else {
+                    StateProj::Call { fut } => {
+                        let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                        let Poll::Ready(result) = fut.poll(cx) else {
                             ctx.poll_renewal(cx, span);
                             return Poll::Pending;
                         };
-                        match frame {
-                            Some(Ok(frame)) => match frame.into_data() {
-                                Ok(data) => {
-                                    ctx.buf.extend_from_slice(&data);
-                                    if ctx.buf.len() > ctx.core.max_response_body {
-                                        let prefix = ctx.buf.split().freeze();
-                                        let rest = ResponseBody::resumed(
-                                            prefix,
-                                            None,
-                                            None,
-                                            ctx.res_body.take(),
-                                        );
-                                        break ctx.pass_on(span, rest, "too_large")?;
-                                    }
-                                }
-                                Err(frame) => {
-                                    if let Ok(trailers) = frame.into_trailers() {
-                                        let prefix = ctx.buf.split().freeze();
-                                        let rest = ResponseBody::resumed(
-                                            prefix,
-                                            Some(trailers),
-                                            None,
-                                            ctx.res_body.take(),
-                                        );
-                                        break ctx.pass_on(span, rest, "trailers")?;
-                                    }
-                                }
-                            },
-                            Some(Err(e)) => {
-                                let prefix = ctx.buf.split().freeze();
-                                let rest = ResponseBody::resumed(prefix, None, Some(e), None);
-                                break ctx.pass_on(span, rest, "body_error")?;
+                        match result {
+                            Err(e) => ctx.release(span, Err(e), "inner_error")?,
+                            Ok(res) if !ctx.core.store_responses.stores(res.status()) => {
+                                ctx.release(span, Ok(res.map(ResponseBody::new)), "status")?
                             }
-                            None => break ctx.complete(span)?,
+                            Ok(res)
+                                if res.body().size_hint().lower()
+                                    > ctx.core.max_response_body as u64 =>
+                            {
+                                ctx.release(span, Ok(res.map(ResponseBody::new)), "too_large")?
+                            }
+                            Ok(res) => {
+                                let (parts, body) = res.into_parts();
+                                ctx.res_parts = Some(parts);
+                                ctx.res_body = Some(Box::pin(body));
+                                State::ReadResponse
+                            }
                         }
                     }
-                }
-                StateProj::Complete { fut } => {
-                    let result = ready!(fut.as_mut().poll(cx));
-                    let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
-                    if result.is_err() {
-                        // Not stored: the key's expiry is not this response's to publish.
-                        if let Some(Ok(res)) = ctx.pending.as_mut() {
-                            res.headers_mut().remove(IDEMPOTENCY_KEY_EXPIRES);
+                    StateProj::ReadResponse => {
+                        let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                        loop {
+                            let polled = {
+                                let b =
+                                    ctx.res_body.as_mut().ok_or_else(polled_after_completion)?;
+                                b.as_mut().poll_frame(cx)
+                            };
+                            let Poll::Ready(frame) = polled else {
+                                ctx.poll_renewal(cx, span);
+                                return Poll::Pending;
+                            };
+                            match frame {
+                                Some(Ok(frame)) => match frame.into_data() {
+                                    Ok(data) => {
+                                        ctx.buf.extend_from_slice(&data);
+                                        if ctx.buf.len() > ctx.core.max_response_body {
+                                            let prefix = ctx.buf.split().freeze();
+                                            let rest = ResponseBody::resumed(
+                                                prefix,
+                                                None,
+                                                None,
+                                                ctx.res_body.take(),
+                                            );
+                                            break ctx.pass_on(span, rest, "too_large")?;
+                                        }
+                                    }
+                                    Err(frame) => {
+                                        if let Ok(trailers) = frame.into_trailers() {
+                                            let prefix = ctx.buf.split().freeze();
+                                            let rest = ResponseBody::resumed(
+                                                prefix,
+                                                Some(trailers),
+                                                None,
+                                                ctx.res_body.take(),
+                                            );
+                                            break ctx.pass_on(span, rest, "trailers")?;
+                                        }
+                                    }
+                                },
+                                Some(Err(e)) => {
+                                    let prefix = ctx.buf.split().freeze();
+                                    let rest = ResponseBody::resumed(prefix, None, Some(e), None);
+                                    break ctx.pass_on(span, rest, "body_error")?;
+                                }
+                                None => break ctx.complete(span)?,
+                            }
                         }
                     }
-                    ctx.after_write(span, "complete", result);
-                    State::Ready
-                }
-                StateProj::Release { fut } => {
-                    let result = ready!(fut.as_mut().poll(cx));
-                    let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
-                    ctx.after_write(span, "release", result);
-                    State::Ready
-                }
-            };
-            this.state.set(next);
+                    StateProj::Complete { fut } => {
+                        let result = ready!(fut.as_mut().poll(cx));
+                        let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                        if result.is_err() {
+                            // Not stored: the key's expiry is not this response's to publish.
+                            if let Some(Ok(res)) = ctx.pending.as_mut() {
+                                res.headers_mut().remove(IDEMPOTENCY_KEY_EXPIRES);
+                            }
+                        }
+                        ctx.after_write(span, "complete", result);
+                        State::Ready
+                    }
+                    StateProj::Release { fut } => {
+                        let result = ready!(fut.as_mut().poll(cx));
+                        let ctx = this.ctx.as_mut().ok_or_else(polled_after_completion)?;
+                        ctx.after_write(span, "release", result);
+                        State::Ready
+                    }
+                };
+                this.state.set(next);
+            }
+        };
+        match ready!(states()) {
+            Ok(answer) => Poll::Ready(answer),
+            Err(Broken) => {
+                span.record("outcome", "internal");
+                tracing::error!(
+                    target: "steadfast::idempotency",
+                    "idempotency response future polled after completion: answered 500",
+                );
+                Poll::Ready(Ok(problem(&Rejection::Internal)))
+            }
         }
     }
 }

@@ -61,6 +61,10 @@ const MAX_BODY: usize = 256 << 20;
 /// [`single_tenant`](IdempotencyLayerBuilder::single_tenant)) is required, so a multi-tenant
 /// service cannot forget to scope its keys.
 ///
+/// Every answer it makes itself is a response and its error type is the inner service's, so it
+/// goes straight onto an axum `Router` with `.layer(..)`, no `HandleErrorLayer` (put a
+/// [`DeadlineServerLayer`](crate::propagate::DeadlineServerLayer) after it, outermost).
+///
 /// ```
 /// use std::time::Duration;
 /// use steadfast_http::idempotency::{HeaderPrincipal, IdempotencyLayer, StoreResponses, store::MemoryStore};
@@ -105,7 +109,8 @@ pub(crate) struct Core<St> {
     pub(crate) publish_expiry: bool,
     pub(crate) renew_leases: bool,
     pub(crate) wall_clock: WallClock,
-    pub(crate) instance: Arc<str>,
+    /// The `instance` field of the spans (absent when the layer is unnamed).
+    pub(crate) instance: Option<Arc<str>>,
     pub(crate) metrics: Metrics,
 }
 
@@ -544,7 +549,7 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
                 publish_expiry: self.publish_expiry,
                 renew_leases: self.renew_leases,
                 wall_clock: self.wall_clock,
-                instance: Arc::from(self.telemetry.instance_name().unwrap_or_default()),
+                instance: self.telemetry.instance_name().map(Arc::from),
                 metrics,
             }),
             principal: Arc::new(self.principal),

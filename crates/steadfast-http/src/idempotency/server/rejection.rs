@@ -30,12 +30,16 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// | [`Mismatch`](Rejection::Mismatch) | 422 | `urn:steadfast:idempotency:key-reused` |
 /// | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 + `Retry-After: 1` | `urn:steadfast:idempotency:store-unavailable` |
 /// | [`StoreFailed`](Rejection::StoreFailed) | 500, no `Retry-After` | `urn:steadfast:idempotency:store-failed` |
+/// | [`Internal`](Rejection::Internal) | 500 | `urn:steadfast:idempotency:internal` |
 ///
 /// A failed store call becomes [`StoreUnavailable`](Rejection::StoreUnavailable) when the error
 /// is [transient](crate::idempotency::StoreError::is_transient) (retrying later may work) and
 /// [`StoreFailed`](Rejection::StoreFailed) when it is permanent (a corrupt record, a missing
 /// table, a permission): a `503` with `Retry-After` would invite clients to retry, forever,
 /// something that cannot succeed until an operator acts ([`Rejection::store`]).
+///
+/// The layer never fails with an error of its own: its service's error type is the inner
+/// service's, so that it goes straight onto an axum `Router`.
 ///
 /// ```
 /// use steadfast_http::idempotency::Rejection;
@@ -75,6 +79,9 @@ pub enum Rejection {
     /// The idempotency store failed with an error that retrying will not clear; the request was
     /// not executed.
     StoreFailed(StoreErrorKind),
+    /// The layer's response future was polled after it had completed (a bug in the caller):
+    /// there is nothing left to answer.
+    Internal,
 }
 
 impl Rejection {
@@ -118,6 +125,7 @@ impl Rejection {
             Rejection::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::StoreFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -137,6 +145,7 @@ impl Rejection {
             Rejection::Mismatch => "mismatch",
             Rejection::StoreUnavailable(_) => "store_unavailable",
             Rejection::StoreFailed(_) => "store_failed",
+            Rejection::Internal => "internal",
         }
     }
 
@@ -152,6 +161,7 @@ impl Rejection {
             Rejection::Mismatch => "urn:steadfast:idempotency:key-reused",
             Rejection::StoreUnavailable(_) => "urn:steadfast:idempotency:store-unavailable",
             Rejection::StoreFailed(_) => "urn:steadfast:idempotency:store-failed",
+            Rejection::Internal => "urn:steadfast:idempotency:internal",
         }
     }
 
@@ -167,6 +177,7 @@ impl Rejection {
             Rejection::Mismatch => "Idempotency-Key is already used",
             Rejection::StoreUnavailable(_) => "Idempotency store unavailable",
             Rejection::StoreFailed(_) => "Idempotency store failed",
+            Rejection::Internal => "Idempotency layer error",
         }
     }
 
@@ -181,6 +192,7 @@ impl Rejection {
             Rejection::Mismatch => "This operation is idempotent and it requires correct usage of Idempotency Key. Idempotency Key MUST not be reused across different payloads of this operation.".to_owned(),
             Rejection::StoreUnavailable(kind) => format!("The request was not executed: the idempotency store failed ({}). Retry with the same Idempotency-Key.", kind.label()),
             Rejection::StoreFailed(kind) => format!("The request was not executed: the idempotency store failed with an error that retrying will not clear ({}). This is a server-side fault; retrying the same request fails the same way until it is fixed.", kind.label()),
+            Rejection::Internal => "The idempotency layer was asked for an answer it had already given.".to_owned(),
         }
     }
 

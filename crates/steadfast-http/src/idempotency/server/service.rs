@@ -5,7 +5,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Either;
-use steadfast_layers::BoxError;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
@@ -76,18 +75,19 @@ impl<S, St, P> Idempotency<S, St, P> {
 impl<S, St, P, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S, St, P>
 where
     S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone,
-    S::Error: Into<BoxError>,
     ReqB: Body<Data = Bytes>,
     ResB: Body<Data = Bytes>,
     St: IdempotencyStore,
     P: PrincipalExtractor,
 {
     type Response = Response<ResponseBody<ResB>>;
-    type Error = BoxError;
+    /// The inner service's error, unchanged: every answer the layer makes itself (a problem, a
+    /// replay) is a response, so an `Infallible` handler (an axum `Router`) stays `Infallible`.
+    type Error = S::Error;
     type Future = ResponseFuture<S, St, ReqB, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
