@@ -9,13 +9,16 @@
 //! tagged with its time slot and reset by the first writer of a new time slot.
 //!
 //! **Memory is paid per power of two used** (ADR 0005). The counters of one power of two (a
-//! *group*: 256 buckets in each of the six slots, 12 KiB) are allocated the first time a sample
-//! lands in it, and kept for the tracker's life; a tracker that has seen no sample holds no
-//! counters (under 1 KiB in all), one that has seen the lab's `tail` latencies (10-20 ms and
-//! 500-1000 ms: four powers of two) holds 48 KiB, and the worst case, every power of two from
-//! 1 µs to 71 minutes, is the 300 KiB that every tracker used to allocate when built. The first
-//! sample in a group allocates (once per group per tracker; concurrent first samples in the same
-//! group wait for the one allocating); every later sample is allocation-free and lock-free.
+//! *group*: 256 buckets in each of the six slots, 6 KiB of 32-bit counters) are allocated the
+//! first time a sample lands in it, and kept for the tracker's life. A tracker that has seen no
+//! sample holds no counters (under 1 KiB in all); in the lab's `tail` scenario (10-20 ms, 2 % at
+//! 500-1000 ms, plus the hedges' losers' elapsed times, from 0.1 ms to 40 ms) it meets eight
+//! powers of two and holds 48 KiB; the worst case, every power of two from 1 µs to 71 minutes, is
+//! 150 KiB, half the 300 KiB of 64-bit counters that every tracker used to allocate when built.
+//! The first sample in a group allocates (once per group per tracker; concurrent first samples in
+//! the same group wait for the one allocating); every later sample is allocation-free and
+//! lock-free. A counter saturates at 2^32 - 1 (4 billion samples in one bucket within one slot of
+//! the window, 5 s by default) rather than wrapping.
 //!
 //! Each slot also keeps a mask of the groups it holds samples in, so that a reset zeroes and a
 //! recomputation reads only those groups: latencies span a few powers of two, not all 25.
@@ -50,9 +53,9 @@ const GROUP_LEN: usize = SUB as usize;
 pub(super) const BUCKETS: usize = GROUPS * SUB as usize;
 /// Slots in the rotating window.
 pub(super) const SLOTS: usize = 6;
-/// Bytes of counters one group takes once allocated: 256 buckets in each slot (12 KiB).
+/// Bytes of counters one group takes once allocated: 256 buckets in each slot (6 KiB).
 #[cfg(test)]
-const GROUP_BYTES: usize = SLOTS * GROUP_LEN * std::mem::size_of::<AtomicU64>();
+const GROUP_BYTES: usize = SLOTS * GROUP_LEN * std::mem::size_of::<AtomicU32>();
 /// The cached value while fewer than `min_samples` samples are in the window.
 const WARMING: u64 = u64::MAX;
 
@@ -93,11 +96,11 @@ struct Slot {
 }
 
 /// The counters of one group in every slot, slot-major (`SLOTS × GROUP_LEN`), allocated on the
-/// group's first sample.
-type GroupCounts = OnceLock<Box<[AtomicU64]>>;
+/// group's first sample. Each saturates at `u32::MAX`.
+type GroupCounts = OnceLock<Box<[AtomicU32]>>;
 
-fn new_group() -> Box<[AtomicU64]> {
-    (0..SLOTS * GROUP_LEN).map(|_| AtomicU64::new(0)).collect()
+fn new_group() -> Box<[AtomicU32]> {
+    (0..SLOTS * GROUP_LEN).map(|_| AtomicU32::new(0)).collect()
 }
 
 /// The groups set in `mask`, lowest first.
@@ -181,7 +184,7 @@ impl LatencyTracker {
     }
 
     /// The counts of group `g` in slot `s`, if the group has been allocated.
-    fn group(&self, s: usize, g: usize) -> Option<&[AtomicU64]> {
+    fn group(&self, s: usize, g: usize) -> Option<&[AtomicU32]> {
         self.counts[g]
             .get()
             .and_then(|c| c.get(s * GROUP_LEN..(s + 1) * GROUP_LEN))
@@ -252,7 +255,11 @@ impl LatencyTracker {
         // Allocates the group on its first sample (once per tracker); one load afterwards.
         let counts = self.counts[g].get_or_init(new_group);
         if let Some(b) = counts.get(s * GROUP_LEN + index % GROUP_LEN) {
-            b.fetch_add(1, Ordering::Relaxed);
+            // Saturates: a counter that wrapped is put back at the top (a sample counted
+            // concurrently at that instant may be lost, as at a reset).
+            if b.fetch_add(1, Ordering::Relaxed) == u32::MAX {
+                b.store(u32::MAX, Ordering::Relaxed);
+            }
         }
         let bit = 1 << g;
         if slot.groups.load(Ordering::SeqCst) & bit == 0 {
@@ -290,7 +297,7 @@ impl LatencyTracker {
                     .group(s, g)
                     .unwrap_or_default()
                     .iter()
-                    .map(|b| b.load(Ordering::Relaxed))
+                    .map(|b| u64::from(b.load(Ordering::Relaxed)))
                     .sum::<u64>();
             }
         }
@@ -344,7 +351,7 @@ impl LatencyTracker {
         let mut counts = [0u64; GROUP_LEN];
         for s in live {
             for (c, b) in counts.iter_mut().zip(self.group(s, g).unwrap_or_default()) {
-                *c += b.load(Ordering::Relaxed);
+                *c += u64::from(b.load(Ordering::Relaxed));
             }
         }
         let mut seen = seen - per_group[g];
@@ -438,7 +445,7 @@ mod tests {
             // Recomputed every 10 samples: the last recomputation saw all 5,000.
             let want = exact(&mut samples, p / 100.0);
             // Counters for the four powers of two the samples span (2^13..2^15 µs and
-            // 2^18..2^20 µs), 48 KiB, and none for the 21 others.
+            // 2^18..2^20 µs), 24 KiB, and none for the 21 others.
             assert_eq!(t.counter_bytes(), 4 * GROUP_BYTES);
             let got = t.delay().unwrap().as_micros() as u64;
             assert!(
@@ -485,7 +492,7 @@ mod tests {
                         .group(s, g)
                         .unwrap_or_default()
                         .iter()
-                        .map(|b| b.load(Ordering::Relaxed))
+                        .map(|b| u64::from(b.load(Ordering::Relaxed)))
                         .sum();
                     counted += c;
                     // Counted before marked, mask taken before zeroing: on x86's total store order
@@ -516,7 +523,7 @@ mod tests {
         assert!(std::mem::size_of::<LatencyTracker>() <= 1024);
         t.record(Duration::from_micros(15_000), Some(Instant::now()));
         assert_eq!(t.counter_bytes(), GROUP_BYTES);
-        assert_eq!(GROUP_BYTES, 12 * 1024);
+        assert_eq!(GROUP_BYTES, 6 * 1024);
         // Same power of two (8,192..16,383 µs): nothing new.
         t.record(Duration::from_micros(9_000), Some(Instant::now()));
         assert_eq!(t.counter_bytes(), GROUP_BYTES);
@@ -530,6 +537,37 @@ mod tests {
         assert_eq!(t.counter_bytes(), 2 * GROUP_BYTES);
         // 10,000 µs lies in the 32 µs bucket 9,984..=10,015.
         assert_eq!(t.delay(), Some(Duration::from_micros(10_015)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lab_tail_spread_fits_in_64_kib() {
+        // The powers of two a hedge layer's tracker met in the lab's `tail` scenario (quick and
+        // full runs alike, seed 1): the hedges' losers' elapsed times (0.2, 0.3 and 0.5 ms; 37 ms),
+        // the fast mode (15 and 19 ms) and the unhedged slow calls (501 and 842 ms).
+        let t = LatencyTracker::new(config(1));
+        for us in [210, 263, 529, 15_734, 19_220, 37_275, 501_603, 841_869] {
+            t.record(Duration::from_micros(us), Some(Instant::now()));
+        }
+        assert_eq!(t.counter_bytes(), 8 * GROUP_BYTES);
+        // With the rest of the layer (about 1 KiB: the `memory` test in benches/ counts it).
+        assert!(std::mem::size_of::<LatencyTracker>() + t.counter_bytes() <= 63 * 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_counter_saturates_instead_of_wrapping() {
+        let t = LatencyTracker::new(config(1));
+        t.record(Duration::from_micros(100), Some(Instant::now()));
+        let bucket = &t.group(0, 0).unwrap()[100];
+        bucket.store(u32::MAX - 1, Ordering::Relaxed);
+        for _ in 0..3 {
+            t.record(Duration::from_micros(100), Some(Instant::now()));
+        }
+        assert_eq!(bucket.load(Ordering::Relaxed), u32::MAX);
+        // The totals are summed in 64 bits: the percentile still reads it.
+        t.record(Duration::from_micros(7), Some(Instant::now()));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        t.record(Duration::from_micros(100), Some(Instant::now()));
+        assert_eq!(t.delay(), Some(Duration::from_micros(100)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -549,7 +587,7 @@ mod tests {
             .iter()
             .filter_map(|c| c.get())
             .flat_map(|c| c.iter())
-            .map(|b| b.load(Ordering::Relaxed))
+            .map(|b| u64::from(b.load(Ordering::Relaxed)))
             .sum();
         assert_eq!(left, SLOTS as u64);
         assert_eq!(t.delay(), Some(Duration::from_micros(5)));
