@@ -11,9 +11,16 @@
 //! `tower-resilience`, `failsafe`), possibly several peers per group, rejections included
 //! ([`run_rejected_calls`]), and prints [`comparison_table`] with a [`Target`] per row.
 //!
-//! This package deliberately does not enable tokio's `test-util` feature: with it, every
+//! The `memory` bench and test count the bytes each layer holds, built, warmed up and per key
+//! (the `memory` module, with the `memory` feature).
+//!
+//! This package deliberately does not enable tokio's `test-util` feature, except under the
+//! `memory` feature (which the timing benches must not be run with): with it, every
 //! `tokio::time::Instant::now()` goes through tokio's mockable clock, which would change the
 //! cost of the clock reads these benchmarks exist to measure.
+
+#[cfg(feature = "memory")]
+pub mod memory;
 
 use std::convert::Infallible;
 use std::fmt::{self, Write as _};

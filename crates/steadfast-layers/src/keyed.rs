@@ -10,6 +10,13 @@
 //! key is refused with [`OverloadReason::TooManyKeys`](crate::overload::OverloadReason). Sweeps
 //! are amortised: at most one full scan per `max_keys / 8` admissions or refusals.
 //!
+//! **Memory.** A key costs its state plus its share of the table: about 35 bytes under a rate
+//! limit (one 64-bit cell) and about 110 under a concurrency limit (its gate), counted at 1,000
+//! keys with the table's slack. The table never tracks more than `max_keys` keys, so a keyed
+//! layer holds at most about twice `max_keys` times that (a table that has churned through many
+//! more keys than `max_keys` may double its capacity once, and never shrinks). The figures are in
+//! `docs/memory.md`, asserted by the `memory` test in `benches/`.
+//!
 //! Keys are stored as 64-bit SipHash digests under a key drawn at random for each layer, so the
 //! table holds no copy of your keys and the key type only needs `Hash`. Two distinct keys share a
 //! limit only if their digests collide: with `n` keys, a probability of about `n² / 2⁶⁵`

@@ -834,6 +834,63 @@ fn the_primary_wins_path_does_not_allocate() {
     assert!(allocations_per_1000_calls(fixed(ms(10)).build().unwrap().layer(boxing)) >= 1000);
 }
 
+/// A learned delay pays for its histogram as latencies arrive: the first sample in a power of two
+/// of microseconds allocates that power of two's counters (6 KiB, every slot of the window at
+/// once), and nothing after that allocates, across window rotations, until a latency lands in a
+/// power of two not seen before.
+#[test]
+fn a_learned_delay_allocates_once_per_power_of_two_then_never() {
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    // 10-16 ms (8,192..16,383 µs), every 10th call 5 ms (4,096..8,191 µs): two powers of two, and
+    // no call slower than the learned 95th percentile, so no hedge (a hedge's loser would record
+    // its own elapsed time, in other powers of two).
+    let peer = service_fn(|x: u32| async move {
+        let n = CALLS.fetch_add(1, Ordering::Relaxed);
+        let d = if n % 10 == 9 {
+            ms(5)
+        } else {
+            ms(10 + u64::from(n % 7))
+        };
+        tokio::time::sleep(d).await;
+        Ok::<_, Infallible>(x)
+    });
+    let layer = HedgeLayer::builder()
+        .delay(HedgeDelay::percentile(95.0).min_samples(10))
+        .policy(HedgeAny)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(peer);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    async fn drive<S: Service<u32, Response = u32>>(svc: &mut S, n: u32)
+    where
+        S::Error: std::fmt::Debug,
+    {
+        for x in 0..n {
+            assert_eq!(svc.ready().await.unwrap().call(x).await.unwrap(), x);
+        }
+    }
+    let first = allocation_counter::measure(|| rt.block_on(drive(&mut svc, 100)));
+    assert!(first.bytes_total >= 2 * 6 * 1024, "{first:?}");
+    assert!(layer.current_delay().unwrap() >= ms(16));
+    // 2,000 more calls, about 25 s of paused time: the slots of the 30 s window rotate under them.
+    let later = allocation_counter::measure(|| rt.block_on(drive(&mut svc, 2_000)));
+    assert_eq!(later.count_total, 0, "{later:?}");
+    // A latency in a new power of two (1 ms: 512..1,023 µs) allocates its group, once.
+    let mut other = layer.layer(service_fn(|x: u32| async move {
+        tokio::time::sleep(ms(1)).await;
+        Ok::<_, Infallible>(x)
+    }));
+    let new_group = allocation_counter::measure(|| rt.block_on(drive(&mut other, 1)));
+    assert_eq!(new_group.count_total, 1, "{new_group:?}");
+    assert_eq!(new_group.bytes_total, 6 * 1024);
+    let again = allocation_counter::measure(|| rt.block_on(drive(&mut other, 100)));
+    assert_eq!(again.count_total, 0, "{again:?}");
+}
+
 #[test]
 fn services_and_futures_are_send_and_clone() {
     fn send<T: Send>(_: &T) {}

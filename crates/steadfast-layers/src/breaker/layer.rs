@@ -473,6 +473,10 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     /// the least recently used closed breaker (or, if none is closed, the least recently used).
     /// Keys must be `Debug` (their `Debug` form names the breaker in traces and transitions).
     ///
+    /// Each key costs about 300 bytes with the default count window of 100 calls (its breaker,
+    /// its label, its share of the table; more for a longer window), so a layer holds at most
+    /// about twice `max_keys` times that (see `docs/memory.md`).
+    ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
     /// let layer = CircuitBreakerLayer::builder()

@@ -12,8 +12,11 @@ pub const MAX_HEDGE_DELAY: Duration = Duration::from_secs(3600);
 /// The learned delay follows Finagle's backup requests: a percentile over a 30 s window,
 /// recomputed at most every 3 s (here: or every 1,000 samples, whichever comes first), with
 /// microsecond resolution and at most 1/256 (0.4 %) of error, rounded up (Finagle's bucketed
-/// histogram defaults to 0.5 %); it takes 300 KiB per layer, shared by the layer's services.
-/// Until the window holds `min_samples` samples (100 by default)
+/// histogram defaults to 0.5 %). The histogram is shared by the layer's services and pays for
+/// the latencies it sees: under 1 KiB before the first sample, then 6 KiB for each power of two
+/// of microseconds a latency has landed in (48 KiB in the lab's `tail` scenario, whose latencies
+/// and hedge losers span eight; 150 KiB at most), allocated by that power of two's first sample
+/// and kept (see `docs/memory.md`). Until the window holds `min_samples` samples (100 by default)
 /// the layer sends no hedge, or hedges after `warmup_delay` if one is set. Validated when the
 /// hedge layer is built.
 ///

@@ -5,15 +5,27 @@
 //! two above is split into 256 buckets, so a bucket is at most 1/256 (0.4 %) of the values it
 //! holds: 82 µs wide at 21 ms, 1 µs wide below 512 µs (Finagle's bucketed histogram defaults to
 //! 0.5 %; tower's hedge truncates to whole milliseconds). Values are clamped at 2^32 - 1 µs (about
-//! 71 minutes). The window is [`SLOTS`] slots of `window / SLOTS` each; a slot is an array of
-//! atomic counters tagged with its time slot, reset by the first writer of a new time slot.
+//! 71 minutes). The window is [`SLOTS`] slots of `window / SLOTS` each; a slot's counters are
+//! tagged with its time slot and reset by the first writer of a new time slot.
 //!
-//! Each slot also keeps a mask of the powers of two (groups) it holds samples in, so that a reset
-//! zeroes and a recomputation reads only those groups: latencies span a few powers of two, not
-//! all 25. Recording is a few atomic operations (the mask is only written the first time a group
-//! is used in a slot) and never a lock; the percentile is recomputed at most every
-//! `recompute_interval` or `recompute_samples` samples, by whichever recording thread claims it,
-//! and cached in an atomic for every call to read with one load.
+//! **Memory is paid per power of two used** (ADR 0005). The counters of one power of two (a
+//! *group*: 256 buckets in each of the six slots, 6 KiB of 32-bit counters) are allocated the
+//! first time a sample lands in it, and kept for the tracker's life. A tracker that has seen no
+//! sample holds no counters (under 1 KiB in all); in the lab's `tail` scenario (10-20 ms, 2 % at
+//! 500-1000 ms, plus the hedges' losers' elapsed times, from 0.1 ms to 40 ms) it meets eight
+//! powers of two and holds 48 KiB; the worst case, every power of two from 1 µs to 71 minutes, is
+//! 150 KiB, half the 300 KiB of 64-bit counters that every tracker used to allocate when built.
+//! The first sample in a group allocates (once per group per tracker; concurrent first samples in
+//! the same group wait for the one allocating); every later sample is allocation-free and
+//! lock-free. A counter saturates at 2^32 - 1 (4 billion samples in one bucket within one slot of
+//! the window, 5 s by default) rather than wrapping.
+//!
+//! Each slot also keeps a mask of the groups it holds samples in, so that a reset zeroes and a
+//! recomputation reads only those groups: latencies span a few powers of two, not all 25.
+//! Recording is a few atomic operations (the mask is only written the first time a group is used
+//! in a slot) and never a lock after its group's first sample; the percentile is recomputed at
+//! most every `recompute_interval` or `recompute_samples` samples, by whichever recording thread
+//! claims it, and cached in an atomic for every call to read with one load.
 //!
 //! Under concurrent rotation a few samples may land in the wrong slot or be lost to a reset; the
 //! estimate is statistical anyway. A recorder counts its sample before it marks the group, and a
@@ -23,6 +35,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -40,6 +53,9 @@ const GROUP_LEN: usize = SUB as usize;
 pub(super) const BUCKETS: usize = GROUPS * SUB as usize;
 /// Slots in the rotating window.
 pub(super) const SLOTS: usize = 6;
+/// Bytes of counters one group takes once allocated: 256 buckets in each slot (6 KiB).
+#[cfg(test)]
+const GROUP_BYTES: usize = SLOTS * GROUP_LEN * std::mem::size_of::<AtomicU32>();
 /// The cached value while fewer than `min_samples` samples are in the window.
 const WARMING: u64 = u64::MAX;
 
@@ -71,19 +87,20 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// What a slot knows of its counts (the counts themselves are in the groups).
 struct Slot {
     /// The time slot these counts belong to, plus one (0: never used).
     tag: AtomicU64,
     /// Bit `g` set: group `g` may hold counts (set after counting, taken before a reset).
     groups: AtomicU32,
-    buckets: Box<[AtomicU64]>,
 }
 
-impl Slot {
-    /// The counts of group `g`.
-    fn group(&self, g: usize) -> &[AtomicU64] {
-        &self.buckets[g * GROUP_LEN..(g + 1) * GROUP_LEN]
-    }
+/// The counters of one group in every slot, slot-major (`SLOTS × GROUP_LEN`), allocated on the
+/// group's first sample. Each saturates at `u32::MAX`.
+type GroupCounts = OnceLock<Box<[AtomicU32]>>;
+
+fn new_group() -> Box<[AtomicU32]> {
+    (0..SLOTS * GROUP_LEN).map(|_| AtomicU32::new(0)).collect()
 }
 
 /// The groups set in `mask`, lowest first.
@@ -118,7 +135,9 @@ pub(crate) struct LatencyTracker {
     recompute_micros: u64,
     recompute_samples: u64,
     start: Instant,
-    slots: Box<[Slot]>,
+    slots: [Slot; SLOTS],
+    /// Group `g`'s counters, once a sample has landed in it.
+    counts: [GroupCounts; GROUPS],
     /// The latest time slot any recorder has seen (recorders without a clock reading use it).
     epoch: AtomicU64,
     recorded: AtomicU64,
@@ -141,13 +160,6 @@ impl fmt::Debug for LatencyTracker {
 
 impl LatencyTracker {
     pub(super) fn new(config: TrackerConfig) -> Self {
-        let slots = (0..SLOTS)
-            .map(|_| Slot {
-                tag: AtomicU64::new(0),
-                groups: AtomicU32::new(0),
-                buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            })
-            .collect();
         let recompute_micros = micros(config.recompute_interval).max(1);
         LatencyTracker {
             quantile: config.percentile / 100.0,
@@ -157,7 +169,11 @@ impl LatencyTracker {
             recompute_micros,
             recompute_samples: config.recompute_samples.max(1),
             start: Instant::now(),
-            slots,
+            slots: std::array::from_fn(|_| Slot {
+                tag: AtomicU64::new(0),
+                groups: AtomicU32::new(0),
+            }),
+            counts: std::array::from_fn(|_| OnceLock::new()),
             epoch: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
             next_samples: AtomicU64::new(config.min_samples.max(1)),
@@ -165,6 +181,19 @@ impl LatencyTracker {
             computing: AtomicBool::new(false),
             cached: AtomicU64::new(WARMING),
         }
+    }
+
+    /// The counts of group `g` in slot `s`, if the group has been allocated.
+    fn group(&self, s: usize, g: usize) -> Option<&[AtomicU32]> {
+        self.counts[g]
+            .get()
+            .and_then(|c| c.get(s * GROUP_LEN..(s + 1) * GROUP_LEN))
+    }
+
+    /// The bytes of counters allocated so far (`GROUP_BYTES` per group a sample has landed in).
+    #[cfg(test)]
+    fn counter_bytes(&self) -> usize {
+        self.counts.iter().filter(|c| c.get().is_some()).count() * GROUP_BYTES
     }
 
     /// The delay to hedge after now: the learned percentile, or the warm-up delay (if any) while
@@ -200,7 +229,8 @@ impl LatencyTracker {
             }
             None => (self.epoch.load(Ordering::Relaxed), None),
         };
-        let slot = &self.slots[(epoch % SLOTS as u64) as usize];
+        let s = (epoch % SLOTS as u64) as usize;
+        let slot = &self.slots[s];
         let tag = epoch + 1;
         let seen = slot.tag.load(Ordering::Acquire);
         if seen != tag {
@@ -214,15 +244,24 @@ impl LatencyTracker {
                 .is_ok()
             {
                 for g in groups(slot.groups.swap(0, Ordering::SeqCst)) {
-                    for b in slot.group(g) {
+                    for b in self.group(s, g).unwrap_or_default() {
                         b.store(0, Ordering::Relaxed);
                     }
                 }
             }
         }
         let index = bucket_index(micros(latency));
-        slot.buckets[index].fetch_add(1, Ordering::Relaxed);
-        let bit = 1 << (index / GROUP_LEN);
+        let g = index / GROUP_LEN;
+        // Allocates the group on its first sample (once per tracker); one load afterwards.
+        let counts = self.counts[g].get_or_init(new_group);
+        if let Some(b) = counts.get(s * GROUP_LEN + index % GROUP_LEN) {
+            // Saturates: a counter that wrapped is put back at the top (a sample counted
+            // concurrently at that instant may be lost, as at a reset).
+            if b.fetch_add(1, Ordering::Relaxed) == u32::MAX {
+                b.store(u32::MAX, Ordering::Relaxed);
+            }
+        }
+        let bit = 1 << g;
         if slot.groups.load(Ordering::SeqCst) & bit == 0 {
             slot.groups.fetch_or(bit, Ordering::SeqCst);
         }
@@ -244,7 +283,7 @@ impl LatencyTracker {
         }
         let current = epoch + 1;
         let live = || {
-            self.slots.iter().filter(move |slot| {
+            self.slots.iter().enumerate().filter(move |(_, slot)| {
                 let tag = slot.tag.load(Ordering::Acquire);
                 tag != 0 && tag <= current && current - tag < SLOTS as u64
             })
@@ -252,12 +291,13 @@ impl LatencyTracker {
         // Two passes over the groups the live slots hold: the total per group, then the buckets
         // of the group the rank falls in.
         let mut per_group = [0u64; GROUPS];
-        for slot in live() {
+        for (s, slot) in live() {
             for g in groups(slot.groups.load(Ordering::SeqCst)) {
-                per_group[g] += slot
-                    .group(g)
+                per_group[g] += self
+                    .group(s, g)
+                    .unwrap_or_default()
                     .iter()
-                    .map(|b| b.load(Ordering::Relaxed))
+                    .map(|b| u64::from(b.load(Ordering::Relaxed)))
                     .sum::<u64>();
             }
         }
@@ -265,7 +305,7 @@ impl LatencyTracker {
         let (value, next) = if total >= self.min_samples && total > 0 {
             let rank = ((self.quantile * total as f64).ceil() as u64).clamp(1, total);
             (
-                bucket_high(rank_index(&per_group, rank, live())),
+                bucket_high(self.rank_index(&per_group, rank, live().map(|(s, _)| s))),
                 n.saturating_add(self.recompute_samples),
             )
         } else {
@@ -292,38 +332,39 @@ impl LatencyTracker {
             );
         }
     }
-}
 
-/// The bucket holding the `rank`-th smallest sample, from the per-group totals and a second read
-/// of that group's buckets in the live slots. Concurrent recording may have moved the counts in
-/// between: the rank then falls at the group's last bucket.
-fn rank_index<'a>(
-    per_group: &[u64; GROUPS],
-    rank: u64,
-    live: impl Iterator<Item = &'a Slot>,
-) -> usize {
-    let mut seen = 0;
-    let Some(g) = per_group.iter().position(|c| {
-        seen += c;
-        seen >= rank
-    }) else {
-        return BUCKETS - 1;
-    };
-    let mut counts = [0u64; GROUP_LEN];
-    for slot in live {
-        for (c, b) in counts.iter_mut().zip(slot.group(g)) {
-            *c += b.load(Ordering::Relaxed);
-        }
-    }
-    let mut seen = seen - per_group[g];
-    let within = counts
-        .iter()
-        .position(|c| {
+    /// The bucket holding the `rank`-th smallest sample, from the per-group totals and a second
+    /// read of that group's buckets in the `live` slots. Concurrent recording may have moved the
+    /// counts in between: the rank then falls at the group's last bucket.
+    fn rank_index(
+        &self,
+        per_group: &[u64; GROUPS],
+        rank: u64,
+        live: impl Iterator<Item = usize>,
+    ) -> usize {
+        let mut seen = 0;
+        let Some(g) = per_group.iter().position(|c| {
             seen += c;
             seen >= rank
-        })
-        .unwrap_or(GROUP_LEN - 1);
-    g * GROUP_LEN + within
+        }) else {
+            return BUCKETS - 1;
+        };
+        let mut counts = [0u64; GROUP_LEN];
+        for s in live {
+            for (c, b) in counts.iter_mut().zip(self.group(s, g).unwrap_or_default()) {
+                *c += u64::from(b.load(Ordering::Relaxed));
+            }
+        }
+        let mut seen = seen - per_group[g];
+        let within = counts
+            .iter()
+            .position(|c| {
+                seen += c;
+                seen >= rank
+            })
+            .unwrap_or(GROUP_LEN - 1);
+        g * GROUP_LEN + within
+    }
 }
 
 #[cfg(test)]
@@ -404,6 +445,9 @@ mod tests {
             }
             // Recomputed every 10 samples: the last recomputation saw all 5,000.
             let want = exact(&mut samples, p / 100.0);
+            // Counters for the four powers of two the samples span (2^13..2^15 µs and
+            // 2^18..2^20 µs), 24 KiB, and none for the 21 others.
+            assert_eq!(t.counter_bytes(), 4 * GROUP_BYTES);
             let got = t.delay().unwrap().as_micros() as u64;
             assert!(
                 got >= want && got - want <= want / 256,
@@ -442,13 +486,14 @@ mod tests {
                 }
             });
             let mut counted = 0;
-            for slot in t.slots.iter() {
+            for (s, slot) in t.slots.iter().enumerate() {
                 let mask = slot.groups.load(Ordering::Relaxed);
                 for g in 0..GROUPS {
-                    let c: u64 = slot
-                        .group(g)
+                    let c: u64 = t
+                        .group(s, g)
+                        .unwrap_or_default()
                         .iter()
-                        .map(|b| b.load(Ordering::Relaxed))
+                        .map(|b| u64::from(b.load(Ordering::Relaxed)))
                         .sum();
                     counted += c;
                     // Counted before marked, mask taken before zeroing: on x86's total store order
@@ -460,6 +505,8 @@ mod tests {
                 }
             }
             assert!(counted <= 4 * PER_THREAD, "{counted}");
+            // Four powers of two seen, four groups allocated, whichever thread got there first.
+            assert_eq!(t.counter_bytes(), 4 * GROUP_BYTES);
             let d = t.learned().expect("warm");
             assert!(
                 d >= Duration::from_millis(10)
@@ -467,6 +514,61 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_are_allocated_for_a_power_of_two_on_its_first_sample() {
+        let t = LatencyTracker::new(config(1));
+        // Before any sample: no counters, only the slots' tags and masks and the empty cells.
+        assert_eq!(t.counter_bytes(), 0);
+        assert!(std::mem::size_of::<LatencyTracker>() <= 1024);
+        t.record(Duration::from_micros(15_000), Some(Instant::now()));
+        assert_eq!(t.counter_bytes(), GROUP_BYTES);
+        assert_eq!(GROUP_BYTES, 6 * 1024);
+        // Same power of two (8,192..16,383 µs): nothing new.
+        t.record(Duration::from_micros(9_000), Some(Instant::now()));
+        assert_eq!(t.counter_bytes(), GROUP_BYTES);
+        t.record(Duration::from_micros(700_000), Some(Instant::now()));
+        assert_eq!(t.counter_bytes(), 2 * GROUP_BYTES);
+        // Every slot used and reset: the groups stay allocated (and zeroed), no new one.
+        for _ in 0..2 * SLOTS {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            t.record(Duration::from_micros(10_000), Some(Instant::now()));
+        }
+        assert_eq!(t.counter_bytes(), 2 * GROUP_BYTES);
+        // 10,000 µs lies in the 32 µs bucket 9,984..=10,015.
+        assert_eq!(t.delay(), Some(Duration::from_micros(10_015)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lab_tail_spread_fits_in_64_kib() {
+        // The powers of two a hedge layer's tracker met in the lab's `tail` scenario (quick and
+        // full runs alike, seed 1): the hedges' losers' elapsed times (0.2, 0.3 and 0.5 ms; 37 ms),
+        // the fast mode (15 and 19 ms) and the unhedged slow calls (501 and 842 ms).
+        let t = LatencyTracker::new(config(1));
+        for us in [210, 263, 529, 15_734, 19_220, 37_275, 501_603, 841_869] {
+            t.record(Duration::from_micros(us), Some(Instant::now()));
+        }
+        assert_eq!(t.counter_bytes(), 8 * GROUP_BYTES);
+        // With the rest of the layer (about 1 KiB: the `memory` test in benches/ counts it).
+        assert!(std::mem::size_of::<LatencyTracker>() + t.counter_bytes() <= 63 * 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_counter_saturates_instead_of_wrapping() {
+        let t = LatencyTracker::new(config(1));
+        t.record(Duration::from_micros(100), Some(Instant::now()));
+        let bucket = &t.group(0, 0).unwrap()[100];
+        bucket.store(u32::MAX - 1, Ordering::Relaxed);
+        for _ in 0..3 {
+            t.record(Duration::from_micros(100), Some(Instant::now()));
+        }
+        assert_eq!(bucket.load(Ordering::Relaxed), u32::MAX);
+        // The totals are summed in 64 bits: the percentile still reads it.
+        t.record(Duration::from_micros(7), Some(Instant::now()));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        t.record(Duration::from_micros(100), Some(Instant::now()));
+        assert_eq!(t.delay(), Some(Duration::from_micros(100)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -482,10 +584,11 @@ mod tests {
         }
         // Each slot was reset once: only the last SLOTS samples of 5 µs remain anywhere.
         let left: u64 = t
-            .slots
+            .counts
             .iter()
-            .flat_map(|s| s.buckets.iter())
-            .map(|b| b.load(Ordering::Relaxed))
+            .filter_map(|c| c.get())
+            .flat_map(|c| c.iter())
+            .map(|b| u64::from(b.load(Ordering::Relaxed)))
             .sum();
         assert_eq!(left, SLOTS as u64);
         assert_eq!(t.delay(), Some(Duration::from_micros(5)));

@@ -157,6 +157,23 @@ impl<X> ConcurrencyLimitLayer<X> {
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight() as usize
     }
+
+    /// The number of keys tracked (`None` when global): at most `max_keys`, as for
+    /// [`RateLimitLayer::keys`](crate::rate::RateLimitLayer::keys).
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert_eq!(ConcurrencyLimitLayer::new(3)?.keys(), None);
+    /// let keyed = ConcurrencyLimitLayer::builder(3).key_by(|req: &u32| *req % 10).build()?;
+    /// assert_eq!(keyed.keys(), Some(0));
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn keys(&self) -> Option<usize> {
+        match &self.shared.slots {
+            Slots::Global(_) => None,
+            Slots::Keyed(map) => Some(map.len()),
+        }
+    }
 }
 
 impl<S, X: Clone> Layer<S> for ConcurrencyLimitLayer<X> {
