@@ -507,12 +507,17 @@ mod tests {
             assert!(counted <= 4 * PER_THREAD, "{counted}");
             // Four powers of two seen, four groups allocated, whichever thread got there first.
             assert_eq!(t.counter_bytes(), 4 * GROUP_BYTES);
-            let d = t.learned().expect("warm");
-            assert!(
-                d >= Duration::from_millis(10)
-                    && d <= Duration::from_micros(1_000_000 + 1_000_000 / 256),
-                "{d:?}"
-            );
+            // Whatever delay was learned lies within what was recorded. (There may be none: on
+            // a busy machine a thread can be descheduled for longer than the 60 µs window, so
+            // the last recomputation may have found every slot reset. The rule is about counts,
+            // and it must hold at any speed.)
+            if let Some(d) = t.learned() {
+                assert!(
+                    d >= Duration::from_millis(10)
+                        && d <= Duration::from_micros(1_000_000 + 1_000_000 / 256),
+                    "{d:?}"
+                );
+            }
         }
     }
 
