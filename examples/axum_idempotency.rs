@@ -18,10 +18,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use steadfast::net::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
-use steadfast::net::idempotency::{HeaderPrincipal, IdempotencyLayer, RedisStore};
 use steadfast::layers::telemetry::Telemetry;
 use steadfast::layers::BoxError;
+use steadfast::net::codec::idempotency_key::{IdempotencyKey, IDEMPOTENCY_KEY};
+use steadfast::net::idempotency::{HeaderPrincipal, IdempotencyLayer, RedisStore};
 use tower::ServiceBuilder;
 
 async fn create_order(State(orders): State<Arc<AtomicU64>>, body: String) -> (StatusCode, String) {

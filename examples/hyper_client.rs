@@ -23,14 +23,14 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use steadfast::layers::deadline::Deadline;
+use steadfast::layers::retry::GaveUp;
+use steadfast::layers::BoxError;
 use steadfast::net::body::ReplayBody;
 use steadfast::net::classify::RetryGaveUp;
 use steadfast::net::codec::REQUEST_TIMEOUT_MS;
 use steadfast::net::preset::StandardClientLayer;
 use steadfast::net::propagate::DeadlineServerLayer;
-use steadfast::layers::deadline::Deadline;
-use steadfast::layers::retry::GaveUp;
-use steadfast::layers::BoxError;
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
 

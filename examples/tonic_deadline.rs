@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use http::uri::PathAndQuery;
+use steadfast::layers::deadline::Deadline;
+use steadfast::layers::BoxError;
 use steadfast::net::propagate::{
     DeadlinePropagation, DeadlinePropagationLayer, DeadlineServerLayer,
 };
-use steadfast::layers::deadline::Deadline;
-use steadfast::layers::BoxError;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
