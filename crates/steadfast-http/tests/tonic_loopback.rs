@@ -1,7 +1,10 @@
 //! A → B → C over real tonic on 127.0.0.1: C sees the shrunken deadline and its work stops when
-//! A's time is up. Real sockets need the real clock: the test is short (a 300 ms deadline),
-//! bounded (10 s overall), and asserts ranges, not exact instants (exact timing is asserted on
-//! a paused clock in `propagate.rs`).
+//! A's time is up. Real sockets need the real clock, so every check holds at any speed of the
+//! machine: C's work never ends on its own (only the deadline can stop it), C's deadline is
+//! bounded above by what A gave less the hops' margins and below by that less the time the
+//! request took to reach C, as measured, and nothing asserts how long anything took. Exact
+//! timing is asserted on a paused clock in `propagate.rs`. The whole test is bounded (10 s) as a
+//! guard against a hang; it takes a few hundred milliseconds.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -66,9 +69,14 @@ async fn call(
 
 #[derive(Debug, Default)]
 struct SeenByC {
+    arrived: Option<Instant>,
     grpc_timeout: Option<Duration>,
     remaining: Option<Duration>,
 }
+
+/// What A gives the whole call, and what each hop's client shaves off for itself.
+const BUDGET: Duration = Duration::from_millis(300);
+const HOP_MARGIN: Duration = Duration::from_millis(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_to_b_to_c_over_loopback() {
@@ -81,13 +89,14 @@ async fn scenario() {
     let seen = Arc::new(Mutex::new(SeenByC::default()));
     let stopped = Arc::new(Mutex::new(None));
 
-    // C: note the deadline it was given, then "work" for 5 s.
+    // C: note the deadline it was given, then "work" until it is stopped: nothing else ends it.
     let (s, st) = (seen.clone(), stopped.clone());
     let c_addr = serve(move |req: tonic::Request<String>| {
         let (s, st) = (s.clone(), st.clone());
         async move {
             {
                 let mut s = s.lock().unwrap();
+                s.arrived = Some(Instant::now());
                 s.grpc_timeout = req
                     .metadata()
                     .get("grpc-timeout")
@@ -95,7 +104,7 @@ async fn scenario() {
                 s.remaining = Deadline::current().map(|d| d.remaining());
             }
             let _probe = DropProbe(st);
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::future::pending::<()>().await;
             Ok(tonic::Response::new("c done".to_owned()))
         }
     })
@@ -112,14 +121,13 @@ async fn scenario() {
     })
     .await;
 
-    // A: 300 ms for everything.
+    // A: BUDGET for everything.
     let mut to_b = client(b_addr).await;
     let start = Instant::now();
-    let deadline = Deadline::after(Duration::from_millis(300)).unwrap();
+    let deadline = Deadline::after(BUDGET).unwrap();
     let result = deadline.scope(call(&mut to_b, "hello")).await;
-    let a_elapsed = start.elapsed();
 
-    // A hears back about when its time is up, not after C's 5 s.
+    // A hears back although C never answers: its deadline, enforced on the way.
     let status = result.unwrap_err();
     // B's DeadlineServerLayer answers DEADLINE_EXCEEDED; tonic's own server timeout (which
     // also reads grpc-timeout, outside the layers) may win the race and answer CANCELLED.
@@ -127,43 +135,39 @@ async fn scenario() {
         matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
         "{status:?}"
     );
-    assert!(a_elapsed < Duration::from_millis(1_000), "{a_elapsed:?}");
 
-    // C saw the shrunken deadline: 300 ms minus a 10 ms margin per hop, minus transit.
-    let seen_timeout = seen
-        .lock()
-        .unwrap()
-        .grpc_timeout
-        .expect("C got grpc-timeout");
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let Some(arrived) = seen.arrived else {
+        // So slow a machine that the deadline ran out before B called C: B refused to send a
+        // call with no time left, which is right, and there is nothing more to see.
+        eprintln!("C was never called: the deadline ran out on the way ({status:?})");
+        return;
+    };
+    // C saw the shrunken deadline: the budget less a margin per hop, less the time spent on the
+    // way (at most from A's start to C's arrival), less the header's millisecond rounding.
+    let seen_timeout = seen.grpc_timeout.expect("C got grpc-timeout");
+    let ceiling = BUDGET - 2 * HOP_MARGIN;
+    let on_the_way = arrived - start;
+    let floor = ceiling
+        .saturating_sub(on_the_way)
+        .saturating_sub(Duration::from_millis(2));
     assert!(
-        seen_timeout <= Duration::from_millis(280),
-        "{seen_timeout:?}"
+        floor <= seen_timeout && seen_timeout <= ceiling,
+        "{floor:?} <= {seen_timeout:?} <= {ceiling:?} (C called {on_the_way:?} after A's start)"
     );
-    assert!(
-        seen_timeout >= Duration::from_millis(100),
-        "{seen_timeout:?}"
-    );
-    let remaining = seen
-        .lock()
-        .unwrap()
-        .remaining
-        .expect("C had a deadline in scope");
+    let remaining = seen.remaining.expect("C had a deadline in scope");
     assert!(remaining <= seen_timeout);
 
-    // C's work stopped (its future was dropped) around A's deadline, not after 5 s.
-    let mut waited = Duration::ZERO;
+    // C's work, which never ends on its own, was stopped (its future dropped).
     let stopped_at = loop {
         if let Some(at) = *stopped.lock().unwrap() {
             break at;
         }
-        assert!(waited < Duration::from_secs(2), "C never stopped");
         tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += Duration::from_millis(10);
     };
-    let c_ran = stopped_at - start;
     eprintln!(
-        "A: {:?} after {a_elapsed:?}; C got grpc-timeout {seen_timeout:?}, stopped after {c_ran:?}",
-        status.code()
+        "A: {:?}; C got grpc-timeout {seen_timeout:?} {on_the_way:?} after A's start, stopped after {:?}",
+        status.code(),
+        stopped_at - start
     );
-    assert!(c_ran < Duration::from_millis(1_000), "{c_ran:?}");
 }

@@ -41,6 +41,7 @@ pub mod report;
 pub mod scenarios;
 pub mod server;
 
+use steadfast_layers::chaos::ChaosLayer;
 pub use steadfast_layers::BoxError;
 use steadfast_layers::ConfigError;
 
@@ -72,10 +73,37 @@ impl Options {
     /// ```
     pub fn http_client(&self) -> Result<client::HttpClient, ConfigError> {
         let http = client::HttpClient::new();
-        Ok(match &self.chaos {
-            Some(spec) => http.chaos(spec.layer(self.seed ^ CHAOS_SEED)?),
+        Ok(match self.chaos_layer()? {
+            Some(layer) => http.chaos(layer),
             None => http,
         })
+    }
+
+    /// The `--chaos` layer a fresh [`http_client`](Self::http_client) of this run uses (`None`
+    /// without `--chaos`). Its random stream starts where every fresh client's does, and the
+    /// layer draws a fixed number of times per call, so the faults of the first `n` calls
+    /// through it are those of the first `n` attempts of any client of the run, in whatever
+    /// order those are made: tests count them without a server.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), steadfast_layers::BoxError> {
+    /// use tower::{Layer, ServiceExt};
+    /// let opts = steadfast_lab::Options { chaos: Some("error=0.5".parse()?), ..Default::default() };
+    /// let layer = opts.chaos_layer()?.ok_or("chaos is on")?;
+    /// let svc = layer.layer(tower::service_fn(|()| async { Ok::<_, steadfast_layers::BoxError>(()) }));
+    /// let mut failed = 0;
+    /// for _ in 0..100 {
+    ///     failed += usize::from(svc.clone().oneshot(()).await.is_err());
+    /// }
+    /// assert!((20..=80).contains(&failed));
+    /// assert!(steadfast_lab::Options::default().chaos_layer()?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn chaos_layer(&self) -> Result<Option<ChaosLayer>, ConfigError> {
+        self.chaos
+            .as_ref()
+            .map(|spec| spec.layer(self.seed ^ CHAOS_SEED))
+            .transpose()
     }
 }
 

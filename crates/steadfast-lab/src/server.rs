@@ -352,6 +352,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// A server's state, its windows measured from now.
+    fn new(cfg: ServerConfig, salt: u64) -> Self {
+        let permits = cfg.capacity.map(|c| Semaphore::new(c.limit));
+        Shared {
+            cfg,
+            salt,
+            started: Instant::now(),
+            counters: Counters::default(),
+            seen: Mutex::new(HashMap::new()),
+            anonymous: AtomicU64::new(0),
+            permits,
+            in_system: AtomicUsize::new(0),
+            debt_nanos: AtomicU64::new(0),
+        }
+    }
+
     /// Whether `now` falls in the window of `duration` that opens `start` after the server
     /// started (outages and slowdowns are such windows).
     fn in_window(&self, now: Instant, start: Duration, duration: Duration) -> bool {
@@ -417,18 +433,7 @@ impl Server {
         let salt = cfg.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        let permits = cfg.capacity.map(|c| Semaphore::new(c.limit));
-        let shared = Arc::new(Shared {
-            cfg,
-            salt,
-            started: Instant::now(),
-            counters: Counters::default(),
-            seen: Mutex::new(HashMap::new()),
-            anonymous: AtomicU64::new(0),
-            permits,
-            in_system: AtomicUsize::new(0),
-            debt_nanos: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(cfg, salt));
         let (shutdown, stop) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop));
         Ok(Server {
@@ -786,6 +791,39 @@ mod tests {
             .slowdown(window(2.5));
         let factors: Vec<f64> = cfg.slowdowns.iter().map(|s| s.factor).collect();
         assert_eq!(factors, [1.0, 0.0, 1000.0, 2.5]);
+    }
+
+    /// Outage and slowdown windows open and close on the server's clock, measured from its
+    /// start: before, inside and after, computed from instants (no clock runs: the real-socket
+    /// tests in `tests/server.rs` check that the handler applies them).
+    #[test]
+    fn windows_open_and_close_on_time() {
+        let ms = Duration::from_millis;
+        let cfg = ServerConfig::new("w", 1)
+            .outage(Outage {
+                start: ms(100),
+                duration: ms(200),
+            })
+            .slowdown(Slowdown {
+                start: ms(200),
+                duration: ms(300),
+                factor: 3.0,
+            })
+            .slowdown(Slowdown {
+                start: ms(400),
+                duration: ms(200),
+                factor: 2.0,
+            });
+        let shared = Shared::new(cfg, 0);
+        let t0 = shared.started;
+        let outage: Vec<bool> = [0, 99, 100, 299, 300, 1_000]
+            .map(|t| shared.in_outage(t0 + ms(t)))
+            .to_vec();
+        assert_eq!(outage, [false, false, true, true, false, false]);
+        let factors: Vec<f64> = [0, 199, 200, 399, 400, 499, 500, 599, 600]
+            .map(|t| shared.slowdown(t0 + ms(t)))
+            .to_vec();
+        assert_eq!(factors, [1.0, 1.0, 3.0, 3.0, 6.0, 6.0, 2.0, 2.0, 1.0]);
     }
 
     #[test]

@@ -656,7 +656,7 @@ mod tests {
                     for _ in 0..CALLS {
                         let roll = rng.next_u64();
                         let work = async {
-                            let permit = if roll % 4 == 0 {
+                            let permit = if roll.is_multiple_of(4) {
                                 match gate.try_acquire() {
                                     Some(p) => p,
                                     None => return,

@@ -23,7 +23,7 @@ mod breaker_alloc {
     /// Answers at once; every third call fails (an `io::Error` built without allocating).
     fn peer() -> impl Service<u32, Response = u32, Error = std::io::Error> + Clone {
         service_fn(|x: u32| {
-            ready(if x % 3 == 0 {
+            ready(if x.is_multiple_of(3) {
                 Err(std::io::ErrorKind::ConnectionReset.into())
             } else {
                 Ok(x)

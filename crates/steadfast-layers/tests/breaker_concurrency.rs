@@ -99,7 +99,7 @@ mod breaker_concurrency {
                     let mut s = svc.clone();
                     let fut = s.ready().await.unwrap().call(());
                     i += 1;
-                    if (task + i) % 5 == 0 {
+                    if (task + i).is_multiple_of(5) {
                         // Abandon some calls half-way: their probe permits must come back.
                         let mut fut = Box::pin(fut);
                         let _ = (&mut fut).now_or_never();

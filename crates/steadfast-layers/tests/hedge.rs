@@ -627,7 +627,7 @@ async fn a_predicate_decides_which_requests_are_hedged() {
     });
     let svc = HedgeLayer::builder()
         .delay(HedgeDelay::fixed(ms(10)))
-        .policy(|req: &u32| req % 2 == 0)
+        .policy(|req: &u32| req.is_multiple_of(2))
         .no_budget()
         .build()
         .unwrap()

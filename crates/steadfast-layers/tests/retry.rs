@@ -691,6 +691,7 @@ fn ratio_budget_never_overdraws_under_contention() {
         .build()
         .unwrap();
     rt.block_on(async {
+        let t0 = tokio::time::Instant::now();
         let b = Arc::new(
             RatioBudget::builder()
                 .percent_can_retry(0.25)
@@ -719,9 +720,14 @@ fn ratio_budget_never_overdraws_under_contention() {
         for t in tasks {
             total += t.await.unwrap();
         }
-        // 16,000 deposits at 25 %: never more than 4,000 retries, whatever the interleaving.
+        // 16,000 deposits at 25 %: never more than 4,000 retries, whatever the interleaving
+        // and however long the run takes (deposits that leave the window only lower it).
         assert!(total <= 4_000, "{total}");
-        assert!(total >= 3_900, "{total}");
+        // Nearly all of them while every deposit is still in the 10 s window, as it is unless
+        // the machine stalls this millisecond-long run for seconds.
+        if t0.elapsed() < Duration::from_secs(9) {
+            assert!(total >= 3_900, "{total}");
+        }
     });
 }
 

@@ -186,7 +186,7 @@ async fn check(target: &Target, context: &str) -> Facts {
             .filter(|(saga, _, _)| *saga == id)
             .map(|(_, step, phase)| (step.clone(), phase.clone()))
             .collect();
-        let expected: BTreeSet<(String, String)> = if i % 2 == 0 {
+        let expected: BTreeSet<(String, String)> = if i.is_multiple_of(2) {
             assert_eq!(s.status, SagaStatus::Completed, "{context}: {s:?}");
             [
                 ("reserve", "forward"),

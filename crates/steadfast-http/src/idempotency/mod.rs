@@ -128,8 +128,10 @@ pub use server::{
     PROBLEM_JSON,
 };
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use store::PostgresStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::RedisStore;
 pub use store::{IdempotencyStore, MemoryStore, StoreError, StoreErrorKind};
 pub use telemetry::IdempotencyStats;

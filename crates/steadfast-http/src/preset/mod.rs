@@ -193,6 +193,7 @@ mod tonic;
 mod transport;
 
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use self::tonic::{grpc_status, Tonic, TonicBody, TonicStatus, TonicStatusFuture};
 pub use builder::{
     ClientBuilder, Hedging, HedgingClientBuilder, Retrying, StandardClientBuilder,

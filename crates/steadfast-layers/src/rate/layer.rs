@@ -151,7 +151,7 @@ impl Shared {
     #[inline(never)]
     fn claim(&self, l: &Direct, batch: NonZeroU32) -> Result<(), governor::NotUntil<Nanos>> {
         let n = self.claims.fetch_add(1, Ordering::Relaxed);
-        if self.batching.load(Ordering::Relaxed) || n % BATCH_RETRY_EVERY == 0 {
+        if self.batching.load(Ordering::Relaxed) || n.is_multiple_of(BATCH_RETRY_EVERY) {
             if let Ok(Ok(())) = l.check_n(batch) {
                 self.batching.store(true, Ordering::Relaxed);
                 self.stash.fetch_add(batch.get() - 1, Ordering::Relaxed);
