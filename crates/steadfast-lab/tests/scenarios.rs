@@ -272,7 +272,7 @@ async fn deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage() {
     let json = run("outage").await;
-    assert_eq!(names(&json), ["none", "breaker"]);
+    assert_eq!(names(&json), ["none", "breaker", "standard_breaker"]);
     let requests = same_arrivals(&json);
     for name in ["none", "breaker"] {
         let v = variant(&json, name);
@@ -293,6 +293,26 @@ async fn outage() {
     let breaker = variant(&json, "breaker");
     if count(breaker, "refused_by_breaker") > 0 {
         assert!(count(breaker, "breaker_trips") > 0, "{breaker}");
+    }
+    // The standard preset with the breaker in its slot: whatever the machine's speed, its
+    // retries (sent or refused) are bounded by the retry budget (20 % of the window's requests
+    // plus 10/s over each 10 s window), and no request has more than its 3 attempts.
+    let standard = variant(&json, "standard_breaker");
+    let attempts = count(standard, "server_calls") + count(standard, "refused_by_breaker");
+    assert!(attempts <= 3 * requests, "{standard}");
+    let retries = attempts.saturating_sub(requests) as f64;
+    let windows = budget_windows(&json);
+    assert!(
+        retries <= windows * (0.2 * requests as f64 + 100.0),
+        "{retries} retries, {windows} windows: {standard}"
+    );
+    assert!(
+        count(standard, "calls_during_outage") + count(standard, "served")
+            <= count(standard, "server_calls"),
+        "{standard}"
+    );
+    if count(standard, "refused_by_breaker") > 0 {
+        assert!(count(standard, "breaker_trips") > 0, "{standard}");
     }
 }
 
