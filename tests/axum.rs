@@ -216,3 +216,56 @@ async fn served_over_loopback_a_duplicate_is_a_replay() {
     assert_eq!(counts.orders.load(Ordering::SeqCst), 1);
     server.abort();
 }
+
+/// The generic layers (here a rate limit and a fail-fast concurrency limit) fail a refused call
+/// with a noun; `RespondLayer` outside them answers it (`429` + `Retry-After`, `503`), so they
+/// too go onto a `Router` with `Router::layer` and no `HandleErrorLayer`.
+#[tokio::test(start_paused = true)]
+async fn generic_layers_answer_their_refusals_through_respond_layer() {
+    use steadfast::layers::limit::ConcurrencyLimitLayer;
+    use steadfast::layers::rate::RateLimitLayer;
+    use steadfast::net::respond::RespondLayer;
+
+    let rate = RateLimitLayer::builder(1, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app: Router = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(RespondLayer::around(rate));
+    let get_root = || Request::get("/").body(Body::empty()).unwrap();
+    let first = app.clone().oneshot(get_root()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = app.oneshot(get_root()).await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(second.headers()["retry-after"], "60");
+
+    // One request at a time, fail fast: a second one while the first is in its handler is 503.
+    let limit = ConcurrencyLimitLayer::new(1).unwrap();
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+    let entered = Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+    let app: Router = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let entered = entered.clone();
+                async move {
+                    if let Some(tx) = entered.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "slow hello"
+                }
+            }),
+        )
+        .layer(RespondLayer::around(limit));
+    let busy = tokio::spawn(app.clone().oneshot(get_root()));
+    entered_rx.await.unwrap();
+    let refused = app.clone().oneshot(get_root()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
+    // Capacity is back: the next one is served.
+    assert_eq!(
+        app.oneshot(get_root()).await.unwrap().status(),
+        StatusCode::OK
+    );
+}

@@ -57,5 +57,6 @@ mod error;
 pub mod idempotency;
 pub mod preset;
 pub mod propagate;
+pub mod respond;
 
 pub use error::{ConfigError, Problem};
