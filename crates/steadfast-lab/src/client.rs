@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -29,7 +29,6 @@ use steadfast_http::body::ReplayBody;
 use steadfast_http::preset::{StandardClient, StandardClientBuilder, StandardClientLayer};
 use steadfast_http::ConfigError;
 use steadfast_layers::chaos::ChaosLayer;
-use steadfast_layers::classify::{Classifier, Outcome, RetryOnError};
 use steadfast_layers::deadline::Deadline;
 use steadfast_layers::retry::{Backoff, Jitter, RatioBudget};
 use steadfast_layers::BoxError;
@@ -219,28 +218,6 @@ impl tower::Service<WireRequest> for HttpClient {
     }
 }
 
-/// What counts as success for the lab's callers: a 2xx. A 502, 503 or 504 and transport errors
-/// are retryable, a spent deadline is not (the library's [`RetryOnError`] decides errors), any
-/// other status is fatal.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StatusClassifier;
-
-impl Classifier<LabResponse, BoxError> for StatusClassifier {
-    fn classify(&self, result: &Result<LabResponse, BoxError>) -> Outcome {
-        match result {
-            Ok(res) if res.status().is_success() => Outcome::Success,
-            Ok(res) => match res.status() {
-                StatusCode::SERVICE_UNAVAILABLE => Outcome::retryable("unavailable"),
-                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
-                    Outcome::retryable("gateway")
-                }
-                _ => Outcome::fatal("status"),
-            },
-            Err(_) => Classifier::<LabResponse, BoxError>::classify(&RetryOnError, result),
-        }
-    }
-}
-
 /// A copy of `req` (without its extensions).
 pub fn clone_request(req: &LabRequest) -> LabRequest {
     let mut copy = Request::new(req.body().clone());
@@ -381,20 +358,5 @@ mod tests {
         assert_eq!(copy.uri(), req.uri());
         assert_eq!(copy.headers().get(REQUEST_ID), Some(&HeaderValue::from(7)));
         assert!(copy.extensions().get::<u8>().is_none());
-    }
-
-    #[test]
-    fn classifies_statuses() {
-        let res = |s: u16| -> Result<LabResponse, BoxError> {
-            let mut r = Response::new(Bytes::new());
-            *r.status_mut() = StatusCode::from_u16(s).expect("status");
-            Ok(r)
-        };
-        assert_eq!(StatusClassifier.classify(&res(200)), Outcome::Success);
-        assert!(StatusClassifier.classify(&res(503)).is_retryable());
-        assert!(!StatusClassifier.classify(&res(404)).is_retryable());
-        let late: Result<LabResponse, BoxError> =
-            Err(Box::new(steadfast_layers::deadline::DeadlineExceeded::new()));
-        assert!(!StatusClassifier.classify(&late).is_retryable());
     }
 }

@@ -35,7 +35,9 @@ use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
 
 use super::ms;
-use crate::client::{caller_layer, CallerConfig, LabRequest, LabResponse, Retries, StatusClassifier};
+use steadfast_http::classify::HttpClassifier;
+
+use crate::client::{caller_layer, CallerConfig, LabRequest, LabResponse, Retries};
 use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
 use crate::report::{value, Findings, Target, Value, VariantReport};
@@ -139,7 +141,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                         counted.fetch_add(1, Ordering::Relaxed);
                     }
                 })
-                .classifier(StatusClassifier)
+                .classifier(HttpClassifier::new())
                 .build()?;
             let handle = layer.handle();
             if name == "breaker" {

@@ -52,14 +52,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast_layers::adaptive::{AdaptiveLimitLayer, Gradient2, LimitHandle};
-use steadfast_layers::deadline::DeadlineLayer;
 use steadfast_layers::limit::ConcurrencyLimitLayer;
 use steadfast_layers::shed::LoadShedLayer;
 use tower::util::BoxCloneService;
 use tower::Layer;
 
 use super::ms;
-use crate::client::{HttpClient, LabRequest, LabResponse, StatusClassifier};
+use steadfast_http::classify::HttpClassifier;
+
+use crate::client::{caller_layer, CallerConfig, HttpClient, LabRequest, LabResponse, Retries};
 use crate::ledger::Ledger;
 use crate::load::{open_loop, percentile_ms, Summary};
 use crate::progress::{Progress, Total};
@@ -86,41 +87,51 @@ const SERVER: &str = "overload_adaptive";
 
 type LabBoxService = BoxCloneService<LabRequest, LabResponse, BoxError>;
 
-/// A variant's stack (under the caller's deadline) and, for the adaptive one, its limit.
+/// A variant's stack and, for the adaptive one, its limit: steadfast's standard client preset
+/// as a user builds it (the caller's deadline, one attempt, no deadline header on the wire),
+/// with the variant's limit in the preset's slot.
 fn stack(
     name: &str,
     http: HttpClient,
     seed: u64,
 ) -> Result<(LabBoxService, Option<LimitHandle>), BoxError> {
-    let deadline = DeadlineLayer::new(DEADLINE)?;
+    let caller = CallerConfig {
+        deadline: DEADLINE,
+        attempt_timeout: None,
+        retries: Retries::None,
+        backoff: (Duration::from_millis(25), Duration::from_millis(250)),
+        seed,
+        propagate: None,
+    };
+    let preset = caller_layer(&caller)?;
+    let http = http.without_deadline_header();
     Ok(match name {
         "static_limit" => {
             let limit = ConcurrencyLimitLayer::new(STATIC_LIMIT)?;
-            (
-                BoxCloneService::new(deadline.layer(limit.layer(http))),
-                None,
-            )
+            let client = preset.breaker(limit).build()?;
+            (BoxCloneService::new(client.layer(http)), None)
         }
         "adaptive_limit" => {
             let layer = AdaptiveLimitLayer::builder()
                 .algorithm(Gradient2::builder().build()?)
-                .classifier(StatusClassifier)
+                .classifier(HttpClassifier::new())
                 .seed(seed)
                 .build()?;
             let handle = layer.handle();
-            (
-                BoxCloneService::new(deadline.layer(layer.layer(http))),
-                Some(handle),
-            )
+            let client = preset.breaker(layer).build()?;
+            (BoxCloneService::new(client.layer(http)), Some(handle))
         }
         "shed" => {
-            let limited = tower::limit::ConcurrencyLimitLayer::new(STATIC_LIMIT).layer(http);
-            (
-                BoxCloneService::new(deadline.layer(LoadShedLayer::new().layer(limited))),
-                None,
-            )
+            let shed = tower::ServiceBuilder::new()
+                .layer(LoadShedLayer::new())
+                .layer(tower::limit::ConcurrencyLimitLayer::new(STATIC_LIMIT));
+            let client = preset.breaker(shed).build()?;
+            (BoxCloneService::new(client.layer(http)), None)
         }
-        _ => (BoxCloneService::new(deadline.layer(http)), None),
+        _ => (
+            BoxCloneService::new(preset.build()?.layer(http)),
+            None,
+        ),
     })
 }
 
