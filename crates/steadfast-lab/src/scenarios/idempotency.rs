@@ -4,8 +4,8 @@
 //! For each store (variants `memory`, always; `redis` and `postgres` when reachable) the scenario
 //! starts a hyper server on `127.0.0.1` whose handler works [`HANDLER_TIME`] (so that duplicates
 //! overlap it) and answers `201` with a body naming its execution. It then sends, for each of a
-//! few keys, many copies of one keyed `POST`, each on its own connection from the pool and none
-//! retried:
+//! few keys, many copies of one keyed `POST` through steadfast's standard client preset (one
+//! attempt each), each on its own connection from the pool and none retried:
 //!
 //! - a **burst**: half the copies start at the same instant and race for the key's lease;
 //! - **stragglers**: the rest start at seeded times over [`STRAGGLER_SPREAD`] (four handler
@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
 use super::ms;
-use crate::client::LabRequest;
+use crate::client::{lab_client, CallerConfig, LabRequest, Retries};
 use crate::load::{Record, Summary};
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{Findings, Target, Value, VariantReport};
@@ -287,7 +287,18 @@ async fn run_store<St: IdempotencyStore>(
     let handler = Arc::new(Handler::new(&keys));
     let layer = IdempotencyLayer::builder(store).single_tenant().build()?;
     let server = IdemServer::start(&layer, Arc::clone(&handler)).await?;
-    let client = opts.http_client()?;
+    // The client is steadfast's standard preset, as a user builds it, with one attempt: each
+    // copy is a caller of its own (the key is the caller's and the preset keeps it), and the
+    // scenario counts what the server answers each one, 409s included, so nothing is retried.
+    let caller = CallerConfig {
+        deadline: Duration::from_secs(30),
+        attempt_timeout: None,
+        retries: Retries::None,
+        backoff: (Duration::from_millis(25), Duration::from_millis(250)),
+        seed: opts.seed,
+        propagate: None,
+    };
+    let client = lab_client(&caller, opts.http_client()?)?;
     let rng = SeededRng::new(opts.seed);
     let (go, gate) = watch::channel::<Option<Instant>>(None);
     let progress = Progress::start(
