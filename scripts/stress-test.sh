@@ -66,7 +66,7 @@ for i in $(seq 1 "$runs"); do
   fi
   secs=$(($(date +%s) - start))
   counts=$(awk '/^test result:/ {p += $4; f += $6; ig += $8; b += 1}
-                END {printf "%d passed, %d failed, %d ignored in %d test binaries", p, f, ig, b}' "$log")
+                END {printf "%d passed, %d failed, %d ignored in %d harnesses (test binaries and doc-tests)", p, f, ig, b}' "$log")
   line="run $i: $status in ${secs}s; $counts; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   summary+=("$line")
   echo "$line"
