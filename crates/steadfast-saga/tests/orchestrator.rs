@@ -758,3 +758,81 @@ async fn a_saga_costs_two_writes_per_step() {
         && s.phase == Phase::Compensation
         && s.state == StepState::Succeeded));
 }
+
+/// Damaged sagas abandoned first (the oldest leases) beside healthy ones: with the defaults,
+/// every healthy saga still resumes within 15 s, and each damaged one needs attention.
+#[tokio::test(start_paused = true)]
+async fn damaged_sagas_do_not_delay_the_recovery_of_healthy_ones() {
+    use steadfast_saga::store::conformance::{Corrupt, Corruption};
+    use steadfast_saga::store::{Created, NewSaga};
+    let mut b = Saga::builder::<u32>("beside-poison");
+    b.step(Step::pivot("p", |_c: Ctx| async {
+        Ok::<(), StepError>(())
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut n = 0u128;
+    let mut abandon = |key: &str, saga_type: &str| {
+        n += 1;
+        let store = store.clone();
+        let new = NewSaga {
+            id: steadfast_saga::SagaId::from_uuid(uuid::Uuid::from_u128(n)),
+            saga_type: saga_type.into(),
+            version: 1,
+            business_key: key.into(),
+            input: "0".into(),
+            deadline: None,
+            first_step: None,
+        };
+        async move {
+            match store
+                .create(new, "dead", steadfast_saga::DEFAULT_LEASE)
+                .await
+                .unwrap()
+            {
+                Created::New(l) => l.saga,
+                Created::Existing(_) => unreachable!(),
+            }
+        }
+    };
+    let mut damaged = Vec::new();
+    for (key, what) in [
+        ("input", Some(Corruption::InputNotJson)),
+        ("epoch", Some(Corruption::EpochExhausted)),
+        ("recoveries", Some(Corruption::RecoveriesExhausted)),
+        ("type", None),
+    ] {
+        let id = abandon(
+            key,
+            if what.is_some() {
+                "beside-poison"
+            } else {
+                "gone"
+            },
+        )
+        .await;
+        if let Some(w) = what {
+            assert!(store.corrupt(id, w).await.unwrap());
+        }
+        damaged.push(id);
+    }
+    let mut healthy = Vec::new();
+    for i in 0..20 {
+        healthy.push(abandon(&format!("h{i}"), "beside-poison").await);
+    }
+    let t0 = tokio::time::Instant::now();
+    let o = Orchestrator::builder(store.clone() as Arc<dyn SagaStore>)
+        .register(&def)
+        .build()
+        .unwrap();
+    let recovery = o.spawn_recovery();
+    for id in &healthy {
+        assert_eq!(o.wait(*id).await.unwrap(), SagaStatus::Completed);
+    }
+    let took = t0.elapsed();
+    for id in &damaged {
+        assert_eq!(o.wait(*id).await.unwrap(), SagaStatus::NeedsAttention);
+    }
+    recovery.abort();
+    assert!(took <= Duration::from_secs(15), "resumed after {took:?}");
+}

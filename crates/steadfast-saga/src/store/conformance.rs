@@ -47,6 +47,12 @@ pub enum Corruption {
     UndecodableStatus,
     /// A step record holds an unknown state.
     UnknownStepState,
+    /// The lease epoch is at its maximum: no claim can increase it to fence the last owner.
+    EpochExhausted,
+    /// The recovery count is at its maximum.
+    RecoveriesExhausted,
+    /// The id is not a UUID (a database row written by hand; the memory store keys by typed id).
+    IdNotUuid,
 }
 
 /// Lets the suite damage rows of a store (implemented by each store's test hook).
@@ -69,10 +75,15 @@ impl Corrupt for super::MemoryStore {
         Box::pin(async move {
             Ok(match what {
                 Corruption::InputNotJson => self.corrupt_input(id, "{not json"),
-                // The memory store keeps a typed status and typed step states.
+                Corruption::EpochExhausted => self.corrupt_with(id, |r| r.epoch = i64::MAX),
+                Corruption::RecoveriesExhausted => {
+                    self.corrupt_with(id, |r| r.recoveries = u32::MAX)
+                }
+                // The memory store keeps a typed id, status and step states.
                 Corruption::UnknownStatus
                 | Corruption::UndecodableStatus
-                | Corruption::UnknownStepState => false,
+                | Corruption::UnknownStepState
+                | Corruption::IdNotUuid => false,
             })
         })
     }
@@ -135,6 +146,7 @@ pub async fn run_all(
     dropped_calls_leave_the_store_usable(store).await?;
     if let Some(c) = corrupt {
         corrupt_rows_are_decode_errors(store, c).await?;
+        unclaimable_rows_are_set_aside(store, c).await?;
     }
     orchestrator_scenarios(Arc::clone(&shared), corrupt).await?;
     Ok(())
@@ -831,6 +843,113 @@ pub async fn corrupt_rows_are_decode_errors(
     Ok(())
 }
 
+/// Rows a claim cannot hand out — an id that is not a saga id, a lease epoch that cannot be
+/// increased to fence the last owner — are set aside by the claim that meets them: put in
+/// `needs_attention` with the reason (kept, listed, in the history), never claimed, and taking no
+/// place in the claim's batch. A recovery count at its maximum does not fail the claim either.
+/// No claim call fails because of them.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let s = MemoryStore::new();
+/// conformance::unclaimable_rows_are_set_aside(&s, &s).await.unwrap();
+/// # }
+/// ```
+pub async fn unclaimable_rows_are_set_aside(
+    store: &dyn SagaStore,
+    corrupt: &dyn Corrupt,
+) -> Result<(), Error> {
+    let t = unique("conf-unclaimable");
+    // The damaged rows expire first (the oldest leases), then a healthy one.
+    let mut damaged = Vec::new();
+    for (key, what) in [
+        ("id", Corruption::IdNotUuid),
+        ("epoch", Corruption::EpochExhausted),
+        ("recoveries", Corruption::RecoveriesExhausted),
+    ] {
+        let l = create_new(store, new_saga(&t, key), "dead").await?;
+        store.release(&l).await?;
+        if corrupt.corrupt(l.saga, what).await? {
+            damaged.push((what, l));
+        }
+    }
+    let healthy = create_new(store, new_saga(&t, "healthy"), "dead").await?;
+    store.release(&healthy).await?;
+    // Batches of one: a set-aside row takes no place, so every call hands out a lease while
+    // expired sagas are left (other runs sharing the store may have some too).
+    let mut claimed = Vec::new();
+    loop {
+        let got = store.claim_expired("claimer", LONG, 1).await?;
+        assert!(got.len() <= 1, "claim_expired respects its limit");
+        match got.into_iter().next() {
+            Some(l) => claimed.push(l),
+            None => break,
+        }
+    }
+    assert!(
+        claimed.iter().any(|l| l.saga == healthy.saga),
+        "the healthy saga behind the damaged rows was not claimed"
+    );
+    let listed = store.list(None, 100_000).await?;
+    for (what, l) in &damaged {
+        match what {
+            Corruption::IdNotUuid => {
+                assert!(claimed.iter().all(|c| c.saga != l.saga));
+                let e = format!("cannot decode a saga id: \"not-a-uuid:{}\"", l.saga);
+                let mine = listed
+                    .iter()
+                    .find(|s| s.error.as_deref().is_some_and(|x| x.contains(&e)))
+                    .unwrap_or_else(|| panic!("{what:?}: not listed with {e:?}: {listed:#?}"));
+                assert_eq!(mine.id, SagaId::nil(), "{what:?}: listed under the nil id");
+                assert_eq!(mine.status, SagaStatus::NeedsAttention, "{what:?}");
+                assert_eq!(mine.business_key, "id", "{what:?}");
+                assert!(
+                    matches!(store.load(l.saga).await, Err(Error::NotFound(_))),
+                    "{what:?}: the id no longer names the saga"
+                );
+            }
+            Corruption::EpochExhausted => {
+                assert!(
+                    claimed.iter().all(|c| c.saga != l.saga),
+                    "{what:?}: claimed"
+                );
+                let r = store.load(l.saga).await?;
+                assert_eq!(r.status, SagaStatus::NeedsAttention, "{what:?}");
+                assert_eq!(r.epoch, i64::MAX, "{what:?}: the epoch is left as it was");
+                let e = r.error.unwrap_or_default();
+                assert!(e.contains("lease epoch is at its maximum"), "{what:?}: {e}");
+                let h = store.history(l.saga).await?;
+                assert_eq!(
+                    h.last().map(|e| e.kind.as_str()),
+                    Some("needs_attention"),
+                    "{what:?}"
+                );
+                let mine = listed.iter().find(|s| s.id == l.saga);
+                assert_eq!(
+                    mine.map(|s| s.status),
+                    Some(SagaStatus::NeedsAttention),
+                    "{what:?}"
+                );
+                // An operator action cannot fence the last owner either: a clear refusal.
+                match store.take_over(l.saga, "operator", LONG).await {
+                    Err(Error::InvalidOperation(m)) => {
+                        assert!(m.contains("lease epoch is at its maximum"), "{m}")
+                    }
+                    other => panic!("{what:?}: take_over gave {other:?}"),
+                }
+            }
+            // Claimed like any other (the orchestrator then finds too many recoveries, or an
+            // unreadable count).
+            _ => assert!(
+                claimed.iter().any(|c| c.saga == l.saga),
+                "{what:?}: not claimed"
+            ),
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Order {
     n: u32,
@@ -1022,6 +1141,7 @@ pub async fn orchestrator_scenarios(
             );
         }
         unreadable_rows_need_attention(&orch, &t, cr).await?;
+        damaged_rows_block_no_recovery(&orch, &t, cr).await?;
     }
 
     // An unknown saga type goes to NeedsAttention with a clear error.
@@ -1123,6 +1243,53 @@ async fn unreadable_rows_need_attention(
             .expect("a saga with an unreadable step record is listed as needing attention");
         let e = mine.error.as_deref().unwrap_or("");
         assert!(e.contains("cannot decode a step state"), "{e}");
+    }
+    Ok(())
+}
+
+/// Damaged rows holding the oldest leases, beside healthy abandoned sagas: the recovery loop
+/// recovers every healthy saga, and each damaged one ends in `NeedsAttention` with its reason.
+async fn damaged_rows_block_no_recovery(
+    orch: &Orchestrator,
+    t: &str,
+    corrupt: &dyn Corrupt,
+) -> Result<(), Error> {
+    let store = orch.store();
+    let mut damaged = Vec::new();
+    for (key, what) in [
+        ("poison-id", Corruption::IdNotUuid),
+        ("poison-epoch", Corruption::EpochExhausted),
+        ("poison-recoveries", Corruption::RecoveriesExhausted),
+        ("poison-input", Corruption::InputNotJson),
+        ("poison-status", Corruption::UnknownStatus),
+    ] {
+        let l = create_new(&**store, new_saga_for(t, key), "dead").await?;
+        store.release(&l).await?;
+        if corrupt.corrupt(l.saga, what).await? {
+            damaged.push((what, l.saga));
+        }
+    }
+    let mut healthy = Vec::new();
+    for i in 0..3 {
+        let l = create_new(&**store, new_saga_for(t, &format!("beside-{i}")), "dead").await?;
+        store.release(&l).await?;
+        healthy.push(l.saga);
+    }
+    while orch.recover_once().await? > 0 {}
+    for id in &healthy {
+        assert_eq!(orch.wait(*id).await?, SagaStatus::Completed);
+        assert_eq!(orch.get(*id).await?.recoveries, 1, "claimed once");
+    }
+    for (what, id) in damaged {
+        if what == Corruption::IdNotUuid {
+            continue; // checked by `unclaimable_rows_are_set_aside`: listed under the nil id
+        }
+        let listed = orch.list(Some(SagaStatus::NeedsAttention), 100_000).await?;
+        let mine = listed
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{what:?}: not listed as needing attention"));
+        assert!(mine.error.is_some(), "{what:?}: no reason kept");
     }
     Ok(())
 }

@@ -75,6 +75,18 @@ impl MemoryStore {
         super::duration_ms(Instant::now().saturating_duration_since(self.origin))
     }
 
+    /// Test hook: applies `f` to a saga's stored record (to simulate a damaged row); false when
+    /// there is no such saga.
+    pub(crate) fn corrupt_with(&self, id: SagaId, f: impl FnOnce(&mut SagaRecord)) -> bool {
+        match self.lock().sagas.get_mut(&id) {
+            Some(row) => {
+                f(&mut row.record);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Test hook: overwrites a saga's stored input text (to simulate a corrupt row).
     ///
     /// ```
@@ -272,11 +284,27 @@ impl SagaStore for MemoryStore {
                 if !row.record.status.is_active() || row.lease_expires > now {
                     continue;
                 }
-                row.record.epoch += 1;
-                row.record.recoveries += 1;
                 row.record.owner = Some(owner.to_string());
+                let Some(epoch) = row.record.epoch.checked_add(1) else {
+                    // No claim can fence the last owner: set aside (not claimed, not counted).
+                    let why = super::epoch_exhausted(id).to_string();
+                    tracing::warn!(target: "steadfast::saga", error = %why,
+                        "a saga row cannot be claimed: set aside as needing attention");
+                    row.record.status = SagaStatus::NeedsAttention;
+                    row.record.error = Some(why.clone());
+                    row.lease_expires = now;
+                    let epoch = row.record.epoch;
+                    st.push_history(
+                        id,
+                        at,
+                        epoch,
+                        super::Event::new("needs_attention").detail(why),
+                    );
+                    continue;
+                };
+                row.record.epoch = epoch;
+                row.record.recoveries = row.record.recoveries.saturating_add(1);
                 row.lease_expires = now + lease_for;
-                let epoch = row.record.epoch;
                 st.push_history(
                     id,
                     at,
@@ -304,7 +332,11 @@ impl SagaStore for MemoryStore {
             let at = self.now_ms();
             let mut st = self.lock();
             let row = st.sagas.get_mut(&id).ok_or(Error::NotFound(id))?;
-            row.record.epoch += 1;
+            row.record.epoch = row
+                .record
+                .epoch
+                .checked_add(1)
+                .ok_or_else(|| super::epoch_exhausted(id))?;
             row.record.owner = Some(owner.to_string());
             row.lease_expires = now + lease_for;
             let epoch = row.record.epoch;

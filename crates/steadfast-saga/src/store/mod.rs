@@ -353,7 +353,8 @@ pub struct SagaRecord {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SagaSummary {
-    /// Id.
+    /// Id; [`SagaId::nil`] for a row whose stored id is not a saga id (its error then quotes the
+    /// stored id; repair such a row in the database).
     pub id: SagaId,
     /// Type.
     pub saga_type: String,
@@ -584,8 +585,12 @@ impl Transition {
 /// - `claim_expired` takes active sagas — and sagas whose stored status cannot be read — whose
 ///   lease expired on the store's clock, bumping each one's epoch and recovery count, and never
 ///   hands one saga to two claimers;
-/// - `load` fails with [`Error::Decode`] for a row it cannot read; `list` reports such a row as
-///   `NeedsAttention` instead of skipping it;
+/// - no row, whatever its columns hold, makes `claim_expired` or `list` fail: a row a claim cannot
+///   hand out (its id is not a saga id, its lease epoch cannot be increased) is *set aside* by
+///   that claim — put in `NeedsAttention` with the reason as its kept error — and takes no place
+///   in the batch;
+/// - `load` fails with [`Error::Decode`] for a row it cannot read (never with a store error);
+///   `list` reports such a row as `NeedsAttention` instead of skipping it;
 /// - `take_over` claims a saga unconditionally (operator actions), bumping its epoch;
 /// - lease times are measured on the store's clock (the database's `now()`).
 ///
@@ -620,7 +625,8 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
 
     /// Claims up to `limit` sagas whose lease has expired, for `lease_for`: active ones, and
     /// ones whose stored status cannot be read (the orchestrator puts those in
-    /// `NeedsAttention`).
+    /// `NeedsAttention`). Rows it cannot hand out are set aside (see the trait's contract) and
+    /// do not count against `limit`.
     fn claim_expired<'a>(
         &'a self,
         owner: &'a str,
@@ -638,11 +644,20 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
 
     /// Lists sagas, optionally of one status, oldest first, at most `limit`. A row that cannot
     /// be decoded is listed as `NeedsAttention` with the decode error (see
-    /// [`SagaSummary::status`]), so `list(Some(NeedsAttention))` includes it.
+    /// [`SagaSummary::status`]), so `list(Some(NeedsAttention))` includes it; one whose id cannot
+    /// be read is listed under the nil id (see [`SagaSummary::id`]).
     fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>>;
 
     /// A saga's history, in order.
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>>;
+}
+
+/// A saga whose lease epoch is at its maximum: no claim or take-over can fence its last owner.
+pub(crate) fn epoch_exhausted(id: SagaId) -> Error {
+    Error::InvalidOperation(format!(
+        "saga {id}: its lease epoch is at its maximum and cannot be increased to fence its \
+         last owner"
+    ))
 }
 
 pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Display) -> Error {

@@ -326,6 +326,112 @@ async fn fenced_or_missing(
     })
 }
 
+/// Expired and not settled (active, or a status this version cannot read); a lease that never
+/// expires (`infinity`, which no store write produces) counts as expired, so that such a row is
+/// not left unclaimed for ever.
+macro_rules! claimable_sql {
+    () => {
+        concat!(
+            "status NOT IN ",
+            settled_statuses_sql!(),
+            " AND (lease_expires_at <= now() OR lease_expires_at = 'infinity')"
+        )
+    };
+}
+
+/// Claims up to `$3` claimable rows, oldest lease first, for owner `$1` and `$2` ms. Rows whose
+/// epoch cannot be increased are left to `set_aside_unfenceable` (an overflow would fail the
+/// whole statement); a recovery count at its maximum stays there.
+const CLAIM: &str = concat!(
+    "WITH c AS (
+        SELECT id FROM steadfast_sagas WHERE ",
+    claimable_sql!(),
+    " AND lease_epoch < 9223372036854775807
+        ORDER BY lease_expires_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+     UPDATE steadfast_sagas s SET
+        lease_epoch = s.lease_epoch + 1,
+        recoveries = CASE WHEN s.recoveries < 9223372036854775807
+            THEN s.recoveries + 1 ELSE s.recoveries END,
+        lease_owner = $1,
+        lease_expires_at = now() + $2::bigint * interval '1 millisecond'
+     FROM c WHERE s.id = c.id
+     RETURNING s.id, s.lease_epoch"
+);
+
+/// Sets aside (puts in `needs_attention`, with the reason) claimable rows whose lease epoch is at
+/// its maximum, so that no claim can fence their last owner: they are not claimed.
+async fn set_aside_unfenceable(
+    tx: &mut Transaction<'static, Postgres>,
+    owner: &str,
+    limit: u32,
+) -> Result<(), Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT id FROM steadfast_sagas WHERE ",
+        claimable_sql!(),
+        " AND lease_epoch >= 9223372036854775807
+         ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in &rows {
+        let raw: String = r.try_get("id")?;
+        let e = match row::read_id(r) {
+            Ok(id) => super::epoch_exhausted(id),
+            Err(e) => e,
+        };
+        set_aside(tx, &raw, owner, &e).await?;
+    }
+    Ok(())
+}
+
+/// Puts the row whose stored id is `raw` in `needs_attention` with `why`, releases its lease, and
+/// logs it: a row a claim cannot hand out (its id cannot be read, or its lease epoch cannot be
+/// increased) stops no other saga.
+async fn set_aside(
+    tx: &mut Transaction<'static, Postgres>,
+    raw: &str,
+    owner: &str,
+    why: &Error,
+) -> Result<(), Error> {
+    let why = why.to_string();
+    tracing::warn!(target: "steadfast::saga", error = %why,
+        "a saga row cannot be claimed: set aside as needing attention");
+    sqlx::query(
+        "UPDATE steadfast_sagas SET status = 'needs_attention', error = $1, lease_owner = $2,
+            lease_expires_at = now(), updated_at = now()
+         WHERE id = $3",
+    )
+    .bind(&why)
+    .bind(owner)
+    .bind(raw)
+    .execute(&mut **tx)
+    .await?;
+    push_history_raw(tx, raw, &Event::new("needs_attention").detail(why)).await
+}
+
+/// A history entry for the row whose stored id is `raw`, at its current epoch.
+async fn push_history_raw(
+    tx: &mut Transaction<'static, Postgres>,
+    raw: &str,
+    event: &Event,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO steadfast_saga_history (saga_id, epoch, kind, step, phase, detail)
+         SELECT id, lease_epoch, $2, $3, $4, $5 FROM steadfast_sagas WHERE id = $1",
+    )
+    .bind(raw)
+    .bind(&event.kind)
+    .bind(&event.step)
+    .bind(event.phase.map(|p| p.as_str()))
+    .bind(&event.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl SagaStore for PostgresStore {
     fn create<'a>(
         &'a self,
@@ -382,10 +488,13 @@ impl SagaStore for PostgresStore {
     fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord> {
         Box::pin(async move {
             let mut conn = self.pool.acquire().await?;
+            // A deadline of `infinity` is no deadline, `-infinity` one long past: extract() of an
+            // infinite interval would not fit a bigint.
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
                     recoveries, error, lease_epoch, lease_owner,
-                    CASE WHEN deadline_at IS NULL THEN NULL
+                    CASE WHEN deadline_at IS NULL OR deadline_at = 'infinity' THEN NULL
+                         WHEN deadline_at = '-infinity' THEN 0
                          ELSE GREATEST(
                             (extract(epoch FROM (deadline_at - now())) * 1000)::bigint, 0)
                     END AS left_ms
@@ -396,7 +505,7 @@ impl SagaStore for PostgresStore {
             .await?
             .ok_or(Error::NotFound(id))?;
             let status: String = column(id, "the saga status", row.try_get("status"))?;
-            let left: Option<i64> = row.try_get("left_ms")?;
+            let left: Option<i64> = column(id, "the deadline", row.try_get("left_ms"))?;
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = $1 ORDER BY seq",
@@ -409,18 +518,26 @@ impl SagaStore for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
             Ok(SagaRecord {
                 id,
-                saga_type: row.try_get("saga_type")?,
-                version: row::to_u32(id, "the version", row.try_get("version")?)?,
-                business_key: row.try_get("business_key")?,
+                saga_type: column(id, "the saga type", row.try_get("saga_type"))?,
+                version: row::to_u32(
+                    id,
+                    "the version",
+                    column(id, "the version", row.try_get("version"))?,
+                )?,
+                business_key: column(id, "the business key", row.try_get("business_key"))?,
                 status: SagaStatus::from_str(&status)
                     .map_err(|e| decode_err(Some(id), "the saga status", e))?,
-                compensating: row.try_get("compensating")?,
-                input: row.try_get("input")?,
-                cursor: row.try_get("cursor")?,
-                recoveries: row::to_u32(id, "the recovery count", row.try_get("recoveries")?)?,
-                error: row.try_get("error")?,
-                epoch: row.try_get("lease_epoch")?,
-                owner: row.try_get("lease_owner")?,
+                compensating: column(id, "the compensating flag", row.try_get("compensating"))?,
+                input: column(id, "the saga input", row.try_get("input"))?,
+                cursor: column(id, "the cursor", row.try_get("cursor"))?,
+                recoveries: row::to_u32(
+                    id,
+                    "the recovery count",
+                    column(id, "the recovery count", row.try_get("recoveries"))?,
+                )?,
+                error: column(id, "the kept error", row.try_get("error"))?,
+                epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
+                owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
                 steps,
             })
@@ -501,46 +618,45 @@ impl SagaStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<Lease>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            // Active sagas and sagas whose status cannot be read (not settled): the claimer's
-            // run finds the latter undecodable and puts them in NeedsAttention.
-            let rows = sqlx::query(concat!(
-                "WITH c AS (
-                    SELECT id FROM steadfast_sagas
-                    WHERE status NOT IN ",
-                settled_statuses_sql!(),
-                " AND lease_expires_at <= now()
-                    ORDER BY lease_expires_at
-                    LIMIT $3
-                    FOR UPDATE SKIP LOCKED)
-                 UPDATE steadfast_sagas s SET
-                    lease_epoch = s.lease_epoch + 1,
-                    recoveries = s.recoveries + 1,
-                    lease_owner = $1,
-                    lease_expires_at = now() + $2::bigint * interval '1 millisecond'
-                 FROM c WHERE s.id = c.id
-                 RETURNING s.id, s.lease_epoch"
-            ))
-            .bind(owner)
-            .bind(duration_ms(lease_for))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut leases = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id: String = row.try_get("id")?;
-                let lease = Lease {
-                    saga: row::parse_id(&id)?,
-                    owner: owner.to_string(),
-                    epoch: row.try_get("lease_epoch")?,
-                };
-                push_history(
-                    &mut tx,
-                    lease.saga,
-                    lease.epoch,
-                    &Event::new("claimed").detail(format!("by {owner}")),
-                )
-                .await?;
-                leases.push(lease);
+            set_aside_unfenceable(&mut tx, owner, limit).await?;
+            let mut leases = Vec::new();
+            // Rows set aside do not count against the limit: claim again for their places.
+            while let Some(want) = limit.checked_sub(leases.len() as u32).filter(|w| *w > 0) {
+                let rows = sqlx::query(CLAIM)
+                    .bind(owner)
+                    .bind(duration_ms(lease_for))
+                    .bind(i64::from(want))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut any_set_aside = false;
+                for r in &rows {
+                    match row::read_id(r) {
+                        Ok(saga) => {
+                            let lease = Lease {
+                                saga,
+                                owner: owner.to_string(),
+                                epoch: column(saga, "the lease epoch", r.try_get("lease_epoch"))?,
+                            };
+                            push_history(
+                                &mut tx,
+                                lease.saga,
+                                lease.epoch,
+                                &Event::new("claimed").detail(format!("by {owner}")),
+                            )
+                            .await?;
+                            leases.push(lease);
+                        }
+                        Err(e) => {
+                            // A TEXT column of a UTF-8 database is always readable as text.
+                            let raw: String = r.try_get("id")?;
+                            set_aside(&mut tx, &raw, owner, &e).await?;
+                            any_set_aside = true;
+                        }
+                    }
+                }
+                if !any_set_aside {
+                    break;
+                }
             }
             tx.commit().await?;
             Ok(leases)
@@ -560,14 +676,24 @@ impl SagaStore for PostgresStore {
                     lease_epoch = lease_epoch + 1,
                     lease_owner = $1,
                     lease_expires_at = now() + $2::bigint * interval '1 millisecond'
-                 WHERE id = $3 RETURNING lease_epoch",
+                 WHERE id = $3 AND lease_epoch < 9223372036854775807 RETURNING lease_epoch",
             )
             .bind(owner)
             .bind(duration_ms(lease_for))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound(id))?;
+            .await?;
+            let Some(row) = row else {
+                let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Err(match exists {
+                    Some(_) => super::epoch_exhausted(id),
+                    None => Error::NotFound(id),
+                });
+            };
             let epoch: i64 = row.try_get("lease_epoch")?;
             push_history(
                 &mut tx,
@@ -601,7 +727,7 @@ impl SagaStore for PostgresStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(row::summary).collect())
+            Ok(rows.iter().map(row::summary).collect())
         })
     }
 
@@ -617,8 +743,9 @@ impl SagaStore for PostgresStore {
                 return Err(Error::NotFound(id));
             }
             let rows = sqlx::query(
-                "SELECT seq, (extract(epoch FROM at) * 1000)::bigint AS at_ms, epoch, kind, step,
-                    phase, detail
+                // An infinite time reads as NULL: a decode error, not a failed statement.
+                "SELECT seq, CASE WHEN isfinite(at) THEN (extract(epoch FROM at) * 1000)::bigint
+                    END AS at_ms, epoch, kind, step, phase, detail
                  FROM steadfast_saga_history WHERE saga_id = $1 ORDER BY seq",
             )
             .bind(id.to_string())
@@ -641,6 +768,16 @@ impl Corrupt for PostgresStore {
                 }
                 Corruption::UnknownStepState => {
                     "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = $1"
+                }
+                Corruption::EpochExhausted => {
+                    "UPDATE steadfast_sagas SET lease_epoch = 9223372036854775807 WHERE id = $1"
+                }
+                Corruption::RecoveriesExhausted => {
+                    "UPDATE steadfast_sagas SET recoveries = 9223372036854775807 WHERE id = $1"
+                }
+                // Unique, and not a UUID.
+                Corruption::IdNotUuid => {
+                    "UPDATE steadfast_sagas SET id = 'not-a-uuid:' || id WHERE id = $1"
                 }
                 // A TEXT column of a UTF-8 database holds only readable text.
                 Corruption::UndecodableStatus => return Ok(false),

@@ -291,6 +291,115 @@ async fn fenced_or_missing(
     })
 }
 
+/// Expired and not settled (active, or a status this version cannot read); a lease expiry that
+/// is not a number counts as expired, so that such a row is not left unclaimed for ever.
+macro_rules! claimable_sql {
+    () => {
+        concat!(
+            "status NOT IN ",
+            settled_statuses_sql!(),
+            " AND (typeof(lease_expires_ms) NOT IN ('integer', 'real')
+                   OR lease_expires_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER))"
+        )
+    };
+}
+
+/// A lease epoch a claim can increase: an integer below the maximum (SQLite would turn an
+/// overflowing sum into a float, and text into 1).
+macro_rules! fenceable_sql {
+    () => {
+        "typeof(lease_epoch) = 'integer' AND lease_epoch < 9223372036854775807"
+    };
+}
+
+/// Claims up to `?3` claimable rows, oldest lease first, for owner `?1` and `?2` ms.
+const CLAIM: &str = concat!(
+    "UPDATE steadfast_sagas SET
+        lease_epoch = lease_epoch + 1,
+        recoveries = CASE WHEN typeof(recoveries) = 'integer' AND recoveries < 9223372036854775807
+            THEN recoveries + 1 ELSE recoveries END,
+        lease_owner = ?1,
+        lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?2
+     WHERE rowid IN (
+        SELECT rowid FROM steadfast_sagas WHERE ",
+    claimable_sql!(),
+    " AND ",
+    fenceable_sql!(),
+    " ORDER BY lease_expires_ms LIMIT ?3)
+     RETURNING rowid AS rid, id, lease_epoch"
+);
+
+/// Sets aside (puts in `needs_attention`, with the reason) claimable rows whose lease epoch
+/// cannot be increased, so that no claim can fence their last owner: they are not claimed.
+async fn set_aside_unfenceable(
+    tx: &mut Transaction<'static, Sqlite>,
+    owner: &str,
+    limit: u32,
+) -> Result<(), Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT rowid AS rid, id, typeof(lease_epoch) AS epoch_type FROM steadfast_sagas WHERE ",
+        claimable_sql!(),
+        " AND NOT (",
+        fenceable_sql!(),
+        ") LIMIT ?"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in &rows {
+        let rid: i64 = r.try_get("rid")?;
+        let ty: String = r.try_get("epoch_type")?;
+        let saga = row::read_id(r).ok();
+        let e = match (ty.as_str(), saga) {
+            ("integer", Some(id)) => super::epoch_exhausted(id),
+            _ => decode_err(
+                saga,
+                "the lease epoch",
+                format!("stored as {ty}, not an integer"),
+            ),
+        };
+        set_aside(tx, rid, owner, &e).await?;
+    }
+    Ok(())
+}
+
+/// Puts the row `rid` in `needs_attention` with `why`, releases its lease, and logs it: a row a
+/// claim cannot hand out (its id or lease epoch cannot be read) stops no other saga. (SQLite lets
+/// a `TEXT PRIMARY KEY` hold NULL: its history entry is filed under the empty id.)
+async fn set_aside(
+    tx: &mut Transaction<'static, Sqlite>,
+    rid: i64,
+    owner: &str,
+    why: &Error,
+) -> Result<(), Error> {
+    let why = why.to_string();
+    tracing::warn!(target: "steadfast::saga", error = %why,
+        "a saga row cannot be claimed: set aside as needing attention");
+    sqlx::query(
+        "UPDATE steadfast_sagas SET status = 'needs_attention', error = ?, lease_owner = ?,
+            lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+            updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+         WHERE rowid = ?",
+    )
+    .bind(&why)
+    .bind(owner)
+    .bind(rid)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO steadfast_saga_history (saga_id, at_ms, epoch, kind, detail)
+         SELECT COALESCE(id, ''), CAST(unixepoch('subsec') * 1000 AS INTEGER),
+            CASE WHEN typeof(lease_epoch) = 'integer' THEN lease_epoch ELSE 0 END,
+            'needs_attention', ?
+         FROM steadfast_sagas WHERE rowid = ?",
+    )
+    .bind(&why)
+    .bind(rid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl SagaStore for SqliteStore {
     fn create<'a>(
         &'a self,
@@ -351,8 +460,8 @@ impl SagaStore for SqliteStore {
             let mut conn = self.pool.acquire().await?;
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
-                    recoveries, error, lease_epoch, lease_owner,
-                    MAX(deadline_ms - CAST(unixepoch('subsec') * 1000 AS INTEGER), 0) AS left_ms
+                    recoveries, error, lease_epoch, lease_owner, deadline_ms,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms
                  FROM steadfast_sagas WHERE id = ?",
             )
             .bind(id.to_string())
@@ -360,7 +469,10 @@ impl SagaStore for SqliteStore {
             .await?
             .ok_or(Error::NotFound(id))?;
             let status: String = column(id, "the saga status", row.try_get("status"))?;
-            let left: Option<i64> = column(id, "the deadline", row.try_get("left_ms"))?;
+            // Read as a number (never computed on in SQL, where text would count as 0).
+            let deadline: Option<i64> = column(id, "the deadline", row.try_get("deadline_ms"))?;
+            let now: i64 = row.try_get("now_ms")?;
+            let left = deadline.map(|d| d.saturating_sub(now));
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = ? ORDER BY rowid",
@@ -479,44 +591,44 @@ impl SagaStore for SqliteStore {
             // BEGIN IMMEDIATE takes the write lock first: two claimers (threads or processes)
             // serialise here and the second sees the first one's new expiry.
             let mut tx = self.immediate().await?;
-            // Active sagas and sagas whose status cannot be read (not settled): the claimer's
-            // run finds the latter undecodable and puts them in NeedsAttention.
-            let rows = sqlx::query(concat!(
-                "UPDATE steadfast_sagas SET
-                    lease_epoch = lease_epoch + 1,
-                    recoveries = recoveries + 1,
-                    lease_owner = ?,
-                    lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
-                 WHERE id IN (
-                    SELECT id FROM steadfast_sagas
-                    WHERE status NOT IN ",
-                settled_statuses_sql!(),
-                "
-                      AND lease_expires_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER)
-                    ORDER BY lease_expires_ms LIMIT ?)
-                 RETURNING id, lease_epoch"
-            ))
-            .bind(owner)
-            .bind(duration_ms(lease_for))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut leases = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id: String = row.try_get("id")?;
-                let lease = Lease {
-                    saga: row::parse_id(&id)?,
-                    owner: owner.to_string(),
-                    epoch: row.try_get("lease_epoch")?,
-                };
-                push_history(
-                    &mut tx,
-                    lease.saga,
-                    lease.epoch,
-                    &Event::new("claimed").detail(format!("by {owner}")),
-                )
-                .await?;
-                leases.push(lease);
+            set_aside_unfenceable(&mut tx, owner, limit).await?;
+            let mut leases = Vec::new();
+            // Rows set aside do not count against the limit: claim again for their places.
+            while let Some(want) = limit.checked_sub(leases.len() as u32).filter(|w| *w > 0) {
+                let rows = sqlx::query(CLAIM)
+                    .bind(owner)
+                    .bind(duration_ms(lease_for))
+                    .bind(i64::from(want))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut any_set_aside = false;
+                for r in &rows {
+                    let rid: i64 = r.try_get("rid")?;
+                    match row::read_id(r) {
+                        Ok(saga) => {
+                            let lease = Lease {
+                                saga,
+                                owner: owner.to_string(),
+                                epoch: column(saga, "the lease epoch", r.try_get("lease_epoch"))?,
+                            };
+                            push_history(
+                                &mut tx,
+                                lease.saga,
+                                lease.epoch,
+                                &Event::new("claimed").detail(format!("by {owner}")),
+                            )
+                            .await?;
+                            leases.push(lease);
+                        }
+                        Err(e) => {
+                            set_aside(&mut tx, rid, owner, &e).await?;
+                            any_set_aside = true;
+                        }
+                    }
+                }
+                if !any_set_aside {
+                    break;
+                }
             }
             tx.commit().await?;
             Ok(leases)
@@ -536,14 +648,26 @@ impl SagaStore for SqliteStore {
                     lease_epoch = lease_epoch + 1,
                     lease_owner = ?,
                     lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
-                 WHERE id = ? RETURNING lease_epoch",
+                 WHERE id = ? AND typeof(lease_epoch) = 'integer'
+                    AND lease_epoch < 9223372036854775807
+                 RETURNING lease_epoch",
             )
             .bind(owner)
             .bind(duration_ms(lease_for))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound(id))?;
+            .await?;
+            let Some(row) = row else {
+                let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = ?")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Err(match exists {
+                    Some(_) => super::epoch_exhausted(id),
+                    None => Error::NotFound(id),
+                });
+            };
             let epoch: i64 = row.try_get("lease_epoch")?;
             push_history(
                 &mut tx,
@@ -577,7 +701,7 @@ impl SagaStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(row::summary).collect())
+            Ok(rows.iter().map(row::summary).collect())
         })
     }
 
@@ -620,6 +744,16 @@ impl Corrupt for SqliteStore {
                 }
                 Corruption::UnknownStepState => {
                     "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = ?"
+                }
+                Corruption::EpochExhausted => {
+                    "UPDATE steadfast_sagas SET lease_epoch = 9223372036854775807 WHERE id = ?"
+                }
+                Corruption::RecoveriesExhausted => {
+                    "UPDATE steadfast_sagas SET recoveries = 9223372036854775807 WHERE id = ?"
+                }
+                // Unique, and not a UUID.
+                Corruption::IdNotUuid => {
+                    "UPDATE steadfast_sagas SET id = 'not-a-uuid:' || id WHERE id = ?"
                 }
             };
             let r = sqlx::query(sql)
