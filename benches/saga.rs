@@ -181,6 +181,10 @@ impl SagaStore for Counting {
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
         self.inner.history(id)
     }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        self.inner.request_cancel(id, reason)
+    }
 }
 
 /// The store's own way of committing one single-row transaction.

@@ -532,16 +532,20 @@ impl Orchestrator {
         // A first stage of one step starts with the saga: its first attempt's `Started` record
         // is written in the creating transaction (so it is durable before the call, as every
         // start is), and the run below goes straight to the call.
-        let first_step = match def.inner.stages.first().map(Vec::as_slice) {
-            Some([s]) => Some(StepRecord {
-                step: s.name.to_string(),
-                phase: Phase::Forward,
-                state: StepState::Started,
-                attempts: 1,
-                output: None,
-                error: None,
-            }),
-            _ => None,
+        let (first_step, forward_only) = match def.inner.stages.first().map(Vec::as_slice) {
+            Some([s]) => (
+                Some(StepRecord {
+                    step: s.name.to_string(),
+                    phase: Phase::Forward,
+                    state: StepState::Started,
+                    attempts: 1,
+                    output: None,
+                    error: None,
+                }),
+                // A saga that starts with its pivot is past its point of no return at once.
+                s.kind != StepKind::Compensatable,
+            ),
+            _ => (None, false),
         };
         let prestarted = first_step.is_some();
         let new = NewSaga {
@@ -552,6 +556,7 @@ impl Orchestrator {
             input,
             deadline: def.inner.deadline,
             first_step,
+            forward_only,
         };
         let obtained = Instant::now();
         match self
@@ -577,12 +582,19 @@ impl Orchestrator {
     fn spawn_run(&self, lease: Lease, obtained: Instant, recovered: bool, prestarted: bool) {
         let (tx, rx) = watch::channel(None);
         let id = lease.saga;
+        let mine = rx.clone();
         lock(&self.inner.running).insert(id, rx);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let status = run_saga(Arc::clone(&inner), lease, obtained, recovered, prestarted).await;
-            // Remove before publishing so that a waiter that wakes up reads the store.
-            lock(&inner.running).remove(&id);
+            // Remove before publishing so that a waiter that wakes up reads the store; not a
+            // later run of the same saga (an operator's, after this one was fenced).
+            {
+                let mut running = lock(&inner.running);
+                if running.get(&id).is_some_and(|r| r.same_channel(&mine)) {
+                    running.remove(&id);
+                }
+            }
             let _ = tx.send(Some(status.unwrap_or(SagaStatus::Running)));
         });
     }
@@ -783,7 +795,76 @@ impl Orchestrator {
         let t = Self::resumed(&rec, Event::new("operator_resume"));
         self.inner.store.record(&lease, t).await?;
         info!(target: "steadfast::saga", saga = %id, "operator resumed the saga");
-        self.spawn_run(lease, obtained, false, false);
+        self.hand_over(lease, obtained, &rec.saga_type).await
+    }
+
+    /// After an operator's decision is written under `lease`: runs the saga here when its type
+    /// is registered, or else gives the lease up at once, so that an orchestrator that runs the
+    /// type claims the saga at its next poll (an operator tool, such as the `steadfast` CLI,
+    /// registers no definitions). That claim counts as a recovery.
+    async fn hand_over(
+        &self,
+        lease: Lease,
+        obtained: Instant,
+        saga_type: &str,
+    ) -> Result<(), Error> {
+        if self.inner.registry.contains_key(saga_type) {
+            self.spawn_run(lease, obtained, false, false);
+            Ok(())
+        } else {
+            self.inner.store.release(&lease).await
+        }
+    }
+
+    /// Cancels a saga that has not reached its pivot: it is running, waiting (between two
+    /// attempts, or abandoned by a dead orchestrator and not yet recovered) or stopped for an
+    /// operator. The saga starts no new step; the step in flight, if any, runs to its end (its
+    /// outcome must be known before it can be undone); then the saga compensates the steps it
+    /// completed and ends `Compensated`, its error saying it was cancelled and why.
+    ///
+    /// The request is one conditional write, ordered against the owner's fenced writes by the
+    /// store (see [`SagaStore::request_cancel`]): the owner keeps its lease, and a cancel either
+    /// lands before the pivot starts (the pivot's start is then refused) or is refused with
+    /// [`Error::CancelRefused`] ([`CancelRefusal::PastPivot`](crate::CancelRefusal::PastPivot)):
+    /// after the pivot a saga can only go forward. Cancelling twice keeps the first reason;
+    /// cancelling a saga that is already compensating changes nothing. A saga stopped for an
+    /// operator is resumed to carry the cancel out: the step it stopped on is attempted again
+    /// (same key) until its outcome is known, then the saga compensates.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use steadfast_saga::{store::MemoryStore, CancelRefusal, Error, Orchestrator, Saga, SagaStatus, Step, StepContext, StepError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let mut b = Saga::builder::<()>("order");
+    /// b.step(Step::pivot("charge", |_c: StepContext<()>| async { Ok::<(), StepError>(()) }));
+    /// let def = b.build()?;
+    /// let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).register(&def).build()?;
+    /// let id = orch.start(&def, "order-1", &()).await?.id;
+    /// assert_eq!(orch.wait(id).await?, SagaStatus::Completed);
+    /// match orch.cancel(id, "customer changed plans").await {
+    ///     Err(Error::CancelRefused(r)) => assert_eq!(r.refusal, CancelRefusal::PastPivot),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(&self, id: SagaId, reason: &str) -> Result<(), Error> {
+        let status = self.inner.store.request_cancel(id, reason).await?;
+        info!(target: "steadfast::saga", saga = %id, %status, reason, "operator cancelled the saga");
+        if status == SagaStatus::NeedsAttention {
+            // Nobody runs a saga that waits for an operator: resume it to carry the cancel out.
+            match self.operator_takeover(id).await {
+                Ok((rec, lease, obtained)) => {
+                    let event =
+                        Event::new("operator_resume").detail(format!("to cancel: {reason}"));
+                    let t = Self::resumed(&rec, event);
+                    self.inner.store.record(&lease, t).await?;
+                    self.hand_over(lease, obtained, &rec.saga_type).await?;
+                }
+                // Resumed meanwhile by another operator: the cancel stands.
+                Err(Error::InvalidOperation(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -822,8 +903,7 @@ impl Orchestrator {
             ..existing
         });
         self.inner.store.record(&lease, t).await?;
-        self.spawn_run(lease, obtained, false, false);
-        Ok(())
+        self.hand_over(lease, obtained, &rec.saga_type).await
     }
 
     /// Records an operator's verdict on a stuck step phase of a saga in `NeedsAttention` (done
@@ -847,12 +927,13 @@ impl Orchestrator {
         resolution: Resolution,
     ) -> Result<(), Error> {
         let rec = self.inner.store.load(id).await?;
-        let runner = self
-            .inner
-            .registry
-            .get(&rec.saga_type)
-            .ok_or_else(|| Error::UnknownSagaType(rec.saga_type.clone()))?;
-        if !runner.step_names().iter().any(|n| &**n == step) {
+        // The definition says which steps exist; without it (an operator tool), only a step
+        // the saga has a record of can be resolved.
+        let known = match self.inner.registry.get(&rec.saga_type) {
+            Some(runner) => runner.step_names().iter().any(|n| &**n == step),
+            None => rec.steps.iter().any(|s| s.step == step),
+        };
+        if !known {
             return Err(Error::InvalidOperation(format!(
                 "saga type {:?} has no step {step:?}",
                 rec.saga_type
@@ -899,8 +980,7 @@ impl Orchestrator {
         )
         .step(record);
         self.inner.store.record(&lease, t).await?;
-        self.spawn_run(lease, obtained, false, false);
-        Ok(())
+        self.hand_over(lease, obtained, &rec.saga_type).await
     }
 }
 
@@ -1097,6 +1177,8 @@ enum StepEnd {
     Succeeded(Value),
     Failed(String),
     Stuck(String),
+    /// Not started: the saga was cancelled (the operator's reason).
+    Cancelled(String),
 }
 
 fn decode(id: SagaId, what: String, e: impl fmt::Display) -> String {
@@ -1166,6 +1248,18 @@ async fn drive<I: Payload>(
                 return Ok(SagaStatus::Completed);
             }
             Forward::Attention(why) => return cx.attention(why).await,
+            Forward::Cancelled(reason) => {
+                let why = format!("cancelled by an operator: {reason}");
+                info!(target: "steadfast::saga", saga = %id, reason = %why, "compensating");
+                cx.write(
+                    Transition::new(Event::new("compensation_started").detail(why.clone()))
+                        .status(SagaStatus::Compensating)
+                        .compensating(true)
+                        .error(Some(why)),
+                )
+                .await?;
+                status = SagaStatus::Compensating;
+            }
             Forward::Compensate(why) => {
                 info!(target: "steadfast::saga", saga = %id, reason = %why, "compensating");
                 cx.write(
@@ -1196,6 +1290,8 @@ enum Forward {
         recorded: bool,
     },
     Compensate(String),
+    /// An operator's cancel (its reason) stopped the saga before its next step.
+    Cancelled(String),
     Attention(String),
 }
 
@@ -1273,6 +1369,7 @@ async fn forward<I: Payload>(
         let ends = try_join_all(runs).await?;
         let mut failed = None;
         let mut stuck = None;
+        let mut cancelled = None;
         for (index, end) in ends {
             match end {
                 StepEnd::Succeeded(v) => {
@@ -1280,6 +1377,7 @@ async fn forward<I: Payload>(
                 }
                 StepEnd::Failed(e) => failed = failed.or(Some(e)),
                 StepEnd::Stuck(e) => stuck = stuck.or(Some(e)),
+                StepEnd::Cancelled(r) => cancelled = cancelled.or(Some(r)),
             }
         }
         if let Some(e) = stuck {
@@ -1287,6 +1385,22 @@ async fn forward<I: Payload>(
         }
         if let Some(e) = failed {
             return Ok(Forward::Compensate(e));
+        }
+        if let Some(reason) = cancelled {
+            // The store refuses a cancel once the pivot has started; a saga stored before it
+            // recorded that (no `forward_only`) is caught here, from its step records.
+            let past_pivot = def.stages.iter().flatten().any(|s| {
+                s.kind != StepKind::Compensatable
+                    && (outputs.contains_key(&s.index)
+                        || records.contains_key(&(s.name.to_string(), Phase::Forward)))
+            });
+            if past_pivot {
+                return Ok(Forward::Attention(format!(
+                    "cancelled ({reason}) after its pivot started: it can only go forward; \
+                     resolve it by hand"
+                )));
+            }
+            return Ok(Forward::Cancelled(reason));
         }
         recorded = finish.is_some();
         if advance.is_none() {
@@ -1360,7 +1474,7 @@ async fn compensate<I: Payload>(
         let ends = try_join_all(runs).await?;
         if let Some(why) = ends.into_iter().find_map(|e| match e {
             StepEnd::Stuck(e) | StepEnd::Failed(e) => Some(e),
-            StepEnd::Succeeded(_) => None,
+            StepEnd::Succeeded(_) | StepEnd::Cancelled(_) => None,
         }) {
             return cx.attention(why).await;
         }
@@ -1433,15 +1547,23 @@ async fn run_step<I: Payload>(
         attempt += 1;
         used += 1;
         if !std::mem::take(&mut start_written) {
-            cx.write(
-                Transition::new(Event::new("step_started").step(&*s.name, phase)).step(rec(
-                    StepState::Started,
-                    attempt,
-                    None,
-                    None,
-                )),
-            )
-            .await?;
+            let mut t = Transition::new(Event::new("step_started").step(&*s.name, phase))
+                .step(rec(StepState::Started, attempt, None, None));
+            if phase == Phase::Forward {
+                if s.kind != StepKind::Compensatable {
+                    // The pivot or a step after it: past the point of no return.
+                    t = t.forward_only();
+                }
+                if attempt == 1 {
+                    // A step never attempted: a cancelled saga does not start it.
+                    t = t.unless_cancelled();
+                }
+            }
+            match cx.write(t).await {
+                Ok(()) => {}
+                Err(Error::CancelRequested(c)) => return Ok(StepEnd::Cancelled(c.reason)),
+                Err(e) => return Err(e),
+            }
         }
         cx.hook(&s.name, phase, attempt, Boundary::BeforeCall).await;
         let ctx = StepContext {

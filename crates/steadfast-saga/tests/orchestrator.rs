@@ -671,6 +671,7 @@ async fn with_the_defaults_an_abandoned_saga_resumes_within_15_s() {
                 input: "0".into(),
                 deadline: None,
                 first_step: None,
+                forward_only: false,
             },
             "dead",
             steadfast_saga::DEFAULT_LEASE,
@@ -783,6 +784,7 @@ async fn damaged_sagas_do_not_delay_the_recovery_of_healthy_ones() {
             input: "0".into(),
             deadline: None,
             first_step: None,
+            forward_only: false,
         };
         async move {
             match store

@@ -127,6 +127,9 @@ const SQLITE_CASES: &[Case] = &[
     case("deadline-text", "UPDATE steadfast_sagas SET deadline_ms = 'soon' WHERE id = ?", Attention("cannot decode the deadline")),
     case("created-text", "UPDATE steadfast_sagas SET created_ms = 'then' WHERE id = ?", Completed),
     case("updated-text", "UPDATE steadfast_sagas SET updated_ms = 'then' WHERE id = ?", Completed),
+    case("forward-only-text", "UPDATE steadfast_sagas SET forward_only = 'yes' WHERE id = ?", Attention("cannot decode the forward-only flag")),
+    case("cancel-blob", "UPDATE steadfast_sagas SET cancel_requested = X'FF' WHERE id = ?", Attention("cannot decode the cancel request")),
+    case("cancel-by-hand", "UPDATE steadfast_sagas SET cancel_requested = 'by hand' WHERE id = ?", Compensated),
     // steadfast_saga_steps
     with_steps(case("step-name-blob", "UPDATE steadfast_saga_steps SET step = X'FF' WHERE saga_id = ?", Attention("cannot decode a step name"))),
     with_steps(case("step-name-unknown", "UPDATE steadfast_saga_steps SET step = 'no-such-step' WHERE saga_id = ?", Attention("no such step in version 1"))),
@@ -176,6 +179,8 @@ const POSTGRES_CASES: &[Case] = &[
     with_steps(case("deadline-minus-infinity", "UPDATE steadfast_sagas SET deadline_at = '-infinity' WHERE id = $1", Compensated)),
     case("created-infinity", "UPDATE steadfast_sagas SET created_at = 'infinity' WHERE id = $1", Completed),
     case("updated-minus-infinity", "UPDATE steadfast_sagas SET updated_at = '-infinity' WHERE id = $1", Completed),
+    case("forward-only-early", "UPDATE steadfast_sagas SET forward_only = TRUE WHERE id = $1", Completed),
+    case("cancel-by-hand", "UPDATE steadfast_sagas SET cancel_requested = 'by hand' WHERE id = $1", Compensated),
     // steadfast_saga_steps
     with_steps(case("step-name-unknown", "UPDATE steadfast_saga_steps SET step = 'no-such-step' WHERE saga_id = $1", Attention("no such step in version 1"))),
     with_steps(case("step-phase", "UPDATE steadfast_saga_steps SET phase = 'sideways' WHERE saga_id = $1", Attention("cannot decode a step phase"))),
@@ -210,6 +215,7 @@ async fn create(store: &dyn SagaStore, saga_type: &str, key: &str, steps: bool) 
             output: None,
             error: None,
         }),
+        forward_only: false,
     };
     let Created::New(lease) = store.create(new, "dead", LONG).await.unwrap() else {
         panic!("fresh key {key}");

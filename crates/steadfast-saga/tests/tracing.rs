@@ -248,6 +248,10 @@ impl SagaStore for Faulty {
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
         self.inner.history(id)
     }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        self.inner.request_cancel(id, reason)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,6 +328,7 @@ fn new_saga(id: u128, saga_type: &str) -> NewSaga {
         input: "0".into(),
         deadline: None,
         first_step: None,
+        forward_only: false,
     }
 }
 

@@ -109,6 +109,7 @@ fn new_saga(saga_type: &str, key: &str) -> NewSaga {
         input: "{\"n\":1}".to_string(),
         deadline: None,
         first_step: None,
+        forward_only: false,
     }
 }
 
@@ -144,6 +145,7 @@ pub async fn run_all(
     list_and_history(store).await?;
     deadlines_use_the_store_clock(store).await?;
     dropped_calls_leave_the_store_usable(store).await?;
+    cancel_requests_order_against_the_pivot(store).await?;
     if let Some(c) = corrupt {
         corrupt_rows_are_decode_errors(store, c).await?;
         unclaimable_rows_are_set_aside(store, c).await?;
@@ -840,6 +842,186 @@ pub async fn corrupt_rows_are_decode_errors(
     {
         assert!(matches!(store.load(l.saga).await, Err(Error::Decode(_))));
     }
+    Ok(())
+}
+
+/// `request_cancel`: recorded once (the first reason kept, one history entry at the saga's
+/// epoch, the owner's lease untouched); the owner's next step start (`unless_cancelled`) is then
+/// refused with `CancelRequested` and writes nothing, while its other writes go through and a
+/// stale owner is still fenced. Ordered against the pivot: a pivot start (`forward_only`)
+/// written first refuses the cancel (`PastPivot`); a cancel recorded first refuses the pivot's
+/// start, which marks nothing. Ended, compensating, stuck and waiting sagas get their answers.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::cancel_requests_order_against_the_pivot(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn cancel_requests_order_against_the_pivot(store: &dyn SagaStore) -> Result<(), Error> {
+    use crate::error::{CancelRefusal, CancelRefused};
+    let refused = |r: Result<SagaStatus, Error>, want: CancelRefusal, what: &str| match r {
+        Err(Error::CancelRefused(CancelRefused { refusal, .. })) if refusal == want => {}
+        other => panic!("cancel {what}: expected {want:?}, got {other:?}"),
+    };
+    let start = |name: &str, pivot: bool| {
+        let t = Transition::new(Event::new("step_started").step(name, Phase::Forward))
+            .step(step(name, Phase::Forward, StepState::Started, 1))
+            .unless_cancelled();
+        if pivot {
+            t.forward_only()
+        } else {
+            t
+        }
+    };
+    let t = unique("conf-cancel");
+
+    let l = create_new(store, new_saga(&t, "running"), "o").await?;
+    assert_eq!(
+        store.request_cancel(l.saga, "first").await?,
+        SagaStatus::Running
+    );
+    assert_eq!(
+        store.request_cancel(l.saga, "second").await?,
+        SagaStatus::Running
+    );
+    let r = store.load(l.saga).await?;
+    assert_eq!(
+        r.cancel_requested.as_deref(),
+        Some("first"),
+        "first reason kept"
+    );
+    assert_eq!(
+        (r.epoch, r.owner.as_deref()),
+        (1, Some("o")),
+        "lease untouched"
+    );
+    let h = store.history(l.saga).await?;
+    let last = h
+        .last()
+        .map(|e| (e.kind.as_str(), e.detail.as_deref(), e.epoch));
+    assert_eq!(h.len(), 2, "one entry per recorded request: {h:?}");
+    assert_eq!(last, Some(("cancel_requested", Some("first"), 1)));
+    match store.record(&l, start("a", false)).await {
+        Err(Error::CancelRequested(c)) => {
+            assert_eq!((c.saga, c.reason.as_str()), (l.saga, "first"))
+        }
+        other => panic!("a step start after a cancel: {other:?}"),
+    }
+    let r = store.load(l.saga).await?;
+    assert!(r.steps.is_empty(), "a refused start wrote its step");
+    assert_eq!(
+        store.history(l.saga).await?.len(),
+        2,
+        "a refused start wrote history"
+    );
+    // The owner's other writes go through (the outcome of a step in flight, compensation).
+    store
+        .record(
+            &l,
+            Transition::new(Event::new("compensation_started"))
+                .status(SagaStatus::Compensating)
+                .compensating(true),
+        )
+        .await?;
+    // A stale owner is fenced, whatever the cancel.
+    let new = store.take_over(l.saga, "new", LONG).await?;
+    assert!(matches!(
+        store.record(&l, start("a", false)).await,
+        Err(Error::Fenced(_))
+    ));
+    store
+        .record(&new, Transition::new(Event::new("ok")))
+        .await?;
+
+    // The pivot first: the cancel is refused.
+    let p = create_new(store, new_saga(&t, "pivot-first"), "o").await?;
+    store.record(&p, start("pivot", true)).await?;
+    refused(
+        store.request_cancel(p.saga, "late").await,
+        CancelRefusal::PastPivot,
+        "after the pivot started",
+    );
+    let r = store.load(p.saga).await?;
+    assert!(r.forward_only && r.cancel_requested.is_none(), "{r:?}");
+
+    // The cancel first: the pivot's start is refused and marks nothing.
+    let q = create_new(store, new_saga(&t, "cancel-first"), "o").await?;
+    store.request_cancel(q.saga, "early").await?;
+    assert!(matches!(
+        store.record(&q, start("pivot", true)).await,
+        Err(Error::CancelRequested(_))
+    ));
+    assert!(
+        !store.load(q.saga).await?.forward_only,
+        "a refused start marked forward-only"
+    );
+
+    // Created with its pivot started.
+    let mut n = new_saga(&t, "born-forward");
+    n.forward_only = true;
+    let b = create_new(store, n, "o").await?;
+    refused(
+        store.request_cancel(b.saga, "x").await,
+        CancelRefusal::PastPivot,
+        "created past its pivot",
+    );
+
+    // Ended, compensating, stuck compensating, waiting for an operator.
+    let status_of = |key: &'static str, status: SagaStatus, compensating: bool| {
+        let t = t.clone();
+        async move {
+            let l = create_new(store, new_saga(&t, key), "o").await?;
+            store
+                .record(
+                    &l,
+                    Transition::new(Event::new("s"))
+                        .status(status)
+                        .compensating(compensating),
+                )
+                .await?;
+            Ok::<_, Error>(l.saga)
+        }
+    };
+    let done = status_of("done", SagaStatus::Completed, false).await?;
+    refused(
+        store.request_cancel(done, "x").await,
+        CancelRefusal::Ended(SagaStatus::Completed),
+        "a completed saga",
+    );
+    let undone = status_of("undone", SagaStatus::Compensated, true).await?;
+    refused(
+        store.request_cancel(undone, "x").await,
+        CancelRefusal::Ended(SagaStatus::Compensated),
+        "a compensated saga",
+    );
+    let comp = status_of("compensating", SagaStatus::Compensating, true).await?;
+    let before = store.history(comp).await?.len();
+    assert_eq!(
+        store.request_cancel(comp, "x").await?,
+        SagaStatus::Compensating
+    );
+    assert_eq!(store.history(comp).await?.len(), before, "nothing written");
+    assert_eq!(store.load(comp).await?.cancel_requested, None);
+    let stuck = status_of("stuck", SagaStatus::NeedsAttention, true).await?;
+    refused(
+        store.request_cancel(stuck, "x").await,
+        CancelRefusal::CompensationStuck,
+        "a stuck compensation",
+    );
+    let waiting = status_of("waiting", SagaStatus::NeedsAttention, false).await?;
+    assert_eq!(
+        store.request_cancel(waiting, "y").await?,
+        SagaStatus::NeedsAttention
+    );
+    assert_eq!(
+        store.load(waiting).await?.cancel_requested.as_deref(),
+        Some("y")
+    );
+    assert!(matches!(
+        store.request_cancel(SagaId::random(&rng()), "x").await,
+        Err(Error::NotFound(_))
+    ));
     Ok(())
 }
 

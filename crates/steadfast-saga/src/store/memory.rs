@@ -160,6 +160,8 @@ impl SagaStore for MemoryStore {
                 epoch: 1,
                 owner: Some(owner.to_string()),
                 deadline_remaining: None,
+                forward_only: new.forward_only,
+                cancel_requested: None,
                 steps: new.first_step.clone().into_iter().collect(),
             };
             st.by_key.insert(key, new.id);
@@ -206,7 +208,14 @@ impl SagaStore for MemoryStore {
                     epoch: lease.epoch,
                 }));
             }
+            if let (true, Some(reason)) = (t.unless_cancelled, &row.record.cancel_requested) {
+                return Err(Error::CancelRequested(crate::error::CancelRequested {
+                    saga: lease.saga,
+                    reason: reason.clone(),
+                }));
+            }
             let rec = &mut row.record;
+            rec.forward_only |= t.forward_only;
             if let Some(step) = t.step {
                 upsert_step(&mut rec.steps, step);
             }
@@ -382,6 +391,30 @@ impl SagaStore for MemoryStore {
                 return Err(Error::NotFound(id));
             }
             Ok(st.history.get(&id).cloned().unwrap_or_default())
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        Box::pin(async move {
+            let at = self.now_ms();
+            let mut st = self.lock();
+            let rec = &mut st.sagas.get_mut(&id).ok_or(Error::NotFound(id))?.record;
+            let open = matches!(rec.status, SagaStatus::Running | SagaStatus::NeedsAttention)
+                && !rec.compensating
+                && !rec.forward_only
+                && rec.cancel_requested.is_none();
+            if !open {
+                return super::cancel_verdict(id, rec.status, rec.compensating, rec.forward_only);
+            }
+            rec.cancel_requested = Some(reason.to_string());
+            let (status, epoch) = (rec.status, rec.epoch);
+            st.push_history(
+                id,
+                at,
+                epoch,
+                super::Event::new("cancel_requested").detail(reason),
+            );
+            Ok(status)
         })
     }
 }

@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
         settled_statuses_sql!()
     ),
     "DROP INDEX IF EXISTS steadfast_sagas_claim",
+    // Cancel (issue 14): the point of no return, and an operator's request.
+    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS forward_only BOOLEAN NOT NULL DEFAULT FALSE",
+    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS cancel_requested TEXT",
     "CREATE INDEX IF NOT EXISTS steadfast_sagas_status ON steadfast_sagas (status, created_at)",
     "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
         saga_id TEXT NOT NULL,
@@ -100,8 +103,9 @@ macro_rules! record_sql {
                 cursor = COALESCE($3, cursor),
                 error = CASE WHEN $4 THEN $5 ELSE error END,
                 recoveries = CASE WHEN $6 THEN 0 ELSE recoveries END,
+                forward_only = forward_only OR $9,
                 updated_at = now()
-             WHERE id = $7",
+             WHERE id = $7 AND (NOT $10 OR cancel_requested IS NULL)",
             $fence
         )
     };
@@ -309,20 +313,34 @@ async fn push_history(
     Ok(())
 }
 
-async fn fenced_or_missing(
+/// Why a fenced write changed nothing: the saga is gone, its lease was taken over, or (for a
+/// transition `unless_cancelled`) it was cancelled.
+async fn refused(
     tx: &mut Transaction<'static, Postgres>,
     lease: &Lease,
+    unless_cancelled: bool,
 ) -> Result<Error, Error> {
-    let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = $1")
-        .bind(lease.saga.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(match exists {
-        Some(_) => Error::Fenced(Fenced {
+    let row =
+        sqlx::query("SELECT lease_epoch, cancel_requested FROM steadfast_sagas WHERE id = $1")
+            .bind(lease.saga.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(row) = row else {
+        return Ok(Error::NotFound(lease.saga));
+    };
+    let epoch: i64 = row.try_get("lease_epoch")?;
+    let cancel: Option<String> = row.try_get("cancel_requested")?;
+    Ok(match cancel {
+        Some(reason) if unless_cancelled && epoch == lease.epoch => {
+            Error::CancelRequested(crate::error::CancelRequested {
+                saga: lease.saga,
+                reason,
+            })
+        }
+        _ => Error::Fenced(Fenced {
             saga: lease.saga,
             epoch: lease.epoch,
         }),
-        None => Error::NotFound(lease.saga),
     })
 }
 
@@ -443,10 +461,10 @@ impl SagaStore for PostgresStore {
             let mut tx = self.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
-                    lease_owner, lease_epoch, lease_expires_at, deadline_at)
+                    lease_owner, lease_epoch, lease_expires_at, deadline_at, forward_only)
                  VALUES ($1, $2, $3, $4, 'running', $5, $6, 1,
                     now() + $7::bigint * interval '1 millisecond',
-                    now() + $8::bigint * interval '1 millisecond')
+                    now() + $8::bigint * interval '1 millisecond', $9)
                  ON CONFLICT (saga_type, business_key) DO NOTHING",
             )
             .bind(new.id.to_string())
@@ -457,6 +475,7 @@ impl SagaStore for PostgresStore {
             .bind(owner)
             .bind(duration_ms(lease))
             .bind(new.deadline.map(duration_ms))
+            .bind(new.forward_only)
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -492,7 +511,7 @@ impl SagaStore for PostgresStore {
             // infinite interval would not fit a bigint.
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
-                    recoveries, error, lease_epoch, lease_owner,
+                    recoveries, error, lease_epoch, lease_owner, forward_only, cancel_requested,
                     CASE WHEN deadline_at IS NULL OR deadline_at = 'infinity' THEN NULL
                          WHEN deadline_at = '-infinity' THEN 0
                          ELSE GREATEST(
@@ -539,6 +558,12 @@ impl SagaStore for PostgresStore {
                 epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
                 owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                forward_only: column(id, "the forward-only flag", row.try_get("forward_only"))?,
+                cancel_requested: column(
+                    id,
+                    "the cancel request",
+                    row.try_get("cancel_requested"),
+                )?,
                 steps,
             })
         })
@@ -561,10 +586,12 @@ impl SagaStore for PostgresStore {
                 .bind(t.reset_recoveries)
                 .bind(lease.saga.to_string())
                 .bind(lease.epoch)
+                .bind(t.forward_only)
+                .bind(t.unless_cancelled)
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, t.unless_cancelled).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -587,7 +614,7 @@ impl SagaStore for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, false).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -752,6 +779,56 @@ impl SagaStore for PostgresStore {
             .fetch_all(&mut *conn)
             .await?;
             rows.iter().map(|r| row::history(id, r)).collect()
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            // The row lock orders this write against the owner's: a pivot's start
+            // (`forward_only`) committed first refuses the cancel; a cancel committed first
+            // refuses the pivot's start (`unless_cancelled`).
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas SET cancel_requested = $1, updated_at = now()
+                 WHERE id = $2 AND status IN ('running', 'needs_attention') AND NOT compensating
+                    AND NOT forward_only AND cancel_requested IS NULL
+                 RETURNING status, lease_epoch",
+            )
+            .bind(reason)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = updated {
+                let status: String = column(id, "the saga status", r.try_get("status"))?;
+                let epoch: i64 = column(id, "the lease epoch", r.try_get("lease_epoch"))?;
+                push_history(
+                    &mut tx,
+                    id,
+                    epoch,
+                    &Event::new("cancel_requested").detail(reason),
+                )
+                .await?;
+                tx.commit().await?;
+                return SagaStatus::from_str(&status)
+                    .map_err(|e| decode_err(Some(id), "the saga status", e));
+            }
+            let row = sqlx::query(
+                "SELECT status, compensating, forward_only FROM steadfast_sagas WHERE id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            tx.rollback().await?;
+            let status: String = column(id, "the saga status", row.try_get("status"))?;
+            let status = SagaStatus::from_str(&status)
+                .map_err(|e| decode_err(Some(id), "the saga status", e))?;
+            super::cancel_verdict(
+                id,
+                status,
+                column(id, "the compensating flag", row.try_get("compensating"))?,
+                column(id, "the forward-only flag", row.try_get("forward_only"))?,
+            )
         })
     }
 }

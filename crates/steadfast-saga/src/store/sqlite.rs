@@ -38,6 +38,8 @@ const MIGRATIONS: &[&str] = &[
         lease_epoch INTEGER NOT NULL,
         lease_expires_ms INTEGER NOT NULL,
         deadline_ms INTEGER,
+        forward_only INTEGER NOT NULL DEFAULT 0,
+        cancel_requested TEXT,
         created_ms INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL,
         UNIQUE (saga_type, business_key)
@@ -74,6 +76,12 @@ const MIGRATIONS: &[&str] = &[
         ON steadfast_saga_history (saga_id, seq)",
 ];
 
+/// Columns added after the first schema: (name, definition), added to older databases on open.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("forward_only", "INTEGER NOT NULL DEFAULT 0"),
+    ("cancel_requested", "TEXT"),
+];
+
 /// A [`SagaStore`] on one SQLite database file (WAL mode, `synchronous = FULL` by default).
 ///
 /// ```
@@ -102,8 +110,9 @@ macro_rules! record_sql {
                 cursor = COALESCE(?, cursor),
                 error = CASE WHEN ? = 1 THEN ? ELSE error END,
                 recoveries = CASE WHEN ? = 1 THEN 0 ELSE recoveries END,
+                forward_only = CASE WHEN ? = 1 THEN 1 ELSE forward_only END,
                 updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-             WHERE id = ?",
+             WHERE id = ? AND (? = 0 OR cancel_requested IS NULL)",
             $fence
         )
     };
@@ -180,6 +189,18 @@ impl SqliteStore {
         let mut tx = self.immediate().await?;
         for m in MIGRATIONS {
             sqlx::query(m).execute(&mut *tx).await?;
+        }
+        for (name, def) in ADDED_COLUMNS {
+            let present: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM pragma_table_info('steadfast_sagas') WHERE name = ?",
+            )
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if present.is_none() {
+                let sql = format!("ALTER TABLE steadfast_sagas ADD COLUMN {name} {def}");
+                sqlx::query(&sql).execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -274,20 +295,34 @@ async fn push_history(
     Ok(())
 }
 
-async fn fenced_or_missing(
+/// Why a fenced write changed nothing: the saga is gone, its lease was taken over, or (for a
+/// transition `unless_cancelled`) it was cancelled.
+async fn refused(
     tx: &mut Transaction<'static, Sqlite>,
     lease: &Lease,
+    unless_cancelled: bool,
 ) -> Result<Error, Error> {
-    let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = ?")
+    let row = sqlx::query("SELECT lease_epoch, cancel_requested FROM steadfast_sagas WHERE id = ?")
         .bind(lease.saga.to_string())
         .fetch_optional(&mut **tx)
         .await?;
-    Ok(match exists {
-        Some(_) => Error::Fenced(Fenced {
-            saga: lease.saga,
-            epoch: lease.epoch,
-        }),
-        None => Error::NotFound(lease.saga),
+    let fenced = Error::Fenced(Fenced {
+        saga: lease.saga,
+        epoch: lease.epoch,
+    });
+    let Some(row) = row else {
+        return Ok(Error::NotFound(lease.saga));
+    };
+    let epoch: Option<i64> = row.try_get("lease_epoch").ok();
+    let cancel: Option<String> = row.try_get("cancel_requested").ok().flatten();
+    Ok(match cancel {
+        Some(reason) if unless_cancelled && epoch == Some(lease.epoch) => {
+            Error::CancelRequested(crate::error::CancelRequested {
+                saga: lease.saga,
+                reason,
+            })
+        }
+        _ => fenced,
     })
 }
 
@@ -411,10 +446,11 @@ impl SagaStore for SqliteStore {
             let mut tx = self.immediate().await?;
             let inserted = sqlx::query(
                 "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
-                    lease_owner, lease_epoch, lease_expires_ms, deadline_ms, created_ms, updated_ms)
+                    lease_owner, lease_epoch, lease_expires_ms, deadline_ms, forward_only,
+                    created_ms, updated_ms)
                  VALUES (?, ?, ?, ?, 'running', ?, ?, 1,
                     CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?,
-                    CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?, ?,
                     CAST(unixepoch('subsec') * 1000 AS INTEGER),
                     CAST(unixepoch('subsec') * 1000 AS INTEGER))
                  ON CONFLICT (saga_type, business_key) DO NOTHING",
@@ -427,6 +463,7 @@ impl SagaStore for SqliteStore {
             .bind(owner)
             .bind(duration_ms(lease))
             .bind(new.deadline.map(duration_ms))
+            .bind(i64::from(new.forward_only))
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -460,8 +497,8 @@ impl SagaStore for SqliteStore {
             let mut conn = self.pool.acquire().await?;
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
-                    recoveries, error, lease_epoch, lease_owner, deadline_ms,
-                    CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms
+                    recoveries, error, lease_epoch, lease_owner, deadline_ms, forward_only,
+                    cancel_requested, CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms
                  FROM steadfast_sagas WHERE id = ?",
             )
             .bind(id.to_string())
@@ -510,6 +547,16 @@ impl SagaStore for SqliteStore {
                 epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
                 owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                forward_only: column::<i64>(
+                    id,
+                    "the forward-only flag",
+                    row.try_get("forward_only"),
+                )? != 0,
+                cancel_requested: column(
+                    id,
+                    "the cancel request",
+                    row.try_get("cancel_requested"),
+                )?,
                 steps,
             })
         })
@@ -529,12 +576,14 @@ impl SagaStore for SqliteStore {
                 .bind(set_error)
                 .bind(error)
                 .bind(i64::from(t.reset_recoveries))
+                .bind(i64::from(t.forward_only))
                 .bind(lease.saga.to_string())
+                .bind(i64::from(t.unless_cancelled))
                 .bind(lease.epoch)
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, t.unless_cancelled).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -557,7 +606,7 @@ impl SagaStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, false).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -724,6 +773,53 @@ impl SagaStore for SqliteStore {
             .fetch_all(&mut *conn)
             .await?;
             rows.iter().map(|r| row::history(id, r)).collect()
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        Box::pin(async move {
+            let mut tx = self.immediate().await?;
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas SET cancel_requested = ?,
+                    updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                 WHERE id = ? AND status IN ('running', 'needs_attention') AND compensating = 0
+                    AND forward_only = 0 AND cancel_requested IS NULL
+                 RETURNING status, lease_epoch",
+            )
+            .bind(reason)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = updated {
+                let status: String = column(id, "the saga status", r.try_get("status"))?;
+                let epoch: i64 = column(id, "the lease epoch", r.try_get("lease_epoch"))?;
+                push_history(
+                    &mut tx,
+                    id,
+                    epoch,
+                    &Event::new("cancel_requested").detail(reason),
+                )
+                .await?;
+                tx.commit().await?;
+                return SagaStatus::from_str(&status)
+                    .map_err(|e| decode_err(Some(id), "the saga status", e));
+            }
+            let row = sqlx::query(
+                "SELECT status, compensating, forward_only FROM steadfast_sagas WHERE id = ?",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            tx.rollback().await?;
+            let status: String = column(id, "the saga status", row.try_get("status"))?;
+            let status = SagaStatus::from_str(&status)
+                .map_err(|e| decode_err(Some(id), "the saga status", e))?;
+            let compensating: i64 =
+                column(id, "the compensating flag", row.try_get("compensating"))?;
+            let forward_only: i64 =
+                column(id, "the forward-only flag", row.try_get("forward_only"))?;
+            super::cancel_verdict(id, status, compensating != 0, forward_only != 0)
         })
     }
 }
