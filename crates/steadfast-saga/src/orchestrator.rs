@@ -17,8 +17,8 @@ use crate::definition::{DefinitionInner, Payload, SagaDefinition, StepContext, S
 use crate::error::{Decode, DefinitionChanged, Error, StepError, StepErrorKind};
 use crate::keys::{Phase, SagaId, StepKey};
 use crate::store::{
-    Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary,
-    StepRecord, StepState, Transition,
+    Created, Event, HistoryEntry, Lease, ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore,
+    SagaSummary, StepRecord, StepState, Transition,
 };
 use crate::telemetry::{Metrics, SagaCounter, SagaTelemetry};
 
@@ -694,23 +694,19 @@ impl Orchestrator {
         })
     }
 
-    /// Lists sagas, optionally of one status (operator API).
+    /// Lists sagas, optionally of one status and one type, oldest first (operator API).
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use steadfast_saga::{store::MemoryStore, Orchestrator, SagaStatus};
+    /// # use steadfast_saga::{store::{ListQuery, MemoryStore}, Orchestrator, SagaStatus};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).build().unwrap();
-    /// let stuck = orch.list(Some(SagaStatus::NeedsAttention), 100).await.unwrap();
+    /// let stuck = orch.list(ListQuery::new(100).status(SagaStatus::NeedsAttention)).await.unwrap();
     /// assert!(stuck.is_empty());
     /// # }
     /// ```
-    pub async fn list(
-        &self,
-        status: Option<SagaStatus>,
-        limit: u32,
-    ) -> Result<Vec<SagaSummary>, Error> {
-        self.inner.store.list(status, limit).await
+    pub async fn list(&self, query: ListQuery) -> Result<Vec<SagaSummary>, Error> {
+        self.inner.store.list(query).await
     }
 
     /// A saga's row and step records (operator API).
@@ -907,7 +903,8 @@ impl Orchestrator {
     }
 
     /// Records an operator's verdict on a stuck step phase of a saga in `NeedsAttention` (done
-    /// by hand, or known to have failed) and resumes the saga from there.
+    /// by hand, or known to have failed) and resumes the saga from there. `note` (who, why, a
+    /// ticket) is kept in the `operator_resolved` history entry.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -915,7 +912,7 @@ impl Orchestrator {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).build().unwrap();
     /// let r = orch.mark_resolved(SagaId::nil(), "refund", Phase::Compensation,
-    ///     Resolution::Succeeded(serde_json::Value::Null)).await;
+    ///     Resolution::Succeeded(serde_json::Value::Null), "refunded by hand, OPS-12").await;
     /// assert!(r.is_err()); // no such saga
     /// # }
     /// ```
@@ -925,6 +922,7 @@ impl Orchestrator {
         step: &str,
         phase: Phase,
         resolution: Resolution,
+        note: &str,
     ) -> Result<(), Error> {
         let rec = self.inner.store.load(id).await?;
         // The definition says which steps exist; without it (an operator tool), only a step
@@ -971,12 +969,22 @@ impl Orchestrator {
                 ))
             }
         };
+        let verdict = match (&resolution, phase) {
+            (Resolution::Succeeded(v), Phase::Forward) => format!("done by hand, output {v}"),
+            (Resolution::Succeeded(_), Phase::Compensation) => "undone by hand".to_string(),
+            (Resolution::Failed(why), _) => format!("failed: {why}"),
+        };
+        let detail = if note.is_empty() {
+            verdict
+        } else {
+            format!("{verdict}; note: {note}")
+        };
         let (rec, lease, obtained) = self.operator_takeover(id).await?;
         let t = Self::resumed(
             &rec,
             Event::new("operator_resolved")
                 .step(step, phase)
-                .detail(format!("{resolution:?}")),
+                .detail(detail),
         )
         .step(record);
         self.inner.store.record(&lease, t).await?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use steadfast_saga::store::{PostgresStore, SagaStore, SqliteStore, StepState};
+use steadfast_saga::store::{ListQuery, PostgresStore, SagaStore, SqliteStore, StepState};
 use steadfast_saga::{Phase, SagaStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -132,7 +132,7 @@ struct Facts {
 /// Checks the invariants after recovery.
 async fn check(target: &Target, context: &str) -> Facts {
     let (store, pg, lite) = target.open().await;
-    let sagas = store.list(None, 1000).await.unwrap();
+    let sagas = store.list(ListQuery::new(1000)).await.unwrap();
     assert_eq!(
         sagas.len(),
         SAGAS as usize,
@@ -353,7 +353,7 @@ async fn check_one(
     cancelled: bool,
 ) {
     let (store, pg, lite) = target.open().await;
-    let sagas = store.list(None, 10).await.unwrap();
+    let sagas = store.list(ListQuery::new(10)).await.unwrap();
     assert_eq!(sagas.len(), 1);
     let s = &sagas[0];
     assert_eq!(s.status, expected, "{s:?}");

@@ -13,7 +13,7 @@ use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
 };
 use steadfast_layers::retry::Backoff;
-use steadfast_saga::store::{MemoryStore, SagaStore, StepState};
+use steadfast_saga::store::{ListQuery, MemoryStore, SagaStore, StepState};
 use steadfast_saga::telemetry::SagaTelemetry;
 use steadfast_saga::{
     Error, Orchestrator, Phase, Resolution, RetryPolicy, Saga, SagaDefinition, SagaStatus, Step,
@@ -238,24 +238,31 @@ async fn an_outcome_that_stays_unknown_needs_attention_and_an_operator_resolves_
         .contains("outcome still unknown after 2 attempts"));
     let step = r.steps.iter().find(|s| s.step == "hang").unwrap();
     assert_eq!(step.state, StepState::Unknown, "never recorded as failed");
-    let stuck = o.list(Some(SagaStatus::NeedsAttention), 10).await.unwrap();
-    assert_eq!(stuck.len(), 1);
-    // The operator checked with the participant: it was applied, with output 42.
-    o.mark_resolved(id, "hang", Phase::Forward, Resolution::Succeeded(42.into()))
+    let stuck = o
+        .list(ListQuery::new(10).status(SagaStatus::NeedsAttention))
         .await
         .unwrap();
+    assert_eq!(stuck.len(), 1);
+    // The operator checked with the participant: it was applied, with output 42.
+    o.mark_resolved(
+        id,
+        "hang",
+        Phase::Forward,
+        Resolution::Succeeded(42.into()),
+        "checked with the participant, OPS-7",
+    )
+    .await
+    .unwrap();
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Completed);
     let r = o.get(id).await.unwrap();
     assert_eq!(r.recoveries, 0);
     assert!(r.error.is_none());
-    let kinds: Vec<String> = o
-        .history(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.kind)
-        .collect();
-    assert!(kinds.contains(&"operator_resolved".to_string()));
+    let h = o.history(id).await.unwrap();
+    let resolved = h.iter().find(|e| e.kind == "operator_resolved").unwrap();
+    assert_eq!(
+        resolved.detail.as_deref(),
+        Some("done by hand, output 42; note: checked with the participant, OPS-7")
+    );
 }
 
 #[tokio::test(start_paused = true)]

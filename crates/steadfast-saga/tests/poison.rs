@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use steadfast_layers::rng::SeededRng;
 use steadfast_saga::store::{
-    Created, Event, NewSaga, PostgresStore, SagaStore, SqliteStore, StepRecord, StepState,
-    Transition,
+    Created, Event, ListQuery, NewSaga, PostgresStore, SagaStore, SqliteStore, StepRecord,
+    StepState, Transition,
 };
 use steadfast_saga::{
     Error, Orchestrator, Phase, Saga, SagaDefinition, SagaId, SagaStatus, Step, StepContext,
@@ -298,9 +298,9 @@ async fn poison_matrix(
         orch.history(*id).await.unwrap();
     }
 
-    let all = orch.list(None, 100_000).await.unwrap();
+    let all = orch.list(ListQuery::new(100_000)).await.unwrap();
     let attention = orch
-        .list(Some(SagaStatus::NeedsAttention), 100_000)
+        .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
         .await
         .unwrap();
     for (c, id) in damaged {

@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use steadfast_saga::store::{conformance, PostgresStore, SagaStore};
+use steadfast_saga::store::{conformance, ListQuery, PostgresStore, SagaStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_passes_the_conformance_suite() {
@@ -37,7 +37,7 @@ async fn two_pools_on_one_schema_never_share_a_claim() {
         conformance::concurrent_claims_never_share_a_saga(&b)
     );
     let rc = conformance::stale_epoch_is_fenced_and_writes_nothing(&b).await;
-    let _ = a.list(None, 1).await;
+    let _ = a.list(ListQuery::new(1)).await;
     a.drop_schema().await.unwrap();
     ra.unwrap();
     rb.unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use steadfast_saga::store::{conformance, SagaStore, SqliteStore};
+use steadfast_saga::store::{conformance, ListQuery, SagaStore, SqliteStore};
 use support::TempDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +41,7 @@ async fn two_handles_on_one_file_share_claims_and_fencing() {
         .await
         .unwrap();
     assert_eq!(wal, "wal");
-    let _ = a.list(None, 10).await.unwrap();
+    let _ = a.list(ListQuery::new(10)).await.unwrap();
 }
 
 /// The saga table as the first schema made it, before `forward_only` and `cancel_requested`.

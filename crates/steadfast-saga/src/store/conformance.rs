@@ -24,8 +24,8 @@ use steadfast_layers::retry::Backoff;
 use steadfast_layers::rng::{RandomSource, SeededRng};
 
 use super::{
-    Created, Event, Lease, NewSaga, SagaStatus, SagaStore, StepRecord, StepState, StoreFuture,
-    Transition,
+    Created, Event, Lease, ListQuery, NewSaga, SagaStatus, SagaStore, StepRecord, StepState,
+    StoreFuture, Transition,
 };
 use crate::error::Error;
 use crate::keys::{Phase, SagaId};
@@ -666,18 +666,46 @@ pub async fn list_and_history(store: &dyn SagaStore) -> Result<(), Error> {
         )
         .await?;
     let stuck = store
-        .list(Some(SagaStatus::NeedsAttention), 100_000)
+        .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
         .await?;
     let mine: Vec<_> = stuck.iter().filter(|s| s.saga_type == t).collect();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].id, b.saga);
     assert_eq!(mine[0].business_key, "b");
     assert_eq!(mine[0].error.as_deref(), Some("compensation keeps failing"));
-    let running = store.list(Some(SagaStatus::Running), 100_000).await?;
+    // By type, and by type and status.
+    let typed = store.list(ListQuery::new(100_000).saga_type(&t)).await?;
+    let ids: Vec<SagaId> = typed.iter().map(|s| s.id).collect();
+    assert_eq!(
+        ids,
+        [a.saga, b.saga],
+        "list by type: exactly its sagas, oldest first"
+    );
+    let typed_stuck = store
+        .list(
+            ListQuery::new(100_000)
+                .saga_type(&t)
+                .status(SagaStatus::NeedsAttention),
+        )
+        .await?;
+    assert_eq!(typed_stuck.len(), 1);
+    assert_eq!(typed_stuck[0].id, b.saga);
+    assert_eq!(
+        store.list(ListQuery::new(1).saga_type(&t)).await?.len(),
+        1,
+        "list by type respects its limit"
+    );
+    assert!(store
+        .list(ListQuery::new(100_000).saga_type(format!("{t}-none")))
+        .await?
+        .is_empty());
+    let running = store
+        .list(ListQuery::new(100_000).status(SagaStatus::Running))
+        .await?;
     assert!(running.iter().any(|s| s.id == a.saga));
     assert!(running.iter().all(|s| s.status == SagaStatus::Running));
     assert!(
-        store.list(None, 1).await?.len() <= 1,
+        store.list(ListQuery::new(1)).await?.len() <= 1,
         "list respects its limit"
     );
     let ha = store.history(a.saga).await?;
@@ -762,11 +790,11 @@ pub async fn corrupt_rows_are_decode_errors(
         }
         // Listed, not skipped: as needing attention, with what is wrong and the kept error.
         let listed = |s: Vec<super::SagaSummary>| s.into_iter().find(|s| s.id == l.saga);
-        let all = listed(store.list(None, 100_000).await?)
+        let all = listed(store.list(ListQuery::new(100_000)).await?)
             .unwrap_or_else(|| panic!("{what:?}: list(None) skipped the saga"));
         let stuck = listed(
             store
-                .list(Some(SagaStatus::NeedsAttention), 100_000)
+                .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
                 .await?,
         )
         .unwrap_or_else(|| panic!("{what:?}: list(NeedsAttention) skipped the saga"));
@@ -783,7 +811,12 @@ pub async fn corrupt_rows_are_decode_errors(
             "{what:?}: {e}"
         );
         assert!(
-            listed(store.list(Some(SagaStatus::Running), 100_000).await?).is_none(),
+            listed(
+                store
+                    .list(ListQuery::new(100_000).status(SagaStatus::Running))
+                    .await?
+            )
+            .is_none(),
             "{what:?}: listed as running"
         );
         // Claimed once its lease expires, never while it is live.
@@ -1073,7 +1106,7 @@ pub async fn unclaimable_rows_are_set_aside(
         claimed.iter().any(|l| l.saga == healthy.saga),
         "the healthy saga behind the damaged rows was not claimed"
     );
-    let listed = store.list(None, 100_000).await?;
+    let listed = store.list(ListQuery::new(100_000)).await?;
     for (what, l) in &damaged {
         match what {
             Corruption::IdNotUuid => {
@@ -1378,7 +1411,9 @@ async fn unreadable_rows_need_attention(
             "{what:?}: {e}"
         );
         assert_eq!((r.epoch, r.recoveries), (2, 1), "{what:?}");
-        let listed = orch.list(Some(SagaStatus::NeedsAttention), 100_000).await?;
+        let listed = orch
+            .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
+            .await?;
         let mine = listed
             .iter()
             .find(|s| s.id == id)
@@ -1418,7 +1453,9 @@ async fn unreadable_rows_need_attention(
         while orch.recover_once().await? > 0 {}
         // The run marked it; its step record still cannot be read, so `get` reports that.
         assert!(matches!(orch.wait(dead.saga).await, Err(Error::Decode(_))));
-        let listed = orch.list(Some(SagaStatus::NeedsAttention), 100_000).await?;
+        let listed = orch
+            .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
+            .await?;
         let mine = listed
             .iter()
             .find(|s| s.id == dead.saga)
@@ -1466,7 +1503,9 @@ async fn damaged_rows_block_no_recovery(
         if what == Corruption::IdNotUuid {
             continue; // checked by `unclaimable_rows_are_set_aside`: listed under the nil id
         }
-        let listed = orch.list(Some(SagaStatus::NeedsAttention), 100_000).await?;
+        let listed = orch
+            .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
+            .await?;
         let mine = listed
             .iter()
             .find(|s| s.id == id)

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    Created, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary,
-    StepRecord, StoreFuture, Transition,
+    Created, HistoryEntry, Lease, ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore,
+    SagaSummary, StepRecord, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -363,15 +363,21 @@ impl SagaStore for MemoryStore {
         })
     }
 
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
             let st = self.lock();
             Ok(st
                 .order
                 .iter()
                 .filter_map(|id| st.sagas.get(id))
-                .filter(|r| status.is_none_or(|s| r.record.status == s))
-                .take(limit as usize)
+                .filter(|r| query.status.is_none_or(|s| r.record.status == s))
+                .filter(|r| {
+                    query
+                        .saga_type
+                        .as_deref()
+                        .is_none_or(|t| r.record.saga_type == t)
+                })
+                .take(query.limit as usize)
                 .map(|r| SagaSummary {
                     id: r.record.id,
                     saga_type: r.record.saga_type.clone(),

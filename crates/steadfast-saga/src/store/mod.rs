@@ -379,6 +379,64 @@ pub struct SagaSummary {
     pub recoveries: u32,
 }
 
+/// Which sagas [`SagaStore::list`] returns: optionally only those of one status and of one
+/// type, oldest first, at most `limit`.
+///
+/// ```
+/// use steadfast_saga::{store::ListQuery, SagaStatus};
+/// let q = ListQuery::new(50).status(SagaStatus::NeedsAttention).saga_type("book-trip");
+/// assert_eq!((q.status, q.saga_type.as_deref(), q.limit),
+///     (Some(SagaStatus::NeedsAttention), Some("book-trip"), 50));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only sagas of this status (a row whose status cannot be read counts as
+    /// `NeedsAttention`).
+    pub status: Option<SagaStatus>,
+    /// Only sagas of this type.
+    pub saga_type: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl ListQuery {
+    /// Every saga, at most `limit`.
+    ///
+    /// ```
+    /// assert_eq!(steadfast_saga::store::ListQuery::new(10).limit, 10);
+    /// ```
+    pub fn new(limit: u32) -> Self {
+        ListQuery {
+            status: None,
+            saga_type: None,
+            limit,
+        }
+    }
+
+    /// Only sagas of this status.
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::ListQuery, SagaStatus};
+    /// assert_eq!(ListQuery::new(1).status(SagaStatus::Running).status, Some(SagaStatus::Running));
+    /// ```
+    pub fn status(mut self, status: SagaStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only sagas of this type.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::ListQuery;
+    /// assert_eq!(ListQuery::new(1).saga_type("t").saga_type.as_deref(), Some("t"));
+    /// ```
+    pub fn saga_type(mut self, saga_type: impl Into<String>) -> Self {
+        self.saga_type = Some(saga_type.into());
+        self
+    }
+}
+
 /// One entry of a saga's history (append-only).
 ///
 /// ```
@@ -685,11 +743,11 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
         lease_for: Duration,
     ) -> StoreFuture<'a, Lease>;
 
-    /// Lists sagas, optionally of one status, oldest first, at most `limit`. A row that cannot
-    /// be decoded is listed as `NeedsAttention` with the decode error (see
-    /// [`SagaSummary::status`]), so `list(Some(NeedsAttention))` includes it; one whose id cannot
-    /// be read is listed under the nil id (see [`SagaSummary::id`]).
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>>;
+    /// Lists the sagas `query` selects, oldest first. A row that cannot be decoded is listed as
+    /// `NeedsAttention` with the decode error (see [`SagaSummary::status`]), so a query for
+    /// `NeedsAttention` includes it; one whose id cannot be read is listed under the nil id (see
+    /// [`SagaSummary::id`]).
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>>;
 
     /// A saga's history, in order.
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>>;

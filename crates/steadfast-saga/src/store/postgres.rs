@@ -11,8 +11,9 @@ use sqlx::{Postgres, Row, Transaction};
 use super::conformance::{Corrupt, Corruption};
 use super::rows as row;
 use super::{
-    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga,
-    SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
+    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease,
+    ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture,
+    Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -738,7 +739,7 @@ impl SagaStore for PostgresStore {
         })
     }
 
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
             // A status this version cannot read is listed as needs_attention.
             let rows = sqlx::query(concat!(
@@ -748,10 +749,12 @@ impl SagaStore for PostgresStore {
                     OR ($1 = 'needs_attention' AND status NOT IN ",
                 known_statuses_sql!(),
                 "))
+                   AND ($3::text IS NULL OR saga_type = $3)
                  ORDER BY created_at, id LIMIT $2"
             ))
-            .bind(status.map(|s| s.as_str()))
-            .bind(i64::from(limit))
+            .bind(query.status.map(|s| s.as_str()))
+            .bind(i64::from(query.limit))
+            .bind(query.saga_type)
             .fetch_all(&self.pool)
             .await?;
             Ok(rows.iter().map(row::summary).collect())
