@@ -744,7 +744,11 @@ impl Orchestrator {
         self.inner.store.history(id).await
     }
 
-    async fn operator_takeover(&self, id: SagaId) -> Result<(SagaRecord, Lease, Instant), Error> {
+    async fn operator_takeover(
+        &self,
+        id: SagaId,
+        reason: &'static str,
+    ) -> Result<(SagaRecord, Lease, Instant), Error> {
         let rec = self.inner.store.load(id).await?;
         if rec.status != SagaStatus::NeedsAttention {
             return Err(Error::InvalidOperation(format!(
@@ -758,6 +762,7 @@ impl Orchestrator {
             .store
             .take_over(id, &self.inner.owner, self.inner.lease)
             .await?;
+        self.inner.metrics.takeover(&rec.saga_type, reason);
         Ok((rec, lease, obtained))
     }
 
@@ -787,7 +792,7 @@ impl Orchestrator {
     /// # }
     /// ```
     pub async fn resume(&self, id: SagaId) -> Result<(), Error> {
-        let (rec, lease, obtained) = self.operator_takeover(id).await?;
+        let (rec, lease, obtained) = self.operator_takeover(id, "resume").await?;
         let t = Self::resumed(&rec, Event::new("operator_resume"));
         self.inner.store.record(&lease, t).await?;
         info!(target: "steadfast::saga", saga = %id, "operator resumed the saga");
@@ -848,7 +853,7 @@ impl Orchestrator {
         info!(target: "steadfast::saga", saga = %id, %status, reason, "operator cancelled the saga");
         if status == SagaStatus::NeedsAttention {
             // Nobody runs a saga that waits for an operator: resume it to carry the cancel out.
-            match self.operator_takeover(id).await {
+            match self.operator_takeover(id, "cancel").await {
                 Ok((rec, lease, obtained)) => {
                     let event =
                         Event::new("operator_resume").detail(format!("to cancel: {reason}"));
@@ -887,7 +892,7 @@ impl Orchestrator {
                 "saga {id} has no record of step {step:?} ({phase})"
             )));
         };
-        let (rec, lease, obtained) = self.operator_takeover(id).await?;
+        let (rec, lease, obtained) = self.operator_takeover(id, "retry_step").await?;
         let t = Self::resumed(
             &rec,
             Event::new("operator_retry")
@@ -979,7 +984,7 @@ impl Orchestrator {
         } else {
             format!("{verdict}; note: {note}")
         };
-        let (rec, lease, obtained) = self.operator_takeover(id).await?;
+        let (rec, lease, obtained) = self.operator_takeover(id, "resolve").await?;
         let t = Self::resumed(
             &rec,
             Event::new("operator_resolved")
@@ -1004,6 +1009,8 @@ struct RunCx {
     saga_type: Arc<str>,
     /// The first step's first attempt was recorded as started by `create` under this lease.
     prestarted: bool,
+    /// When the saga was created, on this process's clock (from its age on the store's).
+    created: Option<Instant>,
 }
 
 impl RunCx {
@@ -1037,8 +1044,49 @@ impl RunCx {
         self.inner
             .metrics
             .count(SagaCounter::NeedsAttention, &self.saga_type);
+        self.ended(SagaStatus::NeedsAttention);
         let _ = self.inner.store.release(&self.lease).await;
         Ok(SagaStatus::NeedsAttention)
+    }
+
+    /// A step phase ended with `outcome`.
+    fn step_ended(&self, step: &str, phase: Phase, outcome: &'static str) {
+        self.inner
+            .metrics
+            .step_ended(&self.saga_type, step, phase.as_str(), outcome);
+    }
+
+    /// This run ended the saga with `status`: records its duration since creation.
+    fn ended(&self, status: SagaStatus) {
+        if let Some(created) = self.created {
+            self.inner.metrics.saga_duration(
+                &self.saga_type,
+                status.as_str(),
+                created.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}
+
+/// Counts a saga run in `steadfast.saga.in_flight` for as long as it lives.
+struct InFlight {
+    inner: Arc<Inner>,
+    saga_type: Arc<str>,
+}
+
+impl InFlight {
+    fn new(inner: &Arc<Inner>, saga_type: &Arc<str>) -> Self {
+        inner.metrics.in_flight(saga_type, 1);
+        InFlight {
+            inner: Arc::clone(inner),
+            saga_type: Arc::clone(saga_type),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.inner.metrics.in_flight(&self.saga_type, -1);
     }
 }
 
@@ -1064,6 +1112,7 @@ async fn run_saga(
                     lease: lease.clone(),
                     saga_type: Arc::from("?"),
                     prestarted: false,
+                    created: None,
                 };
                 return cx.attention(d.to_string()).await;
             }
@@ -1081,7 +1130,9 @@ async fn run_saga(
             lease: lease.clone(),
             saga_type: Arc::from(record.saga_type.as_str()),
             prestarted,
+            created: Instant::now().checked_sub(record.age),
         };
+        let _in_flight = InFlight::new(&inner, &cx.saga_type);
         if recovered {
             info!(target: "steadfast::saga", saga = %id, saga_type = %record.saga_type,
                 recoveries = record.recoveries, epoch = lease.epoch, "recovering an abandoned saga");
@@ -1130,10 +1181,15 @@ async fn run_saga(
                     "saga run stopped; it will be recovered when its lease expires");
             }
             Ok(s) => match s {
-                SagaStatus::Completed => inner.metrics.count(SagaCounter::Completed, &cx.saga_type),
-                SagaStatus::Compensated => {
-                    inner.metrics.count(SagaCounter::Compensated, &cx.saga_type)
+                SagaStatus::Completed => {
+                    inner.metrics.count(SagaCounter::Completed, &cx.saga_type);
+                    cx.ended(*s);
                 }
+                SagaStatus::Compensated => {
+                    inner.metrics.count(SagaCounter::Compensated, &cx.saga_type);
+                    cx.ended(*s);
+                }
+                // Needs attention: counted and timed where it is written.
                 _ => {}
             },
         }
@@ -1257,6 +1313,9 @@ async fn drive<I: Payload>(
             }
             Forward::Attention(why) => return cx.attention(why).await,
             Forward::Cancelled(reason) => {
+                cx.inner
+                    .metrics
+                    .count(SagaCounter::Cancelled, &cx.saga_type);
                 let why = format!("cancelled by an operator: {reason}");
                 info!(target: "steadfast::saga", saga = %id, reason = %why, "compensating");
                 cx.write(
@@ -1569,7 +1628,10 @@ async fn run_step<I: Payload>(
             }
             match cx.write(t).await {
                 Ok(()) => {}
-                Err(Error::CancelRequested(c)) => return Ok(StepEnd::Cancelled(c.reason)),
+                Err(Error::CancelRequested(c)) => {
+                    cx.step_ended(&s.name, phase, "cancelled");
+                    return Ok(StepEnd::Cancelled(c.reason));
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1635,6 +1697,7 @@ async fn run_step<I: Payload>(
                     t = t.status(status);
                 }
                 cx.write(t).await?;
+                cx.step_ended(&s.name, phase, "succeeded");
                 cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
                 return Ok(StepEnd::Succeeded(v));
             }
@@ -1660,6 +1723,7 @@ async fn run_step<I: Payload>(
                 .step(rec(StepState::Failed, attempt, None, Some(msg.clone()))),
             )
             .await?;
+            cx.step_ended(&s.name, phase, "failed");
             cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
             return Ok(StepEnd::Failed(msg));
         }
@@ -1687,6 +1751,7 @@ async fn run_step<I: Payload>(
                 .step(rec(state, attempt, None, Some(msg))),
             )
             .await?;
+            cx.step_ended(&s.name, phase, "stuck");
             cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
             return Ok(StepEnd::Stuck(why));
         }

@@ -40,6 +40,7 @@ struct State {
 #[derive(Debug)]
 struct Row {
     record: SagaRecord,
+    created: Instant,
     deadline_at: Option<Instant>,
     lease_expires: Instant,
 }
@@ -160,6 +161,7 @@ impl SagaStore for MemoryStore {
                 epoch: 1,
                 owner: Some(owner.to_string()),
                 deadline_remaining: None,
+                age: Duration::ZERO,
                 forward_only: new.forward_only,
                 cancel_requested: None,
                 steps: new.first_step.clone().into_iter().collect(),
@@ -170,6 +172,7 @@ impl SagaStore for MemoryStore {
                 new.id,
                 Row {
                     record,
+                    created: now,
                     deadline_at: new.deadline.map(|d| now + d),
                     lease_expires: now + lease,
                 },
@@ -190,6 +193,7 @@ impl SagaStore for MemoryStore {
             let row = st.sagas.get(&id).ok_or(Error::NotFound(id))?;
             let mut rec = row.record.clone();
             rec.deadline_remaining = deadline_remaining(row, now);
+            rec.age = now.saturating_duration_since(row.created);
             Ok(rec)
         })
     }

@@ -342,6 +342,9 @@ pub struct SagaRecord {
     pub owner: Option<String>,
     /// Time left to the saga-level deadline on the store's clock (`Some(ZERO)` once past).
     pub deadline_remaining: Option<Duration>,
+    /// Time since the saga was created, on the store's clock (zero for a creation time in the
+    /// future): what the saga duration metric counts from, across recoveries.
+    pub age: Duration,
     /// Past the point of no return: its pivot (or a retriable step) has started, so it can only
     /// go forward and a cancel is refused.
     pub forward_only: bool,

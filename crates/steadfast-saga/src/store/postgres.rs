@@ -513,6 +513,9 @@ impl SagaStore for PostgresStore {
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
                     recoveries, error, lease_epoch, lease_owner, forward_only, cancel_requested,
+                    CASE WHEN isfinite(created_at)
+                         THEN GREATEST((extract(epoch FROM (now() - created_at)) * 1000)::bigint, 0)
+                    END AS age_ms,
                     CASE WHEN deadline_at IS NULL OR deadline_at = 'infinity' THEN NULL
                          WHEN deadline_at = '-infinity' THEN 0
                          ELSE GREATEST(
@@ -526,6 +529,8 @@ impl SagaStore for PostgresStore {
             .ok_or(Error::NotFound(id))?;
             let status: String = column(id, "the saga status", row.try_get("status"))?;
             let left: Option<i64> = column(id, "the deadline", row.try_get("left_ms"))?;
+            // NULL for an infinite creation time: a decode error.
+            let age: i64 = column(id, "the creation time", row.try_get("age_ms"))?;
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = $1 ORDER BY seq",
@@ -559,6 +564,7 @@ impl SagaStore for PostgresStore {
                 epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
                 owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                age: Duration::from_millis(age.max(0) as u64),
                 forward_only: column(id, "the forward-only flag", row.try_get("forward_only"))?,
                 cancel_requested: column(
                     id,

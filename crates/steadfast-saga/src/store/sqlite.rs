@@ -499,7 +499,8 @@ impl SagaStore for SqliteStore {
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
                     recoveries, error, lease_epoch, lease_owner, deadline_ms, forward_only,
-                    cancel_requested, CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms
+                    cancel_requested, created_ms,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms
                  FROM steadfast_sagas WHERE id = ?",
             )
             .bind(id.to_string())
@@ -511,6 +512,8 @@ impl SagaStore for SqliteStore {
             let deadline: Option<i64> = column(id, "the deadline", row.try_get("deadline_ms"))?;
             let now: i64 = row.try_get("now_ms")?;
             let left = deadline.map(|d| d.saturating_sub(now));
+            let created: i64 = column(id, "the creation time", row.try_get("created_ms"))?;
+            let age = Duration::from_millis(now.saturating_sub(created).max(0) as u64);
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = ? ORDER BY rowid",
@@ -548,6 +551,7 @@ impl SagaStore for SqliteStore {
                 epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
                 owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                age,
                 forward_only: column::<i64>(
                     id,
                     "the forward-only flag",
