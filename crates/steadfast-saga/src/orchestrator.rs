@@ -780,8 +780,11 @@ impl Orchestrator {
 
     /// Resumes a saga in `NeedsAttention` where it stopped: a stuck step or compensation is
     /// attempted again (same key, a fresh attempt budget), the recovery count is reset, and the
-    /// saga runs here. For a decode error, an unknown type or a changed definition: deploy the
-    /// fix first.
+    /// saga runs here — or, when this orchestrator does not register its type (an operator
+    /// tool), at the next poll of one that does (the lease is released at once). For a decode
+    /// error, an unknown type or a changed definition: deploy the fix first.
+    ///
+    /// `retry_step`, `mark_resolved` and `cancel` hand the saga on the same way.
     ///
     /// ```
     /// # use std::sync::Arc;
