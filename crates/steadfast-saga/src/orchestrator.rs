@@ -839,14 +839,29 @@ impl Orchestrator {
     /// # use std::sync::Arc;
     /// # use steadfast_saga::{store::MemoryStore, CancelRefusal, Error, Orchestrator, Saga, SagaStatus, Step, StepContext, StepError};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// type Ctx = StepContext<()>;
     /// let mut b = Saga::builder::<()>("order");
-    /// b.step(Step::pivot("charge", |_c: StepContext<()>| async { Ok::<(), StepError>(()) }));
+    /// b.step(Step::compensatable(
+    ///     "reserve",
+    ///     |_c: Ctx| async { Ok::<(), StepError>(()) },
+    ///     |_c: Ctx, _r: ()| async { Ok::<(), StepError>(()) },
+    /// ));
+    /// b.step(Step::pivot("charge", |_c: Ctx| async { Ok::<(), StepError>(()) }));
     /// let def = b.build()?;
     /// let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).register(&def).build()?;
-    /// let id = orch.start(&def, "order-1", &()).await?.id;
-    /// assert_eq!(orch.wait(id).await?, SagaStatus::Completed);
-    /// match orch.cancel(id, "customer changed plans").await {
-    ///     Err(Error::CancelRefused(r)) => assert_eq!(r.refusal, CancelRefusal::PastPivot),
+    ///
+    /// // Before its pivot: the reservation is made, then undone; the card is never charged.
+    /// let early = orch.start(&def, "order-1", &()).await?.id;
+    /// orch.cancel(early, "customer changed plans").await?;
+    /// assert_eq!(orch.wait(early).await?, SagaStatus::Compensated);
+    ///
+    /// // Once it has ended (or its pivot has started), a cancel is refused.
+    /// let done = orch.start(&def, "order-2", &()).await?.id;
+    /// assert_eq!(orch.wait(done).await?, SagaStatus::Completed);
+    /// match orch.cancel(done, "too late").await {
+    ///     Err(Error::CancelRefused(r)) => {
+    ///         assert_eq!(r.refusal, CancelRefusal::Ended(SagaStatus::Completed))
+    ///     }
     ///     other => panic!("{other:?}"),
     /// }
     /// # Ok(()) }
