@@ -21,6 +21,12 @@ pub const SAGA_TYPE_KEY: &str = "saga_type";
 
 /// The bucket boundaries of `steadfast.saga.duration`, in seconds: 50 ms to a day (a saga may
 /// wait out retries, recoveries and operators).
+///
+/// ```
+/// let b = steadfast_saga::telemetry::SAGA_DURATION_BOUNDARIES;
+/// assert!(b.windows(2).all(|w| w[0] < w[1]));
+/// assert_eq!(b.last(), Some(&86_400.0));
+/// ```
 pub const SAGA_DURATION_BOUNDARIES: [f64; 16] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
     86400.0,
