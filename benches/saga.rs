@@ -39,8 +39,8 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use sqlx::{PgPool, SqlitePool};
 use steadfast_benches::{criterion_dir, quick_mode, read_median_ns, FileTime};
 use steadfast_saga::store::{
-    Created, HistoryEntry, Lease, MemoryStore, NewSaga, PostgresStore, SagaRecord, SagaStore,
-    SagaSummary, SqliteStore, StoreFuture, Transition,
+    Created, HistoryEntry, Lease, ListQuery, MemoryStore, NewSaga, PostgresStore, SagaRecord,
+    SagaStore, SagaSummary, SqliteStore, StoreFuture, Transition,
 };
 use steadfast_saga::{
     Orchestrator, Saga, SagaDefinition, SagaId, SagaStatus, Step, StepContext, StepError,
@@ -174,12 +174,16 @@ impl SagaStore for Counting {
         self.inner.take_over(id, owner, lease_for)
     }
 
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
-        self.inner.list(status, limit)
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
+        self.inner.list(query)
     }
 
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
         self.inner.history(id)
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        self.inner.request_cancel(id, reason)
     }
 }
 
@@ -242,7 +246,7 @@ impl Raw {
         let n: i64 = match self {
             Raw::Memory(_) => {
                 let mut n = 0;
-                for s in store.list(None, u32::MAX).await.ok()? {
+                for s in store.list(ListQuery::new(u32::MAX)).await.ok()? {
                     n += store.history(s.id).await.ok()?.len() as i64;
                 }
                 n

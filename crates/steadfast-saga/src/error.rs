@@ -226,6 +226,84 @@ impl fmt::Display for Decode {
 
 impl std::error::Error for Decode {}
 
+/// Why [`Orchestrator::cancel`](crate::Orchestrator::cancel) refused.
+///
+/// ```
+/// use steadfast_saga::{CancelRefusal, SagaStatus};
+/// assert_ne!(CancelRefusal::PastPivot, CancelRefusal::Ended(SagaStatus::Completed));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelRefusal {
+    /// The saga's pivot (or a retriable step) has started: it can only go forward.
+    PastPivot,
+    /// The saga has already ended (completed or compensated).
+    Ended(crate::SagaStatus),
+    /// The saga is compensating and its compensation is stuck: retry or resolve it.
+    CompensationStuck,
+}
+
+/// A cancel was refused: the saga cannot be undone (any more), see [`CancelRefusal`].
+///
+/// ```
+/// use steadfast_saga::{CancelRefusal, CancelRefused, SagaId};
+/// let e = CancelRefused { saga: SagaId::nil(), refusal: CancelRefusal::PastPivot };
+/// assert!(e.to_string().contains("can only go forward"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelRefused {
+    /// The saga.
+    pub saga: SagaId,
+    /// Why.
+    pub refusal: CancelRefusal,
+}
+
+impl fmt::Display for CancelRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "saga {} cannot be cancelled: ", self.saga)?;
+        match self.refusal {
+            CancelRefusal::PastPivot => {
+                f.write_str("its pivot (or a step after it) has started, so it can only go forward")
+            }
+            CancelRefusal::Ended(s) => write!(f, "it has already ended ({s})"),
+            CancelRefusal::CompensationStuck => f.write_str(
+                "it is compensating already and its compensation needs an operator \
+                 (retry or resolve the stuck step)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CancelRefused {}
+
+/// A transition that would start a new step was refused: an operator cancelled the saga. Its
+/// run compensates instead.
+///
+/// ```
+/// use steadfast_saga::{CancelRequested, SagaId};
+/// let e = CancelRequested { saga: SagaId::nil(), reason: "customer changed plans".into() };
+/// assert!(e.to_string().contains("customer changed plans"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelRequested {
+    /// The saga.
+    pub saga: SagaId,
+    /// The operator's reason.
+    pub reason: String,
+}
+
+impl fmt::Display for CancelRequested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "saga {}: cancelled ({}): no new step starts",
+            self.saga, self.reason
+        )
+    }
+}
+
+impl std::error::Error for CancelRequested {}
+
 /// Everything the orchestrator, the definitions and the stores can fail with.
 ///
 /// ```
@@ -242,6 +320,10 @@ pub enum Error {
     DefinitionChanged(DefinitionChanged),
     /// A stored row could not be decoded: see [`Decode`].
     Decode(Decode),
+    /// A cancel was refused: see [`CancelRefused`].
+    CancelRefused(CancelRefused),
+    /// A new step was not started because the saga was cancelled: see [`CancelRequested`].
+    CancelRequested(CancelRequested),
     /// No definition is registered for this saga type.
     UnknownSagaType(String),
     /// No saga with this id.
@@ -285,6 +367,8 @@ impl fmt::Display for Error {
             Error::Fenced(e) => e.fmt(f),
             Error::DefinitionChanged(e) => e.fmt(f),
             Error::Decode(e) => e.fmt(f),
+            Error::CancelRefused(e) => e.fmt(f),
+            Error::CancelRequested(e) => e.fmt(f),
             Error::UnknownSagaType(t) => write!(f, "no definition registered for saga type {t:?}"),
             Error::NotFound(id) => write!(f, "saga {id} not found"),
             Error::InvalidDefinition(m) => write!(f, "invalid saga definition: {m}"),
@@ -301,6 +385,8 @@ impl std::error::Error for Error {
             Error::Fenced(e) => Some(e),
             Error::DefinitionChanged(e) => Some(e),
             Error::Decode(e) => Some(e),
+            Error::CancelRefused(e) => Some(e),
+            Error::CancelRequested(e) => Some(e),
             Error::Store(e) => Some(&**e),
             _ => None,
         }
@@ -310,6 +396,12 @@ impl std::error::Error for Error {
 impl From<Fenced> for Error {
     fn from(e: Fenced) -> Self {
         Error::Fenced(e)
+    }
+}
+
+impl From<CancelRefused> for Error {
+    fn from(e: CancelRefused) -> Self {
+        Error::CancelRefused(e)
     }
 }
 

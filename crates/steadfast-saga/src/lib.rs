@@ -11,7 +11,12 @@
 //!   stops the saga in [`SagaStatus::NeedsAttention`] with its error kept.
 //! - **Recover**: leases with heartbeats and epochs; an orchestrator that dies leaves its
 //!   sagas to be claimed by another within one lease; an orchestrator whose lease was taken
-//!   over gets [`Fenced`] on its next write and stops.
+//!   over gets [`Fenced`] on its next write and stops. No stored row, whatever it holds, blocks
+//!   the recovery of the others: an unreadable one goes to `NeedsAttention` with the reason.
+//! - **Operate**: list, inspect, resume, retry a step, resolve it by hand, or
+//!   [`cancel`](Orchestrator::cancel) a saga before its pivot (it compensates; after the pivot
+//!   the cancel is refused with [`CancelRefused`]). The `steadfast` CLI (crate `steadfast-cli`)
+//!   does the same from a shell.
 //! - **Stores**: [`MemoryStore`](store::MemoryStore), [`SqliteStore`](store::SqliteStore)
 //!   and [`PostgresStore`](store::PostgresStore), one conformance suite
 //!   ([`store::conformance`]).
@@ -65,7 +70,10 @@ pub use definition::{
     default_compensation_retry, GroupBuilder, Payload, RetryPolicy, Saga, SagaBuilder,
     SagaDefinition, Step, StepContext, StepKind, StepRef, DEFAULT_ATTEMPT_TIMEOUT,
 };
-pub use error::{BoxError, Decode, DefinitionChanged, Error, Fenced, StepError, StepErrorKind};
+pub use error::{
+    BoxError, CancelRefusal, CancelRefused, CancelRequested, Decode, DefinitionChanged, Error,
+    Fenced, StepError, StepErrorKind,
+};
 pub use keys::{Phase, SagaId, StepKey};
 pub use orchestrator::{
     Boundary, BoundaryInfo, Orchestrator, OrchestratorBuilder, Resolution, SagaHooks, Started,

@@ -17,8 +17,8 @@ use crate::definition::{DefinitionInner, Payload, SagaDefinition, StepContext, S
 use crate::error::{Decode, DefinitionChanged, Error, StepError, StepErrorKind};
 use crate::keys::{Phase, SagaId, StepKey};
 use crate::store::{
-    Created, Event, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary,
-    StepRecord, StepState, Transition,
+    Created, Event, HistoryEntry, Lease, ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore,
+    SagaSummary, StepRecord, StepState, Transition,
 };
 use crate::telemetry::{Metrics, SagaCounter, SagaTelemetry};
 
@@ -532,16 +532,20 @@ impl Orchestrator {
         // A first stage of one step starts with the saga: its first attempt's `Started` record
         // is written in the creating transaction (so it is durable before the call, as every
         // start is), and the run below goes straight to the call.
-        let first_step = match def.inner.stages.first().map(Vec::as_slice) {
-            Some([s]) => Some(StepRecord {
-                step: s.name.to_string(),
-                phase: Phase::Forward,
-                state: StepState::Started,
-                attempts: 1,
-                output: None,
-                error: None,
-            }),
-            _ => None,
+        let (first_step, forward_only) = match def.inner.stages.first().map(Vec::as_slice) {
+            Some([s]) => (
+                Some(StepRecord {
+                    step: s.name.to_string(),
+                    phase: Phase::Forward,
+                    state: StepState::Started,
+                    attempts: 1,
+                    output: None,
+                    error: None,
+                }),
+                // A saga that starts with its pivot is past its point of no return at once.
+                s.kind != StepKind::Compensatable,
+            ),
+            _ => (None, false),
         };
         let prestarted = first_step.is_some();
         let new = NewSaga {
@@ -552,6 +556,7 @@ impl Orchestrator {
             input,
             deadline: def.inner.deadline,
             first_step,
+            forward_only,
         };
         let obtained = Instant::now();
         match self
@@ -577,12 +582,19 @@ impl Orchestrator {
     fn spawn_run(&self, lease: Lease, obtained: Instant, recovered: bool, prestarted: bool) {
         let (tx, rx) = watch::channel(None);
         let id = lease.saga;
+        let mine = rx.clone();
         lock(&self.inner.running).insert(id, rx);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let status = run_saga(Arc::clone(&inner), lease, obtained, recovered, prestarted).await;
-            // Remove before publishing so that a waiter that wakes up reads the store.
-            lock(&inner.running).remove(&id);
+            // Remove before publishing so that a waiter that wakes up reads the store; not a
+            // later run of the same saga (an operator's, after this one was fenced).
+            {
+                let mut running = lock(&inner.running);
+                if running.get(&id).is_some_and(|r| r.same_channel(&mine)) {
+                    running.remove(&id);
+                }
+            }
             let _ = tx.send(Some(status.unwrap_or(SagaStatus::Running)));
         });
     }
@@ -682,23 +694,19 @@ impl Orchestrator {
         })
     }
 
-    /// Lists sagas, optionally of one status (operator API).
+    /// Lists sagas, optionally of one status and one type, oldest first (operator API).
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use steadfast_saga::{store::MemoryStore, Orchestrator, SagaStatus};
+    /// # use steadfast_saga::{store::{ListQuery, MemoryStore}, Orchestrator, SagaStatus};
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).build().unwrap();
-    /// let stuck = orch.list(Some(SagaStatus::NeedsAttention), 100).await.unwrap();
+    /// let stuck = orch.list(ListQuery::new(100).status(SagaStatus::NeedsAttention)).await.unwrap();
     /// assert!(stuck.is_empty());
     /// # }
     /// ```
-    pub async fn list(
-        &self,
-        status: Option<SagaStatus>,
-        limit: u32,
-    ) -> Result<Vec<SagaSummary>, Error> {
-        self.inner.store.list(status, limit).await
+    pub async fn list(&self, query: ListQuery) -> Result<Vec<SagaSummary>, Error> {
+        self.inner.store.list(query).await
     }
 
     /// A saga's row and step records (operator API).
@@ -736,7 +744,11 @@ impl Orchestrator {
         self.inner.store.history(id).await
     }
 
-    async fn operator_takeover(&self, id: SagaId) -> Result<(SagaRecord, Lease, Instant), Error> {
+    async fn operator_takeover(
+        &self,
+        id: SagaId,
+        reason: &'static str,
+    ) -> Result<(SagaRecord, Lease, Instant), Error> {
         let rec = self.inner.store.load(id).await?;
         if rec.status != SagaStatus::NeedsAttention {
             return Err(Error::InvalidOperation(format!(
@@ -750,6 +762,7 @@ impl Orchestrator {
             .store
             .take_over(id, &self.inner.owner, self.inner.lease)
             .await?;
+        self.inner.metrics.takeover(&rec.saga_type, reason);
         Ok((rec, lease, obtained))
     }
 
@@ -767,8 +780,11 @@ impl Orchestrator {
 
     /// Resumes a saga in `NeedsAttention` where it stopped: a stuck step or compensation is
     /// attempted again (same key, a fresh attempt budget), the recovery count is reset, and the
-    /// saga runs here. For a decode error, an unknown type or a changed definition: deploy the
-    /// fix first.
+    /// saga runs here — or, when this orchestrator does not register its type (an operator
+    /// tool), at the next poll of one that does (the lease is released at once). For a decode
+    /// error, an unknown type or a changed definition: deploy the fix first.
+    ///
+    /// `retry_step`, `mark_resolved` and `cancel` hand the saga on the same way.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -779,11 +795,95 @@ impl Orchestrator {
     /// # }
     /// ```
     pub async fn resume(&self, id: SagaId) -> Result<(), Error> {
-        let (rec, lease, obtained) = self.operator_takeover(id).await?;
+        let (rec, lease, obtained) = self.operator_takeover(id, "resume").await?;
         let t = Self::resumed(&rec, Event::new("operator_resume"));
         self.inner.store.record(&lease, t).await?;
         info!(target: "steadfast::saga", saga = %id, "operator resumed the saga");
-        self.spawn_run(lease, obtained, false, false);
+        self.hand_over(lease, obtained, &rec.saga_type).await
+    }
+
+    /// After an operator's decision is written under `lease`: runs the saga here when its type
+    /// is registered, or else gives the lease up at once, so that an orchestrator that runs the
+    /// type claims the saga at its next poll (an operator tool, such as the `steadfast` CLI,
+    /// registers no definitions). That claim counts as a recovery.
+    async fn hand_over(
+        &self,
+        lease: Lease,
+        obtained: Instant,
+        saga_type: &str,
+    ) -> Result<(), Error> {
+        if self.inner.registry.contains_key(saga_type) {
+            self.spawn_run(lease, obtained, false, false);
+            Ok(())
+        } else {
+            self.inner.store.release(&lease).await
+        }
+    }
+
+    /// Cancels a saga that has not reached its pivot: it is running, waiting (between two
+    /// attempts, or abandoned by a dead orchestrator and not yet recovered) or stopped for an
+    /// operator. The saga starts no new step; the step in flight, if any, runs to its end (its
+    /// outcome must be known before it can be undone); then the saga compensates the steps it
+    /// completed and ends `Compensated`, its error saying it was cancelled and why.
+    ///
+    /// The request is one conditional write, ordered against the owner's fenced writes by the
+    /// store (see [`SagaStore::request_cancel`]): the owner keeps its lease, and a cancel either
+    /// lands before the pivot starts (the pivot's start is then refused) or is refused with
+    /// [`Error::CancelRefused`] ([`CancelRefusal::PastPivot`](crate::CancelRefusal::PastPivot)):
+    /// after the pivot a saga can only go forward. Cancelling twice keeps the first reason;
+    /// cancelling a saga that is already compensating changes nothing. A saga stopped for an
+    /// operator is resumed to carry the cancel out: the step it stopped on is attempted again
+    /// (same key) until its outcome is known, then the saga compensates.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use steadfast_saga::{store::MemoryStore, CancelRefusal, Error, Orchestrator, Saga, SagaStatus, Step, StepContext, StepError};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// type Ctx = StepContext<()>;
+    /// let mut b = Saga::builder::<()>("order");
+    /// b.step(Step::compensatable(
+    ///     "reserve",
+    ///     |_c: Ctx| async { Ok::<(), StepError>(()) },
+    ///     |_c: Ctx, _r: ()| async { Ok::<(), StepError>(()) },
+    /// ));
+    /// b.step(Step::pivot("charge", |_c: Ctx| async { Ok::<(), StepError>(()) }));
+    /// let def = b.build()?;
+    /// let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).register(&def).build()?;
+    ///
+    /// // Before its pivot: the reservation is made, then undone; the card is never charged.
+    /// let early = orch.start(&def, "order-1", &()).await?.id;
+    /// orch.cancel(early, "customer changed plans").await?;
+    /// assert_eq!(orch.wait(early).await?, SagaStatus::Compensated);
+    ///
+    /// // Once it has ended (or its pivot has started), a cancel is refused.
+    /// let done = orch.start(&def, "order-2", &()).await?.id;
+    /// assert_eq!(orch.wait(done).await?, SagaStatus::Completed);
+    /// match orch.cancel(done, "too late").await {
+    ///     Err(Error::CancelRefused(r)) => {
+    ///         assert_eq!(r.refusal, CancelRefusal::Ended(SagaStatus::Completed))
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(&self, id: SagaId, reason: &str) -> Result<(), Error> {
+        let status = self.inner.store.request_cancel(id, reason).await?;
+        info!(target: "steadfast::saga", saga = %id, %status, reason, "operator cancelled the saga");
+        if status == SagaStatus::NeedsAttention {
+            // Nobody runs a saga that waits for an operator: resume it to carry the cancel out.
+            match self.operator_takeover(id, "cancel").await {
+                Ok((rec, lease, obtained)) => {
+                    let event =
+                        Event::new("operator_resume").detail(format!("to cancel: {reason}"));
+                    let t = Self::resumed(&rec, event);
+                    self.inner.store.record(&lease, t).await?;
+                    self.hand_over(lease, obtained, &rec.saga_type).await?;
+                }
+                // Resumed meanwhile by another operator: the cancel stands.
+                Err(Error::InvalidOperation(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -810,7 +910,7 @@ impl Orchestrator {
                 "saga {id} has no record of step {step:?} ({phase})"
             )));
         };
-        let (rec, lease, obtained) = self.operator_takeover(id).await?;
+        let (rec, lease, obtained) = self.operator_takeover(id, "retry_step").await?;
         let t = Self::resumed(
             &rec,
             Event::new("operator_retry")
@@ -822,12 +922,12 @@ impl Orchestrator {
             ..existing
         });
         self.inner.store.record(&lease, t).await?;
-        self.spawn_run(lease, obtained, false, false);
-        Ok(())
+        self.hand_over(lease, obtained, &rec.saga_type).await
     }
 
     /// Records an operator's verdict on a stuck step phase of a saga in `NeedsAttention` (done
-    /// by hand, or known to have failed) and resumes the saga from there.
+    /// by hand, or known to have failed) and resumes the saga from there. `note` (who, why, a
+    /// ticket) is kept in the `operator_resolved` history entry.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -835,7 +935,7 @@ impl Orchestrator {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// # let orch = Orchestrator::builder(Arc::new(MemoryStore::new())).build().unwrap();
     /// let r = orch.mark_resolved(SagaId::nil(), "refund", Phase::Compensation,
-    ///     Resolution::Succeeded(serde_json::Value::Null)).await;
+    ///     Resolution::Succeeded(serde_json::Value::Null), "refunded by hand, OPS-12").await;
     /// assert!(r.is_err()); // no such saga
     /// # }
     /// ```
@@ -845,14 +945,16 @@ impl Orchestrator {
         step: &str,
         phase: Phase,
         resolution: Resolution,
+        note: &str,
     ) -> Result<(), Error> {
         let rec = self.inner.store.load(id).await?;
-        let runner = self
-            .inner
-            .registry
-            .get(&rec.saga_type)
-            .ok_or_else(|| Error::UnknownSagaType(rec.saga_type.clone()))?;
-        if !runner.step_names().iter().any(|n| &**n == step) {
+        // The definition says which steps exist; without it (an operator tool), only a step
+        // the saga has a record of can be resolved.
+        let known = match self.inner.registry.get(&rec.saga_type) {
+            Some(runner) => runner.step_names().iter().any(|n| &**n == step),
+            None => rec.steps.iter().any(|s| s.step == step),
+        };
+        if !known {
             return Err(Error::InvalidOperation(format!(
                 "saga type {:?} has no step {step:?}",
                 rec.saga_type
@@ -890,17 +992,26 @@ impl Orchestrator {
                 ))
             }
         };
-        let (rec, lease, obtained) = self.operator_takeover(id).await?;
+        let verdict = match (&resolution, phase) {
+            (Resolution::Succeeded(v), Phase::Forward) => format!("done by hand, output {v}"),
+            (Resolution::Succeeded(_), Phase::Compensation) => "undone by hand".to_string(),
+            (Resolution::Failed(why), _) => format!("failed: {why}"),
+        };
+        let detail = if note.is_empty() {
+            verdict
+        } else {
+            format!("{verdict}; note: {note}")
+        };
+        let (rec, lease, obtained) = self.operator_takeover(id, "resolve").await?;
         let t = Self::resumed(
             &rec,
             Event::new("operator_resolved")
                 .step(step, phase)
-                .detail(format!("{resolution:?}")),
+                .detail(detail),
         )
         .step(record);
         self.inner.store.record(&lease, t).await?;
-        self.spawn_run(lease, obtained, false, false);
-        Ok(())
+        self.hand_over(lease, obtained, &rec.saga_type).await
     }
 }
 
@@ -916,6 +1027,8 @@ struct RunCx {
     saga_type: Arc<str>,
     /// The first step's first attempt was recorded as started by `create` under this lease.
     prestarted: bool,
+    /// When the saga was created, on this process's clock (from its age on the store's).
+    created: Option<Instant>,
 }
 
 impl RunCx {
@@ -949,8 +1062,49 @@ impl RunCx {
         self.inner
             .metrics
             .count(SagaCounter::NeedsAttention, &self.saga_type);
+        self.ended(SagaStatus::NeedsAttention);
         let _ = self.inner.store.release(&self.lease).await;
         Ok(SagaStatus::NeedsAttention)
+    }
+
+    /// A step phase ended with `outcome`.
+    fn step_ended(&self, step: &str, phase: Phase, outcome: &'static str) {
+        self.inner
+            .metrics
+            .step_ended(&self.saga_type, step, phase.as_str(), outcome);
+    }
+
+    /// This run ended the saga with `status`: records its duration since creation.
+    fn ended(&self, status: SagaStatus) {
+        if let Some(created) = self.created {
+            self.inner.metrics.saga_duration(
+                &self.saga_type,
+                status.as_str(),
+                created.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}
+
+/// Counts a saga run in `steadfast.saga.in_flight` for as long as it lives.
+struct InFlight {
+    inner: Arc<Inner>,
+    saga_type: Arc<str>,
+}
+
+impl InFlight {
+    fn new(inner: &Arc<Inner>, saga_type: &Arc<str>) -> Self {
+        inner.metrics.in_flight(saga_type, 1);
+        InFlight {
+            inner: Arc::clone(inner),
+            saga_type: Arc::clone(saga_type),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.inner.metrics.in_flight(&self.saga_type, -1);
     }
 }
 
@@ -976,6 +1130,7 @@ async fn run_saga(
                     lease: lease.clone(),
                     saga_type: Arc::from("?"),
                     prestarted: false,
+                    created: None,
                 };
                 return cx.attention(d.to_string()).await;
             }
@@ -993,7 +1148,9 @@ async fn run_saga(
             lease: lease.clone(),
             saga_type: Arc::from(record.saga_type.as_str()),
             prestarted,
+            created: Instant::now().checked_sub(record.age),
         };
+        let _in_flight = InFlight::new(&inner, &cx.saga_type);
         if recovered {
             info!(target: "steadfast::saga", saga = %id, saga_type = %record.saga_type,
                 recoveries = record.recoveries, epoch = lease.epoch, "recovering an abandoned saga");
@@ -1042,10 +1199,15 @@ async fn run_saga(
                     "saga run stopped; it will be recovered when its lease expires");
             }
             Ok(s) => match s {
-                SagaStatus::Completed => inner.metrics.count(SagaCounter::Completed, &cx.saga_type),
-                SagaStatus::Compensated => {
-                    inner.metrics.count(SagaCounter::Compensated, &cx.saga_type)
+                SagaStatus::Completed => {
+                    inner.metrics.count(SagaCounter::Completed, &cx.saga_type);
+                    cx.ended(*s);
                 }
+                SagaStatus::Compensated => {
+                    inner.metrics.count(SagaCounter::Compensated, &cx.saga_type);
+                    cx.ended(*s);
+                }
+                // Needs attention: counted and timed where it is written.
                 _ => {}
             },
         }
@@ -1097,6 +1259,8 @@ enum StepEnd {
     Succeeded(Value),
     Failed(String),
     Stuck(String),
+    /// Not started: the saga was cancelled (the operator's reason).
+    Cancelled(String),
 }
 
 fn decode(id: SagaId, what: String, e: impl fmt::Display) -> String {
@@ -1166,6 +1330,21 @@ async fn drive<I: Payload>(
                 return Ok(SagaStatus::Completed);
             }
             Forward::Attention(why) => return cx.attention(why).await,
+            Forward::Cancelled(reason) => {
+                cx.inner
+                    .metrics
+                    .count(SagaCounter::Cancelled, &cx.saga_type);
+                let why = format!("cancelled by an operator: {reason}");
+                info!(target: "steadfast::saga", saga = %id, reason = %why, "compensating");
+                cx.write(
+                    Transition::new(Event::new("compensation_started").detail(why.clone()))
+                        .status(SagaStatus::Compensating)
+                        .compensating(true)
+                        .error(Some(why)),
+                )
+                .await?;
+                status = SagaStatus::Compensating;
+            }
             Forward::Compensate(why) => {
                 info!(target: "steadfast::saga", saga = %id, reason = %why, "compensating");
                 cx.write(
@@ -1196,6 +1375,8 @@ enum Forward {
         recorded: bool,
     },
     Compensate(String),
+    /// An operator's cancel (its reason) stopped the saga before its next step.
+    Cancelled(String),
     Attention(String),
 }
 
@@ -1273,6 +1454,7 @@ async fn forward<I: Payload>(
         let ends = try_join_all(runs).await?;
         let mut failed = None;
         let mut stuck = None;
+        let mut cancelled = None;
         for (index, end) in ends {
             match end {
                 StepEnd::Succeeded(v) => {
@@ -1280,6 +1462,7 @@ async fn forward<I: Payload>(
                 }
                 StepEnd::Failed(e) => failed = failed.or(Some(e)),
                 StepEnd::Stuck(e) => stuck = stuck.or(Some(e)),
+                StepEnd::Cancelled(r) => cancelled = cancelled.or(Some(r)),
             }
         }
         if let Some(e) = stuck {
@@ -1287,6 +1470,22 @@ async fn forward<I: Payload>(
         }
         if let Some(e) = failed {
             return Ok(Forward::Compensate(e));
+        }
+        if let Some(reason) = cancelled {
+            // The store refuses a cancel once the pivot has started; a saga stored before it
+            // recorded that (no `forward_only`) is caught here, from its step records.
+            let past_pivot = def.stages.iter().flatten().any(|s| {
+                s.kind != StepKind::Compensatable
+                    && (outputs.contains_key(&s.index)
+                        || records.contains_key(&(s.name.to_string(), Phase::Forward)))
+            });
+            if past_pivot {
+                return Ok(Forward::Attention(format!(
+                    "cancelled ({reason}) after its pivot started: it can only go forward; \
+                     resolve it by hand"
+                )));
+            }
+            return Ok(Forward::Cancelled(reason));
         }
         recorded = finish.is_some();
         if advance.is_none() {
@@ -1360,7 +1559,7 @@ async fn compensate<I: Payload>(
         let ends = try_join_all(runs).await?;
         if let Some(why) = ends.into_iter().find_map(|e| match e {
             StepEnd::Stuck(e) | StepEnd::Failed(e) => Some(e),
-            StepEnd::Succeeded(_) => None,
+            StepEnd::Succeeded(_) | StepEnd::Cancelled(_) => None,
         }) {
             return cx.attention(why).await;
         }
@@ -1433,15 +1632,26 @@ async fn run_step<I: Payload>(
         attempt += 1;
         used += 1;
         if !std::mem::take(&mut start_written) {
-            cx.write(
-                Transition::new(Event::new("step_started").step(&*s.name, phase)).step(rec(
-                    StepState::Started,
-                    attempt,
-                    None,
-                    None,
-                )),
-            )
-            .await?;
+            let mut t = Transition::new(Event::new("step_started").step(&*s.name, phase))
+                .step(rec(StepState::Started, attempt, None, None));
+            if phase == Phase::Forward {
+                if s.kind != StepKind::Compensatable {
+                    // The pivot or a step after it: past the point of no return.
+                    t = t.forward_only();
+                }
+                if attempt == 1 {
+                    // A step never attempted: a cancelled saga does not start it.
+                    t = t.unless_cancelled();
+                }
+            }
+            match cx.write(t).await {
+                Ok(()) => {}
+                Err(Error::CancelRequested(c)) => {
+                    cx.step_ended(&s.name, phase, "cancelled");
+                    return Ok(StepEnd::Cancelled(c.reason));
+                }
+                Err(e) => return Err(e),
+            }
         }
         cx.hook(&s.name, phase, attempt, Boundary::BeforeCall).await;
         let ctx = StepContext {
@@ -1505,6 +1715,7 @@ async fn run_step<I: Payload>(
                     t = t.status(status);
                 }
                 cx.write(t).await?;
+                cx.step_ended(&s.name, phase, "succeeded");
                 cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
                 return Ok(StepEnd::Succeeded(v));
             }
@@ -1530,6 +1741,7 @@ async fn run_step<I: Payload>(
                 .step(rec(StepState::Failed, attempt, None, Some(msg.clone()))),
             )
             .await?;
+            cx.step_ended(&s.name, phase, "failed");
             cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
             return Ok(StepEnd::Failed(msg));
         }
@@ -1557,6 +1769,7 @@ async fn run_step<I: Payload>(
                 .step(rec(state, attempt, None, Some(msg))),
             )
             .await?;
+            cx.step_ended(&s.name, phase, "stuck");
             cx.hook(&s.name, phase, attempt, Boundary::AfterWrite).await;
             return Ok(StepEnd::Stuck(why));
         }

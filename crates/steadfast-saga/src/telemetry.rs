@@ -11,13 +11,26 @@
 
 use std::sync::Arc;
 
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 use opentelemetry::KeyValue;
 
 /// The attribute naming an orchestrator instance on every metric.
 pub const NAME_KEY: &str = "steadfast.name";
 /// The attribute carrying the saga type.
 pub const SAGA_TYPE_KEY: &str = "saga_type";
+
+/// The bucket boundaries of `steadfast.saga.duration`, in seconds: 50 ms to a day (a saga may
+/// wait out retries, recoveries and operators).
+///
+/// ```
+/// let b = steadfast_saga::telemetry::SAGA_DURATION_BOUNDARIES;
+/// assert!(b.windows(2).all(|w| w[0] < w[1]));
+/// assert_eq!(b.last(), Some(&86_400.0));
+/// ```
+pub const SAGA_DURATION_BOUNDARIES: [f64; 16] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
+    86400.0,
+];
 
 /// Where the orchestrator records its metrics, and under which instance name.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +90,12 @@ pub(crate) struct Metrics {
     needs_attention: Counter<u64>,
     recoveries: Counter<u64>,
     fenced: Counter<u64>,
+    takeovers: Counter<u64>,
+    cancelled: Counter<u64>,
+    in_flight: UpDownCounter<i64>,
+    steps: Counter<u64>,
     step_duration: Histogram<f64>,
+    duration: Histogram<f64>,
     name: Option<KeyValue>,
 }
 
@@ -89,6 +107,7 @@ pub(crate) enum SagaCounter {
     NeedsAttention,
     Recovered,
     Fenced,
+    Cancelled,
 }
 
 impl Metrics {
@@ -97,35 +116,66 @@ impl Metrics {
             .meter
             .clone()
             .unwrap_or_else(|| opentelemetry::global::meter("steadfast"));
+        let sagas = |name: &'static str, what: &'static str| {
+            meter
+                .u64_counter(name)
+                .with_unit("{saga}")
+                .with_description(what)
+                .build()
+        };
         Metrics {
-            started: meter
-                .u64_counter("steadfast.saga.started")
-                .with_description("sagas created")
+            started: sagas("steadfast.saga.started", "sagas created"),
+            completed: sagas(
+                "steadfast.saga.completed",
+                "sagas whose every step succeeded",
+            ),
+            compensated: sagas(
+                "steadfast.saga.compensated",
+                "sagas that failed (or were cancelled) and were fully compensated",
+            ),
+            needs_attention: sagas(
+                "steadfast.saga.needs_attention",
+                "sagas stopped for an operator",
+            ),
+            recoveries: sagas(
+                "steadfast.saga.recoveries",
+                "sagas claimed after their lease expired",
+            ),
+            fenced: sagas(
+                "steadfast.saga.fenced",
+                "saga runs stopped because another orchestrator took over",
+            ),
+            takeovers: sagas(
+                "steadfast.saga.takeovers",
+                "sagas whose lease an operator action took over",
+            ),
+            cancelled: sagas(
+                "steadfast.saga.cancelled",
+                "sagas that stopped before their next step to compensate, on an operator's cancel",
+            ),
+            in_flight: meter
+                .i64_up_down_counter("steadfast.saga.in_flight")
+                .with_unit("{saga}")
+                .with_description("saga runs in progress on this orchestrator")
                 .build(),
-            completed: meter
-                .u64_counter("steadfast.saga.completed")
-                .with_description("sagas whose every step succeeded")
-                .build(),
-            compensated: meter
-                .u64_counter("steadfast.saga.compensated")
-                .with_description("sagas that failed and were fully compensated")
-                .build(),
-            needs_attention: meter
-                .u64_counter("steadfast.saga.needs_attention")
-                .with_description("sagas stopped for an operator")
-                .build(),
-            recoveries: meter
-                .u64_counter("steadfast.saga.recoveries")
-                .with_description("sagas claimed after their lease expired")
-                .build(),
-            fenced: meter
-                .u64_counter("steadfast.saga.fenced")
-                .with_description("saga runs stopped because another orchestrator took over")
+            steps: meter
+                .u64_counter("steadfast.saga.steps")
+                .with_unit("{step}")
+                .with_description("step phases (action or compensation) ended, by outcome")
                 .build(),
             step_duration: meter
                 .f64_histogram("steadfast.saga.step.duration")
                 .with_unit("s")
                 .with_description("duration of each step attempt (action or compensation)")
+                .build(),
+            duration: meter
+                .f64_histogram("steadfast.saga.duration")
+                .with_unit("s")
+                .with_description(
+                    "time from a saga's creation to its end (completed, compensated or \
+                     needs attention), on the store's clock, across recoveries",
+                )
+                .with_boundaries(SAGA_DURATION_BOUNDARIES.to_vec())
                 .build(),
             name: t
                 .name
@@ -150,8 +200,43 @@ impl Metrics {
             SagaCounter::NeedsAttention => &self.needs_attention,
             SagaCounter::Recovered => &self.recoveries,
             SagaCounter::Fenced => &self.fenced,
+            SagaCounter::Cancelled => &self.cancelled,
         };
         c.add(1, &attrs);
+    }
+
+    /// An operator action took a saga's lease over (`reason`: the action).
+    pub(crate) fn takeover(&self, saga_type: &str, reason: &'static str) {
+        let mut attrs = self.attrs(saga_type);
+        attrs.push(KeyValue::new("reason", reason));
+        self.takeovers.add(1, &attrs);
+    }
+
+    /// A saga run began (`+1`) or ended (`-1`) on this orchestrator.
+    pub(crate) fn in_flight(&self, saga_type: &str, delta: i64) {
+        self.in_flight.add(delta, &self.attrs(saga_type));
+    }
+
+    /// A step phase ended: `outcome` is `succeeded`, `failed`, `stuck` or `cancelled`.
+    pub(crate) fn step_ended(
+        &self,
+        saga_type: &str,
+        step: &str,
+        phase: &'static str,
+        outcome: &'static str,
+    ) {
+        let mut attrs = self.attrs(saga_type);
+        attrs.push(KeyValue::new("step", step.to_string()));
+        attrs.push(KeyValue::new("phase", phase));
+        attrs.push(KeyValue::new("outcome", outcome));
+        self.steps.add(1, &attrs);
+    }
+
+    /// A saga ended with `status` this long after its creation.
+    pub(crate) fn saga_duration(&self, saga_type: &str, status: &'static str, secs: f64) {
+        let mut attrs = self.attrs(saga_type);
+        attrs.push(KeyValue::new("status", status));
+        self.duration.record(secs, &attrs);
     }
 
     pub(crate) fn step_duration(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
-use steadfast_saga::store::{PostgresStore, SagaStore, SqliteStore, StepState};
+use steadfast_saga::store::{ListQuery, PostgresStore, SagaStore, SqliteStore, StepState};
 use steadfast_saga::{Phase, SagaStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -59,12 +59,19 @@ impl Target {
 }
 
 fn child(spec: &str, crash_at: Option<u64>) -> tokio::process::Child {
-    let mut c = Command::new(CHILD);
-    c.arg(spec).arg("crash").arg(SAGAS.to_string());
-    c.args(["--lease-ms", "300"]);
-    if let Some(k) = crash_at {
-        c.arg("--crash-at").arg(k.to_string());
+    let crash_at = crash_at.map(|k| k.to_string());
+    let mut extra = Vec::new();
+    if let Some(k) = &crash_at {
+        extra.extend(["--crash-at", k.as_str()]);
     }
+    child_with(spec, SAGAS, &extra)
+}
+
+fn child_with(spec: &str, sagas: u32, extra: &[&str]) -> tokio::process::Child {
+    let mut c = Command::new(CHILD);
+    c.arg(spec).arg("crash").arg(sagas.to_string());
+    c.args(["--lease-ms", "300"]);
+    c.args(extra);
     c.env("DATABASE_URL", support::database_url())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -75,7 +82,11 @@ fn child(spec: &str, crash_at: Option<u64>) -> tokio::process::Child {
 
 /// Runs a child to its end; returns its stdout lines.
 async fn run_to_end(spec: &str) -> Vec<String> {
-    let mut c = child(spec, None);
+    run_to_end_with(spec, SAGAS).await
+}
+
+async fn run_to_end_with(spec: &str, sagas: u32) -> Vec<String> {
+    let mut c = child_with(spec, sagas, &[]);
     let out = c.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
     let mut all = Vec::new();
@@ -121,7 +132,7 @@ struct Facts {
 /// Checks the invariants after recovery.
 async fn check(target: &Target, context: &str) -> Facts {
     let (store, pg, lite) = target.open().await;
-    let sagas = store.list(None, 1000).await.unwrap();
+    let sagas = store.list(ListQuery::new(1000)).await.unwrap();
     assert_eq!(
         sagas.len(),
         SAGAS as usize,
@@ -296,4 +307,273 @@ async fn postgres_crash_at_every_boundary() {
         })
     })
     .await;
+}
+
+/// Reads the child's lines until one starts with `BOUNDARY k `; returns it.
+async fn until_boundary(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    k: u64,
+) -> String {
+    let prefix = format!("BOUNDARY {k} ");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with(&prefix) {
+                return l;
+            }
+        }
+        panic!("the child exited before boundary {k}")
+    })
+    .await
+    .expect("the child reached its boundary within 30 s")
+}
+
+/// The saga id in a `BOUNDARY n <saga> <step> <phase> <where>` line.
+fn saga_of(line: &str) -> steadfast_saga::SagaId {
+    line.split(' ').nth(2).unwrap().parse().unwrap()
+}
+
+/// An operator's orchestrator on the target: no definitions (like the `steadfast` CLI).
+async fn operator(target: &Target) -> steadfast_saga::Orchestrator {
+    let (store, _, _) = target.open().await;
+    steadfast_saga::Orchestrator::builder(store)
+        .owner("operator")
+        .build()
+        .unwrap()
+}
+
+const REASON: &str = "customer changed plans";
+
+/// After a cancel: the one saga ended `expected`; its participants' effects are exactly
+/// `effects`, each applied once; the pivot was never called when the saga compensated; the
+/// history records the cancel (when it was accepted) and never goes back an epoch.
+async fn check_one(
+    target: &Target,
+    expected: SagaStatus,
+    effects: &[(&str, &str)],
+    cancelled: bool,
+) {
+    let (store, pg, lite) = target.open().await;
+    let sagas = store.list(ListQuery::new(10)).await.unwrap();
+    assert_eq!(sagas.len(), 1);
+    let s = &sagas[0];
+    assert_eq!(s.status, expected, "{s:?}");
+    let q = "SELECT saga, step, phase FROM crash_effects";
+    let c = "SELECT step, phase FROM crash_calls";
+    let rows = |v: Vec<Vec<String>>| v;
+    let (got, calls) = match (&pg, &lite) {
+        (Some(p), _) => (
+            rows(
+                sqlx::query(q)
+                    .fetch_all(p.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..3).map(|i| r.get::<String, _>(i)).collect())
+                    .collect(),
+            ),
+            rows(
+                sqlx::query(c)
+                    .fetch_all(p.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..2).map(|i| r.get::<String, _>(i)).collect())
+                    .collect(),
+            ),
+        ),
+        (_, Some(l)) => (
+            rows(
+                sqlx::query(q)
+                    .fetch_all(l.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..3).map(|i| r.get::<String, _>(i)).collect())
+                    .collect(),
+            ),
+            rows(
+                sqlx::query(c)
+                    .fetch_all(l.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..2).map(|i| r.get::<String, _>(i)).collect())
+                    .collect(),
+            ),
+        ),
+        _ => unreachable!(),
+    };
+    let mut applied: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r[0], s.id.to_string());
+            (r[1].clone(), r[2].clone())
+        })
+        .collect();
+    applied.sort();
+    let mut want: Vec<(String, String)> = effects
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(
+        applied, want,
+        "effects, each once (keys dedupe re-invocations)"
+    );
+    if expected == SagaStatus::Compensated {
+        assert!(
+            calls.iter().all(|c| c[0] != "charge"),
+            "the pivot was called after the cancel: {calls:?}"
+        );
+    }
+    let rec = store.load(s.id).await.unwrap();
+    let h = store.history(s.id).await.unwrap();
+    assert!(
+        h.windows(2).all(|w| w[0].epoch <= w[1].epoch),
+        "a write under an old epoch landed after a newer one: {h:?}"
+    );
+    let kinds: Vec<&str> = h.iter().map(|e| e.kind.as_str()).collect();
+    if cancelled {
+        assert_eq!(rec.cancel_requested.as_deref(), Some(REASON));
+        assert_eq!(
+            rec.error.as_deref(),
+            Some(format!("cancelled by an operator: {REASON}").as_str())
+        );
+        let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or(usize::MAX);
+        assert!(
+            at("cancel_requested") < at("compensation_started"),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.last(), Some(&"compensated"), "{kinds:?}");
+    } else {
+        assert!(rec.cancel_requested.is_none() && rec.forward_only);
+        assert!(!kinds.contains(&"cancel_requested"), "{kinds:?}");
+    }
+    if let Some(p) = pg {
+        p.drop_schema().await.unwrap();
+    }
+}
+
+/// Cancels the saga while its orchestrator holds it after its first step (held at boundary 4),
+/// lets the orchestrator go on — it compensates instead of starting the pivot —, kills it in the
+/// middle of the compensation (the effect applied, no answer yet: boundary 6), and lets a new
+/// orchestrator recover: the saga ends compensated, each effect once, the pivot never called.
+async fn cancel_then_crash_during_compensation(target: Target) {
+    let spec = target.spec();
+    let release = support::TempDb::new("release");
+    let file = release.path.display().to_string();
+    let mut c = child_with(
+        &spec,
+        1,
+        &["--hold-at", "4", "--release-file", &file, "--crash-at", "6"],
+    );
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    let held = until_boundary(&mut lines, 4).await;
+    assert!(held.ends_with("reserve forward after_write"), "{held}");
+    operator(&target)
+        .await
+        .cancel(saga_of(&held), REASON)
+        .await
+        .unwrap();
+    std::fs::write(&release.path, b"go").unwrap();
+    let at = until_boundary(&mut lines, 6).await;
+    assert!(at.ends_with("reserve compensation during"), "{at}");
+    c.kill().await.unwrap();
+    let out = run_to_end_with(&spec, 1).await;
+    assert!(
+        out.iter()
+            .any(|l| l == "DONE 1 terminal, 0 needs_attention"),
+        "{out:?}"
+    );
+    check_one(
+        &target,
+        SagaStatus::Compensated,
+        &[("reserve", "forward"), ("reserve", "compensation")],
+        true,
+    )
+    .await;
+}
+
+/// Kills the orchestrator after the first step, cancels the abandoned saga (its dead owner's
+/// lease still live), and lets a new orchestrator recover it: compensated.
+async fn cancel_an_abandoned_saga(target: Target) {
+    let spec = target.spec();
+    let mut c = child_with(&spec, 1, &["--crash-at", "4"]);
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    let at = until_boundary(&mut lines, 4).await;
+    c.kill().await.unwrap();
+    operator(&target)
+        .await
+        .cancel(saga_of(&at), REASON)
+        .await
+        .unwrap();
+    let out = run_to_end_with(&spec, 1).await;
+    assert!(
+        out.iter()
+            .any(|l| l == "DONE 1 terminal, 0 needs_attention"),
+        "{out:?}"
+    );
+    check_one(
+        &target,
+        SagaStatus::Compensated,
+        &[("reserve", "forward"), ("reserve", "compensation")],
+        true,
+    )
+    .await;
+}
+
+/// The pivot's start is durable (boundary 5, before its call): the cancel is refused with the
+/// typed error; after a crash the saga is recovered forward and completes.
+async fn cancel_after_the_pivot_started_is_refused(target: Target) {
+    let spec = target.spec();
+    let mut c = child_with(&spec, 1, &["--crash-at", "5"]);
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    let at = until_boundary(&mut lines, 5).await;
+    assert!(at.ends_with("charge forward before_call"), "{at}");
+    match operator(&target).await.cancel(saga_of(&at), REASON).await {
+        Err(steadfast_saga::Error::CancelRefused(r)) => {
+            assert_eq!(r.refusal, steadfast_saga::CancelRefusal::PastPivot)
+        }
+        other => panic!("cancel after the pivot started: {other:?}"),
+    }
+    c.kill().await.unwrap();
+    let out = run_to_end_with(&spec, 1).await;
+    assert!(
+        out.iter()
+            .any(|l| l == "DONE 1 terminal, 0 needs_attention"),
+        "{out:?}"
+    );
+    check_one(
+        &target,
+        SagaStatus::Completed,
+        &[
+            ("reserve", "forward"),
+            ("charge", "forward"),
+            ("notify", "forward"),
+        ],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_cancel_across_crashes() {
+    let lite = || Target::Sqlite(support::TempDb::new("cancel"));
+    cancel_then_crash_during_compensation(lite()).await;
+    cancel_an_abandoned_saga(lite()).await;
+    cancel_after_the_pivot_started_is_refused(lite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cancel_across_crashes() {
+    let Some(probe) = support::pg_store("cancel_probe").await else {
+        return;
+    };
+    probe.drop_schema().await.unwrap();
+    let pg = || Target::Pg {
+        schema: support::schema_name("cancel"),
+    };
+    cancel_then_crash_during_compensation(pg()).await;
+    cancel_an_abandoned_saga(pg()).await;
+    cancel_after_the_pivot_started_is_refused(pg()).await;
 }

@@ -13,7 +13,7 @@ use opentelemetry_sdk::metrics::{
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
 };
 use steadfast_layers::retry::Backoff;
-use steadfast_saga::store::{MemoryStore, SagaStore, StepState};
+use steadfast_saga::store::{ListQuery, MemoryStore, SagaStore, StepState};
 use steadfast_saga::telemetry::SagaTelemetry;
 use steadfast_saga::{
     Error, Orchestrator, Phase, Resolution, RetryPolicy, Saga, SagaDefinition, SagaStatus, Step,
@@ -238,24 +238,31 @@ async fn an_outcome_that_stays_unknown_needs_attention_and_an_operator_resolves_
         .contains("outcome still unknown after 2 attempts"));
     let step = r.steps.iter().find(|s| s.step == "hang").unwrap();
     assert_eq!(step.state, StepState::Unknown, "never recorded as failed");
-    let stuck = o.list(Some(SagaStatus::NeedsAttention), 10).await.unwrap();
-    assert_eq!(stuck.len(), 1);
-    // The operator checked with the participant: it was applied, with output 42.
-    o.mark_resolved(id, "hang", Phase::Forward, Resolution::Succeeded(42.into()))
+    let stuck = o
+        .list(ListQuery::new(10).status(SagaStatus::NeedsAttention))
         .await
         .unwrap();
+    assert_eq!(stuck.len(), 1);
+    // The operator checked with the participant: it was applied, with output 42.
+    o.mark_resolved(
+        id,
+        "hang",
+        Phase::Forward,
+        Resolution::Succeeded(42.into()),
+        "checked with the participant, OPS-7",
+    )
+    .await
+    .unwrap();
     assert_eq!(o.wait(id).await.unwrap(), SagaStatus::Completed);
     let r = o.get(id).await.unwrap();
     assert_eq!(r.recoveries, 0);
     assert!(r.error.is_none());
-    let kinds: Vec<String> = o
-        .history(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| h.kind)
-        .collect();
-    assert!(kinds.contains(&"operator_resolved".to_string()));
+    let h = o.history(id).await.unwrap();
+    let resolved = h.iter().find(|e| e.kind == "operator_resolved").unwrap();
+    assert_eq!(
+        resolved.detail.as_deref(),
+        Some("done by hand, output 42; note: checked with the participant, OPS-7")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -671,6 +678,7 @@ async fn with_the_defaults_an_abandoned_saga_resumes_within_15_s() {
                 input: "0".into(),
                 deadline: None,
                 first_step: None,
+                forward_only: false,
             },
             "dead",
             steadfast_saga::DEFAULT_LEASE,
@@ -757,4 +765,83 @@ async fn a_saga_costs_two_writes_per_step() {
     assert!(rec.steps.iter().any(|s| s.step == "flight"
         && s.phase == Phase::Compensation
         && s.state == StepState::Succeeded));
+}
+
+/// Damaged sagas abandoned first (the oldest leases) beside healthy ones: with the defaults,
+/// every healthy saga still resumes within 15 s, and each damaged one needs attention.
+#[tokio::test(start_paused = true)]
+async fn damaged_sagas_do_not_delay_the_recovery_of_healthy_ones() {
+    use steadfast_saga::store::conformance::{Corrupt, Corruption};
+    use steadfast_saga::store::{Created, NewSaga};
+    let mut b = Saga::builder::<u32>("beside-poison");
+    b.step(Step::pivot("p", |_c: Ctx| async {
+        Ok::<(), StepError>(())
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let mut n = 0u128;
+    let mut abandon = |key: &str, saga_type: &str| {
+        n += 1;
+        let store = store.clone();
+        let new = NewSaga {
+            id: steadfast_saga::SagaId::from_uuid(uuid::Uuid::from_u128(n)),
+            saga_type: saga_type.into(),
+            version: 1,
+            business_key: key.into(),
+            input: "0".into(),
+            deadline: None,
+            first_step: None,
+            forward_only: false,
+        };
+        async move {
+            match store
+                .create(new, "dead", steadfast_saga::DEFAULT_LEASE)
+                .await
+                .unwrap()
+            {
+                Created::New(l) => l.saga,
+                Created::Existing(_) => unreachable!(),
+            }
+        }
+    };
+    let mut damaged = Vec::new();
+    for (key, what) in [
+        ("input", Some(Corruption::InputNotJson)),
+        ("epoch", Some(Corruption::EpochExhausted)),
+        ("recoveries", Some(Corruption::RecoveriesExhausted)),
+        ("type", None),
+    ] {
+        let id = abandon(
+            key,
+            if what.is_some() {
+                "beside-poison"
+            } else {
+                "gone"
+            },
+        )
+        .await;
+        if let Some(w) = what {
+            assert!(store.corrupt(id, w).await.unwrap());
+        }
+        damaged.push(id);
+    }
+    let mut healthy = Vec::new();
+    for i in 0..20 {
+        healthy.push(abandon(&format!("h{i}"), "beside-poison").await);
+    }
+    let t0 = tokio::time::Instant::now();
+    let o = Orchestrator::builder(store.clone() as Arc<dyn SagaStore>)
+        .register(&def)
+        .build()
+        .unwrap();
+    let recovery = o.spawn_recovery();
+    for id in &healthy {
+        assert_eq!(o.wait(*id).await.unwrap(), SagaStatus::Completed);
+    }
+    let took = t0.elapsed();
+    for id in &damaged {
+        assert_eq!(o.wait(*id).await.unwrap(), SagaStatus::NeedsAttention);
+    }
+    recovery.abort();
+    assert!(took <= Duration::from_secs(15), "resumed after {took:?}");
 }

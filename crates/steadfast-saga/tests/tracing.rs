@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use steadfast_layers::retry::Backoff;
 use steadfast_saga::store::{
-    Created, HistoryEntry, Lease, MemoryStore, NewSaga, SagaRecord, SagaStore, SagaSummary,
-    StoreFuture, Transition,
+    Created, HistoryEntry, Lease, ListQuery, MemoryStore, NewSaga, SagaRecord, SagaStore,
+    SagaSummary, StoreFuture, Transition,
 };
 use steadfast_saga::{
     Error, Orchestrator, Phase, RetryPolicy, Saga, SagaDefinition, SagaId, SagaStatus, Step,
@@ -242,11 +242,15 @@ impl SagaStore for Faulty {
     ) -> StoreFuture<'a, Lease> {
         self.inner.take_over(id, owner, lease_for)
     }
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
-        self.inner.list(status, limit)
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
+        self.inner.list(query)
     }
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>> {
         self.inner.history(id)
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        self.inner.request_cancel(id, reason)
     }
 }
 
@@ -324,6 +328,7 @@ fn new_saga(id: u128, saga_type: &str) -> NewSaga {
         input: "0".into(),
         deadline: None,
         first_step: None,
+        forward_only: false,
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sqlx::Row;
 use steadfast_layers::rng::{RandomSource, SeededRng};
-use steadfast_saga::store::{Lease, SagaStore, SqliteStore};
+use steadfast_saga::store::{Lease, ListQuery, SagaStore, SqliteStore};
 use steadfast_saga::{
     Boundary, BoundaryInfo, Orchestrator, Phase, RetryPolicy, Saga, SagaDefinition, SagaHooks,
     SagaId, SagaStatus, Step, StepContext, StepError,
@@ -100,7 +100,7 @@ async fn two_orchestrators_500_sagas_random_crashes() {
     let exited_at = wall_us();
 
     // One saga per key, all finished.
-    let sagas = store.list(None, 10_000).await.unwrap();
+    let sagas = store.list(ListQuery::new(10_000)).await.unwrap();
     assert_eq!(sagas.len(), SAGAS as usize);
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
     for s in &sagas {

@@ -105,6 +105,58 @@ impl Metrics {
         n
     }
 
+    /// The value of the `i64` up-down counter `name` summed over points whose attributes include
+    /// all of `attrs`.
+    pub fn up_down(&self, name: &str, attrs: &[(&str, &str)]) -> i64 {
+        let Some(last) = self.last() else { return 0 };
+        let mut total = 0;
+        for m in last.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() != name {
+                continue;
+            }
+            if let AggregatedMetrics::I64(MetricData::Sum(sum)) = m.data() {
+                total += sum
+                    .data_points()
+                    .filter(|p| matches(p.attributes(), attrs))
+                    .map(|p| p.value())
+                    .sum::<i64>();
+            }
+        }
+        total
+    }
+
+    /// The number and the sum of the recordings of the `f64` histogram `name` on points whose
+    /// attributes include all of `attrs`.
+    pub fn histogram_with(&self, name: &str, attrs: &[(&str, &str)]) -> (u64, f64) {
+        let Some(last) = self.last() else {
+            return (0, 0.0);
+        };
+        let (mut n, mut sum) = (0, 0.0);
+        for m in last.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() != name {
+                continue;
+            }
+            if let AggregatedMetrics::F64(MetricData::Histogram(h)) = m.data() {
+                for p in h.data_points().filter(|p| matches(p.attributes(), attrs)) {
+                    n += p.count();
+                    sum += p.sum();
+                }
+            }
+        }
+        (n, sum)
+    }
+
+    /// The unit of the instrument `name`, once it has recorded something.
+    pub fn unit(&self, name: &str) -> Option<String> {
+        let last = self.last()?;
+        let unit = last
+            .scope_metrics()
+            .flat_map(|s| s.metrics())
+            .find(|m| m.name() == name)
+            .map(|m| m.unit().to_string());
+        unit
+    }
+
     /// The value of gauge `name` (first point).
     pub fn gauge(&self, name: &str) -> Option<f64> {
         self.gauge_with(name, &[])

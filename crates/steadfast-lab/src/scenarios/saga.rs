@@ -53,7 +53,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use steadfast_layers::retry::Backoff;
 use steadfast_layers::rng::{RandomSource, SeededRng};
-use steadfast_saga::store::{PostgresStore, SagaStore, SqliteStore};
+use steadfast_saga::store::{ListQuery, PostgresStore, SagaStore, SqliteStore};
 use steadfast_saga::{
     BoundaryInfo, Orchestrator, Phase, RetryPolicy, Saga, SagaDefinition, SagaHooks, SagaId,
     SagaStatus, Step, StepContext, StepError,
@@ -950,7 +950,7 @@ impl Tally {
 async fn active_sagas(store: &dyn SagaStore) -> Result<HashMap<SagaId, i64>, BoxError> {
     let mut active = HashMap::new();
     for status in [SagaStatus::Running, SagaStatus::Compensating] {
-        for s in store.list(Some(status), 100_000).await? {
+        for s in store.list(ListQuery::new(100_000).status(status)).await? {
             let rec = store.load(s.id).await?;
             if rec.status.is_active() {
                 active.insert(s.id, rec.epoch);
@@ -1124,7 +1124,7 @@ async fn evaluate(
     run: RunOutcome,
 ) -> Result<Evaluation, BoxError> {
     let store = opened.store();
-    let listed = store.list(None, plan.sagas.saturating_mul(2) + 100).await?;
+    let listed = store.list(ListQuery::new(plan.sagas.saturating_mul(2) + 100)).await?;
     let mut e = Evaluation {
         sagas: listed.len() as u64,
         ..Evaluation::default()

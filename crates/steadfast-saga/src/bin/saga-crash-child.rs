@@ -2,7 +2,7 @@
 //! `tests/two_orchestrators.rs`). Not part of the public API.
 //!
 //! ```text
-//! saga-crash-child <store> crash <sagas> [--crash-at K] [--lease-ms L]
+//! saga-crash-child <store> crash <sagas> [--crash-at K] [--hold-at K --release-file PATH] [--lease-ms L]
 //! saga-crash-child <store> soak <sagas> <instance> [--lease-ms L]
 //! ```
 //!
@@ -13,6 +13,8 @@
 //! participant has applied its effect but not answered), after it (before the outcome is
 //! written) and after the write. With `--crash-at K` it stops at boundary K and blocks until the
 //! parent kills it. Without, it recovers whatever a previous run left and finishes every saga.
+//! With `--hold-at K --release-file PATH` it waits at boundary K until PATH exists (the parent
+//! acts on the saga meanwhile, e.g. cancels it), then goes on.
 //!
 //! `soak` starts sagas `s0..sN` concurrently as orchestrator `<instance>`, runs the recovery
 //! loop, and records each participant call's wall-clock interval so the parent can check that
@@ -147,6 +149,7 @@ fn wall_us() -> i64 {
 struct Boundaries {
     n: AtomicU64,
     crash_at: Option<u64>,
+    hold: Option<(u64, std::path::PathBuf)>,
     print: bool,
 }
 
@@ -159,6 +162,14 @@ impl Boundaries {
         if self.crash_at == Some(n) {
             // Wait for the parent's SIGKILL.
             return Box::pin(std::future::pending());
+        }
+        if let Some((_, file)) = self.hold.as_ref().filter(|(k, _)| *k == n) {
+            let file = file.clone();
+            return Box::pin(async move {
+                while !file.exists() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
         }
         Box::pin(async {})
     }
@@ -344,7 +355,8 @@ fn flag(args: &[String], name: &str) -> Option<u64> {
 }
 
 async fn run(args: Vec<String>) -> Result<(), String> {
-    let usage = "usage: saga-crash-child <store> crash|soak <sagas> [instance] [--crash-at K] [--lease-ms L]";
+    let usage = "usage: saga-crash-child <store> crash|soak <sagas> [instance] [--crash-at K] \
+                 [--hold-at K --release-file PATH] [--lease-ms L]";
     let spec = args.get(1).ok_or(usage)?;
     let mode = args.get(2).ok_or(usage)?.as_str();
     let sagas: u32 = args.get(3).and_then(|s| s.parse().ok()).ok_or(usage)?;
@@ -367,6 +379,12 @@ async fn run(args: Vec<String>) -> Result<(), String> {
     let boundaries = Arc::new(Boundaries {
         n: AtomicU64::new(0),
         crash_at: flag(&args, "--crash-at"),
+        hold: flag(&args, "--hold-at").zip(
+            args.iter()
+                .position(|a| a == "--release-file")
+                .and_then(|i| args.get(i + 1))
+                .map(std::path::PathBuf::from),
+        ),
         print: mode == "crash",
     });
     let def = definition(db, Arc::clone(&boundaries), soak.clone()).map_err(|e| e.to_string())?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    Created, HistoryEntry, Lease, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary,
-    StepRecord, StoreFuture, Transition,
+    Created, HistoryEntry, Lease, ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore,
+    SagaSummary, StepRecord, StoreFuture, Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -40,6 +40,7 @@ struct State {
 #[derive(Debug)]
 struct Row {
     record: SagaRecord,
+    created: Instant,
     deadline_at: Option<Instant>,
     lease_expires: Instant,
 }
@@ -73,6 +74,18 @@ impl MemoryStore {
 
     fn now_ms(&self) -> i64 {
         super::duration_ms(Instant::now().saturating_duration_since(self.origin))
+    }
+
+    /// Test hook: applies `f` to a saga's stored record (to simulate a damaged row); false when
+    /// there is no such saga.
+    pub(crate) fn corrupt_with(&self, id: SagaId, f: impl FnOnce(&mut SagaRecord)) -> bool {
+        match self.lock().sagas.get_mut(&id) {
+            Some(row) => {
+                f(&mut row.record);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Test hook: overwrites a saga's stored input text (to simulate a corrupt row).
@@ -148,6 +161,9 @@ impl SagaStore for MemoryStore {
                 epoch: 1,
                 owner: Some(owner.to_string()),
                 deadline_remaining: None,
+                age: Duration::ZERO,
+                forward_only: new.forward_only,
+                cancel_requested: None,
                 steps: new.first_step.clone().into_iter().collect(),
             };
             st.by_key.insert(key, new.id);
@@ -156,6 +172,7 @@ impl SagaStore for MemoryStore {
                 new.id,
                 Row {
                     record,
+                    created: now,
                     deadline_at: new.deadline.map(|d| now + d),
                     lease_expires: now + lease,
                 },
@@ -176,6 +193,7 @@ impl SagaStore for MemoryStore {
             let row = st.sagas.get(&id).ok_or(Error::NotFound(id))?;
             let mut rec = row.record.clone();
             rec.deadline_remaining = deadline_remaining(row, now);
+            rec.age = now.saturating_duration_since(row.created);
             Ok(rec)
         })
     }
@@ -194,7 +212,14 @@ impl SagaStore for MemoryStore {
                     epoch: lease.epoch,
                 }));
             }
+            if let (true, Some(reason)) = (t.unless_cancelled, &row.record.cancel_requested) {
+                return Err(Error::CancelRequested(crate::error::CancelRequested {
+                    saga: lease.saga,
+                    reason: reason.clone(),
+                }));
+            }
             let rec = &mut row.record;
+            rec.forward_only |= t.forward_only;
             if let Some(step) = t.step {
                 upsert_step(&mut rec.steps, step);
             }
@@ -272,11 +297,27 @@ impl SagaStore for MemoryStore {
                 if !row.record.status.is_active() || row.lease_expires > now {
                     continue;
                 }
-                row.record.epoch += 1;
-                row.record.recoveries += 1;
                 row.record.owner = Some(owner.to_string());
+                let Some(epoch) = row.record.epoch.checked_add(1) else {
+                    // No claim can fence the last owner: set aside (not claimed, not counted).
+                    let why = super::epoch_exhausted(id).to_string();
+                    tracing::warn!(target: "steadfast::saga", error = %why,
+                        "a saga row cannot be claimed: set aside as needing attention");
+                    row.record.status = SagaStatus::NeedsAttention;
+                    row.record.error = Some(why.clone());
+                    row.lease_expires = now;
+                    let epoch = row.record.epoch;
+                    st.push_history(
+                        id,
+                        at,
+                        epoch,
+                        super::Event::new("needs_attention").detail(why),
+                    );
+                    continue;
+                };
+                row.record.epoch = epoch;
+                row.record.recoveries = row.record.recoveries.saturating_add(1);
                 row.lease_expires = now + lease_for;
-                let epoch = row.record.epoch;
                 st.push_history(
                     id,
                     at,
@@ -304,7 +345,11 @@ impl SagaStore for MemoryStore {
             let at = self.now_ms();
             let mut st = self.lock();
             let row = st.sagas.get_mut(&id).ok_or(Error::NotFound(id))?;
-            row.record.epoch += 1;
+            row.record.epoch = row
+                .record
+                .epoch
+                .checked_add(1)
+                .ok_or_else(|| super::epoch_exhausted(id))?;
             row.record.owner = Some(owner.to_string());
             row.lease_expires = now + lease_for;
             let epoch = row.record.epoch;
@@ -322,15 +367,21 @@ impl SagaStore for MemoryStore {
         })
     }
 
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
             let st = self.lock();
             Ok(st
                 .order
                 .iter()
                 .filter_map(|id| st.sagas.get(id))
-                .filter(|r| status.is_none_or(|s| r.record.status == s))
-                .take(limit as usize)
+                .filter(|r| query.status.is_none_or(|s| r.record.status == s))
+                .filter(|r| {
+                    query
+                        .saga_type
+                        .as_deref()
+                        .is_none_or(|t| r.record.saga_type == t)
+                })
+                .take(query.limit as usize)
                 .map(|r| SagaSummary {
                     id: r.record.id,
                     saga_type: r.record.saga_type.clone(),
@@ -350,6 +401,30 @@ impl SagaStore for MemoryStore {
                 return Err(Error::NotFound(id));
             }
             Ok(st.history.get(&id).cloned().unwrap_or_default())
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        Box::pin(async move {
+            let at = self.now_ms();
+            let mut st = self.lock();
+            let rec = &mut st.sagas.get_mut(&id).ok_or(Error::NotFound(id))?.record;
+            let open = matches!(rec.status, SagaStatus::Running | SagaStatus::NeedsAttention)
+                && !rec.compensating
+                && !rec.forward_only
+                && rec.cancel_requested.is_none();
+            if !open {
+                return super::cancel_verdict(id, rec.status, rec.compensating, rec.forward_only);
+            }
+            rec.cancel_requested = Some(reason.to_string());
+            let (status, epoch) = (rec.status, rec.epoch);
+            st.push_history(
+                id,
+                at,
+                epoch,
+                super::Event::new("cancel_requested").detail(reason),
+            );
+            Ok(status)
         })
     }
 }

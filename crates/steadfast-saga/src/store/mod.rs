@@ -197,7 +197,7 @@ impl FromStr for StepState {
 /// use steadfast_saga::{store::NewSaga, SagaId};
 /// let n = NewSaga {
 ///     id: SagaId::nil(), saga_type: "t".into(), version: 1, business_key: "order-1".into(),
-///     input: "{}".into(), deadline: None, first_step: None,
+///     input: "{}".into(), deadline: None, first_step: None, forward_only: false,
 /// };
 /// assert_eq!(n.business_key, "order-1");
 /// ```
@@ -220,6 +220,9 @@ pub struct NewSaga {
     /// attempt 1, so that creating the saga and starting its first step are one durable write;
     /// the `created` history entry then names that step.
     pub first_step: Option<StepRecord>,
+    /// The saga is past its point of no return from the start: `first_step` is its pivot or a
+    /// retriable step (see [`Transition::forward_only`]).
+    pub forward_only: bool,
 }
 
 /// The history event of a saga's creation: `created`, naming the step started with it.
@@ -339,6 +342,15 @@ pub struct SagaRecord {
     pub owner: Option<String>,
     /// Time left to the saga-level deadline on the store's clock (`Some(ZERO)` once past).
     pub deadline_remaining: Option<Duration>,
+    /// Time since the saga was created, on the store's clock (zero for a creation time in the
+    /// future): what the saga duration metric counts from, across recoveries.
+    pub age: Duration,
+    /// Past the point of no return: its pivot (or a retriable step) has started, so it can only
+    /// go forward and a cancel is refused.
+    pub forward_only: bool,
+    /// An operator's cancel, with its reason: the saga starts no new step and compensates
+    /// (see [`SagaStore::request_cancel`]).
+    pub cancel_requested: Option<String>,
     /// Step records.
     pub steps: Vec<StepRecord>,
 }
@@ -353,7 +365,8 @@ pub struct SagaRecord {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SagaSummary {
-    /// Id.
+    /// Id; [`SagaId::nil`] for a row whose stored id is not a saga id (its error then quotes the
+    /// stored id; repair such a row in the database).
     pub id: SagaId,
     /// Type.
     pub saga_type: String,
@@ -367,6 +380,64 @@ pub struct SagaSummary {
     pub error: Option<String>,
     /// Recoveries so far.
     pub recoveries: u32,
+}
+
+/// Which sagas [`SagaStore::list`] returns: optionally only those of one status and of one
+/// type, oldest first, at most `limit`.
+///
+/// ```
+/// use steadfast_saga::{store::ListQuery, SagaStatus};
+/// let q = ListQuery::new(50).status(SagaStatus::NeedsAttention).saga_type("book-trip");
+/// assert_eq!((q.status, q.saga_type.as_deref(), q.limit),
+///     (Some(SagaStatus::NeedsAttention), Some("book-trip"), 50));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListQuery {
+    /// Only sagas of this status (a row whose status cannot be read counts as
+    /// `NeedsAttention`).
+    pub status: Option<SagaStatus>,
+    /// Only sagas of this type.
+    pub saga_type: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl ListQuery {
+    /// Every saga, at most `limit`.
+    ///
+    /// ```
+    /// assert_eq!(steadfast_saga::store::ListQuery::new(10).limit, 10);
+    /// ```
+    pub fn new(limit: u32) -> Self {
+        ListQuery {
+            status: None,
+            saga_type: None,
+            limit,
+        }
+    }
+
+    /// Only sagas of this status.
+    ///
+    /// ```
+    /// # use steadfast_saga::{store::ListQuery, SagaStatus};
+    /// assert_eq!(ListQuery::new(1).status(SagaStatus::Running).status, Some(SagaStatus::Running));
+    /// ```
+    pub fn status(mut self, status: SagaStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only sagas of this type.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::ListQuery;
+    /// assert_eq!(ListQuery::new(1).saga_type("t").saga_type.as_deref(), Some("t"));
+    /// ```
+    pub fn saga_type(mut self, saga_type: impl Into<String>) -> Self {
+        self.saga_type = Some(saga_type.into());
+        self
+    }
 }
 
 /// One entry of a saga's history (append-only).
@@ -481,6 +552,12 @@ pub struct Transition {
     pub error: Option<Option<String>>,
     /// Reset the recovery count to zero (an operator's resume).
     pub reset_recoveries: bool,
+    /// Mark the saga past its point of no return (the start of its pivot or of a retriable
+    /// step); never cleared.
+    pub forward_only: bool,
+    /// Refuse the transition with [`Error::CancelRequested`] when a cancel has been requested
+    /// (the start of a step never attempted before: a cancelled saga starts no new step).
+    pub unless_cancelled: bool,
     /// The history event.
     pub event: Event,
 }
@@ -500,6 +577,8 @@ impl Transition {
             cursor: None,
             error: None,
             reset_recoveries: false,
+            forward_only: false,
+            unless_cancelled: false,
             event,
         }
     }
@@ -572,6 +651,29 @@ impl Transition {
         self.reset_recoveries = true;
         self
     }
+
+    /// Marks the saga past its point of no return (its pivot or a retriable step starts).
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// assert!(Transition::new(Event::new("x")).forward_only().forward_only);
+    /// ```
+    pub fn forward_only(mut self) -> Self {
+        self.forward_only = true;
+        self
+    }
+
+    /// Refuses the transition (nothing written, [`Error::CancelRequested`]) if a cancel has been
+    /// requested: for the start of a step never attempted before.
+    ///
+    /// ```
+    /// # use steadfast_saga::store::{Event, Transition};
+    /// assert!(Transition::new(Event::new("x")).unless_cancelled().unless_cancelled);
+    /// ```
+    pub fn unless_cancelled(mut self) -> Self {
+        self.unless_cancelled = true;
+        self
+    }
 }
 
 /// The durable saga log. Implementations must pass [`conformance::run_all`].
@@ -584,9 +686,16 @@ impl Transition {
 /// - `claim_expired` takes active sagas — and sagas whose stored status cannot be read — whose
 ///   lease expired on the store's clock, bumping each one's epoch and recovery count, and never
 ///   hands one saga to two claimers;
-/// - `load` fails with [`Error::Decode`] for a row it cannot read; `list` reports such a row as
-///   `NeedsAttention` instead of skipping it;
+/// - no row, whatever its columns hold, makes `claim_expired` or `list` fail: a row a claim cannot
+///   hand out (its id is not a saga id, its lease epoch cannot be increased) is *set aside* by
+///   that claim — put in `NeedsAttention` with the reason as its kept error — and takes no place
+///   in the batch;
+/// - `load` fails with [`Error::Decode`] for a row it cannot read (never with a store error);
+///   `list` reports such a row as `NeedsAttention` instead of skipping it;
 /// - `take_over` claims a saga unconditionally (operator actions), bumping its epoch;
+/// - `request_cancel` records a cancel atomically with respect to every transition: once it is
+///   recorded, a transition marked [`Transition::unless_cancelled`] is refused; once a
+///   transition marked [`Transition::forward_only`] is written, a cancel is refused;
 /// - lease times are measured on the store's clock (the database's `now()`).
 ///
 /// ```
@@ -620,7 +729,8 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
 
     /// Claims up to `limit` sagas whose lease has expired, for `lease_for`: active ones, and
     /// ones whose stored status cannot be read (the orchestrator puts those in
-    /// `NeedsAttention`).
+    /// `NeedsAttention`). Rows it cannot hand out are set aside (see the trait's contract) and
+    /// do not count against `limit`.
     fn claim_expired<'a>(
         &'a self,
         owner: &'a str,
@@ -636,13 +746,62 @@ pub trait SagaStore: Send + Sync + fmt::Debug + 'static {
         lease_for: Duration,
     ) -> StoreFuture<'a, Lease>;
 
-    /// Lists sagas, optionally of one status, oldest first, at most `limit`. A row that cannot
-    /// be decoded is listed as `NeedsAttention` with the decode error (see
-    /// [`SagaSummary::status`]), so `list(Some(NeedsAttention))` includes it.
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>>;
+    /// Lists the sagas `query` selects, oldest first. A row that cannot be decoded is listed as
+    /// `NeedsAttention` with the decode error (see [`SagaSummary::status`]), so a query for
+    /// `NeedsAttention` includes it; one whose id cannot be read is listed under the nil id (see
+    /// [`SagaSummary::id`]).
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>>;
 
     /// A saga's history, in order.
     fn history(&self, id: SagaId) -> StoreFuture<'_, Vec<HistoryEntry>>;
+
+    /// Records an operator's cancel of a saga that is running or waiting for an operator, and
+    /// not past its point of no return: from then on the saga starts no new step (its
+    /// `unless_cancelled` transitions are refused) and its run compensates. Not fenced by a
+    /// lease (the saga's owner keeps its lease and finishes the step in flight); atomic with
+    /// respect to the owner's writes, so a pivot that starts first refuses the cancel and a
+    /// cancel recorded first refuses the pivot's start. One history entry,
+    /// `cancel_requested`, at the saga's current epoch; a second request keeps the first
+    /// reason and writes nothing.
+    ///
+    /// Returns the saga's status (`Running` or `NeedsAttention`: recorded; `Compensating`:
+    /// already undoing, nothing written), or [`Error::CancelRefused`] (ended, past its pivot,
+    /// or stuck compensating), [`Error::NotFound`], [`Error::Decode`].
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus>;
+}
+
+/// Why a cancel that was not recorded was not: the answer of
+/// [`SagaStore::request_cancel`] once its conditional write changed nothing, from what the row
+/// holds now.
+pub(crate) fn cancel_verdict(
+    id: SagaId,
+    status: SagaStatus,
+    compensating: bool,
+    forward_only: bool,
+) -> Result<SagaStatus, Error> {
+    use crate::error::{CancelRefusal, CancelRefused};
+    let refuse = |why| {
+        Err(Error::CancelRefused(CancelRefused {
+            saga: id,
+            refusal: why,
+        }))
+    };
+    match status {
+        SagaStatus::Completed | SagaStatus::Compensated => refuse(CancelRefusal::Ended(status)),
+        SagaStatus::Compensating => Ok(status),
+        SagaStatus::NeedsAttention if compensating => refuse(CancelRefusal::CompensationStuck),
+        _ if forward_only => refuse(CancelRefusal::PastPivot),
+        // Requested before: the first request stands.
+        _ => Ok(status),
+    }
+}
+
+/// A saga whose lease epoch is at its maximum: no claim or take-over can fence its last owner.
+pub(crate) fn epoch_exhausted(id: SagaId) -> Error {
+    Error::InvalidOperation(format!(
+        "saga {id}: its lease epoch is at its maximum and cannot be increased to fence its \
+         last owner"
+    ))
 }
 
 pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Display) -> Error {

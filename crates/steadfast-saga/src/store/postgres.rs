@@ -11,8 +11,9 @@ use sqlx::{Postgres, Row, Transaction};
 use super::conformance::{Corrupt, Corruption};
 use super::rows as row;
 use super::{
-    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga,
-    SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
+    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease,
+    ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture,
+    Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -45,6 +46,9 @@ const MIGRATIONS: &[&str] = &[
         settled_statuses_sql!()
     ),
     "DROP INDEX IF EXISTS steadfast_sagas_claim",
+    // Cancel (issue 14): the point of no return, and an operator's request.
+    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS forward_only BOOLEAN NOT NULL DEFAULT FALSE",
+    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS cancel_requested TEXT",
     "CREATE INDEX IF NOT EXISTS steadfast_sagas_status ON steadfast_sagas (status, created_at)",
     "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
         saga_id TEXT NOT NULL,
@@ -100,8 +104,9 @@ macro_rules! record_sql {
                 cursor = COALESCE($3, cursor),
                 error = CASE WHEN $4 THEN $5 ELSE error END,
                 recoveries = CASE WHEN $6 THEN 0 ELSE recoveries END,
+                forward_only = forward_only OR $9,
                 updated_at = now()
-             WHERE id = $7",
+             WHERE id = $7 AND (NOT $10 OR cancel_requested IS NULL)",
             $fence
         )
     };
@@ -309,21 +314,141 @@ async fn push_history(
     Ok(())
 }
 
-async fn fenced_or_missing(
+/// Why a fenced write changed nothing: the saga is gone, its lease was taken over, or (for a
+/// transition `unless_cancelled`) it was cancelled.
+async fn refused(
     tx: &mut Transaction<'static, Postgres>,
     lease: &Lease,
+    unless_cancelled: bool,
 ) -> Result<Error, Error> {
-    let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = $1")
-        .bind(lease.saga.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(match exists {
-        Some(_) => Error::Fenced(Fenced {
+    let row =
+        sqlx::query("SELECT lease_epoch, cancel_requested FROM steadfast_sagas WHERE id = $1")
+            .bind(lease.saga.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some(row) = row else {
+        return Ok(Error::NotFound(lease.saga));
+    };
+    let epoch: i64 = row.try_get("lease_epoch")?;
+    let cancel: Option<String> = row.try_get("cancel_requested")?;
+    Ok(match cancel {
+        Some(reason) if unless_cancelled && epoch == lease.epoch => {
+            Error::CancelRequested(crate::error::CancelRequested {
+                saga: lease.saga,
+                reason,
+            })
+        }
+        _ => Error::Fenced(Fenced {
             saga: lease.saga,
             epoch: lease.epoch,
         }),
-        None => Error::NotFound(lease.saga),
     })
+}
+
+/// Expired and not settled (active, or a status this version cannot read); a lease that never
+/// expires (`infinity`, which no store write produces) counts as expired, so that such a row is
+/// not left unclaimed for ever.
+macro_rules! claimable_sql {
+    () => {
+        concat!(
+            "status NOT IN ",
+            settled_statuses_sql!(),
+            " AND (lease_expires_at <= now() OR lease_expires_at = 'infinity')"
+        )
+    };
+}
+
+/// Claims up to `$3` claimable rows, oldest lease first, for owner `$1` and `$2` ms. Rows whose
+/// epoch cannot be increased are left to `set_aside_unfenceable` (an overflow would fail the
+/// whole statement); a recovery count at its maximum stays there.
+const CLAIM: &str = concat!(
+    "WITH c AS (
+        SELECT id FROM steadfast_sagas WHERE ",
+    claimable_sql!(),
+    " AND lease_epoch < 9223372036854775807
+        ORDER BY lease_expires_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+     UPDATE steadfast_sagas s SET
+        lease_epoch = s.lease_epoch + 1,
+        recoveries = CASE WHEN s.recoveries < 9223372036854775807
+            THEN s.recoveries + 1 ELSE s.recoveries END,
+        lease_owner = $1,
+        lease_expires_at = now() + $2::bigint * interval '1 millisecond'
+     FROM c WHERE s.id = c.id
+     RETURNING s.id, s.lease_epoch"
+);
+
+/// Sets aside (puts in `needs_attention`, with the reason) claimable rows whose lease epoch is at
+/// its maximum, so that no claim can fence their last owner: they are not claimed.
+async fn set_aside_unfenceable(
+    tx: &mut Transaction<'static, Postgres>,
+    owner: &str,
+    limit: u32,
+) -> Result<(), Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT id FROM steadfast_sagas WHERE ",
+        claimable_sql!(),
+        " AND lease_epoch >= 9223372036854775807
+         ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in &rows {
+        let raw: String = r.try_get("id")?;
+        let e = match row::read_id(r) {
+            Ok(id) => super::epoch_exhausted(id),
+            Err(e) => e,
+        };
+        set_aside(tx, &raw, owner, &e).await?;
+    }
+    Ok(())
+}
+
+/// Puts the row whose stored id is `raw` in `needs_attention` with `why`, releases its lease, and
+/// logs it: a row a claim cannot hand out (its id cannot be read, or its lease epoch cannot be
+/// increased) stops no other saga.
+async fn set_aside(
+    tx: &mut Transaction<'static, Postgres>,
+    raw: &str,
+    owner: &str,
+    why: &Error,
+) -> Result<(), Error> {
+    let why = why.to_string();
+    tracing::warn!(target: "steadfast::saga", error = %why,
+        "a saga row cannot be claimed: set aside as needing attention");
+    sqlx::query(
+        "UPDATE steadfast_sagas SET status = 'needs_attention', error = $1, lease_owner = $2,
+            lease_expires_at = now(), updated_at = now()
+         WHERE id = $3",
+    )
+    .bind(&why)
+    .bind(owner)
+    .bind(raw)
+    .execute(&mut **tx)
+    .await?;
+    push_history_raw(tx, raw, &Event::new("needs_attention").detail(why)).await
+}
+
+/// A history entry for the row whose stored id is `raw`, at its current epoch.
+async fn push_history_raw(
+    tx: &mut Transaction<'static, Postgres>,
+    raw: &str,
+    event: &Event,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO steadfast_saga_history (saga_id, epoch, kind, step, phase, detail)
+         SELECT id, lease_epoch, $2, $3, $4, $5 FROM steadfast_sagas WHERE id = $1",
+    )
+    .bind(raw)
+    .bind(&event.kind)
+    .bind(&event.step)
+    .bind(event.phase.map(|p| p.as_str()))
+    .bind(&event.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl SagaStore for PostgresStore {
@@ -337,10 +462,10 @@ impl SagaStore for PostgresStore {
             let mut tx = self.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
-                    lease_owner, lease_epoch, lease_expires_at, deadline_at)
+                    lease_owner, lease_epoch, lease_expires_at, deadline_at, forward_only)
                  VALUES ($1, $2, $3, $4, 'running', $5, $6, 1,
                     now() + $7::bigint * interval '1 millisecond',
-                    now() + $8::bigint * interval '1 millisecond')
+                    now() + $8::bigint * interval '1 millisecond', $9)
                  ON CONFLICT (saga_type, business_key) DO NOTHING",
             )
             .bind(new.id.to_string())
@@ -351,6 +476,7 @@ impl SagaStore for PostgresStore {
             .bind(owner)
             .bind(duration_ms(lease))
             .bind(new.deadline.map(duration_ms))
+            .bind(new.forward_only)
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -382,10 +508,16 @@ impl SagaStore for PostgresStore {
     fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord> {
         Box::pin(async move {
             let mut conn = self.pool.acquire().await?;
+            // A deadline of `infinity` is no deadline, `-infinity` one long past: extract() of an
+            // infinite interval would not fit a bigint.
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
-                    recoveries, error, lease_epoch, lease_owner,
-                    CASE WHEN deadline_at IS NULL THEN NULL
+                    recoveries, error, lease_epoch, lease_owner, forward_only, cancel_requested,
+                    CASE WHEN isfinite(created_at)
+                         THEN GREATEST((extract(epoch FROM (now() - created_at)) * 1000)::bigint, 0)
+                    END AS age_ms,
+                    CASE WHEN deadline_at IS NULL OR deadline_at = 'infinity' THEN NULL
+                         WHEN deadline_at = '-infinity' THEN 0
                          ELSE GREATEST(
                             (extract(epoch FROM (deadline_at - now())) * 1000)::bigint, 0)
                     END AS left_ms
@@ -396,7 +528,9 @@ impl SagaStore for PostgresStore {
             .await?
             .ok_or(Error::NotFound(id))?;
             let status: String = column(id, "the saga status", row.try_get("status"))?;
-            let left: Option<i64> = row.try_get("left_ms")?;
+            let left: Option<i64> = column(id, "the deadline", row.try_get("left_ms"))?;
+            // NULL for an infinite creation time: a decode error.
+            let age: i64 = column(id, "the creation time", row.try_get("age_ms"))?;
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = $1 ORDER BY seq",
@@ -409,19 +543,34 @@ impl SagaStore for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
             Ok(SagaRecord {
                 id,
-                saga_type: row.try_get("saga_type")?,
-                version: row::to_u32(id, "the version", row.try_get("version")?)?,
-                business_key: row.try_get("business_key")?,
+                saga_type: column(id, "the saga type", row.try_get("saga_type"))?,
+                version: row::to_u32(
+                    id,
+                    "the version",
+                    column(id, "the version", row.try_get("version"))?,
+                )?,
+                business_key: column(id, "the business key", row.try_get("business_key"))?,
                 status: SagaStatus::from_str(&status)
                     .map_err(|e| decode_err(Some(id), "the saga status", e))?,
-                compensating: row.try_get("compensating")?,
-                input: row.try_get("input")?,
-                cursor: row.try_get("cursor")?,
-                recoveries: row::to_u32(id, "the recovery count", row.try_get("recoveries")?)?,
-                error: row.try_get("error")?,
-                epoch: row.try_get("lease_epoch")?,
-                owner: row.try_get("lease_owner")?,
+                compensating: column(id, "the compensating flag", row.try_get("compensating"))?,
+                input: column(id, "the saga input", row.try_get("input"))?,
+                cursor: column(id, "the cursor", row.try_get("cursor"))?,
+                recoveries: row::to_u32(
+                    id,
+                    "the recovery count",
+                    column(id, "the recovery count", row.try_get("recoveries"))?,
+                )?,
+                error: column(id, "the kept error", row.try_get("error"))?,
+                epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
+                owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                age: Duration::from_millis(age.max(0) as u64),
+                forward_only: column(id, "the forward-only flag", row.try_get("forward_only"))?,
+                cancel_requested: column(
+                    id,
+                    "the cancel request",
+                    row.try_get("cancel_requested"),
+                )?,
                 steps,
             })
         })
@@ -444,10 +593,12 @@ impl SagaStore for PostgresStore {
                 .bind(t.reset_recoveries)
                 .bind(lease.saga.to_string())
                 .bind(lease.epoch)
+                .bind(t.forward_only)
+                .bind(t.unless_cancelled)
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, t.unless_cancelled).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -470,7 +621,7 @@ impl SagaStore for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, false).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -501,46 +652,45 @@ impl SagaStore for PostgresStore {
     ) -> StoreFuture<'a, Vec<Lease>> {
         Box::pin(async move {
             let mut tx = self.begin().await?;
-            // Active sagas and sagas whose status cannot be read (not settled): the claimer's
-            // run finds the latter undecodable and puts them in NeedsAttention.
-            let rows = sqlx::query(concat!(
-                "WITH c AS (
-                    SELECT id FROM steadfast_sagas
-                    WHERE status NOT IN ",
-                settled_statuses_sql!(),
-                " AND lease_expires_at <= now()
-                    ORDER BY lease_expires_at
-                    LIMIT $3
-                    FOR UPDATE SKIP LOCKED)
-                 UPDATE steadfast_sagas s SET
-                    lease_epoch = s.lease_epoch + 1,
-                    recoveries = s.recoveries + 1,
-                    lease_owner = $1,
-                    lease_expires_at = now() + $2::bigint * interval '1 millisecond'
-                 FROM c WHERE s.id = c.id
-                 RETURNING s.id, s.lease_epoch"
-            ))
-            .bind(owner)
-            .bind(duration_ms(lease_for))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut leases = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id: String = row.try_get("id")?;
-                let lease = Lease {
-                    saga: row::parse_id(&id)?,
-                    owner: owner.to_string(),
-                    epoch: row.try_get("lease_epoch")?,
-                };
-                push_history(
-                    &mut tx,
-                    lease.saga,
-                    lease.epoch,
-                    &Event::new("claimed").detail(format!("by {owner}")),
-                )
-                .await?;
-                leases.push(lease);
+            set_aside_unfenceable(&mut tx, owner, limit).await?;
+            let mut leases = Vec::new();
+            // Rows set aside do not count against the limit: claim again for their places.
+            while let Some(want) = limit.checked_sub(leases.len() as u32).filter(|w| *w > 0) {
+                let rows = sqlx::query(CLAIM)
+                    .bind(owner)
+                    .bind(duration_ms(lease_for))
+                    .bind(i64::from(want))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut any_set_aside = false;
+                for r in &rows {
+                    match row::read_id(r) {
+                        Ok(saga) => {
+                            let lease = Lease {
+                                saga,
+                                owner: owner.to_string(),
+                                epoch: column(saga, "the lease epoch", r.try_get("lease_epoch"))?,
+                            };
+                            push_history(
+                                &mut tx,
+                                lease.saga,
+                                lease.epoch,
+                                &Event::new("claimed").detail(format!("by {owner}")),
+                            )
+                            .await?;
+                            leases.push(lease);
+                        }
+                        Err(e) => {
+                            // A TEXT column of a UTF-8 database is always readable as text.
+                            let raw: String = r.try_get("id")?;
+                            set_aside(&mut tx, &raw, owner, &e).await?;
+                            any_set_aside = true;
+                        }
+                    }
+                }
+                if !any_set_aside {
+                    break;
+                }
             }
             tx.commit().await?;
             Ok(leases)
@@ -560,14 +710,24 @@ impl SagaStore for PostgresStore {
                     lease_epoch = lease_epoch + 1,
                     lease_owner = $1,
                     lease_expires_at = now() + $2::bigint * interval '1 millisecond'
-                 WHERE id = $3 RETURNING lease_epoch",
+                 WHERE id = $3 AND lease_epoch < 9223372036854775807 RETURNING lease_epoch",
             )
             .bind(owner)
             .bind(duration_ms(lease_for))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound(id))?;
+            .await?;
+            let Some(row) = row else {
+                let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Err(match exists {
+                    Some(_) => super::epoch_exhausted(id),
+                    None => Error::NotFound(id),
+                });
+            };
             let epoch: i64 = row.try_get("lease_epoch")?;
             push_history(
                 &mut tx,
@@ -585,7 +745,7 @@ impl SagaStore for PostgresStore {
         })
     }
 
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
             // A status this version cannot read is listed as needs_attention.
             let rows = sqlx::query(concat!(
@@ -595,13 +755,15 @@ impl SagaStore for PostgresStore {
                     OR ($1 = 'needs_attention' AND status NOT IN ",
                 known_statuses_sql!(),
                 "))
+                   AND ($3::text IS NULL OR saga_type = $3)
                  ORDER BY created_at, id LIMIT $2"
             ))
-            .bind(status.map(|s| s.as_str()))
-            .bind(i64::from(limit))
+            .bind(query.status.map(|s| s.as_str()))
+            .bind(i64::from(query.limit))
+            .bind(query.saga_type)
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(row::summary).collect())
+            Ok(rows.iter().map(row::summary).collect())
         })
     }
 
@@ -617,14 +779,65 @@ impl SagaStore for PostgresStore {
                 return Err(Error::NotFound(id));
             }
             let rows = sqlx::query(
-                "SELECT seq, (extract(epoch FROM at) * 1000)::bigint AS at_ms, epoch, kind, step,
-                    phase, detail
+                // An infinite time reads as NULL: a decode error, not a failed statement.
+                "SELECT seq, CASE WHEN isfinite(at) THEN (extract(epoch FROM at) * 1000)::bigint
+                    END AS at_ms, epoch, kind, step, phase, detail
                  FROM steadfast_saga_history WHERE saga_id = $1 ORDER BY seq",
             )
             .bind(id.to_string())
             .fetch_all(&mut *conn)
             .await?;
             rows.iter().map(|r| row::history(id, r)).collect()
+        })
+    }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            // The row lock orders this write against the owner's: a pivot's start
+            // (`forward_only`) committed first refuses the cancel; a cancel committed first
+            // refuses the pivot's start (`unless_cancelled`).
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas SET cancel_requested = $1, updated_at = now()
+                 WHERE id = $2 AND status IN ('running', 'needs_attention') AND NOT compensating
+                    AND NOT forward_only AND cancel_requested IS NULL
+                 RETURNING status, lease_epoch",
+            )
+            .bind(reason)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = updated {
+                let status: String = column(id, "the saga status", r.try_get("status"))?;
+                let epoch: i64 = column(id, "the lease epoch", r.try_get("lease_epoch"))?;
+                push_history(
+                    &mut tx,
+                    id,
+                    epoch,
+                    &Event::new("cancel_requested").detail(reason),
+                )
+                .await?;
+                tx.commit().await?;
+                return SagaStatus::from_str(&status)
+                    .map_err(|e| decode_err(Some(id), "the saga status", e));
+            }
+            let row = sqlx::query(
+                "SELECT status, compensating, forward_only FROM steadfast_sagas WHERE id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            tx.rollback().await?;
+            let status: String = column(id, "the saga status", row.try_get("status"))?;
+            let status = SagaStatus::from_str(&status)
+                .map_err(|e| decode_err(Some(id), "the saga status", e))?;
+            super::cancel_verdict(
+                id,
+                status,
+                column(id, "the compensating flag", row.try_get("compensating"))?,
+                column(id, "the forward-only flag", row.try_get("forward_only"))?,
+            )
         })
     }
 }
@@ -641,6 +854,16 @@ impl Corrupt for PostgresStore {
                 }
                 Corruption::UnknownStepState => {
                     "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = $1"
+                }
+                Corruption::EpochExhausted => {
+                    "UPDATE steadfast_sagas SET lease_epoch = 9223372036854775807 WHERE id = $1"
+                }
+                Corruption::RecoveriesExhausted => {
+                    "UPDATE steadfast_sagas SET recoveries = 9223372036854775807 WHERE id = $1"
+                }
+                // Unique, and not a UUID.
+                Corruption::IdNotUuid => {
+                    "UPDATE steadfast_sagas SET id = 'not-a-uuid:' || id WHERE id = $1"
                 }
                 // A TEXT column of a UTF-8 database holds only readable text.
                 Corruption::UndecodableStatus => return Ok(false),

@@ -7,7 +7,9 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{column, decode_err, HistoryEntry, SagaSummary, StepRecord, StepState, SummaryParts};
+use super::{
+    column, decode_err, HistoryEntry, SagaStatus, SagaSummary, StepRecord, StepState, SummaryParts,
+};
 use crate::error::Error;
 use crate::keys::{Phase, SagaId};
 
@@ -36,8 +38,39 @@ macro_rules! columns {
 columns!(PgRow);
 columns!(SqliteRow);
 
+/// A stored saga id: the canonical text of a UUID (lower-case, hyphenated), as the stores write
+/// it. Anything else — not a UUID, or a UUID spelt another way, which `WHERE id = ?` with the
+/// parsed id would never find again — cannot be read.
 pub(super) fn parse_id(s: &str) -> Result<SagaId, Error> {
-    SagaId::from_str(s).map_err(|e| decode_err(None, "a saga id", e))
+    match SagaId::from_str(s) {
+        Ok(id) if id.to_string() == s => Ok(id),
+        Ok(_) => Err(decode_err(
+            None,
+            "a saga id",
+            format!(
+                "{} is not in canonical form (lower-case, hyphenated)",
+                quoted(s)
+            ),
+        )),
+        Err(e) => Err(decode_err(None, "a saga id", format!("{}: {e}", quoted(s)))),
+    }
+}
+
+/// A stored value for an error message: quoted, at most 64 characters.
+pub(super) fn quoted(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// A saga id read from a row, or the decode error that says why it cannot be.
+pub(super) fn read_id(r: &impl Columns) -> Result<SagaId, Error> {
+    match r.text("id") {
+        Ok(s) => parse_id(&s),
+        Err(e) => Err(decode_err(None, "a saga id", e)),
+    }
 }
 
 pub(super) fn to_u32(id: SagaId, what: &str, v: i64) -> Result<u32, Error> {
@@ -79,25 +112,31 @@ pub(super) fn history(id: SagaId, r: &impl Columns) -> Result<HistoryEntry, Erro
     })
 }
 
-/// A listing entry; `None` (logged) only when the row's id cannot be read.
-pub(super) fn summary(r: &impl Columns) -> Option<SagaSummary> {
-    let id = match r.text("id").map_err(Error::from).and_then(|s| parse_id(&s)) {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::warn!(target: "steadfast::saga", error = %e,
-                "listing skipped a saga row whose id cannot be read");
-            return None;
-        }
+/// A listing entry. A row whose id cannot be read is listed too, under the nil id, as needing
+/// attention, with the decode error (which quotes the stored id): it is never skipped.
+pub(super) fn summary(r: &impl Columns) -> SagaSummary {
+    let (id, id_problem) = match read_id(r) {
+        Ok(id) => (id, None),
+        Err(e) => (SagaId::nil(), Some(e)),
     };
-    Some(
-        SummaryParts {
-            id,
-            saga_type: column(id, "the saga type", r.text("saga_type")),
-            business_key: column(id, "the business key", r.text("business_key")),
-            status: column(id, "the saga status", r.text("status")),
-            error: column(id, "the kept error", r.opt_text("error")),
-            recoveries: column(id, "the recovery count", r.int("recoveries")),
-        }
-        .into_summary(),
-    )
+    let mut s = SummaryParts {
+        id,
+        saga_type: column(id, "the saga type", r.text("saga_type")),
+        business_key: column(id, "the business key", r.text("business_key")),
+        status: column(id, "the saga status", r.text("status")),
+        error: column(id, "the kept error", r.opt_text("error")),
+        recoveries: column(id, "the recovery count", r.int("recoveries")),
+    }
+    .into_summary();
+    if let Some(e) = id_problem {
+        s.status = SagaStatus::NeedsAttention;
+        let e = e.to_string();
+        s.error = Some(match s.error.take() {
+            // Set aside by a claim, which kept this same error.
+            Some(rest) if rest.contains(&e) => rest,
+            Some(rest) => format!("{e}; {rest}"),
+            None => e,
+        });
+    }
+    s
 }

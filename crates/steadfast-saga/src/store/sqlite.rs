@@ -15,8 +15,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::conformance::{Corrupt, Corruption};
 use super::rows as row;
 use super::{
-    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease, NewSaga,
-    SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture, Transition,
+    begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease,
+    ListQuery, NewSaga, SagaRecord, SagaStatus, SagaStore, SagaSummary, StepRecord, StoreFuture,
+    Transition,
 };
 use crate::error::{Error, Fenced};
 use crate::keys::SagaId;
@@ -38,6 +39,8 @@ const MIGRATIONS: &[&str] = &[
         lease_epoch INTEGER NOT NULL,
         lease_expires_ms INTEGER NOT NULL,
         deadline_ms INTEGER,
+        forward_only INTEGER NOT NULL DEFAULT 0,
+        cancel_requested TEXT,
         created_ms INTEGER NOT NULL,
         updated_ms INTEGER NOT NULL,
         UNIQUE (saga_type, business_key)
@@ -74,6 +77,12 @@ const MIGRATIONS: &[&str] = &[
         ON steadfast_saga_history (saga_id, seq)",
 ];
 
+/// Columns added after the first schema: (name, definition), added to older databases on open.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("forward_only", "INTEGER NOT NULL DEFAULT 0"),
+    ("cancel_requested", "TEXT"),
+];
+
 /// A [`SagaStore`] on one SQLite database file (WAL mode, `synchronous = FULL` by default).
 ///
 /// ```
@@ -102,8 +111,9 @@ macro_rules! record_sql {
                 cursor = COALESCE(?, cursor),
                 error = CASE WHEN ? = 1 THEN ? ELSE error END,
                 recoveries = CASE WHEN ? = 1 THEN 0 ELSE recoveries END,
+                forward_only = CASE WHEN ? = 1 THEN 1 ELSE forward_only END,
                 updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
-             WHERE id = ?",
+             WHERE id = ? AND (? = 0 OR cancel_requested IS NULL)",
             $fence
         )
     };
@@ -180,6 +190,18 @@ impl SqliteStore {
         let mut tx = self.immediate().await?;
         for m in MIGRATIONS {
             sqlx::query(m).execute(&mut *tx).await?;
+        }
+        for (name, def) in ADDED_COLUMNS {
+            let present: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM pragma_table_info('steadfast_sagas') WHERE name = ?",
+            )
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if present.is_none() {
+                let sql = format!("ALTER TABLE steadfast_sagas ADD COLUMN {name} {def}");
+                sqlx::query(&sql).execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -274,21 +296,144 @@ async fn push_history(
     Ok(())
 }
 
-async fn fenced_or_missing(
+/// Why a fenced write changed nothing: the saga is gone, its lease was taken over, or (for a
+/// transition `unless_cancelled`) it was cancelled.
+async fn refused(
     tx: &mut Transaction<'static, Sqlite>,
     lease: &Lease,
+    unless_cancelled: bool,
 ) -> Result<Error, Error> {
-    let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = ?")
+    let row = sqlx::query("SELECT lease_epoch, cancel_requested FROM steadfast_sagas WHERE id = ?")
         .bind(lease.saga.to_string())
         .fetch_optional(&mut **tx)
         .await?;
-    Ok(match exists {
-        Some(_) => Error::Fenced(Fenced {
-            saga: lease.saga,
-            epoch: lease.epoch,
-        }),
-        None => Error::NotFound(lease.saga),
+    let fenced = Error::Fenced(Fenced {
+        saga: lease.saga,
+        epoch: lease.epoch,
+    });
+    let Some(row) = row else {
+        return Ok(Error::NotFound(lease.saga));
+    };
+    let epoch: Option<i64> = row.try_get("lease_epoch").ok();
+    let cancel: Option<String> = row.try_get("cancel_requested").ok().flatten();
+    Ok(match cancel {
+        Some(reason) if unless_cancelled && epoch == Some(lease.epoch) => {
+            Error::CancelRequested(crate::error::CancelRequested {
+                saga: lease.saga,
+                reason,
+            })
+        }
+        _ => fenced,
     })
+}
+
+/// Expired and not settled (active, or a status this version cannot read); a lease expiry that
+/// is not a number counts as expired, so that such a row is not left unclaimed for ever.
+macro_rules! claimable_sql {
+    () => {
+        concat!(
+            "status NOT IN ",
+            settled_statuses_sql!(),
+            " AND (typeof(lease_expires_ms) NOT IN ('integer', 'real')
+                   OR lease_expires_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER))"
+        )
+    };
+}
+
+/// A lease epoch a claim can increase: an integer below the maximum (SQLite would turn an
+/// overflowing sum into a float, and text into 1).
+macro_rules! fenceable_sql {
+    () => {
+        "typeof(lease_epoch) = 'integer' AND lease_epoch < 9223372036854775807"
+    };
+}
+
+/// Claims up to `?3` claimable rows, oldest lease first, for owner `?1` and `?2` ms.
+const CLAIM: &str = concat!(
+    "UPDATE steadfast_sagas SET
+        lease_epoch = lease_epoch + 1,
+        recoveries = CASE WHEN typeof(recoveries) = 'integer' AND recoveries < 9223372036854775807
+            THEN recoveries + 1 ELSE recoveries END,
+        lease_owner = ?1,
+        lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?2
+     WHERE rowid IN (
+        SELECT rowid FROM steadfast_sagas WHERE ",
+    claimable_sql!(),
+    " AND ",
+    fenceable_sql!(),
+    " ORDER BY lease_expires_ms LIMIT ?3)
+     RETURNING rowid AS rid, id, lease_epoch"
+);
+
+/// Sets aside (puts in `needs_attention`, with the reason) claimable rows whose lease epoch
+/// cannot be increased, so that no claim can fence their last owner: they are not claimed.
+async fn set_aside_unfenceable(
+    tx: &mut Transaction<'static, Sqlite>,
+    owner: &str,
+    limit: u32,
+) -> Result<(), Error> {
+    let rows = sqlx::query(concat!(
+        "SELECT rowid AS rid, id, typeof(lease_epoch) AS epoch_type FROM steadfast_sagas WHERE ",
+        claimable_sql!(),
+        " AND NOT (",
+        fenceable_sql!(),
+        ") LIMIT ?"
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in &rows {
+        let rid: i64 = r.try_get("rid")?;
+        let ty: String = r.try_get("epoch_type")?;
+        let saga = row::read_id(r).ok();
+        let e = match (ty.as_str(), saga) {
+            ("integer", Some(id)) => super::epoch_exhausted(id),
+            _ => decode_err(
+                saga,
+                "the lease epoch",
+                format!("stored as {ty}, not an integer"),
+            ),
+        };
+        set_aside(tx, rid, owner, &e).await?;
+    }
+    Ok(())
+}
+
+/// Puts the row `rid` in `needs_attention` with `why`, releases its lease, and logs it: a row a
+/// claim cannot hand out (its id or lease epoch cannot be read) stops no other saga. (SQLite lets
+/// a `TEXT PRIMARY KEY` hold NULL: its history entry is filed under the empty id.)
+async fn set_aside(
+    tx: &mut Transaction<'static, Sqlite>,
+    rid: i64,
+    owner: &str,
+    why: &Error,
+) -> Result<(), Error> {
+    let why = why.to_string();
+    tracing::warn!(target: "steadfast::saga", error = %why,
+        "a saga row cannot be claimed: set aside as needing attention");
+    sqlx::query(
+        "UPDATE steadfast_sagas SET status = 'needs_attention', error = ?, lease_owner = ?,
+            lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+            updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+         WHERE rowid = ?",
+    )
+    .bind(&why)
+    .bind(owner)
+    .bind(rid)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO steadfast_saga_history (saga_id, at_ms, epoch, kind, detail)
+         SELECT COALESCE(id, ''), CAST(unixepoch('subsec') * 1000 AS INTEGER),
+            CASE WHEN typeof(lease_epoch) = 'integer' THEN lease_epoch ELSE 0 END,
+            'needs_attention', ?
+         FROM steadfast_sagas WHERE rowid = ?",
+    )
+    .bind(&why)
+    .bind(rid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl SagaStore for SqliteStore {
@@ -302,10 +447,11 @@ impl SagaStore for SqliteStore {
             let mut tx = self.immediate().await?;
             let inserted = sqlx::query(
                 "INSERT INTO steadfast_sagas (id, saga_type, version, business_key, status, input,
-                    lease_owner, lease_epoch, lease_expires_ms, deadline_ms, created_ms, updated_ms)
+                    lease_owner, lease_epoch, lease_expires_ms, deadline_ms, forward_only,
+                    created_ms, updated_ms)
                  VALUES (?, ?, ?, ?, 'running', ?, ?, 1,
                     CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?,
-                    CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?, ?,
                     CAST(unixepoch('subsec') * 1000 AS INTEGER),
                     CAST(unixepoch('subsec') * 1000 AS INTEGER))
                  ON CONFLICT (saga_type, business_key) DO NOTHING",
@@ -318,6 +464,7 @@ impl SagaStore for SqliteStore {
             .bind(owner)
             .bind(duration_ms(lease))
             .bind(new.deadline.map(duration_ms))
+            .bind(i64::from(new.forward_only))
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 0 {
@@ -351,8 +498,9 @@ impl SagaStore for SqliteStore {
             let mut conn = self.pool.acquire().await?;
             let row = sqlx::query(
                 "SELECT saga_type, version, business_key, status, compensating, input, cursor,
-                    recoveries, error, lease_epoch, lease_owner,
-                    MAX(deadline_ms - CAST(unixepoch('subsec') * 1000 AS INTEGER), 0) AS left_ms
+                    recoveries, error, lease_epoch, lease_owner, deadline_ms, forward_only,
+                    cancel_requested, created_ms,
+                    CAST(unixepoch('subsec') * 1000 AS INTEGER) AS now_ms
                  FROM steadfast_sagas WHERE id = ?",
             )
             .bind(id.to_string())
@@ -360,7 +508,12 @@ impl SagaStore for SqliteStore {
             .await?
             .ok_or(Error::NotFound(id))?;
             let status: String = column(id, "the saga status", row.try_get("status"))?;
-            let left: Option<i64> = column(id, "the deadline", row.try_get("left_ms"))?;
+            // Read as a number (never computed on in SQL, where text would count as 0).
+            let deadline: Option<i64> = column(id, "the deadline", row.try_get("deadline_ms"))?;
+            let now: i64 = row.try_get("now_ms")?;
+            let left = deadline.map(|d| d.saturating_sub(now));
+            let created: i64 = column(id, "the creation time", row.try_get("created_ms"))?;
+            let age = Duration::from_millis(now.saturating_sub(created).max(0) as u64);
             let steps = sqlx::query(
                 "SELECT step, phase, state, attempts, output, error
                  FROM steadfast_saga_steps WHERE saga_id = ? ORDER BY rowid",
@@ -398,6 +551,17 @@ impl SagaStore for SqliteStore {
                 epoch: column(id, "the lease epoch", row.try_get("lease_epoch"))?,
                 owner: column(id, "the lease owner", row.try_get("lease_owner"))?,
                 deadline_remaining: left.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                age,
+                forward_only: column::<i64>(
+                    id,
+                    "the forward-only flag",
+                    row.try_get("forward_only"),
+                )? != 0,
+                cancel_requested: column(
+                    id,
+                    "the cancel request",
+                    row.try_get("cancel_requested"),
+                )?,
                 steps,
             })
         })
@@ -417,12 +581,14 @@ impl SagaStore for SqliteStore {
                 .bind(set_error)
                 .bind(error)
                 .bind(i64::from(t.reset_recoveries))
+                .bind(i64::from(t.forward_only))
                 .bind(lease.saga.to_string())
+                .bind(i64::from(t.unless_cancelled))
                 .bind(lease.epoch)
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, t.unless_cancelled).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -445,7 +611,7 @@ impl SagaStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             if updated.rows_affected() == 0 {
-                let e = fenced_or_missing(&mut tx, lease).await?;
+                let e = refused(&mut tx, lease, false).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -479,44 +645,44 @@ impl SagaStore for SqliteStore {
             // BEGIN IMMEDIATE takes the write lock first: two claimers (threads or processes)
             // serialise here and the second sees the first one's new expiry.
             let mut tx = self.immediate().await?;
-            // Active sagas and sagas whose status cannot be read (not settled): the claimer's
-            // run finds the latter undecodable and puts them in NeedsAttention.
-            let rows = sqlx::query(concat!(
-                "UPDATE steadfast_sagas SET
-                    lease_epoch = lease_epoch + 1,
-                    recoveries = recoveries + 1,
-                    lease_owner = ?,
-                    lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
-                 WHERE id IN (
-                    SELECT id FROM steadfast_sagas
-                    WHERE status NOT IN ",
-                settled_statuses_sql!(),
-                "
-                      AND lease_expires_ms <= CAST(unixepoch('subsec') * 1000 AS INTEGER)
-                    ORDER BY lease_expires_ms LIMIT ?)
-                 RETURNING id, lease_epoch"
-            ))
-            .bind(owner)
-            .bind(duration_ms(lease_for))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut leases = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id: String = row.try_get("id")?;
-                let lease = Lease {
-                    saga: row::parse_id(&id)?,
-                    owner: owner.to_string(),
-                    epoch: row.try_get("lease_epoch")?,
-                };
-                push_history(
-                    &mut tx,
-                    lease.saga,
-                    lease.epoch,
-                    &Event::new("claimed").detail(format!("by {owner}")),
-                )
-                .await?;
-                leases.push(lease);
+            set_aside_unfenceable(&mut tx, owner, limit).await?;
+            let mut leases = Vec::new();
+            // Rows set aside do not count against the limit: claim again for their places.
+            while let Some(want) = limit.checked_sub(leases.len() as u32).filter(|w| *w > 0) {
+                let rows = sqlx::query(CLAIM)
+                    .bind(owner)
+                    .bind(duration_ms(lease_for))
+                    .bind(i64::from(want))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut any_set_aside = false;
+                for r in &rows {
+                    let rid: i64 = r.try_get("rid")?;
+                    match row::read_id(r) {
+                        Ok(saga) => {
+                            let lease = Lease {
+                                saga,
+                                owner: owner.to_string(),
+                                epoch: column(saga, "the lease epoch", r.try_get("lease_epoch"))?,
+                            };
+                            push_history(
+                                &mut tx,
+                                lease.saga,
+                                lease.epoch,
+                                &Event::new("claimed").detail(format!("by {owner}")),
+                            )
+                            .await?;
+                            leases.push(lease);
+                        }
+                        Err(e) => {
+                            set_aside(&mut tx, rid, owner, &e).await?;
+                            any_set_aside = true;
+                        }
+                    }
+                }
+                if !any_set_aside {
+                    break;
+                }
             }
             tx.commit().await?;
             Ok(leases)
@@ -536,14 +702,26 @@ impl SagaStore for SqliteStore {
                     lease_epoch = lease_epoch + 1,
                     lease_owner = ?,
                     lease_expires_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER) + ?
-                 WHERE id = ? RETURNING lease_epoch",
+                 WHERE id = ? AND typeof(lease_epoch) = 'integer'
+                    AND lease_epoch < 9223372036854775807
+                 RETURNING lease_epoch",
             )
             .bind(owner)
             .bind(duration_ms(lease_for))
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound(id))?;
+            .await?;
+            let Some(row) = row else {
+                let exists = sqlx::query("SELECT 1 FROM steadfast_sagas WHERE id = ?")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+                return Err(match exists {
+                    Some(_) => super::epoch_exhausted(id),
+                    None => Error::NotFound(id),
+                });
+            };
             let epoch: i64 = row.try_get("lease_epoch")?;
             push_history(
                 &mut tx,
@@ -561,7 +739,7 @@ impl SagaStore for SqliteStore {
         })
     }
 
-    fn list(&self, status: Option<SagaStatus>, limit: u32) -> StoreFuture<'_, Vec<SagaSummary>> {
+    fn list(&self, query: ListQuery) -> StoreFuture<'_, Vec<SagaSummary>> {
         Box::pin(async move {
             // A status this version cannot read is listed as needs_attention.
             let rows = sqlx::query(concat!(
@@ -571,13 +749,15 @@ impl SagaStore for SqliteStore {
                     OR (?1 = 'needs_attention' AND status NOT IN ",
                 known_statuses_sql!(),
                 "))
+                   AND (?3 IS NULL OR saga_type = ?3)
                  ORDER BY created_ms, rowid LIMIT ?2"
             ))
-            .bind(status.map(|s| s.as_str()))
-            .bind(i64::from(limit))
+            .bind(query.status.map(|s| s.as_str()))
+            .bind(i64::from(query.limit))
+            .bind(query.saga_type)
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows.iter().filter_map(row::summary).collect())
+            Ok(rows.iter().map(row::summary).collect())
         })
     }
 
@@ -602,6 +782,53 @@ impl SagaStore for SqliteStore {
             rows.iter().map(|r| row::history(id, r)).collect()
         })
     }
+
+    fn request_cancel<'a>(&'a self, id: SagaId, reason: &'a str) -> StoreFuture<'a, SagaStatus> {
+        Box::pin(async move {
+            let mut tx = self.immediate().await?;
+            let updated = sqlx::query(
+                "UPDATE steadfast_sagas SET cancel_requested = ?,
+                    updated_ms = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                 WHERE id = ? AND status IN ('running', 'needs_attention') AND compensating = 0
+                    AND forward_only = 0 AND cancel_requested IS NULL
+                 RETURNING status, lease_epoch",
+            )
+            .bind(reason)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = updated {
+                let status: String = column(id, "the saga status", r.try_get("status"))?;
+                let epoch: i64 = column(id, "the lease epoch", r.try_get("lease_epoch"))?;
+                push_history(
+                    &mut tx,
+                    id,
+                    epoch,
+                    &Event::new("cancel_requested").detail(reason),
+                )
+                .await?;
+                tx.commit().await?;
+                return SagaStatus::from_str(&status)
+                    .map_err(|e| decode_err(Some(id), "the saga status", e));
+            }
+            let row = sqlx::query(
+                "SELECT status, compensating, forward_only FROM steadfast_sagas WHERE id = ?",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound(id))?;
+            tx.rollback().await?;
+            let status: String = column(id, "the saga status", row.try_get("status"))?;
+            let status = SagaStatus::from_str(&status)
+                .map_err(|e| decode_err(Some(id), "the saga status", e))?;
+            let compensating: i64 =
+                column(id, "the compensating flag", row.try_get("compensating"))?;
+            let forward_only: i64 =
+                column(id, "the forward-only flag", row.try_get("forward_only"))?;
+            super::cancel_verdict(id, status, compensating != 0, forward_only != 0)
+        })
+    }
 }
 
 impl Corrupt for SqliteStore {
@@ -620,6 +847,16 @@ impl Corrupt for SqliteStore {
                 }
                 Corruption::UnknownStepState => {
                     "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = ?"
+                }
+                Corruption::EpochExhausted => {
+                    "UPDATE steadfast_sagas SET lease_epoch = 9223372036854775807 WHERE id = ?"
+                }
+                Corruption::RecoveriesExhausted => {
+                    "UPDATE steadfast_sagas SET recoveries = 9223372036854775807 WHERE id = ?"
+                }
+                // Unique, and not a UUID.
+                Corruption::IdNotUuid => {
+                    "UPDATE steadfast_sagas SET id = 'not-a-uuid:' || id WHERE id = ?"
                 }
             };
             let r = sqlx::query(sql)
