@@ -65,7 +65,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::ms;
-use crate::client::HttpClient;
+use crate::client::{lab_client, CallerConfig, HttpClient, LabService, Retries};
 use crate::load::{percentile_ms, Summary};
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{Findings, Target, Value, VariantReport};
@@ -533,11 +533,30 @@ struct Trip {
 type Ctx = StepContext<Trip>;
 type StepFuture<T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send>>;
 
-/// How the orchestrator reaches the participants.
+/// How the orchestrator reaches the participants: steadfast's standard client preset, as a
+/// user builds it, with one attempt (the orchestrator's step policy retries, with the step's
+/// key on every attempt; the preset keeps the caller's key).
 #[derive(Clone, Debug)]
 struct Caller {
-    http: HttpClient,
+    http: LabService,
     uris: Arc<Vec<String>>,
+}
+
+impl Caller {
+    fn new(uris: Vec<String>, seed: u64) -> Result<Self, BoxError> {
+        let config = CallerConfig {
+            deadline: Duration::from_secs(60),
+            attempt_timeout: None,
+            retries: Retries::None,
+            backoff: (Duration::from_millis(25), Duration::from_millis(250)),
+            seed,
+            propagate: None,
+        };
+        Ok(Caller {
+            http: lab_client(&config, HttpClient::new())?,
+            uris: Arc::new(uris),
+        })
+    }
 }
 
 impl Caller {
@@ -715,10 +734,7 @@ async fn drive(
     hooks: Option<Arc<dyn SagaHooks>>,
     notify: Notify,
 ) -> Result<(), BoxError> {
-    let caller = Caller {
-        http: HttpClient::new(),
-        uris: Arc::new(plan.participants.clone()),
-    };
+    let caller = Caller::new(plan.participants.clone(), plan.seed)?;
     let def = trip_saga(caller)?;
     let mut builder = Orchestrator::builder(store)
         .register(&def)

@@ -38,6 +38,10 @@ const MIGRATIONS: &[&str] = &[
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         UNIQUE (saga_type, business_key)
     )",
+    // Cancel (issue 14): the point of no return, and an operator's request. First after the
+    // table, so that a migration takes the table's exclusive lock before any weaker one.
+    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS forward_only BOOLEAN NOT NULL DEFAULT FALSE",
+    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS cancel_requested TEXT",
     // Claims take every saga that is not settled: active ones and ones whose status cannot be
     // read. This index replaces `steadfast_sagas_claim` (which covered active ones only).
     concat!(
@@ -46,9 +50,6 @@ const MIGRATIONS: &[&str] = &[
         settled_statuses_sql!()
     ),
     "DROP INDEX IF EXISTS steadfast_sagas_claim",
-    // Cancel (issue 14): the point of no return, and an operator's request.
-    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS forward_only BOOLEAN NOT NULL DEFAULT FALSE",
-    "ALTER TABLE steadfast_sagas ADD COLUMN IF NOT EXISTS cancel_requested TEXT",
     "CREATE INDEX IF NOT EXISTS steadfast_sagas_status ON steadfast_sagas (status, created_at)",
     "CREATE TABLE IF NOT EXISTS steadfast_saga_steps (
         saga_id TEXT NOT NULL,
@@ -75,6 +76,17 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS steadfast_saga_history_by_saga
         ON steadfast_saga_history (saga_id, seq)",
 ];
+
+/// Whether every migration has been applied (catalog reads only, no table lock): the newest
+/// column and indexes exist and the index the claim index replaced is gone.
+const UP_TO_DATE: &str = "SELECT to_regclass('steadfast_sagas_status') IS NOT NULL
+        AND to_regclass('steadfast_saga_history_by_saga') IS NOT NULL
+        AND to_regclass('steadfast_sagas_claimable') IS NOT NULL
+        AND to_regclass('steadfast_sagas_claim') IS NULL
+        AND EXISTS (SELECT 1 FROM information_schema.columns
+                     WHERE table_schema = current_schema()
+                       AND table_name = 'steadfast_sagas'
+                       AND column_name = 'cancel_requested')";
 
 /// A [`SagaStore`] on PostgreSQL, in a schema of its own choosing (default `public`).
 ///
@@ -208,8 +220,16 @@ impl PostgresStore {
             let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"");
             sqlx::query(&sql).execute(&mut *tx).await?;
         }
-        for m in MIGRATIONS {
-            sqlx::query(m).execute(&mut *tx).await?;
+        // An up-to-date schema gets no DDL at all: `CREATE INDEX IF NOT EXISTS` and `ALTER TABLE
+        // ... IF NOT EXISTS` lock the table even when there is nothing to do, and one DDL
+        // transaction taking a share lock then asking for an exclusive one deadlocks against a
+        // running orchestrator's writes (another instance starting, the operator CLI opening the
+        // log). The check reads the catalog only.
+        let current: bool = sqlx::query_scalar(UP_TO_DATE).fetch_one(&mut *tx).await?;
+        if !current {
+            for m in MIGRATIONS {
+                sqlx::query(m).execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
