@@ -39,6 +39,7 @@
 //!     classify::Outcome,
 //!     deadline::DeadlineLayer,
 //!     retry::{Backoff, Jitter, RetryLayer},
+//!     timeout::AttemptTimeoutLayer,
 //!     BoxError,
 //! };
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -50,7 +51,7 @@
 //! let client = ServiceBuilder::new()
 //!     // 2 s for the whole call, retries included; inherited by everything called inside.
 //!     .layer(DeadlineLayer::new(Duration::from_secs(2))?)
-//!     // Up to 3 attempts, 25..250 ms exponential backoff with full jitter, 500 ms per attempt.
+//!     // Up to 3 attempts, 25..250 ms exponential backoff with full jitter.
 //!     .layer(
 //!         RetryLayer::builder()
 //!             .max_attempts(3)
@@ -58,7 +59,6 @@
 //!                 Backoff::exponential(Duration::from_millis(25), Duration::from_millis(250))
 //!                     .jitter(Jitter::Full),
 //!             )
-//!             .attempt_timeout(Duration::from_millis(500))
 //!             .classifier(|r: &Result<u16, BoxError>| match r {
 //!                 Ok(503) => Outcome::retryable("unavailable"),
 //!                 Ok(_) => Outcome::Success,
@@ -66,6 +66,8 @@
 //!             })
 //!             .build()?,
 //!     )
+//!     // 500 ms per attempt, and never more than the deadline leaves.
+//!     .layer(AttemptTimeoutLayer::new(Duration::from_millis(500))?)
 //!     .service(service_fn(move |path: &'static str| {
 //!         counter.fetch_add(1, Ordering::SeqCst);
 //!         // Your hyper / tonic client here; this one is always unavailable on /busy.
