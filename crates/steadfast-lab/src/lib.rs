@@ -66,7 +66,8 @@ impl Options {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), steadfast_layers::BoxError> {
     /// let opts = steadfast_lab::Options { chaos: Some("error=1".parse()?), ..Default::default() };
     /// let client = opts.http_client()?;
-    /// let req = http::Request::get("http://127.0.0.1:9/").body(Default::default())?;
+    /// let req: steadfast_lab::client::LabRequest =
+    ///     http::Request::get("http://127.0.0.1:9/").body(Default::default())?;
     /// let err = tower::ServiceExt::oneshot(client, req).await.unwrap_err();
     /// assert!(err.is::<steadfast_layers::chaos::InjectedFault>());
     /// # Ok(()) }
