@@ -301,15 +301,20 @@ async fn poison_matrix(
         orch.history(*id).await.unwrap();
     }
 
+    // Every damaged saga's run ends before the listing is read: a run that is still putting its
+    // saga in `NeedsAttention` would otherwise be listed as `Running`.
+    let mut ends = Vec::with_capacity(damaged.len());
+    for (c, id) in damaged {
+        ends.push((c, id, orch.wait(id).await));
+    }
     let all = orch.list(ListQuery::new(100_000)).await.unwrap();
     let attention = orch
         .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
         .await
         .unwrap();
-    for (c, id) in damaged {
+    for (c, id, ended) in ends {
         let name = c.name;
         // Never a store error: a damaged row is Ok, NotFound (its id was changed) or Decode.
-        let ended = orch.wait(id).await;
         assert!(
             !matches!(ended, Err(Error::Store(_))),
             "{name}: wait: {ended:?}"
