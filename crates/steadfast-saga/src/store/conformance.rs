@@ -1503,6 +1503,9 @@ async fn damaged_rows_block_no_recovery(
         if what == Corruption::IdNotUuid {
             continue; // checked by `unclaimable_rows_are_set_aside`: listed under the nil id
         }
+        // Follow the run to its end first (it cannot load the saga, so `wait` may report the
+        // decode error): until then the row may still read `running`.
+        let _ = orch.wait(id).await;
         let listed = orch
             .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
             .await?;
