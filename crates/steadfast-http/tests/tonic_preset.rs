@@ -159,6 +159,68 @@ async fn a_deadline_spent_during_the_call_is_deadline_exceeded_not_cancelled() {
     .await;
 }
 
+/// A tonic server answers its own timer (armed from the `grpc-timeout` sent) with a
+/// Trailers-Only `CANCELLED "Timeout expired"`; on a busy machine that answer can arrive before
+/// the client's timers fire. It is an attempt timeout: retried while the deadline allows, and
+/// the caller reads `DEADLINE_EXCEEDED`. (A stand-in channel on a paused clock, so that the
+/// server's answer always comes first.)
+#[tokio::test(start_paused = true)]
+async fn a_server_timer_that_fires_first_is_deadline_exceeded_and_retried() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let server_timer = tower::service_fn(move |_req: http::Request<tonic::body::Body>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let res = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "1")
+                .header("grpc-message", "Timeout expired")
+                .body(tonic::body::Body::empty())
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+    let stack = StandardClientLayer::builder()
+        .tonic()
+        .timeout(Duration::from_millis(1_000))
+        .attempt_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .layer(server_timer);
+    let mut grpc = tonic::client::Grpc::new(stack);
+    let status = call(&mut grpc, "slow").await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        calls.load(Ordering::SeqCst) >= 2,
+        "the server's timeout was retried as an attempt timeout: {} call(s)",
+        calls.load(Ordering::SeqCst)
+    );
+}
+
+/// A server that cancels for another reason keeps its code.
+#[tokio::test(start_paused = true)]
+async fn a_server_cancel_for_another_reason_stays_cancelled() {
+    let server = tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
+        let res = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "1")
+            .header("grpc-message", "shutting down")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let stack = StandardClientLayer::builder()
+        .tonic()
+        .build()
+        .unwrap()
+        .layer(server);
+    let mut grpc = tonic::client::Grpc::new(stack);
+    let status = call(&mut grpc, "x").await.unwrap_err();
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert_eq!(status.message(), "shutting down");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_breaker_is_unavailable_and_says_so() {
     bounded(async {

@@ -13,7 +13,8 @@ use super::http::check_max_server_delay;
 use super::sets::CodeSet;
 use super::{RetryGaveUp, DEFAULT_MAX_SERVER_DELAY};
 use crate::codec::{
-    decode_grpc_retry_pushback, decode_grpc_status, GrpcCode, GRPC_RETRY_PUSHBACK_MS, GRPC_STATUS,
+    decode_grpc_retry_pushback, decode_grpc_status, GrpcCode, GRPC_MESSAGE, GRPC_RETRY_PUSHBACK_MS,
+    GRPC_STATUS,
 };
 use crate::error::ConfigError;
 
@@ -186,8 +187,27 @@ impl GrpcClassifier {
     /// let proxy_503 = http::Response::builder().status(503).body(()).unwrap();
     /// assert_eq!(GrpcClassifier::new().classify_response(&proxy_503), Outcome::retryable("unavailable"));
     /// ```
+    ///
+    /// A Trailers-Only `CANCELLED` with `grpc-message: Timeout expired` is a tonic server's own
+    /// timer, armed from the `grpc-timeout` the client sent (tonic reports a spent server
+    /// deadline as `CANCELLED`, where the gRPC spec says `DEADLINE_EXCEEDED`): it is this
+    /// attempt's timeout, retryable `timeout` as an attempt timeout is, while the deadline allows.
+    ///
+    /// ```
+    /// # use steadfast_http::classify::GrpcClassifier;
+    /// # use steadfast_layers::classify::Outcome;
+    /// let server_timer = http::Response::builder()
+    ///     .header("grpc-status", "1")
+    ///     .header("grpc-message", "Timeout expired")
+    ///     .body(())
+    ///     .unwrap();
+    /// assert_eq!(GrpcClassifier::new().classify_response(&server_timer), Outcome::retryable("timeout"));
+    /// ```
     pub fn classify_response<B>(&self, res: &Response<B>) -> Outcome {
         match self.header_status(res) {
+            Some(GrpcCode::Cancelled) if server_timer_fired(res.headers()) => {
+                Outcome::retryable("timeout")
+            }
             Some(code) => self.classify_code(code, res.headers()),
             None => Outcome::Success,
         }
@@ -489,4 +509,14 @@ impl GrpcClassifierBuilder {
         check_max_server_delay(self.classifier.max_server_delay)?;
         Ok(self.classifier)
     }
+}
+
+/// Whether `headers` carry a tonic server's answer to its own deadline timer: `grpc-status: 1`
+/// (`CANCELLED`) with `grpc-message: Timeout expired` (as tonic writes it, or percent-encoded).
+pub(crate) fn server_timer_fired(headers: &HeaderMap) -> bool {
+    headers.get(GRPC_STATUS).map(|v| v.as_bytes()) == Some(b"1")
+        && matches!(
+            headers.get(GRPC_MESSAGE).map(|v| v.as_bytes()),
+            Some(b"Timeout expired" | b"Timeout%20expired")
+        )
 }

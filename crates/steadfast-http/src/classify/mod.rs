@@ -82,6 +82,8 @@ mod grpc;
 mod http;
 mod sets;
 
+#[cfg(feature = "tonic")]
+pub(crate) use self::grpc::server_timer_fired;
 pub use self::grpc::{GrpcClassifier, GrpcClassifierBuilder, GrpcStatusBody};
 pub use self::http::{HttpClassifier, HttpClassifierBuilder};
 

@@ -19,7 +19,7 @@ use tower_service::Service;
 use super::builder::StandardClientBuilder;
 use super::transport::{sealed, Transport};
 use crate::body::ReplayBody;
-use crate::classify::GrpcClassifier;
+use crate::classify::{server_timer_fired, GrpcClassifier};
 
 /// The tonic transport: the preset wraps a `tonic::transport::Channel` (or any
 /// `Service<http::Request<tonic::body::Body>>`) as it is, and its errors are `tonic::Status`es,
@@ -27,7 +27,7 @@ use crate::classify::GrpcClassifier;
 ///
 /// | what happened | `tonic::Code` |
 /// |---|---|
-/// | the deadline was spent before or during the call (our [`DeadlineExceeded`], an attempt's [`Elapsed`], tonic's own `TimeoutExpired`, or a retry the deadline could not hold) | `DeadlineExceeded` |
+/// | the deadline was spent before or during the call (our [`DeadlineExceeded`], an attempt's [`Elapsed`], tonic's own `TimeoutExpired`, a tonic server's `CANCELLED "Timeout expired"`, or a retry the deadline could not hold) | `DeadlineExceeded` |
 /// | an open circuit ([`CircuitOpen`]) | `Unavailable`, naming the circuit |
 /// | a rate limit ([`Overloaded`] with [`RateLimited`](OverloadReason::RateLimited)) | `ResourceExhausted` |
 /// | any other local overload (concurrency limit, bulkhead, shed, throttled) | `Unavailable`, naming the layer and reason |
@@ -41,7 +41,10 @@ use crate::classify::GrpcClassifier;
 /// attempt timeout), and a tonic `Channel` arms its own timer from that header. It fires first,
 /// by the margin; the classifiers read its `TimeoutExpired` as an attempt timeout (retryable
 /// while the deadline allows), and the caller reads `DEADLINE_EXCEEDED`, never tonic's
-/// `CANCELLED "Timeout expired"`. (ADR 0007 records the choice.)
+/// `CANCELLED "Timeout expired"`. A tonic server arms a timer from the same header and answers
+/// `CANCELLED "Timeout expired"` when it fires; on a busy machine that answer can arrive before
+/// either client timer fires, so it is read the same way: retryable `timeout`, and
+/// `DEADLINE_EXCEEDED` for the caller. (ADR 0007 records the choice.)
 ///
 /// ```
 /// use steadfast_http::preset::{StandardClientLayer, Tonic};
@@ -134,9 +137,9 @@ pub struct TonicStatus<S> {
     inner: S,
 }
 
-impl<S, Req> Service<Req> for TonicStatus<S>
+impl<S, Req, B> Service<Req> for TonicStatus<S>
 where
-    S: Service<Req>,
+    S: Service<Req, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -164,19 +167,30 @@ pub struct TonicStatusFuture<F> {
     inner: F,
 }
 
-impl<F, T, E> Future for TonicStatusFuture<F>
+impl<F, B, E> Future for TonicStatusFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<T, Status>;
+    type Output = Result<http::Response<B>, Status>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let res = ready!(self.project().inner.poll(cx));
-        Poll::Ready(res.map_err(|e| grpc_status(e.into())))
+        match ready!(self.project().inner.poll(cx)) {
+            // The server's timer, armed from the `grpc-timeout` we sent, fired before ours
+            // (tonic answers `CANCELLED "Timeout expired"`): the deadline is spent all the same.
+            Ok(res) if server_timer_fired(res.headers()) => {
+                Poll::Ready(Err(Status::deadline_exceeded(SERVER_TIMER_FIRED)))
+            }
+            res => Poll::Ready(res.map_err(|e| grpc_status(e.into()))),
+        }
     }
 }
+
+/// The message of the `DEADLINE_EXCEEDED` a caller reads when the server's timer fired first.
+const SERVER_TIMER_FIRED: &str =
+    "deadline exceeded: the server's timer, armed from the grpc-timeout sent, fired first \
+     (it answered CANCELLED \"Timeout expired\")";
 
 /// The gRPC column of steadfast's error table: the `tonic::Status` a tonic caller gets for an
 /// error of the stack (see [`Tonic`] for the table).
