@@ -22,6 +22,7 @@ use crate::keys::{Phase, SagaId};
 /// The stored statuses of sagas nobody works on any more, as an SQL list. Every other stored
 /// status — running, compensating, or one this version cannot read — is claimed once its lease
 /// expires (an unreadable one then goes to `NeedsAttention`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! settled_statuses_sql {
     () => {
         "('completed', 'compensated', 'needs_attention')"
@@ -29,6 +30,7 @@ macro_rules! settled_statuses_sql {
 }
 
 /// Every status this version can read, as an SQL list.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! known_statuses_sql {
     () => {
         "('running', 'compensating', 'completed', 'compensated', 'needs_attention')"
@@ -816,6 +818,7 @@ pub(crate) fn epoch_exhausted(id: SagaId) -> Error {
     ))
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Display) -> Error {
     Error::Decode(crate::error::Decode {
         saga: id,
@@ -928,7 +931,7 @@ impl SummaryParts {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod tests {
     use super::SagaStatus;
 

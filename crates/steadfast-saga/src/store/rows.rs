@@ -52,7 +52,7 @@ macro_rules! columns {
             }
             fn flag(&self, col: &str) -> Result<bool, sqlx::Error> {
                 let v: $flag = sqlx::Row::try_get(self, col)?;
-                Ok(Flag::is_set(v))
+                Ok(Flag::truth(&v))
             }
             fn row_key(&self) -> Result<RowKey, sqlx::Error> {
                 sqlx::Row::try_get(self, "row_key").map(RowKey::$key)
@@ -67,18 +67,18 @@ columns!(sqlx::sqlite::SqliteRow, flag: i64, key: Rowid);
 
 /// A stored flag's truth: a boolean, or an integer that is not 0.
 trait Flag {
-    fn is_set(self) -> bool;
+    fn truth(&self) -> bool;
 }
 
 impl Flag for bool {
-    fn is_set(self) -> bool {
-        self
+    fn truth(&self) -> bool {
+        *self
     }
 }
 
 impl Flag for i64 {
-    fn is_set(self) -> bool {
-        self != 0
+    fn truth(&self) -> bool {
+        *self != 0
     }
 }
 
