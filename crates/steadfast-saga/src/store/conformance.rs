@@ -1521,6 +1521,14 @@ async fn damaged_rows_block_no_recovery(
         if what == Corruption::IdNotUuid {
             continue; // checked by `unclaimable_rows_are_set_aside`: listed under the nil id
         }
+        // Its run ends before the listing is read: a run still putting it in `NeedsAttention`
+        // would otherwise leave it listed as running. (Not a store error: it ends, or its row
+        // does not decode.)
+        let ended = orch.wait(id).await;
+        assert!(
+            !matches!(ended, Err(Error::Store(_))),
+            "{what:?}: wait: {ended:?}"
+        );
         let listed = orch
             .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
             .await?;
