@@ -20,7 +20,8 @@
 //! | `http` | no | `steadfast::net` ([steadfast-http](https://docs.rs/steadfast-http)) | HTTP and gRPC glue: `grpc-timeout` / `Retry-After` / `Idempotency-Key` codecs, deadline propagation across hops, HTTP and gRPC classifiers, replayable bodies, a standard client preset, idempotency keys on the client and the server with an in-memory store. Named `net` so that it never shadows the `http` crate |
 //! | `redis` | no | | the Redis idempotency store (implies `http`) |
 //! | `postgres` | no | | the PostgreSQL idempotency store (implies `http`; sqlx with PostgreSQL only) |
-//! | `saga` | no | `steadfast::saga` ([steadfast-saga](https://docs.rs/steadfast-saga)) | a saga orchestrator with a durable log on SQLite or PostgreSQL, crash recovery, lease fencing and exactly-once step effects |
+//! | `saga` | no | `steadfast::saga` ([steadfast-saga](https://docs.rs/steadfast-saga)) | a saga orchestrator with a durable log on SQLite (`saga::store::SqliteStore`), crash recovery, lease fencing and exactly-once step effects |
+//! | `saga-postgres` | no | `steadfast::saga` | the same orchestrator with the PostgreSQL log (`saga::store::PostgresStore`); alone, without the SQLite driver |
 //! | `full` | no | | all of the above |
 //!
 //! Without `redis` and `postgres`, `http` builds no database client. The README lists how many
@@ -100,8 +101,8 @@ pub use steadfast_layers as layers;
 #[doc(inline)]
 pub use steadfast_http as net;
 
-#[cfg(feature = "saga")]
-#[cfg_attr(docsrs, doc(cfg(feature = "saga")))]
+#[cfg(any(feature = "saga", feature = "saga-postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "saga", feature = "saga-postgres"))))]
 #[doc(inline)]
 pub use steadfast_saga as saga;
 

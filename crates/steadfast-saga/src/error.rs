@@ -417,6 +417,7 @@ impl From<DefinitionChanged> for Error {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Store(Box::new(e))

@@ -17,9 +17,11 @@
 //!   [`cancel`](Orchestrator::cancel) a saga before its pivot (it compensates; after the pivot
 //!   the cancel is refused with [`CancelRefused`]). The `steadfast` CLI (crate `steadfast-cli`)
 //!   does the same from a shell.
-//! - **Stores**: [`MemoryStore`](store::MemoryStore), [`SqliteStore`](store::SqliteStore)
-//!   and [`PostgresStore`](store::PostgresStore), one conformance suite
-//!   ([`store::conformance`]).
+//! - **Stores**: [`MemoryStore`](store::MemoryStore), and one SQL store,
+//!   [`SqlStore`](store::SqlStore), on SQLite ([`SqliteStore`](store::SqliteStore), feature
+//!   `sqlite`, on by default) or PostgreSQL ([`PostgresStore`](store::PostgresStore), feature
+//!   `postgres`); one conformance suite ([`store::conformance`]). Without either feature, no SQL
+//!   driver is built. (`test-hooks` is for this crate's own tests: never in production.)
 //!
 //! ```
 //! use std::sync::Arc;

@@ -78,6 +78,7 @@ impl MemoryStore {
 
     /// Test hook: applies `f` to a saga's stored record (to simulate a damaged row); false when
     /// there is no such saga.
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn corrupt_with(&self, id: SagaId, f: impl FnOnce(&mut SagaRecord)) -> bool {
         match self.lock().sagas.get_mut(&id) {
             Some(row) => {
@@ -88,13 +89,16 @@ impl MemoryStore {
         }
     }
 
-    /// Test hook: overwrites a saga's stored input text (to simulate a corrupt row).
+    /// Test hook (feature `test-hooks`): overwrites a saga's stored input text (to simulate a
+    /// corrupt row).
     ///
     /// ```
     /// # use steadfast_saga::{store::MemoryStore, SagaId};
     /// let s = MemoryStore::new();
     /// assert!(!s.corrupt_input(SagaId::nil(), "not json"));
     /// ```
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
     pub fn corrupt_input(&self, id: SagaId, text: &str) -> bool {
         match self.lock().sagas.get_mut(&id) {
             Some(row) => {

@@ -1,10 +1,12 @@
 //! The durable saga log: the [`SagaStore`] trait, its record types, and the conformance suite
 //! every store passes ([`conformance`]).
 //!
-//! Three stores ship: [`MemoryStore`] (tests), [`SqliteStore`] (the embedded default, WAL) and
-//! [`PostgresStore`] (many orchestrator instances). Every write that changes a running saga is
-//! *fenced*: it carries the writer's [`Lease`] and is refused with [`Fenced`](crate::Fenced)
-//! when another orchestrator has since claimed the saga (a newer lease epoch).
+//! Three stores ship: [`MemoryStore`] (tests), and one SQL store, [`SqlStore`], over two
+//! dialects: `SqliteStore` (feature `sqlite`, on by default: the embedded log, WAL) and
+//! `PostgresStore` (feature `postgres`: many orchestrator instances). Every write that changes a
+//! running saga is *fenced*: it carries the writer's [`Lease`] and is refused with
+//! [`Fenced`](crate::Fenced) when another orchestrator has since claimed the saga (a newer lease
+//! epoch).
 
 use std::fmt;
 use std::future::Future;
@@ -20,6 +22,7 @@ use crate::keys::{Phase, SagaId};
 /// The stored statuses of sagas nobody works on any more, as an SQL list. Every other stored
 /// status — running, compensating, or one this version cannot read — is claimed once its lease
 /// expires (an unreadable one then goes to `NeedsAttention`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! settled_statuses_sql {
     () => {
         "('completed', 'compensated', 'needs_attention')"
@@ -27,6 +30,7 @@ macro_rules! settled_statuses_sql {
 }
 
 /// Every status this version can read, as an SQL list.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 macro_rules! known_statuses_sql {
     () => {
         "('running', 'compensating', 'completed', 'compensated', 'needs_attention')"
@@ -35,12 +39,22 @@ macro_rules! known_statuses_sql {
 
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sql::{Dialect, SqlStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// The future every store method returns.
@@ -804,6 +818,7 @@ pub(crate) fn epoch_exhausted(id: SagaId) -> Error {
     ))
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Display) -> Error {
     Error::Decode(crate::error::Decode {
         saga: id,
@@ -813,6 +828,7 @@ pub(crate) fn decode_err(id: Option<SagaId>, what: &str, detail: impl fmt::Displ
 }
 
 /// Begins a transaction on a task of its own and waits for it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 ///
 /// sqlx's `begin` is not cancel-safe (0.8.6): a caller dropped while it runs — the orchestrator
 /// drops a heartbeat that does not answer in time, and a run's pending write when its lease is
@@ -839,6 +855,7 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
 
 /// Maps a column that holds a value of the wrong type (or text that is not UTF-8) to
 /// [`Error::Decode`] for saga `id`; other driver errors stay store errors.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn column<T>(id: SagaId, what: &str, r: Result<T, sqlx::Error>) -> Result<T, Error> {
     r.map_err(|e| match e {
         e @ sqlx::Error::ColumnDecode { .. } => decode_err(Some(id), what, e),
@@ -847,6 +864,7 @@ pub(crate) fn column<T>(id: SagaId, what: &str, r: Result<T, sqlx::Error>) -> Re
 }
 
 /// A listing row read column by column: a column that cannot be read does not hide the saga.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) struct SummaryParts {
     pub(crate) id: SagaId,
     pub(crate) saga_type: Result<String, Error>,
@@ -856,6 +874,7 @@ pub(crate) struct SummaryParts {
     pub(crate) recoveries: Result<i64, Error>,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl SummaryParts {
     /// The summary; with every decode problem in `error` and the status `NeedsAttention` when
     /// the stored status cannot be read.
@@ -912,7 +931,7 @@ impl SummaryParts {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod tests {
     use super::SagaStatus;
 

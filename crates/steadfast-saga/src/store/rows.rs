@@ -3,40 +3,84 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
-
 use super::{
     column, decode_err, HistoryEntry, SagaStatus, SagaSummary, StepRecord, StepState, SummaryParts,
 };
 use crate::error::Error;
 use crate::keys::{Phase, SagaId};
 
+/// What identifies a saga row whatever its id column holds: SQLite's `rowid` (its `TEXT PRIMARY
+/// KEY` may hold NULL or a blob), PostgreSQL's id text (always readable in a UTF-8 database).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowKey {
+    /// A SQLite `rowid`.
+    Rowid(i64),
+    /// A PostgreSQL id, as stored.
+    Id(String),
+}
+
 /// The column types the saga tables use, read from either driver's rows.
-pub(super) trait Columns {
+pub trait Columns {
+    /// A `TEXT NOT NULL` column.
     fn text(&self, col: &str) -> Result<String, sqlx::Error>;
+    /// A nullable `TEXT` column.
     fn opt_text(&self, col: &str) -> Result<Option<String>, sqlx::Error>;
+    /// An integer column.
     fn int(&self, col: &str) -> Result<i64, sqlx::Error>;
+    /// A nullable integer column.
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error>;
+    /// A flag: PostgreSQL `BOOLEAN`, SQLite an integer (anything but 0 is true).
+    fn flag(&self, col: &str) -> Result<bool, sqlx::Error>;
+    /// The `row_key` column (see [`RowKey`]).
+    fn row_key(&self) -> Result<RowKey, sqlx::Error>;
 }
 
 macro_rules! columns {
-    ($row:ty) => {
+    ($row:ty, flag: $flag:ty, key: $key:ident) => {
         impl Columns for $row {
             fn text(&self, col: &str) -> Result<String, sqlx::Error> {
-                self.try_get(col)
+                sqlx::Row::try_get(self, col)
             }
             fn opt_text(&self, col: &str) -> Result<Option<String>, sqlx::Error> {
-                self.try_get(col)
+                sqlx::Row::try_get(self, col)
             }
             fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
-                self.try_get(col)
+                sqlx::Row::try_get(self, col)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error> {
+                sqlx::Row::try_get(self, col)
+            }
+            fn flag(&self, col: &str) -> Result<bool, sqlx::Error> {
+                let v: $flag = sqlx::Row::try_get(self, col)?;
+                Ok(Flag::truth(&v))
+            }
+            fn row_key(&self) -> Result<RowKey, sqlx::Error> {
+                sqlx::Row::try_get(self, "row_key").map(RowKey::$key)
             }
         }
     };
 }
-columns!(PgRow);
-columns!(SqliteRow);
+#[cfg(feature = "postgres")]
+columns!(sqlx::postgres::PgRow, flag: bool, key: Id);
+#[cfg(feature = "sqlite")]
+columns!(sqlx::sqlite::SqliteRow, flag: i64, key: Rowid);
+
+/// A stored flag's truth: a boolean, or an integer that is not 0.
+trait Flag {
+    fn truth(&self) -> bool;
+}
+
+impl Flag for bool {
+    fn truth(&self) -> bool {
+        *self
+    }
+}
+
+impl Flag for i64 {
+    fn truth(&self) -> bool {
+        *self != 0
+    }
+}
 
 /// A stored saga id: the canonical text of a UUID (lower-case, hyphenated), as the stores write
 /// it. Anything else — not a UUID, or a UUID spelt another way, which `WHERE id = ?` with the
