@@ -612,7 +612,8 @@ pub fn steadfast_rows(meter: &Meter) -> Vec<Row> {
         meter.keyed(
             || {
                 ok(CircuitBreakerLayer::builder()
-                    .per_key(KEYS, |r: &u32| *r)
+                    .max_keys(KEYS)
+                    .key_by(|r: &u32| *r)
                     .build())
             },
             |l| l.layer(p()),

@@ -10,8 +10,9 @@
 //! Backpressure layers keep a caller within what its peer can take, shared by every clone of a
 //! layer: concurrency limits, fixed ([`limit`]) or adaptive ([`adaptive`]: AIMD, Gradient2,
 //! Vegas), a [`bulkhead`] with a bounded queue, rate limits ([`rate`], on governor's GCRA),
-//! client-side adaptive throttling ([`throttle`]) and load shedding ([`shed`]); limits and rates
-//! can be per key ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
+//! client-side adaptive throttling ([`throttle`]) and load shedding ([`shed`]); limits, rates
+//! and circuit breakers can be per key, all entered with `.key_by(f)` and `.max_keys(n)` and
+//! kept in one kind of bounded table ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
 //!
 //! The standard order, outermost first: total deadline, then retry (each attempt bounded by its
 //! own timeout and the deadline). A fallback goes outside the deadline (to answer when it fires),

@@ -65,7 +65,8 @@ pub enum OverloadReason {
     Throttled,
     /// The inner service was not ready (load shedding).
     NotReady,
-    /// The layer tracks as many keys as it may, all of them busy: a new key cannot be admitted.
+    /// The layer tracks as many keys as it may, all of them busy: a new key cannot be admitted
+    /// (a keyed concurrency limit, rate limit or circuit breaker; see [`keyed`](crate::keyed)).
     TooManyKeys,
 }
 

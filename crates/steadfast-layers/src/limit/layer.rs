@@ -9,7 +9,7 @@ use super::{ConcurrencyLimit, OverloadReason};
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
 use crate::gate::Gate;
-use crate::keyed::{Global, KeyMap, DEFAULT_MAX_KEYS, MAX_KEYS};
+use crate::keyed::{validate_max_keys, Global, KeyMap, DEFAULT_MAX_KEYS};
 use crate::telemetry::{Attrs, Telemetry, REASON_KEY};
 
 /// Limits how many calls are in flight at once, across every clone of the layer and of its
@@ -369,20 +369,6 @@ pub(crate) fn validate_wait(field: &'static str, w: Duration) -> Result<(), Conf
     }
     if w > MAX_TIMEOUT {
         return Err(ConfigError::out_of_range(field, w, "(0, 99999999 h]"));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_max_keys(max_keys: usize) -> Result<(), ConfigError> {
-    if max_keys == 0 {
-        return Err(ConfigError::zero("max_keys"));
-    }
-    if max_keys > MAX_KEYS {
-        return Err(ConfigError::out_of_range(
-            "max_keys",
-            max_keys,
-            "[1, 10000000]",
-        ));
     }
     Ok(())
 }

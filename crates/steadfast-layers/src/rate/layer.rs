@@ -14,8 +14,9 @@ use tower_layer::Layer;
 use super::store::{Cells, SharedCells};
 use super::{RateLimit, TokioClock};
 use crate::error::ConfigError;
+use crate::keyed::validate_max_keys;
 use crate::keyed::{Global, DEFAULT_MAX_KEYS};
-use crate::limit::{validate_max_keys, validate_wait};
+use crate::limit::validate_wait;
 use crate::telemetry::{Attrs, Telemetry};
 
 /// The longest accepted `per`: a year and a day.
