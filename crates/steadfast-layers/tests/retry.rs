@@ -335,7 +335,7 @@ async fn the_budget_is_shared_by_clones_and_exact() {
     // exactly 5 retries are granted (after the 2nd, 4th, ... deposit).
     let budget = Arc::new(
         RatioBudget::builder()
-            .percent_can_retry(0.5)
+            .ratio(0.5)
             .min_retries_per_sec(0)
             .build()
             .unwrap(),
@@ -564,11 +564,8 @@ fn builders_reject_nonsense() {
         "backoff.constant"
     );
     for bad in [f64::NAN, -1.0, f64::NEG_INFINITY, 11.0] {
-        let e = RatioBudget::builder()
-            .percent_can_retry(bad)
-            .build()
-            .unwrap_err();
-        assert_eq!(e.field(), "percent_can_retry");
+        let e = RatioBudget::builder().ratio(bad).build().unwrap_err();
+        assert_eq!(e.field(), "ratio");
     }
     assert_eq!(
         RatioBudget::builder()
@@ -603,7 +600,7 @@ async fn ratio_budget_is_exact_where_towers_over_allows() {
     // tower#857: a fractional percent rounds the withdraw cost and over-allows.
     use tower::retry::budget::{Budget as _, TpsBudget};
     let ours = RatioBudget::builder()
-        .percent_can_retry(0.3)
+        .ratio(0.3)
         .min_retries_per_sec(0)
         .build()
         .unwrap();
@@ -621,7 +618,7 @@ async fn ratio_budget_is_exact_where_towers_over_allows() {
 #[tokio::test(start_paused = true)]
 async fn ratio_budget_reserve_allows_min_retries_per_second_over_the_ttl() {
     let b = RatioBudget::builder()
-        .percent_can_retry(0.0)
+        .ratio(0.0)
         .min_retries_per_sec(10)
         .ttl(Duration::from_secs(10))
         .build()
@@ -635,7 +632,7 @@ async fn ratio_budget_reserve_allows_min_retries_per_second_over_the_ttl() {
 #[tokio::test(start_paused = true)]
 async fn ratio_budget_window_slides() {
     let b = RatioBudget::builder()
-        .percent_can_retry(1.0)
+        .ratio(1.0)
         .min_retries_per_sec(0)
         .ttl(Duration::from_secs(10))
         .build()
@@ -660,7 +657,7 @@ async fn ratio_budget_window_slides() {
 #[tokio::test(start_paused = true)]
 async fn ratio_budget_deposits_between_clock_reads_never_count_late() {
     let b = RatioBudget::builder()
-        .percent_can_retry(1.0)
+        .ratio(1.0)
         .min_retries_per_sec(0)
         .ttl(Duration::from_secs(10))
         .build()
@@ -694,7 +691,7 @@ fn ratio_budget_never_overdraws_under_contention() {
         let t0 = tokio::time::Instant::now();
         let b = Arc::new(
             RatioBudget::builder()
-                .percent_can_retry(0.25)
+                .ratio(0.25)
                 .min_retries_per_sec(0)
                 .build()
                 .unwrap(),
@@ -748,7 +745,7 @@ async fn a_request_that_never_reached_the_server_is_resent_once_without_counting
     // Zero budget: a counted retry would be refused, the transparent re-send is not.
     let budget = Arc::new(
         RatioBudget::builder()
-            .percent_can_retry(0.0)
+            .ratio(0.0)
             .min_retries_per_sec(0)
             .build()
             .unwrap(),

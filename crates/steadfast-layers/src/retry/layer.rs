@@ -201,7 +201,10 @@ impl<C, R> RetryLayerBuilder<C, R> {
         self
     }
 
-    /// Limits retries by `budget`, shared with everything else that holds the same `Arc`.
+    /// Limits retries by `budget`, shared with everything else that holds the same `Arc` (a
+    /// hedge layer takes it with the same method,
+    /// [`HedgeLayerBuilder::budget`](crate::hedge::HedgeLayerBuilder::budget)). Budgets count in
+    /// fractions of requests (`0.2` = 20 %).
     ///
     /// ```
     /// # use std::sync::Arc;
