@@ -11,6 +11,7 @@ use super::{AdaptiveLimit, Algorithm, Samples, Vegas, MAX_LIMIT};
 use crate::classify::RetryOnError;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
+use crate::gate::Gate;
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::{ms, Attrs, Telemetry};
 
@@ -44,33 +45,6 @@ impl<A, C: Clone> Clone for AdaptiveLimitLayer<A, C> {
     }
 }
 
-/// The current limit and calls in flight, as every clone sees them.
-#[derive(Debug)]
-pub(super) struct Gate {
-    pub(super) limit: AtomicUsize,
-    pub(super) in_flight: AtomicUsize,
-    pub(super) algorithm: &'static str,
-}
-
-impl Gate {
-    /// Takes a slot if fewer than `limit` calls are in flight; returns the calls in flight,
-    /// this one included.
-    #[inline]
-    pub(super) fn try_acquire(&self) -> Option<usize> {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limit.load(Ordering::Acquire)).then_some(n + 1)
-            })
-            .ok()
-            .map(|n| n + 1)
-    }
-
-    #[inline]
-    pub(super) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A view of an adaptive limit: its current value, the calls in flight, the algorithm. Cheap to
 /// clone; every clone of the layer and of its services shares what it shows.
 ///
@@ -84,22 +58,23 @@ impl Gate {
 #[derive(Clone, Debug)]
 pub struct LimitHandle {
     gate: Arc<Gate>,
+    algorithm: &'static str,
 }
 
 impl LimitHandle {
     /// The current limit.
     pub fn limit(&self) -> usize {
-        self.gate.limit.load(Ordering::Acquire)
+        self.gate.max()
     }
 
     /// The calls in flight now.
     pub fn in_flight(&self) -> usize {
-        self.gate.in_flight.load(Ordering::Acquire)
+        self.gate.in_flight()
     }
 
     /// The algorithm's name.
     pub fn algorithm(&self) -> &'static str {
-        self.gate.algorithm
+        self.algorithm
     }
 }
 
@@ -166,7 +141,10 @@ pub const DEFAULT_MIN_SAMPLES: u64 = 10;
 
 /// What every clone of one layer shares.
 pub(super) struct Core<A> {
+    /// The crate's concurrency gate (the fixed limit's), its maximum moved by the algorithm;
+    /// no queue: a call over the limit is refused at once.
     pub(super) gate: Arc<Gate>,
+    pub(super) algorithm_name: &'static str,
     pending: Pending,
     algorithm: Mutex<A>,
     window: Duration,
@@ -196,6 +174,7 @@ impl<A> Core<A> {
     pub(super) fn handle(&self) -> LimitHandle {
         LimitHandle {
             gate: Arc::clone(&self.gate),
+            algorithm: self.algorithm_name,
         }
     }
 }
@@ -254,15 +233,15 @@ impl<A: Algorithm> Core<A> {
         let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
         self.next_update
             .store(at.saturating_add(window), Ordering::Release);
-        let from = self.gate.limit.load(Ordering::Acquire);
+        let from = self.gate.max();
         let to = algorithm.update(&samples, &*self.rng).clamp(1, MAX_LIMIT);
         drop(algorithm);
         if to != from {
-            self.gate.limit.store(to, Ordering::Release);
+            self.gate.set_max(to);
             tracing::debug!(
                 target: "steadfast::adaptive",
                 instance = self.telemetry.span_name(),
-                algorithm = self.gate.algorithm,
+                algorithm = self.algorithm_name,
                 from,
                 to,
                 samples = samples.count,
@@ -532,22 +511,19 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             ));
         }
         let meter = self.telemetry.resolve_meter();
-        let gate = Arc::new(Gate {
-            limit: AtomicUsize::new(initial),
-            in_flight: AtomicUsize::new(0),
-            algorithm: self.algorithm.name(),
-        });
+        let gate = Arc::new(Gate::with_queue(initial, 0));
+        let algorithm_name = self.algorithm.name();
         let attrs = self.telemetry.base_attributes();
         for (name, description, read) in [
             (
                 "steadfast.adaptive.limit",
                 "The current adaptive concurrency limit",
-                (|g: &Gate| g.limit.load(Ordering::Acquire)) as fn(&Gate) -> usize,
+                Gate::max as fn(&Gate) -> usize,
             ),
             (
                 "steadfast.adaptive.in_flight",
                 "Calls in flight under the adaptive concurrency limit",
-                |g: &Gate| g.in_flight.load(Ordering::Acquire),
+                Gate::in_flight,
             ),
         ] {
             let weak: Weak<Gate> = Arc::downgrade(&gate);
@@ -564,6 +540,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
         }
         let core = Core {
             gate,
+            algorithm_name,
             pending: Pending::new(),
             algorithm: Mutex::new(self.algorithm),
             window: self.window,

@@ -98,7 +98,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let core = &*self.core;
-        let Some(in_flight) = core.gate.try_acquire() else {
+        let Some(in_flight) = core.gate.try_take() else {
             let reason = OverloadReason::AtCapacity;
             core.attrs.with(REASON_KEY, reason.label(), |a| {
                 core.rejected.add(1, a);
@@ -107,7 +107,7 @@ where
                 target: "steadfast::adaptive",
                 instance = core.telemetry.span_name(),
                 reason = reason.label(),
-                limit = core.gate.limit.load(std::sync::atomic::Ordering::Relaxed),
+                limit = core.gate.max(),
                 "adaptive limit reached: call rejected"
             );
             return ResponseFuture::rejected(Overloaded::new("adaptive", reason));
