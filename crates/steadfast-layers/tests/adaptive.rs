@@ -443,7 +443,7 @@ fn bad_configuration_is_a_typed_error() {
         ),
     ];
     for (result, field) in cases {
-        assert_eq!(result.unwrap_err().field(), field);
+        assert_eq!(result.unwrap_err().path(), field);
     }
     assert_eq!(
         Aimd::builder().min_limit(0).build().unwrap_err().problem(),

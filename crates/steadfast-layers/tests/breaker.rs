@@ -112,7 +112,10 @@ mod breaker {
     fn bad_configuration_is_a_typed_error_never_a_panic() {
         let b = CircuitBreakerLayer::builder;
         let field = |r: Result<_, steadfast_layers::ConfigError>| {
-            r.map(|_: CircuitBreakerLayer| ()).unwrap_err().field()
+            r.map(|_: CircuitBreakerLayer| ())
+                .unwrap_err()
+                .path()
+                .to_owned()
         };
         assert_eq!(field(b().failure_rate(f64::NAN).build()), "failure_rate");
         assert_eq!(field(b().failure_rate(-0.01).build()), "failure_rate");
@@ -168,7 +171,7 @@ mod breaker {
         );
         let below = BreakDuration::exponential(Duration::from_secs(10), Duration::from_secs(5));
         let err = b().break_duration(below).build().unwrap_err();
-        assert_eq!(err.field(), "break_duration.cap");
+        assert_eq!(err.path(), "break_duration.cap");
         assert!(matches!(err.problem(), Problem::Conflict(_)));
         let nan = BreakDuration::exponential(Duration::from_secs(1), Duration::from_secs(5))
             .multiplier(f64::NAN);
@@ -183,15 +186,15 @@ mod breaker {
         );
 
         let keyed = b().key_by(|r: &(u8, Act)| r.0).max_keys(0).build();
-        assert_eq!(keyed.unwrap_err().field(), "max_keys");
+        assert_eq!(keyed.unwrap_err().path(), "max_keys");
         let keyed = b().max_keys(10_000_001).key_by(|r: &(u8, Act)| r.0).build();
-        assert_eq!(keyed.unwrap_err().field(), "max_keys");
+        assert_eq!(keyed.unwrap_err().path(), "max_keys");
         let readiness = b()
             .mode(Mode::Readiness)
             .key_by(|r: &(u8, Act)| r.0)
             .build()
             .unwrap_err();
-        assert_eq!(readiness.field(), "mode");
+        assert_eq!(readiness.path(), "mode");
         assert!(readiness.to_string().contains("readiness"));
 
         // The edges are accepted.

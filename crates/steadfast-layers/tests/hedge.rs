@@ -938,9 +938,9 @@ fn services_and_futures_are_send_and_clone() {
 
 #[test]
 fn builders_reject_nonsense() {
-    fn field<P, C, R>(b: HedgeLayerBuilder<P, C, R>) -> &'static str {
+    fn field<P, C, R>(b: HedgeLayerBuilder<P, C, R>) -> String {
         let e: ConfigError = b.build().err().expect("a configuration error");
-        e.field()
+        e.path().to_owned()
     }
     let b = HedgeLayer::builder;
     for bad in [0.0, 100.0, -1.0, 150.0] {

@@ -504,7 +504,8 @@ async fn retries_wait_for_the_service_to_be_ready() {
 
 #[test]
 fn builders_reject_nonsense() {
-    let field = |r: Result<RetryLayer, steadfast_layers::ConfigError>| r.unwrap_err().field();
+    let field =
+        |r: Result<RetryLayer, steadfast_layers::ConfigError>| r.unwrap_err().path().to_owned();
     assert_eq!(
         field(RetryLayer::builder().max_attempts(0).build()),
         "max_attempts"
@@ -565,14 +566,14 @@ fn builders_reject_nonsense() {
     );
     for bad in [f64::NAN, -1.0, f64::NEG_INFINITY, 11.0] {
         let e = RatioBudget::builder().ratio(bad).build().unwrap_err();
-        assert_eq!(e.field(), "ratio");
+        assert_eq!(e.path(), "ratio");
     }
     assert_eq!(
         RatioBudget::builder()
             .ttl(Duration::ZERO)
             .build()
             .unwrap_err()
-            .field(),
+            .path(),
         "ttl"
     );
     assert_eq!(
@@ -580,7 +581,7 @@ fn builders_reject_nonsense() {
             .max_tokens(-1.0)
             .build()
             .unwrap_err()
-            .field(),
+            .path(),
         "max_tokens"
     );
     assert_eq!(
@@ -588,7 +589,7 @@ fn builders_reject_nonsense() {
             .token_ratio(f64::NAN)
             .build()
             .unwrap_err()
-            .field(),
+            .path(),
         "token_ratio"
     );
 }

@@ -391,7 +391,7 @@ fn bad_configuration_is_a_typed_error() {
         ),
     ];
     for (result, field) in cases {
-        assert_eq!(result.unwrap_err().field(), field);
+        assert_eq!(result.unwrap_err().path(), field);
     }
     assert!(b()
         .k(1.0)

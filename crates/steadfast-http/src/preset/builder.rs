@@ -447,7 +447,7 @@ impl<Cl, Br, Tr> StandardClientBuilder<Cl, Br, Tr> {
     /// ```
     /// # use steadfast_http::preset::StandardClientLayer;
     /// let err = StandardClientLayer::builder().retry(|r| r.max_attempts(0)).build().unwrap_err();
-    /// assert_eq!(err.field(), "max_attempts");
+    /// assert_eq!(err.path(), "retry.max_attempts");
     /// ```
     pub fn build(self) -> Result<StandardClientLayer<Cl, Br, Tr>, ConfigError> {
         let idempotent_only = self.mode.replay.is_idempotent_only();
@@ -457,7 +457,8 @@ impl<Cl, Br, Tr> StandardClientBuilder<Cl, Br, Tr> {
             .telemetry(builder.shared.telemetry.clone())
             .classifier(m.classifier)
             .replay(m.replay)
-            .build()?;
+            .build()
+            .map_err(|e| e.at("retry"))?;
         builder.assemble(retry, idempotent_only)
     }
 }
@@ -498,7 +499,7 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
     ///     .build()?;
     /// assert_eq!(l.current_delay(), Some(Duration::from_millis(30)));
     /// let err = HedgingClientLayer::builder().hedge(|h| h.budget_ratio(0.0)).build().unwrap_err();
-    /// assert_eq!(err.field(), "budget_ratio");
+    /// assert_eq!(err.path(), "hedge.budget_ratio");
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn hedge(self, f: impl FnOnce(HedgeLayerBuilder) -> HedgeLayerBuilder) -> Self {
@@ -531,7 +532,7 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
     /// ```
     /// # use steadfast_http::preset::HedgingClientLayer;
     /// let err = HedgingClientLayer::builder().hedge(|h| h.max_hedges(0)).build().unwrap_err();
-    /// assert_eq!(err.field(), "max_hedges");
+    /// assert_eq!(err.path(), "hedge.max_hedges");
     /// ```
     pub fn build(self) -> Result<HedgingClientLayer<Cl, Br, Tr>, ConfigError> {
         let (builder, m) = self.take_mode();
@@ -541,7 +542,8 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
             .policy(IdempotentOrKeyed::new())
             .classifier(m.classifier)
             .replay(HttpReplay::new())
-            .build()?;
+            .build()
+            .map_err(|e| e.at("hedge"))?;
         builder.assemble(hedge, true)
     }
 }

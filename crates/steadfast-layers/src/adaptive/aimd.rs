@@ -86,8 +86,8 @@ impl Algorithm for Aimd {
 ///
 /// ```
 /// # use steadfast_layers::adaptive::Aimd;
-/// assert_eq!(Aimd::builder().backoff_ratio(1.0).build().unwrap_err().field(), "backoff_ratio");
-/// assert_eq!(Aimd::builder().backoff_ratio(f64::NAN).build().unwrap_err().field(), "backoff_ratio");
+/// assert_eq!(Aimd::builder().backoff_ratio(1.0).build().unwrap_err().path(), "backoff_ratio");
+/// assert_eq!(Aimd::builder().backoff_ratio(f64::NAN).build().unwrap_err().path(), "backoff_ratio");
 /// ```
 #[derive(Clone, Debug)]
 pub struct AimdBuilder(Aimd);

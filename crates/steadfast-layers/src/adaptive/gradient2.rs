@@ -304,8 +304,8 @@ impl Algorithm for Gradient2 {
 ///
 /// ```
 /// # use steadfast_layers::adaptive::Gradient2;
-/// assert_eq!(Gradient2::builder().tolerance(0.9).build().unwrap_err().field(), "tolerance");
-/// assert_eq!(Gradient2::builder().smoothing(f64::NAN).build().unwrap_err().field(), "smoothing");
+/// assert_eq!(Gradient2::builder().tolerance(0.9).build().unwrap_err().path(), "tolerance");
+/// assert_eq!(Gradient2::builder().smoothing(f64::NAN).build().unwrap_err().path(), "smoothing");
 /// ```
 #[derive(Clone, Debug)]
 pub struct Gradient2Builder {
@@ -403,7 +403,7 @@ impl Gradient2Builder {
     /// ```
     /// # use steadfast_layers::adaptive::Gradient2;
     /// assert!(Gradient2::builder().long_rtt_cap(1.0).build().is_ok());
-    /// assert_eq!(Gradient2::builder().long_rtt_cap(0.5).build().unwrap_err().field(), "long_rtt_cap");
+    /// assert_eq!(Gradient2::builder().long_rtt_cap(0.5).build().unwrap_err().path(), "long_rtt_cap");
     /// ```
     pub fn long_rtt_cap(mut self, cap: f64) -> Self {
         self.g.long_rtt_cap = cap;
@@ -429,7 +429,7 @@ impl Gradient2Builder {
     ///
     /// ```
     /// # use steadfast_layers::adaptive::Gradient2;
-    /// assert_eq!(Gradient2::builder().probe_limit(0).build().unwrap_err().field(), "probe_limit");
+    /// assert_eq!(Gradient2::builder().probe_limit(0).build().unwrap_err().path(), "probe_limit");
     /// ```
     pub fn probe_limit(mut self, n: usize) -> Self {
         self.g.probe_limit = n;

@@ -315,7 +315,7 @@ impl<S, A, C: Clone> Layer<S> for AdaptiveLimitLayer<A, C> {
 ///
 /// ```
 /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
-/// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().field(), "min_samples");
+/// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().path(), "min_samples");
 /// ```
 #[derive(Debug)]
 pub struct AdaptiveLimitLayerBuilder<A = Vegas, C = RetryOnError> {

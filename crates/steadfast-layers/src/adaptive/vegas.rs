@@ -153,8 +153,8 @@ impl Algorithm for Vegas {
 ///
 /// ```
 /// # use steadfast_layers::adaptive::Vegas;
-/// assert_eq!(Vegas::builder().smoothing(1.5).build().unwrap_err().field(), "smoothing");
-/// assert_eq!(Vegas::builder().probe_multiplier(0).build().unwrap_err().field(), "probe_multiplier");
+/// assert_eq!(Vegas::builder().smoothing(1.5).build().unwrap_err().path(), "smoothing");
+/// assert_eq!(Vegas::builder().probe_multiplier(0).build().unwrap_err().path(), "probe_multiplier");
 /// ```
 #[derive(Clone, Debug)]
 pub struct VegasBuilder {
@@ -224,7 +224,7 @@ impl VegasBuilder {
     ///
     /// ```
     /// # use steadfast_layers::adaptive::Vegas;
-    /// assert_eq!(Vegas::builder().alpha_beta(6.0, 3.0).build().unwrap_err().field(), "alpha_beta");
+    /// assert_eq!(Vegas::builder().alpha_beta(6.0, 3.0).build().unwrap_err().path(), "alpha_beta");
     /// ```
     pub fn alpha_beta(mut self, a: f64, b: f64) -> Self {
         self.v.alpha_factor = a;

@@ -151,12 +151,12 @@ impl<S, C: Clone, X: Clone> Layer<S> for CircuitBreakerLayer<C, X> {
 /// # use std::time::Duration;
 /// # use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
 /// let err = CircuitBreakerLayer::builder().failure_rate(f64::NAN).build().unwrap_err();
-/// assert_eq!(err.field(), "failure_rate");
+/// assert_eq!(err.path(), "failure_rate");
 /// let err = CircuitBreakerLayer::builder()
 ///     .break_duration(BreakDuration::exponential(Duration::from_secs(60), Duration::from_secs(1)))
 ///     .build()
 ///     .unwrap_err();
-/// assert_eq!(err.field(), "break_duration.cap");
+/// assert_eq!(err.path(), "break_duration.cap");
 /// ```
 pub struct CircuitBreakerLayerBuilder<C = RetryOnError, X = Global> {
     window: SlidingWindow,
@@ -235,7 +235,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().slow_call_rate(-0.1).build().unwrap_err().field(), "slow_call_rate");
+    /// assert_eq!(CircuitBreakerLayer::builder().slow_call_rate(-0.1).build().unwrap_err().path(), "slow_call_rate");
     /// ```
     pub fn slow_call_rate(mut self, threshold: f64) -> Self {
         self.slow_call_rate = threshold;
@@ -247,7 +247,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err().field(), "minimum_calls");
+    /// assert_eq!(CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err().path(), "minimum_calls");
     /// ```
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.minimum_calls = n;
@@ -274,7 +274,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().count_window(0).build().unwrap_err().field(), "count_window");
+    /// assert_eq!(CircuitBreakerLayer::builder().count_window(0).build().unwrap_err().path(), "count_window");
     /// ```
     pub fn count_window(self, n: u32) -> Self {
         self.window(SlidingWindow::count(n))
@@ -285,7 +285,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     /// ```
     /// # use std::time::Duration;
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().time_window(Duration::ZERO).build().unwrap_err().field(), "time_window");
+    /// assert_eq!(CircuitBreakerLayer::builder().time_window(Duration::ZERO).build().unwrap_err().path(), "time_window");
     /// ```
     pub fn time_window(self, span: Duration) -> Self {
         self.window(SlidingWindow::time(span))
@@ -309,7 +309,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(0).build().unwrap_err().field(), "half_open_probes");
+    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(0).build().unwrap_err().path(), "half_open_probes");
     /// ```
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.probes = n;
@@ -519,7 +519,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
     /// let err = CircuitBreakerLayer::builder().max_keys(0).build().unwrap_err();
-    /// assert_eq!(err.field(), "max_keys");
+    /// assert_eq!(err.path(), "max_keys");
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
@@ -588,7 +588,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(1001).build().unwrap_err().field(), "half_open_probes");
+    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(1001).build().unwrap_err().path(), "half_open_probes");
     /// ```
     pub fn build(self) -> Result<CircuitBreakerLayer<C, X>, ConfigError> {
         let cfg = self.config()?;

@@ -271,7 +271,7 @@ impl BreakDuration {
     /// # use std::time::Duration;
     /// # use steadfast_layers::breaker::BreakDuration;
     /// let bad = BreakDuration::exponential(Duration::from_secs(10), Duration::from_secs(1));
-    /// assert_eq!(bad.validate().unwrap_err().field(), "break_duration.cap");
+    /// assert_eq!(bad.validate().unwrap_err().path(), "break_duration.cap");
     /// assert!(BreakDuration::default().jitter(f64::NAN).validate().is_err());
     /// assert!(BreakDuration::constant(Duration::ZERO).validate().is_err());
     /// ```

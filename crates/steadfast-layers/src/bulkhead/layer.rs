@@ -131,8 +131,8 @@ impl<S> Layer<S> for BulkheadLayer {
 /// ```
 /// # use std::time::Duration;
 /// # use steadfast_layers::bulkhead::BulkheadLayer;
-/// assert_eq!(BulkheadLayer::builder(0).build().unwrap_err().field(), "max_concurrent");
-/// assert_eq!(BulkheadLayer::builder(2).max_wait(Duration::ZERO).build().unwrap_err().field(), "max_wait");
+/// assert_eq!(BulkheadLayer::builder(0).build().unwrap_err().path(), "max_concurrent");
+/// assert_eq!(BulkheadLayer::builder(2).max_wait(Duration::ZERO).build().unwrap_err().path(), "max_wait");
 /// // With no queue, nothing waits: the wait does not matter.
 /// assert!(BulkheadLayer::builder(2).max_queue(0).max_wait(Duration::ZERO).build().is_ok());
 /// ```
@@ -189,7 +189,7 @@ impl BulkheadLayerBuilder {
     ///
     /// ```
     /// # use steadfast_layers::bulkhead::BulkheadLayer;
-    /// assert_eq!(BulkheadLayer::builder(2).max_queue(usize::MAX).build().unwrap_err().field(), "max_queue");
+    /// assert_eq!(BulkheadLayer::builder(2).max_queue(usize::MAX).build().unwrap_err().path(), "max_queue");
     /// ```
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
         if self.max_concurrent == 0 {

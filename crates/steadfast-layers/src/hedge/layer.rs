@@ -185,8 +185,8 @@ impl<S, P: Clone, C: Clone, R: Clone> Layer<S> for HedgeLayer<P, C, R> {
 /// ```
 /// # use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
 /// let err = HedgeLayer::builder().delay(HedgeDelay::percentile(100.0)).build().unwrap_err();
-/// assert_eq!(err.field(), "delay.percentile");
-/// assert_eq!(HedgeLayer::builder().max_hedges(11).build().unwrap_err().field(), "max_hedges");
+/// assert_eq!(err.path(), "delay.percentile");
+/// assert_eq!(HedgeLayer::builder().max_hedges(11).build().unwrap_err().path(), "max_hedges");
 /// ```
 #[derive(Debug)]
 pub struct HedgeLayerBuilder<P = IdempotentOnly, C = RetryOnError, R = CloneReplay> {
@@ -222,7 +222,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
     ///
     /// ```
     /// # use steadfast_layers::hedge::HedgeLayer;
-    /// assert_eq!(HedgeLayer::builder().max_hedges(0).build().unwrap_err().field(), "max_hedges");
+    /// assert_eq!(HedgeLayer::builder().max_hedges(0).build().unwrap_err().path(), "max_hedges");
     /// ```
     pub fn max_hedges(mut self, n: u32) -> Self {
         self.max_hedges = n;
@@ -406,7 +406,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
     ///
     /// ```
     /// # use steadfast_layers::hedge::HedgeLayer;
-    /// assert_eq!(HedgeLayer::builder().budget_ratio(0.0).build().unwrap_err().field(), "budget_ratio");
+    /// assert_eq!(HedgeLayer::builder().budget_ratio(0.0).build().unwrap_err().path(), "budget_ratio");
     /// ```
     pub fn build(self) -> Result<HedgeLayer<P, C, R>, ConfigError> {
         self.delay.validate()?;

@@ -96,7 +96,7 @@ impl ConcurrencyLimitLayer {
     /// ```
     /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
     /// assert!(ConcurrencyLimitLayer::new(10).is_ok());
-    /// assert_eq!(ConcurrencyLimitLayer::new(0).unwrap_err().field(), "max_in_flight");
+    /// assert_eq!(ConcurrencyLimitLayer::new(0).unwrap_err().path(), "max_in_flight");
     /// ```
     pub fn new(max_in_flight: usize) -> Result<Self, ConfigError> {
         Self::builder(max_in_flight).build()
@@ -194,7 +194,7 @@ impl<S, X: Clone> Layer<S> for ConcurrencyLimitLayer<X> {
 /// # use std::time::Duration;
 /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
 /// let err = ConcurrencyLimitLayer::builder(4).max_wait(Duration::ZERO).build().unwrap_err();
-/// assert_eq!(err.field(), "max_wait");
+/// assert_eq!(err.path(), "max_wait");
 /// ```
 #[derive(Debug)]
 pub struct ConcurrencyLimitLayerBuilder<X = Global> {
@@ -288,7 +288,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
     ///
     /// ```
     /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
-    /// assert_eq!(ConcurrencyLimitLayer::builder(0).build().unwrap_err().field(), "max_in_flight");
+    /// assert_eq!(ConcurrencyLimitLayer::builder(0).build().unwrap_err().path(), "max_in_flight");
     /// assert!(ConcurrencyLimitLayer::builder(usize::MAX).build().is_err());
     /// ```
     pub fn build(self) -> Result<ConcurrencyLimitLayer<X>, ConfigError> {

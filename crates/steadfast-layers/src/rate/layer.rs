@@ -252,9 +252,9 @@ impl<S, X: Clone> Layer<S> for RateLimitLayer<X> {
 /// ```
 /// # use std::time::Duration;
 /// # use steadfast_layers::rate::RateLimitLayer;
-/// assert_eq!(RateLimitLayer::builder(0, Duration::from_secs(1)).build().unwrap_err().field(), "requests");
-/// assert_eq!(RateLimitLayer::builder(1, Duration::ZERO).build().unwrap_err().field(), "per");
-/// assert_eq!(RateLimitLayer::builder(1, Duration::from_secs(1)).burst(0).build().unwrap_err().field(), "burst");
+/// assert_eq!(RateLimitLayer::builder(0, Duration::from_secs(1)).build().unwrap_err().path(), "requests");
+/// assert_eq!(RateLimitLayer::builder(1, Duration::ZERO).build().unwrap_err().path(), "per");
+/// assert_eq!(RateLimitLayer::builder(1, Duration::from_secs(1)).burst(0).build().unwrap_err().path(), "burst");
 /// ```
 #[derive(Debug)]
 pub struct RateLimitLayerBuilder<X = Global> {

@@ -153,10 +153,10 @@ impl<S, C: Clone> Layer<S> for ThrottleLayer<C> {
 /// ```
 /// # use std::time::Duration;
 /// # use steadfast_layers::throttle::ThrottleLayer;
-/// assert_eq!(ThrottleLayer::builder().k(0.5).build().unwrap_err().field(), "k");
-/// assert_eq!(ThrottleLayer::builder().k(f64::NAN).build().unwrap_err().field(), "k");
-/// assert_eq!(ThrottleLayer::builder().window(Duration::ZERO).build().unwrap_err().field(), "window");
-/// assert_eq!(ThrottleLayer::builder().buckets(0).build().unwrap_err().field(), "buckets");
+/// assert_eq!(ThrottleLayer::builder().k(0.5).build().unwrap_err().path(), "k");
+/// assert_eq!(ThrottleLayer::builder().k(f64::NAN).build().unwrap_err().path(), "k");
+/// assert_eq!(ThrottleLayer::builder().window(Duration::ZERO).build().unwrap_err().path(), "window");
+/// assert_eq!(ThrottleLayer::builder().buckets(0).build().unwrap_err().path(), "buckets");
 /// ```
 #[derive(Debug)]
 pub struct ThrottleLayerBuilder<C = RetryOnError> {
@@ -200,7 +200,7 @@ impl<C> ThrottleLayerBuilder<C> {
     /// # use std::time::Duration;
     /// # use steadfast_layers::throttle::ThrottleLayer;
     /// let err = ThrottleLayer::builder().window(Duration::from_millis(10)).buckets(20).build().unwrap_err();
-    /// assert_eq!(err.field(), "buckets");
+    /// assert_eq!(err.path(), "buckets");
     /// ```
     pub fn buckets(mut self, n: u32) -> Self {
         self.buckets = n;
