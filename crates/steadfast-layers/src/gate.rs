@@ -1,6 +1,6 @@
 //! The one concurrency gate, with no lock on its success path, shared by every concurrency
 //! limiter: the fixed limit ([`limit`](crate::limit)), the [`bulkhead`](crate::bulkhead) (a
-//! limit with a bounded queue) and the adaptive limit ([`adaptive`](crate::adaptive), which moves
+//! limit with a bounded queue) and the adaptive limit ([`adaptive_limit`](crate::adaptive_limit), which moves
 //! the maximum). At most `max` slots taken at once, at most `max_queue` callers waiting (or any
 //! number), and callers that wait are served in arrival order.
 //!

@@ -350,6 +350,10 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     /// How an open breaker learns that its break is over: a timer task (the default on
     /// multi-thread runtimes), so that refusals read no clock, or the clock (see [`BreakTimer`]).
     ///
+    /// **Implementation knob**: how the layer spends its time, not what it decides; the default
+    /// suits every user, it is not part of a policy (configuration formats leave it out), and it
+    /// may change or go in a minor release.
+    ///
     /// ```
     /// # use steadfast_layers::breaker::{BreakTimer, CircuitBreakerLayer};
     /// let l = CircuitBreakerLayer::builder().break_timer(BreakTimer::Always).build()?;

@@ -369,6 +369,10 @@ pub enum Mode {
 ///   breakers would then stay open until about the 64th refused call.
 /// - `Off`: never spawn; always read the clock.
 ///
+/// **Implementation knob**: how the layer spends its time, not what it decides; the default
+/// suits every user, it is not part of a policy (configuration formats leave it out), and it
+/// may change or go in a minor release.
+///
 /// ```
 /// use steadfast_layers::breaker::{BreakTimer, CircuitBreakerLayer};
 /// assert_eq!(BreakTimer::default(), BreakTimer::Auto);

@@ -212,6 +212,9 @@ impl<X> RateLimitLayer<X> {
     /// How many cells a clock read claims: 1 unless the limit is global and fast (see
     /// [`precision`](RateLimitLayerBuilder::precision)).
     ///
+    /// Reports an implementation knob (see [`precision`](RateLimitLayerBuilder::precision)):
+    /// for benchmarks and tests, not part of a policy.
+    ///
     /// ```
     /// # use std::time::Duration;
     /// # use steadfast_layers::rate::RateLimitLayer;
@@ -286,6 +289,10 @@ impl<X> RateLimitLayerBuilder<X> {
 
     /// How far a global limit may run ahead of the clock (default [`DEFAULT_PRECISION`],
     /// 100 µs; at most 1 s; `Duration::ZERO` for none).
+    ///
+    /// **Implementation knob**: how the layer spends its time, not what it decides; the default
+    /// suits every user, it is not part of a policy (configuration formats leave it out), and it
+    /// may change or go in a minor release.
     ///
     /// A global limit fast enough that more than one cell falls due per `precision` claims the
     /// cells of one `precision` at a time (at most the burst, at most 1,024) with one clock

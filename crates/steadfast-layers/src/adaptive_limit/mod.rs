@@ -1,6 +1,10 @@
 //! Adaptive concurrency limits: the limit follows what the backend can take, computed from each
 //! call's latency and outcome by a pluggable [`Algorithm`].
 //!
+//! Named after what it is: a concurrency limit ([`limit`](crate::limit)) whose limit adapts, as
+//! Netflix's concurrency-limits library and Envoy's `adaptive_concurrency` filter call it (and
+//! the layer type, [`AdaptiveLimitLayer`]).
+//!
 //! [`AdaptiveLimitLayer`] admits a call while fewer calls than the current limit are in flight
 //! (over every clone of the layer and its services) and refuses it at once with [`Overloaded`]
 //! (`at_capacity`) otherwise. It runs on the same concurrency gate as
@@ -48,7 +52,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use steadfast_layers::adaptive::{AdaptiveLimitLayer, Vegas};
+//! use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Vegas};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! let layer = AdaptiveLimitLayer::builder()

@@ -23,7 +23,7 @@ use crate::BoxError;
 /// ```
 /// use std::time::Duration;
 /// use tower::{service_fn, Layer, ServiceExt};
-/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+/// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let layer = AdaptiveLimitLayer::builder()
@@ -110,7 +110,7 @@ where
                 limit = core.gate.max(),
                 "adaptive limit reached: call rejected"
             );
-            return ResponseFuture::rejected(Overloaded::new("adaptive", reason));
+            return ResponseFuture::rejected(Overloaded::new("adaptive_limit", reason));
         };
         // The slot is released by the guard even if `call` panics or the future is dropped.
         let guard = InFlight::new(Arc::clone(&self.core), Instant::now(), in_flight);

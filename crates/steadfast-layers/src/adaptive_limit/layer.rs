@@ -21,7 +21,7 @@ use crate::telemetry::{ms, Attrs, Telemetry};
 /// Built by [`AdaptiveLimitLayer::builder`]. See the [module docs](super).
 ///
 /// ```
-/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Vegas};
+/// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Vegas};
 /// let layer = AdaptiveLimitLayer::builder()
 ///     .algorithm(Vegas::builder().initial_limit(10).build()?)
 ///     .seed(7)
@@ -49,7 +49,7 @@ impl<A, C: Clone> Clone for AdaptiveLimitLayer<A, C> {
 /// clone; every clone of the layer and of its services shares what it shows.
 ///
 /// ```
-/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+/// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd};
 /// let layer = AdaptiveLimitLayer::builder().algorithm(Aimd::default()).build()?;
 /// let handle = layer.handle();
 /// assert_eq!((handle.limit(), handle.in_flight(), handle.algorithm()), (20, 0, "aimd"));
@@ -263,7 +263,7 @@ impl<A, C> AdaptiveLimitLayer<A, C> {
     /// A view of the current limit, shared with every clone.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let layer = AdaptiveLimitLayer::builder().build()?;
     /// assert_eq!(layer.handle().limit(), 20);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -282,7 +282,7 @@ impl AdaptiveLimitLayer {
     /// ([`cancelled_as_drops`](AdaptiveLimitLayerBuilder::cancelled_as_drops)).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// assert_eq!(AdaptiveLimitLayer::builder().build()?.handle().algorithm(), "vegas");
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -314,7 +314,7 @@ impl<S, A, C: Clone> Layer<S> for AdaptiveLimitLayer<A, C> {
 /// Builds an [`AdaptiveLimitLayer`], validating its configuration.
 ///
 /// ```
-/// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+/// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
 /// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().path(), "min_samples");
 /// ```
 #[derive(Debug)]
@@ -333,7 +333,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// [`Gradient2`](super::Gradient2), [`Vegas`] (the default), or your own).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+    /// # use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd};
     /// let l = AdaptiveLimitLayer::builder().algorithm(Aimd::builder().initial_limit(5).build()?).build()?;
     /// assert_eq!(l.handle().limit(), 5);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -360,7 +360,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// (whatever the classifier says: [`RetryOnError`] calls it fatal so as not to retry it).
     ///
     /// ```
-    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, classify::Outcome, BoxError};
+    /// # use steadfast_layers::{adaptive_limit::AdaptiveLimitLayer, classify::Outcome, BoxError};
     /// let l = AdaptiveLimitLayer::builder()
     ///     .classifier(|r: &Result<u16, BoxError>| match r {
     ///         Ok(503) | Err(_) => Outcome::retryable("unavailable"),
@@ -391,7 +391,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let l = AdaptiveLimitLayer::builder().window(Duration::from_secs(1)).min_samples(10).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -404,7 +404,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// The fewest calls an update needs, in `[1, 1000000]` (default 10).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// assert!(AdaptiveLimitLayer::builder().min_samples(10).build().is_ok());
     /// ```
     pub fn min_samples(mut self, n: u64) -> Self {
@@ -421,7 +421,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// ignored, their slot freed.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let l = AdaptiveLimitLayer::builder().cancelled_as_drops(false).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -434,7 +434,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// Randomness (Vegas's probe jitter) from a [`SeededRng`] seeded with `seed`.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let l = AdaptiveLimitLayer::builder().seed(3).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -448,7 +448,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, rng::SeededRng};
+    /// # use steadfast_layers::{adaptive_limit::AdaptiveLimitLayer, rng::SeededRng};
     /// let l = AdaptiveLimitLayer::builder().rng(Arc::new(SeededRng::new(3))).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -461,7 +461,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// Where and how to record telemetry.
     ///
     /// ```
-    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, telemetry::Telemetry};
+    /// # use steadfast_layers::{adaptive_limit::AdaptiveLimitLayer, telemetry::Telemetry};
     /// let l = AdaptiveLimitLayer::builder().telemetry(Telemetry::new().name("search")).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -475,7 +475,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// assert!(AdaptiveLimitLayer::builder().window(Duration::from_secs(u64::MAX)).build().is_err());
     /// ```
     pub fn build(self) -> Result<AdaptiveLimitLayer<A, C>, ConfigError>
