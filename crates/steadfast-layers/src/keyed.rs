@@ -8,6 +8,11 @@
 //! `.max_keys(n)` (default [`DEFAULT_MAX_KEYS`], at most [`MAX_KEYS`]). Every clone of a layer
 //! shares one table of keys.
 //!
+//! Two methods rather than one `.per_key(max_keys, f)`: every setting of these builders is one
+//! method with a default (as in tower's and tonic's builders, and as one field of a
+//! configuration file), and `key_by` reads as Rust's `sort_by_key` / `max_by_key` do: a
+//! function of each item names its key.
+//!
 //! # Eviction
 //!
 //! The table holds at most `max_keys` keys, under one rule for every layer: **a key is removed
