@@ -101,6 +101,20 @@ pub use steadfast_layers as layers;
 #[doc(inline)]
 pub use steadfast_http as net;
 
+/// The one configuration error of every steadfast builder, with the path of the offending field
+/// (`retry.max_attempts`), and what is wrong with it. The same type as
+/// `steadfast::layers::ConfigError` and `steadfast::net::ConfigError`.
+///
+/// ```
+/// use steadfast::layers::retry::RetryLayer;
+/// let err: steadfast::ConfigError = RetryLayer::builder().max_attempts(0).build().unwrap_err();
+/// assert_eq!(err.path(), "max_attempts");
+/// assert_eq!(err.problem(), &steadfast::Problem::Zero);
+/// ```
+#[cfg(feature = "layers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layers")))]
+pub use steadfast_layers::{ConfigError, Problem};
+
 #[cfg(any(feature = "saga", feature = "saga-postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "saga", feature = "saga-postgres"))))]
 #[doc(inline)]

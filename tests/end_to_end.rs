@@ -252,7 +252,7 @@ async fn concurrent_hedged_posts_reach_the_server_twice_and_execute_once() {
     let client = HedgingClientLayer::builder()
         .hedge(|h| {
             h.delay(HedgeDelay::fixed(Duration::from_millis(20)))
-                .budget_percent(100.0)
+                .budget_ratio(1.0)
                 .budget_burst(CALLS)
         })
         .timeout(Duration::from_secs(10))

@@ -44,7 +44,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use steadfast_http::body::ReplayBody;
 use steadfast_http::preset::{HedgingClientLayer, StandardClientLayer};
-use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd, Gradient2, Vegas};
+use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd, Gradient2, Vegas};
+use steadfast_layers::adaptive_throttle::ThrottleLayer;
 use steadfast_layers::breaker::CircuitBreakerLayer;
 use steadfast_layers::bulkhead::BulkheadLayer;
 use steadfast_layers::chaos::ChaosLayer;
@@ -56,7 +57,6 @@ use steadfast_layers::rate::RateLimitLayer;
 use steadfast_layers::retry::{RetryLayer, TokenBucket};
 use steadfast_layers::rng::RandomSource;
 use steadfast_layers::shed::LoadShedLayer;
-use steadfast_layers::throttle::ThrottleLayer;
 use steadfast_layers::timeout::AttemptTimeoutLayer;
 use steadfast_layers::BoxError;
 use tokio::runtime::Runtime;
@@ -612,7 +612,8 @@ pub fn steadfast_rows(meter: &Meter) -> Vec<Row> {
         meter.keyed(
             || {
                 ok(CircuitBreakerLayer::builder()
-                    .per_key(KEYS, |r: &u32| *r)
+                    .max_keys(KEYS)
+                    .key_by(|r: &u32| *r)
                     .build())
             },
             |l| l.layer(p()),

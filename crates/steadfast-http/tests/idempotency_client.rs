@@ -174,7 +174,7 @@ async fn the_original_and_its_hedges_carry_one_key() {
             HedgeLayer::builder()
                 .delay(HedgeDelay::fixed(Duration::from_millis(50)))
                 .max_hedges(2)
-                .budget_percent(100.0)
+                .budget_ratio(1.0)
                 .build()
                 .unwrap(),
         )

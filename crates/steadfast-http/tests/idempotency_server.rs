@@ -903,12 +903,12 @@ async fn memory_store_layer_config_errors_are_typed() {
         .max_key_len(9000)
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "max_key_len");
+    assert_eq!(err.path(), "max_key_len");
     let err = builder(MemoryStore::new())
         .store_timeout(Duration::from_secs(61))
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "store_timeout");
+    assert_eq!(err.path(), "store_timeout");
     assert!(MemoryStore::builder().capacity(0).build().is_err());
 }
 

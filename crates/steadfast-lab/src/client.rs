@@ -243,7 +243,7 @@ pub enum Retries {
         /// Attempts, first included.
         max_attempts: u32,
         /// Share of requests that may be retried (`0.1` = 10 %).
-        percent_can_retry: f64,
+        ratio: f64,
         /// Retries allowed per second regardless of the ratio.
         min_retries_per_sec: u32,
     },
@@ -257,11 +257,11 @@ impl Retries {
             Retries::Naive { max_attempts } => format!("{max_attempts} attempts, no budget"),
             Retries::Budgeted {
                 max_attempts,
-                percent_can_retry,
+                ratio,
                 min_retries_per_sec,
             } => format!(
                 "{max_attempts} attempts, RatioBudget {}% of requests + {min_retries_per_sec} retries/s over 10 s",
-                percent_can_retry * 100.0
+                ratio * 100.0
             ),
         }
     }
@@ -304,12 +304,12 @@ pub fn caller_layer(cfg: &CallerConfig) -> Result<StandardClientBuilder, ConfigE
     let (base, cap) = cfg.backoff;
     let budget = match cfg.retries {
         Retries::Budgeted {
-            percent_can_retry,
+            ratio,
             min_retries_per_sec,
             ..
         } => Some(Arc::new(
             RatioBudget::builder()
-                .percent_can_retry(percent_can_retry)
+                .ratio(ratio)
                 .min_retries_per_sec(min_retries_per_sec)
                 .ttl(Duration::from_secs(10))
                 .build()?,

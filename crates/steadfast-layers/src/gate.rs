@@ -1,6 +1,19 @@
-//! A counting gate with no lock on its success path, shared by the concurrency limit and the
-//! bulkhead: at most `max` slots taken at once, and callers that wait are served in arrival
-//! order.
+//! The one concurrency gate, with no lock on its success path, shared by every concurrency
+//! limiter: the fixed limit ([`limit`](crate::limit)), the [`bulkhead`](crate::bulkhead) (a
+//! limit with a bounded queue) and the adaptive limit ([`adaptive_limit`](crate::adaptive_limit), which moves
+//! the maximum). At most `max` slots taken at once, at most `max_queue` callers waiting (or any
+//! number), and callers that wait are served in arrival order.
+//!
+//! # Settable maximum
+//!
+//! `max` is an atomic ([`Gate::set_max`]): raising it hands the new slots to waiters at once;
+//! lowering it below the slots taken lets the calls in flight finish, and no slot is taken or
+//! handed over until fewer than the new `max` are taken.
+//!
+//! # Bounded queue
+//!
+//! [`Gate::register`] refuses to queue a caller ([`Registered::Full`]) when `max_queue` callers
+//! already wait for a slot (`waiters`, below). A caller handed its slot has left the queue.
 //!
 //! # State
 //!
@@ -43,7 +56,8 @@
 //! `acquire`, which queues on its first poll).
 //!
 //! `in_flight` counts the slots held by permits and the slots handed to waiters not yet served;
-//! it never exceeds `max`. A `max` above `u32::MAX` acts as `u32::MAX`.
+//! it never exceeds `max` (save just after `max` is lowered, until enough calls finish). A `max`
+//! or `max_queue` above `u32::MAX` acts as `u32::MAX`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,7 +85,8 @@ fn waiters(s: u64) -> u64 {
 /// At most `max` slots taken at once; see the [module docs](self).
 pub(crate) struct Gate {
     state: AtomicU64,
-    max: u64,
+    max: AtomicU64,
+    max_queue: u64,
     handoff: Semaphore,
 }
 
@@ -79,7 +94,8 @@ impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.state.load(Ordering::Relaxed);
         f.debug_struct("Gate")
-            .field("max", &self.max)
+            .field("max", &self.max.load(Ordering::Relaxed))
+            .field("max_queue", &self.max_queue)
             .field("in_flight", &in_flight(s))
             .field("waiters", &waiters(s))
             .finish_non_exhaustive()
@@ -106,6 +122,8 @@ pub(crate) enum Registered {
     Acquired(GatePermit),
     /// The caller is queued; [`Queued::wait`] waits for its slot.
     Queued(Queued),
+    /// No slot is free and `max_queue` callers already wait: the caller is not queued.
+    Full,
 }
 
 /// A queued caller; dropping it before it is served gives up its place (see the module docs).
@@ -124,13 +142,32 @@ impl Drop for Queued {
 }
 
 impl Gate {
-    /// A gate of `max` slots (`u32::MAX` at most).
+    /// A gate of `max` slots (`u32::MAX` at most) and a queue with no bound.
     pub(crate) fn new(max: usize) -> Self {
+        Self::with_queue(max, usize::MAX)
+    }
+
+    /// A gate of `max` slots (`u32::MAX` at most) and at most `max_queue` waiting callers.
+    pub(crate) fn with_queue(max: usize, max_queue: usize) -> Self {
         Self {
             state: AtomicU64::new(0),
-            max: (max as u64).min(IN_FLIGHT),
+            max: AtomicU64::new((max as u64).min(IN_FLIGHT)),
+            max_queue: (max_queue as u64).min(IN_FLIGHT),
             handoff: Semaphore::new(0),
         }
+    }
+
+    /// The most slots taken at once now.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Ordering::Acquire) as usize
+    }
+
+    /// Sets the most slots taken at once (`u32::MAX` at most). Raising it hands the new slots
+    /// to waiting callers; lowering it takes no slot back (see the module docs).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max
+            .store((max as u64).min(IN_FLIGHT), Ordering::Release);
+        while self.hand_off() {}
     }
 
     /// Slots taken now (including slots handed to waiters not yet served).
@@ -139,7 +176,6 @@ impl Gate {
     }
 
     /// Queued callers not yet handed a slot.
-    #[cfg(test)]
     pub(crate) fn waiters(&self) -> usize {
         waiters(self.state.load(Ordering::Acquire)) as usize
     }
@@ -147,32 +183,44 @@ impl Gate {
     /// Takes a slot if one is free and nobody waits for one: one CAS and one `Arc` clone.
     #[inline]
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<GatePermit> {
+        self.try_take().map(|_| GatePermit {
+            gate: Arc::clone(self),
+        })
+    }
+
+    /// Takes a slot as [`try_acquire`](Self::try_acquire) does, without a permit object: the
+    /// caller gives it back with [`release`](Self::release), exactly once (for a caller that
+    /// already holds an `Arc` to what owns the gate). Returns the slots taken, this one
+    /// included.
+    #[inline]
+    pub(crate) fn try_take(&self) -> Option<usize> {
+        let max = self.max.load(Ordering::Relaxed);
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            if waiters(s) != 0 || in_flight(s) >= self.max {
+            if waiters(s) != 0 || in_flight(s) >= max {
                 return None;
             }
             match self
                 .state
                 .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => {
-                    return Some(GatePermit {
-                        gate: Arc::clone(self),
-                    })
-                }
+                Ok(_) => return Some(in_flight(s) as usize + 1),
                 Err(now) => s = now,
             }
         }
     }
 
-    /// Takes a free slot as [`try_acquire`](Self::try_acquire) would, or queues the caller.
+    /// Takes a free slot as [`try_acquire`](Self::try_acquire) would, or queues the caller if
+    /// fewer than `max_queue` wait.
     pub(crate) fn register(self: &Arc<Self>) -> Registered {
+        let max = self.max.load(Ordering::Relaxed);
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            let admit = waiters(s) == 0 && in_flight(s) < self.max;
+            let admit = waiters(s) == 0 && in_flight(s) < max;
             let next = if admit {
                 s + 1
+            } else if waiters(s) >= self.max_queue {
+                return Registered::Full;
             } else {
                 // Each waiter holds an allocation: four billion of them cannot exist.
                 assert!(waiters(s) < IN_FLIGHT, "more than u32::MAX waiters");
@@ -200,7 +248,7 @@ impl Gate {
 
     /// Gives a slot back: to the first waiter if there is one, else frees it.
     #[inline]
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         let prev = self.state.fetch_sub(1, Ordering::AcqRel);
         if waiters(prev) != 0 {
             self.hand_off();
@@ -209,11 +257,13 @@ impl Gate {
 
     /// After a release freed a slot while callers waited: takes the slot back for the first
     /// waiter. Nobody else can take it while `waiters > 0`; if every waiter left meanwhile the
-    /// slot stays free (and may have been taken since: `in_flight == max`).
+    /// slot stays free (and may have been taken since: `in_flight == max`). Returns whether a
+    /// slot was handed over.
     #[cold]
-    fn hand_off(&self) {
+    fn hand_off(&self) -> bool {
+        let max = self.max.load(Ordering::Acquire);
         let mut s = self.state.load(Ordering::Relaxed);
-        while waiters(s) != 0 && in_flight(s) < self.max {
+        while waiters(s) != 0 && in_flight(s) < max {
             match self.state.compare_exchange_weak(
                 s,
                 s + 1 - WAITER,
@@ -223,11 +273,12 @@ impl Gate {
                 Ok(_) => {
                     // The slot stays counted in `in_flight`: it now belongs to a waiter.
                     self.handoff.add_permits(1);
-                    return;
+                    return true;
                 }
                 Err(now) => s = now,
             }
         }
+        false
     }
 
     /// A queued caller leaves without being served (its acquire future is already dropped).
@@ -348,7 +399,7 @@ mod tests {
     fn queue(gate: &Arc<Gate>, deadline: Option<Instant>) -> Pin<Box<GateWait>> {
         match gate.register() {
             Registered::Queued(q) => Box::pin(q.wait(deadline)),
-            Registered::Acquired(_) => panic!("expected to queue"),
+            Registered::Acquired(_) | Registered::Full => panic!("expected to queue"),
         }
     }
 
@@ -507,7 +558,7 @@ mod tests {
         let mut queued: Vec<_> = (0..4)
             .map(|_| match gate.register() {
                 Registered::Queued(q) => q,
-                Registered::Acquired(_) => panic!("full"),
+                Registered::Acquired(_) | Registered::Full => panic!("full"),
             })
             .collect();
         assert_invariant(&gate, 4);
@@ -610,6 +661,67 @@ mod tests {
         assert_whole(&gate, 1);
     }
 
+    #[tokio::test]
+    async fn the_queue_bound_refuses_callers_beyond_it() {
+        let gate = Arc::new(Gate::with_queue(1, 2));
+        let p = gate.try_acquire().unwrap();
+        let mut a = queue(&gate, None);
+        let b = queue(&gate, None);
+        assert!(matches!(gate.register(), Registered::Full));
+        assert_eq!((gate.in_flight(), gate.waiters()), (1, 2));
+        // A caller handed its slot has left the queue: room for one more.
+        drop(p);
+        assert_eq!((gate.in_flight(), gate.waiters()), (1, 1));
+        let c = queue(&gate, None);
+        assert!(matches!(gate.register(), Registered::Full));
+        let pa = served(&mut a);
+        drop((pa, a, b, c));
+        assert_whole(&gate, 1);
+
+        // No queue at all: a free slot is still taken.
+        let gate = Arc::new(Gate::with_queue(1, 0));
+        let Registered::Acquired(p) = gate.register() else {
+            panic!("a slot was free")
+        };
+        assert!(matches!(gate.register(), Registered::Full));
+        drop(p);
+        assert_whole(&gate, 1);
+    }
+
+    #[tokio::test]
+    async fn raising_max_serves_waiters_and_lowering_it_lets_calls_finish() {
+        let gate = Arc::new(Gate::new(1));
+        let p = gate.try_acquire().unwrap();
+        let mut a = queue(&gate, None);
+        let mut b = queue(&gate, None);
+        let mut c = queue(&gate, None);
+        assert!(poll(&mut a).is_pending());
+        // Two more slots go to the first two waiters at once.
+        gate.set_max(3);
+        assert_eq!((gate.max(), gate.in_flight(), gate.waiters()), (3, 3, 1));
+        let pa = served(&mut a);
+        let pb = served(&mut b);
+        assert!(poll(&mut c).is_pending());
+        // Lowered below the slots taken: nothing is taken back, nothing new is admitted...
+        gate.set_max(1);
+        assert!(gate.try_acquire().is_none());
+        drop(pa);
+        drop(pb);
+        assert_eq!((gate.in_flight(), gate.waiters()), (1, 1));
+        assert!(poll(&mut c).is_pending(), "still at the new max");
+        // ...until fewer than the new max are taken.
+        drop(p);
+        let pc = served(&mut c);
+        assert!(gate.try_acquire().is_none());
+        drop((pc, a, b, c));
+        assert_whole(&gate, 1);
+        // Counted slots without permits, as the adaptive limit takes them.
+        assert_eq!(gate.try_take(), Some(1));
+        assert_eq!(gate.try_take(), None);
+        gate.release();
+        assert_whole(&gate, 1);
+    }
+
     /// One holder of a slot, counted in `busy` until dropped, before its permit is released.
     struct Busy<'a> {
         busy: &'a AtomicUsize,
@@ -636,8 +748,8 @@ mod tests {
     /// Thousands of calls from six tasks on two threads, a few more tasks than slots (so the
     /// queue is often short and a cancelled waiter may hold the only handoffs): some take a slot at
     /// once or fail, some wait, some are cancelled (dropped after a random number of yields, polled
-    /// meanwhile or not, or by a short timeout), waiting or holding a slot. Never more than `max` hold a slot, and at
-    /// the end every slot is free.
+    /// meanwhile or not, or by a short timeout), waiting or holding a slot, while the maximum
+    /// moves. Never more than `max` hold a slot, and at the end every slot is free.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stress_never_exceeds_max_and_loses_no_slot() {
         const MAX: usize = 4;
@@ -664,6 +776,7 @@ mod tests {
                             } else {
                                 match gate.register() {
                                     Registered::Acquired(p) => p,
+                                    Registered::Full => unreachable!("no bound"),
                                     Registered::Queued(q) => {
                                         let mut w = Box::pin(q.wait(None));
                                         match poll_fn(|cx| w.as_mut().poll_wait(cx)).await {
@@ -716,9 +829,24 @@ mod tests {
                 })
             })
             .collect();
+        // Meanwhile the maximum moves between 1 and MAX, as an adaptive limit moves it.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mover = {
+            let (gate, done) = (gate.clone(), done.clone());
+            tokio::spawn(async move {
+                let rng = SeededRng::new(0x5e7);
+                while !done.load(Ordering::SeqCst) {
+                    gate.set_max(1 + (rng.next_u64() % MAX as u64) as usize);
+                    tokio::task::yield_now().await;
+                }
+                gate.set_max(MAX);
+            })
+        };
         for t in tasks {
             t.await.unwrap();
         }
+        done.store(true, Ordering::SeqCst);
+        mover.await.unwrap();
         assert!(peak.load(Ordering::SeqCst) <= MAX, "{peak:?} in flight");
         assert!(peak.load(Ordering::SeqCst) >= 2, "no concurrency");
         assert!(served.load(Ordering::SeqCst) > CALLS * WORKERS as usize / 4);

@@ -1,14 +1,35 @@
-//! Per-key limits: which key a request is limited under, and the bounded table of keys.
+//! Per-key layers: which key a request falls under, and the bounded table of keys.
 //!
-//! The concurrency limit ([`limit`](crate::limit)) and the rate limit ([`rate`](crate::rate))
-//! apply either one limit to every request ([`Global`], the default) or one limit per key, the
-//! key being computed from each request by a [`KeyExtractor`]: any closure `Fn(&Req) -> K`
-//! (a tenant, a user, a peer address). Every clone of a layer shares one table of keys.
+//! The concurrency limit ([`limit`](crate::limit)), the rate limit ([`rate`](crate::rate)) and
+//! the circuit breaker ([`breaker`](crate::breaker)) apply either one state to every request
+//! ([`Global`], the default) or one state per key, the key being computed from each request by a
+//! [`KeyExtractor`]: any closure `Fn(&Req) -> K` (a tenant, a user, a host, a route). Every layer
+//! that keys is entered the same way, with two builder methods: `.key_by(extractor)` and
+//! `.max_keys(n)` (default [`DEFAULT_MAX_KEYS`], at most [`MAX_KEYS`]). Every clone of a layer
+//! shares one table of keys.
 //!
-//! The table is bounded (`max_keys`): when it is full, keys whose state is idle (no call in
-//! flight, or a rate bucket that has refilled) are swept out; if none is idle, a call with a new
-//! key is refused with [`OverloadReason::TooManyKeys`](crate::overload::OverloadReason). Sweeps
-//! are amortised: at most one full scan per `max_keys / 8` admissions or refusals.
+//! Two methods rather than one `.per_key(max_keys, f)`: every setting of these builders is one
+//! method with a default (as in tower's and tonic's builders, and as one field of a
+//! configuration file), and `key_by` reads as Rust's `sort_by_key` / `max_by_key` do: a
+//! function of each item names its key.
+//!
+//! # Eviction
+//!
+//! The table holds at most `max_keys` keys, under one rule for every layer: **a key is removed
+//! only when its state is idle, and a new key that finds the table full of busy keys is
+//! refused** with [`Overloaded`](crate::overload::Overloaded)
+//! ([`OverloadReason::TooManyKeys`](crate::overload::OverloadReason)). Idle means dropping the
+//! state loses no protection:
+//!
+//! | layer | a key is idle when |
+//! |---|---|
+//! | concurrency limit | no call holds or waits for one of its permits |
+//! | rate limit | its bucket has refilled (a fresh bucket would allow the same) |
+//! | circuit breaker | its breaker is closed and no call is in flight through it (its window of recent outcomes is forgotten) |
+//!
+//! When a new key finds the table full, every idle key is swept out at once. Sweeps are
+//! amortised: at most one full scan per `max_keys / 8` admissions or refusals of new keys, so a
+//! call with a known key never scans, and a new key costs O(1) amortised.
 //!
 //! **Memory.** A key costs its state plus its share of the table: about 35 bytes under a rate
 //! limit (one 64-bit cell) and about 110 under a concurrency limit (its gate), counted at 1,000
@@ -35,10 +56,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{PoisonError, RwLock};
 
-/// Computes the key a request is limited under.
+/// Computes the key a request falls under (its limit, its rate bucket, its breaker).
 ///
-/// Implemented by [`Global`] (one limit for all requests) and by every closure
-/// `Fn(&Req) -> K` where `K: Hash`.
+/// Implemented by [`Global`] (one state for all requests) and by every closure
+/// `Fn(&Req) -> K` where `K: Hash`. The circuit breaker also needs `K: Debug`: a key's `Debug`
+/// form names its breaker in traces and transitions.
 ///
 /// ```
 /// use steadfast_layers::keyed::KeyExtractor;
@@ -58,7 +80,7 @@ pub trait KeyExtractor<Req> {
     fn key(&self, req: &Req) -> Self::Key;
 }
 
-/// One limit shared by every request (no key).
+/// One state shared by every request (no key): the default of every layer that can key.
 ///
 /// ```
 /// use steadfast_layers::keyed::{Global, KeyExtractor};
@@ -92,6 +114,21 @@ pub const DEFAULT_MAX_KEYS: usize = 10_000;
 
 /// The largest accepted `max_keys`.
 pub const MAX_KEYS: usize = 10_000_000;
+
+/// Checks a layer's `max_keys`: in `[1, MAX_KEYS]`.
+pub(crate) fn validate_max_keys(max_keys: usize) -> Result<(), crate::ConfigError> {
+    if max_keys == 0 {
+        return Err(crate::ConfigError::zero("max_keys"));
+    }
+    if max_keys > MAX_KEYS {
+        return Err(crate::ConfigError::out_of_range(
+            "max_keys",
+            max_keys,
+            "[1, 10000000]",
+        ));
+    }
+    Ok(())
+}
 
 /// A bounded map of per-key state, keyed by digest, shared by every clone of a keyed layer.
 ///
@@ -164,6 +201,12 @@ impl<V> KeyMap<V> {
         inner.ops_since_sweep = inner.ops_since_sweep.saturating_add(1);
         let v = inner.map.entry(key).or_insert_with(make);
         Some(f(v))
+    }
+
+    /// Runs `f` on the state of `key` if the table holds it (read lock only).
+    pub(crate) fn get<R>(&self, key: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.map.get(&key).map(f)
     }
 
     /// The number of keys tracked.

@@ -8,10 +8,11 @@
 //! [`retry::GaveUp`]); every decision is traced and counted (see [`telemetry`]).
 //!
 //! Backpressure layers keep a caller within what its peer can take, shared by every clone of a
-//! layer: concurrency limits, fixed ([`limit`]) or adaptive ([`adaptive`]: AIMD, Gradient2,
+//! layer: concurrency limits, fixed ([`limit`]) or adaptive ([`adaptive_limit`]: AIMD, Gradient2,
 //! Vegas), a [`bulkhead`] with a bounded queue, rate limits ([`rate`], on governor's GCRA),
-//! client-side adaptive throttling ([`throttle`]) and load shedding ([`shed`]); limits and rates
-//! can be per key ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
+//! client-side adaptive throttling ([`adaptive_throttle`]) and load shedding ([`shed`]); limits, rates
+//! and circuit breakers can be per key, all entered with `.key_by(f)` and `.max_keys(n)` and
+//! kept in one kind of bounded table ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
 //!
 //! The standard order, outermost first: total deadline, then retry (each attempt bounded by its
 //! own timeout and the deadline). A fallback goes outside the deadline (to answer when it fires),
@@ -36,7 +37,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod adaptive;
+pub mod adaptive_limit;
+pub mod adaptive_throttle;
 pub mod breaker;
 pub mod bulkhead;
 pub mod chaos;
@@ -54,7 +56,6 @@ pub mod retry;
 pub mod rng;
 pub mod shed;
 pub mod telemetry;
-pub mod throttle;
 pub mod timeout;
 
 pub use error::{BoxError, ConfigError, Problem};

@@ -1,8 +1,8 @@
 //! The error every backpressure layer returns when it turns a call away: [`Overloaded`].
 //!
-//! Concurrency limits ([`limit`](crate::limit), [`adaptive`](crate::adaptive)), the
+//! Concurrency limits ([`limit`](crate::limit), [`adaptive_limit`](crate::adaptive_limit)), the
 //! [`bulkhead`](crate::bulkhead), the rate limit ([`rate`](crate::rate)), client-side throttling
-//! ([`throttle`](crate::throttle)) and load shedding ([`shed`](crate::shed)) all fail a call they
+//! ([`adaptive_throttle`](crate::adaptive_throttle)) and load shedding ([`shed`](crate::shed)) all fail a call they
 //! refuse with the same noun, so one `err.is::<Overloaded>()` (or one `HandleErrorLayer` mapping
 //! it to `503`/`429`/`RESOURCE_EXHAUSTED`) covers every one of them. The
 //! [`reason`](Overloaded::reason) says which rule refused the call, and the rate limit says when
@@ -65,7 +65,8 @@ pub enum OverloadReason {
     Throttled,
     /// The inner service was not ready (load shedding).
     NotReady,
-    /// The layer tracks as many keys as it may, all of them busy: a new key cannot be admitted.
+    /// The layer tracks as many keys as it may, all of them busy: a new key cannot be admitted
+    /// (a keyed concurrency limit, rate limit or circuit breaker; see [`keyed`](crate::keyed)).
     TooManyKeys,
 }
 
@@ -104,7 +105,9 @@ impl fmt::Display for OverloadReason {
 }
 
 impl Overloaded {
-    /// A refusal by `layer` (its module name: `"limit"`, `"bulkhead"`, ...) for `reason`.
+    /// A refusal by `layer` (its module name: `"limit"`, `"bulkhead"`, `"adaptive_limit"`,
+    /// `"adaptive_throttle"`, ...; `"breaker"` for a keyed breaker's full key table) for
+    /// `reason`.
     ///
     /// ```
     /// use steadfast_layers::overload::{OverloadReason, Overloaded};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use steadfast_layers::adaptive::{
+use steadfast_layers::adaptive_limit::{
     AdaptiveLimitLayer, Aimd, Algorithm, Gradient2, OverloadReason, Overloaded, Samples, Vegas,
 };
 use steadfast_layers::classify::{Classifier, Outcome};
@@ -104,7 +104,7 @@ async fn admits_up_to_the_limit_across_clones() {
     let o = err.downcast_ref::<Overloaded>().unwrap();
     assert_eq!(
         (o.layer(), o.reason()),
-        ("adaptive", OverloadReason::AtCapacity)
+        ("adaptive_limit", OverloadReason::AtCapacity)
     );
     assert_eq!((fa.await.unwrap(), fb.await.unwrap()), (200, 200));
     assert_eq!(handle.in_flight(), 0);
@@ -443,7 +443,7 @@ fn bad_configuration_is_a_typed_error() {
         ),
     ];
     for (result, field) in cases {
-        assert_eq!(result.unwrap_err().field(), field);
+        assert_eq!(result.unwrap_err().path(), field);
     }
     assert_eq!(
         Aimd::builder().min_limit(0).build().unwrap_err().problem(),

@@ -15,14 +15,14 @@ mod backpressure_alloc {
     use std::time::Duration;
 
     use allocation_counter::AllocationInfo;
-    use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd, Gradient2};
+    use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd, Gradient2};
+    use steadfast_layers::adaptive_throttle::ThrottleLayer;
     use steadfast_layers::bulkhead::BulkheadLayer;
     use steadfast_layers::deadline::DeadlineLayer;
     use steadfast_layers::limit::ConcurrencyLimitLayer;
     use steadfast_layers::rate::RateLimitLayer;
     use steadfast_layers::retry::RetryLayer;
     use steadfast_layers::shed::LoadShedLayer;
-    use steadfast_layers::throttle::ThrottleLayer;
     use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 
     const CALLS: u32 = 1_000;

@@ -17,6 +17,7 @@ mod breaker {
         Transition, TransitionReason,
     };
     use steadfast_layers::classify::Outcome;
+    use steadfast_layers::overload::{OverloadReason, Overloaded};
     use steadfast_layers::rng::{RandomSource, SeededRng};
     use steadfast_layers::telemetry::Telemetry;
     use steadfast_layers::{BoxError, Problem};
@@ -111,7 +112,10 @@ mod breaker {
     fn bad_configuration_is_a_typed_error_never_a_panic() {
         let b = CircuitBreakerLayer::builder;
         let field = |r: Result<_, steadfast_layers::ConfigError>| {
-            r.map(|_: CircuitBreakerLayer| ()).unwrap_err().field()
+            r.map(|_: CircuitBreakerLayer| ())
+                .unwrap_err()
+                .path()
+                .to_owned()
         };
         assert_eq!(field(b().failure_rate(f64::NAN).build()), "failure_rate");
         assert_eq!(field(b().failure_rate(-0.01).build()), "failure_rate");
@@ -167,7 +171,7 @@ mod breaker {
         );
         let below = BreakDuration::exponential(Duration::from_secs(10), Duration::from_secs(5));
         let err = b().break_duration(below).build().unwrap_err();
-        assert_eq!(err.field(), "break_duration.cap");
+        assert_eq!(err.path(), "break_duration.cap");
         assert!(matches!(err.problem(), Problem::Conflict(_)));
         let nan = BreakDuration::exponential(Duration::from_secs(1), Duration::from_secs(5))
             .multiplier(f64::NAN);
@@ -181,14 +185,16 @@ mod breaker {
             "break_duration.jitter"
         );
 
-        let keyed = b().per_key(0, |r: &(u8, Act)| r.0).build().unwrap_err();
-        assert_eq!(keyed.field(), "per_key.max_keys");
+        let keyed = b().key_by(|r: &(u8, Act)| r.0).max_keys(0).build();
+        assert_eq!(keyed.unwrap_err().path(), "max_keys");
+        let keyed = b().max_keys(10_000_001).key_by(|r: &(u8, Act)| r.0).build();
+        assert_eq!(keyed.unwrap_err().path(), "max_keys");
         let readiness = b()
             .mode(Mode::Readiness)
-            .per_key(8, |r: &(u8, Act)| r.0)
+            .key_by(|r: &(u8, Act)| r.0)
             .build()
             .unwrap_err();
-        assert_eq!(readiness.field(), "mode");
+        assert_eq!(readiness.path(), "mode");
         assert!(readiness.to_string().contains("readiness"));
 
         // The edges are accepted.
@@ -856,7 +862,8 @@ mod breaker {
         let layer = CircuitBreakerLayer::builder()
             .count_window(2)
             .on_transition(seen.callback())
-            .per_key(16, |req: &(&'static str, Act)| req.0.to_string())
+            .key_by(|req: &(&'static str, Act)| req.0.to_string())
+            .max_keys(16)
             .build()
             .unwrap();
         let h = layer.handle();
@@ -866,7 +873,9 @@ mod breaker {
             let _ = kcall(&mut svc, "db-2", Act::Ok).await;
         }
         assert_eq!(h.state_of(&"db-1".to_string()), Some(Open));
-        assert_eq!(h.state_of(&"db-2".to_string()), Some(Closed));
+        // Found by hash: a `&str` finds a `String` key.
+        assert_eq!(h.state_of("db-2"), Some(Closed));
+        assert_eq!(h.state_of("db-3"), None);
         assert_eq!(h.breakers(), 2);
         assert!(kcall(&mut svc, "db-1", Act::Ok)
             .await
@@ -879,35 +888,52 @@ mod breaker {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn per_key_breakers_are_bounded_and_evict_the_least_recently_used_closed_one() {
+    async fn per_key_breakers_are_bounded_sweep_idle_ones_and_refuse_new_keys_when_all_are_busy() {
         let calls = Arc::new(AtomicUsize::new(0));
         let layer = CircuitBreakerLayer::builder()
             .count_window(1)
-            .per_key(2, |req: &(&'static str, Act)| req.0)
+            .key_by(|req: &(&'static str, Act)| req.0)
+            .max_keys(2)
             .build()
             .unwrap();
         let h = layer.handle();
         let mut svc = layer.layer(keyed_peer(&calls));
 
+        // Two closed breakers with nothing in flight are idle: a third key sweeps them out.
         let _ = kcall(&mut svc, "a", Act::Ok).await;
         let _ = kcall(&mut svc, "b", Act::Ok).await;
-        let _ = kcall(&mut svc, "a", Act::Ok).await; // b is now the least recently used
-        let _ = kcall(&mut svc, "c", Act::Ok).await;
         assert_eq!(h.breakers(), 2);
-        assert_eq!(h.state_of(&"b"), None, "b was evicted");
-        assert!(h.state_of(&"a").is_some() && h.state_of(&"c").is_some());
-
-        // An open breaker is kept over an older closed one: its memory of the failure matters.
-        let _ = kcall(&mut svc, "a", Act::Fail).await; // a opens
         let _ = kcall(&mut svc, "c", Act::Ok).await;
-        let _ = kcall(&mut svc, "d", Act::Ok).await;
-        assert_eq!(h.state_of(&"a"), Some(Open));
-        assert_eq!(h.state_of(&"c"), None);
+        assert_eq!(h.breakers(), 1);
+        assert_eq!(h.state_of("a"), None, "a was swept out");
+        assert_eq!(h.state_of("b"), None, "b was swept out");
+        assert_eq!(h.state_of("c"), Some(Closed));
+
+        // An open breaker is never swept out: its memory of the failure matters.
+        let _ = kcall(&mut svc, "a", Act::Fail).await; // a opens
+        assert_eq!(h.state_of("a"), Some(Open));
+        let _ = kcall(&mut svc, "d", Act::Ok).await; // c (closed) is swept out
+        assert_eq!(h.state_of("a"), Some(Open));
+        assert_eq!(h.state_of("c"), None);
+        assert_eq!(h.state_of("d"), Some(Closed));
         for i in 0..100 {
             let key: &'static str = Box::leak(format!("k{i}").into_boxed_str());
             let _ = kcall(&mut svc, key, Act::Ok).await;
             assert!(h.breakers() <= 2);
+            assert_eq!(h.state_of("a"), Some(Open));
         }
+
+        // Full of busy breakers (both open): a new key is refused before reaching the peer.
+        let last = Box::leak(format!("k{}", 99).into_boxed_str());
+        let _ = kcall(&mut svc, last, Act::Fail).await; // the other one opens too
+        assert_eq!(h.state_of(last), Some(Open));
+        let before = calls.load(Ordering::SeqCst);
+        let err = kcall(&mut svc, "new", Act::Ok).await.unwrap_err();
+        let o = err.downcast_ref::<Overloaded>().expect("overloaded");
+        assert_eq!(o.reason(), OverloadReason::TooManyKeys);
+        assert_eq!(o.layer(), "breaker");
+        assert_eq!(calls.load(Ordering::SeqCst), before);
+        assert_eq!(h.state_of("new"), None);
     }
 
     // ---------------------------------------------------------------------------------------------

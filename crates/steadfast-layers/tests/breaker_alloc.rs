@@ -108,7 +108,8 @@ mod breaker_alloc {
     #[test]
     fn per_key_with_a_known_key_does_not_allocate() {
         let svc = builder()
-            .per_key(16, |x: &u32| x % 4)
+            .key_by(|x: &u32| x % 4)
+            .max_keys(16)
             .build()
             .expect("valid")
             .layer(peer());

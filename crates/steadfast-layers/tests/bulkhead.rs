@@ -259,7 +259,7 @@ fn bad_configuration_is_a_typed_error() {
         ),
     ];
     for (result, field) in cases {
-        assert_eq!(result.unwrap_err().field(), field);
+        assert_eq!(result.unwrap_err().path(), field);
     }
     // A zero wait is meaningless only when calls can wait.
     assert!(BulkheadLayer::builder(1)

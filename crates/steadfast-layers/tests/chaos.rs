@@ -217,7 +217,7 @@ async fn faults_are_counted_and_traced() {
 
 #[test]
 fn builders_reject_nonsense() {
-    let field = |b: ChaosLayerBuilder| b.build().unwrap_err().field();
+    let field = |b: ChaosLayerBuilder| b.build().unwrap_err().path().to_owned();
     for bad in [-0.1, 1.1, f64::NAN, f64::INFINITY] {
         assert_eq!(field(ChaosLayer::builder().error(bad)), "error_probability");
         assert_eq!(field(ChaosLayer::builder().abort(bad)), "abort_probability");
@@ -239,7 +239,7 @@ fn builders_reject_nonsense() {
         .abort(0.4)
         .build()
         .unwrap_err();
-    assert_eq!(e.field(), "abort_probability");
+    assert_eq!(e.path(), "abort_probability");
     assert!(matches!(e.problem(), Problem::Conflict(_)));
     let e = ChaosLayer::builder().error(f64::NAN).build().unwrap_err();
     assert_eq!(e.problem(), &Problem::NotFinite);

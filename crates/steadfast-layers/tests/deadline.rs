@@ -242,7 +242,7 @@ async fn deadline_events_are_traced() {
 #[test]
 fn builder_rejects_zero_and_absurd_timeouts() {
     let e: ConfigError = DeadlineLayer::new(Duration::ZERO).unwrap_err();
-    assert_eq!(e.field(), "timeout");
+    assert_eq!(e.path(), "timeout");
     assert!(DeadlineLayer::new(Duration::MAX).is_err());
     assert!(AttemptTimeoutLayer::new(Duration::ZERO).is_err());
     assert!(AttemptTimeoutLayer::new(Duration::MAX).is_err());

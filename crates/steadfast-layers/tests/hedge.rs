@@ -458,7 +458,7 @@ async fn the_budget_caps_hedges_at_the_configured_percentage() {
         }
     });
     let svc = fixed(ms(10))
-        .budget_percent(10.0)
+        .budget_ratio(0.1)
         .budget_burst(1)
         .telemetry(Telemetry::new().meter(metrics.meter()))
         .build()
@@ -490,7 +490,7 @@ async fn the_budget_is_shared_by_clones_of_the_layer_and_service() {
         }
     });
     let layer = fixed(ms(10))
-        .budget_percent(25.0)
+        .budget_ratio(0.25)
         .budget_burst(1)
         .build()
         .unwrap();
@@ -531,9 +531,9 @@ async fn hedges_also_draw_on_a_shared_retry_budget() {
         }
     });
     let svc = fixed(ms(10))
-        .budget_percent(100.0)
+        .budget_ratio(1.0)
         .budget_burst(5)
-        .retry_budget(shared.clone())
+        .budget(shared.clone())
         .telemetry(Telemetry::new().meter(metrics.meter()))
         .build()
         .unwrap()
@@ -551,6 +551,29 @@ async fn hedges_also_draw_on_a_shared_retry_budget() {
         metrics.counter("steadfast.hedge.budget_exhausted", &[("budget", "hedge")]),
         0
     );
+}
+
+/// `no_budget` means no budget at all, as on the retry layer: the shared one set before goes too.
+#[tokio::test(start_paused = true)]
+async fn no_budget_drops_the_shared_budget_too() {
+    let shared = Arc::new(Grants(AtomicU32::new(0)));
+    let peer = Peer::new(|_, nth| {
+        if nth == 0 {
+            (ms(100), Ok(200))
+        } else {
+            (ms(1), Ok(201))
+        }
+    });
+    let svc = fixed(ms(10))
+        .budget(shared.clone())
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(peer.service());
+    for n in 0..10 {
+        svc.clone().oneshot(n).await.unwrap();
+    }
+    assert_eq!(peer.hedges(), 10);
 }
 
 // ---- deadline, idempotency, replay ----------------------------------------------------------
@@ -915,9 +938,9 @@ fn services_and_futures_are_send_and_clone() {
 
 #[test]
 fn builders_reject_nonsense() {
-    fn field<P, C, R>(b: HedgeLayerBuilder<P, C, R>) -> &'static str {
+    fn field<P, C, R>(b: HedgeLayerBuilder<P, C, R>) -> String {
         let e: ConfigError = b.build().err().expect("a configuration error");
-        e.field()
+        e.path().to_owned()
     }
     let b = HedgeLayer::builder;
     for bad in [0.0, 100.0, -1.0, 150.0] {
@@ -965,13 +988,13 @@ fn builders_reject_nonsense() {
         field(b().delay(HedgeDelay::percentile(95.0).recompute_every(Duration::from_secs(1), 0))),
         "delay.recompute_samples"
     );
-    for bad in [f64::NAN, -0.5, f64::NEG_INFINITY, 0.0, 1000.5] {
-        assert_eq!(field(b().budget_percent(bad)), "budget_percent", "{bad}");
+    for bad in [f64::NAN, -0.5, f64::NEG_INFINITY, 0.0, 10.005] {
+        assert_eq!(field(b().budget_ratio(bad)), "budget_ratio", "{bad}");
     }
     assert_eq!(field(b().budget_burst(0)), "budget_burst");
     assert_eq!(field(b().min_hedge_time(Duration::MAX)), "min_hedge_time");
     // The problems are typed.
-    let e = b().budget_percent(f64::NAN).build().unwrap_err();
+    let e = b().budget_ratio(f64::NAN).build().unwrap_err();
     assert_eq!(e.problem(), &steadfast_layers::Problem::NotFinite);
     let e = b().max_hedges(0).build().unwrap_err();
     assert_eq!(e.problem(), &steadfast_layers::Problem::Zero);

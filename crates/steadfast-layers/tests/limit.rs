@@ -430,7 +430,7 @@ fn bad_configuration_is_a_typed_error() {
     ];
     for (result, field) in cases {
         let err = result.unwrap_err();
-        assert_eq!(err.field(), field, "{err}");
+        assert_eq!(err.path(), field, "{err}");
     }
     assert_eq!(
         ConcurrencyLimitLayer::builder(0)

@@ -337,7 +337,7 @@ fn bad_configuration_is_a_typed_error() {
         ),
     ];
     for (result, field) in cases {
-        assert_eq!(result.unwrap_err().field(), field);
+        assert_eq!(result.unwrap_err().path(), field);
     }
 }
 
@@ -466,7 +466,7 @@ fn batches_only_where_they_cannot_matter_much() {
         .precision(Duration::from_millis(1_001))
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "precision");
+    assert_eq!(err.path(), "precision");
 }
 
 /// Many tasks on several threads through one batched limit: no more than the burst gets

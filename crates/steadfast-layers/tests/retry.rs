@@ -335,7 +335,7 @@ async fn the_budget_is_shared_by_clones_and_exact() {
     // exactly 5 retries are granted (after the 2nd, 4th, ... deposit).
     let budget = Arc::new(
         RatioBudget::builder()
-            .percent_can_retry(0.5)
+            .ratio(0.5)
             .min_retries_per_sec(0)
             .build()
             .unwrap(),
@@ -504,7 +504,8 @@ async fn retries_wait_for_the_service_to_be_ready() {
 
 #[test]
 fn builders_reject_nonsense() {
-    let field = |r: Result<RetryLayer, steadfast_layers::ConfigError>| r.unwrap_err().field();
+    let field =
+        |r: Result<RetryLayer, steadfast_layers::ConfigError>| r.unwrap_err().path().to_owned();
     assert_eq!(
         field(RetryLayer::builder().max_attempts(0).build()),
         "max_attempts"
@@ -564,18 +565,15 @@ fn builders_reject_nonsense() {
         "backoff.constant"
     );
     for bad in [f64::NAN, -1.0, f64::NEG_INFINITY, 11.0] {
-        let e = RatioBudget::builder()
-            .percent_can_retry(bad)
-            .build()
-            .unwrap_err();
-        assert_eq!(e.field(), "percent_can_retry");
+        let e = RatioBudget::builder().ratio(bad).build().unwrap_err();
+        assert_eq!(e.path(), "ratio");
     }
     assert_eq!(
         RatioBudget::builder()
             .ttl(Duration::ZERO)
             .build()
             .unwrap_err()
-            .field(),
+            .path(),
         "ttl"
     );
     assert_eq!(
@@ -583,7 +581,7 @@ fn builders_reject_nonsense() {
             .max_tokens(-1.0)
             .build()
             .unwrap_err()
-            .field(),
+            .path(),
         "max_tokens"
     );
     assert_eq!(
@@ -591,7 +589,7 @@ fn builders_reject_nonsense() {
             .token_ratio(f64::NAN)
             .build()
             .unwrap_err()
-            .field(),
+            .path(),
         "token_ratio"
     );
 }
@@ -603,7 +601,7 @@ async fn ratio_budget_is_exact_where_towers_over_allows() {
     // tower#857: a fractional percent rounds the withdraw cost and over-allows.
     use tower::retry::budget::{Budget as _, TpsBudget};
     let ours = RatioBudget::builder()
-        .percent_can_retry(0.3)
+        .ratio(0.3)
         .min_retries_per_sec(0)
         .build()
         .unwrap();
@@ -621,7 +619,7 @@ async fn ratio_budget_is_exact_where_towers_over_allows() {
 #[tokio::test(start_paused = true)]
 async fn ratio_budget_reserve_allows_min_retries_per_second_over_the_ttl() {
     let b = RatioBudget::builder()
-        .percent_can_retry(0.0)
+        .ratio(0.0)
         .min_retries_per_sec(10)
         .ttl(Duration::from_secs(10))
         .build()
@@ -635,7 +633,7 @@ async fn ratio_budget_reserve_allows_min_retries_per_second_over_the_ttl() {
 #[tokio::test(start_paused = true)]
 async fn ratio_budget_window_slides() {
     let b = RatioBudget::builder()
-        .percent_can_retry(1.0)
+        .ratio(1.0)
         .min_retries_per_sec(0)
         .ttl(Duration::from_secs(10))
         .build()
@@ -660,7 +658,7 @@ async fn ratio_budget_window_slides() {
 #[tokio::test(start_paused = true)]
 async fn ratio_budget_deposits_between_clock_reads_never_count_late() {
     let b = RatioBudget::builder()
-        .percent_can_retry(1.0)
+        .ratio(1.0)
         .min_retries_per_sec(0)
         .ttl(Duration::from_secs(10))
         .build()
@@ -694,7 +692,7 @@ fn ratio_budget_never_overdraws_under_contention() {
         let t0 = tokio::time::Instant::now();
         let b = Arc::new(
             RatioBudget::builder()
-                .percent_can_retry(0.25)
+                .ratio(0.25)
                 .min_retries_per_sec(0)
                 .build()
                 .unwrap(),
@@ -748,7 +746,7 @@ async fn a_request_that_never_reached_the_server_is_resent_once_without_counting
     // Zero budget: a counted retry would be refused, the transparent re-send is not.
     let budget = Arc::new(
         RatioBudget::builder()
-            .percent_can_retry(0.0)
+            .ratio(0.0)
             .min_retries_per_sec(0)
             .build()
             .unwrap(),

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use steadfast_layers::adaptive_throttle::{OverloadReason, Overloaded, ThrottleLayer};
 use steadfast_layers::classify::Outcome;
 use steadfast_layers::telemetry::Telemetry;
-use steadfast_layers::throttle::{OverloadReason, Overloaded, ThrottleLayer};
 use steadfast_layers::BoxError;
 use support::{Metrics, Traces};
 use tokio::time::{advance, Instant};
@@ -53,7 +53,7 @@ fn throttled(result: &Result<u16, BoxError>) -> bool {
             Some(o) => {
                 assert_eq!(
                     (o.layer(), o.reason()),
-                    ("throttle", OverloadReason::Throttled)
+                    ("adaptive_throttle", OverloadReason::Throttled)
                 );
                 true
             }
@@ -391,7 +391,7 @@ fn bad_configuration_is_a_typed_error() {
         ),
     ];
     for (result, field) in cases {
-        assert_eq!(result.unwrap_err().field(), field);
+        assert_eq!(result.unwrap_err().path(), field);
     }
     assert!(b()
         .k(1.0)

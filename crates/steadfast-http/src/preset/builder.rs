@@ -21,9 +21,9 @@ use crate::propagate::{DeadlinePropagationLayer, DEFAULT_MARGIN};
 /// The hedge delay of [`HedgingClientLayer`] by default: the 95th percentile of recent attempt
 /// latencies ("The Tail at Scale"), learned once 100 attempts have completed; no hedge before.
 pub const DEFAULT_HEDGE_DELAY: HedgeDelay = HedgeDelay::percentile(95.0);
-/// The hedge budget of [`HedgingClientLayer`] by default: hedges are at most 5 % of requests
-/// (plus a burst of 10).
-pub const DEFAULT_HEDGE_BUDGET_PERCENT: f64 = 5.0;
+/// The hedge budget of [`HedgingClientLayer`] by default, as a fraction like every budget: hedges
+/// are at most 5 % of requests (plus a burst of 10).
+pub const DEFAULT_HEDGE_BUDGET_RATIO: f64 = 0.05;
 
 /// Builds either preset ([`StandardClientBuilder`], [`HedgingClientBuilder`]): the settings
 /// they share live here once (keys, deadline, attempt timeout, propagation margin, replay
@@ -156,7 +156,7 @@ impl HedgingClientLayer {
         ClientBuilder::with_mode(Hedging {
             hedge: HedgeLayer::builder()
                 .delay(DEFAULT_HEDGE_DELAY)
-                .budget_percent(DEFAULT_HEDGE_BUDGET_PERCENT),
+                .budget_ratio(DEFAULT_HEDGE_BUDGET_RATIO),
             classifier: conflict_is_failure(),
         })
     }
@@ -447,7 +447,7 @@ impl<Cl, Br, Tr> StandardClientBuilder<Cl, Br, Tr> {
     /// ```
     /// # use steadfast_http::preset::StandardClientLayer;
     /// let err = StandardClientLayer::builder().retry(|r| r.max_attempts(0)).build().unwrap_err();
-    /// assert_eq!(err.field(), "max_attempts");
+    /// assert_eq!(err.path(), "retry.max_attempts");
     /// ```
     pub fn build(self) -> Result<StandardClientLayer<Cl, Br, Tr>, ConfigError> {
         let idempotent_only = self.mode.replay.is_idempotent_only();
@@ -457,7 +457,8 @@ impl<Cl, Br, Tr> StandardClientBuilder<Cl, Br, Tr> {
             .telemetry(builder.shared.telemetry.clone())
             .classifier(m.classifier)
             .replay(m.replay)
-            .build()?;
+            .build()
+            .map_err(|e| e.at("retry"))?;
         builder.assemble(retry, idempotent_only)
     }
 }
@@ -494,11 +495,11 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
     /// # use steadfast_http::preset::HedgingClientLayer;
     /// use steadfast_layers::hedge::HedgeDelay;
     /// let l = HedgingClientLayer::builder()
-    ///     .hedge(|h| h.delay(HedgeDelay::fixed(Duration::from_millis(30))).budget_percent(2.0).budget_burst(5))
+    ///     .hedge(|h| h.delay(HedgeDelay::fixed(Duration::from_millis(30))).budget_ratio(0.02).budget_burst(5))
     ///     .build()?;
     /// assert_eq!(l.current_delay(), Some(Duration::from_millis(30)));
-    /// let err = HedgingClientLayer::builder().hedge(|h| h.budget_percent(0.0)).build().unwrap_err();
-    /// assert_eq!(err.field(), "budget_percent");
+    /// let err = HedgingClientLayer::builder().hedge(|h| h.budget_ratio(0.0)).build().unwrap_err();
+    /// assert_eq!(err.path(), "hedge.budget_ratio");
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn hedge(self, f: impl FnOnce(HedgeLayerBuilder) -> HedgeLayerBuilder) -> Self {
@@ -531,7 +532,7 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
     /// ```
     /// # use steadfast_http::preset::HedgingClientLayer;
     /// let err = HedgingClientLayer::builder().hedge(|h| h.max_hedges(0)).build().unwrap_err();
-    /// assert_eq!(err.field(), "max_hedges");
+    /// assert_eq!(err.path(), "hedge.max_hedges");
     /// ```
     pub fn build(self) -> Result<HedgingClientLayer<Cl, Br, Tr>, ConfigError> {
         let (builder, m) = self.take_mode();
@@ -541,7 +542,8 @@ impl<Cl, Br, Tr> HedgingClientBuilder<Cl, Br, Tr> {
             .policy(IdempotentOrKeyed::new())
             .classifier(m.classifier)
             .replay(HttpReplay::new())
-            .build()?;
+            .build()
+            .map_err(|e| e.at("hedge"))?;
         builder.assemble(hedge, true)
     }
 }

@@ -137,7 +137,8 @@
 //!
 //! There is no retry layer: a call whose copies all failed returns the most informative failure.
 //! Put a retry layer above if you need both (and share a budget between them with
-//! [`HedgeLayerBuilder::retry_budget`](steadfast_layers::hedge::HedgeLayerBuilder::retry_budget)).
+//! the same `budget(Arc)` method on both:
+//! [`HedgeLayerBuilder::budget`](steadfast_layers::hedge::HedgeLayerBuilder::budget)).
 //!
 //! ## Example
 //!
@@ -197,7 +198,7 @@ mod transport;
 pub use self::tonic::{grpc_status, Tonic, TonicBody, TonicStatus, TonicStatusFuture};
 pub use builder::{
     ClientBuilder, Hedging, HedgingClientBuilder, Retrying, StandardClientBuilder,
-    DEFAULT_HEDGE_BUDGET_PERCENT, DEFAULT_HEDGE_DELAY,
+    DEFAULT_HEDGE_BUDGET_RATIO, DEFAULT_HEDGE_DELAY,
 };
 pub use hyper::hyper_client;
 pub use keys::MaybeKeyed;

@@ -336,7 +336,7 @@ impl<S> Layer<S> for DeadlineServerLayer {
 /// ```
 /// # use steadfast_http::propagate::DeadlineServerLayer;
 /// let err = DeadlineServerLayer::builder().header(steadfast_http::codec::GRPC_TIMEOUT).build().unwrap_err();
-/// assert_eq!(err.field(), "header");
+/// assert_eq!(err.path(), "header");
 /// ```
 #[derive(Clone, Debug)]
 pub struct DeadlineServerLayerBuilder {
@@ -579,7 +579,7 @@ impl<S> Layer<S> for DeadlinePropagationLayer {
 /// # use std::time::Duration;
 /// # use steadfast_http::propagate::DeadlinePropagationLayer;
 /// let err = DeadlinePropagationLayer::builder().margin(Duration::MAX).build().unwrap_err();
-/// assert_eq!(err.field(), "margin");
+/// assert_eq!(err.path(), "margin");
 /// ```
 #[derive(Clone, Debug)]
 pub struct DeadlinePropagationLayerBuilder {

@@ -24,7 +24,7 @@ const CONCURRENCY: usize = 32;
 const DEADLINE: Duration = Duration::from_secs(2);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
 /// The library's default budget (Finagle's): 20 % of requests plus 10 retries/s over 10 s.
-const PERCENT_CAN_RETRY: f64 = 0.2;
+const RETRY_RATIO: f64 = 0.2;
 const MIN_RETRIES_PER_SEC: u32 = 10;
 
 pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
@@ -43,7 +43,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     };
     let budgeted = Retries::Budgeted {
         max_attempts: 3,
-        percent_can_retry: PERCENT_CAN_RETRY,
+        ratio: RETRY_RATIO,
         min_retries_per_sec: MIN_RETRIES_PER_SEC,
     };
     let variants = [
@@ -98,7 +98,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let budget_ok = get("budgeted_retry", "success_rate");
     let budget_amp = get("budgeted_retry", "amplification");
     // What the budget allows over one 10 s window (the whole run): the ratio plus the reserve.
-    let budget_cap = 1.0 + PERCENT_CAN_RETRY + f64::from(MIN_RETRIES_PER_SEC) * 10.0 / requests as f64;
+    let budget_cap = 1.0 + RETRY_RATIO + f64::from(MIN_RETRIES_PER_SEC) * 10.0 / requests as f64;
     let targets = vec![
         Target::new(
             (0.75..=0.85).contains(&none_ok),

@@ -66,7 +66,7 @@ const PROBE_ALLOWANCE: Duration = Duration::from_millis(50);
 
 /// The standard preset's retry budget (Finagle's defaults): 20 % of requests plus 10 retries/s
 /// over a 10 s window.
-const BUDGET_PERCENT: f64 = 0.2;
+const BUDGET_RATIO: f64 = 0.2;
 const BUDGET_MIN_PER_SEC: u32 = 10;
 const BUDGET_TTL_SECS: f64 = 10.0;
 
@@ -156,7 +156,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                     attempt_timeout: Some(Duration::from_secs(3)),
                     retries: Retries::Budgeted {
                         max_attempts: 3,
-                        percent_can_retry: BUDGET_PERCENT,
+                        ratio: BUDGET_RATIO,
                         min_retries_per_sec: BUDGET_MIN_PER_SEC,
                     },
                     backoff: (Duration::from_millis(25), Duration::from_millis(250)),
@@ -253,7 +253,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
         .iter()
         .find(|r| r.name == "standard_breaker")
         .map_or(0.0, |r| r.requests as f64);
-    let allowance = BUDGET_PERCENT * requests + f64::from(BUDGET_MIN_PER_SEC) * BUDGET_TTL_SECS;
+    let allowance = BUDGET_RATIO * requests + f64::from(BUDGET_MIN_PER_SEC) * BUDGET_TTL_SECS;
     let targets = vec![
         Target::new(
             none_calls > 0.0 && standard_cut >= 0.9,

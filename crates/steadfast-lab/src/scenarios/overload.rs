@@ -59,7 +59,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     };
     let budgeted = Retries::Budgeted {
         max_attempts: 3,
-        percent_can_retry: 0.1,
+        ratio: 0.1,
         min_retries_per_sec: 0,
     };
     let variants = [

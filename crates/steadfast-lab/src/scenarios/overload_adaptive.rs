@@ -51,7 +51,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use steadfast_layers::adaptive::{AdaptiveLimitLayer, Gradient2, LimitHandle};
+use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Gradient2, LimitHandle};
 use steadfast_layers::limit::ConcurrencyLimitLayer;
 use steadfast_layers::shed::LoadShedLayer;
 use tower::util::BoxCloneService;

@@ -14,7 +14,7 @@
 //! tower's hedge, with no budget, then hedges nearly every call until its histogram rotates: the
 //! copies are just as slow (the slowness belongs to the server, not to the attempt), and they
 //! double the work of a server that is already short of workers, so calls queue. Ours may hedge
-//! at most [`BUDGET_PERCENT`](super::tail::BUDGET_PERCENT) % of the requests (burst
+//! at most [`BUDGET_RATIO`](super::tail::BUDGET_RATIO) of the requests (burst
 //! [`BUDGET_BURST`](super::tail::BUDGET_BURST)), so the
 //! server keeps up. This is the case "The Tail at Scale" and Finagle's backup requests cap their
 //! extra load for, and where the "beat tower_hedge on p99 at equal or lower extra load"
@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use super::ms;
-use super::tail::{latency, side_by_side, BUDGET_BURST, BUDGET_PERCENT, RATE, WARMUP};
+use super::tail::{latency, side_by_side, BUDGET_BURST, BUDGET_RATIO, RATE, WARMUP};
 use crate::report::{value, Findings, Target};
 use crate::server::{Capacity, ServerConfig, Slowdown};
 use crate::{BoxError, Options};
@@ -62,13 +62,14 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
     let ours_load = get("hedge", "extra_load");
     let tower_p99 = get("tower_hedge", "p99_ms");
     let tower_load = get("tower_hedge", "extra_load");
-    let cap = BUDGET_PERCENT / 100.0 + f64::from(BUDGET_BURST) / requests;
+    let cap = BUDGET_RATIO + f64::from(BUDGET_BURST) / requests;
     let pct = |x: f64| format!("{:.1}%", x * 100.0);
     let targets = vec![
         Target::new(
             ours_load <= cap,
             format!(
-                "hedge stays within its budget ({BUDGET_PERCENT:.0}% of requests + a burst of {BUDGET_BURST}): extra load <= {}, got {}",
+                "hedge stays within its budget ({:.0}% of requests + a burst of {BUDGET_BURST}): extra load <= {}, got {}",
+                BUDGET_RATIO * 100.0,
                 pct(cap),
                 pct(ours_load)
             ),

@@ -317,8 +317,6 @@ pub(super) struct Core {
     tally: AtomicU64,
     opens: AtomicU32,
     rejected: AtomicU64,
-    /// When this breaker was last used, in the key map's logical ticks (eviction order).
-    pub(super) last_used: AtomicU64,
     /// How often the open breaker read the clock to decide on a call (tests).
     #[cfg(test)]
     pub(super) clock_reads: AtomicU64,
@@ -345,7 +343,6 @@ impl Core {
             tally: AtomicU64::new(0),
             opens: AtomicU32::new(0),
             rejected: AtomicU64::new(0),
-            last_used: AtomicU64::new(0),
             #[cfg(test)]
             clock_reads: AtomicU64::new(0),
         }

@@ -68,6 +68,15 @@ impl<F, C> ResponseFuture<F, C> {
         }
     }
 
+    pub(super) fn overloaded(err: crate::overload::Overloaded) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                err: Some(err.into()),
+            },
+            track: None,
+        }
+    }
+
     pub(super) fn tracked(fut: F, classifier: C, pass: Pass, started: Option<Instant>) -> Self {
         Self {
             kind: Kind::Call { fut },

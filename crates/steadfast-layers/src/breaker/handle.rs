@@ -224,11 +224,11 @@ pub struct BreakerMetrics {
 /// assert_eq!(handle.state(), BreakerState::Closed);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-pub struct BreakerHandle<K = ()> {
-    pub(super) registry: Arc<Registry<K>>,
+pub struct BreakerHandle {
+    pub(super) registry: Arc<Registry>,
 }
 
-impl<K> Clone for BreakerHandle<K> {
+impl Clone for BreakerHandle {
     fn clone(&self) -> Self {
         Self {
             registry: Arc::clone(&self.registry),
@@ -236,7 +236,7 @@ impl<K> Clone for BreakerHandle<K> {
     }
 }
 
-impl<K> fmt::Debug for BreakerHandle<K> {
+impl fmt::Debug for BreakerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerHandle")
             .field("mode", &self.mode())
@@ -245,7 +245,7 @@ impl<K> fmt::Debug for BreakerHandle<K> {
     }
 }
 
-impl<K> BreakerHandle<K> {
+impl BreakerHandle {
     /// Lets every call through and records nothing.
     ///
     /// ```
@@ -353,39 +353,42 @@ impl<K> BreakerHandle<K> {
     }
 }
 
-impl<K: Hash + Eq> BreakerHandle<K> {
+impl BreakerHandle {
     /// The state of `key`'s breaker, the mode included, or `None` if the layer holds no breaker
     /// for it (never used, or evicted). Without keys, the single breaker's state whatever `key`.
+    ///
+    /// `key` is found by its hash, so it may be any type that hashes like the extractor's key
+    /// type (a `&str` for a `String` key, as with `HashMap::get`).
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
     /// let layer = CircuitBreakerLayer::builder()
-    ///     .per_key(64, |host: &&'static str| host.to_string())
+    ///     .key_by(|host: &&'static str| host.to_string())
     ///     .build()?;
-    /// assert_eq!(layer.handle().state_of(&"db-1".to_string()), None);
+    /// assert_eq!(layer.handle().state_of("db-1"), None);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn state_of(&self, key: &K) -> Option<BreakerState> {
+    pub fn state_of<Q: Hash + ?Sized>(&self, key: &Q) -> Option<BreakerState> {
         self.registry
             .get(key)
             .map(|core| self.registry.common.effective(core.state()))
     }
 
-    /// A snapshot of `key`'s breaker, or `None` if the layer holds no breaker for it.
+    /// A snapshot of `key`'s breaker, or `None` if the layer holds no breaker for it. `key` is
+    /// found by its hash, as for [`state_of`](Self::state_of).
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// let layer = CircuitBreakerLayer::builder().per_key(64, |r: &(u8, u8)| r.0).build()?;
-    /// assert!(layer.handle().metrics_of(&1).is_none());
+    /// let layer = CircuitBreakerLayer::builder().key_by(|r: &(u8, u8)| r.0).build()?;
+    /// assert!(layer.handle().metrics_of(&1u8).is_none());
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn metrics_of(&self, key: &K) -> Option<BreakerMetrics> {
+    pub fn metrics_of<Q: Hash + ?Sized>(&self, key: &Q) -> Option<BreakerMetrics> {
         self.registry.get(key).map(|core| core.metrics())
     }
-}
 
-impl BreakerHandle<()> {
-    /// The breaker's state, the mode included.
+    /// The breaker's state, the mode included. For a per-key layer, the mode if one is set,
+    /// else `Closed` (read each key's with [`state_of`](Self::state_of)).
     ///
     /// ```
     /// # use steadfast_layers::breaker::{BreakerState, CircuitBreakerLayer};
@@ -396,11 +399,15 @@ impl BreakerHandle<()> {
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn state(&self) -> BreakerState {
-        self.state_of(&())
-            .unwrap_or_else(|| self.registry.common.effective(BreakerState::Closed))
+        let own = match &self.registry.breakers {
+            Breakers::Single(core) => core.state(),
+            Breakers::Keyed(_) => BreakerState::Closed,
+        };
+        self.registry.common.effective(own)
     }
 
-    /// A snapshot of the breaker's counts.
+    /// A snapshot of the breaker's counts. For a per-key layer, empty counts under
+    /// [`state`](Self::state) (read each key's with [`metrics_of`](Self::metrics_of)).
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
@@ -409,9 +416,9 @@ impl BreakerHandle<()> {
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn metrics(&self) -> BreakerMetrics {
-        match self.metrics_of(&()) {
-            Some(m) => m,
-            None => BreakerMetrics {
+        match &self.registry.breakers {
+            Breakers::Single(core) => core.metrics(),
+            Breakers::Keyed(_) => BreakerMetrics {
                 state: self.state(),
                 calls: 0,
                 failures: 0,

@@ -1,72 +1,28 @@
-//! The breakers of one layer: a single one, or one per key in a bounded map.
+//! The breakers of one layer: a single one, or one per key in the crate's key table
+//! ([`keyed`](crate::keyed)).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use super::core::{Common, Core};
 use super::BreakerState;
+use crate::keyed::KeyMap;
 
-/// Picks the key whose breaker guards a request (see
-/// [`CircuitBreakerLayerBuilder::per_key`](super::CircuitBreakerLayerBuilder::per_key)).
-///
-/// Implemented for closures `Fn(&Req) -> K`, and by [`NoKey`] (one breaker for every request).
-///
-/// ```
-/// use steadfast_layers::breaker::KeyExtractor;
-/// let by_host = |req: &(String, u32)| req.0.clone();
-/// assert_eq!(by_host.key(&("db-1".to_string(), 7)), "db-1");
-/// ```
-pub trait KeyExtractor<Req, K> {
-    /// The key of `req`.
-    fn key(&self, req: &Req) -> K;
-}
-
-impl<F, Req, K> KeyExtractor<Req, K> for F
-where
-    F: Fn(&Req) -> K,
-{
-    fn key(&self, req: &Req) -> K {
-        self(req)
-    }
-}
-
-/// The key extractor of a layer with a single breaker: every request maps to `()`.
-///
-/// ```
-/// use steadfast_layers::breaker::{KeyExtractor, NoKey};
-/// let () = KeyExtractor::<&str, ()>::key(&NoKey, &"anything");
-/// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoKey;
-
-impl<Req> KeyExtractor<Req, ()> for NoKey {
-    fn key(&self, _req: &Req) {}
-}
-
-pub(super) enum Breakers<K> {
+pub(super) enum Breakers {
     Single(Arc<Core>),
-    Keyed(KeyMap<K>),
-}
-
-/// Per-key breakers, at most `max_keys` of them. When a new key arrives at capacity, one breaker
-/// is evicted: the least recently used closed one, or the least recently used of all when none is
-/// closed. Lookups take the map's read lock; only a new key takes the write lock.
-pub(super) struct KeyMap<K> {
-    map: RwLock<HashMap<K, Arc<Core>>>,
-    max_keys: usize,
-    tick: AtomicU64,
+    /// Per-key breakers, in the shared key table: a breaker is idle (may be swept out when the
+    /// table is full) when it is closed and no call holds it.
+    Keyed(KeyMap<Arc<Core>>),
 }
 
 /// One layer's breakers and what they share.
-pub(super) struct Registry<K> {
+pub(super) struct Registry {
     pub(super) common: Arc<Common>,
-    pub(super) breakers: Breakers<K>,
+    pub(super) breakers: Breakers,
 }
 
-impl<K> fmt::Debug for Registry<K> {
+impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("common", &self.common)
@@ -75,7 +31,7 @@ impl<K> fmt::Debug for Registry<K> {
     }
 }
 
-impl<K> Registry<K> {
+impl Registry {
     pub(super) fn single(common: Arc<Common>) -> Self {
         let core = Arc::new(Core::new(Arc::clone(&common), None));
         Registry {
@@ -87,11 +43,7 @@ impl<K> Registry<K> {
     pub(super) fn keyed(common: Arc<Common>, max_keys: usize) -> Self {
         Registry {
             common,
-            breakers: Breakers::Keyed(KeyMap {
-                map: RwLock::new(HashMap::new()),
-                max_keys,
-                tick: AtomicU64::new(0),
-            }),
+            breakers: Breakers::Keyed(KeyMap::new(max_keys)),
         }
     }
 
@@ -99,12 +51,7 @@ impl<K> Registry<K> {
     pub(super) fn for_each(&self, mut f: impl FnMut(&Core)) {
         match &self.breakers {
             Breakers::Single(core) => f(core),
-            Breakers::Keyed(m) => {
-                let map = m.map.read().unwrap_or_else(PoisonError::into_inner);
-                for core in map.values() {
-                    f(core);
-                }
-            }
+            Breakers::Keyed(m) => m.fold((), |(), core| f(core)),
         }
     }
 
@@ -123,68 +70,35 @@ impl<K> Registry<K> {
     pub(super) fn len(&self) -> usize {
         match &self.breakers {
             Breakers::Single(_) => 1,
-            Breakers::Keyed(m) => m.map.read().unwrap_or_else(PoisonError::into_inner).len(),
+            Breakers::Keyed(m) => m.len(),
         }
     }
-}
 
-impl<K: Hash + Eq> Registry<K> {
     /// The breaker of `key`, if there is one (the single breaker whatever the key).
-    pub(super) fn get(&self, key: &K) -> Option<Arc<Core>> {
+    pub(super) fn get<Q: Hash + ?Sized>(&self, key: &Q) -> Option<Arc<Core>> {
         match &self.breakers {
             Breakers::Single(core) => Some(Arc::clone(core)),
-            Breakers::Keyed(m) => m
-                .map
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(key)
-                .cloned(),
+            Breakers::Keyed(m) => m.get(m.digest(key), Arc::clone),
         }
     }
 }
 
-impl<K: Hash + Eq + fmt::Debug> KeyMap<K> {
-    /// The breaker of `key`, created (and another evicted, at capacity) if needed.
-    pub(super) fn get_or_insert(&self, key: K, common: &Arc<Common>) -> Arc<Core> {
-        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-        {
-            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(core) = map.get(&key) {
-                core.last_used.store(tick, Ordering::Relaxed);
-                return Arc::clone(core);
-            }
-        }
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(core) = map.get(&key) {
-            core.last_used.store(tick, Ordering::Relaxed);
-            return Arc::clone(core);
-        }
-        if map.len() >= self.max_keys {
-            let victim = map
-                .iter()
-                .min_by_key(|(_, c)| {
-                    (
-                        c.state() != BreakerState::Closed,
-                        c.last_used.load(Ordering::Relaxed),
-                    )
-                })
-                .map(|(k, c)| (k as *const K, c.key.clone()));
-            if let Some((victim, label)) = victim {
-                // Find the key again by pointer to remove it without requiring `K: Clone`.
-                map.retain(|k, _| !std::ptr::eq(k, victim));
-                tracing::debug!(
-                    target: "steadfast::breaker",
-                    instance = common.telemetry.span_name(),
-                    key = label.as_deref().unwrap_or(""),
-                    max_keys = self.max_keys,
-                    "circuit breaker evicted"
-                );
-            }
-        }
-        let label: Arc<str> = Arc::from(format!("{key:?}"));
-        let core = Arc::new(Core::new(Arc::clone(common), Some(label)));
-        core.last_used.store(tick, Ordering::Relaxed);
-        map.insert(key, Arc::clone(&core));
-        core
-    }
+/// The breaker of `key` in `map`, created if needed; `None` when the table is full of busy
+/// breakers (open, half-open, or with calls in flight) and `key` is new.
+pub(super) fn get_or_insert<K: Hash + fmt::Debug>(
+    map: &KeyMap<Arc<Core>>,
+    key: &K,
+    common: &Arc<Common>,
+) -> Option<Arc<Core>> {
+    map.with(
+        map.digest(key),
+        Arc::clone,
+        || {
+            let label: Arc<str> = Arc::from(format!("{key:?}"));
+            Arc::new(Core::new(Arc::clone(common), Some(label)))
+        },
+        // Closed, and only the table holds it: no call in flight, nothing but a window of
+        // recent outcomes is forgotten.
+        |core| Arc::strong_count(core) == 1 && core.state() == BreakerState::Closed,
+    )
 }

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -12,11 +11,12 @@ use super::core::{control_state, Callback, Common, Config, NORMAL};
 use super::keyed::Registry;
 use super::policy::{MAX_BREAK, MAX_PROBES};
 use super::{
-    BreakDuration, BreakTimer, BreakerHandle, BreakerState, CircuitBreaker, Mode, NoKey,
-    SlidingWindow, Transition,
+    BreakDuration, BreakTimer, BreakerHandle, BreakerState, CircuitBreaker, Mode, SlidingWindow,
+    Transition,
 };
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
+use crate::keyed::{validate_max_keys, Global, DEFAULT_MAX_KEYS};
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::Telemetry;
 
@@ -42,13 +42,13 @@ use crate::telemetry::Telemetry;
 /// assert_eq!(layer.handle().breakers(), 1);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-pub struct CircuitBreakerLayer<C = RetryOnError, K = (), F = NoKey> {
+pub struct CircuitBreakerLayer<C = RetryOnError, X = Global> {
     classifier: C,
-    extract: F,
-    registry: Arc<Registry<K>>,
+    extract: X,
+    registry: Arc<Registry>,
 }
 
-impl<C: Clone, K, F: Clone> Clone for CircuitBreakerLayer<C, K, F> {
+impl<C: Clone, X: Clone> Clone for CircuitBreakerLayer<C, X> {
     fn clone(&self) -> Self {
         Self {
             classifier: self.classifier.clone(),
@@ -58,7 +58,7 @@ impl<C: Clone, K, F: Clone> Clone for CircuitBreakerLayer<C, K, F> {
     }
 }
 
-impl<C, K, F> fmt::Debug for CircuitBreakerLayer<C, K, F> {
+impl<C, X> fmt::Debug for CircuitBreakerLayer<C, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
             .field("registry", &self.registry)
@@ -93,18 +93,18 @@ impl CircuitBreakerLayer {
             break_duration: BreakDuration::default(),
             break_timer: BreakTimer::Auto,
             mode: Mode::FailFast,
-            max_keys: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            keyed: false,
             rng: None,
             telemetry: Telemetry::default(),
             on_transition: None,
             classifier: RetryOnError,
-            extract: NoKey,
-            _key: PhantomData,
+            extract: Global,
         }
     }
 }
 
-impl<C, K, F> CircuitBreakerLayer<C, K, F> {
+impl<C, X> CircuitBreakerLayer<C, X> {
     /// A handle on this layer's breakers: read their state and counts, force them open, disable
     /// them, or put them in metrics-only mode.
     ///
@@ -114,7 +114,7 @@ impl<C, K, F> CircuitBreakerLayer<C, K, F> {
     /// assert_eq!(layer.handle().state(), BreakerState::Closed);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn handle(&self) -> BreakerHandle<K> {
+    pub fn handle(&self) -> BreakerHandle {
         BreakerHandle {
             registry: Arc::clone(&self.registry),
         }
@@ -122,7 +122,7 @@ impl<C, K, F> CircuitBreakerLayer<C, K, F> {
 }
 
 #[cfg(test)]
-impl<C, K, F> CircuitBreakerLayer<C, K, F> {
+impl<C, X> CircuitBreakerLayer<C, X> {
     /// The breaker of a layer without keys (tests).
     pub(super) fn single_core(&self) -> Arc<super::core::Core> {
         match &self.registry.breakers {
@@ -132,8 +132,8 @@ impl<C, K, F> CircuitBreakerLayer<C, K, F> {
     }
 }
 
-impl<S, C: Clone, K, F: Clone> Layer<S> for CircuitBreakerLayer<C, K, F> {
-    type Service = CircuitBreaker<S, C, K, F>;
+impl<S, C: Clone, X: Clone> Layer<S> for CircuitBreakerLayer<C, X> {
+    type Service = CircuitBreaker<S, C, X>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreaker::new(
@@ -151,14 +151,14 @@ impl<S, C: Clone, K, F: Clone> Layer<S> for CircuitBreakerLayer<C, K, F> {
 /// # use std::time::Duration;
 /// # use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
 /// let err = CircuitBreakerLayer::builder().failure_rate(f64::NAN).build().unwrap_err();
-/// assert_eq!(err.field(), "failure_rate");
+/// assert_eq!(err.path(), "failure_rate");
 /// let err = CircuitBreakerLayer::builder()
 ///     .break_duration(BreakDuration::exponential(Duration::from_secs(60), Duration::from_secs(1)))
 ///     .build()
 ///     .unwrap_err();
-/// assert_eq!(err.field(), "break_duration.cap");
+/// assert_eq!(err.path(), "break_duration.cap");
 /// ```
-pub struct CircuitBreakerLayerBuilder<C = RetryOnError, K = (), F = NoKey> {
+pub struct CircuitBreakerLayerBuilder<C = RetryOnError, X = Global> {
     window: SlidingWindow,
     failure_rate: f64,
     slow_call: Option<Duration>,
@@ -170,16 +170,16 @@ pub struct CircuitBreakerLayerBuilder<C = RetryOnError, K = (), F = NoKey> {
     break_duration: BreakDuration,
     break_timer: BreakTimer,
     mode: Mode,
-    max_keys: Option<usize>,
+    max_keys: usize,
+    keyed: bool,
     rng: Option<SharedRng>,
     telemetry: Telemetry,
     on_transition: Option<Callback>,
     classifier: C,
-    extract: F,
-    _key: PhantomData<fn() -> K>,
+    extract: X,
 }
 
-impl<C, K, F> fmt::Debug for CircuitBreakerLayerBuilder<C, K, F> {
+impl<C, X> fmt::Debug for CircuitBreakerLayerBuilder<C, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayerBuilder")
             .field("window", &self.window)
@@ -193,12 +193,13 @@ impl<C, K, F> fmt::Debug for CircuitBreakerLayerBuilder<C, K, F> {
             .field("break_duration", &self.break_duration)
             .field("break_timer", &self.break_timer)
             .field("mode", &self.mode)
+            .field("keyed", &self.keyed)
             .field("max_keys", &self.max_keys)
             .finish_non_exhaustive()
     }
 }
 
-impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
+impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     /// The failure rate at or above which the breaker opens, in `[0, 1]` (default 0.5). It is
     /// judged once the window holds at least [`minimum_calls`](Self::minimum_calls) calls, and
     /// needs at least one failure (so 0 means "open on any failure").
@@ -234,7 +235,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().slow_call_rate(-0.1).build().unwrap_err().field(), "slow_call_rate");
+    /// assert_eq!(CircuitBreakerLayer::builder().slow_call_rate(-0.1).build().unwrap_err().path(), "slow_call_rate");
     /// ```
     pub fn slow_call_rate(mut self, threshold: f64) -> Self {
         self.slow_call_rate = threshold;
@@ -246,7 +247,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err().field(), "minimum_calls");
+    /// assert_eq!(CircuitBreakerLayer::builder().minimum_calls(0).build().unwrap_err().path(), "minimum_calls");
     /// ```
     pub fn minimum_calls(mut self, n: u32) -> Self {
         self.minimum_calls = n;
@@ -273,7 +274,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().count_window(0).build().unwrap_err().field(), "count_window");
+    /// assert_eq!(CircuitBreakerLayer::builder().count_window(0).build().unwrap_err().path(), "count_window");
     /// ```
     pub fn count_window(self, n: u32) -> Self {
         self.window(SlidingWindow::count(n))
@@ -284,7 +285,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     /// ```
     /// # use std::time::Duration;
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().time_window(Duration::ZERO).build().unwrap_err().field(), "time_window");
+    /// assert_eq!(CircuitBreakerLayer::builder().time_window(Duration::ZERO).build().unwrap_err().path(), "time_window");
     /// ```
     pub fn time_window(self, span: Duration) -> Self {
         self.window(SlidingWindow::time(span))
@@ -308,7 +309,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(0).build().unwrap_err().field(), "half_open_probes");
+    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(0).build().unwrap_err().path(), "half_open_probes");
     /// ```
     pub fn half_open_probes(mut self, n: u32) -> Self {
         self.probes = n;
@@ -348,6 +349,10 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
 
     /// How an open breaker learns that its break is over: a timer task (the default on
     /// multi-thread runtimes), so that refusals read no clock, or the clock (see [`BreakTimer`]).
+    ///
+    /// **Implementation knob**: how the layer spends its time, not what it decides; the default
+    /// suits every user, it is not part of a policy (configuration formats leave it out), and it
+    /// may change or go in a minor release.
     ///
     /// ```
     /// # use steadfast_layers::breaker::{BreakTimer, CircuitBreakerLayer};
@@ -445,7 +450,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayerBuilder<C2, K, F> {
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayerBuilder<C2, X> {
         CircuitBreakerLayerBuilder {
             window: self.window,
             failure_rate: self.failure_rate,
@@ -459,19 +464,22 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             break_timer: self.break_timer,
             mode: self.mode,
             max_keys: self.max_keys,
+            keyed: self.keyed,
             rng: self.rng,
             telemetry: self.telemetry,
             on_transition: self.on_transition,
             classifier,
             extract: self.extract,
-            _key: PhantomData,
         }
     }
 
-    /// One breaker per key (host, route, tenant...), the key taken from each request by
-    /// `extract`. At most `max_keys` breakers are kept (at least 1): a new key at capacity evicts
-    /// the least recently used closed breaker (or, if none is closed, the least recently used).
-    /// Keys must be `Debug` (their `Debug` form names the breaker in traces and transitions).
+    /// One breaker per key (host, route, tenant...): `extractor` (any `Fn(&Req) -> K` with
+    /// `K: Hash + Debug`, or a [`KeyExtractor`](crate::keyed::KeyExtractor)) computes the key of
+    /// each request. The key's `Debug` form names its breaker in traces and transitions. At most
+    /// [`max_keys`](Self::max_keys) breakers are kept; see [`keyed`](crate::keyed) for the one
+    /// eviction rule (a closed breaker with no call in flight is idle; a new key that finds the
+    /// table full of busy breakers is refused with
+    /// [`Overloaded`](crate::overload::Overloaded), reason `too_many_keys`).
     ///
     /// Each key costs about 300 bytes with the default count window of 100 calls (its breaker,
     /// its label, its share of the table; more for a longer window), so a layer holds at most
@@ -480,19 +488,13 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
     /// let layer = CircuitBreakerLayer::builder()
-    ///     .per_key(256, |req: &(String, Vec<u8>)| req.0.clone())
+    ///     .key_by(|req: &(String, Vec<u8>)| req.0.clone())
+    ///     .max_keys(256)
     ///     .build()?;
     /// assert_eq!(layer.handle().breakers(), 0);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn per_key<Req, K2, F2>(
-        self,
-        max_keys: usize,
-        extract: F2,
-    ) -> CircuitBreakerLayerBuilder<C, K2, F2>
-    where
-        F2: Fn(&Req) -> K2,
-    {
+    pub fn key_by<X2>(self, extractor: X2) -> CircuitBreakerLayerBuilder<C, X2> {
         CircuitBreakerLayerBuilder {
             window: self.window,
             failure_rate: self.failure_rate,
@@ -505,14 +507,27 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             break_duration: self.break_duration,
             break_timer: self.break_timer,
             mode: self.mode,
-            max_keys: Some(max_keys),
+            max_keys: self.max_keys,
+            keyed: true,
             rng: self.rng,
             telemetry: self.telemetry,
             on_transition: self.on_transition,
             classifier: self.classifier,
-            extract,
-            _key: PhantomData,
+            extract: extractor,
         }
+    }
+
+    /// The most breakers kept at once when keyed (default 10,000, at most 10,000,000). See
+    /// [`keyed`](crate::keyed) for what happens when the table is full.
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let err = CircuitBreakerLayer::builder().max_keys(0).build().unwrap_err();
+    /// assert_eq!(err.path(), "max_keys");
+    /// ```
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
     }
 
     fn config(&self) -> Result<Config, ConfigError> {
@@ -547,15 +562,12 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             ));
         }
         self.break_duration.validate()?;
-        match self.max_keys {
-            Some(0) => return Err(ConfigError::zero("per_key.max_keys")),
-            Some(_) if self.mode == Mode::Readiness => {
-                return Err(ConfigError::conflict(
-                    "mode",
-                    "readiness mode needs a single breaker (poll_ready cannot know the next request's key)",
-                ))
-            }
-            _ => {}
+        validate_max_keys(self.max_keys)?;
+        if self.keyed && self.mode == Mode::Readiness {
+            return Err(ConfigError::conflict(
+                "mode",
+                "readiness mode needs a single breaker (poll_ready cannot know the next request's key)",
+            ));
         }
         let minimum_calls = match self.window {
             SlidingWindow::Count(n) => self.minimum_calls.min(n),
@@ -580,12 +592,9 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
     ///
     /// ```
     /// # use steadfast_layers::breaker::CircuitBreakerLayer;
-    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(1001).build().unwrap_err().field(), "half_open_probes");
+    /// assert_eq!(CircuitBreakerLayer::builder().half_open_probes(1001).build().unwrap_err().path(), "half_open_probes");
     /// ```
-    pub fn build(self) -> Result<CircuitBreakerLayer<C, K, F>, ConfigError>
-    where
-        K: Send + Sync + 'static,
-    {
+    pub fn build(self) -> Result<CircuitBreakerLayer<C, X>, ConfigError> {
         let cfg = self.config()?;
         let meter = self.telemetry.resolve_meter();
         let waiters = (cfg.mode == Mode::Readiness).then(|| Mutex::new(Vec::new()));
@@ -615,11 +624,12 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             waiters,
             telemetry: self.telemetry,
         });
-        let registry = Arc::new(match self.max_keys {
-            Some(max) => Registry::keyed(Arc::clone(&common), max),
-            None => Registry::single(Arc::clone(&common)),
+        let registry = Arc::new(if self.keyed {
+            Registry::keyed(Arc::clone(&common), self.max_keys)
+        } else {
+            Registry::single(Arc::clone(&common))
         });
-        let weak: Weak<Registry<K>> = Arc::downgrade(&registry);
+        let weak: Weak<Registry> = Arc::downgrade(&registry);
         let _gauge = meter
             .u64_observable_gauge("steadfast.breaker.state")
             .with_description("Circuit breakers in each state")

@@ -25,8 +25,10 @@
 //!   probe has finished below both, it closes with an empty window.
 //! - A [`BreakerHandle`] reads each breaker's state and counts and switches the layer into
 //!   resilience4j's extra states: **disabled**, **forced open** and **metrics only**.
-//! - With [`per_key`](CircuitBreakerLayerBuilder::per_key), each key (host, route...) has its own
-//!   breaker, at most `max_keys` of them (the least recently used closed one is evicted first).
+//! - With [`key_by`](CircuitBreakerLayerBuilder::key_by), each key (host, route...) has its own
+//!   breaker, at most [`max_keys`](CircuitBreakerLayerBuilder::max_keys) of them, in the key
+//!   table every keyed layer uses ([`keyed`](crate::keyed): closed breakers with no call in
+//!   flight are swept out when it is full).
 //!
 //! Every transition is a `tracing` event (target `steadfast::breaker`; fields `from`, `to`,
 //! `reason`, `failure_rate`, `slow_rate`, plus `instance` and `key`), a count on the
@@ -112,7 +114,6 @@ mod window;
 pub use error::CircuitOpen;
 pub use future::ResponseFuture;
 pub use handle::{BreakerHandle, BreakerMetrics, BreakerState, Transition, TransitionReason};
-pub use keyed::{KeyExtractor, NoKey};
 pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder};
 pub use policy::{
     BreakDuration, BreakTimer, Mode, SlidingWindow, MAX_BREAK, MAX_BUCKETS, MAX_COUNT_WINDOW,

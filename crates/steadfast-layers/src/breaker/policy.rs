@@ -271,7 +271,7 @@ impl BreakDuration {
     /// # use std::time::Duration;
     /// # use steadfast_layers::breaker::BreakDuration;
     /// let bad = BreakDuration::exponential(Duration::from_secs(10), Duration::from_secs(1));
-    /// assert_eq!(bad.validate().unwrap_err().field(), "break_duration.cap");
+    /// assert_eq!(bad.validate().unwrap_err().path(), "break_duration.cap");
     /// assert!(BreakDuration::default().jitter(f64::NAN).validate().is_err());
     /// assert!(BreakDuration::constant(Duration::ZERO).validate().is_err());
     /// ```
@@ -368,6 +368,10 @@ pub enum Mode {
 ///   paused clock): a current-thread runtime that nobody drives fires no timers, and its
 ///   breakers would then stay open until about the 64th refused call.
 /// - `Off`: never spawn; always read the clock.
+///
+/// **Implementation knob**: how the layer spends its time, not what it decides; the default
+/// suits every user, it is not part of a policy (configuration formats leave it out), and it
+/// may change or go in a minor release.
 ///
 /// ```
 /// use steadfast_layers::breaker::{BreakTimer, CircuitBreakerLayer};

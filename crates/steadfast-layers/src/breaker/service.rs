@@ -1,6 +1,5 @@
 use std::fmt;
 use std::future::Future;
-use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -9,9 +8,11 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
 use super::core::{Pass, Readiness, DISABLED, FORCED_OPEN, METRICS_ONLY};
-use super::keyed::{Breakers, Registry};
-use super::{BreakerHandle, BreakerState, CircuitOpen, KeyExtractor, Mode, NoKey, ResponseFuture};
+use super::keyed::{get_or_insert, Breakers, Registry};
+use super::{BreakerHandle, BreakerState, CircuitOpen, Mode, ResponseFuture};
 use crate::classify::{Classifier, RetryOnError};
+use crate::keyed::{Global, KeyExtractor};
+use crate::overload::{OverloadReason, Overloaded};
 use crate::telemetry::ms;
 use crate::BoxError;
 
@@ -33,18 +34,18 @@ use crate::BoxError;
 /// assert!(err.is::<CircuitOpen>());
 /// # }
 /// ```
-pub struct CircuitBreaker<S, C = RetryOnError, K = (), F = NoKey> {
+pub struct CircuitBreaker<S, C = RetryOnError, X = Global> {
     inner: S,
     classifier: C,
-    extract: F,
-    registry: Arc<Registry<K>>,
+    extract: X,
+    registry: Arc<Registry>,
     /// Readiness mode: the probe permit won by `poll_ready`.
     ready: Option<Pass>,
     /// Readiness mode: the timer for the end of the break (allocated once, then reset).
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S: Clone, C: Clone, K, F: Clone> Clone for CircuitBreaker<S, C, K, F> {
+impl<S: Clone, C: Clone, X: Clone> Clone for CircuitBreaker<S, C, X> {
     /// A clone shares the breakers but not a probe permit won by `poll_ready`.
     fn clone(&self) -> Self {
         Self::new(
@@ -56,7 +57,7 @@ impl<S: Clone, C: Clone, K, F: Clone> Clone for CircuitBreaker<S, C, K, F> {
     }
 }
 
-impl<S: fmt::Debug, C, K, F> fmt::Debug for CircuitBreaker<S, C, K, F> {
+impl<S: fmt::Debug, C, X> fmt::Debug for CircuitBreaker<S, C, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
@@ -66,8 +67,8 @@ impl<S: fmt::Debug, C, K, F> fmt::Debug for CircuitBreaker<S, C, K, F> {
     }
 }
 
-impl<S, C, K, F> CircuitBreaker<S, C, K, F> {
-    pub(super) fn new(inner: S, classifier: C, extract: F, registry: Arc<Registry<K>>) -> Self {
+impl<S, C, X> CircuitBreaker<S, C, X> {
+    pub(super) fn new(inner: S, classifier: C, extract: X, registry: Arc<Registry>) -> Self {
         Self {
             inner,
             classifier,
@@ -130,7 +131,7 @@ impl<S, C, K, F> CircuitBreaker<S, C, K, F> {
     /// assert_eq!(svc.handle().breakers(), layer.handle().breakers());
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn handle(&self) -> BreakerHandle<K> {
+    pub fn handle(&self) -> BreakerHandle {
         BreakerHandle {
             registry: Arc::clone(&self.registry),
         }
@@ -195,13 +196,13 @@ impl<S, C, K, F> CircuitBreaker<S, C, K, F> {
     }
 }
 
-impl<S, C, K, F, Req> Service<Req> for CircuitBreaker<S, C, K, F>
+impl<S, C, X, Req> Service<Req> for CircuitBreaker<S, C, X>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classifier<S::Response, S::Error> + Clone,
-    F: KeyExtractor<Req, K>,
-    K: Hash + Eq + fmt::Debug + Send + Sync + 'static,
+    X: KeyExtractor<Req>,
+    X::Key: fmt::Debug,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -228,8 +229,10 @@ where
         let (core, ready) = match &self.registry.breakers {
             Breakers::Single(core) => (core, self.ready.take()),
             Breakers::Keyed(map) => {
-                let core = map.get_or_insert(self.extract.key(&req), common);
-                return self.admit(core, req, control);
+                return match get_or_insert(map, &self.extract.key(&req), common) {
+                    Some(core) => self.admit(core, req, control),
+                    None => reject_too_many_keys(common, map.len()),
+                };
             }
         };
         match ready {
@@ -243,7 +246,7 @@ where
     }
 }
 
-impl<S, C: Clone, K, F> CircuitBreaker<S, C, K, F> {
+impl<S, C: Clone, X> CircuitBreaker<S, C, X> {
     #[inline]
     fn admit<Req>(
         &mut self,
@@ -319,6 +322,20 @@ fn reject_forced<F, C>(common: &super::core::Common) -> ResponseFuture<F, C> {
         "call rejected"
     );
     ResponseFuture::rejected(CircuitOpen::new(BreakerState::ForcedOpen, None))
+}
+
+/// Traces and returns one call refused because its key is new and the key table is full of
+/// busy breakers (see [`keyed`](crate::keyed)): out of line, like `reject_forced`.
+#[cold]
+#[inline(never)]
+fn reject_too_many_keys<F, C>(common: &super::core::Common, keys: usize) -> ResponseFuture<F, C> {
+    tracing::warn!(
+        target: "steadfast::breaker",
+        instance = common.telemetry.span_name(),
+        max_keys = keys,
+        "call rejected: every tracked key's breaker is busy (open, half-open or in use), no room for a new key"
+    );
+    ResponseFuture::overloaded(Overloaded::new("breaker", OverloadReason::TooManyKeys))
 }
 
 /// Counts (in the metrics; `core` counted it already), traces and returns one call refused by

@@ -7,7 +7,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Span;
 
-use super::layer::QueueSlot;
+use std::sync::Arc;
+
+use super::layer::Shared;
 use super::{OverloadReason, Overloaded};
 use crate::gate::{GatePermit, GateWait, Queued, Waited};
 use crate::telemetry::{ms, REASON_KEY};
@@ -38,7 +40,7 @@ enum State<F, S, Req> {
         service: Option<S>,
         req: Option<Req>,
         started: Instant,
-        slot: QueueSlot,
+        shared: Arc<Shared>,
     },
     Rejected {
         error: Overloaded,
@@ -87,17 +89,17 @@ where
         started: Instant,
         service: S,
         req: Req,
-        slot: QueueSlot,
+        shared: Arc<Shared>,
         span: Span,
     ) -> Self {
-        let deadline = started.checked_add(slot.0.max_wait);
+        let deadline = started.checked_add(shared.max_wait);
         Self {
             state: State::Queued {
                 wait: queued.wait(deadline),
                 service: Some(service),
                 req: Some(req),
                 started,
-                slot,
+                shared,
             },
             span,
         }
@@ -127,10 +129,10 @@ where
                     service,
                     req,
                     started,
-                    slot,
+                    shared,
                 } => {
                     let waited = ready!(wait.poll_wait(cx));
-                    let shared = &*slot.0;
+                    let shared = &**shared;
                     if let Some(h) = &shared.wait_time {
                         h.record(started.elapsed().as_secs_f64(), shared.attrs.base());
                     }
@@ -158,7 +160,6 @@ where
                             }
                         }
                     };
-                    // Leaving `Queued` gives the queue slot back.
                     this.state.set(next);
                 }
             }

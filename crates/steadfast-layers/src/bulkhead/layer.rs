@@ -1,4 +1,3 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -42,7 +41,6 @@ pub(super) struct Shared {
     pub(super) max_concurrent: usize,
     pub(super) max_queue: usize,
     pub(super) max_wait: Duration,
-    pub(super) queued: AtomicUsize,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
     pub(super) rejected: Counter<u64>,
@@ -54,29 +52,9 @@ impl Shared {
         self.gate.in_flight()
     }
 
+    /// Calls waiting for a slot (a call handed its slot has left the queue).
     pub(super) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    /// Takes a place in the queue if there is one.
-    pub(super) fn enqueue(self: &Arc<Self>) -> Option<QueueSlot> {
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q < self.max_queue).then_some(q + 1)
-            })
-            .ok()
-            .map(|_| QueueSlot(Arc::clone(self)))
-    }
-}
-
-/// A place in the waiting queue, given back when dropped (the call got its permit, timed out,
-/// or was cancelled).
-#[derive(Debug)]
-pub(super) struct QueueSlot(pub(super) Arc<Shared>);
-
-impl Drop for QueueSlot {
-    fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+        self.gate.waiters()
     }
 }
 
@@ -153,8 +131,8 @@ impl<S> Layer<S> for BulkheadLayer {
 /// ```
 /// # use std::time::Duration;
 /// # use steadfast_layers::bulkhead::BulkheadLayer;
-/// assert_eq!(BulkheadLayer::builder(0).build().unwrap_err().field(), "max_concurrent");
-/// assert_eq!(BulkheadLayer::builder(2).max_wait(Duration::ZERO).build().unwrap_err().field(), "max_wait");
+/// assert_eq!(BulkheadLayer::builder(0).build().unwrap_err().path(), "max_concurrent");
+/// assert_eq!(BulkheadLayer::builder(2).max_wait(Duration::ZERO).build().unwrap_err().path(), "max_wait");
 /// // With no queue, nothing waits: the wait does not matter.
 /// assert!(BulkheadLayer::builder(2).max_queue(0).max_wait(Duration::ZERO).build().is_ok());
 /// ```
@@ -211,7 +189,7 @@ impl BulkheadLayerBuilder {
     ///
     /// ```
     /// # use steadfast_layers::bulkhead::BulkheadLayer;
-    /// assert_eq!(BulkheadLayer::builder(2).max_queue(usize::MAX).build().unwrap_err().field(), "max_queue");
+    /// assert_eq!(BulkheadLayer::builder(2).max_queue(usize::MAX).build().unwrap_err().path(), "max_queue");
     /// ```
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
         if self.max_concurrent == 0 {
@@ -236,11 +214,11 @@ impl BulkheadLayerBuilder {
         }
         let meter = self.telemetry.resolve_meter();
         let shared = Arc::new(Shared {
-            gate: Arc::new(Gate::new(self.max_concurrent)),
+            // The concurrency limit's gate, with a bounded queue.
+            gate: Arc::new(Gate::with_queue(self.max_concurrent, self.max_queue)),
             max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
             max_wait: self.max_wait,
-            queued: AtomicUsize::new(0),
             attrs: self.telemetry.base_attributes(),
             rejected: meter
                 .u64_counter("steadfast.bulkhead.rejected")

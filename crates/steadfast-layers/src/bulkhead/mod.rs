@@ -9,9 +9,11 @@
 //! fails with [`Overloaded`] (`wait_timeout`). A slot is held until the response future
 //! completes or is dropped; a cancelled queued call leaves the queue.
 //!
-//! Unlike [`ConcurrencyLimitLayer`](crate::limit::ConcurrencyLimitLayer) in waiting mode, whose
-//! queue is unbounded, the bulkhead bounds both the queue and the wait, so memory and latency
-//! under overload are bounded too.
+//! A bulkhead is a concurrency limit with a bounded queue: it runs on the same gate as
+//! [`ConcurrencyLimitLayer`](crate::limit::ConcurrencyLimitLayer) and the adaptive limit, with
+//! the gate's queue bound set. Unlike the concurrency limit in waiting mode, whose queue is
+//! unbounded, the bulkhead bounds both the queue and the wait, so memory and latency under
+//! overload are bounded too. A queued call leaves the queue when it is handed its slot.
 //!
 //! Cost of a call that finds a free slot: one CAS to take it, one atomic subtraction to give it
 //! back, one `Arc` clone; no allocation, no clock read, and no lock when no call is queued (a

@@ -97,27 +97,13 @@ where
             // The hot path: one CAS, one `Arc` clone; no span, no event, no clock read.
             return ResponseFuture::called(self.inner.call(req), permit, Span::none());
         }
-        let Some(slot) = shared.enqueue() else {
-            let reason = OverloadReason::QueueFull;
-            shared.attrs.with(REASON_KEY, reason.label(), |a| {
-                shared.rejected.add(1, a);
-            });
-            tracing::debug!(
-                target: "steadfast::bulkhead",
-                instance = shared.telemetry.span_name(),
-                reason = reason.label(),
-                max_queue = shared.max_queue,
-                "bulkhead full: call rejected"
-            );
-            return ResponseFuture::rejected(Overloaded::new("bulkhead", reason), Span::none());
-        };
         let queued = match shared.gate.register() {
             // A slot was freed meanwhile (and nobody waits for it): no need to queue.
             Registered::Acquired(permit) => {
-                drop(slot);
                 return ResponseFuture::called(self.inner.call(req), permit, Span::none());
             }
             Registered::Queued(queued) => queued,
+            Registered::Full => return reject_queue_full(shared),
         };
         let now = Instant::now();
         // A queued call gets a span: the wait and the call show in traces.
@@ -137,6 +123,22 @@ where
         });
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::queued(queued, now, service, req, slot, span)
+        ResponseFuture::queued(queued, now, service, req, Arc::clone(shared), span)
     }
+}
+
+/// Counts, traces and returns a call refused because `max_queue` calls already wait.
+fn reject_queue_full<S: Service<Req>, Req>(shared: &Shared) -> ResponseFuture<S, Req> {
+    let reason = OverloadReason::QueueFull;
+    shared.attrs.with(REASON_KEY, reason.label(), |a| {
+        shared.rejected.add(1, a);
+    });
+    tracing::debug!(
+        target: "steadfast::bulkhead",
+        instance = shared.telemetry.span_name(),
+        reason = reason.label(),
+        max_queue = shared.max_queue,
+        "bulkhead full: call rejected"
+    );
+    ResponseFuture::rejected(Overloaded::new("bulkhead", reason), Span::none())
 }

@@ -158,8 +158,8 @@ impl ChaosHandle {
 ///
 /// ```
 /// # use steadfast_layers::chaos::ChaosLayer;
-/// assert_eq!(ChaosLayer::builder().error(1.5).build().unwrap_err().field(), "error_probability");
-/// assert_eq!(ChaosLayer::builder().error(0.6).abort(0.6).build().unwrap_err().field(), "abort_probability");
+/// assert_eq!(ChaosLayer::builder().error(1.5).build().unwrap_err().path(), "error_probability");
+/// assert_eq!(ChaosLayer::builder().error(0.6).abort(0.6).build().unwrap_err().path(), "abort_probability");
 /// ```
 #[derive(Debug)]
 pub struct ChaosLayerBuilder {

@@ -138,7 +138,7 @@ impl<S, C: Clone> Layer<S> for DeadlineLayer<C> {
 /// # use std::time::Duration;
 /// # use steadfast_layers::deadline::DeadlineLayer;
 /// let err = DeadlineLayer::builder().timeout(Duration::ZERO).build().unwrap_err();
-/// assert_eq!(err.field(), "timeout");
+/// assert_eq!(err.path(), "timeout");
 /// ```
 #[derive(Clone, Debug)]
 pub struct DeadlineLayerBuilder<C = TaskLocal> {

@@ -1,4 +1,4 @@
-//! The hedge layer's own budget: hedges may not exceed a percentage of requests.
+//! The hedge layer's own budget: hedges may not exceed a fraction of requests.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const UNIT: u64 = 1_000_000;
 
 /// A token bucket filled by requests and drained by hedges, with no clock: each request adds
-/// `percent / 100` of a hedge, each hedge takes one, and the bucket holds at most `burst` hedges
-/// (it starts full). Over any run of calls, hedges never exceed `burst + percent/100 × requests`.
+/// `ratio` of a hedge, each hedge takes one, and the bucket holds at most `burst` hedges (it
+/// starts full). Over any run of calls, hedges never exceed `burst + ratio × requests`.
 ///
 /// While the bucket is full (the usual state when few calls are slow), a deposit is one atomic
 /// load and writes nothing, so clones on many threads do not contend on the success path.
@@ -16,13 +16,13 @@ pub(super) struct HedgeBudget {
     balance: AtomicU64,
     deposit: u64,
     cap: u64,
-    percent: f64,
+    ratio: f64,
 }
 
 impl fmt::Debug for HedgeBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeBudget")
-            .field("percent", &self.percent)
+            .field("ratio", &self.ratio)
             .field("burst", &(self.cap / UNIT))
             .field("balance", &self.balance())
             .finish()
@@ -30,14 +30,14 @@ impl fmt::Debug for HedgeBudget {
 }
 
 impl HedgeBudget {
-    /// `percent` in `(0, 1000]`, `burst` at least 1 (validated by the builder).
-    pub(super) fn new(percent: f64, burst: u32) -> Self {
+    /// `ratio` in `(0, 10]`, `burst` at least 1 (validated by the builder).
+    pub(super) fn new(ratio: f64, burst: u32) -> Self {
         let cap = u64::from(burst) * UNIT;
         HedgeBudget {
             balance: AtomicU64::new(cap),
-            deposit: (percent * 10_000.0).round() as u64,
+            deposit: (ratio * UNIT as f64).round() as u64,
             cap,
-            percent,
+            ratio,
         }
     }
 
@@ -80,8 +80,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hedges_are_capped_at_the_percentage_plus_the_burst() {
-        let b = HedgeBudget::new(10.0, 1);
+    fn hedges_are_capped_at_the_ratio_plus_the_burst() {
+        let b = HedgeBudget::new(0.1, 1);
         let mut hedges = 0;
         for _ in 0..1000 {
             b.deposit();
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn a_quiet_period_does_not_bank_more_than_the_burst() {
-        let b = HedgeBudget::new(50.0, 3);
+        let b = HedgeBudget::new(0.5, 3);
         for _ in 0..10_000 {
             b.deposit();
         }

@@ -209,9 +209,9 @@ impl HedgeDelay {
     /// # use std::time::Duration;
     /// # use steadfast_layers::hedge::HedgeDelay;
     /// let err = HedgeDelay::percentile(-5.0).validate().unwrap_err();
-    /// assert_eq!(err.field(), "delay.percentile");
+    /// assert_eq!(err.path(), "delay.percentile");
     /// let err = HedgeDelay::fixed(Duration::from_secs(7200)).validate().unwrap_err();
-    /// assert_eq!(err.field(), "delay");
+    /// assert_eq!(err.path(), "delay");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.kind {

@@ -27,7 +27,7 @@ pub const MAX_HEDGES: u32 = 10;
 /// let layer = HedgeLayer::builder()
 ///     .delay(HedgeDelay::percentile(95.0).warmup_delay(Duration::from_millis(50)))
 ///     .max_hedges(2)
-///     .budget_percent(5.0)
+///     .budget_ratio(0.05)
 ///     .policy(HedgeAny)
 ///     .build()?;
 /// assert_eq!(layer.max_hedges(), 2);
@@ -127,7 +127,7 @@ impl HedgeLayer {
         HedgeLayerBuilder {
             delay: HedgeDelay::default(),
             max_hedges: 1,
-            budget_percent: Some(10.0),
+            budget_ratio: Some(0.1),
             budget_burst: 10,
             retry_budget: None,
             min_hedge_time: Duration::from_millis(1),
@@ -185,14 +185,14 @@ impl<S, P: Clone, C: Clone, R: Clone> Layer<S> for HedgeLayer<P, C, R> {
 /// ```
 /// # use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
 /// let err = HedgeLayer::builder().delay(HedgeDelay::percentile(100.0)).build().unwrap_err();
-/// assert_eq!(err.field(), "delay.percentile");
-/// assert_eq!(HedgeLayer::builder().max_hedges(11).build().unwrap_err().field(), "max_hedges");
+/// assert_eq!(err.path(), "delay.percentile");
+/// assert_eq!(HedgeLayer::builder().max_hedges(11).build().unwrap_err().path(), "max_hedges");
 /// ```
 #[derive(Debug)]
 pub struct HedgeLayerBuilder<P = IdempotentOnly, C = RetryOnError, R = CloneReplay> {
     delay: HedgeDelay,
     max_hedges: u32,
-    budget_percent: Option<f64>,
+    budget_ratio: Option<f64>,
     budget_burst: u32,
     retry_budget: Option<Arc<dyn RetryBudget>>,
     min_hedge_time: Duration,
@@ -222,26 +222,26 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
     ///
     /// ```
     /// # use steadfast_layers::hedge::HedgeLayer;
-    /// assert_eq!(HedgeLayer::builder().max_hedges(0).build().unwrap_err().field(), "max_hedges");
+    /// assert_eq!(HedgeLayer::builder().max_hedges(0).build().unwrap_err().path(), "max_hedges");
     /// ```
     pub fn max_hedges(mut self, n: u32) -> Self {
         self.max_hedges = n;
         self
     }
 
-    /// Caps hedges at `percent` % of the requests through the layer (all clones together), in
-    /// `(0, 1000]` (default 10). Counted per request, not per second, with no clock read: each
-    /// request adds `percent / 100` of a hedge to a bucket that holds at most
-    /// [`budget_burst`](Self::budget_burst) hedges.
+    /// Caps hedges at `ratio` of the requests through the layer (all clones together): a
+    /// fraction, as every budget in this crate takes (`0.1` = 10 %), in `(0, 10]` (default
+    /// 0.1). Counted per request, not per second, with no clock read: each request adds `ratio`
+    /// of a hedge to a bucket that holds at most [`budget_burst`](Self::budget_burst) hedges.
     ///
     /// ```
     /// # use steadfast_layers::hedge::HedgeLayer;
-    /// assert!(HedgeLayer::builder().budget_percent(2.5).build().is_ok());
-    /// assert!(HedgeLayer::builder().budget_percent(f64::NAN).build().is_err());
-    /// assert!(HedgeLayer::builder().budget_percent(-1.0).build().is_err());
+    /// assert!(HedgeLayer::builder().budget_ratio(0.025).build().is_ok()); // 2.5 %
+    /// assert!(HedgeLayer::builder().budget_ratio(f64::NAN).build().is_err());
+    /// assert!(HedgeLayer::builder().budget_ratio(-0.01).build().is_err());
     /// ```
-    pub fn budget_percent(mut self, percent: f64) -> Self {
-        self.budget_percent = Some(percent);
+    pub fn budget_ratio(mut self, ratio: f64) -> Self {
+        self.budget_ratio = Some(ratio);
         self
     }
 
@@ -258,34 +258,38 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
         self
     }
 
-    /// Removes the layer's own percentage cap (a shared retry budget, if set, still applies).
-    /// Without any budget, a slow backend receives up to `1 + max_hedges` times the load: prefer a
-    /// budget.
+    /// Hedges without any budget: removes the layer's own cap and any shared
+    /// [`budget`](Self::budget), as `RetryLayerBuilder::no_budget` does for retries. A slow
+    /// backend then receives up to `1 + max_hedges` times the load: prefer a budget.
     ///
     /// ```
     /// # use steadfast_layers::hedge::HedgeLayer;
     /// assert!(HedgeLayer::builder().no_budget().build().is_ok());
     /// ```
     pub fn no_budget(mut self) -> Self {
-        self.budget_percent = None;
+        self.budget_ratio = None;
+        self.retry_budget = None;
         self
     }
 
-    /// Also draws each hedge from `budget` (e.g. the retry layer's, or a gRPC-style
-    /// [`TokenBucket`](crate::retry::TokenBucket)), after the layer's own budget: retries and
-    /// hedges then share one cap on extra load. The hedge layer only withdraws; the retry layer
-    /// that owns the budget deposits and records outcomes.
+    /// Also draws each hedge from `budget`, shared with everything else that holds the same
+    /// `Arc` (e.g. the retry layer's, entered there with the same method
+    /// [`RetryLayerBuilder::budget`](crate::retry::RetryLayerBuilder::budget), or a gRPC-style
+    /// [`TokenBucket`](crate::retry::TokenBucket)), after the layer's own cap
+    /// ([`budget_ratio`](Self::budget_ratio)): retries and hedges then share one cap on extra
+    /// load. The hedge layer only withdraws; the retry layer that owns the budget deposits and
+    /// records outcomes.
     ///
     /// ```
     /// # use std::sync::Arc;
     /// # use steadfast_layers::{hedge::HedgeLayer, retry::{RatioBudget, RetryLayer}};
     /// let shared = Arc::new(RatioBudget::builder().build()?);
     /// let retry = RetryLayer::builder().budget(shared.clone()).build()?;
-    /// let hedge = HedgeLayer::builder().retry_budget(shared).build()?;
+    /// let hedge = HedgeLayer::builder().budget(shared).build()?;
     /// # let _ = (retry, hedge);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn retry_budget<B: RetryBudget + 'static>(mut self, budget: Arc<B>) -> Self {
+    pub fn budget<B: RetryBudget + 'static>(mut self, budget: Arc<B>) -> Self {
         self.retry_budget = Some(budget);
         self
     }
@@ -330,7 +334,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
         HedgeLayerBuilder {
             delay: self.delay,
             max_hedges: self.max_hedges,
-            budget_percent: self.budget_percent,
+            budget_ratio: self.budget_ratio,
             budget_burst: self.budget_burst,
             retry_budget: self.retry_budget,
             min_hedge_time: self.min_hedge_time,
@@ -360,7 +364,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
         HedgeLayerBuilder {
             delay: self.delay,
             max_hedges: self.max_hedges,
-            budget_percent: self.budget_percent,
+            budget_ratio: self.budget_ratio,
             budget_burst: self.budget_burst,
             retry_budget: self.retry_budget,
             min_hedge_time: self.min_hedge_time,
@@ -387,7 +391,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
         HedgeLayerBuilder {
             delay: self.delay,
             max_hedges: self.max_hedges,
-            budget_percent: self.budget_percent,
+            budget_ratio: self.budget_ratio,
             budget_burst: self.budget_burst,
             retry_budget: self.retry_budget,
             min_hedge_time: self.min_hedge_time,
@@ -402,7 +406,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
     ///
     /// ```
     /// # use steadfast_layers::hedge::HedgeLayer;
-    /// assert_eq!(HedgeLayer::builder().budget_percent(0.0).build().unwrap_err().field(), "budget_percent");
+    /// assert_eq!(HedgeLayer::builder().budget_ratio(0.0).build().unwrap_err().path(), "budget_ratio");
     /// ```
     pub fn build(self) -> Result<HedgeLayer<P, C, R>, ConfigError> {
         self.delay.validate()?;
@@ -416,11 +420,17 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
                 "[1, 10]",
             ));
         }
-        let budget = match self.budget_percent {
+        let budget = match self.budget_ratio {
             Some(p) => {
-                check_f64("budget_percent", p, 0.0, 1000.0, "(0, 1000] percent")?;
+                check_f64(
+                    "budget_ratio",
+                    p,
+                    0.0,
+                    10.0,
+                    "(0, 10] (a fraction: 0.1 = 10 %)",
+                )?;
                 if p == 0.0 {
-                    return Err(ConfigError::zero("budget_percent"));
+                    return Err(ConfigError::zero("budget_ratio"));
                 }
                 if self.budget_burst == 0 {
                     return Err(ConfigError::zero("budget_burst"));

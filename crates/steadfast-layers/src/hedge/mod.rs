@@ -18,9 +18,11 @@
 //!    cloning by default).
 //! 5. **Deadline**: no hedge unless at least `min_hedge_time` of the
 //!    [deadline](crate::deadline) is left.
-//! 6. **Budget**: hedges are capped at a percentage of requests, and can also draw on a shared
-//!    [`RetryBudget`](crate::retry::RetryBudget), so retries and hedges share one cap on extra
-//!    load.
+//! 6. **Budget**: hedges are capped at a fraction of requests
+//!    ([`budget_ratio`](HedgeLayerBuilder::budget_ratio), `0.1` = 10 %, the unit of every budget
+//!    in this crate), and can also draw on a shared [`RetryBudget`](crate::retry::RetryBudget)
+//!    entered with [`budget`](HedgeLayerBuilder::budget), the retry layer's method name, so
+//!    retries and hedges share one cap on extra load.
 //!
 //! A hedge that is due but not sent (deadline, budget, copy) ends hedging for that call; the
 //! attempts in flight continue.
@@ -63,7 +65,7 @@
 //!     // The 95th percentile once 100 calls are known; 50 ms until then.
 //!     .delay(HedgeDelay::percentile(95.0).warmup_delay(Duration::from_millis(50)))
 //!     .max_hedges(2)
-//!     .budget_percent(5.0)
+//!     .budget_ratio(0.05)
 //!     .build()
 //!     .unwrap();
 //! let svc = layer.layer(replicas);

@@ -9,7 +9,7 @@ use super::{ConcurrencyLimit, OverloadReason};
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
 use crate::gate::Gate;
-use crate::keyed::{Global, KeyMap, DEFAULT_MAX_KEYS, MAX_KEYS};
+use crate::keyed::{validate_max_keys, Global, KeyMap, DEFAULT_MAX_KEYS};
 use crate::telemetry::{Attrs, Telemetry, REASON_KEY};
 
 /// Limits how many calls are in flight at once, across every clone of the layer and of its
@@ -96,7 +96,7 @@ impl ConcurrencyLimitLayer {
     /// ```
     /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
     /// assert!(ConcurrencyLimitLayer::new(10).is_ok());
-    /// assert_eq!(ConcurrencyLimitLayer::new(0).unwrap_err().field(), "max_in_flight");
+    /// assert_eq!(ConcurrencyLimitLayer::new(0).unwrap_err().path(), "max_in_flight");
     /// ```
     pub fn new(max_in_flight: usize) -> Result<Self, ConfigError> {
         Self::builder(max_in_flight).build()
@@ -194,7 +194,7 @@ impl<S, X: Clone> Layer<S> for ConcurrencyLimitLayer<X> {
 /// # use std::time::Duration;
 /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
 /// let err = ConcurrencyLimitLayer::builder(4).max_wait(Duration::ZERO).build().unwrap_err();
-/// assert_eq!(err.field(), "max_wait");
+/// assert_eq!(err.path(), "max_wait");
 /// ```
 #[derive(Debug)]
 pub struct ConcurrencyLimitLayerBuilder<X = Global> {
@@ -288,7 +288,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
     ///
     /// ```
     /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
-    /// assert_eq!(ConcurrencyLimitLayer::builder(0).build().unwrap_err().field(), "max_in_flight");
+    /// assert_eq!(ConcurrencyLimitLayer::builder(0).build().unwrap_err().path(), "max_in_flight");
     /// assert!(ConcurrencyLimitLayer::builder(usize::MAX).build().is_err());
     /// ```
     pub fn build(self) -> Result<ConcurrencyLimitLayer<X>, ConfigError> {
@@ -369,20 +369,6 @@ pub(crate) fn validate_wait(field: &'static str, w: Duration) -> Result<(), Conf
     }
     if w > MAX_TIMEOUT {
         return Err(ConfigError::out_of_range(field, w, "(0, 99999999 h]"));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_max_keys(max_keys: usize) -> Result<(), ConfigError> {
-    if max_keys == 0 {
-        return Err(ConfigError::zero("max_keys"));
-    }
-    if max_keys > MAX_KEYS {
-        return Err(ConfigError::out_of_range(
-            "max_keys",
-            max_keys,
-            "[1, 10000000]",
-        ));
     }
     Ok(())
 }

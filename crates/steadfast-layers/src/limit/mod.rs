@@ -71,4 +71,4 @@ pub use future::ResponseFuture;
 pub use layer::{ConcurrencyLimitLayer, ConcurrencyLimitLayerBuilder};
 pub use service::ConcurrencyLimit;
 
-pub(crate) use layer::{validate_max_keys, validate_wait};
+pub(crate) use layer::validate_wait;

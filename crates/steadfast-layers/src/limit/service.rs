@@ -135,6 +135,8 @@ where
         match registered {
             // The hot path: no span, no event, no clock read.
             Registered::Acquired(permit) => ResponseFuture::called(self.inner.call(req), permit),
+            // The limit's gate has no queue bound.
+            Registered::Full => reject(shared, OverloadReason::QueueFull),
             Registered::Queued(queued) => {
                 let now =
                     (shared.max_wait.is_some() || shared.wait_time.is_some()).then(Instant::now);

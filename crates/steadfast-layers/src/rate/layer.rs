@@ -14,8 +14,9 @@ use tower_layer::Layer;
 use super::store::{Cells, SharedCells};
 use super::{RateLimit, TokioClock};
 use crate::error::ConfigError;
+use crate::keyed::validate_max_keys;
 use crate::keyed::{Global, DEFAULT_MAX_KEYS};
-use crate::limit::{validate_max_keys, validate_wait};
+use crate::limit::validate_wait;
 use crate::telemetry::{Attrs, Telemetry};
 
 /// The longest accepted `per`: a year and a day.
@@ -211,6 +212,9 @@ impl<X> RateLimitLayer<X> {
     /// How many cells a clock read claims: 1 unless the limit is global and fast (see
     /// [`precision`](RateLimitLayerBuilder::precision)).
     ///
+    /// Reports an implementation knob (see [`precision`](RateLimitLayerBuilder::precision)):
+    /// for benchmarks and tests, not part of a policy.
+    ///
     /// ```
     /// # use std::time::Duration;
     /// # use steadfast_layers::rate::RateLimitLayer;
@@ -251,9 +255,9 @@ impl<S, X: Clone> Layer<S> for RateLimitLayer<X> {
 /// ```
 /// # use std::time::Duration;
 /// # use steadfast_layers::rate::RateLimitLayer;
-/// assert_eq!(RateLimitLayer::builder(0, Duration::from_secs(1)).build().unwrap_err().field(), "requests");
-/// assert_eq!(RateLimitLayer::builder(1, Duration::ZERO).build().unwrap_err().field(), "per");
-/// assert_eq!(RateLimitLayer::builder(1, Duration::from_secs(1)).burst(0).build().unwrap_err().field(), "burst");
+/// assert_eq!(RateLimitLayer::builder(0, Duration::from_secs(1)).build().unwrap_err().path(), "requests");
+/// assert_eq!(RateLimitLayer::builder(1, Duration::ZERO).build().unwrap_err().path(), "per");
+/// assert_eq!(RateLimitLayer::builder(1, Duration::from_secs(1)).burst(0).build().unwrap_err().path(), "burst");
 /// ```
 #[derive(Debug)]
 pub struct RateLimitLayerBuilder<X = Global> {
@@ -285,6 +289,10 @@ impl<X> RateLimitLayerBuilder<X> {
 
     /// How far a global limit may run ahead of the clock (default [`DEFAULT_PRECISION`],
     /// 100 µs; at most 1 s; `Duration::ZERO` for none).
+    ///
+    /// **Implementation knob**: how the layer spends its time, not what it decides; the default
+    /// suits every user, it is not part of a policy (configuration formats leave it out), and it
+    /// may change or go in a minor release.
     ///
     /// A global limit fast enough that more than one cell falls due per `precision` claims the
     /// cells of one `precision` at a time (at most the burst, at most 1,024) with one clock

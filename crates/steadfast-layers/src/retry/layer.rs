@@ -146,7 +146,7 @@ enum BudgetChoice {
 ///     .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_millis(10)))
 ///     .build()
 ///     .unwrap_err();
-/// assert_eq!(err.field(), "backoff.base");
+/// assert_eq!(err.path(), "backoff.base");
 /// ```
 #[derive(Debug)]
 pub struct RetryLayerBuilder<C = RetryOnError, R = CloneReplay> {
@@ -201,7 +201,10 @@ impl<C, R> RetryLayerBuilder<C, R> {
         self
     }
 
-    /// Limits retries by `budget`, shared with everything else that holds the same `Arc`.
+    /// Limits retries by `budget`, shared with everything else that holds the same `Arc` (a
+    /// hedge layer takes it with the same method,
+    /// [`HedgeLayerBuilder::budget`](crate::hedge::HedgeLayerBuilder::budget)). Budgets count in
+    /// fractions of requests (`0.2` = 20 %).
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -323,7 +326,7 @@ impl<C, R> RetryLayerBuilder<C, R> {
     ///
     /// ```
     /// # use steadfast_layers::retry::RetryLayer;
-    /// assert_eq!(RetryLayer::builder().max_attempts(0).build().unwrap_err().field(), "max_attempts");
+    /// assert_eq!(RetryLayer::builder().max_attempts(0).build().unwrap_err().path(), "max_attempts");
     /// ```
     pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
         if self.max_attempts == 0 {

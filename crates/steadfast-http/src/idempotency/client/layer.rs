@@ -32,7 +32,7 @@ pub struct IdempotencyKeyLayer {
 ///
 /// ```
 /// use steadfast_http::idempotency::IdempotencyKeyLayer;
-/// assert_eq!(IdempotencyKeyLayer::builder().methods([]).build().unwrap_err().field(), "methods");
+/// assert_eq!(IdempotencyKeyLayer::builder().methods([]).build().unwrap_err().path(), "methods");
 /// ```
 #[derive(Debug)]
 pub struct IdempotencyKeyLayerBuilder {

@@ -131,7 +131,7 @@ pub struct NoPrincipal;
 /// ```
 /// use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
 /// let err = IdempotencyLayer::builder(MemoryStore::new()).single_tenant().methods([]).build().unwrap_err();
-/// assert_eq!(err.field(), "methods");
+/// assert_eq!(err.path(), "methods");
 /// ```
 #[derive(Debug)]
 pub struct IdempotencyLayerBuilder<St, P = NoPrincipal> {
@@ -472,7 +472,7 @@ impl<St: IdempotencyStore, P: PrincipalExtractor> IdempotencyLayerBuilder<St, P>
     /// # use steadfast_http::idempotency::{IdempotencyLayer, store::MemoryStore};
     /// let err = IdempotencyLayer::builder(MemoryStore::new()).single_tenant()
     ///     .expiry(Duration::from_secs(10)).lease(Duration::from_secs(60)).build().unwrap_err();
-    /// assert_eq!(err.field(), "lease");
+    /// assert_eq!(err.path(), "lease");
     /// ```
     pub fn build(self) -> Result<IdempotencyLayer<St, P>, ConfigError> {
         if self.methods.is_empty() {

@@ -2,7 +2,7 @@
 //! a layer and by every layer given the same `Arc`.
 //!
 //! - [`RatioBudget`] is Finagle's budget: over any `ttl` window, retries may not exceed
-//!   `min_retries_per_sec * ttl + percent_can_retry * requests`. Exact to one part per million
+//!   `min_retries_per_sec * ttl + ratio * requests`. Exact to one part per million
 //!   (tower's `TpsBudget` rounds the percent and over-allows, tower#857), lock-free.
 //! - [`TokenBucket`] is gRPC A6 retry throttling: a failure takes a token, a success returns
 //!   `token_ratio`, and retries are allowed only while more than half the tokens remain.
@@ -15,7 +15,7 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
 //! let budget = Arc::new(
 //!     RatioBudget::builder()
-//!         .percent_can_retry(0.1)
+//!         .ratio(0.1)
 //!         .min_retries_per_sec(0)
 //!         .ttl(Duration::from_secs(10))
 //!         .build()?,

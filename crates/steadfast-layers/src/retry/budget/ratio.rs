@@ -15,11 +15,13 @@ const UNIT: i128 = 1_000_000;
 const REFRESH_EVERY: u32 = 16;
 
 /// Finagle's retry budget: over any `ttl` window, retries may not exceed
-/// `min_retries_per_sec * ttl + percent_can_retry * requests`.
+/// `min_retries_per_sec * ttl + ratio * requests`.
 ///
-/// Defaults are Finagle's: 20 %, 10 retries per second, 10 s. The window is ten slots of
-/// `ttl / 10`; each slot is one atomic word (slot number and count). Arithmetic is in parts per
-/// million: a percentage with up to six decimal places is honoured exactly.
+/// `ratio` is a fraction (`0.2` = 20 %), the unit of every budget in this crate (Finagle calls it
+/// `percentCanRetry`, Linkerd `retryRatio`). Defaults are Finagle's: 0.2, 10 retries per second,
+/// 10 s. The window is ten slots of `ttl / 10`; each slot is one atomic word (slot number and
+/// count). Arithmetic is in parts per million: a ratio with up to six decimal places is honoured
+/// exactly.
 ///
 /// Cost: a deposit is one compare-and-swap into the current slot, never a lock. It does not read
 /// the clock: the current slot is re-read from the clock by every withdrawal, every balance read,
@@ -32,7 +34,7 @@ const REFRESH_EVERY: u32 = 16;
 /// use std::time::Duration;
 /// use steadfast_layers::retry::{RatioBudget, RetryBudget};
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
-/// let b = RatioBudget::builder().percent_can_retry(0.3).min_retries_per_sec(0).build()?;
+/// let b = RatioBudget::builder().ratio(0.3).min_retries_per_sec(0).build()?;
 /// for _ in 0..1000 { b.deposit(); }
 /// assert_eq!((0..1000).filter(|_| b.withdraw()).count(), 300);
 /// // After the ttl, the deposits have expired.
@@ -49,7 +51,7 @@ pub struct RatioBudget {
     withdrawals: [AtomicU64; SLOTS],
     deposit_ppm: i128,
     reserve_ppm: i128,
-    percent_can_retry: f64,
+    ratio: f64,
     min_retries_per_sec: u32,
     ttl: Duration,
 }
@@ -57,7 +59,7 @@ pub struct RatioBudget {
 impl fmt::Debug for RatioBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RatioBudget")
-            .field("percent_can_retry", &self.percent_can_retry)
+            .field("ratio", &self.ratio)
             .field("min_retries_per_sec", &self.min_retries_per_sec)
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
@@ -76,18 +78,18 @@ impl RatioBudget {
     /// ```
     /// # use steadfast_layers::retry::RatioBudget;
     /// let b = RatioBudget::builder().build()?;
-    /// assert_eq!(b.percent_can_retry(), 0.2);
+    /// assert_eq!(b.ratio(), 0.2);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn builder() -> RatioBudgetBuilder {
         RatioBudgetBuilder {
-            percent_can_retry: 0.2,
+            ratio: 0.2,
             min_retries_per_sec: 10,
             ttl: Duration::from_secs(10),
         }
     }
 
-    fn new(percent: f64, min_per_sec: u32, ttl: Duration) -> Self {
+    fn new(ratio: f64, min_per_sec: u32, ttl: Duration) -> Self {
         let ttl_nanos = ttl.as_nanos();
         RatioBudget {
             start: Instant::now(),
@@ -97,22 +99,22 @@ impl RatioBudget {
             current: AtomicU64::new(0),
             deposits: Default::default(),
             withdrawals: Default::default(),
-            deposit_ppm: (percent * 1e6).round() as i128,
+            deposit_ppm: (ratio * 1e6).round() as i128,
             reserve_ppm: i128::from(min_per_sec) * ttl_nanos as i128 / 1_000,
-            percent_can_retry: percent,
+            ratio,
             min_retries_per_sec: min_per_sec,
             ttl,
         }
     }
 
-    /// The configured share of requests that may be retried.
+    /// The configured share of requests that may be retried, as a fraction (`0.2` = 20 %).
     ///
     /// ```
     /// # use steadfast_layers::retry::RatioBudget;
-    /// assert_eq!(RatioBudget::default().percent_can_retry(), 0.2);
+    /// assert_eq!(RatioBudget::default().ratio(), 0.2);
     /// ```
-    pub fn percent_can_retry(&self) -> f64 {
-        self.percent_can_retry
+    pub fn ratio(&self) -> f64 {
+        self.ratio
     }
 
     /// Reads the clock and moves the current slot forward (never back).
@@ -208,13 +210,13 @@ impl RetryBudget for RatioBudget {
 /// ```
 /// # use std::time::Duration;
 /// # use steadfast_layers::retry::RatioBudget;
-/// assert!(RatioBudget::builder().percent_can_retry(-0.1).build().is_err());
-/// assert!(RatioBudget::builder().percent_can_retry(f64::INFINITY).build().is_err());
+/// assert!(RatioBudget::builder().ratio(-0.1).build().is_err());
+/// assert!(RatioBudget::builder().ratio(f64::INFINITY).build().is_err());
 /// assert!(RatioBudget::builder().ttl(Duration::ZERO).build().is_err());
 /// ```
 #[derive(Clone, Debug)]
 pub struct RatioBudgetBuilder {
-    percent_can_retry: f64,
+    ratio: f64,
     min_retries_per_sec: u32,
     ttl: Duration,
 }
@@ -224,12 +226,12 @@ impl RatioBudgetBuilder {
     ///
     /// ```
     /// # use steadfast_layers::retry::RatioBudget;
-    /// let b = RatioBudget::builder().percent_can_retry(0.05).build()?;
-    /// assert_eq!(b.percent_can_retry(), 0.05);
+    /// let b = RatioBudget::builder().ratio(0.05).build()?;
+    /// assert_eq!(b.ratio(), 0.05);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
-    pub fn percent_can_retry(mut self, fraction: f64) -> Self {
-        self.percent_can_retry = fraction;
+    pub fn ratio(mut self, fraction: f64) -> Self {
+        self.ratio = fraction;
         self
     }
 
@@ -265,13 +267,7 @@ impl RatioBudgetBuilder {
     /// assert!(RatioBudget::builder().build().is_ok());
     /// ```
     pub fn build(self) -> Result<RatioBudget, ConfigError> {
-        check_f64(
-            "percent_can_retry",
-            self.percent_can_retry,
-            0.0,
-            10.0,
-            "[0, 10] (0 % to 1000 %)",
-        )?;
+        check_f64("ratio", self.ratio, 0.0, 10.0, "[0, 10] (0 % to 1000 %)")?;
         if self.min_retries_per_sec > 1_000_000 {
             return Err(ConfigError::out_of_range(
                 "min_retries_per_sec",
@@ -286,7 +282,7 @@ impl RatioBudgetBuilder {
             return Err(ConfigError::out_of_range("ttl", self.ttl, "[1 s, 60 s]"));
         }
         Ok(RatioBudget::new(
-            self.percent_can_retry,
+            self.ratio,
             self.min_retries_per_sec,
             self.ttl,
         ))

@@ -17,7 +17,7 @@ use crate::rng::RandomSource;
 /// after Netflix's concurrency-limits. Implement it to plug in your own.
 ///
 /// ```
-/// use steadfast_layers::adaptive::{Algorithm, Samples};
+/// use steadfast_layers::adaptive_limit::{Algorithm, Samples};
 /// use steadfast_layers::rng::RandomSource;
 ///
 /// /// Halves on any drop, otherwise grows by one.
@@ -51,7 +51,7 @@ pub trait Algorithm: fmt::Debug + Send + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use steadfast_layers::adaptive::Samples;
+/// use steadfast_layers::adaptive_limit::Samples;
 /// let s = Samples::single(Duration::from_millis(20), 7, false);
 /// assert_eq!((s.count, s.drops, s.max_in_flight), (1, 0, 7));
 /// assert_eq!(s.avg_rtt, Duration::from_millis(20));
@@ -78,7 +78,7 @@ impl Samples {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use steadfast_layers::adaptive::Samples;
+    /// use steadfast_layers::adaptive_limit::Samples;
     /// let s = Samples::new(10, 1, Duration::from_millis(8), Duration::from_millis(5), 12);
     /// assert_eq!(s.drops, 1);
     /// ```
@@ -102,7 +102,7 @@ impl Samples {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use steadfast_layers::adaptive::Samples;
+    /// use steadfast_layers::adaptive_limit::Samples;
     /// assert_eq!(Samples::single(Duration::from_millis(3), 1, true).drops, 1);
     /// ```
     pub const fn single(rtt: Duration, in_flight: usize, dropped: bool) -> Self {

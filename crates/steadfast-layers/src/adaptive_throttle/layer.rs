@@ -20,7 +20,7 @@ use crate::telemetry::{Attrs, Telemetry};
 ///
 /// ```
 /// use std::time::Duration;
-/// use steadfast_layers::throttle::ThrottleLayer;
+/// use steadfast_layers::adaptive_throttle::ThrottleLayer;
 /// let layer = ThrottleLayer::builder()
 ///     .k(1.5)
 ///     .window(Duration::from_secs(60))
@@ -68,7 +68,7 @@ impl Shared {
 /// probability they give.
 ///
 /// ```
-/// use steadfast_layers::throttle::ThrottleLayer;
+/// use steadfast_layers::adaptive_throttle::ThrottleLayer;
 /// let handle = ThrottleLayer::builder().build()?.handle();
 /// assert_eq!((handle.requests(), handle.accepts()), (0, 0));
 /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -106,7 +106,7 @@ impl ThrottleLayer {
     /// classified by [`RetryOnError`] (a response is an accept, an error is not).
     ///
     /// ```
-    /// # use steadfast_layers::throttle::ThrottleLayer;
+    /// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
     /// assert_eq!(ThrottleLayer::builder().build()?.k(), 2.0);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -152,11 +152,11 @@ impl<S, C: Clone> Layer<S> for ThrottleLayer<C> {
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use steadfast_layers::throttle::ThrottleLayer;
-/// assert_eq!(ThrottleLayer::builder().k(0.5).build().unwrap_err().field(), "k");
-/// assert_eq!(ThrottleLayer::builder().k(f64::NAN).build().unwrap_err().field(), "k");
-/// assert_eq!(ThrottleLayer::builder().window(Duration::ZERO).build().unwrap_err().field(), "window");
-/// assert_eq!(ThrottleLayer::builder().buckets(0).build().unwrap_err().field(), "buckets");
+/// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
+/// assert_eq!(ThrottleLayer::builder().k(0.5).build().unwrap_err().path(), "k");
+/// assert_eq!(ThrottleLayer::builder().k(f64::NAN).build().unwrap_err().path(), "k");
+/// assert_eq!(ThrottleLayer::builder().window(Duration::ZERO).build().unwrap_err().path(), "window");
+/// assert_eq!(ThrottleLayer::builder().buckets(0).build().unwrap_err().path(), "buckets");
 /// ```
 #[derive(Debug)]
 pub struct ThrottleLayerBuilder<C = RetryOnError> {
@@ -173,7 +173,7 @@ impl<C> ThrottleLayerBuilder<C> {
     /// the requests before any is rejected locally). Lower is more aggressive.
     ///
     /// ```
-    /// # use steadfast_layers::throttle::ThrottleLayer;
+    /// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
     /// assert_eq!(ThrottleLayer::builder().k(1.1).build()?.k(), 1.1);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -186,7 +186,7 @@ impl<C> ThrottleLayerBuilder<C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::throttle::ThrottleLayer;
+    /// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
     /// assert!(ThrottleLayer::builder().window(Duration::from_secs(30)).build().is_ok());
     /// ```
     pub fn window(mut self, window: Duration) -> Self {
@@ -198,9 +198,9 @@ impl<C> ThrottleLayerBuilder<C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::throttle::ThrottleLayer;
+    /// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
     /// let err = ThrottleLayer::builder().window(Duration::from_millis(10)).buckets(20).build().unwrap_err();
-    /// assert_eq!(err.field(), "buckets");
+    /// assert_eq!(err.path(), "buckets");
     /// ```
     pub fn buckets(mut self, n: u32) -> Self {
         self.buckets = n;
@@ -216,7 +216,7 @@ impl<C> ThrottleLayerBuilder<C> {
     /// out, never sent) is not.
     ///
     /// ```
-    /// # use steadfast_layers::{classify::Outcome, throttle::ThrottleLayer, BoxError};
+    /// # use steadfast_layers::{classify::Outcome, adaptive_throttle::ThrottleLayer, BoxError};
     /// let l = ThrottleLayer::builder()
     ///     .classifier(|r: &Result<u16, BoxError>| match r {
     ///         Ok(429) | Ok(503) | Err(_) => Outcome::retryable("refused"),
@@ -240,7 +240,7 @@ impl<C> ThrottleLayerBuilder<C> {
     /// Draws from a [`SeededRng`] seeded with `seed`: the same seed rejects the same calls.
     ///
     /// ```
-    /// # use steadfast_layers::throttle::ThrottleLayer;
+    /// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
     /// let l = ThrottleLayer::builder().seed(1).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -254,7 +254,7 @@ impl<C> ThrottleLayerBuilder<C> {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use steadfast_layers::{rng::SeededRng, throttle::ThrottleLayer};
+    /// # use steadfast_layers::{rng::SeededRng, adaptive_throttle::ThrottleLayer};
     /// let l = ThrottleLayer::builder().rng(Arc::new(SeededRng::new(1))).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -267,7 +267,7 @@ impl<C> ThrottleLayerBuilder<C> {
     /// Where and how to record telemetry.
     ///
     /// ```
-    /// # use steadfast_layers::{telemetry::Telemetry, throttle::ThrottleLayer};
+    /// # use steadfast_layers::{telemetry::Telemetry, adaptive_throttle::ThrottleLayer};
     /// let l = ThrottleLayer::builder().telemetry(Telemetry::new().name("ads")).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -281,7 +281,7 @@ impl<C> ThrottleLayerBuilder<C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::throttle::ThrottleLayer;
+    /// # use steadfast_layers::adaptive_throttle::ThrottleLayer;
     /// assert!(ThrottleLayer::builder().window(Duration::from_secs(2 * 86_400)).build().is_err());
     /// ```
     pub fn build(self) -> Result<ThrottleLayer<C>, ConfigError> {

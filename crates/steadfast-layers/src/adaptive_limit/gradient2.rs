@@ -63,7 +63,7 @@ use crate::rng::RandomSource;
 ///
 /// ```
 /// use std::time::Duration;
-/// use steadfast_layers::adaptive::{Algorithm, Gradient2, Samples};
+/// use steadfast_layers::adaptive_limit::{Algorithm, Gradient2, Samples};
 /// use steadfast_layers::rng::SeededRng;
 ///
 /// let mut g = Gradient2::builder().initial_limit(10).build()?;
@@ -183,7 +183,7 @@ impl Gradient2 {
     /// A builder with Netflix's defaults.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{Algorithm, Gradient2};
+    /// # use steadfast_layers::adaptive_limit::{Algorithm, Gradient2};
     /// assert_eq!(Gradient2::builder().build()?.initial_limit(), 20);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -198,7 +198,7 @@ impl Gradient2 {
     /// The long-term RTT average, in seconds (0 before any sample).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert_eq!(Gradient2::default().long_rtt_secs(), 0.0);
     /// ```
     pub fn long_rtt_secs(&self) -> f64 {
@@ -208,7 +208,7 @@ impl Gradient2 {
     /// The no-load RTT measured by the last probe, in seconds (0 before the first).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert_eq!(Gradient2::default().rtt_noload_secs(), 0.0);
     /// ```
     pub fn rtt_noload_secs(&self) -> f64 {
@@ -303,9 +303,9 @@ impl Algorithm for Gradient2 {
 /// Builds a [`Gradient2`] algorithm, validating it.
 ///
 /// ```
-/// # use steadfast_layers::adaptive::Gradient2;
-/// assert_eq!(Gradient2::builder().tolerance(0.9).build().unwrap_err().field(), "tolerance");
-/// assert_eq!(Gradient2::builder().smoothing(f64::NAN).build().unwrap_err().field(), "smoothing");
+/// # use steadfast_layers::adaptive_limit::Gradient2;
+/// assert_eq!(Gradient2::builder().tolerance(0.9).build().unwrap_err().path(), "tolerance");
+/// assert_eq!(Gradient2::builder().smoothing(f64::NAN).build().unwrap_err().path(), "smoothing");
 /// ```
 #[derive(Clone, Debug)]
 pub struct Gradient2Builder {
@@ -318,7 +318,7 @@ impl Gradient2Builder {
     /// The limit to start from (default 20).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{Algorithm, Gradient2};
+    /// # use steadfast_layers::adaptive_limit::{Algorithm, Gradient2};
     /// assert_eq!(Gradient2::builder().initial_limit(8).build()?.initial_limit(), 8);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -330,7 +330,7 @@ impl Gradient2Builder {
     /// The lowest limit (default 1).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().min_limit(0).build().is_err());
     /// ```
     pub fn min_limit(mut self, n: usize) -> Self {
@@ -341,7 +341,7 @@ impl Gradient2Builder {
     /// The highest limit (default 200, at most 1,000,000).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().max_limit(0).build().is_err());
     /// ```
     pub fn max_limit(mut self, n: usize) -> Self {
@@ -353,7 +353,7 @@ impl Gradient2Builder {
     /// `[1, 100]` (default 1.5: 50 % more is tolerated).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().tolerance(2.0).build().is_ok());
     /// ```
     pub fn tolerance(mut self, tolerance: f64) -> Self {
@@ -364,7 +364,7 @@ impl Gradient2Builder {
     /// How much of each new estimate is taken, in `(0, 1]` (default 0.2).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().smoothing(0.0).build().is_err());
     /// ```
     pub fn smoothing(mut self, smoothing: f64) -> Self {
@@ -376,7 +376,7 @@ impl Gradient2Builder {
     /// (default 4, at most 1,000).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().queue_size(1_001).build().is_err());
     /// ```
     pub fn queue_size(mut self, n: usize) -> Self {
@@ -387,7 +387,7 @@ impl Gradient2Builder {
     /// The number of samples the long-term RTT averages over, in `[10, 100000]` (default 600).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().long_window(5).build().is_err());
     /// ```
     pub fn long_window(mut self, n: u32) -> Self {
@@ -401,9 +401,9 @@ impl Gradient2Builder {
     /// no-load RTT (3 by default).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().long_rtt_cap(1.0).build().is_ok());
-    /// assert_eq!(Gradient2::builder().long_rtt_cap(0.5).build().unwrap_err().field(), "long_rtt_cap");
+    /// assert_eq!(Gradient2::builder().long_rtt_cap(0.5).build().unwrap_err().path(), "long_rtt_cap");
     /// ```
     pub fn long_rtt_cap(mut self, cap: f64) -> Self {
         self.g.long_rtt_cap = cap;
@@ -415,7 +415,7 @@ impl Gradient2Builder {
     /// first update.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().probe_interval(100).build().is_ok());
     /// assert!(Gradient2::builder().probe_interval(5).build().is_err());
     /// ```
@@ -428,8 +428,8 @@ impl Gradient2Builder {
     /// `min_concurrency`), kept within `[min_limit, max_limit]`.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
-    /// assert_eq!(Gradient2::builder().probe_limit(0).build().unwrap_err().field(), "probe_limit");
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
+    /// assert_eq!(Gradient2::builder().probe_limit(0).build().unwrap_err().path(), "probe_limit");
     /// ```
     pub fn probe_limit(mut self, n: usize) -> Self {
         self.g.probe_limit = n;
@@ -439,7 +439,7 @@ impl Gradient2Builder {
     /// Validates and builds the algorithm.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Gradient2;
+    /// # use steadfast_layers::adaptive_limit::Gradient2;
     /// assert!(Gradient2::builder().initial_limit(500).build().is_err()); // above max 200
     /// ```
     pub fn build(self) -> Result<Gradient2, ConfigError> {

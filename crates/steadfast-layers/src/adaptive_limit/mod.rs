@@ -1,9 +1,15 @@
 //! Adaptive concurrency limits: the limit follows what the backend can take, computed from each
 //! call's latency and outcome by a pluggable [`Algorithm`].
 //!
+//! Named after what it is: a concurrency limit ([`limit`](crate::limit)) whose limit adapts, as
+//! Netflix's concurrency-limits library and Envoy's `adaptive_concurrency` filter call it (and
+//! the layer type, [`AdaptiveLimitLayer`]).
+//!
 //! [`AdaptiveLimitLayer`] admits a call while fewer calls than the current limit are in flight
 //! (over every clone of the layer and its services) and refuses it at once with [`Overloaded`]
-//! (`at_capacity`) otherwise. Each admitted call is timed (two clock reads: the only way to
+//! (`at_capacity`) otherwise. It runs on the same concurrency gate as
+//! [`limit`](crate::limit) and [`bulkhead`](crate::bulkhead), whose maximum it moves: a lowered
+//! limit lets the calls in flight finish and admits no new one until fewer are in flight. Each admitted call is timed (two clock reads: the only way to
 //! measure a round-trip time) and classified by the shared
 //! [`Classifier`](crate::classify::Classifier): a success, a drop (a retryable or pushback
 //! failure: a timeout, a `503`; a deadline that expired while the call ran), or ignored (a fatal
@@ -46,7 +52,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use steadfast_layers::adaptive::{AdaptiveLimitLayer, Vegas};
+//! use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Vegas};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! let layer = AdaptiveLimitLayer::builder()

@@ -23,7 +23,7 @@ use crate::BoxError;
 /// ```
 /// use std::time::Duration;
 /// use tower::{service_fn, Layer, ServiceExt};
-/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+/// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let layer = AdaptiveLimitLayer::builder()
@@ -98,7 +98,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let core = &*self.core;
-        let Some(in_flight) = core.gate.try_acquire() else {
+        let Some(in_flight) = core.gate.try_take() else {
             let reason = OverloadReason::AtCapacity;
             core.attrs.with(REASON_KEY, reason.label(), |a| {
                 core.rejected.add(1, a);
@@ -107,10 +107,10 @@ where
                 target: "steadfast::adaptive",
                 instance = core.telemetry.span_name(),
                 reason = reason.label(),
-                limit = core.gate.limit.load(std::sync::atomic::Ordering::Relaxed),
+                limit = core.gate.max(),
                 "adaptive limit reached: call rejected"
             );
-            return ResponseFuture::rejected(Overloaded::new("adaptive", reason));
+            return ResponseFuture::rejected(Overloaded::new("adaptive_limit", reason));
         };
         // The slot is released by the guard even if `call` panics or the future is dropped.
         let guard = InFlight::new(Arc::clone(&self.core), Instant::now(), in_flight);

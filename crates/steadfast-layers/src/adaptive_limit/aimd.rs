@@ -15,7 +15,7 @@ use crate::rng::RandomSource;
 ///
 /// ```
 /// use std::time::Duration;
-/// use steadfast_layers::adaptive::{Aimd, Algorithm, Samples};
+/// use steadfast_layers::adaptive_limit::{Aimd, Algorithm, Samples};
 /// use steadfast_layers::rng::SeededRng;
 ///
 /// let mut aimd = Aimd::builder().initial_limit(10).build()?;
@@ -51,7 +51,7 @@ impl Aimd {
     /// A builder with the defaults above.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{Aimd, Algorithm};
+    /// # use steadfast_layers::adaptive_limit::{Aimd, Algorithm};
     /// assert_eq!(Aimd::builder().build()?.initial_limit(), 20);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -85,9 +85,9 @@ impl Algorithm for Aimd {
 /// Builds an [`Aimd`] algorithm, validating it.
 ///
 /// ```
-/// # use steadfast_layers::adaptive::Aimd;
-/// assert_eq!(Aimd::builder().backoff_ratio(1.0).build().unwrap_err().field(), "backoff_ratio");
-/// assert_eq!(Aimd::builder().backoff_ratio(f64::NAN).build().unwrap_err().field(), "backoff_ratio");
+/// # use steadfast_layers::adaptive_limit::Aimd;
+/// assert_eq!(Aimd::builder().backoff_ratio(1.0).build().unwrap_err().path(), "backoff_ratio");
+/// assert_eq!(Aimd::builder().backoff_ratio(f64::NAN).build().unwrap_err().path(), "backoff_ratio");
 /// ```
 #[derive(Clone, Debug)]
 pub struct AimdBuilder(Aimd);
@@ -96,7 +96,7 @@ impl AimdBuilder {
     /// The limit to start from (default 20).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{Aimd, Algorithm};
+    /// # use steadfast_layers::adaptive_limit::{Aimd, Algorithm};
     /// assert_eq!(Aimd::builder().initial_limit(5).build()?.initial_limit(), 5);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -108,7 +108,7 @@ impl AimdBuilder {
     /// The lowest limit (default 1).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Aimd;
+    /// # use steadfast_layers::adaptive_limit::Aimd;
     /// assert!(Aimd::builder().min_limit(0).build().is_err());
     /// ```
     pub fn min_limit(mut self, n: usize) -> Self {
@@ -119,7 +119,7 @@ impl AimdBuilder {
     /// The highest limit (default 200, at most 1,000,000).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Aimd;
+    /// # use steadfast_layers::adaptive_limit::Aimd;
     /// assert!(Aimd::builder().max_limit(10).build().is_err()); // below the initial 20
     /// ```
     pub fn max_limit(mut self, n: usize) -> Self {
@@ -130,7 +130,7 @@ impl AimdBuilder {
     /// The factor applied on a drop, in `[0.5, 1)` (default 0.9).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Aimd;
+    /// # use steadfast_layers::adaptive_limit::Aimd;
     /// assert!(Aimd::builder().backoff_ratio(0.5).build().is_ok());
     /// assert!(Aimd::builder().backoff_ratio(0.4).build().is_err());
     /// ```
@@ -143,7 +143,7 @@ impl AimdBuilder {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::adaptive::Aimd;
+    /// # use steadfast_layers::adaptive_limit::Aimd;
     /// assert!(Aimd::builder().timeout(Duration::ZERO).build().is_err());
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -154,7 +154,7 @@ impl AimdBuilder {
     /// Validates and builds the algorithm.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Aimd;
+    /// # use steadfast_layers::adaptive_limit::Aimd;
     /// assert!(Aimd::builder().min_limit(30).build().is_err()); // above the initial 20
     /// ```
     pub fn build(self) -> Result<Aimd, ConfigError> {

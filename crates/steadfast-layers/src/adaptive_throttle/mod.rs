@@ -1,6 +1,11 @@
 //! Client-side adaptive throttling (Google SRE, "Handling Overload"): when the backend refuses
 //! a large share of requests, reject some locally instead of sending them.
 //!
+//! Named as the SRE book names it ("adaptive throttling"); Envoy's `admission_control` filter
+//! implements the same formula. Not to be confused with gRPC's `retryThrottling` (a token bucket
+//! on retries: [`TokenBucket`](crate::retry::TokenBucket)) or with a rate limit
+//! ([`rate`](crate::rate)).
+//!
 //! [`ThrottleLayer`] counts, over a sliding window (2 minutes by default, in time buckets), the
 //! `requests` this client attempted (locally rejected ones included) and the `accepts`: the
 //! requests the backend accepted, as the shared [`Classifier`](crate::classify::Classifier)
@@ -28,7 +33,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use steadfast_layers::throttle::{Overloaded, ThrottleLayer};
+//! use steadfast_layers::adaptive_throttle::{Overloaded, ThrottleLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! let healthy = Arc::new(AtomicBool::new(false));

@@ -14,7 +14,7 @@ use crate::BoxError;
 ///
 /// ```
 /// use tower::{service_fn, Layer, ServiceExt};
-/// use steadfast_layers::throttle::{Overloaded, ThrottleLayer};
+/// use steadfast_layers::adaptive_throttle::{Overloaded, ThrottleLayer};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let layer = ThrottleLayer::builder().seed(1).build().unwrap();
@@ -109,7 +109,7 @@ where
                 accepts,
                 "throttled: call rejected locally"
             );
-            return ResponseFuture::rejected(Overloaded::new("throttle", reason));
+            return ResponseFuture::rejected(Overloaded::new("adaptive_throttle", reason));
         }
         let fut = self.inner.call(req);
         ResponseFuture::called(

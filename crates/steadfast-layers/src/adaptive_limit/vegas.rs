@@ -27,7 +27,7 @@ use crate::rng::RandomSource;
 ///
 /// ```
 /// use std::time::Duration;
-/// use steadfast_layers::adaptive::{Algorithm, Samples, Vegas};
+/// use steadfast_layers::adaptive_limit::{Algorithm, Samples, Vegas};
 /// use steadfast_layers::rng::SeededRng;
 ///
 /// let mut v = Vegas::builder().initial_limit(10).build()?;
@@ -73,7 +73,7 @@ impl Vegas {
     /// A builder with Netflix's defaults.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{Algorithm, Vegas};
+    /// # use steadfast_layers::adaptive_limit::{Algorithm, Vegas};
     /// assert_eq!(Vegas::builder().build()?.initial_limit(), 20);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -87,7 +87,7 @@ impl Vegas {
     /// The no-load round-trip time currently assumed, in seconds (0 before any sample).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
+    /// # use steadfast_layers::adaptive_limit::Vegas;
     /// assert_eq!(Vegas::default().rtt_noload_secs(), 0.0);
     /// ```
     pub fn rtt_noload_secs(&self) -> f64 {
@@ -152,9 +152,9 @@ impl Algorithm for Vegas {
 /// Builds a [`Vegas`] algorithm, validating it.
 ///
 /// ```
-/// # use steadfast_layers::adaptive::Vegas;
-/// assert_eq!(Vegas::builder().smoothing(1.5).build().unwrap_err().field(), "smoothing");
-/// assert_eq!(Vegas::builder().probe_multiplier(0).build().unwrap_err().field(), "probe_multiplier");
+/// # use steadfast_layers::adaptive_limit::Vegas;
+/// assert_eq!(Vegas::builder().smoothing(1.5).build().unwrap_err().path(), "smoothing");
+/// assert_eq!(Vegas::builder().probe_multiplier(0).build().unwrap_err().path(), "probe_multiplier");
 /// ```
 #[derive(Clone, Debug)]
 pub struct VegasBuilder {
@@ -166,7 +166,7 @@ impl VegasBuilder {
     /// The limit to start from (default 20).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{Algorithm, Vegas};
+    /// # use steadfast_layers::adaptive_limit::{Algorithm, Vegas};
     /// assert_eq!(Vegas::builder().initial_limit(4).build()?.initial_limit(), 4);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -178,7 +178,7 @@ impl VegasBuilder {
     /// The lowest limit (default 1).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
+    /// # use steadfast_layers::adaptive_limit::Vegas;
     /// assert!(Vegas::builder().min_limit(0).build().is_err());
     /// ```
     pub fn min_limit(mut self, n: usize) -> Self {
@@ -189,7 +189,7 @@ impl VegasBuilder {
     /// The highest limit (default 1,000, at most 1,000,000).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
+    /// # use steadfast_layers::adaptive_limit::Vegas;
     /// assert!(Vegas::builder().max_limit(2_000_000).build().is_err());
     /// ```
     pub fn max_limit(mut self, n: usize) -> Self {
@@ -200,7 +200,7 @@ impl VegasBuilder {
     /// How much of each new estimate is taken, in `(0, 1]` (default 1).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
+    /// # use steadfast_layers::adaptive_limit::Vegas;
     /// assert!(Vegas::builder().smoothing(0.5).build().is_ok());
     /// ```
     pub fn smoothing(mut self, smoothing: f64) -> Self {
@@ -212,7 +212,7 @@ impl VegasBuilder {
     /// (default 30).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
+    /// # use steadfast_layers::adaptive_limit::Vegas;
     /// assert!(Vegas::builder().probe_multiplier(10).build().is_ok());
     /// ```
     pub fn probe_multiplier(mut self, n: u32) -> Self {
@@ -223,8 +223,8 @@ impl VegasBuilder {
     /// `alpha = a × L` and `beta = b × L` (defaults 3 and 6), with `0 < a < b ≤ 100`.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
-    /// assert_eq!(Vegas::builder().alpha_beta(6.0, 3.0).build().unwrap_err().field(), "alpha_beta");
+    /// # use steadfast_layers::adaptive_limit::Vegas;
+    /// assert_eq!(Vegas::builder().alpha_beta(6.0, 3.0).build().unwrap_err().path(), "alpha_beta");
     /// ```
     pub fn alpha_beta(mut self, a: f64, b: f64) -> Self {
         self.v.alpha_factor = a;
@@ -235,7 +235,7 @@ impl VegasBuilder {
     /// Validates and builds the algorithm.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::Vegas;
+    /// # use steadfast_layers::adaptive_limit::Vegas;
     /// assert!(Vegas::builder().initial_limit(0).build().is_err());
     /// ```
     pub fn build(self) -> Result<Vegas, ConfigError> {

@@ -11,6 +11,7 @@ use super::{AdaptiveLimit, Algorithm, Samples, Vegas, MAX_LIMIT};
 use crate::classify::RetryOnError;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
+use crate::gate::Gate;
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::{ms, Attrs, Telemetry};
 
@@ -20,7 +21,7 @@ use crate::telemetry::{ms, Attrs, Telemetry};
 /// Built by [`AdaptiveLimitLayer::builder`]. See the [module docs](super).
 ///
 /// ```
-/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Vegas};
+/// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Vegas};
 /// let layer = AdaptiveLimitLayer::builder()
 ///     .algorithm(Vegas::builder().initial_limit(10).build()?)
 ///     .seed(7)
@@ -44,38 +45,11 @@ impl<A, C: Clone> Clone for AdaptiveLimitLayer<A, C> {
     }
 }
 
-/// The current limit and calls in flight, as every clone sees them.
-#[derive(Debug)]
-pub(super) struct Gate {
-    pub(super) limit: AtomicUsize,
-    pub(super) in_flight: AtomicUsize,
-    pub(super) algorithm: &'static str,
-}
-
-impl Gate {
-    /// Takes a slot if fewer than `limit` calls are in flight; returns the calls in flight,
-    /// this one included.
-    #[inline]
-    pub(super) fn try_acquire(&self) -> Option<usize> {
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limit.load(Ordering::Acquire)).then_some(n + 1)
-            })
-            .ok()
-            .map(|n| n + 1)
-    }
-
-    #[inline]
-    pub(super) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A view of an adaptive limit: its current value, the calls in flight, the algorithm. Cheap to
 /// clone; every clone of the layer and of its services shares what it shows.
 ///
 /// ```
-/// use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+/// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd};
 /// let layer = AdaptiveLimitLayer::builder().algorithm(Aimd::default()).build()?;
 /// let handle = layer.handle();
 /// assert_eq!((handle.limit(), handle.in_flight(), handle.algorithm()), (20, 0, "aimd"));
@@ -84,22 +58,23 @@ impl Gate {
 #[derive(Clone, Debug)]
 pub struct LimitHandle {
     gate: Arc<Gate>,
+    algorithm: &'static str,
 }
 
 impl LimitHandle {
     /// The current limit.
     pub fn limit(&self) -> usize {
-        self.gate.limit.load(Ordering::Acquire)
+        self.gate.max()
     }
 
     /// The calls in flight now.
     pub fn in_flight(&self) -> usize {
-        self.gate.in_flight.load(Ordering::Acquire)
+        self.gate.in_flight()
     }
 
     /// The algorithm's name.
     pub fn algorithm(&self) -> &'static str {
-        self.gate.algorithm
+        self.algorithm
     }
 }
 
@@ -166,7 +141,10 @@ pub const DEFAULT_MIN_SAMPLES: u64 = 10;
 
 /// What every clone of one layer shares.
 pub(super) struct Core<A> {
+    /// The crate's concurrency gate (the fixed limit's), its maximum moved by the algorithm;
+    /// no queue: a call over the limit is refused at once.
     pub(super) gate: Arc<Gate>,
+    pub(super) algorithm_name: &'static str,
     pending: Pending,
     algorithm: Mutex<A>,
     window: Duration,
@@ -196,6 +174,7 @@ impl<A> Core<A> {
     pub(super) fn handle(&self) -> LimitHandle {
         LimitHandle {
             gate: Arc::clone(&self.gate),
+            algorithm: self.algorithm_name,
         }
     }
 }
@@ -254,15 +233,15 @@ impl<A: Algorithm> Core<A> {
         let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
         self.next_update
             .store(at.saturating_add(window), Ordering::Release);
-        let from = self.gate.limit.load(Ordering::Acquire);
+        let from = self.gate.max();
         let to = algorithm.update(&samples, &*self.rng).clamp(1, MAX_LIMIT);
         drop(algorithm);
         if to != from {
-            self.gate.limit.store(to, Ordering::Release);
+            self.gate.set_max(to);
             tracing::debug!(
                 target: "steadfast::adaptive",
                 instance = self.telemetry.span_name(),
-                algorithm = self.gate.algorithm,
+                algorithm = self.algorithm_name,
                 from,
                 to,
                 samples = samples.count,
@@ -284,7 +263,7 @@ impl<A, C> AdaptiveLimitLayer<A, C> {
     /// A view of the current limit, shared with every clone.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let layer = AdaptiveLimitLayer::builder().build()?;
     /// assert_eq!(layer.handle().limit(), 20);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -303,7 +282,7 @@ impl AdaptiveLimitLayer {
     /// ([`cancelled_as_drops`](AdaptiveLimitLayerBuilder::cancelled_as_drops)).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// assert_eq!(AdaptiveLimitLayer::builder().build()?.handle().algorithm(), "vegas");
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
@@ -335,8 +314,8 @@ impl<S, A, C: Clone> Layer<S> for AdaptiveLimitLayer<A, C> {
 /// Builds an [`AdaptiveLimitLayer`], validating its configuration.
 ///
 /// ```
-/// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
-/// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().field(), "min_samples");
+/// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
+/// assert_eq!(AdaptiveLimitLayer::builder().min_samples(0).build().unwrap_err().path(), "min_samples");
 /// ```
 #[derive(Debug)]
 pub struct AdaptiveLimitLayerBuilder<A = Vegas, C = RetryOnError> {
@@ -354,7 +333,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// [`Gradient2`](super::Gradient2), [`Vegas`] (the default), or your own).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::{AdaptiveLimitLayer, Aimd};
+    /// # use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd};
     /// let l = AdaptiveLimitLayer::builder().algorithm(Aimd::builder().initial_limit(5).build()?).build()?;
     /// assert_eq!(l.handle().limit(), 5);
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -381,7 +360,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// (whatever the classifier says: [`RetryOnError`] calls it fatal so as not to retry it).
     ///
     /// ```
-    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, classify::Outcome, BoxError};
+    /// # use steadfast_layers::{adaptive_limit::AdaptiveLimitLayer, classify::Outcome, BoxError};
     /// let l = AdaptiveLimitLayer::builder()
     ///     .classifier(|r: &Result<u16, BoxError>| match r {
     ///         Ok(503) | Err(_) => Outcome::retryable("unavailable"),
@@ -412,7 +391,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let l = AdaptiveLimitLayer::builder().window(Duration::from_secs(1)).min_samples(10).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -425,7 +404,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// The fewest calls an update needs, in `[1, 1000000]` (default 10).
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// assert!(AdaptiveLimitLayer::builder().min_samples(10).build().is_ok());
     /// ```
     pub fn min_samples(mut self, n: u64) -> Self {
@@ -442,7 +421,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// ignored, their slot freed.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let l = AdaptiveLimitLayer::builder().cancelled_as_drops(false).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -455,7 +434,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// Randomness (Vegas's probe jitter) from a [`SeededRng`] seeded with `seed`.
     ///
     /// ```
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// let l = AdaptiveLimitLayer::builder().seed(3).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -469,7 +448,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, rng::SeededRng};
+    /// # use steadfast_layers::{adaptive_limit::AdaptiveLimitLayer, rng::SeededRng};
     /// let l = AdaptiveLimitLayer::builder().rng(Arc::new(SeededRng::new(3))).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -482,7 +461,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     /// Where and how to record telemetry.
     ///
     /// ```
-    /// # use steadfast_layers::{adaptive::AdaptiveLimitLayer, telemetry::Telemetry};
+    /// # use steadfast_layers::{adaptive_limit::AdaptiveLimitLayer, telemetry::Telemetry};
     /// let l = AdaptiveLimitLayer::builder().telemetry(Telemetry::new().name("search")).build()?;
     /// # let _ = l;
     /// # Ok::<(), steadfast_layers::ConfigError>(())
@@ -496,7 +475,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_layers::adaptive::AdaptiveLimitLayer;
+    /// # use steadfast_layers::adaptive_limit::AdaptiveLimitLayer;
     /// assert!(AdaptiveLimitLayer::builder().window(Duration::from_secs(u64::MAX)).build().is_err());
     /// ```
     pub fn build(self) -> Result<AdaptiveLimitLayer<A, C>, ConfigError>
@@ -532,22 +511,19 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             ));
         }
         let meter = self.telemetry.resolve_meter();
-        let gate = Arc::new(Gate {
-            limit: AtomicUsize::new(initial),
-            in_flight: AtomicUsize::new(0),
-            algorithm: self.algorithm.name(),
-        });
+        let gate = Arc::new(Gate::with_queue(initial, 0));
+        let algorithm_name = self.algorithm.name();
         let attrs = self.telemetry.base_attributes();
         for (name, description, read) in [
             (
                 "steadfast.adaptive.limit",
                 "The current adaptive concurrency limit",
-                (|g: &Gate| g.limit.load(Ordering::Acquire)) as fn(&Gate) -> usize,
+                Gate::max as fn(&Gate) -> usize,
             ),
             (
                 "steadfast.adaptive.in_flight",
                 "Calls in flight under the adaptive concurrency limit",
-                |g: &Gate| g.in_flight.load(Ordering::Acquire),
+                Gate::in_flight,
             ),
         ] {
             let weak: Weak<Gate> = Arc::downgrade(&gate);
@@ -564,6 +540,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
         }
         let core = Core {
             gate,
+            algorithm_name,
             pending: Pending::new(),
             algorithm: Mutex::new(self.algorithm),
             window: self.window,
