@@ -54,7 +54,7 @@
 //! let page = steadfast_lab::html::render(&[report]);
 //! assert!(page.starts_with("<!DOCTYPE html>"));
 //! assert!(page.contains(r#"data-plot="latency""#) && page.contains(r#"data-plot="timeseries""#));
-//! assert!(!page.contains("plot-error") && !page.contains("<script"));
+//! assert!(!page.contains(r#"class="plot-error""#) && !page.contains("<script"));
 //! ```
 
 use std::fmt::Write as _;

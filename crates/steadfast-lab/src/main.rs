@@ -214,6 +214,20 @@ fn run(args: &Args) -> ExitCode {
         progress: true,
         chaos: args.chaos,
     };
+    // Created before the run, so that a path that cannot be written fails at once, not after it.
+    let mut html = match &args.html {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the HTML report to {}: {e}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let mut errors = 0;
     let mut missed: Vec<String> = Vec::new();
     let mut reports = Vec::new();
@@ -253,13 +267,14 @@ fn run(args: &Args) -> ExitCode {
                 .filter(|t| !t.met)
                 .map(|t| format!("{}: {}", report.scenario, t.description)),
         );
-        if args.html.is_some() {
+        if html.is_some() {
             reports.push(report);
         }
     }
     // Written whatever the targets say: a report is most useful when one was missed.
-    if let Some(path) = &args.html {
-        if let Err(e) = std::fs::write(path, steadfast_lab::html::render(&reports)) {
+    if let Some((path, file)) = &mut html {
+        let page = steadfast_lab::html::render(&reports);
+        if let Err(e) = file.write_all(page.as_bytes()).and_then(|()| file.flush()) {
             eprintln!(
                 "error: cannot write the HTML report to {}: {e}",
                 path.display()

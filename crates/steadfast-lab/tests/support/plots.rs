@@ -8,19 +8,19 @@ use steadfast_lab::report::ScenarioReport;
 
 /// One plot: its kind (`latency`, `timeseries`, `breaker`, `amplification`) and series.
 #[derive(Debug)]
-pub struct Plot {
-    pub kind: String,
-    pub scenario: String,
-    pub variant: Option<String>,
-    pub series: Vec<Series>,
+pub(crate) struct Plot {
+    pub(crate) kind: String,
+    pub(crate) scenario: String,
+    pub(crate) variant: Option<String>,
+    pub(crate) series: Vec<Series>,
 }
 
 /// One data series of a plot.
 #[derive(Debug)]
-pub struct Series {
-    pub name: String,
-    pub points: usize,
-    pub total: f64,
+pub(crate) struct Series {
+    pub(crate) name: String,
+    pub(crate) points: usize,
+    pub(crate) total: f64,
 }
 
 /// `name="value"` pairs of a tag's text.
@@ -50,7 +50,7 @@ fn attr<'a>(attrs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Every plot of `page`, with its series; panics when a series' declared point count does not
 /// match the coordinates it draws.
-pub fn plots(page: &str) -> Vec<Plot> {
+pub(crate) fn plots(page: &str) -> Vec<Plot> {
     let mut out = Vec::new();
     let mut rest = page;
     while let Some(start) = rest.find("<svg ") {
@@ -114,11 +114,15 @@ pub fn plots(page: &str) -> Vec<Plot> {
 /// it should have, each with data: a latency curve for every variant, an amplification bar for
 /// every variant, a time series chart per variant with something in it, and (when
 /// `breaker_lanes` is not empty) a breaker lane for each of those variants.
-pub fn check(report: &ScenarioReport, server_calls: bool, breaker_lanes: &[&str]) -> Vec<Plot> {
+pub(crate) fn check(
+    report: &ScenarioReport,
+    server_calls: bool,
+    breaker_lanes: &[&str],
+) -> Vec<Plot> {
     let page = steadfast_lab::html::render(std::slice::from_ref(report));
     let name = report.scenario;
     assert!(
-        !page.contains("plot-error"),
+        !page.contains("class=\"plot-error\""),
         "{name}: the page has an error marker"
     );
     assert!(
@@ -131,7 +135,7 @@ pub fn check(report: &ScenarioReport, server_calls: bool, breaker_lanes: &[&str]
     );
     let plots = plots(&page);
     let variants: Vec<&str> = report.variants.iter().map(|v| v.name).collect();
-    let of = |kind: &str| plots.iter().filter(move |p| p.kind == kind);
+    let of = |kind: &'static str| plots.iter().filter(move |p| p.kind == kind);
     for p in &plots {
         assert_eq!(p.scenario, name);
         assert!(
