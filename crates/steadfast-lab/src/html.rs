@@ -15,7 +15,7 @@
 //! - **breaker state** over time, one lane per variant with a breaker;
 //! - **amplification**: server calls per request for each variant, with its extra load.
 //!
-//! The data comes from each variant's [`Timeline`](crate::timeline::Timeline). Each plot is an
+//! The data comes from each variant's [`Timeline`]. Each plot is an
 //! `<svg class="plot" data-plot="...">` whose data series are elements with `class="series"`,
 //! `data-series` (its name), `data-points` (how many data points it draws) and `data-total` (the
 //! sum of its values), so a test or a script can check that no plot is empty without a browser.

@@ -36,10 +36,9 @@ pub enum Outcome {
     Succeeded,
     /// With another status, or an error other than a refusal.
     Failed,
-    /// With a client-side layer's refusal: an open breaker
-    /// ([`CircuitOpen`](steadfast_layers::breaker::CircuitOpen)) or a backpressure layer
-    /// ([`Overloaded`](steadfast_layers::overload::Overloaded)) turned it away, found anywhere in
-    /// the error's source chain (so a retry layer's give-up after a refused attempt counts).
+    /// With a client-side layer's refusal: an open breaker ([`CircuitOpen`]) or a backpressure
+    /// layer ([`Overloaded`]) turned it away, found anywhere in the error's source chain (so a
+    /// retry layer's give-up after a refused attempt counts).
     Refused,
 }
 
