@@ -296,6 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_found_behind_a_retry_give_up() {
+        use steadfast_layers::breaker::BreakerState;
+        use steadfast_layers::retry::{GaveUp, GiveUpReason};
+        let open = CircuitOpen::new(BreakerState::Open, Some(Duration::from_millis(5)));
+        let gave_up = GaveUp::new(GiveUpReason::Deadline, 2, Some(Box::new(open)));
+        let result: Result<http::Response<()>, BoxError> = Err(Box::new(gave_up));
+        assert_eq!(Outcome::of(&result), Outcome::Refused);
+        let reset: Result<http::Response<()>, BoxError> = Err("connection reset".into());
+        assert_eq!(Outcome::of(&reset), Outcome::Failed);
+        let mut unavailable = http::Response::new(());
+        *unavailable.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(Outcome::of(&Ok(unavailable)), Outcome::Failed);
+    }
+
+    #[test]
     fn summary_counts() {
         let t0 = Instant::now();
         let r = |id, ms, ok| Record {

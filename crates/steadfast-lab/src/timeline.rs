@@ -308,6 +308,18 @@ mod tests {
     }
 
     #[test]
+    fn a_breaker_starts_closed() {
+        let ms = Duration::from_millis;
+        let t = Timeline::default().breaker(vec![(ms(300), BreakerState::Open)]);
+        assert_eq!(
+            t.breaker,
+            [(ms(0), BreakerState::Closed), (ms(300), BreakerState::Open)]
+        );
+        let quiet = Timeline::default().breaker(Vec::new());
+        assert_eq!(quiet.breaker, [(ms(0), BreakerState::Closed)]);
+    }
+
+    #[test]
     fn empty_bins_read_empty() {
         assert!(CallBins::new().counts().is_empty());
         let t = Timeline::from_records(Instant::now(), &[]);
