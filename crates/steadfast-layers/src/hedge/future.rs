@@ -173,7 +173,8 @@ fn attempt_span_enabled(parent: &Span, number: u32) -> Span {
         target: "steadfast::hedge",
         parent: parent,
         "steadfast.hedge.attempt",
-        steadfast.hedge.attempt = number,
+        // Signed: exported as an integer (see the retry layer's attempt spans).
+        steadfast.hedge.attempt = i64::from(number),
         steadfast.hedge.role = if number == 0 { "original" } else { "hedge" },
         http.request.resend_count = tracing::field::Empty,
         steadfast.hedge.winner = tracing::field::Empty,
@@ -183,7 +184,7 @@ fn attempt_span_enabled(parent: &Span, number: u32) -> Span {
         otel.status_code = tracing::field::Empty,
     );
     if number > 0 {
-        span.record("http.request.resend_count", number);
+        span.record("http.request.resend_count", i64::from(number));
     }
     span
 }

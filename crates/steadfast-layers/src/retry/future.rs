@@ -295,7 +295,9 @@ fn attempt_span_enabled(parent: &Span, attempt: u32, resends: u32, transparent: 
         target: "steadfast::retry",
         parent: parent,
         "steadfast.retry.attempt",
-        steadfast.retry.attempt = attempt,
+        // Signed: tracing-opentelemetry exports signed integers as integers (unsigned ones as
+        // their text), and OpenTelemetry's conventions call for integers.
+        steadfast.retry.attempt = i64::from(attempt),
         http.request.resend_count = tracing::field::Empty,
         steadfast.retry.reason = tracing::field::Empty,
         steadfast.retry.transparent = transparent,
@@ -304,7 +306,7 @@ fn attempt_span_enabled(parent: &Span, attempt: u32, resends: u32, transparent: 
         otel.status_code = tracing::field::Empty,
     );
     if resends > 0 {
-        span.record("http.request.resend_count", resends);
+        span.record("http.request.resend_count", i64::from(resends));
     }
     span
 }
