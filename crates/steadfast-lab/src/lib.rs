@@ -34,12 +34,14 @@
 
 pub mod chaos;
 pub mod client;
+pub mod html;
 pub mod ledger;
 pub mod load;
 pub mod progress;
 pub mod report;
 pub mod scenarios;
 pub mod server;
+pub mod timeline;
 
 use steadfast_layers::chaos::ChaosLayer;
 pub use steadfast_layers::BoxError;

@@ -8,13 +8,17 @@
 //!
 //! Each logical request gets an id (`x-lab-request-id`, from 0) and its latency is measured on
 //! [`tokio::time::Instant`] around the whole call, retries and backoffs included. A request that
-//! fails is noted in the [`Ledger`] as given up by its caller at that instant.
+//! fails is noted in the [`Ledger`] as given up by its caller at that instant. Each [`Record`]
+//! keeps when its request ended and how (the HTML report's time series are binned from them
+//! after the run, so nothing is added to the measured path).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
+use steadfast_layers::breaker::CircuitOpen;
+use steadfast_layers::overload::Overloaded;
 use steadfast_layers::rng::{RandomSource, SeededRng};
 use steadfast_layers::BoxError;
 use tokio::task::JoinSet;
@@ -25,6 +29,48 @@ use crate::client::{get, LabRequest, LabResponse};
 use crate::ledger::Ledger;
 use crate::progress::Counter;
 
+/// How a logical request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// With a 2xx.
+    Succeeded,
+    /// With another status, or an error other than a refusal.
+    Failed,
+    /// With a client-side layer's refusal: an open breaker ([`CircuitOpen`]) or a backpressure
+    /// layer ([`Overloaded`]) turned it away, found anywhere in the error's source chain (so a
+    /// retry layer's give-up after a refused attempt counts).
+    Refused,
+}
+
+impl Outcome {
+    /// How `result` ended: a 2xx succeeded, a refusal was refused, anything else failed.
+    ///
+    /// ```
+    /// use steadfast_lab::load::Outcome;
+    /// use steadfast_layers::overload::{OverloadReason, Overloaded};
+    /// let refused: Result<http::Response<()>, steadfast_layers::BoxError> =
+    ///     Err(Box::new(Overloaded::new("shed", OverloadReason::NotReady)));
+    /// assert_eq!(Outcome::of(&refused), Outcome::Refused);
+    /// assert_eq!(Outcome::of(&Ok::<_, steadfast_layers::BoxError>(http::Response::new(()))), Outcome::Succeeded);
+    /// ```
+    pub fn of<B>(result: &Result<http::Response<B>, BoxError>) -> Outcome {
+        match result {
+            Ok(res) if res.status().is_success() => Outcome::Succeeded,
+            Ok(_) => Outcome::Failed,
+            Err(e) => {
+                let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
+                while let Some(err) = cur {
+                    if err.is::<CircuitOpen>() || err.is::<Overloaded>() {
+                        return Outcome::Refused;
+                    }
+                    cur = err.source();
+                }
+                Outcome::Failed
+            }
+        }
+    }
+}
+
 /// One logical request's fate, as its caller saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -32,8 +78,17 @@ pub struct Record {
     pub id: u64,
     /// From the first byte sent to the final answer or error, retries included.
     pub latency: Duration,
+    /// When the caller had its answer (or error).
+    pub ended: Instant,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl Record {
     /// Whether it ended with a 2xx.
-    pub ok: bool,
+    pub fn ok(&self) -> bool {
+        self.outcome == Outcome::Succeeded
+    }
 }
 
 /// Sends logical request `id` through `svc` and records how it went.
@@ -50,8 +105,8 @@ where
     let started = Instant::now();
     let result = svc.oneshot(req).await;
     let ended = Instant::now();
-    let ok = matches!(&result, Ok(res) if res.status().is_success());
-    if !ok {
+    let outcome = Outcome::of(&result);
+    if outcome != Outcome::Succeeded {
         if let Some(ledger) = ledger {
             ledger.caller_gave_up(id, ended);
         }
@@ -59,7 +114,8 @@ where
     Ok(Record {
         id,
         latency: ended.saturating_duration_since(started),
-        ok,
+        ended,
+        outcome,
     })
 }
 
@@ -198,7 +254,7 @@ impl Summary {
         latencies.sort_unstable();
         Summary {
             requests: records.len() as u64,
-            succeeded: records.iter().filter(|r| r.ok).count() as u64,
+            succeeded: records.iter().filter(|r| r.ok()).count() as u64,
             p50_ms: percentile_ms(&latencies, 0.5),
             p99_ms: percentile_ms(&latencies, 0.99),
             p999_ms: percentile_ms(&latencies, 0.999),
@@ -240,11 +296,32 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_found_behind_a_retry_give_up() {
+        use steadfast_layers::breaker::BreakerState;
+        use steadfast_layers::retry::{GaveUp, GiveUpReason};
+        let open = CircuitOpen::new(BreakerState::Open, Some(Duration::from_millis(5)));
+        let gave_up = GaveUp::new(GiveUpReason::Deadline, 2, Some(Box::new(open)));
+        let result: Result<http::Response<()>, BoxError> = Err(Box::new(gave_up));
+        assert_eq!(Outcome::of(&result), Outcome::Refused);
+        let reset: Result<http::Response<()>, BoxError> = Err("connection reset".into());
+        assert_eq!(Outcome::of(&reset), Outcome::Failed);
+        let mut unavailable = http::Response::new(());
+        *unavailable.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(Outcome::of(&Ok(unavailable)), Outcome::Failed);
+    }
+
+    #[test]
     fn summary_counts() {
+        let t0 = Instant::now();
         let r = |id, ms, ok| Record {
             id,
             latency: Duration::from_millis(ms),
-            ok,
+            ended: t0 + Duration::from_millis(ms),
+            outcome: if ok {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            },
         };
         let s = Summary::of(&[r(0, 10, true), r(1, 30, false), r(2, 20, true)]);
         assert_eq!((s.requests, s.succeeded), (3, 2));

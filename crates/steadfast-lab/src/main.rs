@@ -3,6 +3,7 @@
 //! library docs.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use steadfast_lab::chaos::ChaosSpec;
@@ -20,6 +21,10 @@ OPTIONS:
     --quick           small runs, for CI (the whole quick run takes about 45 s)
     --seed N          seed of every injected fault, jitter and arrival process (default: 1)
     --json            print one JSON object per scenario per line on stdout, nothing else
+    --html FILE       also write one self-contained HTML report to FILE: the tables and, per
+                      scenario, plots of latency by percentile, successes, failures, refusals
+                      and server calls per 100 ms (fault windows shaded), breaker state over
+                      time and amplification (inline SVG: no script, no network)
     --check           exit non-zero if any scenario's target is not met
     --list            list the scenarios and exit
     --store NAME      saga log of the saga scenario: sqlite (default, in a temp dir) or
@@ -49,6 +54,7 @@ struct Args {
     seed: u64,
     json: bool,
     check: bool,
+    html: Option<PathBuf>,
     store: Option<String>,
     crash: bool,
     chaos: Option<ChaosSpec>,
@@ -64,6 +70,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut seed = DEFAULT_SEED;
     let mut json = false;
     let mut check = false;
+    let mut html = None;
     let mut list = false;
     let mut store = None;
     let mut crash = false;
@@ -94,6 +101,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
                 }
                 store = Some(v);
             }
+            "--html" => html = Some(PathBuf::from(value("a file name")?)),
             "--chaos" => chaos = Some(value("a fault list such as error=0.05")?.parse()?),
             "--scenario" => {
                 let v = value("a scenario name")?;
@@ -114,7 +122,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         if inline.is_some()
             && !matches!(
                 flag.as_str(),
-                "--scenario" | "--seed" | "--store" | "--chaos"
+                "--scenario" | "--seed" | "--store" | "--chaos" | "--html"
             )
         {
             return Err(format!("{flag} takes no value"));
@@ -144,6 +152,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         seed,
         json,
         check,
+        html,
         store,
         crash,
         chaos,
@@ -205,8 +214,23 @@ fn run(args: &Args) -> ExitCode {
         progress: true,
         chaos: args.chaos,
     };
+    // Created before the run, so that a path that cannot be written fails at once, not after it.
+    let mut html = match &args.html {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the HTML report to {}: {e}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let mut errors = 0;
     let mut missed: Vec<String> = Vec::new();
+    let mut reports = Vec::new();
     for scenario in &args.scenarios {
         let report = match runtime.block_on(scenario.run(opts)) {
             Ok(report) => report,
@@ -243,6 +267,21 @@ fn run(args: &Args) -> ExitCode {
                 .filter(|t| !t.met)
                 .map(|t| format!("{}: {}", report.scenario, t.description)),
         );
+        if html.is_some() {
+            reports.push(report);
+        }
+    }
+    // Written whatever the targets say: a report is most useful when one was missed.
+    if let Some((path, file)) = &mut html {
+        let page = steadfast_lab::html::render(&reports);
+        if let Err(e) = file.write_all(page.as_bytes()).and_then(|()| file.flush()) {
+            eprintln!(
+                "error: cannot write the HTML report to {}: {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        eprintln!("HTML report written to {}", path.display());
     }
     if errors > 0 {
         return ExitCode::FAILURE;
@@ -275,7 +314,7 @@ mod tests {
         };
         assert_eq!(args.scenarios.len(), scenarios::ALL.len());
         assert_eq!(args.seed, DEFAULT_SEED);
-        assert!(!args.quick && !args.json && !args.check);
+        assert!(!args.quick && !args.json && !args.check && args.html.is_none());
         assert!(args.store.is_none() && !args.crash && args.chaos.is_none());
     }
 
@@ -296,6 +335,10 @@ mod tests {
         assert_eq!(names, ["overload", "flaky"]);
         assert_eq!(args.seed, 7);
         assert!(args.quick && args.json && args.check);
+        let Ok(Command::Run(args)) = parse(&["--html", "r.html"]) else {
+            panic!("expected a run");
+        };
+        assert_eq!(args.html, Some(PathBuf::from("r.html")));
         let Ok(Command::Run(args)) = parse(&["--store=postgres", "--crash"]) else {
             panic!("expected a run");
         };
@@ -322,6 +365,7 @@ mod tests {
         assert!(parse(&["--store", "mysql"]).is_err());
         assert!(parse(&["--crash=yes"]).is_err());
         assert!(parse(&["--chaos"]).is_err());
+        assert!(parse(&["--html"]).is_err());
         assert!(parse(&["--chaos", "error=2"]).is_err_and(|e| e.contains("probability")));
         assert!(matches!(parse(&["--quick", "-h"]), Ok(Command::Help)));
         assert!(matches!(parse(&["--list"]), Ok(Command::List)));

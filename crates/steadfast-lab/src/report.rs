@@ -14,6 +14,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use crate::load::Summary;
+use crate::timeline::Timeline;
 
 /// The value of a scenario-specific measure.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,6 +101,8 @@ pub struct VariantReport {
     pub p999_ms: f64,
     /// Scenario-specific measures, in order.
     pub metrics: Vec<Metric>,
+    /// What the run looked like over time, for the HTML report's plots (not in the JSON).
+    pub timeline: Option<Timeline>,
 }
 
 impl VariantReport {
@@ -114,7 +117,15 @@ impl VariantReport {
             p99_ms: summary.p99_ms,
             p999_ms: summary.p999_ms,
             metrics: Vec::new(),
+            timeline: None,
         }
+    }
+
+    /// Attaches what the run looked like over time (the HTML report plots it; the JSON and the
+    /// table do not show it).
+    pub fn timeline(mut self, timeline: Timeline) -> Self {
+        self.timeline = Some(timeline);
+        self
     }
 
     /// `server_calls / requests` (0 when no request was sent).
@@ -289,8 +300,9 @@ impl ScenarioReport {
         out
     }
 
-    fn table(&self) -> String {
-        let mut headers: Vec<&str> = vec![
+    /// The table's header and rows, as the text report shows them (the HTML report too).
+    pub fn table_cells(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let mut headers: Vec<&'static str> = vec![
             "variant",
             "requests",
             "succeeded",
@@ -337,6 +349,11 @@ impl ScenarioReport {
                 row
             })
             .collect();
+        (headers, rows)
+    }
+
+    fn table(&self) -> String {
+        let (headers, rows) = self.table_cells();
         let widths: Vec<usize> = (0..headers.len())
             .map(|i| {
                 rows.iter()

@@ -46,6 +46,8 @@ use tower::{Layer, ServiceExt};
 
 use crate::client::{HttpClient, ATTEMPT_ID, REQUEST_ID};
 use crate::ledger::{Ledger, Work};
+use crate::load::Record;
+use crate::timeline::{CallBins, Timeline, Window, WindowKind};
 
 /// How long the server works on a call it accepted.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -349,6 +351,8 @@ struct Shared {
     permits: Option<Semaphore>,
     in_system: AtomicUsize,
     debt_nanos: AtomicU64,
+    /// Calls per 100 ms since `started`, for the HTML report's time series.
+    bins: CallBins,
 }
 
 impl Shared {
@@ -365,6 +369,7 @@ impl Shared {
             permits,
             in_system: AtomicUsize::new(0),
             debt_nanos: AtomicU64::new(0),
+            bins: CallBins::new(),
         }
     }
 
@@ -488,6 +493,36 @@ impl Server {
             .sum()
     }
 
+    /// Calls received per [`BIN`](crate::timeline::BIN) since [`started`](Self::started), every
+    /// attempt counted, up to the last bin that got one.
+    pub fn calls_per_bin(&self) -> Vec<u64> {
+        self.shared.bins.counts()
+    }
+
+    /// Its outage and slowdown windows, measured from [`started`](Self::started).
+    pub fn windows(&self) -> Vec<Window> {
+        let cfg = &self.shared.cfg;
+        let outages = cfg.outages.iter().map(|o| Window {
+            kind: WindowKind::Outage,
+            start: o.start,
+            end: o.start + o.duration,
+        });
+        let slowdowns = cfg.slowdowns.iter().map(|s| Window {
+            kind: WindowKind::Slowdown,
+            start: s.start,
+            end: s.start + s.duration,
+        });
+        outages.chain(slowdowns).collect()
+    }
+
+    /// What a run of `records` against this server looked like over time, from its start: the
+    /// requests' outcomes, its calls and its windows (see [`Timeline`]).
+    pub fn timeline(&self, records: &[Record]) -> Timeline {
+        Timeline::from_records(self.started(), records)
+            .server_calls(self.calls_per_bin())
+            .windows(self.windows())
+    }
+
     /// Calls being queued or worked on right now.
     pub fn in_flight(&self) -> u64 {
         self.shared.counters.in_flight.load(Ordering::Acquire)
@@ -578,6 +613,7 @@ async fn handle(
     let arrived = Instant::now();
     let c = &shared.counters;
     bump(&c.calls);
+    shared.bins.record(shared.started, arrived);
     let request = header_u64(&req, REQUEST_ID);
     let attempt = header_u64(&req, ATTEMPT_ID);
     let key =

@@ -6,6 +6,9 @@
 use serde_json::Value;
 use steadfast_lab::{scenarios, Options};
 
+#[path = "support/plots.rs"]
+mod plots;
+
 fn variant<'a>(json: &'a Value, name: &str) -> Option<&'a Value> {
     json["variants"]
         .as_array()
@@ -29,6 +32,9 @@ async fn duplicates_execute_once_per_key_on_every_reachable_store() {
     };
     let report = scenario.run(opts).await.expect("the scenario runs");
     let text = report.render();
+    // Its HTML report plots every store's requests (its server is the idempotency layer's own,
+    // whose calls are the requests: no separate server-call series).
+    plots::check(&report, false, &[]);
     let json: Value =
         serde_json::from_str(&report.to_json_line().expect("JSON encodes")).expect("JSON parses");
     assert_eq!(json["scenario"], "idempotency");

@@ -14,6 +14,9 @@ use std::sync::Mutex;
 use serde_json::Value;
 use steadfast_lab::{scenarios, Options};
 
+#[path = "support/plots.rs"]
+mod plots;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const FIELDS: [&str; 16] = [
@@ -95,6 +98,8 @@ fn quick_sqlite_in_process() {
     check_outcome(v, 50);
     assert_eq!(count(v, "crashes"), 0);
     eprintln!("{}", report.render());
+    // Its HTML report plots the sagas' durations and ends over time, read from the log.
+    plots::check(&report, false, &[]);
 }
 
 /// Runs the binary with `args` and returns its one JSON line and whether it exited 0.

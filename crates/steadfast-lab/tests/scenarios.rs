@@ -16,6 +16,9 @@
 use serde_json::Value;
 use steadfast_lab::{scenarios, Options};
 
+#[path = "support/plots.rs"]
+mod plots;
+
 const VARIANT_FIELDS: [&str; 8] = [
     "name",
     "requests",
@@ -85,6 +88,13 @@ async fn run(name: &str) -> Value {
     assert!(!line.contains('\n'), "one line per scenario");
     let json: Value = serde_json::from_str(&line).expect("JSON parses");
     check_shape(&json, name);
+    // Its HTML report draws every plot with data (outage's breakers get a lane each).
+    let lanes: &[&str] = if name == "outage" {
+        &["breaker", "standard_breaker"]
+    } else {
+        &[]
+    };
+    plots::check(&report, true, lanes);
     // Not a verdict here (see the file's docs), but worth seeing when a test fails.
     eprintln!("{}", report.render());
     json

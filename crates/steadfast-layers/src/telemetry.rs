@@ -269,3 +269,13 @@ impl<T: std::fmt::Debug> std::fmt::Debug for SharedRef<T> {
         (**self).fmt(f)
     }
 }
+
+/// The outcome's label on `span`; a failure also as `error.type`, with the span's status an
+/// error (tracing-opentelemetry reads `otel.status_code`).
+pub(crate) fn mark_outcome(span: &tracing::Span, outcome: &crate::classify::Outcome) {
+    span.record("steadfast.outcome", outcome.reason());
+    if outcome.is_failure() {
+        span.record("error.type", outcome.reason());
+        span.record("otel.status_code", "ERROR");
+    }
+}

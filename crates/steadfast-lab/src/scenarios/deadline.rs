@@ -129,7 +129,8 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                     "b_wasted_work_ms",
                     "B wasted ms",
                     Value::Number(wasted.as_secs_f64() * 1e3, 0),
-                ),
+                )
+                .timeline(a.timeline(&records)),
         );
     }
 

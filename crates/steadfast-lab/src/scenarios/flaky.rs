@@ -87,7 +87,8 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                     "retries",
                     Value::Count(stats.calls.saturating_sub(summary.requests)),
                 )
-                .metric("injected_503s", "503s", Value::Count(stats.injected_errors)),
+                .metric("injected_503s", "503s", Value::Count(stats.injected_errors))
+                .timeline(server.timeline(&records)),
         );
     }
 

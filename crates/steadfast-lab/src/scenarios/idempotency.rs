@@ -53,7 +53,8 @@ use tower::{Layer, ServiceExt};
 
 use super::ms;
 use crate::client::{lab_client, CallerConfig, LabRequest, Retries};
-use crate::load::{Record, Summary};
+use crate::load::{self, Record, Summary};
+use crate::timeline::Timeline;
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{Findings, Target, Value, VariantReport};
 use crate::{BoxError, Options};
@@ -251,6 +252,7 @@ struct Sent {
     key: usize,
     kind: Kind,
     latency: Duration,
+    ended: Instant,
     answer: Result<(StatusCode, bool, Bytes), String>,
 }
 
@@ -352,12 +354,14 @@ async fn run_store<St: IdempotencyStore>(
                     )),
                     Err(e) => Err(e.to_string()),
                 };
+                let ended = Instant::now();
                 done.inc();
                 Ok::<_, BoxError>(Sent {
                     id,
                     key: k,
                     kind,
-                    latency: sent_at.elapsed(),
+                    latency: ended.saturating_duration_since(sent_at),
+                    ended,
                     answer,
                 })
             });
@@ -365,7 +369,8 @@ async fn run_store<St: IdempotencyStore>(
         }
     }
     // Every copy is waiting at the gate: open it.
-    go.send_replace(Some(Instant::now()));
+    let opened = Instant::now();
+    go.send_replace(Some(opened));
     let mut sent = Vec::with_capacity(plan.requests());
     while let Some(joined) = tasks.join_next().await {
         sent.push(joined??);
@@ -387,7 +392,12 @@ async fn run_store<St: IdempotencyStore>(
         records.push(Record {
             id: s.id,
             latency: s.latency,
-            ok,
+            ended: s.ended,
+            outcome: if ok {
+                load::Outcome::Succeeded
+            } else {
+                load::Outcome::Failed
+            },
         });
         match &s.answer {
             Ok((status, replayed, body)) if status.is_success() => {
@@ -436,7 +446,8 @@ async fn run_store<St: IdempotencyStore>(
         .json_metric("layer_replays", Value::Count(stats.replays))
         .json_metric("layer_conflicts", Value::Count(stats.conflicts))
         .json_metric("layer_mismatches", Value::Count(stats.mismatches))
-        .json_metric("layer_store_errors", Value::Count(stats.store_errors));
+        .json_metric("layer_store_errors", Value::Count(stats.store_errors))
+        .timeline(Timeline::from_records(opened, &records));
     Ok(Outcome {
         report,
         runs,

@@ -42,6 +42,7 @@ use crate::load::{open_loop, Summary};
 use crate::progress::{Progress, Total};
 use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Latency, Outage, OutageKind, Server, ServerConfig};
+use crate::timeline::BreakerLog;
 use crate::{BoxError, Options};
 
 pub(crate) const SUMMARY: &str =
@@ -126,7 +127,9 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
         .await?;
         let returned = server.started() + before + down;
         let trips = Arc::new(AtomicU32::new(0));
+        let states = BreakerLog::new();
         let (svc, handle) = if name != "none" {
+            let record = states.recorder();
             let counted = Arc::clone(&trips);
             let layer = CircuitBreakerLayer::builder()
                 .count_window(WINDOW)
@@ -137,6 +140,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                 .mode(Mode::FailFast)
                 .seed(opts.seed)
                 .on_transition(move |t| {
+                    record(t);
                     if t.to == BreakerState::Open {
                         counted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -189,6 +193,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
         server.drain(Duration::from_secs(1)).await;
         let stats = server.stats();
         let summary = Summary::of(&records);
+        let timeline = server.timeline(&records);
 
         let calls = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let first_success = calls
@@ -202,7 +207,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
             .iter()
             .filter(|(start, _, ok)| !*ok && *start >= returned)
             .count() as u64;
-        let refused = handle.map_or(0, |h| h.metrics().rejected);
+        let refused = handle.as_ref().map_or(0, |h| h.metrics().rejected);
 
         reports.push(
             VariantReport::new(name, &summary, stats.calls)
@@ -229,7 +234,12 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                     Value::Count(failed_after_return),
                 )
                 .json_metric("recovered", Value::Count(u64::from(first_success.is_some())))
-                .json_metric("served", Value::Count(stats.served)),
+                .json_metric("served", Value::Count(stats.served))
+                .timeline(if handle.is_some() {
+                    timeline.breaker(states.changes(server.started()))
+                } else {
+                    timeline
+                }),
         );
     }
 

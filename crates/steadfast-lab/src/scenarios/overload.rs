@@ -130,7 +130,8 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                             / stats.busy.as_secs_f64()
                     }),
                 )
-                .json_metric("served", Value::Count(stats.served)),
+                .json_metric("served", Value::Count(stats.served))
+                .timeline(server.timeline(&records)),
         );
     }
 

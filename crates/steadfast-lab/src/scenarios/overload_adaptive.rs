@@ -188,7 +188,7 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
         let ok_latencies = |from: usize| {
             let mut ok: Vec<Duration> = records[from..]
                 .iter()
-                .filter(|r| r.ok)
+                .filter(|r| r.ok())
                 .map(|r| r.latency)
                 .collect();
             ok.sort_unstable();
@@ -223,7 +223,8 @@ pub(crate) async fn run(opts: Options) -> Result<Findings, BoxError> {
                 Value::Count(wasted),
             )
             .json_metric("served", Value::Count(stats.served))
-            .json_metric("server_drained", Value::Count(u64::from(drained)));
+            .json_metric("server_drained", Value::Count(u64::from(drained)))
+            .timeline(server.timeline(&records));
         let shown_limit = match name {
             "static_limit" | "shed" => Some(STATIC_LIMIT),
             _ => final_limit,

@@ -66,7 +66,8 @@ use tower::ServiceExt;
 
 use super::ms;
 use crate::client::{lab_client, CallerConfig, HttpClient, LabService, Retries};
-use crate::load::{percentile_ms, Summary};
+use crate::load::{self, percentile_ms, Summary};
+use crate::timeline::Timeline;
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{Findings, Target, Value, VariantReport};
 use crate::{BoxError, Options};
@@ -1131,6 +1132,8 @@ struct Evaluation {
     inconsistent: u64,
     recovered: u64,
     summary: Summary,
+    /// The sagas' durations and ends over time, from the log.
+    timeline: Timeline,
 }
 
 async fn evaluate(
@@ -1159,6 +1162,8 @@ async fn evaluate(
     }
     let mut in_log = HashSet::new();
     let mut latencies = Vec::with_capacity(listed.len());
+    // (duration, started and ended in the log's milliseconds, outcome), for the timeline.
+    let mut ends = Vec::with_capacity(listed.len());
     for s in &listed {
         if let Some(i) = s
             .business_key
@@ -1192,11 +1197,21 @@ async fn evaluate(
         if let (Some(first), Some(last)) = (history.first(), history.last()) {
             let took = u64::try_from(last.at_ms - first.at_ms).unwrap_or(0);
             latencies.push(Duration::from_millis(took));
+            let outcome = match s.status {
+                SagaStatus::Completed | SagaStatus::Compensated => load::Outcome::Succeeded,
+                _ => load::Outcome::Failed,
+            };
+            ends.push((Duration::from_millis(took), first.at_ms, last.at_ms, outcome));
         }
     }
     // Acknowledged as started but absent from the log.
     e.lost += run.acked.difference(&in_log).count() as u64;
     latencies.sort_unstable();
+    let origin = ends.iter().map(|(_, first, _, _)| *first).min().unwrap_or(0);
+    e.timeline = Timeline::from_outcomes(ends.iter().map(|(took, _, last, outcome)| {
+        let since = u64::try_from(last - origin).unwrap_or(0);
+        (*took, Duration::from_millis(since), *outcome)
+    }));
     e.summary = Summary {
         requests: e.sagas,
         succeeded: e.completed + e.compensated,
@@ -1252,7 +1267,8 @@ fn report(
         .json_metric("in_progress_409s", Value::Count(conflicts))
         .json_metric("lost_replies", Value::Count(lost_replies))
         .json_metric("injected_503s", Value::Count(unavailable))
-        .json_metric("refused_cancellations", Value::Count(refused_cancellations));
+        .json_metric("refused_cancellations", Value::Count(refused_cancellations))
+        .timeline(e.timeline.clone());
 
     let planned = u64::from(plan.sagas);
     let ended = e.completed + e.compensated + e.needs_attention;

@@ -64,6 +64,7 @@ use tower::{Layer, Service};
 use super::ms;
 use crate::client::{clone_request, LabRequest, LabResponse};
 use crate::load::{open_loop_from, Summary};
+use crate::timeline::Timeline;
 use crate::progress::{Counter, Progress, Total};
 use crate::report::{value, Findings, Target, Value, VariantReport};
 use crate::server::{Latency, Server, ServerConfig};
@@ -262,7 +263,7 @@ async fn run_variant(
         (delay_at_start, records)
     };
     let (warmup, (delay_at_start, records)) = tokio::join!(warmup, measure);
-    warmup?;
+    let warmup = warmup?;
     let records = records?;
     // Every measured request has finished, so every attempt has been sent; a moment lets the
     // last ones arrive. (The server finishes the cancelled losers in the background: they are
@@ -282,7 +283,12 @@ async fn run_variant(
     } else {
         extra as f64 / summary.requests as f64
     };
+    // Over time: the warm-up too (its calls are on the server's count), but the latency plot,
+    // like the table, shows the measured requests only.
+    let mut timeline = server.timeline(&[warmup, records.clone()].concat());
+    timeline.latencies_ms = Timeline::from_records(server.started(), &records).latencies_ms;
     let mut report = VariantReport::new(name, &summary, calls)
+        .timeline(timeline)
         .metric("extra_load", "extra load", Value::Ratio(extra_load))
         .metric("extra_calls", "extra calls", Value::Count(extra))
         .metric("slow_requests", "slow (>= 200 ms)", Value::Count(slow));

@@ -13,7 +13,7 @@ use super::layer::Shared;
 use crate::classify::Classifier;
 use crate::deadline::Deadline;
 use crate::retry::{NotReplayable, Replay};
-use crate::telemetry::ms;
+use crate::telemetry::{mark_outcome, ms};
 use crate::BoxError;
 
 /// The response future of [`Hedge`](super::Hedge): races the original attempt and its hedges in
@@ -47,12 +47,17 @@ where
     /// `None` for a call passed through untouched.
     shared: Option<Arc<Shared>>,
     span: Span,
+    /// The original's and the inline hedge's own spans, children of `span` (disabled when it
+    /// is): closed when their attempt ends, marked the winner, failed or cancelled.
+    primary_span: Span,
+    hedge_span: Span,
 }
 
 struct Extra<F> {
     fut: Pin<Box<F>>,
     number: u32,
     start: Instant,
+    span: Span,
 }
 
 /// Everything a hedged call needs to send hedges.
@@ -110,6 +115,7 @@ where
         ctx: Option<Hedging<S, C, R, Req>>,
         shared: Option<Arc<Shared>>,
         span: Span,
+        primary_span: Span,
     ) -> Self {
         Self {
             primary: Some(fut),
@@ -122,27 +128,78 @@ where
             failure: None,
             shared,
             span,
+            primary_span,
+            hedge_span: Span::none(),
         }
     }
 
     /// A call the layer does not touch.
     pub(super) fn passthrough(fut: S::Future) -> Self {
-        Self::new(fut, None, None, Span::none())
+        Self::new(fut, None, None, Span::none(), Span::none())
     }
 
     /// A call that is not hedged but whose latency feeds the histogram.
     pub(super) fn measured(fut: S::Future, shared: Arc<Shared>) -> Self {
-        Self::new(fut, None, Some(shared), Span::none())
+        Self::new(fut, None, Some(shared), Span::none(), Span::none())
     }
 
-    /// A hedged call.
+    /// A hedged call, its original sent inside `primary_span` (see [`attempt_span`]).
     pub(super) fn hedged(
         fut: S::Future,
         ctx: Hedging<S, C, R, Req>,
         shared: Arc<Shared>,
         span: Span,
+        primary_span: Span,
     ) -> Self {
-        Self::new(fut, Some(ctx), Some(shared), span)
+        Self::new(fut, Some(ctx), Some(shared), span, primary_span)
+    }
+}
+
+/// The span of one attempt of a hedged call, a child of the call's `parent` span: `number` 0 is
+/// the original, `n` the n-th hedge (a re-send: OpenTelemetry's `http.request.resend_count`).
+/// Disabled when `parent` is (no subscriber wants the call's span: nothing is built).
+#[inline]
+pub(super) fn attempt_span(parent: &Span, number: u32) -> Span {
+    if parent.is_disabled() {
+        return Span::none();
+    }
+    attempt_span_enabled(parent, number)
+}
+
+#[cold]
+#[inline(never)]
+fn attempt_span_enabled(parent: &Span, number: u32) -> Span {
+    let span = tracing::debug_span!(
+        target: "steadfast::hedge",
+        parent: parent,
+        "steadfast.hedge.attempt",
+        // Signed: exported as an integer (see the retry layer's attempt spans).
+        steadfast.hedge.attempt = i64::from(number),
+        steadfast.hedge.role = if number == 0 { "original" } else { "hedge" },
+        http.request.resend_count = tracing::field::Empty,
+        steadfast.hedge.winner = tracing::field::Empty,
+        steadfast.hedge.cancelled = tracing::field::Empty,
+        steadfast.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if number > 0 {
+        span.record("http.request.resend_count", i64::from(number));
+    }
+    span
+}
+
+/// Marks a losing attempt's span cancelled (an event says so) and closes it.
+fn cancel(span: &mut Span) {
+    if !span.is_disabled() {
+        span.record("steadfast.hedge.cancelled", true);
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "steadfast::hedge",
+                "attempt cancelled: another attempt won"
+            );
+        });
+        *span = Span::none();
     }
 }
 
@@ -195,10 +252,15 @@ where
             // 1. Poll every attempt in flight; settle the first one that finished.
             let mut done = None;
             if let Some(fut) = this.primary.as_mut().as_pin_mut() {
-                match fut.poll(cx) {
+                let polled = {
+                    let _attempt = this.primary_span.enter();
+                    fut.poll(cx)
+                };
+                match polled {
                     Poll::Ready(r) => {
                         this.primary.set(None);
-                        done = Some((r, 0, *this.primary_start));
+                        let span = std::mem::replace(this.primary_span, Span::none());
+                        done = Some((r, 0, *this.primary_start, span));
                     }
                     Poll::Pending if this.primary_start.is_none() => {
                         // The first pending poll: the attempt's clock starts, and the hedge timer.
@@ -215,23 +277,33 @@ where
             }
             if done.is_none() {
                 if let Some(fut) = this.hedge.as_mut().as_pin_mut() {
-                    if let Poll::Ready(r) = fut.poll(cx) {
+                    let polled = {
+                        let _attempt = this.hedge_span.enter();
+                        fut.poll(cx)
+                    };
+                    if let Poll::Ready(r) = polled {
                         this.hedge.set(None);
-                        done = Some((r, this.hedge_info.0, this.hedge_info.1));
+                        let span = std::mem::replace(this.hedge_span, Span::none());
+                        done = Some((r, this.hedge_info.0, this.hedge_info.1, span));
                     }
                 }
             }
             if done.is_none() {
                 for i in 0..this.more.len() {
-                    if let Poll::Ready(r) = this.more[i].fut.as_mut().poll(cx) {
+                    let extra = &mut this.more[i];
+                    let polled = {
+                        let _attempt = extra.span.enter();
+                        extra.fut.as_mut().poll(cx)
+                    };
+                    if let Poll::Ready(r) = polled {
                         let extra = this.more.swap_remove(i);
-                        done = Some((r, extra.number, Some(extra.start)));
+                        done = Some((r, extra.number, Some(extra.start), extra.span));
                         break;
                     }
                 }
             }
 
-            if let Some((result, number, start)) = done {
+            if let Some((result, number, start, finished)) = done {
                 if let Some(tracker) = shared.tracker() {
                     // An attempt that completed on its first poll took no measurable time.
                     let latency = match start {
@@ -244,6 +316,14 @@ where
                     return Poll::Ready(result.map_err(Into::into));
                 };
                 let outcome = ctx.classifier.classify(&result);
+                // The attempt's span ends with its outcome (dropped here).
+                if !finished.is_disabled() {
+                    mark_outcome(&finished, &outcome);
+                    if !outcome.is_failure() && ctx.sent > 0 {
+                        finished.record("steadfast.hedge.winner", true);
+                    }
+                }
+                drop(finished);
                 if !outcome.is_failure() {
                     if ctx.sent > 0 {
                         if let Some(tracker) = shared.tracker() {
@@ -277,6 +357,15 @@ where
                         );
                     }
                     // The losers are cancelled by dropping them.
+                    if this.primary.is_some() {
+                        cancel(this.primary_span);
+                    }
+                    if this.hedge.is_some() {
+                        cancel(this.hedge_span);
+                    }
+                    for extra in this.more.iter_mut() {
+                        cancel(&mut extra.span);
+                    }
                     this.primary.set(None);
                     this.hedge.set(None);
                     this.more.clear();
@@ -376,7 +465,8 @@ where
             };
             ctx.sent += 1;
             let number = ctx.sent;
-            let fut = ctx.service.call(req);
+            let span = attempt_span(this.span, number);
+            let fut = span.in_scope(|| ctx.service.call(req));
             shared.sent.add(1, shared.attrs.base());
             tracing::debug!(
                 target: "steadfast::hedge",
@@ -389,11 +479,13 @@ where
             if this.hedge.is_none() {
                 this.hedge.set(Some(fut));
                 *this.hedge_info = (number, Some(now));
+                *this.hedge_span = span;
             } else {
                 this.more.push(Extra {
                     fut: Box::pin(fut),
                     number,
                     start: now,
+                    span,
                 });
             }
             if number < shared.max_hedges {

@@ -27,6 +27,8 @@
 //! A hedge that is due but not sent (deadline, budget, copy) ends hedging for that call; the
 //! attempts in flight continue.
 //!
+//! Each attempt (the original, each hedge) runs in a `steadfast.hedge.attempt` span of its own
+//! under the call's `steadfast.hedge` span, the winner marked and the losers marked cancelled.
 //! Every decision is a `tracing` event inside a `steadfast.hedge` span and a metric (see
 //! `docs/observability.md`): `steadfast.hedge.sent`, `steadfast.hedge.wins{winner}`,
 //! `steadfast.hedge.budget_exhausted{budget}`, `steadfast.hedge.skipped{reason}` and the gauge

@@ -164,7 +164,8 @@ where
         } else {
             tracing::Span::none()
         };
-        let fut = span.in_scope(|| service.call(first));
+        let primary_span = super::future::attempt_span(&span, 0);
+        let fut = primary_span.in_scope(|| service.call(first));
         ResponseFuture::hedged(
             fut,
             Hedging::new(
@@ -176,6 +177,7 @@ where
             ),
             Arc::clone(shared),
             span,
+            primary_span,
         )
     }
 }

@@ -13,7 +13,7 @@ use super::layer::Shared;
 use super::{GaveUp, GiveUpReason, NotReplayable, Replay};
 use crate::classify::{Classifier, Outcome};
 use crate::deadline::Deadline;
-use crate::telemetry::{ms, REASON_KEY};
+use crate::telemetry::{mark_outcome, ms, REASON_KEY};
 use crate::BoxError;
 
 /// The response future of [`Retry`](super::Retry): drives attempts, backoffs and readiness in
@@ -42,6 +42,13 @@ where
     previous_delay: Duration,
     shared: Arc<Shared>,
     span: Span,
+    /// The attempt in flight's own span, a child of `span` (disabled when `span` is): closed
+    /// when the attempt's outcome is known.
+    attempt_span: Span,
+    /// Why the next attempt is made (the last failure's label) and the backoff before it, for
+    /// that attempt's span.
+    retry_reason: &'static str,
+    backoff: Duration,
     started: Option<Instant>,
 }
 
@@ -87,10 +94,11 @@ where
         span: Span,
         started: Option<Instant>,
     ) -> Self {
+        let attempt_span = attempt_span(&span, 1, 0, false);
         Self {
             state: State::Calling {
                 fut: {
-                    let _entered = span.enter();
+                    let _entered = attempt_span.enter();
                     service.call(req)
                 },
             },
@@ -106,6 +114,9 @@ where
             previous_delay: Duration::ZERO,
             shared,
             span,
+            attempt_span,
+            retry_reason: "",
+            backoff: Duration::ZERO,
             started,
         }
     }
@@ -127,12 +138,18 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx));
+                    let result = {
+                        let _attempt = this.attempt_span.enter();
+                        ready!(fut.poll(cx))
+                    };
                     // Boxed as tower does (a no-op for an inner `BoxError`, the common case), so
                     // that one classifier reads every transport's errors by downcasting, and
                     // events and `GaveUp` can say what the error was.
                     let result = result.map_err(Into::into);
                     let outcome = this.classifier.classify(&result);
+                    // The attempt's span ends with its outcome; what follows (the retry decision,
+                    // the give-up) belongs to the call's span.
+                    close_attempt(this.attempt_span, &outcome);
                     if let Some(budget) = &shared.budget {
                         budget.record(&outcome);
                     }
@@ -187,6 +204,8 @@ where
                                 "retry scheduled"
                             );
                             *this.next = Some(next);
+                            *this.retry_reason = reason;
+                            *this.backoff = delay;
                             match wake {
                                 Some(at) => this.state.set(State::Backoff {
                                     sleep: sleep_until(at),
@@ -231,11 +250,73 @@ where
                         *this.attempts += 1;
                         shared.attempts.add(1, shared.attrs.base());
                     }
+                    *this.attempt_span = attempt_span(
+                        this.span,
+                        *this.attempts,
+                        *this.attempts + *this.unsent - 1,
+                        *this.next_transparent,
+                    );
+                    let _attempt = this.attempt_span.enter();
+                    if !this.attempt_span.is_disabled() {
+                        this.attempt_span
+                            .record("steadfast.retry.reason", *this.retry_reason);
+                        tracing::debug!(
+                            target: "steadfast::retry",
+                            backoff_ms = ms(*this.backoff),
+                            reason = *this.retry_reason,
+                            "backoff slept"
+                        );
+                    }
                     let fut = this.service.call(req);
                     this.state.set(State::Calling { fut });
                 }
             }
         }
+    }
+}
+
+/// The span of attempt `attempt` (from 1), a child of the call's `parent` span, or a disabled
+/// span when `parent` is disabled (no subscriber wants the call's span: nothing is built).
+/// `resends` is how many times the request was sent before this one (OpenTelemetry's
+/// `http.request.resend_count`, set on re-sends only); `transparent` marks the one re-send of a
+/// request that never reached the server (same attempt number).
+#[inline]
+fn attempt_span(parent: &Span, attempt: u32, resends: u32, transparent: bool) -> Span {
+    if parent.is_disabled() {
+        return Span::none();
+    }
+    attempt_span_enabled(parent, attempt, resends, transparent)
+}
+
+#[cold]
+#[inline(never)]
+fn attempt_span_enabled(parent: &Span, attempt: u32, resends: u32, transparent: bool) -> Span {
+    let span = tracing::debug_span!(
+        target: "steadfast::retry",
+        parent: parent,
+        "steadfast.retry.attempt",
+        // Signed: tracing-opentelemetry exports signed integers as integers (unsigned ones as
+        // their text), and OpenTelemetry's conventions call for integers.
+        steadfast.retry.attempt = i64::from(attempt),
+        http.request.resend_count = tracing::field::Empty,
+        steadfast.retry.reason = tracing::field::Empty,
+        steadfast.retry.transparent = transparent,
+        steadfast.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    if resends > 0 {
+        span.record("http.request.resend_count", i64::from(resends));
+    }
+    span
+}
+
+/// Notes `outcome` on the attempt's span and closes it (a disabled span: nothing to do).
+#[inline]
+fn close_attempt(span: &mut Span, outcome: &Outcome) {
+    if !span.is_disabled() {
+        mark_outcome(span, outcome);
+        *span = Span::none();
     }
 }
 

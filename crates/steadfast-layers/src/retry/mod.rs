@@ -15,7 +15,10 @@
 //! When it stops, the caller learns why: an error comes back as [`GaveUp`] (reason, attempts,
 //! and the last error as its source); a response comes back as it is, and the classifier's
 //! [`on_give_up`](crate::classify::Classifier::on_give_up) hears why. Every decision is a
-//! `tracing` event inside a `steadfast.retry` span and a metric (see `docs/observability.md`).
+//! `tracing` event inside a `steadfast.retry` span and a metric (see `docs/observability.md`);
+//! each attempt runs in a `steadfast.retry.attempt` span of its own under it (attempt number,
+//! `http.request.resend_count`, the reason for the retry, the backoff slept as an event, the
+//! outcome), so a trace view draws the attempts and the backoffs between them.
 //!
 //! Cost on a call whose first attempt succeeds: no allocation, no lock; one clock read for the
 //! default [`RatioBudget`] deposit (none with [`TokenBucket`] or no budget).
