@@ -240,7 +240,7 @@ async fn a_budget_refusal_is_an_event_on_the_retry_span_it_ends() {
     let otel = Otel::install();
     let budget = Arc::new(
         RatioBudget::builder()
-            .percent_can_retry(0.0)
+            .ratio(0.0)
             .min_retries_per_sec(0)
             .build()
             .unwrap(),
