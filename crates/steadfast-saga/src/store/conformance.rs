@@ -1503,6 +1503,10 @@ async fn damaged_rows_block_no_recovery(
         if what == Corruption::IdNotUuid {
             continue; // checked by `unclaimable_rows_are_set_aside`: listed under the nil id
         }
+        // Its run ends before the listing is read: a run still putting the saga in
+        // `NeedsAttention` would otherwise be listed as `Running` (a damaged row may not load:
+        // only its end matters here).
+        let _ = orch.wait(id).await;
         let listed = orch
             .list(ListQuery::new(100_000).status(SagaStatus::NeedsAttention))
             .await?;
