@@ -439,7 +439,11 @@ impl Orchestrator {
     /// use [`Orchestrator::wait`] for its end.
     ///
     /// Fails with [`Error::UnknownSagaType`] or [`Error::DefinitionChanged`] when `def` is not
-    /// the definition registered under its name.
+    /// the definition registered under its name ([`Error::InvalidOperation`] when that one has
+    /// another input type), and with [`Error::Encode`] when the input cannot be written as JSON
+    /// or its JSON does not read back as `I`; nothing is written then.
+    ///
+    /// The run keeps the saga in memory from here on: it reads nothing back from the store.
     ///
     /// ```
     /// # use std::sync::Arc;
