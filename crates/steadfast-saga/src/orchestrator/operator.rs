@@ -162,7 +162,7 @@ impl Orchestrator {
     /// completed and ends `Compensated`, its error saying it was cancelled and why.
     ///
     /// The request is one conditional write, ordered against the owner's fenced writes by the
-    /// store (see [`SagaStore::request_cancel`]): the owner keeps its lease, and a cancel either
+    /// store (see [`SagaStore::request_cancel`](crate::store::SagaStore::request_cancel)): the owner keeps its lease, and a cancel either
     /// lands before the pivot starts (the pivot's start is then refused) or is refused with
     /// [`Error::CancelRefused`] ([`CancelRefusal::PastPivot`](crate::CancelRefusal::PastPivot)):
     /// after the pivot a saga can only go forward. Cancelling twice keeps the first reason;
