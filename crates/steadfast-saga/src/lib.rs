@@ -77,8 +77,11 @@ pub use error::{
     Fenced, StepError, StepErrorKind,
 };
 pub use keys::{Phase, SagaId, StepKey};
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use orchestrator::{Boundary, BoundaryInfo, SagaHooks};
 pub use orchestrator::{
-    Boundary, BoundaryInfo, Orchestrator, OrchestratorBuilder, Resolution, SagaHooks, Started,
-    DEFAULT_LEASE, DEFAULT_MAX_RECOVERIES, DEFAULT_POLL_INTERVAL,
+    Orchestrator, OrchestratorBuilder, Resolution, Started, DEFAULT_LEASE, DEFAULT_MAX_RECOVERIES,
+    DEFAULT_POLL_INTERVAL,
 };
 pub use store::SagaStatus;

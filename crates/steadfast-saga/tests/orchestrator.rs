@@ -845,3 +845,58 @@ async fn damaged_sagas_do_not_delay_the_recovery_of_healthy_ones() {
     recovery.abort();
     assert!(took <= Duration::from_secs(15), "resumed after {took:?}");
 }
+
+/// Serialises as text but reads back only from a number: JSON that does not round-trip.
+#[derive(Debug)]
+struct OneWay;
+
+impl serde::Serialize for OneWay {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("one way")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OneWay {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u32::deserialize(d).map(|_| OneWay)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_input_that_does_not_read_back_is_refused_before_anything_is_written() {
+    // The run works on the input as read back from its stored JSON, as every later run will:
+    // an input whose JSON does not read back would leave a saga no recovery can run.
+    let mut b = Saga::builder::<OneWay>("one-way");
+    b.step(Step::retriable("s", |_c: StepContext<OneWay>| async {
+        Ok::<_, StepError>(())
+    }));
+    let def = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let o = Orchestrator::builder(store.clone() as Arc<dyn SagaStore>)
+        .register(&def)
+        .build()
+        .unwrap();
+    let e = o.start(&def, "k", &OneWay).await.unwrap_err();
+    assert!(matches!(e, Error::Encode(_)), "{e}");
+    assert!(e.to_string().contains("does not read back"), "{e}");
+    assert!(store.list(ListQuery::new(10)).await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_definition_registered_with_another_input_type_is_refused() {
+    let mut a = Saga::builder::<u32>("same-name");
+    a.step(Step::retriable("s", |_c: Ctx| async {
+        Ok::<_, StepError>(())
+    }));
+    let registered = a.build().unwrap();
+    let mut b = Saga::builder::<String>("same-name");
+    b.step(Step::retriable("s", |_c: StepContext<String>| async {
+        Ok::<_, StepError>(())
+    }));
+    let other = b.build().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let o = orch(&store, &[&registered]);
+    let e = o.start(&other, "k", &"x".to_string()).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidOperation(_)), "{e}");
+    assert!(store.list(ListQuery::new(10)).await.unwrap().is_empty());
+}
