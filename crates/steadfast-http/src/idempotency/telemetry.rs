@@ -2,10 +2,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::metrics::{Counter, Meter};
 use opentelemetry::KeyValue;
-use steadfast_layers::telemetry::{NAME_KEY, REASON_KEY};
+use steadfast_layers::telemetry::{ERROR_TYPE_KEY, NAME_KEY, REASON_KEY};
 
 /// The attribute key naming the store kind (`memory`, `redis`, `postgres`) on every metric.
-pub(crate) const STORE_KEY: &str = "store";
+pub(crate) const STORE_KEY: &str = "steadfast.idempotency.store";
+/// The attribute key naming the store operation (`begin`, `complete`, `release`, `renew`).
+const OPERATION_KEY: &str = "steadfast.idempotency.operation";
 
 /// Counts of one server layer's decisions since it was built (shared by its clones), for
 /// programs that want numbers without an OpenTelemetry pipeline (the lab, tests). The same
@@ -62,6 +64,7 @@ struct Atomics {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     base: Vec<KeyValue>,
+    requests: Counter<u64>,
     executions: Counter<u64>,
     replays: Counter<u64>,
     conflicts: Counter<u64>,
@@ -86,9 +89,19 @@ impl Metrics {
             base.push(KeyValue::new(NAME_KEY, name.to_owned()));
         }
         base.push(KeyValue::new(STORE_KEY, store));
-        let c = |n: &'static str, d: &'static str| meter.u64_counter(n).with_description(d).build();
+        let c = |n: &'static str, d: &'static str| {
+            meter
+                .u64_counter(n)
+                .with_unit("{request}")
+                .with_description(d)
+                .build()
+        };
         Self {
             base,
+            requests: c(
+                "steadfast.idempotency.requests",
+                "Requests the layer handled (methods it passes through are not counted)",
+            ),
             executions: c(
                 "steadfast.idempotency.executions",
                 "Keyed requests executed (the lease was taken)",
@@ -144,6 +157,11 @@ impl Metrics {
         f(&attrs)
     }
 
+    /// Every request the layer handles (not the ones it passes through), once.
+    pub(crate) fn request(&self) {
+        self.requests.add(1, &self.base);
+    }
+
     pub(crate) fn execution(&self) {
         bump(&self.counts.executions);
         self.executions.add(1, &self.base);
@@ -176,7 +194,7 @@ impl Metrics {
 
     pub(crate) fn lease_lost(&self, op: &'static str) {
         bump(&self.counts.leases_lost);
-        self.with("op", op, |a| self.leases_lost.add(1, a));
+        self.with(OPERATION_KEY, op, |a| self.leases_lost.add(1, a));
     }
 
     pub(crate) fn rejection(&self, reason: &'static str) {
@@ -187,8 +205,8 @@ impl Metrics {
     pub(crate) fn store_error(&self, op: &'static str, kind: &'static str) {
         bump(&self.counts.store_errors);
         let mut attrs = self.base.clone();
-        attrs.push(KeyValue::new("op", op));
-        attrs.push(KeyValue::new(REASON_KEY, kind));
+        attrs.push(KeyValue::new(OPERATION_KEY, op));
+        attrs.push(KeyValue::new(ERROR_TYPE_KEY, kind));
         self.store_errors.add(1, &attrs);
     }
 

@@ -595,7 +595,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             BreakerState::HalfOpen,
             BreakerState::ForcedOpen,
         ]
-        .map(|s| attrs.joined("state", s.label()));
+        .map(|s| attrs.joined("steadfast.breaker.state", s.label()));
         let common = Arc::new(Common {
             cfg,
             origin: Instant::now(),
@@ -603,12 +603,21 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
             rng: self.rng.unwrap_or_else(default_rng),
             attrs,
             rejected_attrs,
+            calls: meter
+                .u64_counter("steadfast.breaker.calls")
+                .with_unit("{call}")
+                .with_description(
+                    "Calls made through the circuit breaker layer, refused ones included",
+                )
+                .build(),
             transitions: meter
                 .u64_counter("steadfast.breaker.transitions")
+                .with_unit("{transition}")
                 .with_description("Circuit breaker state transitions, by from and to state")
                 .build(),
             rejected: meter
                 .u64_counter("steadfast.breaker.rejected")
+                .with_unit("{call}")
                 .with_description("Calls refused by a circuit breaker, by the breaker's state")
                 .build(),
             on_transition: self.on_transition,
@@ -622,6 +631,7 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
         let weak: Weak<Registry<K>> = Arc::downgrade(&registry);
         let _gauge = meter
             .u64_observable_gauge("steadfast.breaker.state")
+            .with_unit("{breaker}")
             .with_description("Circuit breakers in each state")
             .with_callback(move |obs: &dyn AsyncInstrument<u64>| {
                 let Some(registry) = weak.upgrade() else {
@@ -641,7 +651,9 @@ impl<C, K, F> CircuitBreakerLayerBuilder<C, K, F> {
                     };
                     common
                         .attrs
-                        .with("state", state.label(), |a| obs.observe(n, a));
+                        .with("steadfast.breaker.state", state.label(), |a| {
+                            obs.observe(n, a)
+                        });
                 }
             })
             .build();
