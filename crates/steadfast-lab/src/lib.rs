@@ -36,6 +36,7 @@ pub mod chaos;
 pub mod client;
 pub mod ledger;
 pub mod load;
+pub mod metrics;
 pub mod progress;
 pub mod report;
 pub mod scenarios;
