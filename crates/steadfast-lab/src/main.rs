@@ -36,7 +36,8 @@ OPTIONS:
     --metrics-addr HOST:PORT
                       while the scenarios run, serve the layers' metrics as Prometheus text
                       on http://HOST:PORT/metrics (port 0: the OS picks; the address is
-                      printed on stderr), for a Prometheus and a dashboard to watch the run
+                      printed on stderr), for a Prometheus and a dashboard to watch the run;
+                      at the end, waits (at most 30 s) for one more scrape, if anyone scraped
     -h, --help        print this help and exit
 
 Progress goes to stderr. Set RUST_LOG (e.g. RUST_LOG=steadfast=debug) for the layers' traces.";
@@ -218,17 +219,14 @@ fn run(args: &Args) -> ExitCode {
         }
     };
     // Before the first layer is built: the layers capture the global meter when built.
-    let _metrics_server = match args.metrics_addr {
+    let metrics_server = match args.metrics_addr {
         None => None,
         Some(addr) => {
             let served = PrometheusMetrics::install_global()
                 .and_then(|metrics| runtime.block_on(metrics.serve(addr)));
             match served {
                 Ok(server) => {
-                    eprintln!(
-                        "serving metrics on http://{}/metrics",
-                        server.local_addr()
-                    );
+                    eprintln!("serving metrics on http://{}/metrics", server.local_addr());
                     Some(server)
                 }
                 Err(e) => {
@@ -282,6 +280,15 @@ fn run(args: &Args) -> ExitCode {
                 .filter(|t| !t.met)
                 .map(|t| format!("{}: {}", report.scenario, t.description)),
         );
+    }
+    if let Some(server) = &metrics_server {
+        // The run's last values reach the scraper before the process (and its /metrics) ends.
+        if server.scrapes() > 0 {
+            eprintln!("waiting for a final scrape of /metrics");
+            if !runtime.block_on(server.final_scrape(std::time::Duration::from_secs(30))) {
+                eprintln!("warning: no scrape of /metrics in the last 30 s");
+            }
+        }
     }
     if errors > 0 {
         return ExitCode::FAILURE;
@@ -353,7 +360,10 @@ mod tests {
         let Ok(Command::Run(args)) = parse(&["--metrics-addr", "127.0.0.1:9464"]) else {
             panic!("expected a run");
         };
-        assert_eq!(args.metrics_addr, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+        assert_eq!(
+            args.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
         let Ok(Command::Run(args)) = parse(&["--metrics-addr=127.0.0.1:0"]) else {
             panic!("expected a run");
         };

@@ -21,7 +21,9 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -44,6 +46,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct PrometheusMetrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
+    /// `GET /metrics` answered so far (by every server of this pipeline).
+    scrapes: Arc<AtomicU64>,
 }
 
 impl PrometheusMetrics {
@@ -68,7 +72,11 @@ impl PrometheusMetrics {
             )
             .build();
         opentelemetry::global::set_meter_provider(provider.clone());
-        Ok(PrometheusMetrics { registry, provider })
+        Ok(PrometheusMetrics {
+            registry,
+            provider,
+            scrapes: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// The provider (for code that takes a meter rather than the global one).
@@ -104,6 +112,7 @@ impl PrometheusMetrics {
             .await
             .map_err(|e| format!("--metrics-addr {addr}: cannot listen: {e}"))?;
         let local_addr = listener.local_addr()?;
+        let scrapes = Arc::clone(&self.scrapes);
         let this = Arc::new(self);
         let task = tokio::spawn(async move {
             loop {
@@ -123,7 +132,11 @@ impl PrometheusMetrics {
                 });
             }
         });
-        Ok(MetricsServer { local_addr, task })
+        Ok(MetricsServer {
+            local_addr,
+            task,
+            scrapes,
+        })
     }
 
     fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -137,7 +150,10 @@ impl PrometheusMetrics {
         };
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => match self.render() {
-                Ok(text) => reply(StatusCode::OK, CONTENT_TYPE, text),
+                Ok(text) => {
+                    self.scrapes.fetch_add(1, Ordering::Relaxed);
+                    reply(StatusCode::OK, CONTENT_TYPE, text)
+                }
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "text/plain",
@@ -158,12 +174,41 @@ impl PrometheusMetrics {
 pub struct MetricsServer {
     local_addr: SocketAddr,
     task: JoinHandle<()>,
+    scrapes: Arc<AtomicU64>,
 }
 
 impl MetricsServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many times `/metrics` has been answered.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes.load(Ordering::Relaxed)
+    }
+
+    /// Waits, at most `max_wait`, until `/metrics` is answered once more, so that a scraper
+    /// reads the run's last values before the lab exits. Returns at once when nobody has
+    /// scraped yet (nobody is watching), and whether a scrape came.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), steadfast_lab::BoxError> {
+    /// # let server = steadfast_lab::metrics::PrometheusMetrics::install_global()?.serve("127.0.0.1:0".parse()?).await?;
+    /// let scraped = server.final_scrape(std::time::Duration::from_secs(30)).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn final_scrape(&self, max_wait: Duration) -> bool {
+        let seen = self.scrapes();
+        if seen == 0 {
+            return false;
+        }
+        let waited = tokio::time::timeout(max_wait, async {
+            while self.scrapes() == seen {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        waited.await.is_ok()
     }
 }
 

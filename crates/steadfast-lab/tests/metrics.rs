@@ -6,7 +6,6 @@
 //! One test in this binary: it installs the global meter provider, which every layer built
 //! afterwards in the process records on.
 
-
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
