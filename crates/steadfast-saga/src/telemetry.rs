@@ -215,6 +215,24 @@ impl Metrics {
         v
     }
 
+    /// Every saga counter of `saga_type` at zero, from the orchestrator's start: a series that
+    /// first appears at 1 hides its first event from `increase()` and `rate()` (Prometheus has
+    /// no earlier sample), so an alert on `steadfast.saga.needs_attention` would miss it.
+    pub(crate) fn start_at_zero(&self, saga_type: &str) {
+        let attrs = self.attrs(saga_type);
+        for c in [
+            &self.started,
+            &self.completed,
+            &self.compensated,
+            &self.needs_attention,
+            &self.recoveries,
+            &self.fenced,
+            &self.cancelled,
+        ] {
+            c.add(0, &attrs);
+        }
+    }
+
     pub(crate) fn count(&self, which: SagaCounter, saga_type: &str) {
         let attrs = self.attrs(saga_type);
         let c = match which {

@@ -4,6 +4,8 @@ use opentelemetry::metrics::{Counter, Meter};
 use opentelemetry::KeyValue;
 use steadfast_layers::telemetry::{ERROR_TYPE_KEY, NAME_KEY, REASON_KEY};
 
+use super::store::StoreErrorKind;
+
 /// The attribute key naming the store kind (`memory`, `redis`, `postgres`) on every metric.
 pub(crate) const STORE_KEY: &str = "steadfast.idempotency.store";
 /// The attribute key naming the store operation (`begin`, `complete`, `release`, `renew`).
@@ -89,14 +91,14 @@ impl Metrics {
             base.push(KeyValue::new(NAME_KEY, name.to_owned()));
         }
         base.push(KeyValue::new(STORE_KEY, store));
-        let c = |n: &'static str, d: &'static str| {
+        let c = |n: &'static str, d: &'static str| -> Counter<u64> {
             meter
                 .u64_counter(n)
                 .with_unit("{request}")
                 .with_description(d)
                 .build()
         };
-        Self {
+        let metrics = Self {
             base,
             requests: c(
                 "steadfast.idempotency.requests",
@@ -143,6 +145,42 @@ impl Metrics {
                 "Executed responses not stored; the key was released",
             ),
             counts: Atomics::default(),
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// The counters an alert watches, at zero from the layer's start (for every store operation
+    /// and error kind): a series that first appears at 1 hides its first event from
+    /// `increase()` and `rate()`, since Prometheus has no earlier sample.
+    fn start_at_zero(&self) {
+        for c in [
+            &self.requests,
+            &self.executions,
+            &self.replays,
+            &self.conflicts,
+            &self.mismatches,
+            &self.lease_takeovers,
+            &self.lease_renewals,
+        ] {
+            c.add(0, &self.base);
+        }
+        for op in ["begin", "complete", "release", "renew"] {
+            if op != "begin" {
+                self.with(OPERATION_KEY, op, |a| self.leases_lost.add(0, a));
+            }
+            for kind in [
+                StoreErrorKind::Unavailable,
+                StoreErrorKind::Timeout,
+                StoreErrorKind::Capacity,
+                StoreErrorKind::Corrupt,
+                StoreErrorKind::Refused,
+            ] {
+                let mut attrs = self.base.clone();
+                attrs.push(KeyValue::new(OPERATION_KEY, op));
+                attrs.push(KeyValue::new(ERROR_TYPE_KEY, kind.label()));
+                self.store_errors.add(0, &attrs);
+            }
         }
     }
 
