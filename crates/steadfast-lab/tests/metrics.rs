@@ -9,11 +9,23 @@
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeSet;
+use std::time::Duration;
 use steadfast_lab::metrics::{PrometheusMetrics, CONTENT_TYPE};
 use steadfast_lab::{scenarios, Options};
+
 use steadfast_layers::breaker::CircuitBreakerLayer;
+use steadfast_layers::bulkhead::BulkheadLayer;
+use steadfast_layers::chaos::ChaosLayer;
+use steadfast_layers::fallback::{Failure, FallbackLayer};
+use steadfast_layers::limit::ConcurrencyLimitLayer;
+use steadfast_layers::rate::RateLimitLayer;
 use steadfast_layers::retry::RetryLayer;
-use tower::Layer;
+use steadfast_layers::shed::LoadShedLayer;
+use steadfast_layers::telemetry::Telemetry;
+use steadfast_layers::throttle::ThrottleLayer;
+use steadfast_layers::BoxError;
+use tower::{service_fn, Layer, ServiceExt};
 
 async fn get(url: &str) -> (u16, String, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
@@ -79,10 +91,12 @@ async fn metrics_endpoint_serves_the_layers_series_under_their_prometheus_names(
     let sent: u64 = report.variants.iter().map(|v| v.requests).sum();
     assert!(sent > 0);
 
-    // Layers alive at the scrape (observable gauges report the layers that exist).
+    // Layers alive at the scrape (observable gauges report the layers that exist), and one call
+    // through each layer the scenario does not use (their calls counters, a duration histogram).
     let retry = RetryLayer::builder().build().expect("retry layer");
     let breaker = CircuitBreakerLayer::builder().build().expect("breaker");
     let _alive = (retry.layer(()), breaker.layer(()));
+    let _more_alive = exercise_other_layers().await;
 
     let (status, _, text) = get(&url).await;
     assert_eq!(status, 200);
@@ -124,9 +138,131 @@ async fn metrics_endpoint_serves_the_layers_series_under_their_prometheus_names(
     assert!(!text.contains("steadfast."), "{text}");
     assert!(!text.contains("{reason="), "{text}");
 
+    // Every family the endpoint serves is in docs/observability.md's table, under that name.
+    let documented = documented_series();
+    let served = served_families(&text);
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not in docs/observability.md: {undocumented:?}"
+    );
+    for name in [
+        "steadfast_retry_duration_seconds_bucket",
+        "steadfast_bulkhead_calls_total",
+        "steadfast_bulkhead_in_flight",
+        "steadfast_bulkhead_queued",
+        "steadfast_limit_calls_total",
+        "steadfast_limit_in_flight",
+        "steadfast_rate_calls_total",
+        "steadfast_rate_rejected_total",
+        "steadfast_throttle_calls_total",
+        "steadfast_throttle_probability_ratio",
+        "steadfast_shed_calls_total",
+        "steadfast_fallback_calls_total",
+        "steadfast_fallback_invoked_total",
+        "steadfast_chaos_calls_total",
+        "steadfast_chaos_injected_total",
+    ] {
+        assert!(documented.contains(name), "{name} not documented");
+        assert!(served.contains(name), "{name} not served: {text}");
+    }
+
     // Anything else is a 404.
     let other = url.replace("/metrics", "/other");
     assert_eq!(get(&other).await.0, 404);
 
     drop(server);
+}
+
+/// Layers the `flaky` scenario does not build, each called once (kept alive for their gauges).
+async fn exercise_other_layers() -> Vec<Box<dyn std::any::Any>> {
+    let ok = || service_fn(|x: u32| async move { Ok::<u32, BoxError>(x) });
+    let failing = || service_fn(|_: u32| async { Err::<u32, BoxError>("down".into()) });
+    let timed = Telemetry::new().record_duration(true);
+
+    let retry = RetryLayer::builder()
+        .telemetry(timed.clone())
+        .build()
+        .expect("retry")
+        .layer(ok());
+    retry.clone().oneshot(1).await.expect("retry call");
+    let bulkhead = BulkheadLayer::builder(1)
+        .build()
+        .expect("bulkhead")
+        .layer(ok());
+    bulkhead.clone().oneshot(1).await.expect("bulkhead call");
+    let limit = ConcurrencyLimitLayer::new(1).expect("limit").layer(ok());
+    limit.clone().oneshot(1).await.expect("limit call");
+    let rate = RateLimitLayer::builder(1, Duration::from_secs(3600))
+        .build()
+        .expect("rate")
+        .layer(ok());
+    rate.clone().oneshot(1).await.expect("the first call fits");
+    assert!(
+        rate.clone().oneshot(2).await.is_err(),
+        "the second is refused"
+    );
+    let throttle = ThrottleLayer::builder()
+        .build()
+        .expect("throttle")
+        .layer(ok());
+    throttle.clone().oneshot(1).await.expect("throttle call");
+    let shed = LoadShedLayer::new().layer(ok());
+    shed.clone().oneshot(1).await.expect("shed call");
+    let fallback = FallbackLayer::from_fn(|_: Failure<u32>| 0_u32)
+        .build()
+        .expect("fallback")
+        .layer(failing());
+    assert_eq!(fallback.clone().oneshot(1).await.expect("fell back"), 0);
+    let chaos = ChaosLayer::builder()
+        .error(1.0)
+        .build()
+        .expect("chaos")
+        .layer(ok());
+    assert!(chaos.clone().oneshot(1).await.is_err(), "chaos injects");
+    vec![
+        Box::new(retry),
+        Box::new(bulkhead),
+        Box::new(limit),
+        Box::new(rate),
+        Box::new(throttle),
+        Box::new(shed),
+        Box::new(fallback),
+        Box::new(chaos),
+    ]
+}
+
+/// The series names of docs/observability.md's "Metrics as Prometheus shows them" table (the
+/// first name of each row: `_bucket` for a histogram).
+fn documented_series() -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/observability.md");
+    let doc = std::fs::read_to_string(path).expect("read docs/observability.md");
+    let table = doc
+        .split("## Metrics as Prometheus shows them")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the section");
+    let names: BTreeSet<String> = table
+        .lines()
+        .filter(|l| l.starts_with("| `steadfast."))
+        .filter_map(|l| l.split(" | ").nth(3))
+        .filter_map(|cell| cell.split('`').nth(1))
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() > 60, "{names:?}");
+    names
+}
+
+/// The `steadfast_*` families a scrape declares (`# TYPE`), histograms as their `_bucket` series
+/// and counters with their `_total`.
+fn served_families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(name, _)| name.starts_with("steadfast_"))
+        .map(|(name, kind)| match kind {
+            "histogram" => format!("{name}_bucket"),
+            _ => name.to_owned(),
+        })
+        .collect()
 }
