@@ -53,10 +53,7 @@ async fn get(url: &str) -> (u16, String, String) {
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(series)
-                && l[series.len()..].starts_with(|c: char| c == ' ' || c == '{' || c == ',')
-        })
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{', ',']))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
