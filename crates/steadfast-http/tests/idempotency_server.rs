@@ -863,7 +863,10 @@ async fn telemetry_counts_and_traces_every_decision() {
     send(&svc, post(Some("k"), "acme", "other")).await;
     send(&svc, post(None, "acme", "{}")).await;
 
-    let named = [("steadfast.name", "orders"), ("store", "memory")];
+    let named = [
+        ("steadfast.name", "orders"),
+        ("steadfast.idempotency.store", "memory"),
+    ];
     assert_eq!(
         metrics.counter("steadfast.idempotency.executions", &named),
         1
@@ -876,7 +879,7 @@ async fn telemetry_counts_and_traces_every_decision() {
     assert_eq!(
         metrics.counter(
             "steadfast.idempotency.rejections",
-            &[("reason", "key_missing")]
+            &[("steadfast.reason", "key_missing")]
         ),
         1
     );

@@ -65,15 +65,21 @@ async fn deadline_exceeded_and_invalid_headers_are_counted() {
 
     let exceeded = "steadfast.deadline.exceeded";
     let api = ("steadfast.name", "api");
-    assert_eq!(metrics.counter(exceeded, &[api, ("reason", "arrival")]), 1);
     assert_eq!(
-        metrics.counter(exceeded, &[api, ("reason", "in_flight")]),
+        metrics.counter(exceeded, &[api, ("steadfast.reason", "arrival")]),
+        1
+    );
+    assert_eq!(
+        metrics.counter(exceeded, &[api, ("steadfast.reason", "in_flight")]),
         1
     );
     assert_eq!(
         metrics.counter(
             exceeded,
-            &[("steadfast.name", "to-b"), ("reason", "propagate")]
+            &[
+                ("steadfast.name", "to-b"),
+                ("steadfast.reason", "propagate")
+            ]
         ),
         1
     );
@@ -81,7 +87,11 @@ async fn deadline_exceeded_and_invalid_headers_are_counted() {
         assert_eq!(
             metrics.counter(
                 "steadfast.deadline.invalid_header",
-                &[api, ("header", "x-request-timeout-ms"), ("action", action)]
+                &[
+                    api,
+                    ("steadfast.deadline.header", "x-request-timeout-ms"),
+                    ("steadfast.deadline.action", action)
+                ]
             ),
             1,
             "{action}"
@@ -129,14 +139,17 @@ async fn the_meter_given_by_telemetry_is_used() {
 
     let exceeded = "steadfast.deadline.exceeded";
     let api = ("steadfast.name", "api");
-    assert_eq!(metrics.counter(exceeded, &[api, ("reason", "arrival")]), 1);
     assert_eq!(
-        metrics.counter(exceeded, &[api, ("reason", "in_flight")]),
+        metrics.counter(exceeded, &[api, ("steadfast.reason", "arrival")]),
+        1
+    );
+    assert_eq!(
+        metrics.counter(exceeded, &[api, ("steadfast.reason", "in_flight")]),
         1
     );
     let to_b = ("steadfast.name", "to-b");
     assert_eq!(
-        metrics.counter(exceeded, &[to_b, ("reason", "propagate")]),
+        metrics.counter(exceeded, &[to_b, ("steadfast.reason", "propagate")]),
         1
     );
 }

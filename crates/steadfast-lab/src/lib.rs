@@ -19,6 +19,10 @@
 //! `--chaos` ([`chaos`]) adds client-side faults from steadfast's own `ChaosLayer` to every
 //! scenario but `saga`, on top of the server's: off unless given, seeded by the run's seed.
 //!
+//! `--metrics-addr HOST:PORT` ([`metrics`]) serves the layers' OpenTelemetry metrics as
+//! Prometheus text on `/metrics` while the scenarios run; `scripts/check-dashboard.sh` points a
+//! real Prometheus at it and runs every query of `docs/dashboards/steadfast.json`.
+//!
 //! The binary's flags are described by `steadfast-lab --help`; this library is what it and the
 //! tests call:
 //!
@@ -37,6 +41,7 @@ pub mod client;
 pub mod html;
 pub mod ledger;
 pub mod load;
+pub mod metrics;
 pub mod progress;
 pub mod report;
 pub mod scenarios;

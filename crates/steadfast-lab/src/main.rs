@@ -4,9 +4,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
 use steadfast_lab::chaos::ChaosSpec;
+use steadfast_lab::metrics::PrometheusMetrics;
 use steadfast_lab::scenarios::{self, Scenario};
 use steadfast_lab::{Options, DEFAULT_SEED};
 
@@ -36,6 +38,11 @@ OPTIONS:
                       SPEC is a comma list of error=P (fail before sending), abort=P (lose the
                       response after it was served), latency=P:D (send D late, e.g. 0.1:250ms);
                       seeded by --seed. Targets are calibrated without it.
+    --metrics-addr HOST:PORT
+                      while the scenarios run, serve the layers' metrics as Prometheus text
+                      on http://HOST:PORT/metrics (port 0: the OS picks; the address is
+                      printed on stderr), for a Prometheus and a dashboard to watch the run;
+                      at the end, waits (at most 30 s) for one more scrape, if anyone scraped
     -h, --help        print this help and exit
 
 Progress goes to stderr. Set RUST_LOG (e.g. RUST_LOG=steadfast=debug) for the layers' traces.";
@@ -58,6 +65,7 @@ struct Args {
     store: Option<String>,
     crash: bool,
     chaos: Option<ChaosSpec>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// How `--store` and `--crash` reach the saga scenario (read by `scenarios/saga.rs`).
@@ -75,6 +83,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut store = None;
     let mut crash = false;
     let mut chaos = None;
+    let mut metrics_addr = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -103,6 +112,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             }
             "--html" => html = Some(PathBuf::from(value("a file name")?)),
             "--chaos" => chaos = Some(value("a fault list such as error=0.05")?.parse()?),
+            "--metrics-addr" => {
+                let v = value("HOST:PORT")?;
+                let addr = v
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--metrics-addr takes HOST:PORT, got {v:?}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("--metrics-addr {v:?} resolves to no address"))?;
+                metrics_addr = Some(addr);
+            }
             "--scenario" => {
                 let v = value("a scenario name")?;
                 names.extend(
@@ -122,7 +140,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         if inline.is_some()
             && !matches!(
                 flag.as_str(),
-                "--scenario" | "--seed" | "--store" | "--chaos" | "--html"
+                "--scenario" | "--seed" | "--store" | "--chaos" | "--html" | "--metrics-addr"
             )
         {
             return Err(format!("{flag} takes no value"));
@@ -156,6 +174,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         store,
         crash,
         chaos,
+        metrics_addr,
     }))
 }
 
@@ -206,6 +225,24 @@ fn run(args: &Args) -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // Before the first layer is built: the layers capture the global meter when built.
+    let metrics_server = match args.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let served = PrometheusMetrics::install_global()
+                .and_then(|metrics| runtime.block_on(metrics.serve(addr)));
+            match served {
+                Ok(server) => {
+                    eprintln!("serving metrics on http://{}/metrics", server.local_addr());
+                    Some(server)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     let opts = Options {
@@ -283,6 +320,15 @@ fn run(args: &Args) -> ExitCode {
         }
         eprintln!("HTML report written to {}", path.display());
     }
+    if let Some(server) = &metrics_server {
+        // The run's last values reach the scraper before the process (and its /metrics) ends.
+        if server.scrapes() > 0 {
+            eprintln!("waiting for a final scrape of /metrics");
+            if !runtime.block_on(server.final_scrape(std::time::Duration::from_secs(30))) {
+                eprintln!("warning: no scrape of /metrics in the last 30 s");
+            }
+        }
+    }
     if errors > 0 {
         return ExitCode::FAILURE;
     }
@@ -316,6 +362,7 @@ mod tests {
         assert_eq!(args.seed, DEFAULT_SEED);
         assert!(!args.quick && !args.json && !args.check && args.html.is_none());
         assert!(args.store.is_none() && !args.crash && args.chaos.is_none());
+        assert!(args.metrics_addr.is_none());
     }
 
     #[test]
@@ -353,6 +400,17 @@ mod tests {
             panic!("expected a run");
         };
         assert!(args.chaos.expect("chaos").latency.is_some());
+        let Ok(Command::Run(args)) = parse(&["--metrics-addr", "127.0.0.1:9464"]) else {
+            panic!("expected a run");
+        };
+        assert_eq!(
+            args.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        let Ok(Command::Run(args)) = parse(&["--metrics-addr=127.0.0.1:0"]) else {
+            panic!("expected a run");
+        };
+        assert_eq!(args.metrics_addr.map(|a| a.port()), Some(0));
     }
 
     #[test]
@@ -366,6 +424,8 @@ mod tests {
         assert!(parse(&["--crash=yes"]).is_err());
         assert!(parse(&["--chaos"]).is_err());
         assert!(parse(&["--html"]).is_err());
+        assert!(parse(&["--metrics-addr"]).is_err());
+        assert!(parse(&["--metrics-addr", "9464"]).is_err_and(|e| e.contains("HOST:PORT")));
         assert!(parse(&["--chaos", "error=2"]).is_err_and(|e| e.contains("probability")));
         assert!(matches!(parse(&["--quick", "-h"]), Ok(Command::Help)));
         assert!(matches!(parse(&["--list"]), Ok(Command::List)));

@@ -24,8 +24,26 @@ use opentelemetry::{KeyValue, StringValue, Value};
 
 /// The attribute key naming a layer instance on every metric.
 pub const NAME_KEY: &str = "steadfast.name";
-/// The attribute key carrying a decision's reason.
-pub const REASON_KEY: &str = "reason";
+/// The attribute key carrying a decision's reason (a short, low-cardinality label such as
+/// `attempts_exhausted` or `at_capacity`).
+pub const REASON_KEY: &str = "steadfast.reason";
+/// The attribute key of the class of error a counted failure ended with (OpenTelemetry's
+/// semantic convention `error.type`): the classifier's label, such as `timeout` or
+/// `unavailable`, on the counters that count failures.
+pub const ERROR_TYPE_KEY: &str = "error.type";
+
+/// The bucket boundaries, in seconds, of every duration histogram the layers record (`unit = "s"`):
+/// OpenTelemetry's recommended boundaries for HTTP request durations, 5 ms to 10 s. (The SDK's
+/// default boundaries are meant for milliseconds and would put every call under 5 s in one bucket.)
+///
+/// ```
+/// let b = steadfast_layers::telemetry::DURATION_BOUNDARIES;
+/// assert!(b.windows(2).all(|w| w[0] < w[1]));
+/// assert_eq!((b[0], b[b.len() - 1]), (0.005, 10.0));
+/// ```
+pub const DURATION_BOUNDARIES: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Where and how a layer records its telemetry.
 #[derive(Clone, Debug, Default)]

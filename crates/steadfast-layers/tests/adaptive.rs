@@ -265,7 +265,7 @@ async fn limit_changes_are_observable() {
         Some(0.0)
     );
     assert_eq!(
-        metrics.counter("steadfast.adaptive.drops", &[("reason", "unavailable")]),
+        metrics.counter("steadfast.adaptive.drops", &[("error.type", "unavailable")]),
         1
     );
     let changed = traces.with_message("adaptive limit changed");
@@ -303,7 +303,10 @@ async fn rejections_are_counted_and_traced() {
     assert!(svc.ready().await.unwrap().call(200).await.is_err());
     held.await.unwrap();
     assert_eq!(
-        metrics.counter("steadfast.adaptive.rejected", &[("reason", "at_capacity")]),
+        metrics.counter(
+            "steadfast.adaptive.rejected",
+            &[("steadfast.reason", "at_capacity")]
+        ),
         1
     );
     let ev = traces.with_message("adaptive limit reached: call rejected");

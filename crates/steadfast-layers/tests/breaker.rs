@@ -1044,17 +1044,26 @@ mod breaker {
         let name = ("steadfast.name", "payments");
 
         assert_eq!(
-            metrics.value("steadfast.breaker.state", &[name, ("state", "closed")]),
+            metrics.value(
+                "steadfast.breaker.state",
+                &[name, ("steadfast.breaker.state", "closed")]
+            ),
             1
         );
         run(&mut svc, &[Act::Fail, Act::Fail]).await;
         run(&mut svc, &[Act::Ok, Act::Ok, Act::Ok]).await; // refused
         assert_eq!(
-            metrics.value("steadfast.breaker.state", &[("state", "open")]),
+            metrics.value(
+                "steadfast.breaker.state",
+                &[("steadfast.breaker.state", "open")]
+            ),
             1
         );
         assert_eq!(
-            metrics.value("steadfast.breaker.state", &[("state", "closed")]),
+            metrics.value(
+                "steadfast.breaker.state",
+                &[("steadfast.breaker.state", "closed")]
+            ),
             0
         );
         advance(Duration::from_secs(1)).await;
@@ -1064,14 +1073,21 @@ mod breaker {
         h.force_open();
         run(&mut svc, &[Act::Ok]).await; // refused
         assert_eq!(
-            metrics.value("steadfast.breaker.state", &[("state", "forced_open")]),
+            metrics.value(
+                "steadfast.breaker.state",
+                &[("steadfast.breaker.state", "forced_open")]
+            ),
             1
         );
 
         let t = |from: &str, to: &str| {
             metrics.value(
                 "steadfast.breaker.transitions",
-                &[name, ("from", from), ("to", to)],
+                &[
+                    name,
+                    ("steadfast.breaker.from", from),
+                    ("steadfast.breaker.to", to),
+                ],
             )
         };
         assert_eq!(t("closed", "open"), 1);
@@ -1081,11 +1097,17 @@ mod breaker {
         assert_eq!(t("closed", "forced_open"), 1);
         assert_eq!(metrics.value("steadfast.breaker.transitions", &[]), 6);
         assert_eq!(
-            metrics.value("steadfast.breaker.rejected", &[name, ("state", "open")]),
+            metrics.value(
+                "steadfast.breaker.rejected",
+                &[name, ("steadfast.breaker.state", "open")]
+            ),
             3
         );
         assert_eq!(
-            metrics.value("steadfast.breaker.rejected", &[("state", "forced_open")]),
+            metrics.value(
+                "steadfast.breaker.rejected",
+                &[("steadfast.breaker.state", "forced_open")]
+            ),
             1
         );
     }

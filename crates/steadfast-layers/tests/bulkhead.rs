@@ -130,7 +130,10 @@ async fn a_queued_call_gives_up_after_max_wait() {
     assert_eq!(
         metrics.counter(
             "steadfast.bulkhead.rejected",
-            &[("reason", "wait_timeout"), ("steadfast.name", "payments")]
+            &[
+                ("steadfast.reason", "wait_timeout"),
+                ("steadfast.name", "payments")
+            ]
         ),
         1
     );
@@ -222,7 +225,10 @@ async fn telemetry_counts_traces_and_gauges() {
         Some(0.0)
     );
     assert_eq!(
-        metrics.counter("steadfast.bulkhead.rejected", &[("reason", "queue_full")]),
+        metrics.counter(
+            "steadfast.bulkhead.rejected",
+            &[("steadfast.reason", "queue_full")]
+        ),
         1
     );
     assert_eq!(traces.with_message("bulkhead full: call queued").len(), 1);

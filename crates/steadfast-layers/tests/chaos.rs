@@ -192,13 +192,19 @@ async fn faults_are_counted_and_traced() {
     let _g = traces.install();
     delayed_aborts(Telemetry::new().meter(metrics.meter()).name("lab")).await;
     assert_eq!(
-        metrics.counter("steadfast.chaos.injected", &[("fault", "latency")]),
+        metrics.counter(
+            "steadfast.chaos.injected",
+            &[("steadfast.chaos.fault", "latency")]
+        ),
         3
     );
     assert_eq!(
         metrics.counter(
             "steadfast.chaos.injected",
-            &[("fault", "abort"), ("steadfast.name", "lab")]
+            &[
+                ("steadfast.chaos.fault", "abort"),
+                ("steadfast.name", "lab")
+            ]
         ),
         3
     );

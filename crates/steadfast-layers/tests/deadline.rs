@@ -80,7 +80,7 @@ async fn rejects_an_expired_request_without_calling_the_inner_service() {
     assert_eq!(
         metrics.counter(
             "steadfast.deadline.exceeded",
-            &[("reason", "arrival"), ("steadfast.name", "api")]
+            &[("steadfast.reason", "arrival"), ("steadfast.name", "api")]
         ),
         1
     );
@@ -123,7 +123,10 @@ async fn cancels_the_call_when_the_deadline_passes() {
         "the inner call was cancelled"
     );
     assert_eq!(
-        metrics.counter("steadfast.deadline.exceeded", &[("reason", "in_flight")]),
+        metrics.counter(
+            "steadfast.deadline.exceeded",
+            &[("steadfast.reason", "in_flight")]
+        ),
         1
     );
 }

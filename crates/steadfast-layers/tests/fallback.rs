@@ -202,11 +202,11 @@ async fn a_failing_fallback_says_so_and_keeps_its_error() {
         ]
     );
     assert_eq!(
-        metrics.counter("steadfast.fallback.invoked", &[("reason", "error")]),
+        metrics.counter("steadfast.fallback.invoked", &[("error.type", "error")]),
         1
     );
     assert_eq!(
-        metrics.counter("steadfast.fallback.failed", &[("reason", "error")]),
+        metrics.counter("steadfast.fallback.failed", &[("error.type", "error")]),
         1
     );
 }
@@ -239,7 +239,7 @@ async fn fallbacks_are_counted_and_traced_by_reason() {
     assert_eq!(
         metrics.counter(
             "steadfast.fallback.invoked",
-            &[("reason", "timeout"), ("steadfast.name", "prices")]
+            &[("error.type", "timeout"), ("steadfast.name", "prices")]
         ),
         3
     );
@@ -247,7 +247,7 @@ async fn fallbacks_are_counted_and_traced_by_reason() {
     assert_eq!(
         metrics.counter(
             "steadfast.fallback.invoked",
-            &[("reason", "deadline_exceeded")]
+            &[("error.type", "deadline_exceeded")]
         ),
         1
     );

@@ -232,7 +232,10 @@ async fn the_learned_percentile_is_used_once_warm() {
     }
     assert_eq!(peer.hedges(), 0);
     assert_eq!(
-        metrics.counter("steadfast.hedge.skipped", &[("reason", "warming_up")]),
+        metrics.counter(
+            "steadfast.hedge.skipped",
+            &[("steadfast.reason", "warming_up")]
+        ),
         100
     );
     // p95 of 1..=100 ms is 95 ms; the histogram reports it at most 1/256 high, never low.
@@ -471,11 +474,14 @@ async fn the_budget_caps_hedges_at_the_configured_percentage() {
     assert_eq!(peer.hedges(), 100);
     assert_eq!(metrics.counter("steadfast.hedge.sent", &[]), 100);
     assert_eq!(
-        metrics.counter("steadfast.hedge.budget_exhausted", &[("budget", "hedge")]),
+        metrics.counter(
+            "steadfast.hedge.budget_exhausted",
+            &[("steadfast.hedge.budget", "hedge")]
+        ),
         900
     );
     assert_eq!(
-        metrics.counter("steadfast.hedge.skipped", &[("reason", "budget")]),
+        metrics.counter("steadfast.hedge.skipped", &[("steadfast.reason", "budget")]),
         900
     );
 }
@@ -544,11 +550,17 @@ async fn hedges_also_draw_on_a_shared_retry_budget() {
     assert_eq!(peer.hedges(), 3);
     assert_eq!(shared.balance(), 0.0);
     assert_eq!(
-        metrics.counter("steadfast.hedge.budget_exhausted", &[("budget", "retry")]),
+        metrics.counter(
+            "steadfast.hedge.budget_exhausted",
+            &[("steadfast.hedge.budget", "retry")]
+        ),
         7
     );
     assert_eq!(
-        metrics.counter("steadfast.hedge.budget_exhausted", &[("budget", "hedge")]),
+        metrics.counter(
+            "steadfast.hedge.budget_exhausted",
+            &[("steadfast.hedge.budget", "hedge")]
+        ),
         0
     );
 }
@@ -594,7 +606,10 @@ async fn no_hedge_when_the_deadline_cannot_hold_one() {
     assert_eq!(deadline.scope(svc.clone().oneshot(1)).await.unwrap(), 200);
     assert_eq!(peer.count(), 1);
     assert_eq!(
-        metrics.counter("steadfast.hedge.skipped", &[("reason", "deadline")]),
+        metrics.counter(
+            "steadfast.hedge.skipped",
+            &[("steadfast.reason", "deadline")]
+        ),
         1
     );
     // With 25 ms left at 30 ms, the hedge goes.
@@ -628,7 +643,10 @@ async fn requests_not_marked_idempotent_are_never_hedged() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     assert_eq!(
-        metrics.counter("steadfast.hedge.skipped", &[("reason", "not_idempotent")]),
+        metrics.counter(
+            "steadfast.hedge.skipped",
+            &[("steadfast.reason", "not_idempotent")]
+        ),
         5
     );
     let req = http::Request::get("/users/7")
@@ -681,7 +699,10 @@ async fn a_request_that_cannot_be_copied_is_not_hedged() {
     svc.clone().oneshot(99).await.unwrap();
     assert_eq!(peer.count(), 1);
     assert_eq!(
-        metrics.counter("steadfast.hedge.skipped", &[("reason", "not_replayable")]),
+        metrics.counter(
+            "steadfast.hedge.skipped",
+            &[("steadfast.reason", "not_replayable")]
+        ),
         1
     );
     svc.oneshot(3).await.unwrap();
@@ -736,11 +757,17 @@ async fn wins_are_counted_by_winner_and_only_for_hedged_calls() {
         8
     );
     assert_eq!(
-        metrics.counter("steadfast.hedge.wins", &[("winner", "hedge")]),
+        metrics.counter(
+            "steadfast.hedge.wins",
+            &[("steadfast.hedge.winner", "hedge")]
+        ),
         4
     );
     assert_eq!(
-        metrics.counter("steadfast.hedge.wins", &[("winner", "primary")]),
+        metrics.counter(
+            "steadfast.hedge.wins",
+            &[("steadfast.hedge.winner", "primary")]
+        ),
         4
     );
     assert_eq!(metrics.gauge("steadfast.hedge.delay"), Some(0.01));

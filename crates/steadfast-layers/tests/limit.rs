@@ -202,7 +202,10 @@ async fn max_wait_bounds_the_wait() {
     assert_eq!(
         metrics.counter(
             "steadfast.limit.rejected",
-            &[("reason", "wait_timeout"), ("steadfast.name", "db")]
+            &[
+                ("steadfast.reason", "wait_timeout"),
+                ("steadfast.name", "db")
+            ]
         ),
         1
     );
@@ -313,7 +316,10 @@ async fn the_key_table_is_bounded_and_sweeps_idle_keys() {
     );
     assert_eq!((b.await.unwrap(), c.await.unwrap()), (2, 3));
     assert_eq!(
-        metrics.counter("steadfast.limit.rejected", &[("reason", "too_many_keys")]),
+        metrics.counter(
+            "steadfast.limit.rejected",
+            &[("steadfast.reason", "too_many_keys")]
+        ),
         1
     );
 }
@@ -343,7 +349,10 @@ async fn telemetry_counts_traces_and_gauges() {
     assert_eq!(
         metrics.counter(
             "steadfast.limit.rejected",
-            &[("reason", "at_capacity"), ("steadfast.name", "db")]
+            &[
+                ("steadfast.reason", "at_capacity"),
+                ("steadfast.name", "db")
+            ]
         ),
         3
     );

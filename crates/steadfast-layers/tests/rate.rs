@@ -233,11 +233,17 @@ async fn the_key_table_is_bounded_and_sweeps_refilled_keys() {
         Some(layer.keys().unwrap() as f64)
     );
     assert_eq!(
-        metrics.counter("steadfast.rate.rejected", &[("reason", "too_many_keys")]),
+        metrics.counter(
+            "steadfast.rate.rejected",
+            &[("steadfast.reason", "too_many_keys")]
+        ),
         1
     );
     assert_eq!(
-        metrics.counter("steadfast.rate.rejected", &[("reason", "rate_limited")]),
+        metrics.counter(
+            "steadfast.rate.rejected",
+            &[("steadfast.reason", "rate_limited")]
+        ),
         1
     );
 }
@@ -275,7 +281,10 @@ async fn telemetry_counts_and_traces() {
     assert_eq!(
         metrics.counter(
             "steadfast.rate.rejected",
-            &[("reason", "rate_limited"), ("steadfast.name", "api")]
+            &[
+                ("steadfast.reason", "rate_limited"),
+                ("steadfast.name", "api")
+            ]
         ),
         1
     );

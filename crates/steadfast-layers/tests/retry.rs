@@ -248,7 +248,10 @@ async fn never_sleeps_past_the_deadline() {
     assert_eq!(script.count(), 1);
     assert_eq!(t0.elapsed(), ms(30));
     assert_eq!(
-        metrics.counter("steadfast.retry.give_ups", &[("reason", "deadline")]),
+        metrics.counter(
+            "steadfast.retry.give_ups",
+            &[("steadfast.reason", "deadline")]
+        ),
         1
     );
 }
@@ -364,7 +367,7 @@ async fn the_budget_is_shared_by_clones_and_exact() {
     assert_eq!(metrics.counter("steadfast.retry.budget_exhausted", &[]), 5);
     assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 15);
     assert_eq!(
-        metrics.counter("steadfast.retry.retries", &[("reason", "error")]),
+        metrics.counter("steadfast.retry.retries", &[("error.type", "error")]),
         5
     );
 }
@@ -766,7 +769,7 @@ async fn a_request_that_never_reached_the_server_is_resent_once_without_counting
     assert_eq!(script.offsets(t0), [ms(0), ms(0)]);
     assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 1);
     assert_eq!(
-        metrics.counter("steadfast.retry.retries", &[("reason", "connect")]),
+        metrics.counter("steadfast.retry.retries", &[("error.type", "connect")]),
         1
     );
 }
@@ -795,7 +798,7 @@ async fn a_peer_that_refuses_twice_is_retried_with_backoff_and_counted_attempts(
     assert_eq!(script.offsets(t0), [ms(0), ms(0), ms(10), ms(20)]);
     assert_eq!(metrics.counter("steadfast.retry.attempts", &[]), 3);
     assert_eq!(
-        metrics.counter("steadfast.retry.retries", &[("reason", "connect")]),
+        metrics.counter("steadfast.retry.retries", &[("error.type", "connect")]),
         3
     );
 }

@@ -69,7 +69,10 @@ async fn sheds_calls_while_the_inner_service_is_not_ready() {
     assert_eq!(
         metrics.counter(
             "steadfast.shed.rejected",
-            &[("reason", "not_ready"), ("steadfast.name", "search")]
+            &[
+                ("steadfast.reason", "not_ready"),
+                ("steadfast.name", "search")
+            ]
         ),
         1
     );

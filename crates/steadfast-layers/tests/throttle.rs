@@ -342,7 +342,7 @@ async fn telemetry_counts_traces_and_gauges() {
     assert_eq!(
         metrics.counter(
             "steadfast.throttle.rejected",
-            &[("reason", "throttled"), ("steadfast.name", "ads")]
+            &[("steadfast.reason", "throttled"), ("steadfast.name", "ads")]
         ),
         local
     );

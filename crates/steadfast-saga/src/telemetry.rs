@@ -17,7 +17,18 @@ use opentelemetry::KeyValue;
 /// The attribute naming an orchestrator instance on every metric.
 pub const NAME_KEY: &str = "steadfast.name";
 /// The attribute carrying the saga type.
-pub const SAGA_TYPE_KEY: &str = "saga_type";
+pub const SAGA_TYPE_KEY: &str = "steadfast.saga.type";
+/// The attribute carrying a step's name (`steadfast.saga.steps`, `steadfast.saga.step.duration`).
+pub const STEP_KEY: &str = "steadfast.saga.step";
+/// The attribute carrying a step's phase: `forward` or `compensation`.
+pub const PHASE_KEY: &str = "steadfast.saga.phase";
+/// The attribute carrying a step's outcome.
+pub const OUTCOME_KEY: &str = "steadfast.saga.outcome";
+/// The attribute carrying how a saga ended (`steadfast.saga.duration`).
+pub const STATUS_KEY: &str = "steadfast.saga.status";
+/// The attribute carrying an operator action's reason (`steadfast.saga.takeovers`), shared with
+/// the layers' `steadfast.reason`.
+pub const REASON_KEY: &str = "steadfast.reason";
 
 /// The bucket boundaries of `steadfast.saga.duration`, in seconds: 50 ms to a day (a saga may
 /// wait out retries, recoveries and operators).
@@ -30,6 +41,18 @@ pub const SAGA_TYPE_KEY: &str = "saga_type";
 pub const SAGA_DURATION_BOUNDARIES: [f64; 16] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
     86400.0,
+];
+
+/// The bucket boundaries of `steadfast.saga.step.duration`, in seconds: OpenTelemetry's
+/// recommended boundaries for HTTP request durations, 5 ms to 10 s (a step attempt is one
+/// participant call). The SDK's defaults are meant for milliseconds.
+///
+/// ```
+/// let b = steadfast_saga::telemetry::STEP_DURATION_BOUNDARIES;
+/// assert!(b.windows(2).all(|w| w[0] < w[1]));
+/// ```
+pub const STEP_DURATION_BOUNDARIES: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// Where the orchestrator records its metrics, and under which instance name.
@@ -167,6 +190,7 @@ impl Metrics {
                 .f64_histogram("steadfast.saga.step.duration")
                 .with_unit("s")
                 .with_description("duration of each step attempt (action or compensation)")
+                .with_boundaries(STEP_DURATION_BOUNDARIES.to_vec())
                 .build(),
             duration: meter
                 .f64_histogram("steadfast.saga.duration")
@@ -191,6 +215,24 @@ impl Metrics {
         v
     }
 
+    /// Every saga counter of `saga_type` at zero, from the orchestrator's start: a series that
+    /// first appears at 1 hides its first event from `increase()` and `rate()` (Prometheus has
+    /// no earlier sample), so an alert on `steadfast.saga.needs_attention` would miss it.
+    pub(crate) fn start_at_zero(&self, saga_type: &str) {
+        let attrs = self.attrs(saga_type);
+        for c in [
+            &self.started,
+            &self.completed,
+            &self.compensated,
+            &self.needs_attention,
+            &self.recoveries,
+            &self.fenced,
+            &self.cancelled,
+        ] {
+            c.add(0, &attrs);
+        }
+    }
+
     pub(crate) fn count(&self, which: SagaCounter, saga_type: &str) {
         let attrs = self.attrs(saga_type);
         let c = match which {
@@ -208,7 +250,7 @@ impl Metrics {
     /// An operator action took a saga's lease over (`reason`: the action).
     pub(crate) fn takeover(&self, saga_type: &str, reason: &'static str) {
         let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new("reason", reason));
+        attrs.push(KeyValue::new(REASON_KEY, reason));
         self.takeovers.add(1, &attrs);
     }
 
@@ -226,16 +268,16 @@ impl Metrics {
         outcome: &'static str,
     ) {
         let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new("step", step.to_string()));
-        attrs.push(KeyValue::new("phase", phase));
-        attrs.push(KeyValue::new("outcome", outcome));
+        attrs.push(KeyValue::new(STEP_KEY, step.to_string()));
+        attrs.push(KeyValue::new(PHASE_KEY, phase));
+        attrs.push(KeyValue::new(OUTCOME_KEY, outcome));
         self.steps.add(1, &attrs);
     }
 
     /// A saga ended with `status` this long after its creation.
     pub(crate) fn saga_duration(&self, saga_type: &str, status: &'static str, secs: f64) {
         let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new("status", status));
+        attrs.push(KeyValue::new(STATUS_KEY, status));
         self.duration.record(secs, &attrs);
     }
 
@@ -248,9 +290,9 @@ impl Metrics {
         secs: f64,
     ) {
         let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new("step", step.to_string()));
-        attrs.push(KeyValue::new("phase", phase));
-        attrs.push(KeyValue::new("outcome", outcome));
+        attrs.push(KeyValue::new(STEP_KEY, step.to_string()));
+        attrs.push(KeyValue::new(PHASE_KEY, phase));
+        attrs.push(KeyValue::new(OUTCOME_KEY, outcome));
         self.step_duration.record(secs, &attrs);
     }
 }

@@ -90,7 +90,10 @@ async fn saga_metrics_for_the_dashboard() {
         .telemetry(SagaTelemetry::new().meter(m.meter()).name("orch-a"))
         .build()
         .unwrap();
-    let ty = [("saga_type", "trip"), ("steadfast.name", "orch-a")];
+    let ty = [
+        ("steadfast.saga.type", "trip"),
+        ("steadfast.name", "orch-a"),
+    ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut v = ty.to_vec();
         v.extend_from_slice(extra);
@@ -100,7 +103,10 @@ async fn saga_metrics_for_the_dashboard() {
     // Completed: 2 s + 1 s.
     let ok = o.start(&def, "ok", &0).await.unwrap().id;
     assert_eq!(o.wait(ok).await.unwrap(), SagaStatus::Completed);
-    let (n, secs) = m.histogram_with("steadfast.saga.duration", &with(&[("status", "completed")]));
+    let (n, secs) = m.histogram_with(
+        "steadfast.saga.duration",
+        &with(&[("steadfast.saga.status", "completed")]),
+    );
     assert_eq!(n, 1);
     assert!((3.0..3.1).contains(&secs), "{secs}");
     // Compensated: 2 s, then the pivot says no.
@@ -108,7 +114,7 @@ async fn saga_metrics_for_the_dashboard() {
     assert_eq!(o.wait(no).await.unwrap(), SagaStatus::Compensated);
     let (n, secs) = m.histogram_with(
         "steadfast.saga.duration",
-        &with(&[("status", "compensated")]),
+        &with(&[("steadfast.saga.status", "compensated")]),
     );
     assert_eq!(n, 1);
     assert!((2.0..2.1).contains(&secs), "{secs}");
@@ -117,7 +123,7 @@ async fn saga_metrics_for_the_dashboard() {
     assert_eq!(o.wait(stuck).await.unwrap(), SagaStatus::NeedsAttention);
     let (n, _) = m.histogram_with(
         "steadfast.saga.duration",
-        &with(&[("status", "needs_attention")]),
+        &with(&[("steadfast.saga.status", "needs_attention")]),
     );
     assert_eq!(n, 1);
 
@@ -159,7 +165,10 @@ async fn saga_metrics_for_the_dashboard() {
     assert_eq!(o.recover_once().await.unwrap(), 1);
     assert_eq!(o.wait(dead).await.unwrap(), SagaStatus::Completed);
     assert_eq!(m.counter("steadfast.saga.recoveries", &ty), 1);
-    let (n, secs) = m.histogram_with("steadfast.saga.duration", &with(&[("status", "completed")]));
+    let (n, secs) = m.histogram_with(
+        "steadfast.saga.duration",
+        &with(&[("steadfast.saga.status", "completed")]),
+    );
     assert_eq!(n, 2);
     assert!((16.0..16.2).contains(&secs), "3 s + (10 s + 3 s): {secs}");
 
@@ -168,7 +177,10 @@ async fn saga_metrics_for_the_dashboard() {
     o.resume(stuck).await.unwrap();
     assert_eq!(o.wait(stuck).await.unwrap(), SagaStatus::Completed);
     assert_eq!(
-        m.counter("steadfast.saga.takeovers", &with(&[("reason", "resume")])),
+        m.counter(
+            "steadfast.saga.takeovers",
+            &with(&[("steadfast.reason", "resume")])
+        ),
         1
     );
     assert_eq!(m.counter("steadfast.saga.takeovers", &ty), 1);
@@ -177,7 +189,11 @@ async fn saga_metrics_for_the_dashboard() {
     let steps = |step: &'static str, phase: &'static str, outcome: &'static str| {
         m.counter(
             "steadfast.saga.steps",
-            &with(&[("step", step), ("phase", phase), ("outcome", outcome)]),
+            &with(&[
+                ("steadfast.saga.step", step),
+                ("steadfast.saga.phase", phase),
+                ("steadfast.saga.outcome", outcome),
+            ]),
         )
     };
     assert_eq!(steps("reserve", "forward", "succeeded"), 5);

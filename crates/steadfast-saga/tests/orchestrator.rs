@@ -559,7 +559,7 @@ async fn metrics_count_sagas_by_outcome() {
                     for p in sum.data_points() {
                         let ty = p
                             .attributes()
-                            .find(|kv| kv.key.as_str() == "saga_type")
+                            .find(|kv| kv.key.as_str() == "steadfast.saga.type")
                             .map(|kv| kv.value.to_string())
                             .unwrap_or_default();
                         seen.insert((m.name().to_string(), ty, p.value()));

@@ -2,10 +2,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::metrics::{Counter, Meter};
 use opentelemetry::KeyValue;
-use steadfast_layers::telemetry::{NAME_KEY, REASON_KEY};
+use steadfast_layers::telemetry::{ERROR_TYPE_KEY, NAME_KEY, REASON_KEY};
+
+use super::store::StoreErrorKind;
 
 /// The attribute key naming the store kind (`memory`, `redis`, `postgres`) on every metric.
-pub(crate) const STORE_KEY: &str = "store";
+pub(crate) const STORE_KEY: &str = "steadfast.idempotency.store";
+/// The attribute key naming the store operation (`begin`, `complete`, `release`, `renew`).
+const OPERATION_KEY: &str = "steadfast.idempotency.operation";
 
 /// Counts of one server layer's decisions since it was built (shared by its clones), for
 /// programs that want numbers without an OpenTelemetry pipeline (the lab, tests). The same
@@ -62,6 +66,7 @@ struct Atomics {
 #[derive(Debug)]
 pub(crate) struct Metrics {
     base: Vec<KeyValue>,
+    requests: Counter<u64>,
     executions: Counter<u64>,
     replays: Counter<u64>,
     conflicts: Counter<u64>,
@@ -86,9 +91,19 @@ impl Metrics {
             base.push(KeyValue::new(NAME_KEY, name.to_owned()));
         }
         base.push(KeyValue::new(STORE_KEY, store));
-        let c = |n: &'static str, d: &'static str| meter.u64_counter(n).with_description(d).build();
-        Self {
+        let c = |n: &'static str, d: &'static str| -> Counter<u64> {
+            meter
+                .u64_counter(n)
+                .with_unit("{request}")
+                .with_description(d)
+                .build()
+        };
+        let metrics = Self {
             base,
+            requests: c(
+                "steadfast.idempotency.requests",
+                "Requests the layer handled (methods it passes through are not counted)",
+            ),
             executions: c(
                 "steadfast.idempotency.executions",
                 "Keyed requests executed (the lease was taken)",
@@ -130,6 +145,42 @@ impl Metrics {
                 "Executed responses not stored; the key was released",
             ),
             counts: Atomics::default(),
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// The counters an alert watches, at zero from the layer's start (for every store operation
+    /// and error kind): a series that first appears at 1 hides its first event from
+    /// `increase()` and `rate()`, since Prometheus has no earlier sample.
+    fn start_at_zero(&self) {
+        for c in [
+            &self.requests,
+            &self.executions,
+            &self.replays,
+            &self.conflicts,
+            &self.mismatches,
+            &self.lease_takeovers,
+            &self.lease_renewals,
+        ] {
+            c.add(0, &self.base);
+        }
+        for op in ["begin", "complete", "release", "renew"] {
+            if op != "begin" {
+                self.with(OPERATION_KEY, op, |a| self.leases_lost.add(0, a));
+            }
+            for kind in [
+                StoreErrorKind::Unavailable,
+                StoreErrorKind::Timeout,
+                StoreErrorKind::Capacity,
+                StoreErrorKind::Corrupt,
+                StoreErrorKind::Refused,
+            ] {
+                let mut attrs = self.base.clone();
+                attrs.push(KeyValue::new(OPERATION_KEY, op));
+                attrs.push(KeyValue::new(ERROR_TYPE_KEY, kind.label()));
+                self.store_errors.add(0, &attrs);
+            }
         }
     }
 
@@ -142,6 +193,11 @@ impl Metrics {
         let mut attrs = self.base.clone();
         attrs.push(KeyValue::new(key, value));
         f(&attrs)
+    }
+
+    /// Every request the layer handles (not the ones it passes through), once.
+    pub(crate) fn request(&self) {
+        self.requests.add(1, &self.base);
     }
 
     pub(crate) fn execution(&self) {
@@ -176,7 +232,7 @@ impl Metrics {
 
     pub(crate) fn lease_lost(&self, op: &'static str) {
         bump(&self.counts.leases_lost);
-        self.with("op", op, |a| self.leases_lost.add(1, a));
+        self.with(OPERATION_KEY, op, |a| self.leases_lost.add(1, a));
     }
 
     pub(crate) fn rejection(&self, reason: &'static str) {
@@ -187,8 +243,8 @@ impl Metrics {
     pub(crate) fn store_error(&self, op: &'static str, kind: &'static str) {
         bump(&self.counts.store_errors);
         let mut attrs = self.base.clone();
-        attrs.push(KeyValue::new("op", op));
-        attrs.push(KeyValue::new(REASON_KEY, kind));
+        attrs.push(KeyValue::new(OPERATION_KEY, op));
+        attrs.push(KeyValue::new(ERROR_TYPE_KEY, kind));
         self.store_errors.add(1, &attrs);
     }
 

@@ -22,6 +22,7 @@ fn exceeded_counter(telemetry: &Telemetry) -> Counter<u64> {
     telemetry
         .resolve_meter()
         .u64_counter("steadfast.deadline.exceeded")
+        .with_unit("{call}")
         .with_description("Calls that ran out of end-to-end deadline, by stage")
         .build()
 }
@@ -187,8 +188,11 @@ impl ServerShared {
         let action = self.malformed.label();
         let mut attrs = Vec::with_capacity(self.attrs.base().len() + 2);
         attrs.extend(self.attrs.base().iter().cloned());
-        attrs.push(KeyValue::new("header", header.as_str().to_owned()));
-        attrs.push(KeyValue::new("action", action));
+        attrs.push(KeyValue::new(
+            "steadfast.deadline.header",
+            header.as_str().to_owned(),
+        ));
+        attrs.push(KeyValue::new("steadfast.deadline.action", action));
         self.invalid.add(1, &attrs);
         let name = self.telemetry.instance_name();
         let header = header.as_str();
@@ -279,6 +283,7 @@ impl DeadlineServerLayer {
                 exceeded: exceeded_counter(&telemetry),
                 invalid: meter
                     .u64_counter("steadfast.deadline.invalid_header")
+                    .with_unit("{request}")
                     .with_description(
                         "Incoming deadline headers that did not decode, by header and action (rejected or ignored)",
                     )

@@ -10,7 +10,7 @@ use super::layer::Core;
 use super::{Algorithm, Overloaded};
 use crate::classify::{Classifier, Outcome};
 use crate::deadline::DeadlineExceeded;
-use crate::telemetry::REASON_KEY;
+use crate::telemetry::ERROR_TYPE_KEY;
 use crate::BoxError;
 
 /// The response future of [`AdaptiveLimit`](super::AdaptiveLimit): drives the inner call,
@@ -143,7 +143,7 @@ impl<A: Algorithm> InFlight<A> {
         };
         if let Some(reason) = reason {
             core.attrs
-                .with(REASON_KEY, reason, |a| core.drops.add(1, a));
+                .with(ERROR_TYPE_KEY, reason, |a| core.drops.add(1, a));
         }
         core.record(rtt, self.in_flight, reason.is_some(), true, now);
     }

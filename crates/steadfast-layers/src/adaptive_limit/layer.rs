@@ -156,6 +156,7 @@ pub(super) struct Core<A> {
     rng: SharedRng,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) rejected: Counter<u64>,
     pub(super) drops: Counter<u64>,
 }
@@ -189,7 +190,7 @@ impl<A: Algorithm> Core<A> {
         }
         let now = Instant::now();
         self.attrs
-            .with(crate::telemetry::REASON_KEY, "cancelled", |a| {
+            .with(crate::telemetry::ERROR_TYPE_KEY, "cancelled", |a| {
                 self.drops.add(1, a);
             });
         self.record(
@@ -530,6 +531,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             let attrs = attrs.clone();
             let _gauge = meter
                 .u64_observable_gauge(name)
+                .with_unit("{call}")
                 .with_description(description)
                 .with_callback(move |gauge| {
                     if let Some(g) = weak.upgrade() {
@@ -550,13 +552,20 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
             next_update: AtomicU64::new(0),
             rng: self.rng.unwrap_or_else(default_rng),
             attrs,
+            calls: meter
+                .u64_counter("steadfast.adaptive.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the adaptive concurrency limit, refused ones included")
+                .build(),
             rejected: meter
                 .u64_counter("steadfast.adaptive.rejected")
+                .with_unit("{call}")
                 .with_description("Calls refused by the adaptive concurrency limit")
                 .build(),
             drops: meter
                 .u64_counter("steadfast.adaptive.drops")
-                .with_description("Calls counted as drops, by reason (the classifier's, deadline_exceeded or cancelled)")
+                .with_unit("{call}")
+                .with_description("Calls counted as drops, by error.type (the classifier's label, deadline_exceeded or cancelled)")
                 .build(),
             telemetry: self.telemetry,
         };

@@ -98,6 +98,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let core = &*self.core;
+        core.calls.add(1, core.attrs.base());
         let Some(in_flight) = core.gate.try_take() else {
             let reason = OverloadReason::AtCapacity;
             core.attrs.with(REASON_KEY, reason.label(), |a| {

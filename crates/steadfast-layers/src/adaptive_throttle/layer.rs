@@ -53,6 +53,7 @@ pub(super) struct Shared {
     pub(super) rng: SharedRng,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) rejected: Counter<u64>,
 }
 
@@ -318,8 +319,16 @@ impl<C> ThrottleLayerBuilder<C> {
             k: self.k,
             rng: self.rng.unwrap_or_else(default_rng),
             attrs: self.telemetry.base_attributes(),
+            calls: meter
+                .u64_counter("steadfast.throttle.calls")
+                .with_unit("{call}")
+                .with_description(
+                    "Calls made through client-side adaptive throttling, rejected ones included",
+                )
+                .build(),
             rejected: meter
                 .u64_counter("steadfast.throttle.rejected")
+                .with_unit("{call}")
                 .with_description("Calls rejected locally by client-side adaptive throttling")
                 .build(),
             telemetry: self.telemetry,
@@ -327,6 +336,7 @@ impl<C> ThrottleLayerBuilder<C> {
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         let _probability = meter
             .f64_observable_gauge("steadfast.throttle.probability")
+            .with_unit("1")
             .with_description("The probability with which the next call would be rejected locally")
             .with_callback(move |gauge| {
                 if let Some(shared) = weak.upgrade() {

@@ -91,6 +91,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
+        shared.calls.add(1, shared.attrs.base());
         let index = shared.window.index(Instant::now());
         let (requests, accepts) = shared.window.sums(index);
         let p = shared.probability(requests, accepts);

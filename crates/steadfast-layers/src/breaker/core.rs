@@ -204,6 +204,7 @@ pub(super) struct Common {
     pub(super) rng: SharedRng,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) transitions: Counter<u64>,
     pub(super) rejected: Counter<u64>,
     /// `rejected`'s attributes for the refusing states: open, half-open, forced open.
@@ -238,8 +239,8 @@ impl Common {
 
     /// Counts, traces and reports one transition.
     pub(super) fn emit(&self, t: &Transition) {
-        let from = KeyValue::new("from", t.from.label());
-        let to = KeyValue::new("to", t.to.label());
+        let from = KeyValue::new("steadfast.breaker.from", t.from.label());
+        let to = KeyValue::new("steadfast.breaker.to", t.to.label());
         match self.attrs.base() {
             [name] => self.transitions.add(1, &[name.clone(), from, to]),
             _ => self.transitions.add(1, &[from, to]),

@@ -604,7 +604,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
             BreakerState::HalfOpen,
             BreakerState::ForcedOpen,
         ]
-        .map(|s| attrs.joined("state", s.label()));
+        .map(|s| attrs.joined("steadfast.breaker.state", s.label()));
         let common = Arc::new(Common {
             cfg,
             origin: Instant::now(),
@@ -612,12 +612,21 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
             rng: self.rng.unwrap_or_else(default_rng),
             attrs,
             rejected_attrs,
+            calls: meter
+                .u64_counter("steadfast.breaker.calls")
+                .with_unit("{call}")
+                .with_description(
+                    "Calls made through the circuit breaker layer, refused ones included",
+                )
+                .build(),
             transitions: meter
                 .u64_counter("steadfast.breaker.transitions")
+                .with_unit("{transition}")
                 .with_description("Circuit breaker state transitions, by from and to state")
                 .build(),
             rejected: meter
                 .u64_counter("steadfast.breaker.rejected")
+                .with_unit("{call}")
                 .with_description("Calls refused by a circuit breaker, by the breaker's state")
                 .build(),
             on_transition: self.on_transition,
@@ -632,6 +641,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
         let weak: Weak<Registry> = Arc::downgrade(&registry);
         let _gauge = meter
             .u64_observable_gauge("steadfast.breaker.state")
+            .with_unit("{breaker}")
             .with_description("Circuit breakers in each state")
             .with_callback(move |obs: &dyn AsyncInstrument<u64>| {
                 let Some(registry) = weak.upgrade() else {
@@ -651,7 +661,9 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
                     };
                     common
                         .attrs
-                        .with("state", state.label(), |a| obs.observe(n, a));
+                        .with("steadfast.breaker.state", state.label(), |a| {
+                            obs.observe(n, a)
+                        });
                 }
             })
             .build();

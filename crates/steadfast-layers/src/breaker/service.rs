@@ -219,6 +219,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let common = &self.registry.common;
+        common.calls.add(1, common.attrs.base());
         let control = common.control();
         if control == DISABLED {
             return ResponseFuture::passthrough(self.inner.call(req));

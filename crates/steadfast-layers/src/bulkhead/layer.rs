@@ -43,6 +43,7 @@ pub(super) struct Shared {
     pub(super) max_wait: Duration,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) rejected: Counter<u64>,
     pub(super) wait_time: Option<Histogram<f64>>,
 }
@@ -220,14 +221,21 @@ impl BulkheadLayerBuilder {
             max_queue: self.max_queue,
             max_wait: self.max_wait,
             attrs: self.telemetry.base_attributes(),
+            calls: meter
+                .u64_counter("steadfast.bulkhead.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the bulkhead, refused ones included")
+                .build(),
             rejected: meter
                 .u64_counter("steadfast.bulkhead.rejected")
+                .with_unit("{call}")
                 .with_description("Calls refused by the bulkhead, by reason")
                 .build(),
             wait_time: self.telemetry.records_duration().then(|| {
                 meter
                     .f64_histogram("steadfast.bulkhead.wait")
                     .with_unit("s")
+                    .with_boundaries(crate::telemetry::DURATION_BOUNDARIES.to_vec())
                     .with_description(
                         "Time calls spent in the bulkhead's queue (calls that queued)",
                     )
@@ -250,6 +258,7 @@ impl BulkheadLayerBuilder {
             let weak: Weak<Shared> = Arc::downgrade(&shared);
             let _gauge = meter
                 .u64_observable_gauge(name)
+                .with_unit("{call}")
                 .with_description(description)
                 .with_callback(move |gauge| {
                     if let Some(s) = weak.upgrade() {

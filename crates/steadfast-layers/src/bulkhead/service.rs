@@ -93,6 +93,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
+        shared.calls.add(1, shared.attrs.base());
         if let Some(permit) = shared.gate.try_acquire() {
             // The hot path: one CAS, one `Arc` clone; no span, no event, no clock read.
             return ResponseFuture::called(self.inner.call(req), permit, Span::none());

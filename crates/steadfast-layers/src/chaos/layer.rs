@@ -50,6 +50,7 @@ pub(super) struct Shared {
     pub(super) rng: SharedRng,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) injected: Counter<u64>,
 }
 
@@ -308,8 +309,14 @@ impl ChaosLayerBuilder {
                 abort_probability: abort,
                 rng: self.rng.unwrap_or_else(default_rng),
                 attrs: self.telemetry.base_attributes(),
+                calls: meter
+                    .u64_counter("steadfast.chaos.calls")
+                    .with_unit("{call}")
+                    .with_description("Calls made through the chaos layer")
+                    .build(),
                 injected: meter
                     .u64_counter("steadfast.chaos.injected")
+                    .with_unit("{fault}")
                     .with_description("Faults injected, by fault")
                     .build(),
                 telemetry: self.telemetry,

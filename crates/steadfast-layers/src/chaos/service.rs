@@ -68,6 +68,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
+        shared.calls.add(1, shared.attrs.base());
         if !shared.enabled.load(Ordering::Acquire) || !shared.armed() {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
@@ -97,9 +98,9 @@ where
         );
         let _entered = span.enter();
         if let Some(d) = delay {
-            shared
-                .attrs
-                .with("fault", "latency", |a| shared.injected.add(1, a));
+            shared.attrs.with("steadfast.chaos.fault", "latency", |a| {
+                shared.injected.add(1, a)
+            });
             tracing::debug!(
                 target: "steadfast::chaos",
                 fault = "latency",
@@ -110,7 +111,9 @@ where
         if let Some(kind) = fault {
             shared
                 .attrs
-                .with("fault", kind.label(), |a| shared.injected.add(1, a));
+                .with("steadfast.chaos.fault", kind.label(), |a| {
+                    shared.injected.add(1, a)
+                });
             match kind {
                 FaultKind::Abort => tracing::debug!(
                     target: "steadfast::chaos",

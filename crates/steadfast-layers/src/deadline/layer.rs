@@ -36,6 +36,7 @@ pub struct DeadlineLayer<C = TaskLocal> {
 
 #[derive(Debug)]
 pub(super) struct Shared {
+    pub(super) calls: Counter<u64>,
     pub(super) exceeded: Counter<u64>,
     pub(super) attrs: Attrs,
     pub(super) telemetry: Telemetry,
@@ -108,8 +109,14 @@ impl Shared {
         SharedRef::new(&telemetry.clone(), &DEFAULT, move || {
             let meter = telemetry.resolve_meter();
             Shared {
+                calls: meter
+                    .u64_counter("steadfast.deadline.calls")
+                    .with_unit("{call}")
+                    .with_description("Calls made through the deadline layer")
+                    .build(),
                 exceeded: meter
                     .u64_counter("steadfast.deadline.exceeded")
+                    .with_unit("{call}")
                     .with_description("Calls that ran out of end-to-end deadline, by stage")
                     .build(),
                 attrs: telemetry.base_attributes(),

@@ -68,6 +68,7 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
+        self.shared.calls.add(1, self.shared.attrs.base());
         let inherited = inherited(&self.carrier, &req);
         let name = self.shared.telemetry.span_name();
         let inner = &mut self.inner;

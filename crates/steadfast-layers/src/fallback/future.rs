@@ -9,7 +9,7 @@ use tracing::Span;
 
 use super::layer::Shared;
 use super::{Failure, FallbackAction, FallbackFailed, FallbackPolicy};
-use crate::telemetry::REASON_KEY;
+use crate::telemetry::ERROR_TYPE_KEY;
 use crate::BoxError;
 
 /// The response future of [`Fallback`](super::Fallback): the inner call, then, on a chosen
@@ -104,7 +104,7 @@ where
             };
             shared
                 .attrs
-                .with(REASON_KEY, reason, |a| shared.invoked.add(1, a));
+                .with(ERROR_TYPE_KEY, reason, |a| shared.invoked.add(1, a));
             let span = tracing::debug_span!(
                 target: "steadfast::fallback",
                 "steadfast.fallback",
@@ -129,7 +129,7 @@ where
 fn failed<A, P>(shared: &Shared<A, P>, reason: &'static str, e: BoxError) -> BoxError {
     shared
         .attrs
-        .with(REASON_KEY, reason, |a| shared.failed.add(1, a));
+        .with(ERROR_TYPE_KEY, reason, |a| shared.failed.add(1, a));
     tracing::debug!(
         target: "steadfast::fallback",
         reason,

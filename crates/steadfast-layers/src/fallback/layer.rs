@@ -53,6 +53,7 @@ pub(super) struct Shared<A, P> {
     pub(super) policy: P,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) invoked: Counter<u64>,
     pub(super) failed: Counter<u64>,
 }
@@ -219,12 +220,19 @@ impl<A, P> FallbackLayerBuilder<A, P> {
                 action: self.action,
                 policy: self.policy,
                 attrs: self.telemetry.base_attributes(),
+                calls: meter
+                    .u64_counter("steadfast.fallback.calls")
+                    .with_unit("{call}")
+                    .with_description("Calls made through the fallback layer")
+                    .build(),
                 invoked: meter
                     .u64_counter("steadfast.fallback.invoked")
-                    .with_description("Failures replaced by the fallback, by reason")
+                    .with_unit("{call}")
+                    .with_description("Failures replaced by the fallback, by error.type")
                     .build(),
                 failed: meter
                     .u64_counter("steadfast.fallback.failed")
+                    .with_unit("{call}")
                     .with_description("Fallbacks that failed themselves, by reason")
                     .build(),
                 telemetry: self.telemetry,

@@ -98,6 +98,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        self.shared.calls.add(1, self.shared.attrs.base());
         match self.not_ready.take() {
             None => ResponseFuture::new(self.inner.call(req), Arc::clone(&self.shared)),
             Some(e) => ResponseFuture::rejected(e, Arc::clone(&self.shared)),

@@ -347,7 +347,7 @@ where
                         let winner = if number == 0 { "primary" } else { "hedge" };
                         shared
                             .attrs
-                            .with("winner", winner, |a| shared.wins.add(1, a));
+                            .with("steadfast.hedge.winner", winner, |a| shared.wins.add(1, a));
                         tracing::debug!(
                             target: "steadfast::hedge",
                             winner,
@@ -529,9 +529,9 @@ where
     };
     if let Some(budget) = &shared.budget {
         if !budget.withdraw() {
-            shared
-                .attrs
-                .with("budget", "hedge", |a| shared.budget_exhausted.add(1, a));
+            shared.attrs.with("steadfast.hedge.budget", "hedge", |a| {
+                shared.budget_exhausted.add(1, a)
+            });
             return Err(Skip::Budget("hedge"));
         }
     }
@@ -540,9 +540,9 @@ where
             if let Some(budget) = &shared.budget {
                 budget.refund();
             }
-            shared
-                .attrs
-                .with("budget", "retry", |a| shared.budget_exhausted.add(1, a));
+            shared.attrs.with("steadfast.hedge.budget", "retry", |a| {
+                shared.budget_exhausted.add(1, a)
+            });
             return Err(Skip::Budget("retry"));
         }
     }

@@ -70,11 +70,13 @@ pub(super) struct Shared {
     pub(super) retry_budget: Option<Arc<dyn RetryBudget>>,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) sent: Counter<u64>,
     pub(super) wins: Counter<u64>,
     pub(super) budget_exhausted: Counter<u64>,
     pub(super) skipped: Counter<u64>,
     _delay_gauge: ObservableGauge<f64>,
+    _balance_gauge: Option<ObservableGauge<f64>>,
 }
 
 impl Shared {
@@ -478,39 +480,68 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
                 }
             })
             .build();
-        let shared = Shared {
+        // The layer's own budget, read at each export through a weak reference (the callback
+        // outlives the layer in the meter provider).
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let balance_gauge = budget.is_some().then(|| {
+                let weak = weak.clone();
+                meter
+                    .f64_observable_gauge("steadfast.hedge.budget.balance")
+                    .with_unit("{hedge}")
+                    .with_description("Hedges the hedge layer's own budget would grant now")
+                    .with_callback(move |gauge| {
+                        if let Some(s) = weak.upgrade() {
+                            if let Some(balance) = s.budget_balance() {
+                                gauge.observe(balance, s.attrs.base());
+                            }
+                        }
+                    })
+                    .build()
+            });
+            Shared {
             max_hedges: self.max_hedges,
             delay,
             min_hedge_time: self.min_hedge_time,
             budget,
             retry_budget: self.retry_budget,
             attrs,
+            calls: meter
+                .u64_counter("steadfast.hedge.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the hedge layer")
+                .build(),
             sent: meter
                 .u64_counter("steadfast.hedge.sent")
+                .with_unit("{hedge}")
                 .with_description("Hedges sent")
                 .build(),
             wins: meter
                 .u64_counter("steadfast.hedge.wins")
+                .with_unit("{call}")
                 .with_description(
                     "Hedged calls (at least one hedge sent) that succeeded, by the winning attempt",
                 )
                 .build(),
             budget_exhausted: meter
                 .u64_counter("steadfast.hedge.budget_exhausted")
+                .with_unit("{hedge}")
                 .with_description("Hedges refused by a budget, by budget")
                 .build(),
             skipped: meter
                 .u64_counter("steadfast.hedge.skipped")
+                .with_unit("{hedge}")
                 .with_description("Hedges not sent, by reason")
                 .build(),
             _delay_gauge: delay_gauge,
+            _balance_gauge: balance_gauge,
             telemetry: self.telemetry,
-        };
+        }
+        });
         Ok(HedgeLayer {
             policy: self.policy,
             classifier: self.classifier,
             replay: self.replay,
-            shared: Arc::new(shared),
+            shared,
         })
     }
 }

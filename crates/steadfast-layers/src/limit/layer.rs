@@ -54,6 +54,7 @@ pub(super) struct Shared {
     pub(super) slots: Slots,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) rejected: Counter<u64>,
     pub(super) wait_time: Option<Histogram<f64>>,
 }
@@ -319,14 +320,21 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
             max_wait: self.max_wait,
             slots,
             attrs: self.telemetry.base_attributes(),
+            calls: meter
+                .u64_counter("steadfast.limit.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the concurrency limit, refused ones included")
+                .build(),
             rejected: meter
                 .u64_counter("steadfast.limit.rejected")
+                .with_unit("{call}")
                 .with_description("Calls refused by the concurrency limit, by reason")
                 .build(),
             wait_time: self.telemetry.records_duration().then(|| {
                 meter
                     .f64_histogram("steadfast.limit.wait")
                     .with_unit("s")
+                    .with_boundaries(crate::telemetry::DURATION_BOUNDARIES.to_vec())
                     .with_description("Time calls spent waiting for a permit (calls that waited)")
                     .build()
             }),
@@ -335,6 +343,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         let _in_flight = meter
             .u64_observable_gauge("steadfast.limit.in_flight")
+            .with_unit("{call}")
             .with_description("Calls holding a permit of the concurrency limit (all keys)")
             .with_callback(move |gauge| {
                 if let Some(shared) = weak.upgrade() {
@@ -346,6 +355,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
             let weak: Weak<Shared> = Arc::downgrade(&shared);
             let _keys = meter
                 .u64_observable_gauge("steadfast.limit.keys")
+                .with_unit("{key}")
                 .with_description("Keys tracked by a keyed concurrency limit")
                 .with_callback(move |gauge| {
                     if let Some(shared) = weak.upgrade() {

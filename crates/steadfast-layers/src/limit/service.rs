@@ -100,6 +100,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
+        shared.calls.add(1, shared.attrs.base());
         // The hot path: one CAS and one `Arc` clone (into the permit); no span, no event, no
         // clock read.
         if let Slots::Global(g) = &shared.slots {

@@ -100,6 +100,7 @@ pub(super) struct Shared {
     pub(super) max_wait: Option<Duration>,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) rejected: Counter<u64>,
     pub(super) wait_time: Option<Histogram<f64>>,
 }
@@ -487,14 +488,21 @@ impl<X> RateLimitLayerBuilder<X> {
             wait: self.wait,
             max_wait: self.max_wait,
             attrs: self.telemetry.base_attributes(),
+            calls: meter
+                .u64_counter("steadfast.rate.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the rate limit, refused ones included")
+                .build(),
             rejected: meter
                 .u64_counter("steadfast.rate.rejected")
+                .with_unit("{call}")
                 .with_description("Calls refused by the rate limit, by reason")
                 .build(),
             wait_time: self.telemetry.records_duration().then(|| {
                 meter
                     .f64_histogram("steadfast.rate.wait")
                     .with_unit("s")
+                    .with_boundaries(crate::telemetry::DURATION_BOUNDARIES.to_vec())
                     .with_description("Time calls waited for the rate limit (calls that waited)")
                     .build()
             }),
@@ -504,6 +512,7 @@ impl<X> RateLimitLayerBuilder<X> {
             let weak: Weak<Shared> = Arc::downgrade(&shared);
             let _keys = meter
                 .u64_observable_gauge("steadfast.rate.keys")
+                .with_unit("{key}")
                 .with_description("Keys tracked by a keyed rate limit")
                 .with_callback(move |gauge| {
                     if let Some(s) = weak.upgrade() {

@@ -85,6 +85,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
+        shared.calls.add(1, shared.attrs.base());
         let key = shared.digest(|| self.extractor.key(&req));
         let wait = match shared.check(key) {
             // The hot path: no span, no event.

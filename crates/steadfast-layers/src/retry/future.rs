@@ -13,7 +13,7 @@ use super::layer::Shared;
 use super::{GaveUp, GiveUpReason, NotReplayable, Replay};
 use crate::classify::{Classifier, Outcome};
 use crate::deadline::Deadline;
-use crate::telemetry::{mark_outcome, ms, REASON_KEY};
+use crate::telemetry::{mark_outcome, ms, ERROR_TYPE_KEY, REASON_KEY};
 use crate::BoxError;
 
 /// The response future of [`Retry`](super::Retry): drives attempts, backoffs and readiness in
@@ -190,7 +190,7 @@ where
                     });
                     match verdict {
                         Ok((reason, delay, next, wake)) => {
-                            shared.attrs.with(REASON_KEY, reason, |a| {
+                            shared.attrs.with(ERROR_TYPE_KEY, reason, |a| {
                                 shared.retries.add(1, a);
                             });
                             tracing::debug!(

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
 use tower_layer::Layer;
 
 use super::{Backoff, CloneReplay, RatioBudget, Retry, RetryBudget};
@@ -60,11 +60,14 @@ pub(super) struct Shared {
     pub(super) rng: SharedRng,
     pub(super) telemetry: Telemetry,
     pub(super) attrs: Attrs,
+    pub(super) calls: Counter<u64>,
     pub(super) attempts: Counter<u64>,
     pub(super) retries: Counter<u64>,
     pub(super) give_ups: Counter<u64>,
     pub(super) budget_exhausted: Counter<u64>,
     pub(super) duration: Option<Histogram<f64>>,
+    /// Kept for its callback (`steadfast.retry.budget.balance`), observed at each export.
+    pub(super) _balance: Option<ObservableGauge<f64>>,
 }
 
 impl RetryLayer {
@@ -353,37 +356,65 @@ impl<C, R> RetryLayerBuilder<C, R> {
             BudgetChoice::Shared(b) => Some(b),
         };
         let meter = self.telemetry.resolve_meter();
+        let attrs = self.telemetry.base_attributes();
+        // The budget's balance, read at each export (not on the call path). A weak reference:
+        // the callback outlives the layer in the meter provider.
+        let balance = budget.as_ref().map(|b| {
+            let weak = Arc::downgrade(b);
+            let attrs = attrs.clone();
+            meter
+                .f64_observable_gauge("steadfast.retry.budget.balance")
+                .with_unit("{retry}")
+                .with_description("Retries the retry budget would grant now")
+                .with_callback(move |gauge| {
+                    if let Some(b) = weak.upgrade() {
+                        gauge.observe(b.balance(), attrs.base());
+                    }
+                })
+                .build()
+        });
         let shared = Shared {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
             min_attempt_time: self.min_attempt_time,
             budget,
             rng: self.rng.unwrap_or_else(default_rng),
-            attrs: self.telemetry.base_attributes(),
+            attrs,
+            calls: meter
+                .u64_counter("steadfast.retry.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the retry layer")
+                .build(),
             attempts: meter
                 .u64_counter("steadfast.retry.attempts")
+                .with_unit("{attempt}")
                 .with_description("Attempts sent, first attempts included")
                 .build(),
             retries: meter
                 .u64_counter("steadfast.retry.retries")
-                .with_description("Retries scheduled, by the classifier's reason")
+                .with_unit("{retry}")
+                .with_description("Retries scheduled, by the failed attempt's error.type (the classifier's label)")
                 .build(),
             give_ups: meter
                 .u64_counter("steadfast.retry.give_ups")
+                .with_unit("{call}")
                 .with_description("Calls on which the retry layer stopped with a failure, by reason")
                 .build(),
             budget_exhausted: meter
                 .u64_counter("steadfast.retry.budget_exhausted")
+                .with_unit("{retry}")
                 .with_description("Retries refused by the retry budget")
                 .build(),
             duration: self.telemetry.records_duration().then(|| {
                 meter
                     .f64_histogram("steadfast.retry.duration")
                     .with_unit("s")
+.with_boundaries(crate::telemetry::DURATION_BOUNDARIES.to_vec())
                     .with_description("Duration of calls through the retry layer, all attempts and backoffs included")
                     .build()
             }),
             telemetry: self.telemetry,
+            _balance: balance,
         };
         Ok(RetryLayer {
             classifier: self.classifier,

@@ -84,6 +84,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
+        shared.calls.add(1, shared.attrs.base());
         if let Some(budget) = &shared.budget {
             budget.deposit();
         }

@@ -22,6 +22,7 @@ pub struct LoadShedLayer {
 
 #[derive(Debug)]
 pub(super) struct Shared {
+    pub(super) calls: Counter<u64>,
     pub(super) rejected: Counter<u64>,
     pub(super) attrs: Attrs,
     pub(super) telemetry: Telemetry,
@@ -55,8 +56,16 @@ impl LoadShedLayer {
         let meter = telemetry.resolve_meter();
         Self {
             shared: Arc::new(Shared {
+                calls: meter
+                    .u64_counter("steadfast.shed.calls")
+                    .with_unit("{call}")
+                    .with_description(
+                        "Calls made through the load-shedding layer, shed ones included",
+                    )
+                    .build(),
                 rejected: meter
                     .u64_counter("steadfast.shed.rejected")
+                    .with_unit("{call}")
                     .with_description("Calls shed because the inner service was not ready")
                     .build(),
                 attrs: telemetry.base_attributes(),

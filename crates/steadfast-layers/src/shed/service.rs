@@ -89,6 +89,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        self.shared.calls.add(1, self.shared.attrs.base());
         if std::mem::take(&mut self.ready) {
             return ResponseFuture::called(self.inner.call(req));
         }

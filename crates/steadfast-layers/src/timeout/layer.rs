@@ -32,6 +32,7 @@ pub struct AttemptTimeoutLayer {
 
 #[derive(Debug)]
 pub(super) struct Shared {
+    pub(super) calls: Counter<u64>,
     pub(super) elapsed: Counter<u64>,
     pub(super) deadline_exceeded: Counter<u64>,
     pub(super) attrs: Attrs,
@@ -46,12 +47,19 @@ impl Shared {
     fn build(telemetry: &Telemetry) -> Self {
         let meter = telemetry.resolve_meter();
         Shared {
+            calls: meter
+                .u64_counter("steadfast.timeout.calls")
+                .with_unit("{call}")
+                .with_description("Attempts made through the per-attempt timeout layer")
+                .build(),
             elapsed: meter
                 .u64_counter("steadfast.timeout.elapsed")
+                .with_unit("{call}")
                 .with_description("Attempts that exceeded their per-attempt timeout")
                 .build(),
             deadline_exceeded: meter
                 .u64_counter("steadfast.deadline.exceeded")
+                .with_unit("{call}")
                 .with_description("Calls that ran out of end-to-end deadline, by stage")
                 .build(),
             attrs: telemetry.base_attributes(),

@@ -67,6 +67,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // The deadline is read from the scope the attempt is polled in, when the timer is armed:
         // an attempt that completes on its first poll reads neither the deadline nor the clock.
+        self.shared.calls.add(1, self.shared.attrs.base());
         ResponseFuture::new(self.inner.call(req), self.timeout, self.shared.clone())
     }
 }

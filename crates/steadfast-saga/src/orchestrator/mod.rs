@@ -365,6 +365,10 @@ impl OrchestratorBuilder {
         let owner = self
             .owner
             .unwrap_or_else(|| format!("orchestrator-{:016x}", rng.next_u64()));
+        let metrics = Metrics::new(&self.telemetry);
+        for saga_type in self.registry.keys() {
+            metrics.start_at_zero(saga_type);
+        }
         Ok(Orchestrator {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -377,7 +381,7 @@ impl OrchestratorBuilder {
                 rng,
                 #[cfg(feature = "test-hooks")]
                 hooks: self.hooks,
-                metrics: Metrics::new(&self.telemetry),
+                metrics,
                 running: Mutex::new(HashMap::new()),
             }),
         })

@@ -142,10 +142,12 @@ fn timed<T: Send + 'static>(fut: StoreFuture<T>, after: Duration) -> StoreFuture
     })
 }
 
+/// The span of a request the layer handles; called once per such request, so it also counts it.
 fn new_span<St>(core: &Core<St>, key: Option<&str>) -> Span
 where
     St: IdempotencyStore,
 {
+    core.metrics.request();
     tracing::debug_span!(
         target: "steadfast::idempotency",
         "steadfast.idempotency",

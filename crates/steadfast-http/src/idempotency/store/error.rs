@@ -71,7 +71,7 @@ pub enum StoreErrorKind {
 }
 
 impl StoreErrorKind {
-    /// A short label for metrics (`reason` attribute) and traces.
+    /// A short label for metrics (the `error.type` attribute) and traces.
     pub const fn label(&self) -> &'static str {
         match self {
             StoreErrorKind::Unavailable => "unavailable",
