@@ -42,24 +42,66 @@ impl Current {
     /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
     #[inline]
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
-        /// Puts the enclosing scope back, also when `f` panics (a runtime that catches the
-        /// panic goes on polling other tasks on this thread).
-        struct Restore(Option<Current>);
-        impl Drop for Restore {
-            #[inline]
-            fn drop(&mut self) {
-                let prev = self.0;
-                let _ = CURRENT.try_with(|c| c.set(prev));
-            }
-        }
-        let Ok(prev) = CURRENT.try_with(|c| c.replace(Some(self))) else {
-            // The thread is shutting down: run without a scope.
-            return (f(), self.deadline);
-        };
-        let _restore = Restore(prev);
+        let scope = self.enter();
         let out = f();
-        let mine = CURRENT.try_with(Cell::get).ok().flatten();
-        (out, mine.and_then(|m| m.deadline))
+        (out, scope.exit())
+    }
+
+    /// Puts `self` in scope on this thread until [`Entered::exit`] (or until the guard is
+    /// dropped, also when the code in the scope panics: a runtime that catches the panic goes on
+    /// polling other tasks on this thread). One thread-local access to enter, one to leave.
+    #[inline]
+    pub(crate) fn enter(self) -> Entered {
+        match CURRENT.try_with(|c| c.replace(Some(self))) {
+            Ok(prev) => Entered {
+                prev,
+                own: None,
+                active: true,
+            },
+            // The thread is shutting down: run without a scope.
+            Err(_) => Entered {
+                prev: None,
+                own: self.deadline,
+                active: false,
+            },
+        }
+    }
+}
+
+/// A deadline scope entered by [`Current::enter`]: leave it with [`Entered::exit`].
+pub(crate) struct Entered {
+    /// The enclosing scope, put back on exit.
+    prev: Option<Current>,
+    /// The deadline when no scope could be entered (thread shutting down).
+    own: Option<Deadline>,
+    active: bool,
+}
+
+impl Entered {
+    /// Leaves the scope, putting the enclosing one back; returns the scope's deadline if it
+    /// became known (fixed inside the scope, or given).
+    #[inline]
+    pub(crate) fn exit(mut self) -> Option<Deadline> {
+        if !self.active {
+            return self.own;
+        }
+        self.active = false;
+        let prev = self.prev;
+        CURRENT
+            .try_with(|c| c.replace(prev))
+            .ok()
+            .flatten()
+            .and_then(|m| m.deadline)
+    }
+}
+
+impl Drop for Entered {
+    #[inline]
+    fn drop(&mut self) {
+        if self.active {
+            let prev = self.prev;
+            let _ = CURRENT.try_with(|c| c.set(prev));
+        }
     }
 }
 
@@ -162,7 +204,11 @@ impl Deadline {
     /// `timeout` from now, saturating far in the future (about 30 years) if it cannot be
     /// represented.
     pub(crate) fn after_saturating(timeout: Duration) -> Self {
-        let now = Instant::now();
+        Self::after_saturating_at(Instant::now(), timeout)
+    }
+
+    /// `timeout` after `now`, saturating like [`Deadline::after_saturating`].
+    pub(crate) fn after_saturating_at(now: Instant, timeout: Duration) -> Self {
         Deadline(
             now.checked_add(timeout)
                 .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
@@ -254,13 +300,25 @@ impl Deadline {
     /// assert_eq!(Deadline::current(), None);
     /// ```
     pub fn current() -> Option<Deadline> {
+        Self::current_fixed_with(Instant::now)
+    }
+
+    /// [`Deadline::current`] for a caller that has just read the clock: a deadline still to be
+    /// fixed (a deadline layer's own timeout, fixed the first time something needs it) is fixed
+    /// `now`, so that the caller and the scope share one clock read.
+    pub(crate) fn current_at(now: Instant) -> Option<Deadline> {
+        Self::current_fixed_with(|| now)
+    }
+
+    #[inline]
+    fn current_fixed_with(now: impl FnOnce() -> Instant) -> Option<Deadline> {
         CURRENT
             .try_with(|c| {
                 let mut cur = c.get()?;
                 Some(match cur.deadline {
                     Some(d) => d,
                     None => {
-                        let d = Deadline::after_saturating(cur.timeout);
+                        let d = Deadline::after_saturating_at(now(), cur.timeout);
                         cur.deadline = Some(d);
                         c.set(Some(cur));
                         d
