@@ -11,6 +11,11 @@
 //! `tower-resilience`, `failsafe`), possibly several peers per group, rejections included
 //! ([`run_rejected_calls`]), and prints [`comparison_table`] with a [`Target`] per row.
 //!
+//! The `stacks` bench measures what the layers cost together (two-, four- and five-layer stacks
+//! beside tower's, instant and [`PendingOnce`]) and on their refusal paths, beside tower,
+//! failsafe and seatbelt (`docs/adr/0008-stack-cost.md`); `examples/callgrind.rs` drives the same
+//! shapes for instruction counts under valgrind.
+//!
 //! The `memory` bench and test count the bytes each layer holds, built, warmed up and per key
 //! (the `memory` module, with the `memory` feature).
 //!
