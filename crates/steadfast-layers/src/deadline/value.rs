@@ -204,11 +204,7 @@ impl Deadline {
     /// `timeout` from now, saturating far in the future (about 30 years) if it cannot be
     /// represented.
     pub(crate) fn after_saturating(timeout: Duration) -> Self {
-        Self::after_saturating_at(Instant::now(), timeout)
-    }
-
-    /// `timeout` after `now`, saturating like [`Deadline::after_saturating`].
-    pub(crate) fn after_saturating_at(now: Instant, timeout: Duration) -> Self {
+        let now = Instant::now();
         Deadline(
             now.checked_add(timeout)
                 .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
@@ -300,25 +296,13 @@ impl Deadline {
     /// assert_eq!(Deadline::current(), None);
     /// ```
     pub fn current() -> Option<Deadline> {
-        Self::current_fixed_with(Instant::now)
-    }
-
-    /// [`Deadline::current`] for a caller that has just read the clock: a deadline still to be
-    /// fixed (a deadline layer's own timeout, fixed the first time something needs it) is fixed
-    /// `now`, so that the caller and the scope share one clock read.
-    pub(crate) fn current_at(now: Instant) -> Option<Deadline> {
-        Self::current_fixed_with(|| now)
-    }
-
-    #[inline]
-    fn current_fixed_with(now: impl FnOnce() -> Instant) -> Option<Deadline> {
         CURRENT
             .try_with(|c| {
                 let mut cur = c.get()?;
                 Some(match cur.deadline {
                     Some(d) => d,
                     None => {
-                        let d = Deadline::after_saturating_at(now(), cur.timeout);
+                        let d = Deadline::after_saturating(cur.timeout);
                         cur.deadline = Some(d);
                         c.set(Some(cur));
                         d

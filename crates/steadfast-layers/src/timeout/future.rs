@@ -59,10 +59,8 @@ where
         }
         if !*this.armed {
             *this.armed = true;
-            // One clock read for the attempt and for a deadline still to be fixed above it.
-            let now = Instant::now();
-            let attempt_end = this.timeout.and_then(|t| now.checked_add(t));
-            let end = match (attempt_end, Deadline::current_at(now)) {
+            let attempt_end = this.timeout.and_then(|t| Instant::now().checked_add(t));
+            let end = match (attempt_end, Deadline::current()) {
                 (Some(a), Some(d)) if d.instant() <= a => {
                     *this.deadline_first = true;
                     d.instant()
