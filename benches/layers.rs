@@ -3,7 +3,7 @@
 //! Every benchmark makes one `ready()` + `call()` + `.await` per iteration on an always-ready
 //! inner service that answers at once ([`Echo`]; [`Refuse`] to trip a breaker), on a
 //! current-thread runtime. Peers: `tower-resilience`'s and `failsafe`'s circuit breakers
-//! (failsafe through a small tower adapter, [`Failsafe`]), tower's `ConcurrencyLimit`, `Hedge`,
+//! (failsafe through a small tower adapter, `harness::Failsafe`), tower's `ConcurrencyLimit`, `Hedge`,
 //! `RateLimit` and `LoadShed`, and `tower-resilience`'s bulkhead. After the criterion groups it
 //! measures each pair again in alternation (the interleaved A/B cross-check) and prints a table
 //! of steadfast / peer ratios with their targets.
@@ -13,15 +13,12 @@
 //! STEADFAST_BENCH_QUICK=1 cargo bench -p steadfast-benches --bench layers   # short run
 //! ```
 
-use std::fmt::Debug;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::Criterion;
 use steadfast_benches::{
-    comparison_table, criterion_dir, interleaved_runs, quick_mode, read_median_ns, run_calls,
-    run_rejected_calls, runtime, Comparison, Echo, FileTime, Refuse, Target, BARE_GROUP, BARE_ID,
-    OURS,
+    comparison_table, criterion_dir, quick_mode, read_median_ns, run_calls, runtime, Comparison,
+    Echo, FileTime, Refuse, Target, BARE_GROUP, BARE_ID,
 };
 use steadfast_layers::breaker::{BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer};
 use steadfast_layers::bulkhead::BulkheadLayer;
@@ -32,7 +29,13 @@ use steadfast_layers::shed::LoadShedLayer;
 use tokio::runtime::Runtime;
 use tower::limit::{ConcurrencyLimit, RateLimit};
 use tower::load_shed::LoadShed;
-use tower::{Layer, Service};
+use tower::Layer;
+
+#[path = "harness.rs"]
+mod harness;
+use harness::{
+    calls, failsafe_default, find, group, rejections, trip, tripped_failsafe, Cross, LONG_BREAK,
+};
 
 /// Benchmark id of `tower-resilience` in a group.
 const RESILIENCE: &str = "tower-resilience";
@@ -43,8 +46,6 @@ const TOWER: &str = "tower";
 
 /// Calls every concurrency limit and bulkhead admits at once, on both sides (one is ever used).
 const MAX_IN_FLIGHT: usize = 25;
-/// The break of every breaker tripped open here: far longer than the run.
-const LONG_BREAK: Duration = Duration::from_secs(3_600);
 
 /// Every row of the table, in order.
 const ROWS: &[Comparison] = &[
@@ -124,134 +125,6 @@ const ROWS: &[Comparison] = &[
     },
 ];
 
-/// Times `n` calls on one side of a comparison.
-type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
-
-/// `n` successful calls on `svc`, on `rt`.
-fn calls<'a, S>(rt: &'a Runtime, mut svc: S) -> Runner<'a>
-where
-    S: Service<u32, Response = u32> + 'a,
-    S::Error: Debug,
-{
-    Box::new(move |n| rt.block_on(run_calls(&mut svc, n)))
-}
-
-/// `n` calls on `svc` that it refuses, on `rt`.
-fn rejections<'a, S>(rt: &'a Runtime, mut svc: S) -> Runner<'a>
-where
-    S: Service<u32> + 'a,
-    S::Error: Debug,
-{
-    Box::new(move |n| rt.block_on(run_rejected_calls(&mut svc, n)))
-}
-
-/// Interleaved `(steadfast, peer)` medians, by `(group, peer)`.
-type Cross = Vec<((&'static str, &'static str), (f64, f64))>;
-
-/// Benchmarks `ours` as `group/steadfast` and each peer as `group/<id>`; then, if criterion
-/// measured them (bench mode, not filtered out), measures steadfast and each peer again in
-/// alternation into `cross`.
-fn group(
-    c: &mut Criterion,
-    cross: &mut Cross,
-    group: &'static str,
-    mut ours: Runner<'_>,
-    mut peers: Vec<(&'static str, Runner<'_>)>,
-) {
-    let mut ran = false;
-    let mut g = c.benchmark_group(group);
-    g.bench_function(OURS, |b| {
-        ran = true;
-        b.iter_custom(&mut ours)
-    });
-    for (id, run) in &mut peers {
-        g.bench_function(*id, |b| b.iter_custom(&mut *run));
-    }
-    g.finish();
-    if !ran || !bench_mode() {
-        return;
-    }
-    let (rounds, calls) = if quick_mode() {
-        (7, 20_000)
-    } else {
-        (21, 100_000)
-    };
-    for (id, run) in &mut peers {
-        let medians = interleaved_runs(&mut ours, &mut *run, rounds, calls);
-        cross.push(((group, *id), medians));
-    }
-}
-
-/// Whether criterion runs in bench mode (`cargo bench`), not test or list mode (`cargo bench`
-/// passes `--bench` in every mode).
-fn bench_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test" || a == "--list")
-}
-
-/// `failsafe`'s circuit breaker as a tower service: `call` wraps the inner future in
-/// `failsafe::futures::CircuitBreaker::call` (failsafe has no tower layer). Like the other
-/// breakers here it lets `poll_ready` through to the inner service; the state machine is asked
-/// when the response future is first polled.
-#[derive(Clone, Debug)]
-struct Failsafe<S, B> {
-    inner: S,
-    breaker: B,
-}
-
-impl<S, B> Service<u32> for Failsafe<S, B>
-where
-    S: Service<u32>,
-    B: failsafe::futures::CircuitBreaker,
-{
-    type Response = S::Response;
-    type Error = failsafe::Error<S::Error>;
-    type Future = failsafe::futures::ResponseFuture<
-        S::Future,
-        B::FailurePolicy,
-        B::Instrument,
-        failsafe::Any,
-    >;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
-    }
-
-    #[inline]
-    fn call(&mut self, req: u32) -> Self::Future {
-        failsafe::futures::CircuitBreaker::call(&self.breaker, self.inner.call(req))
-    }
-}
-
-/// failsafe's default breaker (`Config::new()`: success rate over a time window, or else
-/// consecutive failures) around `inner`.
-fn failsafe_default<S>(inner: S) -> Failsafe<S, impl failsafe::futures::CircuitBreaker + Clone> {
-    Failsafe {
-        inner,
-        breaker: failsafe::Config::new().build(),
-    }
-}
-
-/// failsafe's breaker around [`Refuse`], tripped open by 5 consecutive failures, with a break far
-/// longer than the run.
-fn tripped_failsafe(rt: &Runtime) -> Failsafe<Refuse, impl failsafe::futures::CircuitBreaker> {
-    let mut failsafe = Failsafe {
-        inner: Refuse,
-        breaker: failsafe::Config::new()
-            .failure_policy(failsafe::failure_policy::consecutive_failures(
-                5,
-                failsafe::backoff::constant(LONG_BREAK),
-            ))
-            .build(),
-    };
-    trip(rt, &mut failsafe, 5);
-    assert!(!failsafe::futures::CircuitBreaker::is_call_permitted(
-        &failsafe.breaker
-    ));
-    failsafe
-}
-
 /// tower's hedge policy that hedges every request, by copy.
 #[derive(Clone, Copy, Debug)]
 struct HedgeEvery;
@@ -264,15 +137,6 @@ impl tower::hedge::Policy<u32> for HedgeEvery {
     fn can_retry(&self, _req: &u32) -> bool {
         true
     }
-}
-
-/// Trips `svc` open by refusing `calls` calls.
-fn trip<S>(rt: &Runtime, svc: &mut S, calls: u32)
-where
-    S: Service<u32>,
-    S::Error: Debug,
-{
-    rt.block_on(run_rejected_calls(svc, u64::from(calls)));
 }
 
 fn breakers(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
@@ -482,12 +346,7 @@ fn main() {
             "steadfast / peer, median ns per call (ready + call + await, current-thread runtime)",
             ROWS,
             |group, id| read_median_ns(&dir, group, id, started),
-            |group, peer| {
-                cross
-                    .iter()
-                    .find(|(key, _)| *key == (group, peer))
-                    .map(|(_, m)| *m)
-            },
+            |group, peer| find(&cross, group, peer),
         )
     );
 }

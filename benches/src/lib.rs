@@ -11,6 +11,11 @@
 //! `tower-resilience`, `failsafe`), possibly several peers per group, rejections included
 //! ([`run_rejected_calls`]), and prints [`comparison_table`] with a [`Target`] per row.
 //!
+//! The `stacks` bench measures what the layers cost together (two-, four- and five-layer stacks
+//! beside tower's, instant and [`PendingOnce`]) and on their refusal paths, beside tower,
+//! failsafe and seatbelt (`docs/adr/0008-stack-cost.md`); `examples/callgrind.rs` drives the same
+//! shapes for instruction counts under valgrind.
+//!
 //! The `memory` bench and test count the bytes each layer holds, built, warmed up and per key
 //! (the `memory` module, with the `memory` feature).
 //!
@@ -113,6 +118,58 @@ impl Service<u32> for Echo {
     #[inline]
     fn call(&mut self, req: u32) -> Self::Future {
         ready(Ok(req))
+    }
+}
+
+/// An always-ready service whose every call is pending once before it answers with its request:
+/// the first poll wakes the task and returns `Pending`, the second returns the answer. It makes
+/// every timeout and deadline layer above it arm its timer, as a call that goes over the network
+/// does (a zero-sized type; its future is one flag and the request).
+///
+/// ```
+/// use tower::ServiceExt;
+/// # let rt = steadfast_benches::runtime().unwrap();
+/// # rt.block_on(async {
+/// assert_eq!(steadfast_benches::PendingOnce.oneshot(7).await, Ok(7));
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingOnce;
+
+/// The future of [`PendingOnce`]: pending on its first poll, ready on the next.
+#[derive(Debug)]
+pub struct PendingOnceFuture {
+    req: u32,
+    polled: bool,
+}
+
+impl std::future::Future for PendingOnceFuture {
+    type Output = Result<u32, Infallible>;
+
+    #[inline]
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.polled {
+            return Poll::Ready(Ok(self.req));
+        }
+        self.polled = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Service<u32> for PendingOnce {
+    type Response = u32;
+    type Error = Infallible;
+    type Future = PendingOnceFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u32) -> Self::Future {
+        PendingOnceFuture { req, polled: false }
     }
 }
 

@@ -342,6 +342,43 @@ mod breaker {
         assert_eq!(h.state(), Open);
     }
 
+    /// A success still trips a time window whose failures it brings to the minimum number of
+    /// calls, and a success after the failures have slid out of the window does not (a healthy
+    /// time window skips summing its buckets on success: this pins that the skip changes no
+    /// decision).
+    #[tokio::test(start_paused = true)]
+    async fn a_success_reaching_the_minimum_trips_a_time_window_holding_failures() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let layer = CircuitBreakerLayer::builder()
+            .time_window(Duration::from_secs(10)) // ten 1 s buckets
+            .minimum_calls(4)
+            .failure_rate(0.5)
+            .build()
+            .unwrap();
+        let h = layer.handle();
+        let mut svc = layer.layer(peer(&calls));
+
+        // Failures that slide out, then successes only: never a verdict.
+        run(&mut svc, &[Act::Fail, Act::Fail, Act::Fail]).await;
+        advance(Duration::from_secs(10)).await;
+        run(&mut svc, &[Act::Ok, Act::Ok, Act::Ok, Act::Ok]).await;
+        assert_eq!(h.state(), Closed);
+        assert_eq!((h.metrics().calls, h.metrics().failures), (4, 0));
+
+        // Nine seconds on, two failures: 6 calls, 2 failed (33 %). One second later the four
+        // successes slide out: 2 calls, both failed, below the minimum. A success makes 3
+        // calls; the next makes 4 with 2 failed: 50 %, the threshold, and trips.
+        advance(Duration::from_secs(9)).await;
+        run(&mut svc, &[Act::Fail, Act::Fail]).await;
+        assert_eq!(h.state(), Closed);
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(h.metrics().calls, 2);
+        run(&mut svc, &[Act::Ok]).await;
+        assert_eq!(h.state(), Closed, "3 calls: below the minimum");
+        run(&mut svc, &[Act::Ok]).await;
+        assert_eq!(h.state(), Open, "the success made 4 calls, 2 failed: 50 %");
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Slow calls, consecutive failures, classification
 

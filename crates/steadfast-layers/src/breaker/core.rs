@@ -572,6 +572,13 @@ impl Core {
             return; // admitted before a transition: stale
         }
         self.window.record(failure, slow, now_nanos);
+        if !failure && !slow && !self.window.may_hold_failures(now_nanos) {
+            // Nothing in the window can make a verdict: the healthy path sums no window.
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
         let consecutive = if failure {
             self.consecutive
                 .fetch_add(1, Ordering::AcqRel)

@@ -56,6 +56,18 @@ impl Window {
         }
     }
 
+    /// Whether the window may hold a failure or a slow call at `now_nanos`: when it holds none,
+    /// a successful, fast call cannot trip the breaker (every closed verdict needs a failure or
+    /// a slow call), and its record need not sum the window.
+    #[inline]
+    pub(super) fn may_hold_failures(&self, now_nanos: u64) -> bool {
+        match self {
+            // Three loads: cheaper than the check.
+            Window::Count(_) => true,
+            Window::Time(w) => w.may_hold_failures(now_nanos),
+        }
+    }
+
     #[inline]
     pub(super) fn counts(&self, now_nanos: u64) -> Counts {
         match self {
@@ -152,6 +164,9 @@ pub(super) struct TimeWindow {
     calls: Box<[AtomicU64]>,
     failures: Box<[AtomicU64]>,
     slow: Box<[AtomicU64]>,
+    /// One more than the latest bucket index a failure or a slow call was recorded in (0: none
+    /// since the last reset).
+    last_bad: AtomicU64,
 }
 
 fn zeroed(n: u32) -> Box<[AtomicU64]> {
@@ -167,6 +182,16 @@ impl TimeWindow {
             calls: zeroed(buckets),
             failures: zeroed(buckets),
             slow: zeroed(buckets),
+            last_bad: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn may_hold_failures(&self, now_nanos: u64) -> bool {
+        match self.last_bad.load(Ordering::Acquire) {
+            0 => false,
+            // A bucket recorded at or after `now` (a concurrent record's later clock read) counts.
+            bad => self.index(now_nanos).saturating_sub(bad - 1) < u64::from(self.buckets),
         }
     }
 
@@ -179,6 +204,10 @@ impl TimeWindow {
         let index = self.index(now_nanos);
         let slot = (index % u64::from(self.buckets)) as usize;
         bump(&self.calls[slot], index);
+        if failure || slow {
+            self.last_bad
+                .fetch_max(index.saturating_add(1), Ordering::AcqRel);
+        }
         if failure {
             bump(&self.failures[slot], index);
         }
@@ -220,6 +249,7 @@ impl TimeWindow {
         {
             s.store(0, Ordering::Relaxed);
         }
+        self.last_bad.store(0, Ordering::Relaxed);
     }
 }
 

@@ -53,18 +53,30 @@ impl<F> ResponseFuture<F> {
         }
     }
 
+    /// Makes the inner call (`call`) with `scope` in scope and inside `span`, and builds the
+    /// future around it in place (the inner future is written straight into this one: moving
+    /// it, as large as the stack below, was most of this layer's cost). The deadline is the
+    /// scope's, if it is fixed or became fixed during the call; else it is fixed `timeout` from
+    /// the moment it is first needed.
+    #[inline(always)]
     pub(super) fn enforced(
-        inner: F,
-        deadline: Option<Deadline>,
+        scope: Current,
+        call: impl FnOnce() -> F,
         timeout: Duration,
         span: Span,
         shared: SharedRef<Shared>,
     ) -> Self {
+        let entered = scope.enter();
         Self {
             kind: Kind::Enforced {
-                inner,
+                inner: if span.is_none() {
+                    call()
+                } else {
+                    let _span = span.enter();
+                    call()
+                },
+                deadline: entered.exit(),
                 sleep: None,
-                deadline,
                 timeout,
                 span,
                 shared,

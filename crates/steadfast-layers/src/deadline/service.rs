@@ -86,8 +86,13 @@ where
             } else {
                 tracing::Span::none()
             };
-            let (fut, known) = span.in_scope(|| Current::lazy(t, None).run(|| inner.call(req)));
-            return ResponseFuture::enforced(fut, known, t, span, self.shared.clone());
+            return ResponseFuture::enforced(
+                Current::lazy(t, None),
+                || inner.call(req),
+                t,
+                span,
+                self.shared.clone(),
+            );
         }
         let (deadline, now) = match (self.timeout, inherited) {
             (None, None) => return ResponseFuture::passthrough(inner.call(req)),
@@ -126,10 +131,9 @@ where
             tracing::Span::none()
         };
         self.carrier.set(&mut req, deadline);
-        let (fut, _) = span.in_scope(|| Current::fixed(deadline).run(|| inner.call(req)));
         ResponseFuture::enforced(
-            fut,
-            Some(deadline),
+            Current::fixed(deadline),
+            || inner.call(req),
             Duration::ZERO,
             span,
             self.shared.clone(),

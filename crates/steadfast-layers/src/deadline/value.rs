@@ -42,24 +42,66 @@ impl Current {
     /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
     #[inline]
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
-        /// Puts the enclosing scope back, also when `f` panics (a runtime that catches the
-        /// panic goes on polling other tasks on this thread).
-        struct Restore(Option<Current>);
-        impl Drop for Restore {
-            #[inline]
-            fn drop(&mut self) {
-                let prev = self.0;
-                let _ = CURRENT.try_with(|c| c.set(prev));
-            }
-        }
-        let Ok(prev) = CURRENT.try_with(|c| c.replace(Some(self))) else {
-            // The thread is shutting down: run without a scope.
-            return (f(), self.deadline);
-        };
-        let _restore = Restore(prev);
+        let scope = self.enter();
         let out = f();
-        let mine = CURRENT.try_with(Cell::get).ok().flatten();
-        (out, mine.and_then(|m| m.deadline))
+        (out, scope.exit())
+    }
+
+    /// Puts `self` in scope on this thread until [`Entered::exit`] (or until the guard is
+    /// dropped, also when the code in the scope panics: a runtime that catches the panic goes on
+    /// polling other tasks on this thread). One thread-local access to enter, one to leave.
+    #[inline]
+    pub(crate) fn enter(self) -> Entered {
+        match CURRENT.try_with(|c| c.replace(Some(self))) {
+            Ok(prev) => Entered {
+                prev,
+                own: None,
+                active: true,
+            },
+            // The thread is shutting down: run without a scope.
+            Err(_) => Entered {
+                prev: None,
+                own: self.deadline,
+                active: false,
+            },
+        }
+    }
+}
+
+/// A deadline scope entered by [`Current::enter`]: leave it with [`Entered::exit`].
+pub(crate) struct Entered {
+    /// The enclosing scope, put back on exit.
+    prev: Option<Current>,
+    /// The deadline when no scope could be entered (thread shutting down).
+    own: Option<Deadline>,
+    active: bool,
+}
+
+impl Entered {
+    /// Leaves the scope, putting the enclosing one back; returns the scope's deadline if it
+    /// became known (fixed inside the scope, or given).
+    #[inline]
+    pub(crate) fn exit(mut self) -> Option<Deadline> {
+        if !self.active {
+            return self.own;
+        }
+        self.active = false;
+        let prev = self.prev;
+        CURRENT
+            .try_with(|c| c.replace(prev))
+            .ok()
+            .flatten()
+            .and_then(|m| m.deadline)
+    }
+}
+
+impl Drop for Entered {
+    #[inline]
+    fn drop(&mut self) {
+        if self.active {
+            let prev = self.prev;
+            let _ = CURRENT.try_with(|c| c.set(prev));
+        }
     }
 }
 

@@ -1,0 +1,365 @@
+//! What steadfast's layers cost together, and on their failure paths, beside the nearest peer
+//! stacks, in the same run (issue 17; the findings are in `docs/adr/0008-stack-cost.md`).
+//!
+//! Every benchmark makes one `ready()` + `call()` + `.await` per iteration on a current-thread
+//! runtime, on an inner service that answers at once ([`Echo`]), or that is pending once before
+//! it answers ([`PendingOnce`]: every timer in the stack is armed), or that fails ([`Refuse`],
+//! to trip a breaker). The stacks, outermost first:
+//!
+//! - two layers: deadline -> budgeted retry, beside tower's timeout -> retry (`TpsBudget`);
+//! - four: deadline -> budgeted retry -> load shed -> concurrency limit, beside tower's same four;
+//! - five, the presets' standard client order: deadline -> budgeted retry -> circuit breaker ->
+//!   attempt timeout -> concurrency limit, beside tower's timeout -> budgeted retry -> load shed
+//!   -> timeout -> concurrency limit (tower has no breaker; load shed stands in its place).
+//!
+//! Then single layers on the paths the stacks do not show: the deadline when the call is
+//! pending once, an open breaker refusing calls with default settings on a current-thread
+//! runtime and a closed breaker with a 30 s time window (both beside failsafe's), load shedding,
+//! and a retry with no budget beside seatbelt's (and tower's, for information). After the
+//! criterion groups it measures each pair again in alternation and prints steadfast / peer
+//! ratios with their targets.
+//!
+//! ```text
+//! cargo bench -p steadfast-benches --bench stacks
+//! STEADFAST_BENCH_QUICK=1 cargo bench -p steadfast-benches --bench stacks   # short run
+//! ```
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use criterion::Criterion;
+use seatbelt::retry::Retry as SeatbeltRetry;
+use seatbelt::{RecoveryInfo, ResilienceContext};
+use steadfast_benches::{
+    comparison_table, criterion_dir, quick_mode, read_median_ns, run_calls, runtime,
+    AttemptsPolicy, Comparison, Echo, FileTime, PendingOnce, Refuse, Target, TpsBudgetPolicy,
+    BARE_GROUP, BARE_ID, MAX_ATTEMPTS, TIMEOUT,
+};
+use steadfast_layers::breaker::{BreakDuration, BreakerState, CircuitBreakerLayer};
+use steadfast_layers::deadline::DeadlineLayer;
+use steadfast_layers::limit::ConcurrencyLimitLayer;
+use steadfast_layers::retry::RetryLayer;
+use steadfast_layers::shed::LoadShedLayer;
+use steadfast_layers::timeout::AttemptTimeoutLayer;
+use tokio::runtime::Runtime;
+use tower::load_shed::LoadShed;
+use tower::retry::Retry;
+use tower::timeout::Timeout;
+use tower::{Layer, ServiceBuilder};
+
+#[path = "harness.rs"]
+mod harness;
+use harness::{
+    calls, failsafe_default, find, group, rejections, trip, tripped_failsafe, Cross, LONG_BREAK,
+};
+
+/// Benchmark id of tower in a group.
+const TOWER: &str = "tower";
+/// Benchmark id of `failsafe` in a group.
+const FAILSAFE: &str = "failsafe";
+/// Benchmark id of `seatbelt` in a group.
+const SEATBELT: &str = "seatbelt";
+
+/// Calls every concurrency limit admits at once, on both sides (one is ever used).
+const MAX_IN_FLIGHT: usize = 25;
+
+/// Every row of the table, in order, with the issue's targets.
+const ROWS: &[Comparison] = &[
+    Comparison {
+        group: "stack2",
+        peer: Some(TOWER),
+        label: "deadline > retry(budget) vs tower, instant",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "stack2_pending",
+        peer: Some(TOWER),
+        label: "deadline > retry(budget) vs tower, pending once",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "stack4",
+        peer: Some(TOWER),
+        label: "deadline > retry > shed > limit vs tower, instant",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "stack4_pending",
+        peer: Some(TOWER),
+        label: "deadline > retry > shed > limit vs tower, pending once",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "stack5",
+        peer: Some(TOWER),
+        label: "standard order (5 layers) vs tower, instant",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "stack5_pending",
+        peer: Some(TOWER),
+        label: "standard order (5 layers) vs tower, pending once",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "deadline_pending",
+        peer: Some(TOWER),
+        label: "deadline vs tower Timeout, pending once",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "breaker_open_default",
+        peer: Some(FAILSAFE),
+        label: "breaker open (default, current-thread) vs failsafe",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "breaker_time_window",
+        peer: Some(FAILSAFE),
+        label: "breaker closed, 30 s time window vs failsafe",
+        target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "load_shed",
+        peer: Some(TOWER),
+        label: "load shed vs tower LoadShed",
+        target: Target::AtMost(1.2),
+    },
+    Comparison {
+        group: "retry_no_budget",
+        peer: Some(SEATBELT),
+        label: "retry, no budget, vs seatbelt retry",
+        target: Target::AtMost(0.5),
+    },
+    Comparison {
+        group: "retry_no_budget",
+        peer: Some(TOWER),
+        label: "retry, no budget, vs tower Retry",
+        target: Target::Report,
+    },
+];
+
+fn deadline() -> DeadlineLayer {
+    DeadlineLayer::new(TIMEOUT).expect("valid deadline")
+}
+
+fn retry(budget: bool) -> RetryLayer {
+    let builder = RetryLayer::builder().max_attempts(MAX_ATTEMPTS);
+    let builder = if budget { builder } else { builder.no_budget() };
+    builder.build().expect("valid retry")
+}
+
+fn breaker() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
+        .build()
+        .expect("valid breaker")
+}
+
+fn attempt_timeout() -> AttemptTimeoutLayer {
+    AttemptTimeoutLayer::new(TIMEOUT).expect("valid attempt timeout")
+}
+
+fn limit() -> ConcurrencyLimitLayer {
+    ConcurrencyLimitLayer::new(MAX_IN_FLIGHT).expect("valid limit")
+}
+
+/// The three stacks around `$inner`, each beside tower's, as groups `$two`, `$four`, `$five`.
+macro_rules! stacks {
+    ($c:expr, $rt:expr, $cross:expr, $inner:expr, $two:literal, $four:literal, $five:literal) => {{
+        let (c, rt, cross) = ($c, $rt, $cross);
+        group(
+            c,
+            cross,
+            $two,
+            calls(
+                rt,
+                ServiceBuilder::new()
+                    .layer(deadline())
+                    .layer(retry(true))
+                    .service($inner),
+            ),
+            vec![(
+                TOWER,
+                calls(
+                    rt,
+                    ServiceBuilder::new()
+                        .timeout(TIMEOUT)
+                        .retry(TpsBudgetPolicy::finagle())
+                        .service($inner),
+                ),
+            )],
+        );
+        group(
+            c,
+            cross,
+            $four,
+            calls(
+                rt,
+                ServiceBuilder::new()
+                    .layer(deadline())
+                    .layer(retry(true))
+                    .layer(LoadShedLayer::new())
+                    .layer(limit())
+                    .service($inner),
+            ),
+            vec![(
+                TOWER,
+                calls(
+                    rt,
+                    ServiceBuilder::new()
+                        .timeout(TIMEOUT)
+                        .retry(TpsBudgetPolicy::finagle())
+                        .load_shed()
+                        .concurrency_limit(MAX_IN_FLIGHT)
+                        .service($inner),
+                ),
+            )],
+        );
+        group(
+            c,
+            cross,
+            $five,
+            calls(
+                rt,
+                ServiceBuilder::new()
+                    .layer(deadline())
+                    .layer(retry(true))
+                    .layer(breaker())
+                    .layer(attempt_timeout())
+                    .layer(limit())
+                    .service($inner),
+            ),
+            vec![(
+                TOWER,
+                calls(
+                    rt,
+                    ServiceBuilder::new()
+                        .timeout(TIMEOUT)
+                        .retry(TpsBudgetPolicy::finagle())
+                        .load_shed()
+                        .timeout(TIMEOUT)
+                        .concurrency_limit(MAX_IN_FLIGHT)
+                        .service($inner),
+                ),
+            )],
+        );
+    }};
+}
+
+fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
+    group(
+        c,
+        cross,
+        "deadline_pending",
+        calls(rt, deadline().layer(PendingOnce)),
+        vec![(TOWER, calls(rt, Timeout::new(PendingOnce, TIMEOUT)))],
+    );
+
+    // Open with default settings (a break far longer than the run), tripped and refusing on a
+    // current-thread runtime.
+    let layer = CircuitBreakerLayer::builder()
+        .break_duration(BreakDuration::constant(LONG_BREAK))
+        .build()
+        .expect("valid breaker");
+    let mut ours = layer.layer(Refuse);
+    trip(rt, &mut ours, 100);
+    assert_eq!(layer.handle().state(), BreakerState::Open);
+    group(
+        c,
+        cross,
+        "breaker_open_default",
+        rejections(rt, ours),
+        vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
+    );
+
+    // Closed, counting the calls of the last 30 s (failsafe's default is a time window too).
+    let ours = CircuitBreakerLayer::builder()
+        .time_window(Duration::from_secs(30))
+        .build()
+        .expect("valid breaker")
+        .layer(Echo);
+    group(
+        c,
+        cross,
+        "breaker_time_window",
+        calls(rt, ours),
+        vec![(FAILSAFE, calls(rt, failsafe_default(Echo)))],
+    );
+
+    group(
+        c,
+        cross,
+        "load_shed",
+        calls(rt, LoadShedLayer::new().layer(Echo)),
+        vec![(TOWER, calls(rt, LoadShed::new(Echo)))],
+    );
+
+    // seatbelt's retry with the same attempts (2 retries), retrying every error.
+    let context = ResilienceContext::<u32, Result<u32, Infallible>>::new(tick::Clock::new_tokio())
+        .name("bench");
+    let seatbelt = SeatbeltRetry::layer("retry", &context)
+        .clone_input()
+        .recovery_with(|out: &Result<u32, Infallible>, _| match out {
+            Ok(_) => RecoveryInfo::never(),
+            Err(_) => RecoveryInfo::retry(),
+        })
+        .max_retry_attempts(MAX_ATTEMPTS - 1)
+        .layer(Echo);
+    group(
+        c,
+        cross,
+        "retry_no_budget",
+        calls(rt, retry(false).layer(Echo)),
+        vec![
+            (SEATBELT, calls(rt, seatbelt)),
+            (
+                TOWER,
+                calls(rt, Retry::new(AttemptsPolicy::default(), Echo)),
+            ),
+        ],
+    );
+}
+
+fn main() {
+    let dir = criterion_dir();
+    let started = FileTime::now_in(&dir);
+    let mut c = Criterion::default().output_directory(&dir);
+    if quick_mode() {
+        c = c
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(20);
+    }
+    let mut c = c.configure_from_args();
+    let rt = runtime().expect("tokio runtime");
+    // seatbelt's clock is made in the runtime's context.
+    let _context = rt.enter();
+
+    let mut bare = Echo;
+    c.benchmark_group(BARE_GROUP).bench_function(BARE_ID, |b| {
+        b.iter_custom(|iters| rt.block_on(run_calls(&mut bare, iters)))
+    });
+    let mut cross = Cross::new();
+    stacks!(&mut c, &rt, &mut cross, Echo, "stack2", "stack4", "stack5");
+    stacks!(
+        &mut c,
+        &rt,
+        &mut cross,
+        PendingOnce,
+        "stack2_pending",
+        "stack4_pending",
+        "stack5_pending"
+    );
+    singles(&mut c, &rt, &mut cross);
+    c.final_summary();
+
+    print!(
+        "{}",
+        comparison_table(
+            "steadfast / peer, median ns per call (ready + call + await, current-thread runtime)",
+            ROWS,
+            |group, id| read_median_ns(&dir, group, id, started),
+            |group, peer| find(&cross, group, peer),
+        )
+    );
+}

@@ -1,0 +1,235 @@
+//! Heap allocations per refused call, on every refusal path: an open circuit breaker (reading the
+//! clock, or with its break timer armed), a breaker forced open, a concurrency limit and a
+//! bulkhead at capacity, a rate limit out of cells, load shedding, and a deadline already passed
+//! on arrival.
+//!
+//! Each refusal allocates exactly one thing: the box of its noun error (`CircuitOpen`,
+//! `Overloaded`, `DeadlineExceeded`), which every layer returns as a `BoxError` (ADR 0001). The
+//! tests pin that: one allocation per refusal, of the noun's size, and nothing else (no span, no
+//! attribute set, no waker, no string). ADR 0008 says why the box stays and what removing it
+//! would take.
+//!
+//! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
+//! the calls.
+#![allow(missing_docs)]
+
+mod refusal_alloc {
+    use std::convert::Infallible;
+    use std::fmt::Debug;
+    use std::future::{pending, ready, Pending};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use allocation_counter::AllocationInfo;
+    use steadfast_layers::breaker::{
+        BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer, CircuitOpen,
+    };
+    use steadfast_layers::bulkhead::BulkheadLayer;
+    use steadfast_layers::deadline::{Deadline, DeadlineExceeded, DeadlineLayer};
+    use steadfast_layers::limit::ConcurrencyLimitLayer;
+    use steadfast_layers::overload::Overloaded;
+    use steadfast_layers::rate::RateLimitLayer;
+    use steadfast_layers::shed::LoadShedLayer;
+    use tower::{service_fn, Layer, Service, ServiceExt};
+
+    const CALLS: u64 = 1_000;
+    const WARM_UP: u64 = 100;
+    const LONG: Duration = Duration::from_secs(3_600);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("tokio runtime")
+    }
+
+    async fn refuse<S, E>(svc: &mut S, calls: u64)
+    where
+        S: Service<u32, Error = steadfast_layers::BoxError>,
+        S::Response: Debug,
+        E: std::error::Error + 'static,
+    {
+        for x in 0..calls {
+            let err = svc
+                .ready()
+                .await
+                .expect("ready")
+                .call(x as u32)
+                .await
+                .expect_err("the call is refused");
+            assert!(err.is::<E>(), "refused with {err}");
+        }
+    }
+
+    /// Refuses `CALLS` calls on `svc` (after a warm-up) and returns what they allocated.
+    fn count<S, E>(rt: &tokio::runtime::Runtime, svc: &mut S) -> AllocationInfo
+    where
+        S: Service<u32, Error = steadfast_layers::BoxError>,
+        S::Response: Debug,
+        E: std::error::Error + 'static,
+    {
+        rt.block_on(refuse::<S, E>(svc, WARM_UP));
+        allocation_counter::measure(|| rt.block_on(refuse::<S, E>(svc, CALLS)))
+    }
+
+    /// One allocation per refusal, the size of the noun `E`: its box, nothing else.
+    #[track_caller]
+    fn assert_only_the_box<E>(name: &str, info: AllocationInfo) {
+        println!(
+            "{name}: {} allocations, {} bytes over {CALLS} refusals",
+            info.count_total, info.bytes_total
+        );
+        assert_eq!(info.count_total, CALLS, "{name}: allocations per refusal");
+        assert_eq!(
+            info.bytes_total,
+            CALLS * std::mem::size_of::<E>() as u64,
+            "{name}: bytes per refusal (the box of {})",
+            std::any::type_name::<E>()
+        );
+    }
+
+    /// Fails every call at once (an `io::Error` built without allocating).
+    fn failing() -> impl Service<u32, Response = u32, Error = std::io::Error> + Clone {
+        service_fn(|_: u32| ready(Err::<u32, _>(std::io::ErrorKind::ConnectionReset.into())))
+    }
+
+    /// Never answers.
+    fn stuck() -> impl Service<u32, Response = u32, Error = Infallible> + Clone {
+        service_fn(|_: u32| pending::<Result<u32, Infallible>>())
+    }
+
+    /// Never ready.
+    #[derive(Clone, Debug)]
+    struct NeverReady;
+
+    impl Service<u32> for NeverReady {
+        type Response = u32;
+        type Error = Infallible;
+        type Future = Pending<Result<u32, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Pending
+        }
+
+        fn call(&mut self, _req: u32) -> Self::Future {
+            pending()
+        }
+    }
+
+    fn tripped(
+        timer: BreakTimer,
+        rt: &tokio::runtime::Runtime,
+    ) -> impl Service<u32, Response = u32, Error = steadfast_layers::BoxError> {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .break_duration(BreakDuration::constant(LONG))
+            .break_timer(timer)
+            .build()
+            .expect("valid breaker");
+        let mut svc = layer.layer(failing());
+        rt.block_on(async {
+            let first = svc.ready().await.expect("ready").call(0).await;
+            assert!(first.is_err());
+        });
+        assert_eq!(layer.handle().state(), BreakerState::Open);
+        svc
+    }
+
+    #[test]
+    fn an_open_breaker_reading_the_clock_allocates_only_its_error() {
+        let rt = runtime();
+        let mut svc = tripped(BreakTimer::Off, &rt);
+        let info = count::<_, CircuitOpen>(&rt, &mut svc);
+        assert_only_the_box::<CircuitOpen>("breaker open, clock", info);
+    }
+
+    #[test]
+    fn an_open_breaker_with_its_timer_armed_allocates_only_its_error() {
+        let rt = runtime();
+        // The timer task is spawned (allocated) on `rt` when the breaker opens, in `tripped`.
+        let mut svc = tripped(BreakTimer::Always, &rt);
+        let info = count::<_, CircuitOpen>(&rt, &mut svc);
+        assert_only_the_box::<CircuitOpen>("breaker open, timer armed", info);
+    }
+
+    #[test]
+    fn a_breaker_forced_open_allocates_only_its_error() {
+        let rt = runtime();
+        let layer = CircuitBreakerLayer::builder()
+            .build()
+            .expect("valid breaker");
+        layer.handle().force_open();
+        let mut svc = layer.layer(failing());
+        let info = count::<_, CircuitOpen>(&rt, &mut svc);
+        assert_only_the_box::<CircuitOpen>("breaker forced open", info);
+    }
+
+    #[test]
+    fn a_full_concurrency_limit_allocates_only_its_error() {
+        let rt = runtime();
+        let mut svc = ConcurrencyLimitLayer::new(1)
+            .expect("valid limit")
+            .layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let info = count::<_, Overloaded>(&rt, &mut svc);
+        assert_only_the_box::<Overloaded>("limit at capacity", info);
+    }
+
+    #[test]
+    fn a_full_bulkhead_allocates_only_its_error() {
+        let rt = runtime();
+        let mut svc = BulkheadLayer::builder(1)
+            .max_queue(0)
+            .build()
+            .expect("valid bulkhead")
+            .layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let info = count::<_, Overloaded>(&rt, &mut svc);
+        assert_only_the_box::<Overloaded>("bulkhead full", info);
+    }
+
+    #[test]
+    fn a_rate_limit_out_of_cells_allocates_only_its_error() {
+        let rt = runtime();
+        let mut svc = RateLimitLayer::builder(1, LONG)
+            .build()
+            .expect("valid rate")
+            .layer(service_fn(|x: u32| ready(Ok::<_, Infallible>(x))));
+        rt.block_on(async {
+            svc.ready()
+                .await
+                .expect("ready")
+                .call(0)
+                .await
+                .expect("the one cell");
+        });
+        let info = count::<_, Overloaded>(&rt, &mut svc);
+        assert_only_the_box::<Overloaded>("rate limited", info);
+    }
+
+    #[test]
+    fn load_shedding_allocates_only_its_error() {
+        let rt = runtime();
+        let mut svc = LoadShedLayer::new().layer(NeverReady);
+        let info = count::<_, Overloaded>(&rt, &mut svc);
+        assert_only_the_box::<Overloaded>("shed", info);
+    }
+
+    #[test]
+    fn a_deadline_passed_on_arrival_allocates_only_its_error() {
+        let rt = runtime();
+        let mut svc = DeadlineLayer::new(LONG)
+            .expect("valid deadline")
+            .layer(service_fn(|x: u32| ready(Ok::<_, Infallible>(x))));
+        let passed = Deadline::at(tokio::time::Instant::now());
+        rt.block_on(passed.scope(refuse::<_, DeadlineExceeded>(&mut svc, WARM_UP)));
+        let info = allocation_counter::measure(|| {
+            rt.block_on(passed.scope(refuse::<_, DeadlineExceeded>(&mut svc, CALLS)))
+        });
+        assert_only_the_box::<DeadlineExceeded>("deadline passed on arrival", info);
+    }
+}
