@@ -3,8 +3,8 @@
 //! library docs.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use steadfast_lab::chaos::ChaosSpec;

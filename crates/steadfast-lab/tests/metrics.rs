@@ -14,6 +14,7 @@ use std::time::Duration;
 use steadfast_lab::metrics::{PrometheusMetrics, CONTENT_TYPE};
 use steadfast_lab::{scenarios, Options};
 
+use steadfast_layers::adaptive_throttle::ThrottleLayer;
 use steadfast_layers::breaker::CircuitBreakerLayer;
 use steadfast_layers::bulkhead::BulkheadLayer;
 use steadfast_layers::chaos::ChaosLayer;
@@ -23,7 +24,6 @@ use steadfast_layers::rate::RateLimitLayer;
 use steadfast_layers::retry::RetryLayer;
 use steadfast_layers::shed::LoadShedLayer;
 use steadfast_layers::telemetry::Telemetry;
-use steadfast_layers::adaptive_throttle::ThrottleLayer;
 use steadfast_layers::BoxError;
 use tower::{service_fn, Layer, ServiceExt};
 
