@@ -740,3 +740,90 @@ async fn hedges_draw_on_and_feed_the_channels_throttling_bucket() {
     })
     .await;
 }
+
+// ---- On a paused clock: a stand-in channel answering as a tonic server would ----
+
+/// A stand-in channel that notes when each attempt arrives, waits `delay`, then answers
+/// Trailers-Only with `grpc-status: code`.
+fn stand_in(
+    delay: Duration,
+    code: Code,
+) -> (
+    impl tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future = impl Send,
+        > + Clone
+        + Send,
+    Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+) {
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = sent.clone();
+    let svc = tower::service_fn(move |_req: http::Request<tonic::body::Body>| {
+        s.lock().unwrap().push(tokio::time::Instant::now());
+        async move {
+            tokio::time::sleep(delay).await;
+            let res = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", (code as i32).to_string())
+                .body(tonic::body::Body::empty())
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+    (svc, sent)
+}
+
+/// A6's hedging example: "after 1ms there would be one outstanding RPC (the original), after
+/// 501ms there would be two ..., after 1001ms three, and after 1501ms four".
+#[tokio::test(start_paused = true)]
+async fn hedges_leave_every_hedging_delay_as_a6s_example_says() {
+    let (svc, sent) = stand_in(Duration::from_secs(60), Code::Ok);
+    let c = ServiceConfig::from_json(A6_HEDGING).unwrap();
+    let layer = ServiceConfigLayer::builder(&c)
+        .default_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(layer.layer(svc));
+    let start = tokio::time::Instant::now();
+    let status = call(&mut grpc, "/EchoService/Echo").await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let offsets: Vec<Duration> = sent.lock().unwrap().iter().map(|t| *t - start).collect();
+    assert_eq!(
+        offsets,
+        [0, 500, 1000, 1500].map(Duration::from_millis),
+        "the original, then a hedge every 500 ms up to maxAttempts 4"
+    );
+}
+
+/// A6: "the n-th attempt will occur at random(0, min(initialBackoff*backoffMultiplier**(n-1),
+/// maxBackoff))" after the previous failure.
+#[tokio::test(start_paused = true)]
+async fn retries_wait_within_a6s_backoff_bounds() {
+    let (svc, sent) = stand_in(Duration::ZERO, Code::Unavailable);
+    let c = ServiceConfig::from_json(
+        r#"{"methodConfig": [{"name": [{"service": "demo.Hop"}], "timeout": "30s",
+            "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "0.3s",
+            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+    )
+    .unwrap();
+    for seed in 0..20 {
+        sent.lock().unwrap().clear();
+        let layer = ServiceConfigLayer::builder(&c).seed(seed).build().unwrap();
+        let mut grpc = tonic::client::Grpc::new(layer.layer(svc.clone()));
+        let status = call(&mut grpc, PATH).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 5, "maxAttempts 5");
+        for (n, pair) in sent.windows(2).enumerate() {
+            let bound = Duration::from_millis([100, 200, 300, 300][n]);
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap <= bound,
+                "seed {seed}, retry {}: waited {gap:?} > {bound:?}",
+                n + 1
+            );
+        }
+    }
+}

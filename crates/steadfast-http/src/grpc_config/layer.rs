@@ -260,7 +260,14 @@ impl ServiceConfigLayerBuilder<'_> {
         }
         let fallback = match fallback {
             Some(f) => f,
-            None => self.method_layer(&MethodConfig::default(), None, self.seed, "default")?,
+            // No entry: one attempt, the default timeout; its successes still return tokens
+            // (A6: every RPC of the channel counts).
+            None => self.method_layer(
+                &MethodConfig::default(),
+                budget.as_ref(),
+                self.seed,
+                "default",
+            )?,
         };
         // A6's order: service and method, then service, then the default entry.
         let mut routes = RouteLayer::builder();
