@@ -743,6 +743,9 @@ async fn hedges_draw_on_and_feed_the_channels_throttling_bucket() {
 
 // ---- On a paused clock: a stand-in channel answering as a tonic server would ----
 
+/// When each attempt arrived.
+type Arrivals = Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>;
+
 /// A stand-in channel that notes when each attempt arrives, waits `delay`, then answers
 /// Trailers-Only with `grpc-status: code`.
 fn stand_in(
@@ -756,7 +759,7 @@ fn stand_in(
             Future = impl Send,
         > + Clone
         + Send,
-    Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+    Arrivals,
 ) {
     let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = sent.clone();

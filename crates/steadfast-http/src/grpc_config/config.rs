@@ -301,7 +301,7 @@ impl ServiceConfig {
         let find = |pred: &dyn Fn(&MethodName) -> bool| {
             self.method_config
                 .iter()
-                .find(|mc| mc.name.iter().any(|n| pred(n)))
+                .find(|mc| mc.name.iter().any(pred))
         };
         find(&|n| n.service == service && n.method.as_deref() == Some(method))
             .or_else(|| find(&|n| n.service == service && n.method.is_none()))

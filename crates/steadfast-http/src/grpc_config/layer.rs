@@ -412,7 +412,7 @@ fn hedging_layer(
         hedge,
         record: ThrottleRecordLayer::new(
             classifier,
-            budget.map(|b| -> Arc<dyn RetryBudget> { b.clone() }),
+            budget.map(|b| Arc::clone(b) as Arc<dyn RetryBudget>),
         ),
         propagation: DeadlinePropagationLayer::builder().build()?,
     })

@@ -90,9 +90,11 @@
 //!     let res = client.clone().oneshot(req(Method::POST, "/payments/7")).await?;
 //!     assert_eq!(*res.body(), 503);
 //! }
-//! // The payments breaker is open: refused without a send.
+//! // The payments breaker is open: refused without a send (the retry layer says why).
 //! let err = client.clone().oneshot(req(Method::POST, "/payments/7")).await.unwrap_err();
-//! assert!(err.is::<CircuitOpen>());
+//! let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+//! while let Some(e) = cause.filter(|e| !e.is::<CircuitOpen>()) { cause = e.source(); }
+//! assert!(cause.is_some(), "{err}");
 //! assert_eq!(sent.load(Ordering::SeqCst), 2);
 //! // /search has its own breaker, closed.
 //! let res = client.clone().oneshot(req(Method::GET, "/search/books")).await?;
