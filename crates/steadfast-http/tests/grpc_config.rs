@@ -452,6 +452,14 @@ fn what_steadfast_cannot_build_is_a_config_error_at_the_field() {
         "methodConfig[1].retryPolicy.maxBackoff"
     );
     let c = ServiceConfig::from_json(
+        r#"{"methodConfig": [{"name": [{"service": "a.B"}], "hedgingPolicy": {"maxAttempts": 2, "hedgingDelay": "7200s"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ServiceConfigLayer::new(&c).unwrap_err().path(),
+        "methodConfig[0].hedgingPolicy.hedgingDelay"
+    );
+    let c = ServiceConfig::from_json(
         r#"{"methodConfig": [{"name": [{"service": "a.B"}], "timeout": "0s"}]}"#,
     )
     .unwrap();

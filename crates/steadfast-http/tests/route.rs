@@ -332,3 +332,54 @@ async fn the_first_matching_route_wins_and_the_fallback_takes_the_rest() {
     assert_eq!(route("/users/7/posts").await, "fallback");
     assert_eq!(client.route_of(&Method::GET, "/users/admin"), Some(1));
 }
+
+/// A budget shared by two routes is one budget: retries spent on one route are gone for the
+/// other, while each route keeps its own retry policy.
+#[tokio::test(start_paused = true)]
+async fn routes_given_the_same_budget_share_it() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use steadfast_layers::retry::{Backoff, RetryBudget, TokenBucket};
+
+    let sent = Arc::new(AtomicU32::new(0));
+    let s = sent.clone();
+    // Every request fails with 503.
+    let transport = tower::service_fn(
+        move |_req: Request<steadfast_http::body::ReplayBody<Full<Bytes>>>| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async {
+                let mut res = Response::new(Full::new(Bytes::new()));
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, BoxError>(res)
+            }
+        },
+    );
+    // 4 tokens: retries only while more than 2 are left.
+    let bucket = Arc::new(TokenBucket::builder().max_tokens(4.0).build().unwrap());
+    let policy = || {
+        StandardClientLayer::builder()
+            .retry(|r| {
+                r.max_attempts(5)
+                    .budget(bucket.clone())
+                    .backoff(Backoff::constant(Duration::from_millis(10)))
+            })
+            .build()
+            .unwrap()
+    };
+    let client = RouteLayer::builder()
+        .route(RouteMatch::http("/a").unwrap(), policy())
+        .route(RouteMatch::http("/b").unwrap(), policy())
+        .build()
+        .unwrap()
+        .layer(transport);
+    let get = |p: &str| Request::get(p).body(Full::new(Bytes::new())).unwrap();
+    // /a: fails (3 left, retry), fails (2 left, no more).
+    let res = client.clone().oneshot(get("/a")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sent.swap(0, Ordering::SeqCst), 2);
+    assert_eq!(bucket.tokens(), 2.0);
+    // /b, another route with its own stack: the shared budget is spent, no retry.
+    let res = client.clone().oneshot(get("/b")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
+    assert!(!bucket.withdraw());
+}

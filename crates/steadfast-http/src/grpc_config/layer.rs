@@ -398,11 +398,7 @@ fn hedging_layer(
         .policy(HedgeAny)
         .classifier(classifier.clone())
         .replay(HttpReplay::new())
-        .build()
-        .map_err(|e| match e.path() {
-            "delay" => rename(e, "hedgingDelay"),
-            _ => e,
-        })?;
+        .build()?;
     Ok(HedgingStackLayer {
         replay_body: ReplayBodyLayer::with_limit(DEFAULT_REPLAY_LIMIT)?,
         deadline: DeadlineLayer::builder()
@@ -418,20 +414,16 @@ fn hedging_layer(
     })
 }
 
-/// The same error at `path` (the field's name in the service config, not the builder's).
-fn rename(e: ConfigError, path: &str) -> ConfigError {
+/// The same error under `parent`, the builder's field named as the service config names it.
+fn rename(e: ConfigError, parent: &str) -> ConfigError {
     let field = match e.path() {
         "max_tokens" => "maxTokens",
         "token_ratio" => "tokenRatio",
-        "" => "",
-        _ => "",
+        "delay" => "hedgingDelay",
+        "max_hedges" => "maxAttempts",
+        other => other,
     };
-    let full = if field.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}.{field}")
-    };
-    ConfigError::new(full, e.problem().clone())
+    ConfigError::new(format!("{parent}.{field}"), e.problem().clone())
 }
 
 /// One `methodConfig` entry's layer: the retrying or the hedging stack.
