@@ -838,3 +838,34 @@ async fn retries_wait_within_a6s_backoff_bounds() {
         }
     }
 }
+
+/// A broken connection is what a gRPC client reports as `UNAVAILABLE`: retried only when
+/// `UNAVAILABLE` is a retryable code.
+#[tokio::test(start_paused = true)]
+async fn a_broken_connection_is_retried_only_when_unavailable_is_listed() {
+    for (codes, attempts) in [("\"UNAVAILABLE\"", 3), ("\"ABORTED\"", 1)] {
+        let sent = Arc::new(AtomicU32::new(0));
+        let s = sent.clone();
+        let broken = tower::service_fn(move |_req: http::Request<tonic::body::Body>| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err::<http::Response<tonic::body::Body>, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset",
+                ))
+            }
+        });
+        let layer = config(&format!(
+            r#"{{"methodConfig": [{{"name": [{{"service": "demo.Hop"}}],
+                "retryPolicy": {{"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+                "backoffMultiplier": 2, "retryableStatusCodes": [{codes}]}}}}]}}"#
+        ));
+        let mut grpc = tonic::client::Grpc::new(layer.layer(broken));
+        assert!(call(&mut grpc, PATH).await.is_err());
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            attempts,
+            "retryable codes {codes}"
+        );
+    }
+}

@@ -37,8 +37,9 @@ pub const ZERO_HEDGING_DELAY: Duration = Duration::from_millis(1);
 ///   every `hedgingDelay` (`"0s"` is [`ZERO_HEDGING_DELAY`]), every call eligible (the config
 ///   says the method is safe to send twice). Departures from A6, from steadfast's hedge layer:
 ///   a failed attempt, fatal or not, waits for the attempts still in flight (the first success
-///   wins; when all fail, the call returns the last failure), and the next hedge keeps its
-///   schedule instead of leaving at once after a non-fatal failure.
+///   wins; when all fail, the call returns the last failure), the next hedge keeps its
+///   schedule instead of leaving at once after a non-fatal failure, and server pushback
+///   (`grpc-retry-pushback-ms`) does not move or stop the next hedge.
 /// - **no policy**: the same stack with one attempt: the timeout only.
 /// - **`timeout`**: the call's deadline, retries and hedges included; a method without one
 ///   gets [`default_timeout`](ServiceConfigLayerBuilder::default_timeout) (default
@@ -305,11 +306,15 @@ impl ServiceConfigLayerBuilder<'_> {
 }
 
 /// A6's classifier for a list of codes: exactly these are retryable (non-fatal), every other
-/// non-`OK` code is a fatal failure (no retry, no token taken).
+/// non-`OK` code is a fatal failure (no retry, no token taken). A transport error (the
+/// connection broke) is what a gRPC client reports as `UNAVAILABLE`: retryable only when
+/// `UNAVAILABLE` is listed. (A request that never left is resent once either way: A6's
+/// transparent retry.)
 fn a6_classifier(retryable: &[GrpcCode]) -> Result<GrpcClassifier, ConfigError> {
     let mut b = GrpcClassifier::builder()
         .no_retry_on(GrpcCode::Unavailable)
-        .no_retry_on(GrpcCode::ResourceExhausted);
+        .no_retry_on(GrpcCode::ResourceExhausted)
+        .retry_errors(retryable.contains(&GrpcCode::Unavailable));
     for n in 1..=16 {
         b = b.failure_on(GrpcCode::from_u32(n));
     }

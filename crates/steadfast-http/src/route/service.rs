@@ -44,17 +44,21 @@ use super::{NoRoute, ResponseFuture, RouteMatch};
 /// ```
 #[derive(Debug)]
 pub struct Router<T> {
+    table: Arc<Table<T>>,
+}
+
+#[derive(Debug)]
+struct Table<T> {
     matches: Arc<[RouteMatch]>,
     routes: Vec<T>,
     fallback: Option<T>,
 }
 
-impl<T: Clone> Clone for Router<T> {
+/// Cloning a router clones one `Arc` (no allocation); each call clones its route's stack.
+impl<T> Clone for Router<T> {
     fn clone(&self) -> Self {
         Router {
-            matches: Arc::clone(&self.matches),
-            routes: self.routes.clone(),
-            fallback: self.fallback.clone(),
+            table: Arc::clone(&self.table),
         }
     }
 }
@@ -63,9 +67,11 @@ impl<T> Router<T> {
     pub(super) fn new(matches: Arc<[RouteMatch]>, routes: Vec<T>, fallback: Option<T>) -> Self {
         debug_assert_eq!(matches.len(), routes.len());
         Router {
-            matches,
-            routes,
-            fallback,
+            table: Arc::new(Table {
+                matches,
+                routes,
+                fallback,
+            }),
         }
     }
 
@@ -86,7 +92,10 @@ impl<T> Router<T> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn route_of(&self, method: &http::Method, path: &str) -> Option<usize> {
-        self.matches.iter().position(|m| m.matches(method, path))
+        self.table
+            .matches
+            .iter()
+            .position(|m| m.matches(method, path))
     }
 
     /// The stack of route `index` (in the order the routes were added).
@@ -99,7 +108,7 @@ impl<T> Router<T> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn route(&self, index: usize) -> Option<&T> {
-        self.routes.get(index)
+        self.table.routes.get(index)
     }
 
     /// The fallback stack, if the table has one.
@@ -112,7 +121,7 @@ impl<T> Router<T> {
     /// # Ok::<(), steadfast_http::ConfigError>(())
     /// ```
     pub fn fallback(&self) -> Option<&T> {
-        self.fallback.as_ref()
+        self.table.fallback.as_ref()
     }
 }
 
@@ -134,8 +143,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let path = req.uri().path();
         let chosen = match self.route_of(req.method(), path) {
-            Some(i) => self.routes.get(i),
-            None => self.fallback.as_ref(),
+            Some(i) => self.table.routes.get(i),
+            None => self.table.fallback.as_ref(),
         };
         match chosen {
             Some(svc) => ResponseFuture::new(svc.clone(), req),
