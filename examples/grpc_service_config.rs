@@ -32,6 +32,37 @@ use tonic::transport::{Channel, Server};
 use tonic::Status;
 use tower::Layer;
 
+/// The service config, as a name resolver or a file would carry it (gRFC A6's format).
+const SERVICE_CONFIG: &str = r#"{
+  "methodConfig": [
+    {
+      "name": [{ "service": "demo.Echo", "method": "Find" }],
+      "timeout": "2s",
+      "retryPolicy": {
+        "maxAttempts": 4,
+        "initialBackoff": ".05s",
+        "maxBackoff": "0.5s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"]
+      }
+    },
+    {
+      "name": [{ "service": "demo.Echo", "method": "Quote" }],
+      "timeout": "2s",
+      "hedgingPolicy": {
+        "maxAttempts": 2,
+        "hedgingDelay": "0.1s",
+        "nonFatalStatusCodes": ["UNAVAILABLE"]
+      }
+    },
+    {
+      "name": [{}],
+      "timeout": "1s"
+    }
+  ],
+  "retryThrottling": { "maxTokens": 10, "tokenRatio": 0.1 }
+}"#;
+
 /// Messages are UTF-8 strings.
 #[derive(Clone, Copy, Debug, Default)]
 struct StringCodec;
@@ -141,10 +172,10 @@ impl tower::Service<http::Request<Body>> for Echo {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // The service config: a file given on the command line, or the one beside this example.
+    // The service config: a file given on the command line, or the one above.
     let json = match std::env::args().nth(1) {
         Some(path) => std::fs::read_to_string(path)?,
-        None => include_str!("grpc_service_config.json").to_owned(),
+        None => SERVICE_CONFIG.to_owned(),
     };
     // Validated with A6's rules; a bad field is named: `methodConfig[1].hedgingPolicy.maxAttempts`.
     let config = ServiceConfig::from_json(&json)?;

@@ -26,19 +26,17 @@ use tower::{Layer, Service, ServiceExt};
 type Seen = Arc<Mutex<HashMap<String, u32>>>;
 
 /// `/search/...` answers `503` on the first request for each path and `200` after;
-/// `/payments/...` always `500`; `/slow` waits for `release`; anything else `200`.
-async fn serve(seen: Seen, release: Arc<tokio::sync::Notify>) -> SocketAddr {
+/// `/payments/...` always `500`; anything else `200`.
+async fn serve(seen: Seen) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let seen = seen.clone();
-            let release = release.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let seen = seen.clone();
-                    let release = release.clone();
                     async move {
                         let path = req.uri().path().to_owned();
                         let n = {
@@ -56,9 +54,6 @@ async fn serve(seen: Seen, release: Arc<tokio::sync::Notify>) -> SocketAddr {
                         } else if path.starts_with("/payments/") {
                             StatusCode::INTERNAL_SERVER_ERROR
                         } else {
-                            if path == "/slow" {
-                                release.notified().await;
-                            }
                             StatusCode::OK
                         };
                         let mut res = Response::new(Full::new(Bytes::from(path)));
@@ -107,7 +102,7 @@ fn req(method: Method, addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
 async fn each_route_has_its_own_policy_and_its_own_breaker() {
     bounded(async {
         let log: Seen = Arc::default();
-        let addr = serve(log.clone(), Arc::default()).await;
+        let addr = serve(log.clone()).await;
         // The same shape for every route (the standard preset with a breaker in its slot),
         // different numbers: /search retried 3 times behind a lenient breaker, /payments tried
         // once behind a breaker that opens after 3 failures.
