@@ -17,6 +17,9 @@
 //!   call.
 //! - [`route`]: [`RouteLayer`](route::RouteLayer), one policy stack per route (HTTP method
 //!   and path pattern, or gRPC service and method), each with its own breaker and limits.
+//! - `grpc_config` (feature `tonic`): a gRPC service config (gRFC A6: per-method timeouts,
+//!   retries, hedging, retry throttling) parsed, validated and built into stacks over a tonic
+//!   `Channel`.
 //! - [`idempotency`]: [`IdempotencyKeyLayer`](idempotency::IdempotencyKeyLayer) gives each
 //!   logical `POST` one `Idempotency-Key` for all its attempts;
 //!   [`IdempotencyLayer`](idempotency::IdempotencyLayer) executes each keyed request once and

@@ -9,8 +9,9 @@ use crate::error::ConfigError;
 ///
 /// **HTTP patterns** are matched segment by segment against the request's path (without its
 /// query): a literal segment matches itself, `{name}` matches any one non-empty segment, and a
-/// trailing `*` or `{*name}` matches the rest of the path (zero or more segments). A pattern
-/// starts with `/`; a bad one is a [`ConfigError`] with the path `pattern`, never a panic.
+/// trailing `*` or `{*name}` matches the rest of the path (zero or more segments). Paths are
+/// compared as sent (percent-encoded, case-sensitive; `/a/` is not `/a`). A pattern starts with
+/// `/`; a bad one is a [`ConfigError`] with the path `pattern`, never a panic.
 ///
 /// **gRPC matches** compare the request path `/pkg.Service/Method`: a service alone matches
 /// every method of the service; gRPC requests are all `POST`, so the HTTP method is not checked.
