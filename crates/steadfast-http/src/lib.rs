@@ -15,6 +15,11 @@
 //!   requests with streaming bodies can be retried.
 //! - [`preset`]: [`standard_client`](preset::standard_client), the whole client stack in one
 //!   call.
+//! - [`route`]: [`RouteLayer`](route::RouteLayer), one policy stack per route (HTTP method
+//!   and path pattern, or gRPC service and method), each with its own breaker and limits.
+//! - `grpc_config` (feature `tonic`): a gRPC service config (gRFC A6: per-method timeouts,
+//!   retries, hedging, retry throttling) parsed, validated and built into stacks over a tonic
+//!   `Channel`.
 //! - [`idempotency`]: [`IdempotencyKeyLayer`](idempotency::IdempotencyKeyLayer) gives each
 //!   logical `POST` one `Idempotency-Key` for all its attempts;
 //!   [`IdempotencyLayer`](idempotency::IdempotencyLayer) executes each keyed request once and
@@ -54,9 +59,13 @@ pub mod body;
 pub mod classify;
 pub mod codec;
 mod error;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc_config;
 pub mod idempotency;
 pub mod preset;
 pub mod propagate;
 pub mod respond;
+pub mod route;
 
 pub use error::{ConfigError, Problem};
