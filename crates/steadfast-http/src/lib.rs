@@ -53,6 +53,9 @@
 pub mod body;
 pub mod classify;
 pub mod codec;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 mod error;
 pub mod idempotency;
 pub mod preset;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::BulkheadLayer;
+use super::{BulkheadLayer, BulkheadLayerBuilder};
 use crate::error::ConfigError;
 
 /// A [`BulkheadLayer`]'s settings, from JSON, TOML or YAML. `max_concurrent` is required; the
@@ -52,6 +52,25 @@ impl BulkheadConfig {
         }
     }
 
+    /// Sets what this configuration says, but `max_concurrent`, on `builder`.
+    ///
+    /// ```
+    /// # use steadfast_layers::{bulkhead::{BulkheadConfig, BulkheadLayer}, telemetry::Telemetry};
+    /// let c = BulkheadConfig::new(2);
+    /// let l = c.apply(BulkheadLayer::builder(c.max_concurrent).telemetry(Telemetry::new().name("db"))).build()?;
+    /// # let _ = l;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn apply(&self, mut b: BulkheadLayerBuilder) -> BulkheadLayerBuilder {
+        if let Some(n) = self.max_queue {
+            b = b.max_queue(n);
+        }
+        if let Some(w) = self.max_wait {
+            b = b.max_wait(w);
+        }
+        b
+    }
+
     /// Builds the layer with [`BulkheadLayer::builder`], which validates the settings.
     ///
     /// ```
@@ -59,14 +78,8 @@ impl BulkheadConfig {
     /// assert_eq!(BulkheadConfig::new(0).build().unwrap_err().path(), "max_concurrent");
     /// ```
     pub fn build(&self) -> Result<BulkheadLayer, ConfigError> {
-        let mut b = BulkheadLayer::builder(self.max_concurrent);
-        if let Some(n) = self.max_queue {
-            b = b.max_queue(n);
-        }
-        if let Some(w) = self.max_wait {
-            b = b.max_wait(w);
-        }
-        b.build()
+        self.apply(BulkheadLayer::builder(self.max_concurrent))
+            .build()
     }
 }
 
