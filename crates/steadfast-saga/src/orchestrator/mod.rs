@@ -336,7 +336,11 @@ impl OrchestratorBuilder {
     /// The orchestrator's own settings, each refused with its name as the path.
     fn check_settings(&self) -> Result<(), ConfigError> {
         if self.lease < MIN_LEASE {
-            return Err(ConfigError::out_of_range("lease", self.lease, "[30 ms, ...)"));
+            return Err(ConfigError::out_of_range(
+                "lease",
+                self.lease,
+                "[30 ms, ...)",
+            ));
         }
         if self.poll_interval.is_zero() {
             return Err(ConfigError::zero("poll_interval"));
