@@ -26,6 +26,19 @@ use tower::{service_fn, Layer, ServiceExt};
 /// The policy file, as a deployment would read it from disk.
 const POLICIES: &str = include_str!("policies.toml");
 
+/// The server's `/payments`: busy (503) on its first call, then fine.
+async fn handle(
+    _req: Request<Incoming>,
+    calls: Arc<AtomicU32>,
+) -> Result<Response<Full<Bytes>>, BoxError> {
+    let n = calls.fetch_add(1, Ordering::SeqCst);
+    println!("  server: call {}", n + 1);
+    let status = if n == 0 { 503 } else { 200 };
+    Ok(Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from_static(b"paid")))?)
+}
+
 async fn start_server() -> Result<SocketAddr, BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -36,17 +49,7 @@ async fn start_server() -> Result<SocketAddr, BoxError> {
                 return;
             };
             let calls = calls.clone();
-            let svc = service_fn(move |_req: Request<Incoming>| {
-                let n = calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    println!("  server: call {}", n + 1);
-                    let status = if n == 0 { 503 } else { 200 };
-                    Response::builder()
-                        .status(status)
-                        .body(Full::new(Bytes::from_static(b"paid")))
-                        .map_err(BoxError::from)
-                }
-            });
+            let svc = service_fn(move |req| handle(req, calls.clone()));
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))

@@ -137,7 +137,7 @@ impl PolicySetConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(&self) -> Result<PolicySet, ConfigError> {
-        self.build_inner(|| StandardClientLayer::builder(), HttpClassifier::new)
+        self.build_inner(StandardClientLayer::builder, HttpClassifier::new)
     }
 
     /// Builds every policy for gRPC ([`GrpcClassifier`], the preset's
