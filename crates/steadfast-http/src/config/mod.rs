@@ -137,7 +137,7 @@ impl PolicySetConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(&self) -> Result<PolicySet, ConfigError> {
-        self.build_inner(StandardClientLayer::builder, HttpClassifier::new)
+        self.build_inner(StandardClientLayer::builder, PolicyConfig::http_classifier)
     }
 
     /// Builds every policy for gRPC ([`GrpcClassifier`], the preset's
@@ -154,14 +154,14 @@ impl PolicySetConfig {
     pub fn build_grpc(&self) -> Result<PolicySet<GrpcClassifier>, ConfigError> {
         self.build_inner(
             || StandardClientLayer::builder().grpc(),
-            GrpcClassifier::new,
+            PolicyConfig::grpc_classifier,
         )
     }
 
     fn build_inner<Cl: Clone>(
         &self,
         preset: impl Fn() -> crate::preset::StandardClientBuilder<Cl>,
-        classifier: impl Fn() -> Cl,
+        classifier: impl Fn(&PolicyConfig) -> Result<Cl, ConfigError>,
     ) -> Result<PolicySet<Cl>, ConfigError> {
         let mut budgets = BTreeMap::new();
         for (name, b) in &self.budgets {
@@ -171,9 +171,10 @@ impl PolicySetConfig {
         let find = |name: &str| budgets.get(name).cloned();
         let mut policies = BTreeMap::new();
         for (name, p) in &self.policies {
-            let layer = p
-                .build_with(preset(), classifier(), &Telemetry::new().name(name), &find)
-                .map_err(|e| e.at(&format!("policies.{name}")))?;
+            let at = format!("policies.{name}");
+            let layer = classifier(p)
+                .and_then(|cl| p.build_with(preset(), cl, &Telemetry::new().name(name), &find))
+                .map_err(|e| e.at(&at))?;
             policies.insert(name.clone(), layer);
         }
         let mut routes = Vec::with_capacity(self.routes.len());

@@ -11,7 +11,7 @@ use steadfast_layers::telemetry::Telemetry;
 use tower::util::Either;
 use tower_layer::{Identity, Stack};
 
-use crate::classify::HttpClassifier;
+use crate::classify::{GrpcClassifier, HttpClassifier};
 use crate::error::ConfigError;
 use crate::preset::{StandardClientBuilder, StandardClientLayer};
 
@@ -75,6 +75,18 @@ pub struct PolicyConfig {
     /// Retry only requests that may be sent twice (default true over HTTP, false for gRPC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotent_only: Option<bool>,
+    /// Whether an HTTP `Retry-After` replaces the computed backoff (default true, RFC 9110;
+    /// HTTP only: gRPC's pushback is part of the protocol, gRFC A6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honor_retry_after: Option<bool>,
+    /// The longest server-asked delay (`Retry-After`, `grpc-retry-pushback-ms`) waited; a
+    /// longer one stops the retries as pushback (default 30 s, at most 24 h).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_server_delay: Option<Duration>,
     /// The retry layer (see [`RetryConfig`]; `budget` may name one of the set's `budgets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,
@@ -126,13 +138,40 @@ impl PolicyConfig {
     pub fn build(&self) -> Result<PolicyLayer, ConfigError> {
         self.build_with(
             StandardClientLayer::builder(),
-            HttpClassifier::new(),
+            self.http_classifier()?,
             &Telemetry::default(),
             &|_| None,
         )
     }
 
-    /// Builds the stack on `preset` (HTTP or gRPC, its classifier `classifier`, also the
+    /// The HTTP classifier this policy's pushback settings describe.
+    pub(super) fn http_classifier(&self) -> Result<HttpClassifier, ConfigError> {
+        let mut b = HttpClassifier::builder();
+        if let Some(h) = self.honor_retry_after {
+            b = b.honor_retry_after(h);
+        }
+        if let Some(d) = self.max_server_delay {
+            b = b.max_server_delay(d);
+        }
+        b.build()
+    }
+
+    /// The gRPC classifier this policy's pushback settings describe.
+    pub(super) fn grpc_classifier(&self) -> Result<GrpcClassifier, ConfigError> {
+        if self.honor_retry_after.is_some() {
+            return Err(ConfigError::conflict(
+                "honor_retry_after",
+                "gRPC has no Retry-After; its pushback (gRFC A6) is always honoured",
+            ));
+        }
+        let mut b = GrpcClassifier::builder();
+        if let Some(d) = self.max_server_delay {
+            b = b.max_server_delay(d);
+        }
+        b.build()
+    }
+
+    /// Builds the stack on `preset` (HTTP or gRPC) with `classifier` (the retry's and the
     /// breaker's), finding named budgets with `budgets`; errors are at this policy's fields.
     pub(super) fn build_with<Cl: Clone>(
         &self,
@@ -141,7 +180,9 @@ impl PolicyConfig {
         telemetry: &Telemetry,
         budgets: &dyn Fn(&str) -> Option<Arc<RatioBudget>>,
     ) -> Result<PolicyLayer<Cl>, ConfigError> {
-        let mut preset = preset.telemetry(telemetry.clone());
+        let mut preset = preset
+            .classifier(classifier.clone())
+            .telemetry(telemetry.clone());
         if let Some(t) = self.timeout {
             preset = preset.timeout(t);
         }

@@ -78,6 +78,16 @@ fn reads_toml_json_and_yaml_alike_and_round_trips() {
     );
     let grpc = from_toml.build_grpc().unwrap();
     assert!(!grpc.policy("payments").unwrap().adds_idempotency_keys());
+    // Pushback settings: HTTP's `Retry-After` is an HTTP setting only.
+    let pushback = PolicySetConfig::from_toml_str(
+        "[policies.p]\nhonor_retry_after = false\nmax_server_delay = \"5s\"",
+    )
+    .unwrap();
+    pushback.build().unwrap();
+    assert_eq!(
+        pushback.build_grpc().unwrap_err().path(),
+        "policies.p.honor_retry_after"
+    );
 }
 
 #[test]
@@ -253,6 +263,10 @@ fn an_invalid_value_is_refused_with_its_full_path() {
             "policies.p.rate_limit.requests",
         ),
         ("[budgets.b]\nttl = \"2m\"", "budgets.b.ttl"),
+        (
+            "[policies.p]\nmax_server_delay = \"2d\"",
+            "policies.p.max_server_delay",
+        ),
         (
             "[policies.p]\n[[routes]]\npath = \"/\"\npolicy = \"q\"",
             "routes[0].policy",
