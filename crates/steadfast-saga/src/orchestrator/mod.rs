@@ -371,8 +371,18 @@ impl OrchestratorBuilder {
     /// # use std::{sync::Arc, time::Duration};
     /// # use steadfast_saga::{store::MemoryStore, Error, Orchestrator};
     /// assert!(Orchestrator::builder(Arc::new(MemoryStore::new())).build().is_ok());
-    /// let err = Orchestrator::builder(Arc::new(MemoryStore::new())).lease(Duration::from_millis(10)).build().unwrap_err();
+    /// let store = || Arc::new(MemoryStore::new());
+    /// let err = Orchestrator::builder(store()).lease(Duration::from_millis(10)).build().unwrap_err();
     /// assert!(matches!(&err, Error::Config(e) if e.path() == "lease"));
+    /// assert_eq!(err.to_string(), "invalid configuration: `lease` = 10ms is outside [30 ms, ...)");
+    /// for (builder, path) in [
+    ///     (Orchestrator::builder(store()).poll_interval(Duration::ZERO), "poll_interval"),
+    ///     (Orchestrator::builder(store()).claim_batch(0), "claim_batch"),
+    ///     (Orchestrator::builder(store()).max_recoveries(0), "max_recoveries"),
+    ///     (Orchestrator::builder(store()).owner(""), "owner"),
+    /// ] {
+    ///     assert!(matches!(builder.build(), Err(Error::Config(e)) if e.path() == path));
+    /// }
     /// ```
     pub fn build(self) -> Result<Orchestrator, Error> {
         self.check_settings()?;
