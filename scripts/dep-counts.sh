@@ -14,6 +14,6 @@ count() {
 
 printf '| features | crates |\n|---|---|\n'
 printf '| (none) | %s |\n' "$(count)"
-for f in layers http grpc redis postgres saga saga-postgres full; do
+for f in layers layers,serde http http,serde grpc redis postgres saga saga-postgres full; do
   printf '| `%s` | %s |\n' "$f" "$(count --features "$f")"
 done

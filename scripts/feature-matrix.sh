@@ -29,4 +29,9 @@ check -p steadfast-saga --all-features
 # The facade: `saga` (the SQLite log) and `saga-postgres` (the PostgreSQL log) each on their own.
 check -p steadfast --no-default-features --features saga
 check -p steadfast --no-default-features --features saga-postgres
+# The configuration types (`serde`): on the layers alone, on the HTTP glue, and through the facade
+# without HTTP.
+check -p steadfast-layers --features serde
+check -p steadfast-http --features serde
+check -p steadfast --no-default-features --features layers,serde
 echo "feature-matrix: every combination builds"

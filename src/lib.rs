@@ -22,6 +22,7 @@
 //! | `postgres` | no | | the PostgreSQL idempotency store (implies `http`; sqlx with PostgreSQL only) |
 //! | `saga` | no | `steadfast::saga` ([steadfast-saga](https://docs.rs/steadfast-saga)) | a saga orchestrator with a durable log on SQLite (`saga::store::SqliteStore`), crash recovery, lease fencing and exactly-once step effects |
 //! | `saga-postgres` | no | `steadfast::saga` | the same orchestrator with the PostgreSQL log (`saga::store::PostgresStore`); alone, without the SQLite driver |
+//! | `serde` | no | | configuration types that read from JSON, TOML and YAML (durations as `"250ms"`): one per layer (`layers::retry::RetryConfig`, ...), built through the layer's own builder, and with `http`, named policy files (`net::config::PolicySet`); see `docs/config.md` |
 //! | `full` | no | | all of the above |
 //!
 //! Without `redis` and `postgres`, `http` builds no database client. The README lists how many
@@ -128,7 +129,8 @@ pub use steadfast_saga as saga;
     feature = "http",
     feature = "redis",
     feature = "postgres",
-    feature = "saga"
+    feature = "saga",
+    feature = "serde"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

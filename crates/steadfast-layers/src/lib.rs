@@ -43,6 +43,8 @@ pub mod breaker;
 pub mod bulkhead;
 pub mod chaos;
 pub mod classify;
+#[cfg(feature = "serde")]
+mod config;
 pub mod deadline;
 mod error;
 pub mod fallback;

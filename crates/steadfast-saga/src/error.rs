@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub use steadfast_layers::ConfigError;
+
 use crate::SagaId;
 
 /// A boxed error, as returned by participants.
@@ -328,8 +330,13 @@ pub enum Error {
     UnknownSagaType(String),
     /// No saga with this id.
     NotFound(SagaId),
-    /// A definition or configuration is invalid (reported by `build`).
+    /// A saga definition is invalid (reported by `SagaDefinition`'s `build`, and by the
+    /// orchestrator's for the definitions registered with it).
     InvalidDefinition(String),
+    /// An orchestrator setting is invalid (lease, poll interval, claim batch, recoveries,
+    /// owner id): the one configuration error of every steadfast builder, with the field's
+    /// path.
+    Config(ConfigError),
     /// A value could not be serialized.
     Encode(String),
     /// The operation does not apply to the saga in its current state.
@@ -372,6 +379,7 @@ impl fmt::Display for Error {
             Error::UnknownSagaType(t) => write!(f, "no definition registered for saga type {t:?}"),
             Error::NotFound(id) => write!(f, "saga {id} not found"),
             Error::InvalidDefinition(m) => write!(f, "invalid saga definition: {m}"),
+            Error::Config(e) => e.fmt(f),
             Error::Encode(m) => write!(f, "cannot encode: {m}"),
             Error::InvalidOperation(m) => write!(f, "invalid operation: {m}"),
             Error::Store(e) => write!(f, "saga store error: {e}"),
@@ -388,8 +396,15 @@ impl std::error::Error for Error {
             Error::CancelRefused(e) => Some(e),
             Error::CancelRequested(e) => Some(e),
             Error::Store(e) => Some(&**e),
+            Error::Config(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
     }
 }
 

@@ -73,8 +73,8 @@ pub use definition::{
     SagaDefinition, Step, StepContext, StepKind, StepRef, DEFAULT_ATTEMPT_TIMEOUT,
 };
 pub use error::{
-    BoxError, CancelRefusal, CancelRefused, CancelRequested, Decode, DefinitionChanged, Error,
-    Fenced, StepError, StepErrorKind,
+    BoxError, CancelRefusal, CancelRefused, CancelRequested, ConfigError, Decode,
+    DefinitionChanged, Error, Fenced, StepError, StepErrorKind,
 };
 pub use keys::{Phase, SagaId, StepKey};
 #[cfg(feature = "test-hooks")]

@@ -79,6 +79,8 @@
 
 mod aimd;
 mod algorithm;
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod gradient2;
@@ -88,6 +90,12 @@ mod vegas;
 
 pub use aimd::{Aimd, AimdBuilder};
 pub use algorithm::{Algorithm, Samples};
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::{
+    AdaptiveLimitConfig, AimdConfig, AlgorithmConfig, ConfiguredAlgorithm, Gradient2Config,
+    VegasConfig,
+};
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
 pub use gradient2::{Gradient2, Gradient2Builder};

@@ -65,12 +65,17 @@
 //! # }
 //! ```
 
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod layer;
 mod service;
 mod window;
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::ThrottleConfig;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
 pub use layer::{ThrottleHandle, ThrottleLayer, ThrottleLayerBuilder};

@@ -99,6 +99,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "serde")]
+mod config;
 mod core;
 mod error;
 mod future;
@@ -111,6 +113,9 @@ mod service;
 mod tests;
 mod window;
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::{BreakDurationConfig, CircuitBreakerConfig, TimeWindowConfig};
 pub use error::CircuitOpen;
 pub use future::ResponseFuture;
 pub use handle::{BreakerHandle, BreakerMetrics, BreakerState, Transition, TransitionReason};

@@ -50,6 +50,8 @@
 //! ```
 
 mod carrier;
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod layer;
@@ -57,6 +59,9 @@ mod service;
 mod value;
 
 pub use carrier::{Carrier, HttpExtensions, TaskLocal};
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::DeadlineConfig;
 pub use error::DeadlineExceeded;
 pub use future::ResponseFuture;
 pub use layer::{DeadlineLayer, DeadlineLayerBuilder};

@@ -155,6 +155,10 @@ impl HedgeDelay {
     /// Between recomputations every call reads the cached value with one atomic load. No effect on
     /// a fixed delay.
     ///
+    /// **Implementation knob**: how the layer spends its time, not what it decides; the default
+    /// suits every user, it is not part of a policy (configuration formats leave it out), and it
+    /// may change or go in a minor release.
+    ///
     /// ```
     /// # use std::time::Duration;
     /// # use steadfast_layers::hedge::HedgeDelay;

@@ -86,6 +86,8 @@
 //! ```
 
 mod budget;
+#[cfg(feature = "serde")]
+mod config;
 mod delay;
 mod future;
 mod histogram;
@@ -93,6 +95,9 @@ mod layer;
 mod policy;
 mod service;
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::{HedgeConfig, HedgeDelayConfig, PercentileDelayConfig};
 pub use delay::{HedgeDelay, MAX_HEDGE_DELAY};
 pub use future::ResponseFuture;
 pub use layer::{HedgeLayer, HedgeLayerBuilder, MAX_HEDGES};

@@ -61,11 +61,16 @@
 //! # }
 //! ```
 
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod layer;
 mod service;
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::ConcurrencyLimitConfig;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
 pub use layer::{ConcurrencyLimitLayer, ConcurrencyLimitLayerBuilder};

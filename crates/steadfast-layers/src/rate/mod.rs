@@ -53,6 +53,8 @@
 //! ```
 
 mod clock;
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod layer;
@@ -60,6 +62,9 @@ mod service;
 mod store;
 
 pub use clock::TokioClock;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::RateLimitConfig;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder, DEFAULT_PRECISION};

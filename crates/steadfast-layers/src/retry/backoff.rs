@@ -69,9 +69,14 @@ pub enum Jitter {
     Proportional(f64),
 }
 
+/// The default backoff's base delay (Envoy's): 25 ms.
+pub(crate) const DEFAULT_BASE: Duration = Duration::from_millis(25);
+/// The default backoff's cap (Envoy's: ten times the base): 250 ms.
+pub(crate) const DEFAULT_CAP: Duration = Duration::from_millis(250);
+
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff::exponential(Duration::from_millis(25), Duration::from_millis(250))
+        Backoff::exponential(DEFAULT_BASE, DEFAULT_CAP)
     }
 }
 

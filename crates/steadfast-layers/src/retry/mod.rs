@@ -62,6 +62,8 @@
 
 mod backoff;
 pub mod budget;
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod layer;
@@ -70,6 +72,9 @@ mod service;
 
 pub use backoff::{Backoff, Jitter, MAX_BACKOFF};
 pub use budget::{RatioBudget, RatioBudgetBuilder, RetryBudget, TokenBucket, TokenBucketBuilder};
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::{BackoffConfig, BudgetConfig, JitterConfig, RatioBudgetConfig, RetryConfig};
 pub use error::{GaveUp, GiveUpReason};
 pub use future::ResponseFuture;
 pub use layer::{RetryLayer, RetryLayerBuilder, MAX_ATTEMPTS};

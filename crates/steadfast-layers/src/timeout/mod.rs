@@ -30,11 +30,16 @@
 //! # }
 //! ```
 
+#[cfg(feature = "serde")]
+mod config;
 mod error;
 mod future;
 mod layer;
 mod service;
 
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::AttemptTimeoutConfig;
 pub use error::Elapsed;
 pub use future::ResponseFuture;
 pub use layer::AttemptTimeoutLayer;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use steadfast_layers::rng::{SeededRng, SharedRng};
+use steadfast_layers::ConfigError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -41,6 +42,8 @@ use run::{Run, RunCx};
 /// leaves its sagas to be claimed at most one lease plus one poll interval later (12 s with the
 /// defaults, inside the 15 s target).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The shortest lease an orchestrator accepts: 30 ms (heartbeats renew it every third).
+const MIN_LEASE: Duration = Duration::from_millis(30);
 /// The default interval between two claims of expired leases: 2 s.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// The default number of recoveries after which a saga goes to `NeedsAttention` (DBOS's cap).
@@ -330,34 +333,61 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// Validates and builds.
-    ///
-    /// ```
-    /// # use std::sync::Arc;
-    /// # use steadfast_saga::{store::MemoryStore, Orchestrator};
-    /// assert!(Orchestrator::builder(Arc::new(MemoryStore::new())).build().is_ok());
-    /// ```
-    pub fn build(self) -> Result<Orchestrator, Error> {
-        let mut errors = self.errors;
-        if self.lease < Duration::from_millis(30) {
-            errors.push("the lease must be at least 30 ms".into());
+    /// The orchestrator's own settings, each refused with its name as the path.
+    fn check_settings(&self) -> Result<(), ConfigError> {
+        if self.lease < MIN_LEASE {
+            return Err(ConfigError::out_of_range(
+                "lease",
+                self.lease,
+                "[30 ms, ...)",
+            ));
         }
         if self.poll_interval.is_zero() {
-            errors.push("the poll interval must be positive".into());
+            return Err(ConfigError::zero("poll_interval"));
         }
         if self.claim_batch == 0 {
-            errors.push("the claim batch must be at least 1".into());
+            return Err(ConfigError::zero("claim_batch"));
         }
         if self.max_recoveries == 0 {
-            errors.push("max_recoveries must be at least 1".into());
+            return Err(ConfigError::zero("max_recoveries"));
         }
         if let Some(o) = &self.owner {
             if o.is_empty() || o.len() > 200 {
-                errors.push("the owner id must have 1 to 200 bytes".into());
+                return Err(ConfigError::out_of_range(
+                    "owner",
+                    o.len(),
+                    "[1, 200] bytes",
+                ));
             }
         }
-        if !errors.is_empty() {
-            return Err(Error::InvalidDefinition(errors.join("; ")));
+        Ok(())
+    }
+
+    /// Validates and builds: a setting that cannot work is an [`Error::Config`] naming it
+    /// (`lease`, `poll_interval`, `claim_batch`, `max_recoveries`, `owner`), an invalid
+    /// registered definition an [`Error::InvalidDefinition`].
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use steadfast_saga::{store::MemoryStore, Error, Orchestrator};
+    /// assert!(Orchestrator::builder(Arc::new(MemoryStore::new())).build().is_ok());
+    /// let store = || Arc::new(MemoryStore::new());
+    /// let err = Orchestrator::builder(store()).lease(Duration::from_millis(10)).build().unwrap_err();
+    /// assert!(matches!(&err, Error::Config(e) if e.path() == "lease"));
+    /// assert_eq!(err.to_string(), "invalid configuration: `lease` = 10ms is outside [30 ms, ...)");
+    /// for (builder, path) in [
+    ///     (Orchestrator::builder(store()).poll_interval(Duration::ZERO), "poll_interval"),
+    ///     (Orchestrator::builder(store()).claim_batch(0), "claim_batch"),
+    ///     (Orchestrator::builder(store()).max_recoveries(0), "max_recoveries"),
+    ///     (Orchestrator::builder(store()).owner(""), "owner"),
+    /// ] {
+    ///     assert!(matches!(builder.build(), Err(Error::Config(e)) if e.path() == path));
+    /// }
+    /// ```
+    pub fn build(self) -> Result<Orchestrator, Error> {
+        self.check_settings()?;
+        if !self.errors.is_empty() {
+            return Err(Error::InvalidDefinition(self.errors.join("; ")));
         }
         let rng = self
             .rng
