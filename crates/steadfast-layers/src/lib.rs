@@ -50,6 +50,7 @@ mod gate;
 pub mod hedge;
 pub mod keyed;
 pub mod limit;
+mod live;
 pub mod overload;
 pub mod rate;
 pub mod retry;
