@@ -468,7 +468,7 @@ async fn hedge_percentile_change_is_recomputed_from_the_samples_kept() {
         .unwrap();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|n: u64| async move {
-        tokio::time::sleep(ms(if n % 2 == 0 { 10 } else { 100 })).await;
+        tokio::time::sleep(ms(if n.is_multiple_of(2) { 10 } else { 100 })).await;
         Ok::<_, BoxError>(())
     }));
     for n in 0..20 {
