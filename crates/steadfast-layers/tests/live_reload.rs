@@ -694,3 +694,106 @@ fn bad_values_are_refused_with_the_builders_path_and_change_nothing() {
     assert_eq!(paths, ["requests", "per", "requests", "burst"]);
     assert_eq!((rate.interval(), rate.burst()), (ms(100), 10));
 }
+
+// ---- under load -----------------------------------------------------------------------------
+
+/// Settings move at random while four tasks on two threads make calls through a retry, a
+/// concurrency limit that waits, a breaker and a rate limit: every call ends (with an answer or
+/// a typed refusal), and once all have ended no slot is left taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_calls_run_lose_no_call_and_no_slot() {
+    use steadfast_layers::breaker::CircuitOpen;
+    use steadfast_layers::retry::GaveUp;
+    use steadfast_layers::rng::{RandomSource, SeededRng};
+
+    const TASKS: u64 = 4;
+    const CALLS: u64 = 500;
+    let retry = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .no_budget()
+        .build()
+        .unwrap();
+    let limit = ConcurrencyLimitLayer::builder(4).wait().build().unwrap();
+    let breaker = CircuitBreakerLayer::builder()
+        .count_window(20)
+        .minimum_calls(10)
+        .break_duration(BreakDuration::constant(ms(1)))
+        .build()
+        .unwrap();
+    let rate = RateLimitLayer::builder(1_000_000, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let handles = (
+        retry.handle(),
+        limit.handle(),
+        breaker.handle(),
+        rate.handle(),
+    );
+    let svc = tower::ServiceBuilder::new()
+        .layer(retry)
+        .layer(limit.clone())
+        .layer(breaker)
+        .layer(rate)
+        .service(service_fn(|n: u64| async move {
+            tokio::task::yield_now().await;
+            if n.is_multiple_of(3) {
+                Err(std::io::Error::other("unavailable"))
+            } else {
+                Ok(n)
+            }
+        }));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (svc, ended) = (svc.clone(), ended.clone());
+            tokio::spawn(async move {
+                for i in 0..CALLS {
+                    match svc.clone().oneshot(t * CALLS + i).await {
+                        Ok(_) => {}
+                        Err(e) => assert!(
+                            e.downcast_ref::<GaveUp>().is_some()
+                                || e.downcast_ref::<CircuitOpen>().is_some()
+                                || e.downcast_ref::<Overloaded>().is_some(),
+                            "{e}"
+                        ),
+                    }
+                    ended.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let mover = {
+        let (retry, limit_h, breaker, rate) = handles.clone();
+        let ended = ended.clone();
+        tokio::spawn(async move {
+            let rng = SeededRng::new(0x11fe);
+            while ended.load(Ordering::SeqCst) < (TASKS * CALLS) as usize {
+                let r = rng.next_u64();
+                retry.set_max_attempts(1 + (r % 4) as u32).unwrap();
+                limit_h
+                    .set_max_in_flight(1 + ((r >> 8) % 6) as usize)
+                    .unwrap();
+                breaker
+                    .set_failure_rate(0.2 + ((r >> 16) % 8) as f64 / 10.0)
+                    .unwrap();
+                breaker
+                    .set_half_open_probes(1 + ((r >> 24) % 4) as u32)
+                    .unwrap();
+                rate.set_rate(
+                    500_000 + ((r >> 32) % 1000) as u32,
+                    Duration::from_secs(1),
+                    None,
+                )
+                .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    mover.await.unwrap();
+    assert_eq!(ended.load(Ordering::SeqCst), (TASKS * CALLS) as usize);
+    assert_eq!(limit.in_flight(), 0, "every slot given back");
+}
