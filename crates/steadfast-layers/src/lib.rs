@@ -14,6 +14,13 @@
 //! and circuit breakers can be per key, all entered with `.key_by(f)` and `.max_keys(n)` and
 //! kept in one kind of bounded table ([`keyed`]). Each refuses a call with the same [`overload::Overloaded`] error.
 //!
+//! Settings change at run time through a handle from each layer ([`breaker::BreakerHandle`],
+//! [`retry::RetryHandle`], [`limit::ConcurrencyLimitHandle`], [`bulkhead::BulkheadHandle`],
+//! [`hedge::HedgeHandle`], [`rate::RateLimitHandle`]): each setter checks its value as the builder
+//! does, the change applies to calls that start after it, calls in flight and breaker state are
+//! kept, and the call path stays lock-free and allocation-free (see each module's "Changing
+//! settings at run time").
+//!
 //! The standard order, outermost first: total deadline, then retry (each attempt bounded by its
 //! own timeout and the deadline). A fallback goes outside the deadline (to answer when it fires),
 //! a hedge layer inside the retry (each attempt is hedged), backpressure layers inside the retry
@@ -52,6 +59,7 @@ mod gate;
 pub mod hedge;
 pub mod keyed;
 pub mod limit;
+mod live;
 pub mod overload;
 pub mod rate;
 pub mod retry;

@@ -192,4 +192,54 @@ mod backpressure_alloc {
             count(svc),
         );
     }
+
+    /// Settings changed through the handles between the warm-up and the counted calls (the
+    /// change itself may allocate; the calls that follow it, and see it, may not).
+    #[test]
+    fn calls_after_a_live_change_do_not_allocate() {
+        let retry = RetryLayer::builder()
+            .max_attempts(3)
+            .build()
+            .expect("valid retry");
+        let bulkhead = BulkheadLayer::builder(8).build().expect("valid bulkhead");
+        let rate = rate();
+        let keyed_rate = RateLimitLayer::builder(1_000_000, Duration::from_secs(1))
+            .key_by(|x: &u32| *x % 4)
+            .build()
+            .expect("valid rate");
+        let limit = limit();
+        let handles = (
+            retry.handle(),
+            bulkhead.handle(),
+            rate.handle(),
+            keyed_rate.handle(),
+            limit.handle(),
+        );
+        let mut svc = ServiceBuilder::new()
+            .layer(retry)
+            .layer(bulkhead)
+            .layer(rate)
+            .layer(keyed_rate)
+            .layer(limit)
+            .service(echo());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(drive(&mut svc, 0, WARM_UP));
+        let (retry, bulkhead, rate, keyed_rate, limit) = &handles;
+        retry.set_max_attempts(5).expect("valid");
+        bulkhead.set_max_concurrent(4).expect("valid");
+        rate.set_rate(2_000_000_000, Duration::from_secs(2), None)
+            .expect("valid");
+        keyed_rate
+            .set_rate(2_000_000, Duration::from_secs(1), None)
+            .expect("valid");
+        limit.set_max_in_flight(4).expect("valid");
+        let info = allocation_counter::measure(|| rt.block_on(drive(&mut svc, WARM_UP, CALLS)));
+        assert_no_allocation(
+            "retry + bulkhead + rate + keyed rate + limit, changed",
+            info,
+        );
+    }
 }

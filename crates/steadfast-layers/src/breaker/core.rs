@@ -14,11 +14,12 @@
 //! once clear, refusals read the clock as they do without a timer.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -29,6 +30,7 @@ use super::{
     BreakDuration, BreakTimer, BreakerMetrics, BreakerState, CircuitOpen, Mode, SlidingWindow,
     Transition, TransitionReason,
 };
+use crate::live::{AtomicF64, AtomicOptDuration};
 use crate::rng::SharedRng;
 use crate::telemetry::{Attrs, Telemetry};
 
@@ -141,51 +143,62 @@ pub(super) enum Ticket {
     Probe(u32),
 }
 
-/// The validated configuration shared by every breaker of a layer.
-#[derive(Clone, Debug)]
+/// The validated configuration shared by every breaker of a layer. The thresholds can be
+/// changed at run time through the handle (see `crate::live`): each is one atomic, loaded
+/// relaxed where it is used, and the break duration (read only when a breaker trips) one
+/// `ArcSwap`. The window, the break timer and the mode are fixed.
+#[derive(Debug)]
 pub(super) struct Config {
     pub(super) window: SlidingWindow,
-    pub(super) failure_rate: f64,
-    pub(super) slow_call: Option<Duration>,
-    pub(super) slow_call_rate: f64,
-    pub(super) minimum_calls: u64,
-    pub(super) consecutive_failures: Option<u32>,
-    pub(super) probes: u32,
-    pub(super) progressive: bool,
-    pub(super) break_duration: BreakDuration,
+    pub(super) failure_rate: AtomicF64,
+    pub(super) slow_call: AtomicOptDuration,
+    pub(super) slow_call_rate: AtomicF64,
+    pub(super) minimum_calls: AtomicU64,
+    /// 0: off.
+    pub(super) consecutive_failures: AtomicU32,
+    pub(super) probes: AtomicU32,
+    pub(super) progressive: AtomicBool,
+    pub(super) break_duration: ArcSwap<BreakDuration>,
     pub(super) break_timer: BreakTimer,
     pub(super) mode: Mode,
 }
 
 impl Config {
     /// Whether a finished call needs the time: for its duration or for the time window.
+    #[inline]
     pub(super) fn needs_end_time(&self) -> bool {
         self.slow_call.is_some() || matches!(self.window, SlidingWindow::Time { .. })
     }
 
+    pub(super) fn probes(&self) -> u32 {
+        self.probes.load(Ordering::Relaxed)
+    }
+
     fn closed_verdict(&self, c: &Counts, consecutive: u32) -> Option<TransitionReason> {
-        if c.calls >= self.minimum_calls {
-            if c.failures > 0 && c.failure_rate() >= self.failure_rate {
+        if c.calls >= self.minimum_calls.load(Ordering::Relaxed) {
+            if c.failures > 0 && c.failure_rate() >= self.failure_rate.get() {
                 return Some(TransitionReason::FailureRate);
             }
-            if self.slow_call.is_some() && c.slow > 0 && c.slow_rate() >= self.slow_call_rate {
+            if self.slow_call.is_some() && c.slow > 0 && c.slow_rate() >= self.slow_call_rate.get()
+            {
                 return Some(TransitionReason::SlowCallRate);
             }
         }
-        match self.consecutive_failures {
-            Some(k) if consecutive >= k => Some(TransitionReason::ConsecutiveFailures),
+        match self.consecutive_failures.load(Ordering::Relaxed) {
+            0 => None,
+            k if consecutive >= k => Some(TransitionReason::ConsecutiveFailures),
             _ => None,
         }
     }
 
-    fn probe_verdict(&self, t: &Tally) -> Option<TransitionReason> {
-        let n = u64::from(self.probes);
-        if t.failed > 0 && rate(u64::from(t.failed), n) >= self.failure_rate {
+    fn probe_verdict(&self, t: &Tally, probes: u32) -> Option<TransitionReason> {
+        let n = u64::from(probes);
+        if t.failed > 0 && rate(u64::from(t.failed), n) >= self.failure_rate.get() {
             return Some(TransitionReason::FailureRate);
         }
         if self.slow_call.is_some()
             && t.slow > 0
-            && rate(u64::from(t.slow), n) >= self.slow_call_rate
+            && rate(u64::from(t.slow), n) >= self.slow_call_rate.get()
         {
             return Some(TransitionReason::SlowCallRate);
         }
@@ -514,10 +527,11 @@ impl Core {
                         ..Tally::default()
                     };
                 }
-                let allowed = if cfg.progressive {
-                    cfg.probes.min(t.done.saturating_mul(2).max(1))
+                let probes = cfg.probes();
+                let allowed = if cfg.progressive.load(Ordering::Relaxed) {
+                    probes.min(t.done.saturating_mul(2).max(1))
                 } else {
-                    cfg.probes
+                    probes
                 };
                 if t.issued >= allowed {
                     return None;
@@ -628,11 +642,12 @@ impl Core {
             return;
         }
         let cfg = &self.common.cfg;
-        let n = u64::from(cfg.probes);
+        let probes = cfg.probes();
+        let n = u64::from(probes);
         let (fr, sr) = (rate(u64::from(t.failed), n), rate(u64::from(t.slow), n));
-        match cfg.probe_verdict(&t) {
+        match cfg.probe_verdict(&t, probes) {
             Some(reason) => self.trip(w, BreakerState::HalfOpen, reason, fr, sr),
-            None if t.done >= cfg.probes => {
+            None if t.done >= probes => {
                 let next = Word::new(RESETTING, w.next_epoch(), 0);
                 if self.cas(w, next) {
                     self.clear(next.epoch());
@@ -660,7 +675,11 @@ impl Core {
     ) {
         let common = &self.common;
         let opens = self.opens.load(Ordering::Acquire).saturating_add(1);
-        let d = common.cfg.break_duration.duration(opens, &*common.rng);
+        let d = common
+            .cfg
+            .break_duration
+            .load()
+            .duration(opens, &*common.rng);
         let until_nanos = self
             .elapsed_nanos()
             .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

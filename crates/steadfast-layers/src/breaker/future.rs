@@ -115,7 +115,7 @@ where
             let cfg = &common.cfg;
             let (slow, now) = if cfg.needs_end_time() {
                 let now = Instant::now();
-                let slow = match (cfg.slow_call, track.started) {
+                let slow = match (cfg.slow_call.get(), track.started) {
                     (Some(threshold), Some(t0)) => now.saturating_duration_since(t0) >= threshold,
                     _ => false,
                 };

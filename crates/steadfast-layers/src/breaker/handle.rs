@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use super::core::{control_state, DISABLED, FORCED_OPEN, METRICS_ONLY, NORMAL};
 use super::keyed::{Breakers, Registry};
+use super::layer::{
+    check_consecutive_failures, check_failure_rate, check_half_open_probes, check_minimum_calls,
+    check_slow_call_duration, check_slow_call_rate,
+};
+use super::BreakDuration;
+use crate::ConfigError;
 
 /// The state of a circuit breaker, resilience4j's six.
 ///
@@ -434,4 +440,219 @@ impl BreakerHandle {
             },
         }
     }
+}
+
+/// Changing settings at run time (see the [module docs](super#changing-settings-at-run-time)).
+///
+/// Each setter checks its value by the builder's own rule (the same function, the same
+/// [`ConfigError`] path) and changes nothing when it is refused. A change applies to every
+/// breaker of the layer (every key) from the next decision on: the next call recorded in a
+/// closed window, the next probe admitted or recorded, the next trip. Nothing is reset: the
+/// windows, the open and half-open states and their break ends are kept, and calls in flight
+/// finish as admitted.
+impl BreakerHandle {
+    /// Sets the failure rate that opens a breaker, as
+    /// [`failure_rate`](super::CircuitBreakerLayerBuilder::failure_rate). The next recorded
+    /// failure is judged by it; the window is not re-judged at once.
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_failure_rate(0.25)?;
+    /// assert_eq!(h.set_failure_rate(2.0).unwrap_err().path(), "failure_rate");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_failure_rate(&self, threshold: f64) -> Result<(), ConfigError> {
+        let v = check_failure_rate(threshold)?;
+        self.cfg().failure_rate.set(v);
+        Ok(())
+    }
+
+    /// Turns slow-call detection on with this threshold, or off with `None`, as
+    /// [`slow_call_duration`](super::CircuitBreakerLayerBuilder::slow_call_duration). Calls
+    /// that started before it was turned on are not judged slow.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_slow_call_duration(Some(Duration::from_secs(2)))?;
+    /// h.set_slow_call_duration(None)?;
+    /// assert!(h.set_slow_call_duration(Some(Duration::ZERO)).is_err());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_slow_call_duration(&self, threshold: Option<Duration>) -> Result<(), ConfigError> {
+        let v = check_slow_call_duration(threshold)?;
+        self.cfg().slow_call.set(v);
+        Ok(())
+    }
+
+    /// Sets the slow-call rate that opens a breaker, as
+    /// [`slow_call_rate`](super::CircuitBreakerLayerBuilder::slow_call_rate).
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_slow_call_rate(0.8)?;
+    /// assert_eq!(h.set_slow_call_rate(f64::NAN).unwrap_err().path(), "slow_call_rate");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_slow_call_rate(&self, threshold: f64) -> Result<(), ConfigError> {
+        let v = check_slow_call_rate(threshold)?;
+        self.cfg().slow_call_rate.set(v);
+        Ok(())
+    }
+
+    /// Sets how many calls the window must hold before its rates count, as
+    /// [`minimum_calls`](super::CircuitBreakerLayerBuilder::minimum_calls) (capped at a count
+    /// window's size).
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_minimum_calls(20)?;
+    /// assert_eq!(h.set_minimum_calls(0).unwrap_err().path(), "minimum_calls");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_minimum_calls(&self, n: u32) -> Result<(), ConfigError> {
+        let cfg = self.cfg();
+        let v = check_minimum_calls(n, &cfg.window)?;
+        cfg.minimum_calls.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Opens a breaker after this many consecutive failures too, or not with `None`, as
+    /// [`consecutive_failures`](super::CircuitBreakerLayerBuilder::consecutive_failures).
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_consecutive_failures(Some(5))?;
+    /// assert_eq!(h.set_consecutive_failures(Some(0)).unwrap_err().path(), "consecutive_failures");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_consecutive_failures(&self, n: Option<u32>) -> Result<(), ConfigError> {
+        let v = check_consecutive_failures(n)?;
+        self.cfg().consecutive_failures.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sets how many probes a half-open breaker admits, as
+    /// [`half_open_probes`](super::CircuitBreakerLayerBuilder::half_open_probes). A breaker
+    /// half-open now uses the new number at once: more probes may be admitted, and one that
+    /// has already seen as many healthy probes as the new number closes at its next probe.
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_half_open_probes(3)?;
+    /// assert_eq!(h.set_half_open_probes(1001).unwrap_err().path(), "half_open_probes");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_half_open_probes(&self, n: u32) -> Result<(), ConfigError> {
+        let v = check_half_open_probes(n)?;
+        self.cfg().probes.store(v, Ordering::Relaxed);
+        // Callers waiting for a probe (readiness mode) look again.
+        self.registry.common.wake_all();
+        Ok(())
+    }
+
+    /// Ramps half-open probes up (or not), as
+    /// [`progressive_half_open`](super::CircuitBreakerLayerBuilder::progressive_half_open).
+    /// Never refused.
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_progressive_half_open(true)?;
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_progressive_half_open(&self, yes: bool) -> Result<(), ConfigError> {
+        self.cfg().progressive.store(yes, Ordering::Relaxed);
+        self.registry.common.wake_all();
+        Ok(())
+    }
+
+    /// Sets how long a breaker stays open, as
+    /// [`break_duration`](super::CircuitBreakerLayerBuilder::break_duration), from the next
+    /// opening on: a breaker open now keeps the break it was given. The count of consecutive
+    /// openings (which an exponential break grows with) is kept.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
+    /// let h = CircuitBreakerLayer::builder().build()?.handle();
+    /// h.set_break_duration(BreakDuration::constant(Duration::from_secs(5)))?;
+    /// let bad = BreakDuration::exponential(Duration::from_secs(5), Duration::from_secs(1));
+    /// assert_eq!(h.set_break_duration(bad).unwrap_err().path(), "break_duration.cap");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_break_duration(&self, d: BreakDuration) -> Result<(), ConfigError> {
+        d.validate()?;
+        self.cfg().break_duration.store(Arc::new(d));
+        Ok(())
+    }
+
+    /// The settings in force now, as a snapshot.
+    ///
+    /// ```
+    /// # use steadfast_layers::breaker::CircuitBreakerLayer;
+    /// let h = CircuitBreakerLayer::builder().failure_rate(0.3).build()?.handle();
+    /// assert_eq!(h.settings().failure_rate, 0.3);
+    /// h.set_failure_rate(0.6)?;
+    /// assert_eq!(h.settings().failure_rate, 0.6);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn settings(&self) -> BreakerSettings {
+        let cfg = self.cfg();
+        BreakerSettings {
+            failure_rate: cfg.failure_rate.get(),
+            slow_call_duration: cfg.slow_call.get(),
+            slow_call_rate: cfg.slow_call_rate.get(),
+            minimum_calls: u32::try_from(cfg.minimum_calls.load(Ordering::Relaxed))
+                .unwrap_or(u32::MAX),
+            consecutive_failures: match cfg.consecutive_failures.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(n),
+            },
+            half_open_probes: cfg.probes(),
+            progressive_half_open: cfg.progressive.load(Ordering::Relaxed),
+            break_duration: **cfg.break_duration.load(),
+        }
+    }
+
+    fn cfg(&self) -> &super::core::Config {
+        &self.registry.common.cfg
+    }
+}
+
+/// The settings of a breaker layer that can change at run time, as in force now: read from
+/// [`BreakerHandle::settings`], changed by its setters.
+///
+/// ```
+/// use steadfast_layers::breaker::CircuitBreakerLayer;
+/// let s = CircuitBreakerLayer::builder().minimum_calls(10).build()?.handle().settings();
+/// assert_eq!(s.minimum_calls, 10);
+/// assert_eq!(s.consecutive_failures, None);
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct BreakerSettings {
+    /// The failure rate that opens a breaker.
+    pub failure_rate: f64,
+    /// The slow-call threshold, if slow calls are detected.
+    pub slow_call_duration: Option<Duration>,
+    /// The slow-call rate that opens a breaker.
+    pub slow_call_rate: f64,
+    /// The calls a window must hold before its rates count (capped at a count window's size).
+    pub minimum_calls: u32,
+    /// The consecutive failures that open a breaker, if set.
+    pub consecutive_failures: Option<u32>,
+    /// The probes a half-open breaker admits.
+    pub half_open_probes: u32,
+    /// Whether half-open probes ramp up.
+    pub progressive_half_open: bool,
+    /// How long a breaker stays open.
+    pub break_duration: BreakDuration,
 }

@@ -1,8 +1,9 @@
 use std::fmt;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use opentelemetry::metrics::AsyncInstrument;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -17,6 +18,7 @@ use super::{
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
 use crate::keyed::{validate_max_keys, Global, DEFAULT_MAX_KEYS};
+use crate::live::{AtomicF64, AtomicOptDuration};
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::Telemetry;
 
@@ -531,36 +533,13 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
     }
 
     fn config(&self) -> Result<Config, ConfigError> {
-        let failure_rate = check_f64("failure_rate", self.failure_rate, 0.0, 1.0, "[0, 1]")?;
-        let slow_call_rate = check_f64("slow_call_rate", self.slow_call_rate, 0.0, 1.0, "[0, 1]")?;
-        match self.slow_call {
-            Some(d) if d.is_zero() => return Err(ConfigError::zero("slow_call_duration")),
-            Some(d) if d > MAX_BREAK => {
-                return Err(ConfigError::out_of_range(
-                    "slow_call_duration",
-                    d,
-                    "(0, 24 h]",
-                ))
-            }
-            _ => {}
-        }
-        if self.minimum_calls == 0 {
-            return Err(ConfigError::zero("minimum_calls"));
-        }
+        let failure_rate = check_failure_rate(self.failure_rate)?;
+        let slow_call_rate = check_slow_call_rate(self.slow_call_rate)?;
+        let slow_call = check_slow_call_duration(self.slow_call)?;
+        let minimum_calls = check_minimum_calls(self.minimum_calls, &self.window)?;
         self.window.validate()?;
-        if self.consecutive_failures == Some(0) {
-            return Err(ConfigError::zero("consecutive_failures"));
-        }
-        if self.probes == 0 {
-            return Err(ConfigError::zero("half_open_probes"));
-        }
-        if self.probes > MAX_PROBES {
-            return Err(ConfigError::out_of_range(
-                "half_open_probes",
-                self.probes,
-                "[1, 1000]",
-            ));
-        }
+        let consecutive_failures = check_consecutive_failures(self.consecutive_failures)?;
+        let probes = check_half_open_probes(self.probes)?;
         self.break_duration.validate()?;
         validate_max_keys(self.max_keys)?;
         if self.keyed && self.mode == Mode::Readiness {
@@ -569,20 +548,16 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
                 "readiness mode needs a single breaker (poll_ready cannot know the next request's key)",
             ));
         }
-        let minimum_calls = match self.window {
-            SlidingWindow::Count(n) => self.minimum_calls.min(n),
-            _ => self.minimum_calls,
-        };
         Ok(Config {
             window: self.window,
-            failure_rate,
-            slow_call: self.slow_call,
-            slow_call_rate,
-            minimum_calls: u64::from(minimum_calls),
-            consecutive_failures: self.consecutive_failures,
-            probes: self.probes,
-            progressive: self.progressive,
-            break_duration: self.break_duration,
+            failure_rate: AtomicF64::new(failure_rate),
+            slow_call: AtomicOptDuration::new(slow_call),
+            slow_call_rate: AtomicF64::new(slow_call_rate),
+            minimum_calls: AtomicU64::new(minimum_calls),
+            consecutive_failures: AtomicU32::new(consecutive_failures),
+            probes: AtomicU32::new(probes),
+            progressive: AtomicBool::new(self.progressive),
+            break_duration: ArcSwap::from_pointee(self.break_duration),
             break_timer: self.break_timer,
             mode: self.mode,
         })
@@ -673,4 +648,67 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
             registry,
         })
     }
+}
+
+// The checks of each setting, shared by the builder and the handle (one place for each rule).
+
+/// `failure_rate`: finite, in `[0, 1]`.
+pub(super) fn check_failure_rate(v: f64) -> Result<f64, ConfigError> {
+    check_f64("failure_rate", v, 0.0, 1.0, "[0, 1]")
+}
+
+/// `slow_call_rate`: finite, in `[0, 1]`.
+pub(super) fn check_slow_call_rate(v: f64) -> Result<f64, ConfigError> {
+    check_f64("slow_call_rate", v, 0.0, 1.0, "[0, 1]")
+}
+
+/// `slow_call_duration`: off, or in `(0, 24 h]`.
+pub(super) fn check_slow_call_duration(
+    d: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    match d {
+        Some(d) if d.is_zero() => Err(ConfigError::zero("slow_call_duration")),
+        Some(d) if d > MAX_BREAK => Err(ConfigError::out_of_range(
+            "slow_call_duration",
+            d,
+            "(0, 24 h]",
+        )),
+        _ => Ok(d),
+    }
+}
+
+/// `minimum_calls`: at least 1; capped at a count window's size, as in resilience4j.
+pub(super) fn check_minimum_calls(n: u32, window: &SlidingWindow) -> Result<u64, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::zero("minimum_calls"));
+    }
+    let n = match *window {
+        SlidingWindow::Count(size) => n.min(size),
+        SlidingWindow::Time { .. } => n,
+    };
+    Ok(u64::from(n))
+}
+
+/// `consecutive_failures`: off, or at least 1. Off is kept as 0.
+pub(super) fn check_consecutive_failures(n: Option<u32>) -> Result<u32, ConfigError> {
+    match n {
+        Some(0) => Err(ConfigError::zero("consecutive_failures")),
+        Some(n) => Ok(n),
+        None => Ok(0),
+    }
+}
+
+/// `half_open_probes`: in `[1, 1000]`.
+pub(super) fn check_half_open_probes(n: u32) -> Result<u32, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::zero("half_open_probes"));
+    }
+    if n > MAX_PROBES {
+        return Err(ConfigError::out_of_range(
+            "half_open_probes",
+            n,
+            "[1, 1000]",
+        ));
+    }
+    Ok(n)
 }

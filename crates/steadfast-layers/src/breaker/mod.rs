@@ -59,6 +59,32 @@
 //! per call (a write lock and an allocation only for a new key); readiness mode allocates its
 //! timer once per service.
 //!
+//! # Changing settings at run time
+//!
+//! The thresholds (failure rate, slow-call rate and threshold, minimum calls, consecutive
+//! failures), the half-open probes and the break duration can be changed while the layer
+//! serves, through its [`BreakerHandle`]: each setter checks the value by the builder's rule and
+//! returns the same [`ConfigError`](crate::ConfigError), and the change reaches every breaker of
+//! the layer (every key) from its next decision. Nothing is reset: windows, open and half-open
+//! states and their break ends are kept; calls in flight finish as admitted. Each setting is
+//! one atomic read without a lock (the break duration, read only when a breaker trips, one
+//! `ArcSwap` load). The window's kind and size, the mode and the key table are fixed when the
+//! layer is built.
+//!
+//! ```
+//! use std::time::Duration;
+//! use steadfast_layers::breaker::{BreakDuration, CircuitBreakerLayer};
+//!
+//! let layer = CircuitBreakerLayer::builder().failure_rate(0.5).build()?;
+//! let handle = layer.handle();
+//! // Later, from a configuration reload:
+//! handle.set_failure_rate(0.25)?;
+//! handle.set_break_duration(BreakDuration::constant(Duration::from_secs(10)))?;
+//! assert_eq!(handle.set_minimum_calls(0).unwrap_err().path(), "minimum_calls");
+//! assert_eq!(handle.settings().failure_rate, 0.25);
+//! # Ok::<(), steadfast_layers::ConfigError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -118,7 +144,9 @@ mod window;
 pub use config::{BreakDurationConfig, CircuitBreakerConfig, TimeWindowConfig};
 pub use error::CircuitOpen;
 pub use future::ResponseFuture;
-pub use handle::{BreakerHandle, BreakerMetrics, BreakerState, Transition, TransitionReason};
+pub use handle::{
+    BreakerHandle, BreakerMetrics, BreakerSettings, BreakerState, Transition, TransitionReason,
+};
 pub use layer::{CircuitBreakerLayer, CircuitBreakerLayerBuilder};
 pub use policy::{
     BreakDuration, BreakTimer, Mode, SlidingWindow, MAX_BREAK, MAX_BUCKETS, MAX_COUNT_WINDOW,

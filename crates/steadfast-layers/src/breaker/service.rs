@@ -238,7 +238,7 @@ where
         };
         match ready {
             Some(pass) if pass.is_current() => {
-                let started = common.cfg.slow_call.map(|_| Instant::now());
+                let started = common.cfg.slow_call.is_some().then(Instant::now);
                 let fut = self.inner.call(req);
                 ResponseFuture::tracked(fut, self.classifier.clone(), pass, started)
             }
@@ -260,7 +260,7 @@ impl<S, C: Clone, X> CircuitBreaker<S, C, X> {
     {
         match admission(&core, control) {
             Ok(ticket) => {
-                let started = core.common.cfg.slow_call.map(|_| Instant::now());
+                let started = core.common.cfg.slow_call.is_some().then(Instant::now);
                 let fut = self.inner.call(req);
                 ResponseFuture::tracked(
                     fut,
@@ -287,7 +287,7 @@ where
 {
     match admission(core, control) {
         Ok(ticket) => {
-            let started = core.common.cfg.slow_call.map(|_| Instant::now());
+            let started = core.common.cfg.slow_call.is_some().then(Instant::now);
             let fut = inner.call(req);
             ResponseFuture::tracked(
                 fut,

@@ -37,8 +37,8 @@ pub struct BulkheadLayer {
 /// What every clone of one layer shares.
 #[derive(Debug)]
 pub(super) struct Shared {
+    /// Its maximum is the bulkhead's `max_concurrent`, changed through [`BulkheadHandle`].
     pub(super) gate: Arc<Gate>,
-    pub(super) max_concurrent: usize,
     pub(super) max_queue: usize,
     pub(super) max_wait: Duration,
     pub(super) telemetry: Telemetry,
@@ -80,7 +80,23 @@ impl BulkheadLayer {
 
     /// The most calls in flight.
     pub fn max_concurrent(&self) -> usize {
-        self.shared.max_concurrent
+        self.shared.gate.max()
+    }
+
+    /// A handle that changes the most calls in flight at run time, for every clone of the layer
+    /// and every service it made (see the [module docs](super#changing-settings-at-run-time)).
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// let layer = BulkheadLayer::builder(8).build()?;
+    /// layer.handle().set_max_concurrent(2)?;
+    /// assert_eq!(layer.max_concurrent(), 2);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> BulkheadHandle {
+        BulkheadHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// The most calls waiting.
@@ -193,16 +209,7 @@ impl BulkheadLayerBuilder {
     /// assert_eq!(BulkheadLayer::builder(2).max_queue(usize::MAX).build().unwrap_err().path(), "max_queue");
     /// ```
     pub fn build(self) -> Result<BulkheadLayer, ConfigError> {
-        if self.max_concurrent == 0 {
-            return Err(ConfigError::zero("max_concurrent"));
-        }
-        if self.max_concurrent > Semaphore::MAX_PERMITS {
-            return Err(ConfigError::out_of_range(
-                "max_concurrent",
-                self.max_concurrent,
-                "[1, usize::MAX >> 3]",
-            ));
-        }
+        check_max_concurrent(self.max_concurrent)?;
         if self.max_queue > MAX_QUEUE {
             return Err(ConfigError::out_of_range(
                 "max_queue",
@@ -217,7 +224,6 @@ impl BulkheadLayerBuilder {
         let shared = Arc::new(Shared {
             // The concurrency limit's gate, with a bounded queue.
             gate: Arc::new(Gate::with_queue(self.max_concurrent, self.max_queue)),
-            max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
             max_wait: self.max_wait,
             attrs: self.telemetry.base_attributes(),
@@ -268,5 +274,70 @@ impl BulkheadLayerBuilder {
                 .build();
         }
         Ok(BulkheadLayer { shared })
+    }
+}
+
+/// `max_concurrent`: in `[1, Semaphore::MAX_PERMITS]`. The one check, for the builder and the
+/// handle.
+fn check_max_concurrent(n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::zero("max_concurrent"));
+    }
+    if n > Semaphore::MAX_PERMITS {
+        return Err(ConfigError::out_of_range(
+            "max_concurrent",
+            n,
+            "[1, usize::MAX >> 3]",
+        ));
+    }
+    Ok(n)
+}
+
+/// Changes a [`BulkheadLayer`]'s most calls in flight at run time; cheap to clone. From
+/// [`BulkheadLayer::handle`].
+///
+/// Raising it serves queued calls at once; lowering it below the calls in flight drops none of
+/// them: they finish, and new calls queue (within `max_queue` and `max_wait`) until fewer than
+/// the new maximum are in flight. The queue bound and wait are fixed when the layer is built.
+///
+/// ```
+/// use steadfast_layers::bulkhead::BulkheadLayer;
+/// let layer = BulkheadLayer::builder(10).build()?;
+/// let handle = layer.handle();
+/// handle.set_max_concurrent(4)?;
+/// assert_eq!(handle.max_concurrent(), 4);
+/// assert_eq!(handle.set_max_concurrent(0).unwrap_err().path(), "max_concurrent");
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BulkheadHandle {
+    shared: Arc<Shared>,
+}
+
+impl BulkheadHandle {
+    /// Sets the most calls in flight at once, as [`BulkheadLayer::builder`]'s `max_concurrent`.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// let h = BulkheadLayer::builder(2).build()?.handle();
+    /// h.set_max_concurrent(5)?;
+    /// assert!(h.set_max_concurrent(usize::MAX).is_err());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_max_concurrent(&self, n: usize) -> Result<(), ConfigError> {
+        let n = check_max_concurrent(n)?;
+        self.shared.gate.set_max(n);
+        Ok(())
+    }
+
+    /// The most calls in flight at once, in force now.
+    ///
+    /// ```
+    /// # use steadfast_layers::bulkhead::BulkheadLayer;
+    /// assert_eq!(BulkheadLayer::builder(3).build()?.handle().max_concurrent(), 3);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.gate.max()
     }
 }

@@ -21,6 +21,21 @@
 //! `tokio::sync::Semaphore`, which takes tokio's internal lock). A queued call allocates once (its wait for the handoff)
 //! and reads the clock once.
 //!
+//! # Changing settings at run time
+//!
+//! [`BulkheadLayer::handle`] gives a [`BulkheadHandle`] that sets `max_concurrent` while the
+//! layer serves, checked by the builder's rule. It is the maximum of the concurrency limit's
+//! gate: raised, it serves queued calls at once; lowered below the calls in flight, it drops
+//! none and admits nothing new until they drain below it (new calls queue meanwhile).
+//!
+//! ```
+//! use steadfast_layers::bulkhead::BulkheadLayer;
+//! let layer = BulkheadLayer::builder(10).max_queue(20).build()?;
+//! layer.handle().set_max_concurrent(5)?;
+//! assert_eq!(layer.max_concurrent(), 5);
+//! # Ok::<(), steadfast_layers::ConfigError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -62,5 +77,5 @@ mod service;
 pub use config::BulkheadConfig;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
-pub use layer::{BulkheadLayer, BulkheadLayerBuilder, MAX_QUEUE};
+pub use layer::{BulkheadHandle, BulkheadLayer, BulkheadLayerBuilder, MAX_QUEUE};
 pub use service::Bulkhead;

@@ -112,7 +112,7 @@ where
             target: "steadfast::bulkhead",
             "steadfast.bulkhead",
             instance = shared.telemetry.span_name(),
-            max_concurrent = shared.max_concurrent,
+            max_concurrent = shared.gate.max(),
         );
         span.in_scope(|| {
             tracing::debug!(

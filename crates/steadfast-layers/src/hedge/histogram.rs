@@ -40,6 +40,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::ConfigError;
+use crate::live::{AtomicF64, AtomicOptDuration};
+
 /// Bits of sub-bucket precision: 256 buckets per power of two.
 const PRECISION_BITS: u32 = 8;
 const SUB: u64 = 1 << PRECISION_BITS;
@@ -128,12 +131,14 @@ pub(super) struct TrackerConfig {
 
 /// Records attempt latencies and learns the hedge delay: a percentile of the rolling window.
 pub(crate) struct LatencyTracker {
-    quantile: f64,
-    min_samples: u64,
-    warmup_delay: Option<Duration>,
+    // The settings a handle may change (see `reconfigure`); the window's slots are fixed.
+    quantile: AtomicF64,
+    min_samples: AtomicU64,
+    warmup_delay: AtomicOptDuration,
     slot_micros: u64,
-    recompute_micros: u64,
-    recompute_samples: u64,
+    window: Duration,
+    recompute_micros: AtomicU64,
+    recompute_samples: AtomicU64,
     start: Instant,
     slots: [Slot; SLOTS],
     /// Group `g`'s counters, once a sample has landed in it.
@@ -151,8 +156,8 @@ pub(crate) struct LatencyTracker {
 impl fmt::Debug for LatencyTracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LatencyTracker")
-            .field("percentile", &(self.quantile * 100.0))
-            .field("min_samples", &self.min_samples)
+            .field("percentile", &(self.quantile.get() * 100.0))
+            .field("min_samples", &self.min_samples.load(Ordering::Relaxed))
             .field("learned", &self.learned())
             .finish_non_exhaustive()
     }
@@ -162,12 +167,13 @@ impl LatencyTracker {
     pub(super) fn new(config: TrackerConfig) -> Self {
         let recompute_micros = micros(config.recompute_interval).max(1);
         LatencyTracker {
-            quantile: config.percentile / 100.0,
-            min_samples: config.min_samples,
-            warmup_delay: config.warmup_delay,
+            quantile: AtomicF64::new(config.percentile / 100.0),
+            min_samples: AtomicU64::new(config.min_samples),
+            warmup_delay: AtomicOptDuration::new(config.warmup_delay),
             slot_micros: (micros(config.window) / SLOTS as u64).max(1),
-            recompute_micros,
-            recompute_samples: config.recompute_samples.max(1),
+            window: config.window,
+            recompute_micros: AtomicU64::new(recompute_micros),
+            recompute_samples: AtomicU64::new(config.recompute_samples.max(1)),
             start: Instant::now(),
             slots: std::array::from_fn(|_| Slot {
                 tag: AtomicU64::new(0),
@@ -201,7 +207,7 @@ impl LatencyTracker {
     #[inline]
     pub(crate) fn delay(&self) -> Option<Duration> {
         match self.cached.load(Ordering::Acquire) {
-            WARMING => self.warmup_delay,
+            WARMING => self.warmup_delay.get(),
             us => Some(Duration::from_micros(us)),
         }
     }
@@ -212,6 +218,33 @@ impl LatencyTracker {
             WARMING => None,
             us => Some(Duration::from_micros(us)),
         }
+    }
+
+    /// Takes a new validated configuration (a handle's change): the percentile, minimum samples,
+    /// warm-up delay and recomputation cadence change; the samples are kept and the delay is
+    /// recomputed from them at once. The window cannot change (its slots are sized for it).
+    pub(super) fn reconfigure(&self, config: TrackerConfig) -> Result<(), ConfigError> {
+        if config.window != self.window {
+            return Err(ConfigError::conflict(
+                "delay.window",
+                "the window of a learned delay is fixed when the layer is built",
+            ));
+        }
+        self.quantile.set(config.percentile / 100.0);
+        self.min_samples
+            .store(config.min_samples, Ordering::Relaxed);
+        self.warmup_delay.set(config.warmup_delay);
+        self.recompute_micros
+            .store(micros(config.recompute_interval).max(1), Ordering::Relaxed);
+        self.recompute_samples
+            .store(config.recompute_samples.max(1), Ordering::Relaxed);
+        // Recomputed now from the samples held (unless a recorder is at it: then at its next
+        // sample, as `next_samples` is due).
+        self.next_samples.store(0, Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let n = self.recorded.load(Ordering::Relaxed);
+        self.recompute(epoch, n, None);
+        Ok(())
     }
 
     /// Records one attempt's latency. `now`, when the caller has read the clock, rotates the
@@ -302,24 +335,27 @@ impl LatencyTracker {
             }
         }
         let total: u64 = per_group.iter().sum();
-        let (value, next) = if total >= self.min_samples && total > 0 {
-            let rank = ((self.quantile * total as f64).ceil() as u64).clamp(1, total);
+        let min_samples = self.min_samples.load(Ordering::Relaxed);
+        let (value, next) = if total >= min_samples && total > 0 {
+            let rank = ((self.quantile.get() * total as f64).ceil() as u64).clamp(1, total);
             (
                 bucket_high(self.rank_index(&per_group, rank, live().map(|(s, _)| s))),
-                n.saturating_add(self.recompute_samples),
+                n.saturating_add(self.recompute_samples.load(Ordering::Relaxed)),
             )
         } else {
             // Recompute as soon as enough samples could be in the window.
             (
                 WARMING,
-                n.saturating_add(self.min_samples.saturating_sub(total).max(1)),
+                n.saturating_add(min_samples.saturating_sub(total).max(1)),
             )
         };
         let previous = self.cached.swap(value, Ordering::AcqRel);
         self.next_samples.store(next, Ordering::Relaxed);
         if let Some(t) = now_micros {
-            self.next_micros
-                .store(t.saturating_add(self.recompute_micros), Ordering::Relaxed);
+            self.next_micros.store(
+                t.saturating_add(self.recompute_micros.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
         }
         self.computing.store(false, Ordering::Release);
         if previous != value {

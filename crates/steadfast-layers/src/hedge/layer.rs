@@ -10,6 +10,7 @@ use super::histogram::LatencyTracker;
 use super::{Hedge, HedgeDelay, IdempotentOnly};
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
+use crate::live::AtomicOptDuration;
 use crate::retry::{CloneReplay, RetryBudget};
 use crate::telemetry::{Attrs, Telemetry, REASON_KEY};
 
@@ -56,7 +57,8 @@ impl<P: Clone, C: Clone, R: Clone> Clone for HedgeLayer<P, C, R> {
 /// Where the hedge delay comes from.
 #[derive(Debug)]
 pub(super) enum DelaySource {
-    Fixed(Duration),
+    /// Changed through [`HedgeHandle`](super::HedgeHandle): one relaxed load per call.
+    Fixed(Arc<AtomicOptDuration>),
     Learned(Arc<LatencyTracker>),
 }
 
@@ -85,7 +87,7 @@ impl Shared {
     #[inline]
     pub(super) fn current_delay(&self) -> Option<Duration> {
         match &self.delay {
-            DelaySource::Fixed(d) => Some(*d),
+            DelaySource::Fixed(d) => d.get(),
             DelaySource::Learned(t) => t.delay(),
         }
     }
@@ -161,6 +163,94 @@ impl<P, C, R> HedgeLayer<P, C, R> {
     /// # use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
     /// let l = HedgeLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(20))).build()?;
     /// assert_eq!(l.current_delay(), Some(Duration::from_millis(20)));
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn current_delay(&self) -> Option<Duration> {
+        self.shared.current_delay()
+    }
+
+    /// A handle that changes the hedge delay at run time, for every clone of the layer and
+    /// every service it made (see the [module docs](super#changing-settings-at-run-time)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
+    /// let l = HedgeLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(20))).build()?;
+    /// l.handle().set_delay(HedgeDelay::fixed(Duration::from_millis(40)))?;
+    /// assert_eq!(l.current_delay(), Some(Duration::from_millis(40)));
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> HedgeHandle {
+        HedgeHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Changes a [`HedgeLayer`]'s delay at run time; cheap to clone. From [`HedgeLayer::handle`].
+///
+/// The new delay is checked by [`HedgeDelay::validate`], the builder's own check (the same
+/// [`ConfigError`] path), and applies to calls that start after the change; a call in flight
+/// keeps the delay it started with. A fixed delay stays fixed and a learned one learned: a
+/// layer built with a fixed delay takes a new fixed delay; one built with a percentile takes a
+/// new percentile, minimum samples, warm-up delay and recomputation cadence (its samples are
+/// kept and the delay is recomputed from them at once), but not a new window.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
+///
+/// let layer = HedgeLayer::builder().delay(HedgeDelay::percentile(95.0)).build()?;
+/// let handle = layer.handle();
+/// handle.set_delay(HedgeDelay::percentile(99.0).warmup_delay(Duration::from_millis(50)))?;
+/// assert_eq!(layer.current_delay(), Some(Duration::from_millis(50)));
+/// let err = handle.set_delay(HedgeDelay::fixed(Duration::from_millis(10))).unwrap_err();
+/// assert_eq!(err.path(), "delay");
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct HedgeHandle {
+    shared: Arc<Shared>,
+}
+
+impl HedgeHandle {
+    /// Sets the hedge delay (see [`HedgeHandle`] for what may change).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
+    /// let h = HedgeLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(5))).build()?.handle();
+    /// h.set_delay(HedgeDelay::fixed(Duration::from_millis(8)))?;
+    /// assert_eq!(h.set_delay(HedgeDelay::fixed(Duration::ZERO)).unwrap_err().path(), "delay");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_delay(&self, delay: HedgeDelay) -> Result<(), ConfigError> {
+        delay.validate()?;
+        match (&self.shared.delay, delay.plan()) {
+            (DelaySource::Fixed(d), Plan::Fixed(new)) => {
+                d.set(Some(new));
+                Ok(())
+            }
+            (DelaySource::Learned(t), Plan::Learned(config)) => t.reconfigure(config),
+            (DelaySource::Fixed(_), Plan::Learned(_)) => Err(ConfigError::conflict(
+                "delay",
+                "the layer was built with a fixed delay: it takes a fixed delay",
+            )),
+            (DelaySource::Learned(_), Plan::Fixed(_)) => Err(ConfigError::conflict(
+                "delay",
+                "the layer was built with a learned (percentile) delay: it takes a percentile",
+            )),
+        }
+    }
+
+    /// The delay a call starting now would hedge after, as
+    /// [`HedgeLayer::current_delay`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
+    /// let h = HedgeLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(5))).build()?.handle();
+    /// assert_eq!(h.current_delay(), Some(Duration::from_millis(5)));
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn current_delay(&self) -> Option<Duration> {
@@ -456,14 +546,14 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
             ));
         }
         let delay = match self.delay.plan() {
-            Plan::Fixed(d) => DelaySource::Fixed(d),
+            Plan::Fixed(d) => DelaySource::Fixed(Arc::new(AtomicOptDuration::new(Some(d)))),
             Plan::Learned(config) => DelaySource::Learned(Arc::new(LatencyTracker::new(config))),
         };
         let meter = self.telemetry.resolve_meter();
         let attrs = self.telemetry.base_attributes();
         let gauge_attrs = attrs.clone();
         let source = match &delay {
-            DelaySource::Fixed(d) => GaugeSource::Fixed(*d),
+            DelaySource::Fixed(d) => GaugeSource::Fixed(Arc::downgrade(d)),
             DelaySource::Learned(t) => GaugeSource::Learned(Arc::downgrade(t)),
         };
         let delay_gauge = meter
@@ -472,7 +562,7 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
             .with_description("The delay after which a call starting now would be hedged")
             .with_callback(move |observer| {
                 let now = match &source {
-                    GaugeSource::Fixed(d) => Some(*d),
+                    GaugeSource::Fixed(d) => d.upgrade().and_then(|d| d.get()),
                     GaugeSource::Learned(t) => t.upgrade().and_then(|t| t.delay()),
                 };
                 if let Some(d) = now {
@@ -547,6 +637,6 @@ impl<P, C, R> HedgeLayerBuilder<P, C, R> {
 }
 
 enum GaugeSource {
-    Fixed(Duration),
+    Fixed(Weak<AtomicOptDuration>),
     Learned(Weak<LatencyTracker>),
 }

@@ -42,6 +42,22 @@
 //! only successes and with millisecond precision, sends one hedge at most, has no budget, and
 //! lets the first completion win even when it is an error.
 //!
+//! # Changing settings at run time
+//!
+//! [`HedgeLayer::handle`] gives a [`HedgeHandle`] that changes the delay while the layer serves,
+//! checked by [`HedgeDelay::validate`] as the builder checks it. A fixed delay is one atomic
+//! read per call; a learned delay keeps its samples and takes a new percentile (recomputed at
+//! once), minimum samples, warm-up delay and cadence. A call keeps the delay it started with.
+//!
+//! ```
+//! use std::time::Duration;
+//! use steadfast_layers::hedge::{HedgeDelay, HedgeLayer};
+//! let layer = HedgeLayer::builder().delay(HedgeDelay::fixed(Duration::from_millis(30))).build()?;
+//! layer.handle().set_delay(HedgeDelay::fixed(Duration::from_millis(10)))?;
+//! assert_eq!(layer.current_delay(), Some(Duration::from_millis(10)));
+//! # Ok::<(), steadfast_layers::ConfigError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -100,6 +116,6 @@ mod service;
 pub use config::{HedgeConfig, HedgeDelayConfig, PercentileDelayConfig};
 pub use delay::{HedgeDelay, MAX_HEDGE_DELAY};
 pub use future::ResponseFuture;
-pub use layer::{HedgeLayer, HedgeLayerBuilder, MAX_HEDGES};
+pub use layer::{HedgeHandle, HedgeLayer, HedgeLayerBuilder, MAX_HEDGES};
 pub use policy::{HedgeAny, HedgePolicy, Idempotent, IdempotentOnly, MarkedIdempotent};
 pub use service::Hedge;

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -48,7 +49,8 @@ impl<X: Clone> Clone for ConcurrencyLimitLayer<X> {
 /// What every clone of one layer shares.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) max_in_flight: usize,
+    /// Changed through [`ConcurrencyLimitHandle`]; read when a key's gate is made.
+    pub(super) max_in_flight: AtomicUsize,
     pub(super) wait: bool,
     pub(super) max_wait: Option<Duration>,
     pub(super) slots: Slots,
@@ -76,7 +78,7 @@ impl Shared {
             target: "steadfast::limit",
             instance = self.telemetry.span_name(),
             reason = reason.label(),
-            max_in_flight = self.max_in_flight,
+            max_in_flight = self.max_in_flight.load(Ordering::Relaxed),
             waited_ms,
             "concurrency limit: call rejected"
         );
@@ -134,7 +136,23 @@ impl<X> ConcurrencyLimitLayer<X> {
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn max_in_flight(&self) -> usize {
-        self.shared.max_in_flight
+        self.shared.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A handle that changes this limit at run time, for every clone of the layer and every
+    /// service it made (see the [module docs](super#changing-settings-at-run-time)).
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// let layer = ConcurrencyLimitLayer::new(8)?;
+    /// layer.handle().set_max_in_flight(4)?;
+    /// assert_eq!(layer.max_in_flight(), 4);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> ConcurrencyLimitHandle {
+        ConcurrencyLimitHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Whether a call waits for a permit (rather than failing at once).
@@ -293,16 +311,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
     /// assert!(ConcurrencyLimitLayer::builder(usize::MAX).build().is_err());
     /// ```
     pub fn build(self) -> Result<ConcurrencyLimitLayer<X>, ConfigError> {
-        if self.max_in_flight == 0 {
-            return Err(ConfigError::zero("max_in_flight"));
-        }
-        if self.max_in_flight > Semaphore::MAX_PERMITS {
-            return Err(ConfigError::out_of_range(
-                "max_in_flight",
-                self.max_in_flight,
-                "[1, usize::MAX >> 3]",
-            ));
-        }
+        check_max_in_flight(self.max_in_flight)?;
         if let Some(w) = self.max_wait {
             validate_wait("max_wait", w)?;
         }
@@ -315,7 +324,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
         };
         let keyed = self.keyed;
         let shared = Arc::new(Shared {
-            max_in_flight: self.max_in_flight,
+            max_in_flight: AtomicUsize::new(self.max_in_flight),
             wait: self.wait,
             max_wait: self.max_wait,
             slots,
@@ -381,4 +390,78 @@ pub(crate) fn validate_wait(field: &'static str, w: Duration) -> Result<(), Conf
         return Err(ConfigError::out_of_range(field, w, "(0, 99999999 h]"));
     }
     Ok(())
+}
+
+/// `max_in_flight`: in `[1, Semaphore::MAX_PERMITS]`. The one check, for the builder and the
+/// handle.
+fn check_max_in_flight(n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::zero("max_in_flight"));
+    }
+    if n > Semaphore::MAX_PERMITS {
+        return Err(ConfigError::out_of_range(
+            "max_in_flight",
+            n,
+            "[1, usize::MAX >> 3]",
+        ));
+    }
+    Ok(n)
+}
+
+/// Changes a [`ConcurrencyLimitLayer`]'s limit at run time; cheap to clone. From
+/// [`ConcurrencyLimitLayer::handle`].
+///
+/// The new limit applies to every key (keys seen later get it too). Raising it admits waiting
+/// calls at once; lowering it below the calls in flight drops none of them: they finish, and
+/// new calls wait (or are refused, when the layer does not wait) until fewer than the new limit
+/// are in flight.
+///
+/// ```
+/// use steadfast_layers::limit::ConcurrencyLimitLayer;
+/// let layer = ConcurrencyLimitLayer::builder(16).wait().build()?;
+/// let handle = layer.handle();
+/// handle.set_max_in_flight(4)?;
+/// assert_eq!(handle.max_in_flight(), 4);
+/// assert_eq!(handle.set_max_in_flight(0).unwrap_err().path(), "max_in_flight");
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConcurrencyLimitHandle {
+    shared: Arc<Shared>,
+}
+
+impl ConcurrencyLimitHandle {
+    /// Sets the most calls in flight at once (per key when keyed), as
+    /// [`ConcurrencyLimitLayer::builder`]'s `max_in_flight`.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// let h = ConcurrencyLimitLayer::new(2)?.handle();
+    /// h.set_max_in_flight(3)?;
+    /// assert!(h.set_max_in_flight(usize::MAX).is_err());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_max_in_flight(&self, n: usize) -> Result<(), ConfigError> {
+        let n = check_max_in_flight(n)?;
+        let shared = &self.shared;
+        // Stored first: a key's gate made from now on starts at `n`; one made before is in the
+        // table by the time `fold` visits it (both hold the table's lock).
+        shared.max_in_flight.store(n, Ordering::SeqCst);
+        match &shared.slots {
+            Slots::Global(gate) => gate.set_max(n),
+            Slots::Keyed(map) => map.fold((), |(), gate| gate.set_max(n)),
+        }
+        Ok(())
+    }
+
+    /// The limit in force.
+    ///
+    /// ```
+    /// # use steadfast_layers::limit::ConcurrencyLimitLayer;
+    /// assert_eq!(ConcurrencyLimitLayer::new(2)?.handle().max_in_flight(), 2);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::Relaxed)
+    }
 }

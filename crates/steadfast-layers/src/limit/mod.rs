@@ -30,6 +30,24 @@
 //! reads the clock (when a `max_wait` or wait durations are recorded). Telemetry is listed in
 //! `docs/observability.md`.
 //!
+//! # Changing settings at run time
+//!
+//! [`ConcurrencyLimitLayer::handle`] gives a [`ConcurrencyLimitHandle`] that sets the limit while
+//! the layer serves, checked by the builder's rule (the same
+//! [`ConfigError`](crate::ConfigError)), for every key. No call in flight is dropped: lowered
+//! below the calls in flight, the limit admits nothing new (new calls wait, or are refused when
+//! the layer fails fast) until they drain below it; raised, it admits waiting calls at once. The
+//! gate's maximum is one atomic, so the call path is unchanged.
+//!
+//! ```
+//! use steadfast_layers::limit::ConcurrencyLimitLayer;
+//! let layer = ConcurrencyLimitLayer::builder(32).wait().build()?;
+//! let handle = layer.handle();
+//! handle.set_max_in_flight(8)?;
+//! assert_eq!(layer.max_in_flight(), 8);
+//! # Ok::<(), steadfast_layers::ConfigError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -73,7 +91,7 @@ mod service;
 pub use config::ConcurrencyLimitConfig;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
-pub use layer::{ConcurrencyLimitLayer, ConcurrencyLimitLayerBuilder};
+pub use layer::{ConcurrencyLimitHandle, ConcurrencyLimitLayer, ConcurrencyLimitLayerBuilder};
 pub use service::ConcurrencyLimit;
 
 pub(crate) use layer::validate_wait;

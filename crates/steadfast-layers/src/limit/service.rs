@@ -1,3 +1,4 @@
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -115,7 +116,7 @@ where
                 let found = map.with(
                     key,
                     Arc::clone,
-                    || Arc::new(Gate::new(shared.max_in_flight)),
+                    || Arc::new(Gate::new(shared.max_in_flight.load(Ordering::SeqCst))),
                     // Only the table holds it: no permit out, nobody waiting.
                     |g| Arc::strong_count(g) == 1,
                 );
@@ -150,7 +151,7 @@ where
                     target: "steadfast::limit",
                     "steadfast.limit",
                     instance = shared.telemetry.span_name(),
-                    max_in_flight = shared.max_in_flight,
+                    max_in_flight = shared.max_in_flight.load(Ordering::Relaxed),
                 );
                 span.in_scope(|| {
                     tracing::debug!(

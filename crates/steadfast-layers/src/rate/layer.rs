@@ -1,17 +1,20 @@
+use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, Cache};
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
+use governor::state::NotKeyed;
 use governor::{Quota, RateLimiter};
 use opentelemetry::metrics::{Counter, Histogram};
 use tower_layer::Layer;
 
-use super::store::{Cells, SharedCells};
+use super::store::{Cells, DirectCell, SharedCells};
 use super::{RateLimit, TokioClock};
 use crate::error::ConfigError;
 use crate::keyed::validate_max_keys;
@@ -31,7 +34,7 @@ const MAX_BATCH: u32 = 1024;
 /// How often, in claims, a limit whose last batch claim failed tries a batch again.
 const BATCH_RETRY_EVERY: u32 = 16;
 
-type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+type Direct = RateLimiter<NotKeyed, DirectCell, TokioClock, NoOpMiddleware<Nanos>>;
 type Keyed = RateLimiter<u64, SharedCells, TokioClock, NoOpMiddleware<Nanos>>;
 
 /// Limits the rate of calls with governor's GCRA (a leaky bucket that allows bursts), shared by
@@ -74,19 +77,52 @@ pub(super) enum Refusal {
     TooManyKeys,
 }
 
+/// The limiter of the quota in force. A handle swaps in a new one (see [`RateLimitHandle`]);
+/// every limiter of a layer drives the same state (the GCRA arrival times in `State`).
 #[derive(Debug)]
 pub(super) enum Limiter {
     Direct(Direct),
-    Keyed { limiter: Keyed, cells: Arc<Cells> },
+    Keyed(Keyed),
 }
 
-/// What every clone of one layer shares.
+/// Where the limit's state lives, whichever limiter drives it.
 #[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) limiter: Limiter,
+enum State {
+    Direct(Arc<AtomicU64>),
+    Keyed(Arc<Cells>),
+}
+
+/// The quota in force: its limiter and what follows from it.
+#[derive(Debug)]
+pub(super) struct Active {
+    limiter: Limiter,
     /// Cells a global limit claims per clock read (1: one cell per call, every call reads the
     /// clock).
     batch: Option<NonZeroU32>,
+    pub(super) interval: Duration,
+    pub(super) burst: u32,
+}
+
+/// The layer's `ArcSwap` of the quota in force, for an [`arc_swap::Cache`] in each service:
+/// a service's call reads it with one relaxed load (and takes the new quota once it changes).
+#[derive(Clone, Debug)]
+pub(super) struct ActiveOf(pub(super) Arc<Shared>);
+
+impl Deref for ActiveOf {
+    type Target = ArcSwap<Active>;
+
+    fn deref(&self) -> &ArcSwap<Active> {
+        &self.0.active
+    }
+}
+
+/// What every clone of one layer shares.
+pub(super) struct Shared {
+    /// The quota in force, swapped by [`RateLimitHandle::set_rate`].
+    pub(super) active: ArcSwap<Active>,
+    state: State,
+    precision: Duration,
+    keyed: bool,
     /// Cells claimed and not yet used.
     stash: AtomicU32,
     /// Whether the last batch claim succeeded.
@@ -94,8 +130,6 @@ pub(super) struct Shared {
     /// Claims made (to retry a failed batch claim now and then).
     claims: AtomicU32,
     clock: TokioClock,
-    pub(super) interval: Duration,
-    pub(super) burst: u32,
     pub(super) wait: bool,
     pub(super) max_wait: Option<Duration>,
     pub(super) telemetry: Telemetry,
@@ -105,21 +139,39 @@ pub(super) struct Shared {
     pub(super) wait_time: Option<Histogram<f64>>,
 }
 
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let active = self.active.load();
+        f.debug_struct("Shared")
+            .field("interval", &active.interval)
+            .field("burst", &active.burst)
+            .field("wait", &self.wait)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
     /// The digest of a request's key, when keyed.
     #[inline]
     pub(super) fn digest<K: std::hash::Hash>(&self, key: impl FnOnce() -> K) -> Option<u64> {
-        match &self.limiter {
-            Limiter::Direct(_) => None,
-            Limiter::Keyed { cells, .. } => Some(cells.map.digest(&key())),
+        match &self.state {
+            State::Direct(_) => None,
+            State::Keyed(cells) => Some(cells.map.digest(&key())),
         }
     }
 
-    /// Takes a cell for one call (one clock read), or says why not.
-    #[inline]
+    /// [`check_with`](Self::check_with) the quota in force (one `ArcSwap` load: for calls that
+    /// waited, off the hot path).
     pub(super) fn check(&self, key: Option<u64>) -> Result<(), Refusal> {
-        let denied = match (&self.limiter, key) {
-            (Limiter::Direct(l), _) => match self.batch {
+        self.check_with(&self.active.load(), key)
+    }
+
+    /// Takes a cell for one call (one clock read) under the quota `active`, or says why not.
+    #[inline]
+    pub(super) fn check_with(&self, active: &Active, key: Option<u64>) -> Result<(), Refusal> {
+        let denied = match (&active.limiter, key) {
+            (Limiter::Direct(l), _) => match active.batch {
                 Some(batch) => {
                     // The hot path of a fast limit: a cell claimed earlier, no clock read.
                     let took = self
@@ -132,9 +184,9 @@ impl Shared {
                 }
                 None => l.check(),
             },
-            (Limiter::Keyed { limiter, .. }, Some(k)) => limiter.check_key(&k),
+            (Limiter::Keyed(limiter), Some(k)) => limiter.check_key(&k),
             // Unreachable by construction: a keyed layer always has a key.
-            (Limiter::Keyed { .. }, None) => return Err(Refusal::TooManyKeys),
+            (Limiter::Keyed(_), None) => return Err(Refusal::TooManyKeys),
         };
         let Err(not_until) = denied else {
             return Ok(());
@@ -165,10 +217,25 @@ impl Shared {
     }
 
     fn keys(&self) -> Option<usize> {
-        match &self.limiter {
-            Limiter::Direct(_) => None,
-            Limiter::Keyed { cells, .. } => Some(cells.map.len()),
+        match &self.state {
+            State::Direct(_) => None,
+            State::Keyed(cells) => Some(cells.map.len()),
         }
+    }
+
+    /// Puts `rate` in force. The cells the global limit had claimed ahead (at most one
+    /// `precision` worth) are given up: they were paid for under the old quota, so the new one
+    /// starts without them (it may admit a few calls less, never more).
+    fn activate(&self, rate: CheckedRate) {
+        let limiter = limiter(&self.state, self.clock, rate.quota, rate.interval);
+        self.active.store(Arc::new(Active {
+            limiter,
+            batch: rate.batch,
+            interval: rate.interval,
+            burst: rate.burst.get(),
+        }));
+        self.stash.store(0, Ordering::Relaxed);
+        self.batching.store(true, Ordering::Relaxed);
     }
 }
 
@@ -202,12 +269,12 @@ impl RateLimitLayer {
 impl<X> RateLimitLayer<X> {
     /// The time between two cells (`per / requests`).
     pub fn interval(&self) -> Duration {
-        self.shared.interval
+        self.shared.active.load().interval
     }
 
     /// The most calls let through at once after a quiet period.
     pub fn burst(&self) -> u32 {
-        self.shared.burst
+        self.shared.active.load().burst
     }
 
     /// How many cells a clock read claims: 1 unless the limit is global and fast (see
@@ -223,7 +290,7 @@ impl<X> RateLimitLayer<X> {
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn cells_per_clock_read(&self) -> u32 {
-        self.shared.batch.map_or(1, NonZeroU32::get)
+        self.shared.active.load().batch.map_or(1, NonZeroU32::get)
     }
 
     /// The number of keys tracked (`None` when global).
@@ -237,6 +304,23 @@ impl<X> RateLimitLayer<X> {
     pub fn keys(&self) -> Option<usize> {
         self.shared.keys()
     }
+
+    /// A handle that changes the rate and burst at run time, for every clone of the layer and
+    /// every service it made (see the [module docs](super#changing-settings-at-run-time)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::rate::RateLimitLayer;
+    /// let layer = RateLimitLayer::builder(10, Duration::from_secs(1)).build()?;
+    /// layer.handle().set_rate(20, Duration::from_secs(1), None)?;
+    /// assert_eq!(layer.burst(), 20);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl<S, X: Clone> Layer<S> for RateLimitLayer<X> {
@@ -247,6 +331,7 @@ impl<S, X: Clone> Layer<S> for RateLimitLayer<X> {
             inner,
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
+            active: Cache::new(ActiveOf(Arc::clone(&self.shared))),
         }
     }
 }
@@ -412,33 +497,13 @@ impl<X> RateLimitLayerBuilder<X> {
     /// assert!(RateLimitLayer::builder(1, Duration::from_secs(400 * 86_400)).build().is_err());
     /// ```
     pub fn build(self) -> Result<RateLimitLayer<X>, ConfigError> {
-        let requests = NonZeroU32::new(self.requests).ok_or(ConfigError::zero("requests"))?;
-        if self.per.is_zero() {
-            return Err(ConfigError::zero("per"));
-        }
-        if self.per > MAX_PER {
-            return Err(ConfigError::out_of_range("per", self.per, "(0, 366 days]"));
-        }
-        let interval = self.per / requests.get();
-        if interval.is_zero() {
-            return Err(ConfigError::out_of_range(
-                "requests",
-                self.requests,
-                "at most one request per nanosecond of `per`",
-            ));
-        }
-        let burst = match self.burst {
-            Some(b) => NonZeroU32::new(b).ok_or(ConfigError::zero("burst"))?,
-            None => requests,
-        };
-        // governor computes interval × burst in nanoseconds: keep it far from overflowing.
-        if interval.as_nanos().saturating_mul(u128::from(burst.get())) > u128::from(u64::MAX / 4) {
-            return Err(ConfigError::out_of_range(
-                "burst",
-                burst.get(),
-                "interval × burst under 146 years",
-            ));
-        }
+        let rate = check_rate(
+            self.requests,
+            self.per,
+            self.burst,
+            self.precision,
+            self.keyed,
+        )?;
         if let Some(w) = self.max_wait {
             validate_wait("max_wait", w)?;
         }
@@ -450,41 +515,29 @@ impl<X> RateLimitLayerBuilder<X> {
                 "[0, 1 s]",
             ));
         }
-        let batch = if self.keyed {
-            1
-        } else {
-            let cells = self.precision.as_nanos() / interval.as_nanos();
-            u32::try_from(cells)
-                .unwrap_or(u32::MAX)
-                .min(burst.get())
-                .min(MAX_BATCH)
-        };
-        let batch = NonZeroU32::new(batch).filter(|b| b.get() > 1);
-        let quota = Quota::with_period(interval)
-            .ok_or(ConfigError::zero("per"))?
-            .allow_burst(burst);
         let clock = TokioClock::new();
-        let limiter = if self.keyed {
-            let interval_nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
-            let cells = Arc::new(Cells::new(self.max_keys, interval_nanos));
-            Limiter::Keyed {
-                limiter: RateLimiter::new(quota, SharedCells(Arc::clone(&cells)), clock),
-                cells,
-            }
+        let state = if self.keyed {
+            State::Keyed(Arc::new(Cells::new(self.max_keys)))
         } else {
-            Limiter::Direct(RateLimiter::direct_with_clock(quota, clock))
+            State::Direct(Arc::new(AtomicU64::new(0)))
+        };
+        let active = Active {
+            limiter: limiter(&state, clock, rate.quota, rate.interval),
+            batch: rate.batch,
+            interval: rate.interval,
+            burst: rate.burst.get(),
         };
         let meter = self.telemetry.resolve_meter();
         let keyed = self.keyed;
         let shared = Arc::new(Shared {
-            limiter,
-            batch,
+            active: ArcSwap::from_pointee(active),
+            state,
+            precision: self.precision,
+            keyed: self.keyed,
             stash: AtomicU32::new(0),
             batching: AtomicBool::new(true),
             claims: AtomicU32::new(0),
             clock,
-            interval,
-            burst: burst.get(),
             wait: self.wait,
             max_wait: self.max_wait,
             attrs: self.telemetry.base_attributes(),
@@ -527,5 +580,180 @@ impl<X> RateLimitLayerBuilder<X> {
             extractor: self.extractor,
             shared,
         })
+    }
+}
+
+/// A limiter for `quota` over the layer's `state`. governor counts time from the limiter's
+/// construction; the state is kept in `clock`'s time, the limiter's start (read just before
+/// it, so within a few nanoseconds of it; exactly on a paused clock) being the shift between
+/// the two. So a limiter swapped in by a handle carries on from the state its predecessor left.
+fn limiter(state: &State, clock: TokioClock, quota: Quota, interval: Duration) -> Limiter {
+    let shift = clock.now().as_u64();
+    match state {
+        State::Direct(tat) => Limiter::Direct(RateLimiter::new(
+            quota,
+            DirectCell {
+                tat: Arc::clone(tat),
+                shift,
+            },
+            clock,
+        )),
+        State::Keyed(cells) => Limiter::Keyed(RateLimiter::new(
+            quota,
+            SharedCells {
+                cells: Arc::clone(cells),
+                t_nanos: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+                shift,
+            },
+            clock,
+        )),
+    }
+}
+
+/// A checked rate: what [`check_rate`] makes of `requests` per `per` with `burst`.
+struct CheckedRate {
+    quota: Quota,
+    interval: Duration,
+    burst: NonZeroU32,
+    batch: Option<NonZeroU32>,
+}
+
+/// `requests` per `per` with `burst` (default `requests`): the one check, for the builder and
+/// the handle. `precision` and `keyed` set how many cells a global limit claims per clock read.
+fn check_rate(
+    requests: u32,
+    per: Duration,
+    burst: Option<u32>,
+    precision: Duration,
+    keyed: bool,
+) -> Result<CheckedRate, ConfigError> {
+    let requests_nz = NonZeroU32::new(requests).ok_or(ConfigError::zero("requests"))?;
+    if per.is_zero() {
+        return Err(ConfigError::zero("per"));
+    }
+    if per > MAX_PER {
+        return Err(ConfigError::out_of_range("per", per, "(0, 366 days]"));
+    }
+    let interval = per / requests_nz.get();
+    if interval.is_zero() {
+        return Err(ConfigError::out_of_range(
+            "requests",
+            requests,
+            "at most one request per nanosecond of `per`",
+        ));
+    }
+    let burst = match burst {
+        Some(b) => NonZeroU32::new(b).ok_or(ConfigError::zero("burst"))?,
+        None => requests_nz,
+    };
+    // governor computes interval × burst in nanoseconds: keep it far from overflowing.
+    if interval.as_nanos().saturating_mul(u128::from(burst.get())) > u128::from(u64::MAX / 4) {
+        return Err(ConfigError::out_of_range(
+            "burst",
+            burst.get(),
+            "interval × burst under 146 years",
+        ));
+    }
+    let batch = if keyed {
+        1
+    } else {
+        let cells = precision.as_nanos() / interval.as_nanos();
+        u32::try_from(cells)
+            .unwrap_or(u32::MAX)
+            .min(burst.get())
+            .min(MAX_BATCH)
+    };
+    let batch = NonZeroU32::new(batch).filter(|b| b.get() > 1);
+    let quota = Quota::with_period(interval)
+        .ok_or(ConfigError::zero("per"))?
+        .allow_burst(burst);
+    Ok(CheckedRate {
+        quota,
+        interval,
+        burst,
+        batch,
+    })
+}
+
+/// Changes a [`RateLimitLayer`]'s rate and burst at run time; cheap to clone. From
+/// [`RateLimitLayer::handle`].
+///
+/// [`set_rate`](Self::set_rate) checks the new rate by the builder's own rule (the same
+/// [`ConfigError`] paths: `requests`, `per`, `burst`) and swaps in a governor limiter for the
+/// new quota over the same state (every key's, when keyed): what callers have spent is kept, in
+/// time. GCRA's state is the instant the bucket is full again; it carries over, and the new rate
+/// and burst count from it. So a caller that had spent its burst does not get a fresh one,
+/// raising the rate refills faster from now on, and lowering the burst below what is spent
+/// refuses calls until enough time has passed. The few cells a fast global limit claims ahead
+/// (at most [`precision`](RateLimitLayerBuilder::precision) worth) are given up. Calls waiting
+/// for a cell take it under the new quota. A service reads the quota in force with one relaxed
+/// load per call.
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::rate::RateLimitLayer;
+///
+/// let layer = RateLimitLayer::builder(100, Duration::from_secs(1)).build()?;
+/// let handle = layer.handle();
+/// handle.set_rate(50, Duration::from_secs(1), Some(10))?;
+/// assert_eq!((layer.interval(), layer.burst()), (Duration::from_millis(20), 10));
+/// assert_eq!(handle.set_rate(0, Duration::from_secs(1), None).unwrap_err().path(), "requests");
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RateLimitHandle {
+    shared: Arc<Shared>,
+}
+
+impl RateLimitHandle {
+    /// Allows `requests` calls per `per` (per key when keyed), in bursts of `burst` (`None`:
+    /// `requests`), as [`RateLimitLayer::builder`] and
+    /// [`burst`](RateLimitLayerBuilder::burst). See [`RateLimitHandle`] for what is kept.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::rate::RateLimitLayer;
+    /// let h = RateLimitLayer::builder(10, Duration::from_secs(1)).build()?.handle();
+    /// h.set_rate(20, Duration::from_secs(1), None)?;
+    /// assert_eq!(h.set_rate(1, Duration::ZERO, None).unwrap_err().path(), "per");
+    /// assert_eq!(h.set_rate(1, Duration::from_secs(1), Some(0)).unwrap_err().path(), "burst");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_rate(
+        &self,
+        requests: u32,
+        per: Duration,
+        burst: Option<u32>,
+    ) -> Result<(), ConfigError> {
+        let shared = &self.shared;
+        let rate = check_rate(requests, per, burst, shared.precision, shared.keyed)?;
+        shared.activate(rate);
+        Ok(())
+    }
+
+    /// The interval between cells in force (`per / requests`).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::rate::RateLimitLayer;
+    /// let h = RateLimitLayer::builder(10, Duration::from_secs(1)).build()?.handle();
+    /// assert_eq!(h.interval(), Duration::from_millis(100));
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn interval(&self) -> Duration {
+        self.shared.active.load().interval
+    }
+
+    /// The burst in force.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::rate::RateLimitLayer;
+    /// let h = RateLimitLayer::builder(10, Duration::from_secs(1)).burst(3).build()?.handle();
+    /// assert_eq!(h.burst(), 3);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn burst(&self) -> u32 {
+        self.shared.active.load().burst
     }
 }

@@ -27,6 +27,26 @@
 //! [`precision`](RateLimitLayerBuilder::precision) (100 µs by default) claims cells in batches,
 //! one clock read per batch: most of its calls cost one compare-and-swap and no clock read.
 //!
+//! # Changing settings at run time
+//!
+//! [`RateLimitLayer::handle`] gives a [`RateLimitHandle`] whose
+//! [`set_rate`](RateLimitHandle::set_rate) changes the rate and burst while the layer serves,
+//! checked by the builder's rule. It swaps in a governor limiter for the new quota over the
+//! same state: what each caller (each key) has spent is kept, as GCRA keeps it, in time (the
+//! instant its bucket is full again), and the new rate and burst count from there; nobody gets
+//! a fresh burst from a change. Each service sees the new quota at its next call (one relaxed
+//! load per call, through an `arc_swap::Cache`). The key table, `precision` and the wait
+//! settings are fixed when the layer is built.
+//!
+//! ```
+//! use std::time::Duration;
+//! use steadfast_layers::rate::RateLimitLayer;
+//! let layer = RateLimitLayer::builder(100, Duration::from_secs(1)).build()?;
+//! layer.handle().set_rate(10, Duration::from_secs(1), Some(5))?;
+//! assert_eq!(layer.burst(), 5);
+//! # Ok::<(), steadfast_layers::ConfigError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -67,5 +87,5 @@ pub use clock::TokioClock;
 pub use config::RateLimitConfig;
 pub use error::{OverloadReason, Overloaded};
 pub use future::ResponseFuture;
-pub use layer::{RateLimitLayer, RateLimitLayerBuilder, DEFAULT_PRECISION};
+pub use layer::{RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder, DEFAULT_PRECISION};
 pub use service::RateLimit;

@@ -5,7 +5,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Span;
 
-use super::layer::{Refusal, Shared};
+use arc_swap::Cache;
+
+use super::layer::{Active, ActiveOf, Refusal, Shared};
 use super::ResponseFuture;
 use crate::keyed::{Global, KeyExtractor};
 use crate::telemetry::ms;
@@ -39,6 +41,9 @@ pub struct RateLimit<S, X = Global> {
     pub(super) inner: S,
     pub(super) extractor: X,
     pub(super) shared: Arc<Shared>,
+    /// The quota in force, as last seen: one relaxed load per call tells whether a handle has
+    /// changed it since.
+    pub(super) active: Cache<ActiveOf, Arc<Active>>,
 }
 
 impl<S: Clone, X: Clone> Clone for RateLimit<S, X> {
@@ -47,6 +52,7 @@ impl<S: Clone, X: Clone> Clone for RateLimit<S, X> {
             inner: self.inner.clone(),
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
+            active: self.active.clone(),
         }
     }
 }
@@ -87,7 +93,7 @@ where
         let shared = &*self.shared;
         shared.calls.add(1, shared.attrs.base());
         let key = shared.digest(|| self.extractor.key(&req));
-        let wait = match shared.check(key) {
+        let wait = match shared.check_with(self.active.load(), key) {
             // The hot path: no span, no event.
             Ok(()) => return ResponseFuture::called(self.inner.call(req)),
             Err(Refusal::RateLimited(wait)) if shared.wait => wait,

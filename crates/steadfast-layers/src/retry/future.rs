@@ -35,6 +35,9 @@ where
     next: Option<Req>,
     not_replayable: Option<NotReplayable>,
     attempts: u32,
+    /// The most attempts this call makes: the layer's setting when the call started (a change
+    /// through the handle applies to calls that start after it).
+    max_attempts: u32,
     /// Transparent retries made (requests that never reached the server).
     unsent: u32,
     /// Whether the prepared `next` request is a transparent retry.
@@ -90,6 +93,7 @@ where
         replay: R,
         template: Option<Req>,
         not_replayable: Option<NotReplayable>,
+        max_attempts: u32,
         shared: Arc<Shared>,
         span: Span,
         started: Option<Instant>,
@@ -109,6 +113,7 @@ where
             next: None,
             not_replayable,
             attempts: 1,
+            max_attempts,
             unsent: 0,
             next_transparent: false,
             previous_delay: Duration::ZERO,
@@ -177,6 +182,7 @@ where
                             template: this.template,
                             not_replayable: *this.not_replayable,
                             attempts: *this.attempts,
+                            max_attempts: *this.max_attempts,
                             previous_delay: this.previous_delay,
                         };
                         *this.next_transparent = transparent;
@@ -327,6 +333,7 @@ struct Plan<'a, R, Req> {
     template: &'a mut Option<Req>,
     not_replayable: Option<NotReplayable>,
     attempts: u32,
+    max_attempts: u32,
     previous_delay: &'a mut Duration,
 }
 
@@ -339,7 +346,7 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
         server_delay: Option<Duration>,
     ) -> Result<(Duration, Req, Option<Instant>), GiveUpReason> {
         let shared = self.shared;
-        if self.attempts >= shared.max_attempts {
+        if self.attempts >= self.max_attempts {
             return Err(GiveUpReason::AttemptsExhausted);
         }
         if self.template.is_none() {
@@ -351,6 +358,7 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
         let delay = server_delay.unwrap_or_else(|| {
             shared
                 .backoff
+                .load()
                 .delay(self.attempts, *self.previous_delay, &*shared.rng)
         });
         let (wake, deadline_ok) = match Deadline::current() {
@@ -372,7 +380,7 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
         if !deadline_ok {
             return Err(GiveUpReason::Deadline);
         }
-        let last = self.attempts + 1 == shared.max_attempts;
+        let last = self.attempts + 1 == self.max_attempts;
         let next = if last {
             match self.template.take() {
                 Some(template) => Some(

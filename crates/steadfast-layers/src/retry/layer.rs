@@ -1,5 +1,9 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use opentelemetry::metrics::{Counter, Histogram, ObservableGauge};
 use tower_layer::Layer;
@@ -53,8 +57,10 @@ impl<C: Clone, R: Clone> Clone for RetryLayer<C, R> {
 /// What every clone of one retry layer shares.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) max_attempts: u32,
-    pub(super) backoff: Backoff,
+    /// Changed through [`RetryHandle`]; read once per call, when it starts.
+    pub(super) max_attempts: AtomicU32,
+    /// Changed through [`RetryHandle`]; read before each retry.
+    pub(super) backoff: ArcSwap<Backoff>,
     pub(super) min_attempt_time: Duration,
     pub(super) budget: Option<Arc<dyn RetryBudget>>,
     pub(super) rng: SharedRng,
@@ -105,7 +111,24 @@ impl<C, R> RetryLayer<C, R> {
     /// # Ok::<(), steadfast_layers::ConfigError>(())
     /// ```
     pub fn max_attempts(&self) -> u32 {
-        self.shared.max_attempts
+        self.shared.max_attempts.load(Ordering::Relaxed)
+    }
+
+    /// A handle that changes this layer's attempts and backoff at run time, for every clone of
+    /// the layer and every service it made (see the
+    /// [module docs](super#changing-settings-at-run-time)).
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// let layer = RetryLayer::builder().max_attempts(3).build()?;
+    /// layer.handle().set_max_attempts(5)?;
+    /// assert_eq!(layer.max_attempts(), 5);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn handle(&self) -> RetryHandle {
+        RetryHandle {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// The budget shared by every clone of this layer, if any.
@@ -332,16 +355,7 @@ impl<C, R> RetryLayerBuilder<C, R> {
     /// assert_eq!(RetryLayer::builder().max_attempts(0).build().unwrap_err().path(), "max_attempts");
     /// ```
     pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
-        if self.max_attempts == 0 {
-            return Err(ConfigError::zero("max_attempts"));
-        }
-        if self.max_attempts > MAX_ATTEMPTS {
-            return Err(ConfigError::out_of_range(
-                "max_attempts",
-                self.max_attempts,
-                "[1, 100]",
-            ));
-        }
+        let max_attempts = check_max_attempts(self.max_attempts)?;
         self.backoff.validate()?;
         if self.min_attempt_time > crate::deadline::MAX_TIMEOUT {
             return Err(ConfigError::out_of_range(
@@ -374,8 +388,8 @@ impl<C, R> RetryLayerBuilder<C, R> {
                 .build()
         });
         let shared = Shared {
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
+            max_attempts: AtomicU32::new(max_attempts),
+            backoff: ArcSwap::from_pointee(self.backoff),
             min_attempt_time: self.min_attempt_time,
             budget,
             rng: self.rng.unwrap_or_else(default_rng),
@@ -421,5 +435,109 @@ impl<C, R> RetryLayerBuilder<C, R> {
             replay: self.replay,
             shared: Arc::new(shared),
         })
+    }
+}
+
+/// `max_attempts`: in `[1, MAX_ATTEMPTS]`. The one check, for the builder and the handle.
+fn check_max_attempts(n: u32) -> Result<u32, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::zero("max_attempts"));
+    }
+    if n > MAX_ATTEMPTS {
+        return Err(ConfigError::out_of_range("max_attempts", n, "[1, 100]"));
+    }
+    Ok(n)
+}
+
+/// Changes a [`RetryLayer`]'s attempts and backoff at run time; cheap to clone. From
+/// [`RetryLayer::handle`].
+///
+/// Each setter checks its value by the builder's rule (the same [`ConfigError`] path) and
+/// changes nothing when it is refused. A new maximum of attempts applies to calls that start
+/// after the change (a call in flight keeps the maximum it started with); a new backoff applies
+/// to the next retry of any call, those in flight included (a backoff already being slept is
+/// not shortened).
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_layers::retry::{Backoff, RetryLayer};
+///
+/// let layer = RetryLayer::builder().build()?;
+/// let handle = layer.handle();
+/// handle.set_max_attempts(2)?;
+/// handle.set_backoff(Backoff::constant(Duration::from_millis(50)))?;
+/// assert_eq!(handle.max_attempts(), 2);
+/// assert_eq!(handle.set_max_attempts(0).unwrap_err().path(), "max_attempts");
+/// # Ok::<(), steadfast_layers::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct RetryHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RetryHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryHandle")
+            .field("max_attempts", &self.max_attempts())
+            .field("backoff", &self.backoff())
+            .finish()
+    }
+}
+
+impl RetryHandle {
+    /// Sets the maximum number of attempts, first included, as
+    /// [`max_attempts`](RetryLayerBuilder::max_attempts), for calls that start from now on.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// let h = RetryLayer::builder().build()?.handle();
+    /// h.set_max_attempts(4)?;
+    /// assert_eq!(h.set_max_attempts(101).unwrap_err().path(), "max_attempts");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_max_attempts(&self, n: u32) -> Result<(), ConfigError> {
+        let n = check_max_attempts(n)?;
+        self.shared.max_attempts.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sets the backoff between attempts, as [`backoff`](RetryLayerBuilder::backoff), from the
+    /// next retry on.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use steadfast_layers::retry::{Backoff, RetryLayer};
+    /// let h = RetryLayer::builder().build()?.handle();
+    /// h.set_backoff(Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1)))?;
+    /// let bad = Backoff::exponential(Duration::ZERO, Duration::from_secs(1));
+    /// assert_eq!(h.set_backoff(bad).unwrap_err().path(), "backoff.base");
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn set_backoff(&self, backoff: Backoff) -> Result<(), ConfigError> {
+        backoff.validate()?;
+        self.shared.backoff.store(Arc::new(backoff));
+        Ok(())
+    }
+
+    /// The maximum number of attempts in force.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::RetryLayer;
+    /// assert_eq!(RetryLayer::builder().max_attempts(2).build()?.handle().max_attempts(), 2);
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn max_attempts(&self) -> u32 {
+        self.shared.max_attempts.load(Ordering::Relaxed)
+    }
+
+    /// The backoff in force.
+    ///
+    /// ```
+    /// # use steadfast_layers::retry::{Backoff, RetryLayer};
+    /// assert_eq!(RetryLayer::builder().build()?.handle().backoff(), Backoff::default());
+    /// # Ok::<(), steadfast_layers::ConfigError>(())
+    /// ```
+    pub fn backoff(&self) -> Backoff {
+        **self.shared.backoff.load()
     }
 }

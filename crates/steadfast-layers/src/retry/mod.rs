@@ -23,6 +23,28 @@
 //! Cost on a call whose first attempt succeeds: no allocation, no lock; one clock read for the
 //! default [`RatioBudget`] deposit (none with [`TokenBucket`] or no budget).
 //!
+//! # Changing settings at run time
+//!
+//! [`RetryLayer::handle`] gives a [`RetryHandle`] that changes the maximum number of attempts and
+//! the backoff while the layer serves, for every clone of the layer and every service it made.
+//! Each setter checks the value by the builder's rule and returns the same
+//! [`ConfigError`](crate::ConfigError). A call keeps the maximum of attempts it started with (it
+//! is read once per call, one relaxed atomic load); a new backoff applies to the next retry of
+//! any call. The budget, the classifier and `min_attempt_time` are fixed when the layer is built.
+//!
+//! ```
+//! use std::time::Duration;
+//! use steadfast_layers::retry::{Backoff, RetryLayer};
+//!
+//! let layer = RetryLayer::builder().max_attempts(3).build()?;
+//! let handle = layer.handle();
+//! handle.set_max_attempts(5)?;
+//! handle.set_backoff(Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2)))?;
+//! assert_eq!(layer.max_attempts(), 5);
+//! assert_eq!(handle.set_max_attempts(0).unwrap_err().path(), "max_attempts");
+//! # Ok::<(), steadfast_layers::ConfigError>(())
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -77,6 +99,6 @@ pub use budget::{RatioBudget, RatioBudgetBuilder, RetryBudget, TokenBucket, Toke
 pub use config::{BackoffConfig, BudgetConfig, JitterConfig, RatioBudgetConfig, RetryConfig};
 pub use error::{GaveUp, GiveUpReason};
 pub use future::ResponseFuture;
-pub use layer::{RetryLayer, RetryLayerBuilder, MAX_ATTEMPTS};
+pub use layer::{RetryHandle, RetryLayer, RetryLayerBuilder, MAX_ATTEMPTS};
 pub use policy::{CloneReplay, NotReplayable, Replay};
 pub use service::Retry;

@@ -1,3 +1,4 @@
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -88,8 +89,10 @@ where
         if let Some(budget) = &shared.budget {
             budget.deposit();
         }
+        // One relaxed load: the setting this call keeps to the end.
+        let max_attempts = shared.max_attempts.load(Ordering::Relaxed);
         let mut template = req;
-        let (first, template, not_replayable) = if shared.max_attempts > 1 {
+        let (first, template, not_replayable) = if max_attempts > 1 {
             match self.replay.replay(&mut template) {
                 Ok(copy) => (copy, Some(template), None),
                 Err(e) => (template, None, Some(e)),
@@ -107,7 +110,7 @@ where
                 target: "steadfast::retry",
                 "steadfast.retry",
                 instance = shared.telemetry.span_name(),
-                max_attempts = shared.max_attempts,
+                max_attempts,
             )
         } else {
             tracing::Span::none()
@@ -123,6 +126,7 @@ where
             self.replay.clone(),
             template,
             not_replayable,
+            max_attempts,
             Arc::clone(shared),
             span,
             started,
