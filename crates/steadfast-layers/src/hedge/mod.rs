@@ -96,5 +96,8 @@ mod service;
 pub use delay::{HedgeDelay, MAX_HEDGE_DELAY};
 pub use future::ResponseFuture;
 pub use layer::{HedgeLayer, HedgeLayerBuilder, MAX_HEDGES};
-pub use policy::{HedgeAny, HedgePolicy, Idempotent, IdempotentOnly, MarkedIdempotent};
+pub use policy::{
+    AttemptVerdict, ByOutcome, HedgeAny, HedgePolicy, Idempotent, IdempotentOnly, MarkedIdempotent,
+    NextHedge,
+};
 pub use service::Hedge;
