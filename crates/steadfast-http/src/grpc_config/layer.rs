@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast_layers::deadline::{DeadlineLayer, DeadlineService, HttpExtensions};
-use steadfast_layers::hedge::{Hedge, HedgeAny, HedgeDelay, HedgeLayer};
+use steadfast_layers::hedge::{ByOutcome, Hedge, HedgeAny, HedgeDelay, HedgeLayer};
 use steadfast_layers::retry::{Backoff, Jitter, RetryBudget, TokenBucket, MAX_BACKOFF};
 use tower_layer::{Identity, Layer};
 
@@ -35,11 +35,19 @@ pub const ZERO_HEDGING_DELAY: Duration = Duration::from_millis(1);
 ///   non-`OK` code ends the call at once). No per-attempt timeout (A6 has none).
 /// - **`hedgingPolicy`**: the same skeleton with a hedge layer: `maxAttempts - 1` hedges, one
 ///   every `hedgingDelay` (`"0s"` is [`ZERO_HEDGING_DELAY`]), every call eligible (the config
-///   says the method is safe to send twice). Departures from A6, from steadfast's hedge layer:
-///   a failed attempt, fatal or not, waits for the attempts still in flight (the first success
-///   wins; when all fail, the call returns the last failure), the next hedge keeps its
-///   schedule instead of leaving at once after a non-fatal failure, and server pushback
-///   (`grpc-retry-pushback-ms`) does not move or stop the next hedge.
+///   says the method is safe to send twice), each attempt judged as A6 says
+///   ([`ByOutcome`]) by a [`GrpcClassifier`] for which exactly `nonFatalStatusCodes` are
+///   non-fatal: the first success wins; a status not in `nonFatalStatusCodes` (or a broken
+///   connection, unless `UNAVAILABLE` is listed) is returned at once and the other attempts
+///   are cancelled; a non-fatal status sends the next hedge at once; server pushback
+///   (`grpc-retry-pushback-ms` on a non-fatal status) sends it that many milliseconds later
+///   instead, or, negative or malformed, stops hedging (the attempts in flight go on). When
+///   every attempt sent has failed non-fatally and no hedge is left, the call returns the last
+///   failure. Departures from A6: a pushback longer than the classifier's
+///   [`max_server_delay`](crate::classify::GrpcClassifierBuilder::max_server_delay) (30 s)
+///   stops hedging as a negative one does, and a negative or malformed pushback on a *fatal*
+///   status stops hedging instead of ending the call (the classifier reports both as
+///   pushback, as the retry layer and the throttling bucket need).
 /// - **no policy**: the same stack with one attempt: the timeout only.
 /// - **`timeout`**: the call's deadline, retries and hedges included; a method without one
 ///   gets [`default_timeout`](ServiceConfigLayerBuilder::default_timeout) (default
@@ -93,7 +101,7 @@ pub type HedgingService<S> = TonicStatus<
         DeadlineService<
             Hedge<
                 ThrottleRecord<DeadlinePropagation<TonicBody<S>>>,
-                HedgeAny,
+                ByOutcome<HedgeAny>,
                 GrpcClassifier,
                 HttpReplay,
             >,
@@ -400,7 +408,7 @@ fn hedging_layer(
         hedge = hedge.budget(Arc::clone(b));
     }
     let hedge = hedge
-        .policy(HedgeAny)
+        .policy(ByOutcome(HedgeAny))
         .classifier(classifier.clone())
         .replay(HttpReplay::new())
         .build()?;
@@ -456,7 +464,7 @@ impl<S> Layer<S> for MethodLayer {
 pub struct HedgingStackLayer {
     replay_body: ReplayBodyLayer,
     deadline: DeadlineLayer<HttpExtensions>,
-    hedge: HedgeLayer<HedgeAny, GrpcClassifier, HttpReplay>,
+    hedge: HedgeLayer<ByOutcome<HedgeAny>, GrpcClassifier, HttpReplay>,
     record: ThrottleRecordLayer,
     propagation: DeadlinePropagationLayer,
 }
