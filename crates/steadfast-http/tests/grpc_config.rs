@@ -1057,3 +1057,43 @@ async fn a6_server_pushback_delays_or_stops_the_next_hedge() {
         );
     }
 }
+
+/// A6 commits on a fatal status whatever pushback comes with it (the throttling bucket still
+/// counts the pushback).
+#[tokio::test(start_paused = true)]
+async fn a6_a_fatal_status_with_pushback_still_ends_the_call() {
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (10_000, Ok(())),
+        _ => (50, Err((Code::Internal, Some("-1")))),
+    });
+    let mut grpc = tonic::client::Grpc::new(hedging("0.1s").layer(svc));
+    let start = tokio::time::Instant::now();
+    let status = call(&mut grpc, PATH).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+    assert_eq!(
+        seen(&attempts, start).1,
+        [End::Dropped, End::Answered],
+        "the original cancelled"
+    );
+}
+
+/// A pushback longer than the retry layer's 30 s cap still only delays the next hedge (the
+/// deadline bounds it).
+#[tokio::test(start_paused = true)]
+async fn a6_a_long_pushback_delays_the_next_hedge() {
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (90_000, Ok(())),
+        1 => (10, Err((Code::Unavailable, Some("40000")))),
+        _ => (10, Ok(())),
+    });
+    let layer = config(
+        r#"{"methodConfig": [{"name": [{"service": "demo.Hop"}], "timeout": "100s",
+            "hedgingPolicy": {"maxAttempts": 3, "hedgingDelay": "0.1s",
+                              "nonFatalStatusCodes": ["UNAVAILABLE"]}}]}"#,
+    );
+    let mut grpc = tonic::client::Grpc::new(layer.layer(svc));
+    let start = tokio::time::Instant::now();
+    assert_eq!(call(&mut grpc, PATH).await.unwrap(), "answer 2");
+    assert_eq!(seen(&attempts, start).0, millis([0, 100, 40_110]));
+}

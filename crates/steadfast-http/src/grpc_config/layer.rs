@@ -9,7 +9,7 @@ use tower_layer::{Identity, Layer};
 use super::config::{HedgingPolicy, MethodConfig, MethodPolicy, RetryPolicy, ServiceConfig};
 use super::service::{MethodStack, ThrottleRecord, ThrottleRecordLayer};
 use crate::body::{HttpReplay, ReplayBodyLayer, WithReplayBody, DEFAULT_REPLAY_LIMIT};
-use crate::classify::GrpcClassifier;
+use crate::classify::{GrpcClassifier, GrpcClassifierBuilder};
 use crate::codec::GrpcCode;
 use crate::error::ConfigError;
 use crate::preset::{
@@ -41,13 +41,10 @@ pub const ZERO_HEDGING_DELAY: Duration = Duration::from_millis(1);
 ///   connection, unless `UNAVAILABLE` is listed) is returned at once and the other attempts
 ///   are cancelled; a non-fatal status sends the next hedge at once; server pushback
 ///   (`grpc-retry-pushback-ms` on a non-fatal status) sends it that many milliseconds later
-///   instead, or, negative or malformed, stops hedging (the attempts in flight go on). When
-///   every attempt sent has failed non-fatally and no hedge is left, the call returns the last
-///   failure. Departures from A6: a pushback longer than the classifier's
-///   [`max_server_delay`](crate::classify::GrpcClassifierBuilder::max_server_delay) (30 s)
-///   stops hedging as a negative one does, and a negative or malformed pushback on a *fatal*
-///   status stops hedging instead of ending the call (the classifier reports both as
-///   pushback, as the retry layer and the throttling bucket need).
+///   instead, or, negative or malformed, stops hedging (the attempts in flight go on); on a
+///   fatal status it changes nothing (the call ends). When every attempt sent has failed
+///   non-fatally and no hedge is left, the call returns the last failure. A pushback over 24 h
+///   (steadfast's longest server delay) stops hedging as a negative one does.
 /// - **no policy**: the same stack with one attempt: the timeout only.
 /// - **`timeout`**: the call's deadline, retries and hedges included; a method without one
 ///   gets [`default_timeout`](ServiceConfigLayerBuilder::default_timeout) (default
@@ -319,6 +316,10 @@ impl ServiceConfigLayerBuilder<'_> {
 /// `UNAVAILABLE` is listed. (A request that never left is resent once either way: A6's
 /// transparent retry.)
 fn a6_classifier(retryable: &[GrpcCode]) -> Result<GrpcClassifier, ConfigError> {
+    a6_classifier_builder(retryable).build()
+}
+
+fn a6_classifier_builder(retryable: &[GrpcCode]) -> GrpcClassifierBuilder {
     let mut b = GrpcClassifier::builder()
         .no_retry_on(GrpcCode::Unavailable)
         .no_retry_on(GrpcCode::ResourceExhausted)
@@ -329,7 +330,7 @@ fn a6_classifier(retryable: &[GrpcCode]) -> Result<GrpcClassifier, ConfigError> 
     for &code in retryable {
         b = b.retry_on(code);
     }
-    b.build()
+    b
 }
 
 fn retrying_layer(
@@ -394,7 +395,16 @@ fn hedging_layer(
     timeout: Duration,
     budget: Option<&Arc<TokenBucket>>,
 ) -> Result<HedgingStackLayer, ConfigError> {
-    let classifier = a6_classifier(&policy.non_fatal_status_codes)?;
+    let codes = &policy.non_fatal_status_codes;
+    // The throttling bucket counts every pushback, as A6 does; the hedge judges by A6's hedging
+    // rules: a fatal status ends the call whatever pushback comes with it, and any pushback
+    // the deadline may hold delays the next hedge (24 h, the longest server delay, rather than
+    // the retry layer's 30 s).
+    let classifier = a6_classifier(codes)?;
+    let judge = a6_classifier_builder(codes)
+        .max_server_delay(MAX_BACKOFF)
+        .build()?
+        .fatal_over_pushback();
     let delay = if policy.hedging_delay.is_zero() {
         ZERO_HEDGING_DELAY
     } else {
@@ -409,7 +419,7 @@ fn hedging_layer(
     }
     let hedge = hedge
         .policy(ByOutcome(HedgeAny))
-        .classifier(classifier.clone())
+        .classifier(judge)
         .replay(HttpReplay::new())
         .build()?;
     Ok(HedgingStackLayer {
