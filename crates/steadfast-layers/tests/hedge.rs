@@ -1149,7 +1149,7 @@ fn the_primary_wins_path_does_not_allocate() {
     let first_fails = service_fn(|x: u32| async move {
         let n = TRIED.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(ms(3)).await;
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Err(Refused)
         } else {
             Ok(x)
