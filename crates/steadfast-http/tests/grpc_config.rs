@@ -869,3 +869,231 @@ async fn a_broken_connection_is_retried_only_when_unavailable_is_listed() {
         );
     }
 }
+
+// ---- gRPC A6's hedging rules, on a paused clock: the `demo.Hop` service in process ----
+
+/// How an attempt ended, as the stand-in server saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Running,
+    Answered,
+    /// Dropped before answering: cancelled.
+    Dropped,
+}
+
+/// When each attempt arrived, and how it ended.
+type Attempts = Arc<std::sync::Mutex<Vec<(tokio::time::Instant, Arc<std::sync::Mutex<End>>)>>>;
+
+/// The `n`-th attempt's answer: after `ms` milliseconds, `"answer n"`, or a status with an
+/// optional `grpc-retry-pushback-ms`.
+type Script = fn(usize) -> (u64, Result<(), (Code, Option<&'static str>)>);
+
+/// Marks the attempt dropped unless it answered.
+struct EndGuard(Arc<std::sync::Mutex<End>>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let mut end = self.0.lock().unwrap();
+        if *end == End::Running {
+            *end = End::Dropped;
+        }
+    }
+}
+
+/// A stand-in channel: the real `demo.Hop` tonic service, in process, answering `script`.
+fn scripted(
+    script: Script,
+) -> (
+    impl tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future = impl Send,
+        > + Clone
+        + Send,
+    Attempts,
+) {
+    let attempts: Attempts = Arc::default();
+    let a = attempts.clone();
+    let handler = move |_req: tonic::Request<String>| {
+        let end = Arc::new(std::sync::Mutex::new(End::Running));
+        let n = {
+            let mut a = a.lock().unwrap();
+            a.push((tokio::time::Instant::now(), end.clone()));
+            a.len() - 1
+        };
+        let (ms, answer) = script(n);
+        async move {
+            let guard = EndGuard(end);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            *guard.0.lock().unwrap() = End::Answered;
+            match answer {
+                Ok(()) => Ok(tonic::Response::new(format!("answer {n}"))),
+                Err((code, pushback)) => {
+                    let mut md = tonic::metadata::MetadataMap::new();
+                    if let Some(p) = pushback {
+                        md.insert("grpc-retry-pushback-ms", p.parse().unwrap());
+                    }
+                    Err(Status::with_metadata(code, format!("attempt {n}"), md))
+                }
+            }
+        }
+    };
+    (Hop { handler }, attempts)
+}
+
+/// A hedging config for `demo.Hop`: `maxAttempts` 3, `hedgingDelay` `delay`, `UNAVAILABLE`
+/// non-fatal.
+fn hedging(delay: &str) -> ServiceConfigLayer {
+    config(&format!(
+        r#"{{"methodConfig": [{{"name": [{{"service": "demo.Hop"}}], "timeout": "30s",
+            "hedgingPolicy": {{"maxAttempts": 3, "hedgingDelay": "{delay}",
+                               "nonFatalStatusCodes": ["UNAVAILABLE"]}}}}]}}"#
+    ))
+}
+
+/// Arrival offsets from `start`, and ends, of the attempts so far.
+fn seen(attempts: &Attempts, start: tokio::time::Instant) -> (Vec<Duration>, Vec<End>) {
+    let a = attempts.lock().unwrap();
+    (
+        a.iter().map(|(t, _)| *t - start).collect(),
+        a.iter().map(|(_, e)| *e.lock().unwrap()).collect(),
+    )
+}
+
+fn millis<const N: usize>(ms: [u64; N]) -> Vec<Duration> {
+    ms.map(Duration::from_millis).to_vec()
+}
+
+/// A6: "If a fatal status code is received from a hedged request, ... the RPC is committed":
+/// returned at once, the other attempts cancelled, no further hedge.
+#[tokio::test(start_paused = true)]
+async fn a6_a_fatal_status_ends_a_hedged_call_at_once_and_cancels_the_others() {
+    // The original would answer at 10 s; the first hedge (100 ms) fails INTERNAL at 150 ms.
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (10_000, Ok(())),
+        1 => (50, Err((Code::Internal, None))),
+        _ => (10, Ok(())),
+    });
+    let mut grpc = tonic::client::Grpc::new(hedging("0.1s").layer(svc));
+    let start = tokio::time::Instant::now();
+    let status = call(&mut grpc, PATH).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+    assert_eq!(
+        seen(&attempts, start),
+        (millis([0, 100]), vec![End::Dropped, End::Answered]),
+        "the original cancelled"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        attempts.lock().unwrap().len(),
+        2,
+        "no hedge after a fatal status"
+    );
+}
+
+/// A6: "If a non-fatal status code is received from a hedged request, then the next hedged
+/// request in line is sent immediately, shortcutting its hedging delay."
+#[tokio::test(start_paused = true)]
+async fn a6_a_non_fatal_status_sends_the_next_hedge_at_once() {
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (10, Err((Code::Unavailable, None))),
+        1 => (10_000, Ok(())),
+        _ => (20, Ok(())),
+    });
+    let mut grpc = tonic::client::Grpc::new(hedging("1s").layer(svc));
+    let start = tokio::time::Instant::now();
+    assert_eq!(call(&mut grpc, PATH).await.unwrap(), "answer 2");
+    assert_eq!(start.elapsed(), Duration::from_millis(1030));
+    assert_eq!(
+        seen(&attempts, start),
+        (
+            millis([0, 10, 1010]),
+            vec![End::Answered, End::Dropped, End::Answered]
+        ),
+        "the first hedge at 10 ms, not 1 s; the second one hedgingDelay after it"
+    );
+}
+
+/// A6 pushback: a non-negative `grpc-retry-pushback-ms` sends the next hedge that many
+/// milliseconds later; a negative or malformed one stops hedging (the attempts in flight go on).
+#[tokio::test(start_paused = true)]
+async fn a6_server_pushback_delays_or_stops_the_next_hedge() {
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (10_000, Ok(())),
+        1 => (10, Err((Code::Unavailable, Some("250")))),
+        _ => (10, Ok(())),
+    });
+    let mut grpc = tonic::client::Grpc::new(hedging("0.1s").layer(svc));
+    let start = tokio::time::Instant::now();
+    assert_eq!(call(&mut grpc, PATH).await.unwrap(), "answer 2");
+    assert_eq!(
+        seen(&attempts, start).0,
+        millis([0, 100, 360]),
+        "the second hedge 250 ms after the pushback (110 ms), not at 200 ms"
+    );
+
+    for pushback in ["-1", "soon"] {
+        let script: Script = match pushback {
+            "-1" => |n| match n {
+                0 => (10_000, Ok(())),
+                _ => (10, Err((Code::Unavailable, Some("-1")))),
+            },
+            _ => |n| match n {
+                0 => (10_000, Ok(())),
+                _ => (10, Err((Code::Unavailable, Some("soon")))),
+            },
+        };
+        let (svc, attempts) = scripted(script);
+        let mut grpc = tonic::client::Grpc::new(hedging("0.1s").layer(svc));
+        let start = tokio::time::Instant::now();
+        assert_eq!(call(&mut grpc, PATH).await.unwrap(), "answer 0");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(
+            seen(&attempts, start).0,
+            millis([0, 100]),
+            "pushback {pushback}: no hedge after it, the original answers"
+        );
+    }
+}
+
+/// A6 commits on a fatal status whatever pushback comes with it (the throttling bucket still
+/// counts the pushback).
+#[tokio::test(start_paused = true)]
+async fn a6_a_fatal_status_with_pushback_still_ends_the_call() {
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (10_000, Ok(())),
+        _ => (50, Err((Code::Internal, Some("-1")))),
+    });
+    let mut grpc = tonic::client::Grpc::new(hedging("0.1s").layer(svc));
+    let start = tokio::time::Instant::now();
+    let status = call(&mut grpc, PATH).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+    assert_eq!(
+        seen(&attempts, start).1,
+        [End::Dropped, End::Answered],
+        "the original cancelled"
+    );
+}
+
+/// A pushback longer than the retry layer's 30 s cap still only delays the next hedge (the
+/// deadline bounds it).
+#[tokio::test(start_paused = true)]
+async fn a6_a_long_pushback_delays_the_next_hedge() {
+    let (svc, attempts) = scripted(|n| match n {
+        0 => (90_000, Ok(())),
+        1 => (10, Err((Code::Unavailable, Some("40000")))),
+        _ => (10, Ok(())),
+    });
+    let layer = config(
+        r#"{"methodConfig": [{"name": [{"service": "demo.Hop"}], "timeout": "100s",
+            "hedgingPolicy": {"maxAttempts": 3, "hedgingDelay": "0.1s",
+                              "nonFatalStatusCodes": ["UNAVAILABLE"]}}]}"#,
+    );
+    let mut grpc = tonic::client::Grpc::new(layer.layer(svc));
+    let start = tokio::time::Instant::now();
+    assert_eq!(call(&mut grpc, PATH).await.unwrap(), "answer 2");
+    assert_eq!(seen(&attempts, start).0, millis([0, 100, 40_110]));
+}

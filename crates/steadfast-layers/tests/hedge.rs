@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use steadfast_layers::classify::Outcome;
 use steadfast_layers::deadline::Deadline;
-use steadfast_layers::hedge::{HedgeAny, HedgeDelay, HedgeLayer, HedgeLayerBuilder, Idempotent};
+use steadfast_layers::hedge::{
+    ByOutcome, HedgeAny, HedgeDelay, HedgeLayer, HedgeLayerBuilder, Idempotent,
+};
 use steadfast_layers::retry::{NotReplayable, RetryBudget};
 use steadfast_layers::telemetry::Telemetry;
 use steadfast_layers::{BoxError, ConfigError};
@@ -811,6 +813,257 @@ async fn decisions_are_traced_with_their_fields() {
         .any(|s| s == "steadfast.hedge"));
 }
 
+// ---- gRPC A6's verdicts (ByOutcome) -----------------------------------------------------------
+
+/// gRPC A6 in miniature: 503 is non-fatal, 429 non-fatal with a 100 ms pushback, 409 non-fatal
+/// with a "do not retry" pushback, 400 fatal, other statuses succeed; errors are non-fatal.
+fn a6_status(r: &Result<u16, BoxError>) -> Outcome {
+    match r {
+        Ok(503) => Outcome::retryable("unavailable"),
+        Ok(429) => Outcome::retry_after("resource_exhausted", ms(100)),
+        Ok(409) => Outcome::Pushback { reason: "pushback" },
+        Ok(400) => Outcome::fatal("invalid_argument"),
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::retryable("error"),
+    }
+}
+
+type Script = fn(u32, usize) -> (Duration, Result<u16, &'static str>);
+
+/// The same layer with gRPC A6's verdicts (`a6: true`) or the default ones.
+fn a6_layer(
+    delay: Duration,
+    max_hedges: u32,
+    a6: bool,
+    peer: &Peer,
+) -> BoxCloneService<u32, u16, BoxError> {
+    let b = fixed(delay).max_hedges(max_hedges).classifier(a6_status);
+    if a6 {
+        let svc = b.policy(ByOutcome(HedgeAny)).build().unwrap();
+        BoxCloneService::new(svc.layer(peer.service()))
+    } else {
+        BoxCloneService::new(b.build().unwrap().layer(peer.service()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_outcome_a_fatal_failure_ends_the_call_at_once_and_cancels_the_others() {
+    // The original would succeed at 1 s; the first hedge (sent at 30 ms) fails fatally at 40 ms.
+    let script: Script = |_, nth| match nth {
+        0 => (ms(1000), Ok(200)),
+        1 => (ms(10), Ok(400)),
+        _ => (ms(10), Ok(202)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 2, true, &peer).oneshot(1).await.unwrap(),
+        400
+    );
+    assert_eq!(t0.elapsed(), ms(40));
+    // The original is cancelled, and no second hedge is sent (it was due at 60 ms).
+    assert_eq!(peer.fates(1), [Fate::Dropped, Fate::Finished]);
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(peer.count(), 2);
+
+    // The control, with the default verdicts: the failure waits; the second hedge, sent on
+    // schedule at 60 ms, wins.
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 2, false, &peer).oneshot(1).await.unwrap(),
+        202
+    );
+    assert_eq!(t0.elapsed(), ms(70));
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(30), ms(60)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_outcome_a_non_fatal_failure_sends_the_next_hedge_at_once() {
+    // Delay 100 ms. The original fails non-fatally at 10 ms: the first hedge leaves then, not
+    // at 100 ms, and the second one delay after it (110 ms), and wins at 130 ms.
+    let script: Script = |_, nth| match nth {
+        0 => (ms(10), Ok(503)),
+        1 => (ms(1000), Ok(201)),
+        _ => (ms(20), Ok(202)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(100), 2, true, &peer).oneshot(1).await.unwrap(),
+        202
+    );
+    assert_eq!(t0.elapsed(), ms(130));
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(10), ms(110)]);
+    assert_eq!(
+        peer.fates(1),
+        [Fate::Finished, Fate::Dropped, Fate::Finished]
+    );
+
+    // A non-fatal failure while another attempt runs: the next hedge leaves at once too.
+    let script: Script = |_, nth| match nth {
+        0 => (ms(1000), Ok(200)),
+        1 => (ms(5), Err("reset")),
+        _ => (ms(5), Ok(202)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(100), 2, true, &peer).oneshot(1).await.unwrap(),
+        202
+    );
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(100), ms(105)]);
+    assert_eq!(t0.elapsed(), ms(110));
+
+    // The control, with the default verdicts: nothing in flight, the call ends with the 503
+    // (hedging is not retrying).
+    let script: Script = |_, nth| match nth {
+        0 => (ms(10), Ok(503)),
+        _ => (ms(20), Ok(202)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(100), 2, false, &peer).oneshot(1).await.unwrap(),
+        503
+    );
+    assert_eq!(t0.elapsed(), ms(10));
+    assert_eq!(peer.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_outcome_server_pushback_delays_the_next_hedge() {
+    // Delay 30 ms. The first hedge fails at 40 ms asking for 100 ms: the second leaves at
+    // 140 ms instead of 60 ms, and wins at 150 ms.
+    let script: Script = |_, nth| match nth {
+        0 => (ms(1000), Ok(200)),
+        1 => (ms(10), Ok(429)),
+        _ => (ms(10), Ok(202)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 2, true, &peer).oneshot(1).await.unwrap(),
+        202
+    );
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(30), ms(140)]);
+    assert_eq!(t0.elapsed(), ms(150));
+
+    // With nothing in flight, the call waits for the pushed-back hedge.
+    let script: Script = |_, nth| match nth {
+        0 => (ms(10), Ok(429)),
+        _ => (ms(10), Ok(201)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 1, true, &peer).oneshot(1).await.unwrap(),
+        201
+    );
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(110)]);
+
+    // The control, with the default verdicts: the second hedge keeps its schedule.
+    let peer = Peer::new(|_, nth| match nth {
+        0 => (ms(1000), Ok(200)),
+        1 => (ms(10), Ok(429)),
+        _ => (ms(10), Ok(202)),
+    });
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 2, false, &peer).oneshot(1).await.unwrap(),
+        202
+    );
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(30), ms(60)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_outcome_server_pushback_to_stop_ends_hedging_but_not_the_call() {
+    // The first hedge fails at 40 ms with "do not retry": no second hedge (due at 60 ms); the
+    // original still runs and wins.
+    let script: Script = |_, nth| match nth {
+        0 => (ms(1000), Ok(200)),
+        1 => (ms(10), Ok(409)),
+        _ => (ms(10), Ok(202)),
+    };
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 3, true, &peer).oneshot(1).await.unwrap(),
+        200
+    );
+    assert_eq!(t0.elapsed(), ms(1000));
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(30)]);
+
+    // With nothing in flight, the call ends with the pushback at once.
+    let peer = Peer::new(|_, _| (ms(10), Ok(409)));
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 3, true, &peer).oneshot(1).await.unwrap(),
+        409
+    );
+    assert_eq!(t0.elapsed(), ms(10));
+    assert_eq!(peer.count(), 1);
+
+    // The control, with the default verdicts: the second hedge keeps its schedule, and wins.
+    let peer = Peer::new(script);
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(30), 3, false, &peer).oneshot(1).await.unwrap(),
+        202
+    );
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(30), ms(60)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_outcome_an_early_hedge_refused_by_the_budget_ends_an_idle_call() {
+    // The original fails non-fatally with nothing else in flight; the hedge due at once is
+    // refused by the budget: the call returns the failure instead of waiting forever.
+    let peer = Peer::new(|_, _| (ms(10), Ok(503)));
+    let svc = fixed(ms(100))
+        .budget(Arc::new(Grants(AtomicU32::new(0))))
+        .classifier(a6_status)
+        .policy(ByOutcome(HedgeAny))
+        .build()
+        .unwrap()
+        .layer(peer.service());
+    let t0 = Instant::now();
+    assert_eq!(svc.oneshot(1).await.unwrap(), 503);
+    assert_eq!(t0.elapsed(), ms(10));
+    assert_eq!(peer.count(), 1);
+
+    // Every hedge sent: a last non-fatal failure ends the call.
+    let peer = Peer::new(|_, nth| (ms(10 + 100 * nth as u64), Ok(503)));
+    let t0 = Instant::now();
+    assert_eq!(
+        a6_layer(ms(5), 1, true, &peer).oneshot(1).await.unwrap(),
+        503
+    );
+    assert_eq!(peer.offsets(1, t0), [ms(0), ms(5)]);
+    assert_eq!(t0.elapsed(), ms(115));
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_outcome_a_fatal_failure_is_traced() {
+    let traces = Traces::default();
+    let _g = traces.install();
+    let peer = Peer::new(|_, nth| {
+        if nth == 0 {
+            (ms(1000), Ok(200))
+        } else {
+            (ms(10), Ok(400))
+        }
+    });
+    assert_eq!(
+        a6_layer(ms(30), 1, true, &peer).oneshot(1).await.unwrap(),
+        400
+    );
+    let ended =
+        traces.with_message("fatal failure ends the hedged call; the other attempts are cancelled");
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].fields["reason"], "invalid_argument");
+    assert_eq!(ended[0].fields["attempt"], "1");
+}
+
 // ---- cost -----------------------------------------------------------------------------------
 
 /// Heap allocations on this thread while a paused current-thread runtime drives 1,000 calls
@@ -836,6 +1089,18 @@ where
     rt.block_on(drive(&mut svc, 0, 100));
     allocation_counter::measure(|| rt.block_on(drive(&mut svc, 100, 1000))).count_total
 }
+
+/// An error that allocates nothing.
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for Refused {}
 
 #[test]
 fn the_primary_wins_path_does_not_allocate() {
@@ -877,6 +1142,29 @@ fn the_primary_wins_path_does_not_allocate() {
     let eager = fixed(ms(1)).build().unwrap();
     assert_eq!(allocations_per_1000_calls(eager.layer(both_slow)), 0);
     assert_eq!(SENT.load(Ordering::Relaxed), 2 * 1100);
+    // gRPC A6's verdicts: the same paths, and a non-fatal failure sending the hedge at once.
+    let a6 = fixed(ms(1)).policy(ByOutcome(HedgeAny)).build().unwrap();
+    assert_eq!(allocations_per_1000_calls(a6.layer(slow())), 0);
+    static TRIED: AtomicU32 = AtomicU32::new(0);
+    let first_fails = service_fn(|x: u32| async move {
+        let n = TRIED.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(ms(3)).await;
+        if n.is_multiple_of(2) {
+            Err(Refused)
+        } else {
+            Ok(x)
+        }
+    });
+    let a6 = fixed(ms(100))
+        .policy(ByOutcome(HedgeAny))
+        .classifier(|r: &Result<u32, Refused>| match r {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::retryable("refused"),
+        })
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_1000_calls(a6.layer(first_fails)), 0);
+    assert_eq!(TRIED.load(Ordering::Relaxed), 2 * 1100);
     // The control: the counter sees an inner service that allocates.
     let boxing = service_fn(|x: u32| {
         std::future::ready(Ok::<_, Infallible>(*std::hint::black_box(Box::new(x))))

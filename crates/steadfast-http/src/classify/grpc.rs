@@ -89,6 +89,8 @@ pub struct GrpcClassifier {
     failures: CodeSet,
     retry_errors: bool,
     max_server_delay: Duration,
+    /// A fatal code stays fatal whatever pushback comes with it (the hedging stack's reading).
+    fatal_over_pushback: bool,
 }
 
 impl Default for GrpcClassifier {
@@ -111,7 +113,17 @@ impl GrpcClassifier {
             failures: DEFAULT_FAILURES,
             retry_errors: true,
             max_server_delay: DEFAULT_MAX_SERVER_DELAY,
+            fatal_over_pushback: false,
         }
+    }
+
+    /// The same classifier, for which a failure code that is not retryable is fatal whatever
+    /// `grpc-retry-pushback-ms` comes with it (otherwise a negative or malformed pushback makes
+    /// it [`Outcome::Pushback`], as a throttling bucket counts it). gRPC A6's hedging: a status
+    /// not in `nonFatalStatusCodes` ends the call, pushback or not.
+    pub(crate) fn fatal_over_pushback(mut self) -> Self {
+        self.fatal_over_pushback = true;
+        self
     }
 
     /// A builder starting from the defaults.
@@ -157,6 +169,9 @@ impl GrpcClassifier {
             return Outcome::Success;
         }
         let label = code.label();
+        if self.fatal_over_pushback && !(retryable || with_pushback) {
+            return Outcome::fatal(label);
+        }
         match metadata
             .get(GRPC_RETRY_PUSHBACK_MS)
             .map(decode_grpc_retry_pushback)

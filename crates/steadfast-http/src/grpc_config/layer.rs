@@ -2,14 +2,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steadfast_layers::deadline::{DeadlineLayer, DeadlineService, HttpExtensions};
-use steadfast_layers::hedge::{Hedge, HedgeAny, HedgeDelay, HedgeLayer};
+use steadfast_layers::hedge::{ByOutcome, Hedge, HedgeAny, HedgeDelay, HedgeLayer};
 use steadfast_layers::retry::{Backoff, Jitter, RetryBudget, TokenBucket, MAX_BACKOFF};
 use tower_layer::{Identity, Layer};
 
 use super::config::{HedgingPolicy, MethodConfig, MethodPolicy, RetryPolicy, ServiceConfig};
 use super::service::{MethodStack, ThrottleRecord, ThrottleRecordLayer};
 use crate::body::{HttpReplay, ReplayBodyLayer, WithReplayBody, DEFAULT_REPLAY_LIMIT};
-use crate::classify::GrpcClassifier;
+use crate::classify::{GrpcClassifier, GrpcClassifierBuilder};
 use crate::codec::GrpcCode;
 use crate::error::ConfigError;
 use crate::preset::{
@@ -35,11 +35,16 @@ pub const ZERO_HEDGING_DELAY: Duration = Duration::from_millis(1);
 ///   non-`OK` code ends the call at once). No per-attempt timeout (A6 has none).
 /// - **`hedgingPolicy`**: the same skeleton with a hedge layer: `maxAttempts - 1` hedges, one
 ///   every `hedgingDelay` (`"0s"` is [`ZERO_HEDGING_DELAY`]), every call eligible (the config
-///   says the method is safe to send twice). Departures from A6, from steadfast's hedge layer:
-///   a failed attempt, fatal or not, waits for the attempts still in flight (the first success
-///   wins; when all fail, the call returns the last failure), the next hedge keeps its
-///   schedule instead of leaving at once after a non-fatal failure, and server pushback
-///   (`grpc-retry-pushback-ms`) does not move or stop the next hedge.
+///   says the method is safe to send twice), each attempt judged as A6 says
+///   ([`ByOutcome`]) by a [`GrpcClassifier`] for which exactly `nonFatalStatusCodes` are
+///   non-fatal: the first success wins; a status not in `nonFatalStatusCodes` (or a broken
+///   connection, unless `UNAVAILABLE` is listed) is returned at once and the other attempts
+///   are cancelled; a non-fatal status sends the next hedge at once; server pushback
+///   (`grpc-retry-pushback-ms` on a non-fatal status) sends it that many milliseconds later
+///   instead, or, negative or malformed, stops hedging (the attempts in flight go on); on a
+///   fatal status it changes nothing (the call ends). When every attempt sent has failed
+///   non-fatally and no hedge is left, the call returns the last failure. A pushback over 24 h
+///   (steadfast's longest server delay) stops hedging as a negative one does.
 /// - **no policy**: the same stack with one attempt: the timeout only.
 /// - **`timeout`**: the call's deadline, retries and hedges included; a method without one
 ///   gets [`default_timeout`](ServiceConfigLayerBuilder::default_timeout) (default
@@ -93,7 +98,7 @@ pub type HedgingService<S> = TonicStatus<
         DeadlineService<
             Hedge<
                 ThrottleRecord<DeadlinePropagation<TonicBody<S>>>,
-                HedgeAny,
+                ByOutcome<HedgeAny>,
                 GrpcClassifier,
                 HttpReplay,
             >,
@@ -311,6 +316,10 @@ impl ServiceConfigLayerBuilder<'_> {
 /// `UNAVAILABLE` is listed. (A request that never left is resent once either way: A6's
 /// transparent retry.)
 fn a6_classifier(retryable: &[GrpcCode]) -> Result<GrpcClassifier, ConfigError> {
+    a6_classifier_builder(retryable).build()
+}
+
+fn a6_classifier_builder(retryable: &[GrpcCode]) -> GrpcClassifierBuilder {
     let mut b = GrpcClassifier::builder()
         .no_retry_on(GrpcCode::Unavailable)
         .no_retry_on(GrpcCode::ResourceExhausted)
@@ -321,7 +330,7 @@ fn a6_classifier(retryable: &[GrpcCode]) -> Result<GrpcClassifier, ConfigError> 
     for &code in retryable {
         b = b.retry_on(code);
     }
-    b.build()
+    b
 }
 
 fn retrying_layer(
@@ -386,7 +395,16 @@ fn hedging_layer(
     timeout: Duration,
     budget: Option<&Arc<TokenBucket>>,
 ) -> Result<HedgingStackLayer, ConfigError> {
-    let classifier = a6_classifier(&policy.non_fatal_status_codes)?;
+    let codes = &policy.non_fatal_status_codes;
+    // The throttling bucket counts every pushback, as A6 does; the hedge judges by A6's hedging
+    // rules: a fatal status ends the call whatever pushback comes with it, and any pushback
+    // the deadline may hold delays the next hedge (24 h, the longest server delay, rather than
+    // the retry layer's 30 s).
+    let classifier = a6_classifier(codes)?;
+    let judge = a6_classifier_builder(codes)
+        .max_server_delay(MAX_BACKOFF)
+        .build()?
+        .fatal_over_pushback();
     let delay = if policy.hedging_delay.is_zero() {
         ZERO_HEDGING_DELAY
     } else {
@@ -400,8 +418,8 @@ fn hedging_layer(
         hedge = hedge.budget(Arc::clone(b));
     }
     let hedge = hedge
-        .policy(HedgeAny)
-        .classifier(classifier.clone())
+        .policy(ByOutcome(HedgeAny))
+        .classifier(judge)
         .replay(HttpReplay::new())
         .build()?;
     Ok(HedgingStackLayer {
@@ -456,7 +474,7 @@ impl<S> Layer<S> for MethodLayer {
 pub struct HedgingStackLayer {
     replay_body: ReplayBodyLayer,
     deadline: DeadlineLayer<HttpExtensions>,
-    hedge: HedgeLayer<HedgeAny, GrpcClassifier, HttpReplay>,
+    hedge: HedgeLayer<ByOutcome<HedgeAny>, GrpcClassifier, HttpReplay>,
     record: ThrottleRecordLayer,
     propagation: DeadlinePropagationLayer,
 }

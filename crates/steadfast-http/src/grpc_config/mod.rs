@@ -13,7 +13,7 @@
 //! | `retryableStatusCodes` | required, not empty (A6) | a [`GrpcClassifier`](crate::classify::GrpcClassifier) retrying exactly these |
 //! | `hedgingPolicy.maxAttempts` | required, 2 or more; more than 5 is 5 (A6) | `maxAttempts - 1` hedges |
 //! | `hedgingDelay` | `0s`: all at once (A6) | a [fixed hedge delay](steadfast_layers::hedge::HedgeDelay::fixed) (`0s`: [`ZERO_HEDGING_DELAY`], 1 ms) |
-//! | `nonFatalStatusCodes` | none (service_config.proto) | the failures that take a throttling token |
+//! | `nonFatalStatusCodes` | none (service_config.proto) | the failures that leave the call to the other attempts and send the next hedge at once (A6; any other status ends the call and cancels the others, [`ByOutcome`](steadfast_layers::hedge::ByOutcome)), and take a throttling token |
 //! | `retryThrottling.maxTokens` | required, in `(0, 1000]` (service_config.proto) | one [`TokenBucket`](steadfast_layers::retry::TokenBucket), full at the start, shared by every method's retries and hedges |
 //! | `retryThrottling.tokenRatio` | required, greater than zero, 3 decimal places kept (A6) | tokens returned per success |
 //! | anything else (`loadBalancingConfig`, `waitForReady`, ...) | | ignored |

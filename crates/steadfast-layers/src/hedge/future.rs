@@ -10,6 +10,7 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::layer::Shared;
+use super::{AttemptVerdict, HedgePolicy, NextHedge};
 use crate::classify::Classifier;
 use crate::deadline::Deadline;
 use crate::retry::{NotReplayable, Replay};
@@ -24,7 +25,7 @@ use crate::BoxError;
 /// `max_hedges > 1`) is it boxed. The first poll that finds the original pending reads the clock
 /// once and arms the hedge timer; a call that completes on its first poll reads no clock at all.
 #[pin_project]
-pub struct ResponseFuture<S, C, R, Req>
+pub struct ResponseFuture<S, P, C, R, Req>
 where
     S: Service<Req>,
 {
@@ -41,7 +42,7 @@ where
     /// The inline hedge's number (1 for the first hedge) and start.
     hedge_info: (u32, Option<Instant>),
     /// `None` when the call is not hedged (only measured, or passed through).
-    ctx: Option<Hedging<S, C, R, Req>>,
+    ctx: Option<Hedging<S, P, C, R, Req>>,
     /// The most informative failure so far, kept while other attempts are in flight.
     failure: Option<Result<S::Response, S::Error>>,
     /// `None` for a call passed through untouched.
@@ -61,8 +62,10 @@ struct Extra<F> {
 }
 
 /// Everything a hedged call needs to send hedges.
-pub(super) struct Hedging<S, C, R, Req> {
+pub(super) struct Hedging<S, P, C, R, Req> {
     service: S,
+    /// Judges each finished attempt.
+    policy: P,
     classifier: C,
     replay: R,
     /// The request kept for copies; the last hedge takes it.
@@ -70,13 +73,17 @@ pub(super) struct Hedging<S, C, R, Req> {
     delay: Duration,
     /// Hedges sent so far.
     sent: u32,
-    /// The timer fired and the hedge waits for the service to be ready.
+    /// The timer fired (or a non-fatal failure sent the next hedge at once) and the hedge
+    /// waits for the service to be ready.
     due: bool,
+    /// No further hedge: one was skipped, the service failed, or the policy stopped hedging.
+    ended: bool,
 }
 
-impl<S, C, R, Req> Hedging<S, C, R, Req> {
+impl<S, P, C, R, Req> Hedging<S, P, C, R, Req> {
     pub(super) fn new(
         service: S,
+        policy: P,
         classifier: C,
         replay: R,
         template: Req,
@@ -84,17 +91,19 @@ impl<S, C, R, Req> Hedging<S, C, R, Req> {
     ) -> Self {
         Self {
             service,
+            policy,
             classifier,
             replay,
             template: Some(template),
             delay,
             sent: 0,
             due: false,
+            ended: false,
         }
     }
 }
 
-impl<S, C, R, Req> std::fmt::Debug for ResponseFuture<S, C, R, Req>
+impl<S, P, C, R, Req> std::fmt::Debug for ResponseFuture<S, P, C, R, Req>
 where
     S: Service<Req>,
 {
@@ -106,13 +115,13 @@ where
     }
 }
 
-impl<S, C, R, Req> ResponseFuture<S, C, R, Req>
+impl<S, P, C, R, Req> ResponseFuture<S, P, C, R, Req>
 where
     S: Service<Req>,
 {
     fn new(
         fut: S::Future,
-        ctx: Option<Hedging<S, C, R, Req>>,
+        ctx: Option<Hedging<S, P, C, R, Req>>,
         shared: Option<Arc<Shared>>,
         span: Span,
         primary_span: Span,
@@ -146,7 +155,7 @@ where
     /// A hedged call, its original sent inside `primary_span` (see [`attempt_span`]).
     pub(super) fn hedged(
         fut: S::Future,
-        ctx: Hedging<S, C, R, Req>,
+        ctx: Hedging<S, P, C, R, Req>,
         shared: Arc<Shared>,
         span: Span,
         primary_span: Span,
@@ -229,10 +238,11 @@ impl Skip {
     }
 }
 
-impl<S, C, R, Req> Future for ResponseFuture<S, C, R, Req>
+impl<S, P, C, R, Req> Future for ResponseFuture<S, P, C, R, Req>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
+    P: HedgePolicy<Req>,
     C: Classifier<S::Response, S::Error>,
     R: Replay<Req>,
 {
@@ -316,62 +326,112 @@ where
                     return Poll::Ready(result.map_err(Into::into));
                 };
                 let outcome = ctx.classifier.classify(&result);
+                let verdict = ctx.policy.judge(&outcome);
+                let accepted = verdict == AttemptVerdict::Accept;
                 // The attempt's span ends with its outcome (dropped here).
                 if !finished.is_disabled() {
                     mark_outcome(&finished, &outcome);
-                    if !outcome.is_failure() && ctx.sent > 0 {
+                    if accepted && ctx.sent > 0 {
                         finished.record("steadfast.hedge.winner", true);
                     }
                 }
                 drop(finished);
-                if !outcome.is_failure() {
-                    if ctx.sent > 0 {
-                        if let Some(tracker) = shared.tracker() {
-                            // The losers' time so far is a lower bound of their latency: recording
-                            // it keeps the slow tail (which hedging cuts short) in the histogram,
-                            // so that the learned delay does not drift down.
-                            let now = clock.now();
-                            let censor = |s: Instant| {
-                                tracker.record(now.saturating_duration_since(s), Some(now));
-                            };
-                            if let (true, Some(s)) = (this.primary.is_some(), *this.primary_start) {
-                                censor(s);
+                let next = match verdict {
+                    AttemptVerdict::NonFatal { next } => next,
+                    // Accept, Fatal: the call ends with this attempt.
+                    _ => {
+                        if ctx.sent > 0 {
+                            if let Some(tracker) = shared.tracker() {
+                                // The losers' time so far is a lower bound of their latency:
+                                // recording it keeps the slow tail (which hedging cuts short) in
+                                // the histogram, so that the learned delay does not drift down.
+                                let now = clock.now();
+                                let censor = |s: Instant| {
+                                    tracker.record(now.saturating_duration_since(s), Some(now));
+                                };
+                                if let (true, Some(s)) =
+                                    (this.primary.is_some(), *this.primary_start)
+                                {
+                                    censor(s);
+                                }
+                                if let (true, Some(s)) = (this.hedge.is_some(), this.hedge_info.1) {
+                                    censor(s);
+                                }
+                                for extra in this.more.iter() {
+                                    censor(extra.start);
+                                }
                             }
-                            if let (true, Some(s)) = (this.hedge.is_some(), this.hedge_info.1) {
-                                censor(s);
-                            }
-                            for extra in this.more.iter() {
-                                censor(extra.start);
+                            if accepted {
+                                let winner = if number == 0 { "primary" } else { "hedge" };
+                                shared.attrs.with("steadfast.hedge.winner", winner, |a| {
+                                    shared.wins.add(1, a)
+                                });
+                                tracing::debug!(
+                                    target: "steadfast::hedge",
+                                    winner,
+                                    attempt = number,
+                                    hedges_sent = ctx.sent,
+                                    "hedged call won; the other attempts are cancelled"
+                                );
                             }
                         }
-                        let winner = if number == 0 { "primary" } else { "hedge" };
-                        shared
-                            .attrs
-                            .with("steadfast.hedge.winner", winner, |a| shared.wins.add(1, a));
-                        tracing::debug!(
-                            target: "steadfast::hedge",
-                            winner,
-                            attempt = number,
-                            hedges_sent = ctx.sent,
-                            "hedged call won; the other attempts are cancelled"
-                        );
+                        if !accepted {
+                            tracing::debug!(
+                                target: "steadfast::hedge",
+                                attempt = number,
+                                hedges_sent = ctx.sent,
+                                reason = outcome.reason(),
+                                "fatal failure ends the hedged call; the other attempts are cancelled"
+                            );
+                        }
+                        // The losers are cancelled by dropping them.
+                        if this.primary.is_some() {
+                            cancel(this.primary_span);
+                        }
+                        if this.hedge.is_some() {
+                            cancel(this.hedge_span);
+                        }
+                        for extra in this.more.iter_mut() {
+                            cancel(&mut extra.span);
+                        }
+                        this.primary.set(None);
+                        this.hedge.set(None);
+                        this.more.clear();
+                        this.timer.set(None);
+                        return Poll::Ready(result.map_err(Into::into));
                     }
-                    // The losers are cancelled by dropping them.
-                    if this.primary.is_some() {
-                        cancel(this.primary_span);
+                };
+                // A non-fatal failure: the policy may move the next hedge.
+                let more_to_send = !ctx.ended && ctx.sent < shared.max_hedges;
+                let coming = match next {
+                    NextHedge::Now if more_to_send => {
+                        this.timer.set(None);
+                        ctx.due = true;
+                        true
                     }
-                    if this.hedge.is_some() {
-                        cancel(this.hedge_span);
+                    NextHedge::After(after) if more_to_send => {
+                        ctx.due = false;
+                        let at = clock.now().checked_add(after);
+                        this.timer.set(at.map(sleep_until));
+                        at.is_some()
                     }
-                    for extra in this.more.iter_mut() {
-                        cancel(&mut extra.span);
+                    NextHedge::Stop => {
+                        if more_to_send {
+                            tracing::debug!(
+                                target: "steadfast::hedge",
+                                attempt = number,
+                                reason = outcome.reason(),
+                                "hedging stopped: the server pushed back"
+                            );
+                        }
+                        ctx.ended = true;
+                        ctx.due = false;
+                        this.timer.set(None);
+                        false
                     }
-                    this.primary.set(None);
-                    this.hedge.set(None);
-                    this.more.clear();
-                    this.timer.set(None);
-                    return Poll::Ready(result.map_err(Into::into));
-                }
+                    // On schedule (hedging is not retrying), or no hedge left to send.
+                    _ => false,
+                };
                 let in_flight =
                     this.primary.is_some() || this.hedge.is_some() || !this.more.is_empty();
                 // A failed response is more informative than an error (a proxy must forward it);
@@ -380,7 +440,7 @@ where
                     Some(prev) if prev.is_ok() && result.is_err() => prev,
                     _ => result,
                 };
-                if !in_flight {
+                if !in_flight && !coming {
                     if ctx.sent > 0 {
                         tracing::debug!(
                             target: "steadfast::hedge",
@@ -392,12 +452,25 @@ where
                     this.timer.set(None);
                     return Poll::Ready(best.map_err(Into::into));
                 }
-                tracing::debug!(
-                    target: "steadfast::hedge",
-                    attempt = number,
-                    reason = outcome.reason(),
-                    "attempt failed; waiting for the others in flight"
-                );
+                if coming {
+                    tracing::debug!(
+                        target: "steadfast::hedge",
+                        attempt = number,
+                        reason = outcome.reason(),
+                        next_hedge_in_ms = match next {
+                            NextHedge::After(after) => ms(after),
+                            _ => 0.0,
+                        },
+                        "attempt failed; the next hedge leaves early"
+                    );
+                } else {
+                    tracing::debug!(
+                        target: "steadfast::hedge",
+                        attempt = number,
+                        reason = outcome.reason(),
+                        "attempt failed; waiting for the others in flight"
+                    );
+                }
                 *this.failure = Some(best);
                 continue;
             }
@@ -420,13 +493,17 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
                     ctx.due = false;
+                    ctx.ended = true;
                     let e: BoxError = e.into();
                     tracing::debug!(
                         target: "steadfast::hedge",
                         error = %e,
                         "hedging stopped: the service failed to become ready"
                     );
-                    return Poll::Pending;
+                    return idle_failure(
+                        this.primary.is_some() || this.hedge.is_some() || !this.more.is_empty(),
+                        this.failure,
+                    );
                 }
                 Poll::Ready(Ok(())) => ctx.due = false,
             }
@@ -460,7 +537,11 @@ where
                             "hedge skipped: budget exhausted"
                         ),
                     }
-                    return Poll::Pending;
+                    ctx.ended = true;
+                    return idle_failure(
+                        this.primary.is_some() || this.hedge.is_some() || !this.more.is_empty(),
+                        this.failure,
+                    );
                 }
             };
             ctx.sent += 1;
@@ -497,11 +578,26 @@ where
     }
 }
 
+/// Hedging has ended: with no attempt in flight (a non-fatal failure sent the next hedge early,
+/// and it could not be sent), the call returns its failure; otherwise it waits for the others.
+fn idle_failure<T, E: Into<BoxError>>(
+    in_flight: bool,
+    failure: &mut Option<Result<T, E>>,
+) -> Poll<Result<T, BoxError>> {
+    match failure.take() {
+        Some(best) if !in_flight => Poll::Ready(best.map_err(Into::into)),
+        kept => {
+            *failure = kept;
+            Poll::Pending
+        }
+    }
+}
+
 /// Checks, in order, the deadline, a copy of the request, then the budgets (last, so that a
 /// refusal for another reason spends nothing), and returns the request to send.
-fn plan<S, C, R, Req>(
+fn plan<S, P, C, R, Req>(
     shared: &Shared,
-    ctx: &mut Hedging<S, C, R, Req>,
+    ctx: &mut Hedging<S, P, C, R, Req>,
     now: Instant,
 ) -> Result<Req, Skip>
 where

@@ -13,6 +13,11 @@
 //!    attempts still in flight; when every attempt sent has failed, the call returns the most
 //!    informative failure (a failed response over an error, else the latest), unchanged, so a
 //!    retry layer above classifies it as usual. The losers are cancelled by dropping them.
+//!    The [`HedgePolicy`] may judge finished attempts otherwise ([`HedgePolicy::judge`],
+//!    [`AttemptVerdict`]): [`ByOutcome`] follows gRPC A6, where a fatal failure ends the call
+//!    at once (the others cancelled), a non-fatal one sends the next hedge at once
+//!    ([`NextHedge::Now`]), and server pushback delays it ([`NextHedge::After`]) or stops
+//!    hedging ([`NextHedge::Stop`]).
 //! 4. **Which requests**: only those the [`HedgePolicy`] allows (by default, requests
 //!    [marked idempotent](Idempotent)) and that can be copied ([`Replay`](crate::retry::Replay),
 //!    cloning by default).
@@ -117,5 +122,8 @@ pub use config::{HedgeConfig, HedgeDelayConfig, PercentileDelayConfig};
 pub use delay::{HedgeDelay, MAX_HEDGE_DELAY};
 pub use future::ResponseFuture;
 pub use layer::{HedgeHandle, HedgeLayer, HedgeLayerBuilder, MAX_HEDGES};
-pub use policy::{HedgeAny, HedgePolicy, Idempotent, IdempotentOnly, MarkedIdempotent};
+pub use policy::{
+    AttemptVerdict, ByOutcome, HedgeAny, HedgePolicy, Idempotent, IdempotentOnly, MarkedIdempotent,
+    NextHedge,
+};
 pub use service::Hedge;

@@ -90,13 +90,13 @@ impl<S, P, C, R, Req> Service<Req> for Hedge<S, P, C, R>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    P: HedgePolicy<Req>,
+    P: HedgePolicy<Req> + Clone,
     C: Classifier<S::Response, S::Error> + Clone,
     R: Replay<Req> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, C, R, Req>;
+    type Future = ResponseFuture<S, P, C, R, Req>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -171,6 +171,7 @@ where
             fut,
             Hedging::new(
                 service,
+                self.policy.clone(),
                 self.classifier.clone(),
                 self.replay.clone(),
                 template,
