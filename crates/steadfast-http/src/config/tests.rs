@@ -336,3 +336,70 @@ fn malformed_text_is_a_parse_error_at_the_top() {
         "{err}"
     );
 }
+
+#[test]
+fn routes_and_fallback_are_checked_with_the_routers_parser() {
+    let file = |route: &str, fallback: &str| {
+        PolicySet::from_toml_str(&format!(
+            "{fallback}\n[policies.a]\n[[routes]]\n{route}\npolicy = \"a\""
+        ))
+    };
+    let path_of = |r: Result<PolicySet, LoadError>| r.unwrap_err().path().to_owned();
+    assert_eq!(path_of(file("path = \"/files/*/x\"", "")), "routes[0].path");
+    assert_eq!(path_of(file("path = \"/a/{}\"", "")), "routes[0].path");
+    assert_eq!(path_of(file("grpc = \"pkg..Svc\"", "")), "routes[0].grpc");
+    assert_eq!(
+        path_of(file("grpc = \"pkg.Svc/a.b\"", "")),
+        "routes[0].grpc"
+    );
+    assert_eq!(
+        path_of(file("path = \"/\"", "fallback = \"nope\"")),
+        "fallback"
+    );
+    let set = file("path = \"/users/{id}/*\"", "fallback = \"a\"").unwrap();
+    assert_eq!(set.fallback(), Some("a"));
+    let m = set.routes()[0].to_match().unwrap();
+    assert!(m.matches(&http::Method::GET, "/users/7/posts/1"));
+    assert!(!m.matches(&http::Method::GET, "/users"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_routes_naming_one_policy_get_two_breakers() {
+    let set = PolicySet::from_toml_str(
+        r#"
+        [policies.guarded]
+        retry = { max_attempts = 1 }
+        breaker = { consecutive_failures = 1, break_duration = "1m" }
+        [[routes]]
+        path = "/a"
+        policy = "guarded"
+        [[routes]]
+        path = "/b"
+        policy = "guarded"
+        "#,
+    )
+    .unwrap();
+    let sent = Arc::new(AtomicU32::new(0));
+    let s = sent.clone();
+    let transport = service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let router = set.route_layer().unwrap().layer(transport);
+    let call = |path: &str| {
+        router.clone().oneshot(
+            Request::get(format!("http://peer{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(call("/a").await.unwrap().status(), 500);
+    assert!(call("/a").await.is_err(), "the breaker of /a is open");
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
+    assert_eq!(call("/b").await.unwrap().status(), 500, "/b has its own");
+    assert_eq!(sent.load(Ordering::SeqCst), 2);
+}
