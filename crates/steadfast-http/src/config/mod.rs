@@ -71,7 +71,7 @@ use steadfast_layers::retry::{RatioBudget, RatioBudgetConfig};
 use steadfast_layers::telemetry::Telemetry;
 
 pub use error::{Format, LoadError};
-pub use policy::{Backpressure, PolicyConfig, PolicyLayer};
+pub use policy::{AttemptTimeoutConfig, Backpressure, PolicyConfig, PolicyLayer};
 pub use route::{RouteConfig, RouteEntry};
 
 use crate::classify::{GrpcClassifier, HttpClassifier};

@@ -403,3 +403,39 @@ async fn two_routes_naming_one_policy_get_two_breakers() {
     assert_eq!(call("/b").await.unwrap().status(), 500, "/b has its own");
     assert_eq!(sent.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_off_lets_an_attempt_use_the_whole_deadline() {
+    let set = PolicySet::from_toml_str(
+        r#"
+        [policies.patient]
+        timeout = "10s"
+        attempt_timeout = "off"
+        retry = { max_attempts = 1 }
+        [policies.default]
+        timeout = "10s"
+        retry = { max_attempts = 1 }
+        "#,
+    )
+    .unwrap();
+    let slow = service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
+    });
+    let get = || {
+        Request::get("http://peer/")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let patient = set.policy("patient").unwrap().layer(slow.clone());
+    assert_eq!(patient.oneshot(get()).await.unwrap().status(), 200);
+    // The preset's 3 s per attempt cuts the same call short.
+    let default = set.policy("default").unwrap().layer(slow);
+    assert!(default.oneshot(get()).await.is_err());
+    // Written back as it was read.
+    let config = PolicySetConfig::from_toml_str("[policies.p]\nattempt_timeout = \"off\"").unwrap();
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(json, r#"{"policies":{"p":{"attempt_timeout":"off"}}}"#);
+    let err = PolicySet::from_toml_str("[policies.p]\nattempt_timeout = \"never\"").unwrap_err();
+    assert_eq!(err.path(), "policies.p.attempt_timeout");
+}
