@@ -252,6 +252,27 @@ impl PolicySet {
     pub fn from_yaml_str(text: &str) -> Result<PolicySet, LoadError> {
         Ok(PolicySetConfig::from_yaml_str(text)?.build()?)
     }
+
+    /// Reads a policy file from disk, in the format its extension names (`.toml`, `.json`,
+    /// `.yaml` or `.yml`, see [`Format::of_path`]), and builds it over HTTP. It reads with
+    /// `std::fs` (blocking): call it at start-up, or from `spawn_blocking`. A file that cannot
+    /// be read is [`LoadError::Io`], with its path; an unknown extension
+    /// [`LoadError::UnknownFormat`].
+    ///
+    /// ```
+    /// # use steadfast_http::config::{LoadError, PolicySet};
+    /// let file = std::env::temp_dir().join(format!("steadfast-doc-{}.yaml", std::process::id()));
+    /// std::fs::write(&file, "policies:\n  a:\n    timeout: 1s\n").unwrap();
+    /// let set = PolicySet::from_path(&file)?;
+    /// assert!(set.policy("a").is_some());
+    /// std::fs::remove_file(&file).unwrap();
+    /// let err = PolicySet::from_path(&file).unwrap_err();
+    /// assert!(matches!(err, LoadError::Io { kind: std::io::ErrorKind::NotFound, .. }));
+    /// # Ok::<(), LoadError>(())
+    /// ```
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<PolicySet, LoadError> {
+        Ok(PolicySetConfig::from_path(path)?.build()?)
+    }
 }
 
 impl<Cl> PolicySet<Cl> {
@@ -401,6 +422,33 @@ impl PolicySetConfig {
             format: Format::Toml,
         })?;
         serde_path_to_error::deserialize(de).map_err(|e| parse_error(e, Format::Toml))
+    }
+
+    /// Reads a policy file from disk, in the format its extension names, without building it
+    /// (see [`PolicySet::from_path`]).
+    ///
+    /// ```
+    /// # use steadfast_http::config::{LoadError, PolicySetConfig};
+    /// let err = PolicySetConfig::from_path("policies.ini").unwrap_err();
+    /// assert!(matches!(err, LoadError::UnknownFormat { .. }));
+    /// ```
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let Some(format) = Format::of_path(path) else {
+            return Err(LoadError::UnknownFormat {
+                file: path.to_owned(),
+            });
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+            file: path.to_owned(),
+            kind: e.kind(),
+            message: e.to_string(),
+        })?;
+        match format {
+            Format::Toml => Self::from_toml_str(&text),
+            Format::Json => Self::from_json_str(&text),
+            Format::Yaml => Self::from_yaml_str(&text),
+        }
     }
 
     /// Reads a policy file in JSON, without building it.

@@ -439,3 +439,50 @@ async fn attempt_timeout_off_lets_an_attempt_use_the_whole_deadline() {
     let err = PolicySet::from_toml_str("[policies.p]\nattempt_timeout = \"never\"").unwrap_err();
     assert_eq!(err.path(), "policies.p.attempt_timeout");
 }
+
+#[test]
+fn from_path_reads_the_format_its_extension_names() {
+    let dir = std::env::temp_dir().join(format!("steadfast-from-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = PolicySetConfig::from_toml_str(FILE).unwrap();
+    let files = [
+        ("p.toml", FILE.to_owned()),
+        ("p.json", serde_json::to_string(&config).unwrap()),
+        ("p.YML", serde_norway::to_string(&config).unwrap()),
+    ];
+    for (name, text) in &files {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(PolicySetConfig::from_path(&file).unwrap(), config, "{name}");
+        assert!(PolicySet::from_path(&file)
+            .unwrap()
+            .policy("payments")
+            .is_some());
+    }
+    // A mistake in the file: the field's path, as from a string.
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[policies.a]\nretry = { max_attempts = 0 }").unwrap();
+    assert_eq!(
+        PolicySet::from_path(&broken).unwrap_err().path(),
+        "policies.a.retry.max_attempts"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A missing file: the path in the error.
+    let missing = dir.join("p.toml");
+    let err = PolicySet::from_path(&missing).unwrap_err();
+    match &err {
+        LoadError::Io { file, kind, .. } => {
+            assert_eq!(file, &missing);
+            assert_eq!(*kind, std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string().contains(&*missing.to_string_lossy()),
+        "{err}"
+    );
+    let err = PolicySet::from_path(dir.join("p.ini")).unwrap_err();
+    assert!(matches!(err, LoadError::UnknownFormat { .. }), "{err}");
+    let err = PolicySet::from_path(dir.join("noext")).unwrap_err();
+    assert!(matches!(err, LoadError::UnknownFormat { .. }), "{err}");
+}
