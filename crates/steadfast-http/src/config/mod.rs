@@ -38,7 +38,15 @@
 //! field by its full path: a parse error (malformed text, unknown or missing field, wrong
 //! type: [`LoadError::Parse`]) and an invalid value ([`LoadError::Invalid`]) alike, e.g.
 //! `policies.payments.retry.max_attempts` or `routes[2].policy`. The field-by-field reference,
-//! with every default and where it comes from, is `docs/config.md`.
+//! with every default and where it comes from, is `docs/config.md`. [`PolicySet::from_path`]
+//! reads a file in the format its extension names.
+//!
+//! [`PolicySet::route_layer`] makes the `routes` a router
+//! ([`RouteLayer`](crate::route::RouteLayer)): the first route that matches a request takes
+//! it, and the policy named by a top-level `fallback = "name"` takes the requests no route
+//! matches (without one they fail with [`NoRoute`](crate::route::NoRoute)). Each route entry
+//! gets its own instance of its policy (its own breaker and limits, as Envoy gives each route);
+//! a budget named under `budgets` stays one budget for all.
 //!
 //! ```
 //! use steadfast_http::config::PolicySet;
