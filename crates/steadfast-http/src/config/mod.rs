@@ -42,7 +42,7 @@
 //! reads a file in the format its extension names.
 //!
 //! [`PolicySet::route_layer`] makes the `routes` a router
-//! ([`RouteLayer`](crate::route::RouteLayer)): the first route that matches a request takes
+//! ([`RouteLayer`]): the first route that matches a request takes
 //! it, and the policy named by a top-level `fallback = "name"` takes the requests no route
 //! matches (without one they fail with [`NoRoute`](crate::route::NoRoute)). Each route entry
 //! gets its own instance of its policy (its own breaker and limits, as Envoy gives each route);
@@ -350,7 +350,7 @@ impl<Cl: Clone> PolicySet<Cl> {
     /// A router layer of the file's `routes`, in order, with the `fallback` policy (if any)
     /// for requests no route matches: apply it to a transport (a hyper-util client) and each
     /// request goes through the stack of the first route that matches (see
-    /// [`RouteLayer`](crate::route::RouteLayer)).
+    /// [`RouteLayer`]).
     ///
     /// **One instance per route entry**: each route (and the fallback) gets a stack built
     /// afresh from its policy's settings, so each has its own breaker, concurrency limit,

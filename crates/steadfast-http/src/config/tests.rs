@@ -427,7 +427,7 @@ async fn attempt_timeout_off_lets_an_attempt_use_the_whole_deadline() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let patient = set.policy("patient").unwrap().layer(slow.clone());
+    let patient = set.policy("patient").unwrap().layer(slow);
     assert_eq!(patient.oneshot(get()).await.unwrap().status(), 200);
     // The preset's 3 s per attempt cuts the same call short.
     let default = set.policy("default").unwrap().layer(slow);
