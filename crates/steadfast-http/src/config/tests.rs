@@ -14,6 +14,8 @@ use super::*;
 use crate::body::ReplayBody;
 
 const FILE: &str = r#"
+fallback = "search"
+
 [budgets.backend]
 ratio = 0.1
 min_retries_per_sec = 5
