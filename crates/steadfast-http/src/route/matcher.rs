@@ -162,6 +162,9 @@ impl RouteMatch {
     /// assert!(RouteMatch::grpc("pkg.Echo", Some("Say")).is_ok());
     /// assert_eq!(RouteMatch::grpc("", None).unwrap_err().path(), "service");
     /// assert_eq!(RouteMatch::grpc("pkg.Echo", Some("a/b")).unwrap_err().path(), "method");
+    /// assert_eq!(RouteMatch::grpc("pkg..Echo", None).unwrap_err().path(), "service");
+    /// assert_eq!(RouteMatch::grpc("pkg.Echo", Some("Say.Hi")).unwrap_err().path(), "method");
+    /// assert!(RouteMatch::grpc("Echo_2", Some("say_hi")).is_ok());
     /// ```
     pub fn grpc(service: &str, method: Option<&str>) -> Result<Self, ConfigError> {
         check_grpc_name("service", service)?;
