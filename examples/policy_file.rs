@@ -1,7 +1,9 @@
 //! Client policies from a TOML file: `examples/policies.toml` names two policies that share one
-//! retry budget; this example loads it, builds the `payments` policy's stack over a hyper-util
-//! client, and calls a tiny local hyper server (127.0.0.1, an OS-chosen port) whose `/payments`
-//! answers 503 once before it succeeds: the policy's retry rides it out.
+//! retry budget, the routes each serves and a fallback; this example loads it, builds a router
+//! of its routes over a hyper-util client (`PolicySet::route_layer`: one stack per route), and
+//! calls a tiny local hyper server (127.0.0.1, an OS-chosen port) whose `/payments/{id}`
+//! answers 503 once before it succeeds: the `payments` route's retry rides it out. `/search`
+//! goes through the `search` policy, and `/health`, which no route names, through the fallback.
 //!
 //! A mistake in the file is reported with the field's path, e.g.
 //! `invalid configuration: `policies.payments.retry.max_attempts` must not be zero`.
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -26,17 +28,26 @@ use tower::{service_fn, Layer, ServiceExt};
 /// The policy file, as a deployment would read it from disk.
 const POLICIES: &str = include_str!("policies.toml");
 
-/// The server's `/payments`: busy (503) on its first call, then fine.
+/// The server: `/payments/...` busy (503) on its first call, then fine; anything else fine.
 async fn handle(
-    _req: Request<Incoming>,
-    calls: Arc<AtomicU32>,
+    req: Request<Incoming>,
+    payments: Arc<AtomicU32>,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
-    let n = calls.fetch_add(1, Ordering::SeqCst);
-    println!("  server: call {}", n + 1);
-    let status = if n == 0 { 503 } else { 200 };
+    let path = req.uri().path().to_owned();
+    let status = if path.starts_with("/payments/") {
+        let n = payments.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            503
+        } else {
+            200
+        }
+    } else {
+        200
+    };
+    println!("  server: {} {path} -> {status}", req.method());
     Ok(Response::builder()
         .status(status)
-        .body(Full::new(Bytes::from_static(b"paid")))?)
+        .body(Full::new(Bytes::from(path)))?)
 }
 
 async fn start_server() -> Result<SocketAddr, BoxError> {
@@ -84,24 +95,33 @@ async fn main() -> Result<(), BoxError> {
         }
     }
 
-    let addr = start_server().await?;
-    let payments = policies
-        .policy("payments")
-        .ok_or("no payments policy in the file")?;
-    println!(
-        "payments: {} attempts within {:?}",
-        payments.max_attempts(),
-        payments.timeout()
-    );
-    let client = payments.clone().layer(hyper_client::<Full<Bytes>>());
+    if let Some(fallback) = policies.fallback() {
+        println!("  anything else -> {fallback}");
+    }
 
-    let req = Request::post(format!("http://{addr}/payments/42"))
-        .body(Full::new(Bytes::from_static(b"{\"amount\": 10}")))?;
-    let res = client.oneshot(req).await?;
-    let status = res.status();
-    let body = res.into_body().collect().await?.to_bytes();
-    println!("  client: {status} {:?}", String::from_utf8_lossy(&body));
-    assert_eq!(status, StatusCode::OK);
+    let addr = start_server().await?;
+    // One stack per route, each with its own breaker and limits; the `backend` budget shared.
+    let client = policies.route_layer()?.layer(hyper_client::<Full<Bytes>>());
+
+    let calls = [
+        (Method::POST, "/payments/42", "{\"amount\": 10}"),
+        (Method::GET, "/search?q=lamps", ""),
+        (Method::GET, "/health", ""),
+    ];
+    for (method, path, body) in calls {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))?;
+        let res = client.clone().oneshot(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        println!(
+            "  client: {method} {path} -> {status} {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(status, StatusCode::OK);
+    }
 
     // The same file with a mistake: the error names the field.
     let broken = POLICIES.replace("max_attempts = 3", "max_attempts = 0");

@@ -21,6 +21,8 @@ fn the_example_policy_file_parses_and_builds() {
     // Both policies name `backend`: one Arc, held by the set and by each retry layer.
     assert_eq!(Arc::strong_count(set.budget("backend").unwrap()), 3);
     assert_eq!(set.routes().len(), 3);
+    assert_eq!(set.fallback(), Some("search"));
+    assert_eq!(set.route_layer().unwrap().len(), 3);
     assert!(matches!(
         &set.routes()[2],
         RouteConfig::Grpc { service, method: None, policy } if service == "shop.Payments" && policy == "payments"

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
 
@@ -26,6 +27,27 @@ impl fmt::Display for Format {
             Format::Toml => "TOML",
             Format::Yaml => "YAML",
         })
+    }
+}
+
+impl Format {
+    /// The format a file's extension names: `.toml`, `.json`, `.yaml` or `.yml` (any case),
+    /// or `None`.
+    ///
+    /// ```
+    /// use steadfast_http::config::Format;
+    /// assert_eq!(Format::of_path("etc/policies.yml".as_ref()), Some(Format::Yaml));
+    /// assert_eq!(Format::of_path("policies.TOML".as_ref()), Some(Format::Toml));
+    /// assert_eq!(Format::of_path("policies.ini".as_ref()), None);
+    /// ```
+    pub fn of_path(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "toml" => Some(Format::Toml),
+            "json" => Some(Format::Json),
+            "yaml" | "yml" => Some(Format::Yaml),
+            _ => None,
+        }
     }
 }
 
@@ -58,10 +80,26 @@ pub enum LoadError {
     /// The text is well-formed but a value is invalid, as the builders judge it (its
     /// [`path`](ConfigError::path) is the field's full path).
     Invalid(ConfigError),
+    /// The file could not be read
+    /// ([`PolicySet::from_path`](super::PolicySet::from_path)).
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// What kind of failure.
+        kind: std::io::ErrorKind,
+        /// What the system said.
+        message: String,
+    },
+    /// The file's extension names no format this crate reads (`.toml`, `.json`, `.yaml`,
+    /// `.yml`).
+    UnknownFormat {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 impl LoadError {
-    /// The dotted path of the offending field.
+    /// The dotted path of the offending field (empty when the file could not be read).
     ///
     /// ```
     /// # use steadfast_http::config::PolicySet;
@@ -72,6 +110,7 @@ impl LoadError {
         match self {
             LoadError::Parse { path, .. } => path,
             LoadError::Invalid(e) => e.path(),
+            LoadError::Io { .. } | LoadError::UnknownFormat { .. } => "",
         }
     }
 }
@@ -90,6 +129,14 @@ impl fmt::Display for LoadError {
                 format,
             } => write!(f, "invalid {format} at `{path}`: {message}"),
             LoadError::Invalid(e) => e.fmt(f),
+            LoadError::Io { file, message, .. } => {
+                write!(f, "cannot read `{}`: {message}", file.display())
+            }
+            LoadError::UnknownFormat { file } => write!(
+                f,
+                "`{}`: the extension names no format (.toml, .json, .yaml, .yml)",
+                file.display()
+            ),
         }
     }
 }
@@ -98,7 +145,9 @@ impl std::error::Error for LoadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LoadError::Invalid(e) => Some(e),
-            LoadError::Parse { .. } => None,
+            LoadError::Parse { .. } | LoadError::Io { .. } | LoadError::UnknownFormat { .. } => {
+                None
+            }
         }
     }
 }

@@ -38,7 +38,15 @@
 //! field by its full path: a parse error (malformed text, unknown or missing field, wrong
 //! type: [`LoadError::Parse`]) and an invalid value ([`LoadError::Invalid`]) alike, e.g.
 //! `policies.payments.retry.max_attempts` or `routes[2].policy`. The field-by-field reference,
-//! with every default and where it comes from, is `docs/config.md`.
+//! with every default and where it comes from, is `docs/config.md`. [`PolicySet::from_path`]
+//! reads a file in the format its extension names.
+//!
+//! [`PolicySet::route_layer`] makes the `routes` a router
+//! ([`RouteLayer`]): the first route that matches a request takes
+//! it, and the policy named by a top-level `fallback = "name"` takes the requests no route
+//! matches (without one they fail with [`NoRoute`](crate::route::NoRoute)). Each route entry
+//! gets its own instance of its policy (its own breaker and limits, as Envoy gives each route);
+//! a budget named under `budgets` stays one budget for all.
 //!
 //! ```
 //! use steadfast_http::config::PolicySet;
@@ -71,12 +79,13 @@ use steadfast_layers::retry::{RatioBudget, RatioBudgetConfig};
 use steadfast_layers::telemetry::Telemetry;
 
 pub use error::{Format, LoadError};
-pub use policy::{Backpressure, PolicyConfig, PolicyLayer};
+pub use policy::{AttemptTimeoutConfig, Backpressure, PolicyConfig, PolicyLayer};
 pub use route::{RouteConfig, RouteEntry};
 
 use crate::classify::{GrpcClassifier, HttpClassifier};
 use crate::error::ConfigError;
-use crate::preset::StandardClientLayer;
+use crate::preset::{StandardClientBuilder, StandardClientLayer};
+use crate::route::{RouteLayer, RouteMatch};
 
 /// A policy file as written: shared `budgets`, named `policies`, and `routes`. Read it with
 /// serde from any format, then [`build`](Self::build) it; or let
@@ -100,9 +109,13 @@ pub struct PolicySetConfig {
     /// Policies by name.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
-    /// Which policy serves which route, in order.
+    /// Which policy serves which route, in order (the first match takes the request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteEntry>,
+    /// The policy that serves requests no route matches (default: none, and such a request
+    /// fails with [`NoRoute`](crate::route::NoRoute) before anything is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// A built policy set: one stack per policy ([`PolicyLayer`]), the shared budgets, and the
@@ -122,6 +135,12 @@ pub struct PolicySet<Cl = HttpClassifier> {
     budgets: BTreeMap<String, Arc<RatioBudget>>,
     policies: BTreeMap<String, PolicyLayer<Cl>>,
     routes: Vec<RouteConfig>,
+    matches: Vec<RouteMatch>,
+    fallback: Option<String>,
+    /// The policies as written, to build a fresh stack per route.
+    configs: BTreeMap<String, PolicyConfig>,
+    preset: fn() -> StandardClientBuilder<Cl>,
+    classifier: fn(&PolicyConfig) -> Result<Cl, ConfigError>,
 }
 
 impl PolicySetConfig {
@@ -160,41 +179,49 @@ impl PolicySetConfig {
 
     fn build_inner<Cl: Clone>(
         &self,
-        preset: impl Fn() -> crate::preset::StandardClientBuilder<Cl>,
-        classifier: impl Fn(&PolicyConfig) -> Result<Cl, ConfigError>,
+        preset: fn() -> StandardClientBuilder<Cl>,
+        classifier: fn(&PolicyConfig) -> Result<Cl, ConfigError>,
     ) -> Result<PolicySet<Cl>, ConfigError> {
-        let mut budgets = BTreeMap::new();
+        let mut set = PolicySet {
+            budgets: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            routes: Vec::with_capacity(self.routes.len()),
+            matches: Vec::with_capacity(self.routes.len()),
+            fallback: self.fallback.clone(),
+            configs: self.policies.clone(),
+            preset,
+            classifier,
+        };
         for (name, b) in &self.budgets {
             let budget = b.build().map_err(|e| e.at(&format!("budgets.{name}")))?;
-            budgets.insert(name.clone(), Arc::new(budget));
+            set.budgets.insert(name.clone(), Arc::new(budget));
         }
-        let find = |name: &str| budgets.get(name).cloned();
-        let mut policies = BTreeMap::new();
-        for (name, p) in &self.policies {
-            let at = format!("policies.{name}");
-            let layer = classifier(p)
-                .and_then(|cl| p.build_with(preset(), cl, &Telemetry::new().name(name), &find))
-                .map_err(|e| e.at(&at))?;
-            policies.insert(name.clone(), layer);
+        for name in self.policies.keys() {
+            let layer = set.fresh(name)?;
+            set.policies.insert(name.clone(), layer);
         }
-        let mut routes = Vec::with_capacity(self.routes.len());
+        let known = |name: &str, at: String| {
+            if self.policies.contains_key(name) {
+                Ok(())
+            } else {
+                Err(ConfigError::out_of_range(
+                    at,
+                    name,
+                    "the names under `policies`",
+                ))
+            }
+        };
         for (i, entry) in self.routes.iter().enumerate() {
             let at = format!("routes[{i}]");
             let route = entry.to_route().map_err(|e| e.at(&at))?;
-            if !policies.contains_key(route.policy()) {
-                return Err(ConfigError::out_of_range(
-                    format!("{at}.policy"),
-                    route.policy(),
-                    "the names under `policies`",
-                ));
-            }
-            routes.push(route);
+            known(route.policy(), format!("{at}.policy"))?;
+            set.matches.push(route.to_match().map_err(|e| e.at(&at))?);
+            set.routes.push(route);
         }
-        Ok(PolicySet {
-            budgets,
-            policies,
-            routes,
-        })
+        if let Some(name) = &self.fallback {
+            known(name, "fallback".to_owned())?;
+        }
+        Ok(set)
     }
 }
 
@@ -232,6 +259,27 @@ impl PolicySet {
     /// ```
     pub fn from_yaml_str(text: &str) -> Result<PolicySet, LoadError> {
         Ok(PolicySetConfig::from_yaml_str(text)?.build()?)
+    }
+
+    /// Reads a policy file from disk, in the format its extension names (`.toml`, `.json`,
+    /// `.yaml` or `.yml`, see [`Format::of_path`]), and builds it over HTTP. It reads with
+    /// `std::fs` (blocking): call it at start-up, or from `spawn_blocking`. A file that cannot
+    /// be read is [`LoadError::Io`], with its path; an unknown extension
+    /// [`LoadError::UnknownFormat`].
+    ///
+    /// ```
+    /// # use steadfast_http::config::{LoadError, PolicySet};
+    /// let file = std::env::temp_dir().join(format!("steadfast-doc-{}.yaml", std::process::id()));
+    /// std::fs::write(&file, "policies:\n  a:\n    timeout: 1s\n").unwrap();
+    /// let set = PolicySet::from_path(&file)?;
+    /// assert!(set.policy("a").is_some());
+    /// std::fs::remove_file(&file).unwrap();
+    /// let err = PolicySet::from_path(&file).unwrap_err();
+    /// assert!(matches!(err, LoadError::Io { kind: std::io::ErrorKind::NotFound, .. }));
+    /// # Ok::<(), LoadError>(())
+    /// ```
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<PolicySet, LoadError> {
+        Ok(PolicySetConfig::from_path(path)?.build()?)
     }
 }
 
@@ -284,6 +332,86 @@ impl<Cl> PolicySet<Cl> {
     pub fn routes(&self) -> &[RouteConfig] {
         &self.routes
     }
+
+    /// The name of the policy that serves requests no route matches (the file's `fallback`).
+    ///
+    /// ```
+    /// # use steadfast_http::config::PolicySet;
+    /// let set = PolicySet::from_toml_str("fallback = \"a\"\n[policies.a]")?;
+    /// assert_eq!(set.fallback(), Some("a"));
+    /// # Ok::<(), steadfast_http::config::LoadError>(())
+    /// ```
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+}
+
+impl<Cl: Clone> PolicySet<Cl> {
+    /// A router layer of the file's `routes`, in order, with the `fallback` policy (if any)
+    /// for requests no route matches: apply it to a transport (a hyper-util client) and each
+    /// request goes through the stack of the first route that matches (see
+    /// [`RouteLayer`]).
+    ///
+    /// **One instance per route entry**: each route (and the fallback) gets a stack built
+    /// afresh from its policy's settings, so each has its own breaker, concurrency limit,
+    /// bulkhead, rate limit, and retry budget when the policy writes one inline, even when two
+    /// routes name the same policy (Envoy's rule: a breaker opened by one route's failures
+    /// does not refuse another's calls). What the file shares is shared: a budget named under
+    /// `budgets` is one `Arc` drawn from by every route whose policy names it. The stacks are
+    /// also apart from [`policy`](Self::policy)'s. Each call builds new instances; the
+    /// returned layer's clones, and every service it makes, share them.
+    ///
+    /// Fails only as [`RouteLayer`](crate::route::RouteLayerBuilder::build) does: a file
+    /// with neither routes nor a fallback has no router (path `routes`).
+    ///
+    /// ```
+    /// use steadfast_http::config::PolicySet;
+    /// let set = PolicySet::from_toml_str(r#"
+    ///     fallback = "default"
+    ///     [policies.default]
+    ///     [policies.payments]
+    ///     breaker = { consecutive_failures = 5 }
+    ///     [[routes]]
+    ///     method = "POST"
+    ///     path = "/payments/{id}"
+    ///     policy = "payments"
+    ///     [[routes]]
+    ///     path = "/refunds/{id}"
+    ///     policy = "payments"            # the same policy, its own breaker
+    /// "#)?;
+    /// let routes = set.route_layer()?;
+    /// assert_eq!(routes.len(), 2);
+    /// let empty = PolicySet::from_toml_str("[policies.a]")?;
+    /// assert_eq!(empty.route_layer().unwrap_err().path(), "routes");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn route_layer(&self) -> Result<RouteLayer<PolicyLayer<Cl>>, ConfigError> {
+        let mut table = RouteLayer::builder();
+        for (route, matches) in self.routes.iter().zip(&self.matches) {
+            table = table.route(matches.clone(), self.fresh(route.policy())?);
+        }
+        if let Some(name) = &self.fallback {
+            table = table.fallback(self.fresh(name)?);
+        }
+        table.build()
+    }
+
+    /// A new stack of the policy `name` (new breaker, limits, inline budget; the named
+    /// budgets shared), errors at `policies.{name}`.
+    fn fresh(&self, name: &str) -> Result<PolicyLayer<Cl>, ConfigError> {
+        let at = format!("policies.{name}");
+        let Some(p) = self.configs.get(name) else {
+            return Err(ConfigError::out_of_range(
+                at,
+                name,
+                "the names under `policies`",
+            ));
+        };
+        let find = |budget: &str| self.budgets.get(budget).cloned();
+        (self.classifier)(p)
+            .and_then(|cl| p.build_with((self.preset)(), cl, &Telemetry::new().name(name), &find))
+            .map_err(|e| e.at(&at))
+    }
 }
 
 impl PolicySetConfig {
@@ -302,6 +430,33 @@ impl PolicySetConfig {
             format: Format::Toml,
         })?;
         serde_path_to_error::deserialize(de).map_err(|e| parse_error(e, Format::Toml))
+    }
+
+    /// Reads a policy file from disk, in the format its extension names, without building it
+    /// (see [`PolicySet::from_path`]).
+    ///
+    /// ```
+    /// # use steadfast_http::config::{LoadError, PolicySetConfig};
+    /// let err = PolicySetConfig::from_path("policies.ini").unwrap_err();
+    /// assert!(matches!(err, LoadError::UnknownFormat { .. }));
+    /// ```
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let Some(format) = Format::of_path(path) else {
+            return Err(LoadError::UnknownFormat {
+                file: path.to_owned(),
+            });
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+            file: path.to_owned(),
+            kind: e.kind(),
+            message: e.to_string(),
+        })?;
+        match format {
+            Format::Toml => Self::from_toml_str(&text),
+            Format::Json => Self::from_json_str(&text),
+            Format::Yaml => Self::from_yaml_str(&text),
+        }
     }
 
     /// Reads a policy file in JSON, without building it.

@@ -54,13 +54,10 @@ pub struct PolicyConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
-    /// The timeout of each attempt (default 3 s).
-    #[serde(
-        default,
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub attempt_timeout: Option<Duration>,
+    /// The timeout of each attempt (default 3 s), or `"off"`: each attempt bounded by the
+    /// deadline only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout: Option<AttemptTimeoutConfig>,
     /// The deadline propagation margin (default 10 ms).
     #[serde(
         default,
@@ -102,6 +99,59 @@ pub struct PolicyConfig {
     /// A rate limit per attempt (default: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A policy's `attempt_timeout` as a file writes it: a duration (`"500ms"`) or `"off"` (no
+/// per-attempt timeout, as
+/// [`no_attempt_timeout`](crate::preset::StandardClientBuilder::no_attempt_timeout)).
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_http::config::{AttemptTimeoutConfig, PolicyConfig};
+/// let p: PolicyConfig = serde_json::from_str(r#"{ "attempt_timeout": "off" }"#)?;
+/// assert_eq!(p.attempt_timeout, Some(AttemptTimeoutConfig::Off));
+/// let p: PolicyConfig = serde_json::from_str(r#"{ "attempt_timeout": "250ms" }"#)?;
+/// assert_eq!(p.attempt_timeout, Some(AttemptTimeoutConfig::After(Duration::from_millis(250))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttemptTimeoutConfig {
+    /// No per-attempt timeout: each attempt may use the whole remaining deadline.
+    Off,
+    /// Each attempt's timeout.
+    After(Duration),
+}
+
+impl From<Duration> for AttemptTimeoutConfig {
+    fn from(d: Duration) -> Self {
+        AttemptTimeoutConfig::After(d)
+    }
+}
+
+impl Serialize for AttemptTimeoutConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AttemptTimeoutConfig::Off => s.serialize_str("off"),
+            AttemptTimeoutConfig::After(d) => humantime_serde::serialize(d, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AttemptTimeoutConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(AttemptTimeoutConfig::Off);
+        }
+        humantime_serde::re::humantime::parse_duration(&text)
+            .map(AttemptTimeoutConfig::After)
+            .map_err(|e| {
+                serde::de::Error::custom(format_args!(
+                    "{e}: expected a duration (\"500ms\") or \"off\""
+                ))
+            })
+    }
 }
 
 /// The layers a policy puts in the preset's breaker slot, outermost first: rate limit,
@@ -186,8 +236,10 @@ impl PolicyConfig {
         if let Some(t) = self.timeout {
             preset = preset.timeout(t);
         }
-        if let Some(t) = self.attempt_timeout {
-            preset = preset.attempt_timeout(t);
+        match self.attempt_timeout {
+            None => {}
+            Some(AttemptTimeoutConfig::After(t)) => preset = preset.attempt_timeout(t),
+            Some(AttemptTimeoutConfig::Off) => preset = preset.no_attempt_timeout(),
         }
         if let Some(m) = self.margin {
             preset = preset.margin(m);

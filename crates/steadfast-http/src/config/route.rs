@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::route::RouteMatch;
 
 /// One entry of a policy file's `routes`, as written: an HTTP route
 /// (`{ method = "GET", path = "/users/{id}", policy = "search" }`, the method optional) or a
@@ -31,8 +32,9 @@ pub struct RouteEntry {
     pub policy: String,
 }
 
-/// A checked route: which requests a policy serves. A router (per-route policies) consumes
-/// these in order; this module only reads and checks them.
+/// A checked route: which requests a policy serves.
+/// [`PolicySet::route_layer`](super::PolicySet::route_layer) makes a router of them, in
+/// order, each through [`to_match`](Self::to_match).
 ///
 /// ```
 /// use steadfast_http::config::{PolicySet, RouteConfig};
@@ -88,44 +90,79 @@ impl RouteConfig {
     }
 }
 
+impl RouteConfig {
+    /// The [`RouteMatch`] this route makes: the one place a route of a file becomes a
+    /// router's match, through [`RouteMatch::http`] (and [`method`](RouteMatch::method)) or
+    /// [`RouteMatch::grpc`], whose parser alone judges the pattern. A bad pattern is an error
+    /// at `path`, a bad gRPC name at `grpc`.
+    ///
+    /// ```
+    /// # use steadfast_http::config::RouteConfig;
+    /// let r = RouteConfig::Http { method: Some(http::Method::GET), path: "/users/{id}".into(), policy: "p".into() };
+    /// assert!(r.to_match()?.matches(&http::Method::GET, "/users/7"));
+    /// let bad = RouteConfig::Http { method: None, path: "/files/*/x".into(), policy: "p".into() };
+    /// assert_eq!(bad.to_match().unwrap_err().path(), "path");
+    /// # Ok::<(), steadfast_http::ConfigError>(())
+    /// ```
+    pub fn to_match(&self) -> Result<RouteMatch, ConfigError> {
+        match self {
+            RouteConfig::Http { method, path, .. } => {
+                let m = RouteMatch::http(path).map_err(|e| renamed(e, "path"))?;
+                Ok(match method {
+                    Some(method) => m.method(method.clone()),
+                    None => m,
+                })
+            }
+            RouteConfig::Grpc {
+                service, method, ..
+            } => RouteMatch::grpc(service, method.as_deref()).map_err(|e| renamed(e, "grpc")),
+        }
+    }
+}
+
+/// The same problem, at the file's field (`path`, `grpc`) instead of the matcher's argument.
+fn renamed(e: ConfigError, field: &'static str) -> ConfigError {
+    ConfigError::new(field, e.problem().clone())
+}
+
 impl RouteEntry {
     /// Checks the entry (errors at `method`, `path`, `grpc`; the policy name is checked by
-    /// the set) and makes it a [`RouteConfig`].
+    /// the set) and makes it a [`RouteConfig`]; the pattern is judged by the router's own
+    /// parser ([`RouteConfig::to_match`]).
     ///
     /// ```
     /// # use steadfast_http::config::RouteEntry;
     /// let r: RouteEntry = serde_json::from_str(r#"{ "path": "users", "policy": "p" }"#).unwrap();
     /// assert_eq!(r.to_route().unwrap_err().path(), "path");
+    /// let r: RouteEntry = serde_json::from_str(r#"{ "grpc": "pkg..Svc", "policy": "p" }"#).unwrap();
+    /// assert_eq!(r.to_route().unwrap_err().path(), "grpc");
     /// ```
     pub fn to_route(&self) -> Result<RouteConfig, ConfigError> {
-        match (&self.path, &self.grpc) {
-            (Some(_), Some(_)) => Err(ConfigError::conflict(
-                "grpc",
-                "a route has either an HTTP `path` or a `grpc` service",
-            )),
-            (None, None) => Err(ConfigError::conflict(
-                "path",
-                "a route needs an HTTP `path` or a `grpc` service",
-            )),
+        let route = match (&self.path, &self.grpc) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::conflict(
+                    "grpc",
+                    "a route has either an HTTP `path` or a `grpc` service",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::conflict(
+                    "path",
+                    "a route needs an HTTP `path` or a `grpc` service",
+                ))
+            }
             (Some(path), None) => {
-                if !path.starts_with('/') {
-                    return Err(ConfigError::out_of_range(
-                        "path",
-                        path,
-                        "paths starting with `/`",
-                    ));
-                }
                 let method = match &self.method {
                     None => None,
                     Some(m) => Some(http::Method::from_bytes(m.as_bytes()).map_err(|_| {
                         ConfigError::out_of_range("method", m, "HTTP method tokens")
                     })?),
                 };
-                Ok(RouteConfig::Http {
+                RouteConfig::Http {
                     method,
                     path: path.clone(),
                     policy: self.policy.clone(),
-                })
+                }
             }
             (None, Some(grpc)) => {
                 if self.method.is_some() {
@@ -138,26 +175,14 @@ impl RouteEntry {
                     Some((s, m)) => (s, Some(m)),
                     None => (grpc.as_str(), None),
                 };
-                let valid = |s: &str| {
-                    !s.is_empty()
-                        && s.split('.').all(|part| {
-                            !part.is_empty()
-                                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        })
-                };
-                if !valid(service) || method.is_some_and(|m| !valid(m) || m.contains('.')) {
-                    return Err(ConfigError::out_of_range(
-                        "grpc",
-                        grpc,
-                        "`pkg.Service` or `pkg.Service/Method`",
-                    ));
-                }
-                Ok(RouteConfig::Grpc {
+                RouteConfig::Grpc {
                     service: service.to_owned(),
                     method: method.map(str::to_owned),
                     policy: self.policy.clone(),
-                })
+                }
             }
-        }
+        };
+        route.to_match()?;
+        Ok(route)
     }
 }

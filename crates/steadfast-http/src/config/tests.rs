@@ -14,6 +14,8 @@ use super::*;
 use crate::body::ReplayBody;
 
 const FILE: &str = r#"
+fallback = "search"
+
 [budgets.backend]
 ratio = 0.1
 min_retries_per_sec = 5
@@ -335,4 +337,154 @@ fn malformed_text_is_a_parse_error_at_the_top() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn routes_and_fallback_are_checked_with_the_routers_parser() {
+    let file = |route: &str, fallback: &str| {
+        PolicySet::from_toml_str(&format!(
+            "{fallback}\n[policies.a]\n[[routes]]\n{route}\npolicy = \"a\""
+        ))
+    };
+    let path_of = |r: Result<PolicySet, LoadError>| r.unwrap_err().path().to_owned();
+    assert_eq!(path_of(file("path = \"/files/*/x\"", "")), "routes[0].path");
+    assert_eq!(path_of(file("path = \"/a/{}\"", "")), "routes[0].path");
+    assert_eq!(path_of(file("grpc = \"pkg..Svc\"", "")), "routes[0].grpc");
+    assert_eq!(
+        path_of(file("grpc = \"pkg.Svc/a.b\"", "")),
+        "routes[0].grpc"
+    );
+    assert_eq!(
+        path_of(file("path = \"/\"", "fallback = \"nope\"")),
+        "fallback"
+    );
+    let set = file("path = \"/users/{id}/*\"", "fallback = \"a\"").unwrap();
+    assert_eq!(set.fallback(), Some("a"));
+    let m = set.routes()[0].to_match().unwrap();
+    assert!(m.matches(&http::Method::GET, "/users/7/posts/1"));
+    assert!(!m.matches(&http::Method::GET, "/users"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_routes_naming_one_policy_get_two_breakers() {
+    let set = PolicySet::from_toml_str(
+        r#"
+        [policies.guarded]
+        retry = { max_attempts = 1 }
+        breaker = { consecutive_failures = 1, break_duration = "1m" }
+        [[routes]]
+        path = "/a"
+        policy = "guarded"
+        [[routes]]
+        path = "/b"
+        policy = "guarded"
+        "#,
+    )
+    .unwrap();
+    let sent = Arc::new(AtomicU32::new(0));
+    let s = sent.clone();
+    let transport = service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+        s.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let router = set.route_layer().unwrap().layer(transport);
+    let call = |path: &str| {
+        router.clone().oneshot(
+            Request::get(format!("http://peer{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+    assert_eq!(call("/a").await.unwrap().status(), 500);
+    assert!(call("/a").await.is_err(), "the breaker of /a is open");
+    assert_eq!(sent.load(Ordering::SeqCst), 1);
+    assert_eq!(call("/b").await.unwrap().status(), 500, "/b has its own");
+    assert_eq!(sent.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_off_lets_an_attempt_use_the_whole_deadline() {
+    let set = PolicySet::from_toml_str(
+        r#"
+        [policies.patient]
+        timeout = "10s"
+        attempt_timeout = "off"
+        retry = { max_attempts = 1 }
+        [policies.default]
+        timeout = "10s"
+        retry = { max_attempts = 1 }
+        "#,
+    )
+    .unwrap();
+    let slow = service_fn(|_req: Request<ReplayBody<Full<Bytes>>>| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, BoxError>(Response::new(Full::new(Bytes::new())))
+    });
+    let get = || {
+        Request::get("http://peer/")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let patient = set.policy("patient").unwrap().layer(slow);
+    assert_eq!(patient.oneshot(get()).await.unwrap().status(), 200);
+    // The preset's 3 s per attempt cuts the same call short.
+    let default = set.policy("default").unwrap().layer(slow);
+    assert!(default.oneshot(get()).await.is_err());
+    // Written back as it was read.
+    let config = PolicySetConfig::from_toml_str("[policies.p]\nattempt_timeout = \"off\"").unwrap();
+    let json = serde_json::to_string(&config).unwrap();
+    assert_eq!(json, r#"{"policies":{"p":{"attempt_timeout":"off"}}}"#);
+    let err = PolicySet::from_toml_str("[policies.p]\nattempt_timeout = \"never\"").unwrap_err();
+    assert_eq!(err.path(), "policies.p.attempt_timeout");
+}
+
+#[test]
+fn from_path_reads_the_format_its_extension_names() {
+    let dir = std::env::temp_dir().join(format!("steadfast-from-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = PolicySetConfig::from_toml_str(FILE).unwrap();
+    let files = [
+        ("p.toml", FILE.to_owned()),
+        ("p.json", serde_json::to_string(&config).unwrap()),
+        ("p.YML", serde_norway::to_string(&config).unwrap()),
+    ];
+    for (name, text) in &files {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(PolicySetConfig::from_path(&file).unwrap(), config, "{name}");
+        assert!(PolicySet::from_path(&file)
+            .unwrap()
+            .policy("payments")
+            .is_some());
+    }
+    // A mistake in the file: the field's path, as from a string.
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[policies.a]\nretry = { max_attempts = 0 }").unwrap();
+    assert_eq!(
+        PolicySet::from_path(&broken).unwrap_err().path(),
+        "policies.a.retry.max_attempts"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A missing file: the path in the error.
+    let missing = dir.join("p.toml");
+    let err = PolicySet::from_path(&missing).unwrap_err();
+    match &err {
+        LoadError::Io { file, kind, .. } => {
+            assert_eq!(file, &missing);
+            assert_eq!(*kind, std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string().contains(&*missing.to_string_lossy()),
+        "{err}"
+    );
+    let err = PolicySet::from_path(dir.join("p.ini")).unwrap_err();
+    assert!(matches!(err, LoadError::UnknownFormat { .. }), "{err}");
+    let err = PolicySet::from_path(dir.join("noext")).unwrap_err();
+    assert!(matches!(err, LoadError::UnknownFormat { .. }), "{err}");
 }

@@ -153,13 +153,18 @@ impl RouteMatch {
     }
 
     /// A gRPC service (`pkg.Service`, as in the request path `/pkg.Service/Method`), all its
-    /// methods or only `method`. Neither may be empty or contain `/` (path `service`, `method`).
+    /// methods or only `method`. The service is dot-separated identifiers, the method one
+    /// identifier (ASCII letters, digits, `_`, as in protobuf); anything else is a
+    /// [`ConfigError`] at `service` or `method`.
     ///
     /// ```
     /// # use steadfast_http::route::RouteMatch;
     /// assert!(RouteMatch::grpc("pkg.Echo", Some("Say")).is_ok());
     /// assert_eq!(RouteMatch::grpc("", None).unwrap_err().path(), "service");
     /// assert_eq!(RouteMatch::grpc("pkg.Echo", Some("a/b")).unwrap_err().path(), "method");
+    /// assert_eq!(RouteMatch::grpc("pkg..Echo", None).unwrap_err().path(), "service");
+    /// assert_eq!(RouteMatch::grpc("pkg.Echo", Some("Say.Hi")).unwrap_err().path(), "method");
+    /// assert!(RouteMatch::grpc("Echo_2", Some("say_hi")).is_ok());
     /// ```
     pub fn grpc(service: &str, method: Option<&str>) -> Result<Self, ConfigError> {
         check_grpc_name("service", service)?;
@@ -263,17 +268,31 @@ impl fmt::Display for RouteMatch {
     }
 }
 
+/// The one check of gRPC names: a service is dot-separated identifiers (`pkg.Service`), a
+/// method one identifier (`Method`); identifiers are ASCII letters, digits and `_`, as in
+/// protobuf.
 fn check_grpc_name(field: &'static str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        return Err(ConfigError::conflict(field, "must not be empty"));
-    }
-    if name.contains(['/', ' ']) {
-        return Err(ConfigError::conflict(
+    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok = if field == "method" {
+        ident(name)
+    } else {
+        name.split('.').all(ident)
+    };
+    if ok {
+        Ok(())
+    } else if field == "method" {
+        Err(ConfigError::out_of_range(
             field,
-            "must not contain '/' or spaces",
-        ));
+            name,
+            "an identifier (`Method`)",
+        ))
+    } else {
+        Err(ConfigError::out_of_range(
+            field,
+            name,
+            "dot-separated identifiers (`pkg.Service`)",
+        ))
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //! caps their retries together. (Likewise, one breaker layer value cloned into two routes is one
 //! breaker: a layer's clones share its state.)
 //!
+//! - **From a file**: [`PolicySet::route_layer`](crate::config::PolicySet::route_layer)
+//!   (feature `serde`) builds this table from a policy file's `routes` and `fallback`.
 //! - **Matching**: the **first** route that matches takes the request, in the order the routes
 //!   were added (Envoy's rule for its route tables): put specific routes before general ones.
 //!   The choice is the reader's to see in one place, with no precedence rules to learn;
