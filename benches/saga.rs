@@ -11,7 +11,14 @@
 //! Sagas run 16 at a time (`start` then `wait`, on a current-thread runtime). The raw rate is
 //! the same number of transactions, at the same concurrency, on the store's own connection pool,
 //! each `BEGIN` (SQLite: `BEGIN IMMEDIATE`, as the store does) + one `INSERT` of one row into a
-//! scratch table + `COMMIT`; for the memory store, one `HashMap` insert under a mutex.
+//! scratch table + `COMMIT`; for the memory store, one `HashMap` insert under a mutex. That is
+//! the aim's baseline (`ratio`), unchanged since the bench was written. Since the stores write
+//! differently (SQLite: one write transaction at a time in the process, no busy waiting on the
+//! write lock; PostgreSQL: each creation and transition one statement outside an explicit
+//! transaction, one round trip where the raw transaction takes three), a second baseline is
+//! measured beside it, the best single-row write the database offers for a write like the
+//! store's ([`Raw::best`], `ratio2`): so that a ratio above 1 is read for what it is, a store
+//! write cheaper than the first baseline's transaction, not a saga faster than its log.
 //!
 //! Store round trips are counted by wrapping the store ([`Counting`]): every call of a method that
 //! writes (`create`, `record`, `heartbeat`, `release`, `claim_expired`, `take_over`) is one
@@ -203,7 +210,8 @@ impl SagaStore for Counting {
 #[derive(Debug)]
 enum Raw {
     Memory(Mutex<HashMap<u64, String>>),
-    Sqlite(SqlitePool),
+    /// The pool, and the turn of the "one writer at a time" baseline.
+    Sqlite(SqlitePool, tokio::sync::Mutex<()>),
     Postgres(PgPool),
 }
 
@@ -213,7 +221,7 @@ impl Raw {
             "CREATE TABLE IF NOT EXISTS bench_scratch (id BIGINT PRIMARY KEY, v TEXT NOT NULL)";
         match self {
             Raw::Memory(_) => {}
-            Raw::Sqlite(p) => {
+            Raw::Sqlite(p, _) => {
                 sqlx::query(ddl).execute(p).await?;
             }
             Raw::Postgres(p) => {
@@ -223,6 +231,30 @@ impl Raw {
         Ok(())
     }
 
+    /// The best single-row write the store's database offers for a write like the store's
+    /// (the second baseline): SQLite, the same transaction with one writer at a time in the
+    /// process (as `SqliteStore` now writes: no busy waiting on the write lock); PostgreSQL, one
+    /// `INSERT` outside any explicit transaction (one round trip, as `PostgresStore` now writes
+    /// a transition); the memory store, the same insert as [`Raw::txn`].
+    async fn best(&self, row: u64) -> Result<(), sqlx::Error> {
+        match self {
+            Raw::Memory(_) => self.txn(row).await,
+            Raw::Sqlite(_, turn) => {
+                let _turn = turn.lock().await;
+                self.txn(row).await
+            }
+            Raw::Postgres(p) => {
+                let id = i64::try_from(row).unwrap_or(i64::MAX);
+                sqlx::query("INSERT INTO bench_scratch (id, v) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(format!("row {id}"))
+                    .execute(p)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
     async fn txn(&self, row: u64) -> Result<(), sqlx::Error> {
         let id = i64::try_from(row).unwrap_or(i64::MAX);
         match self {
@@ -230,7 +262,7 @@ impl Raw {
                 let mut map = m.lock().unwrap_or_else(|p| p.into_inner());
                 map.insert(row, format!("row {id}"));
             }
-            Raw::Sqlite(p) => {
+            Raw::Sqlite(p, _) => {
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
                 sqlx::query("INSERT INTO bench_scratch (id, v) VALUES (?, ?)")
                     .bind(id)
@@ -263,7 +295,7 @@ impl Raw {
                 }
                 n
             }
-            Raw::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.ok()?,
+            Raw::Sqlite(p, _) => sqlx::query_scalar(sql).fetch_one(p).await.ok()?,
             Raw::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.ok()?,
         };
         u64::try_from(n).ok()
@@ -367,8 +399,9 @@ impl Subject {
         started.elapsed()
     }
 
-    /// Commits `n` single-row transactions, [`CONCURRENCY`] at a time.
-    async fn raw(&self, n: u64) -> Duration {
+    /// Commits `n` single-row transactions, [`CONCURRENCY`] at a time (`best`: the second
+    /// baseline's, [`Raw::best`]).
+    async fn raw(&self, n: u64, best: bool) -> Duration {
         let mut tasks = JoinSet::new();
         let started = Instant::now();
         let per_task = n / CONCURRENCY as u64;
@@ -379,7 +412,11 @@ impl Subject {
             let raw = Arc::clone(&self.raw);
             tasks.spawn(async move {
                 for id in first..first + count {
-                    raw.txn(id).await.expect("a raw transaction");
+                    let done = match best {
+                        false => raw.txn(id).await,
+                        true => raw.best(id).await,
+                    };
+                    done.expect("a raw transaction");
                 }
             });
         }
@@ -393,7 +430,7 @@ impl Subject {
         match self.cleanup {
             Cleanup::None => {}
             Cleanup::Dir(dir) => {
-                if let Raw::Sqlite(p) = &*self.raw {
+                if let Raw::Sqlite(p, _) = &*self.raw {
                     p.close().await;
                 }
                 let _ = std::fs::remove_dir_all(dir);
@@ -425,7 +462,7 @@ async fn subjects() -> (Vec<Subject>, Vec<String>) {
         let opened = async {
             std::fs::create_dir_all(&dir)?;
             let store = SqliteStore::open_with(dir.join("saga.db"), durable).await?;
-            let raw = Raw::Sqlite(store.pool().clone());
+            let raw = Raw::Sqlite(store.pool().clone(), tokio::sync::Mutex::new(()));
             raw.setup().await?;
             Ok::<_, Box<dyn std::error::Error>>((store, raw))
         };
@@ -491,6 +528,8 @@ struct Row {
     describe: String,
     sagas_per_s: f64,
     raw_per_s: f64,
+    /// The second baseline ([`Raw::best`]).
+    best_per_s: f64,
     writes: Writes,
     sagas: u64,
     history_rows: Option<u64>,
@@ -505,19 +544,23 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// `rounds` rounds of `n` sagas then as many raw transactions as those sagas wrote.
+/// `rounds` rounds of `n` sagas then as many raw transactions as those sagas wrote, then as
+/// many of the second baseline's.
 fn interleaved(rt: &Runtime, s: &Subject, rounds: usize, n: u64) -> Row {
     let before = s.counts.snapshot();
     let keys_before = s.next_key.load(Ordering::Relaxed);
     let mut sagas = Vec::new();
     let mut raws = Vec::new();
+    let mut bests = Vec::new();
     for _ in 0..rounds {
         let w0 = s.counts.snapshot();
         let took = rt.block_on(s.sagas(n));
         let wrote = s.counts.snapshot().since(w0).total();
         sagas.push(n as f64 / took.as_secs_f64());
-        let took = rt.block_on(s.raw(wrote));
+        let took = rt.block_on(s.raw(wrote, false));
         raws.push(wrote as f64 / took.as_secs_f64());
+        let took = rt.block_on(s.raw(wrote, true));
+        bests.push(wrote as f64 / took.as_secs_f64());
     }
     let writes = s.counts.snapshot().since(before);
     let ran = s.next_key.load(Ordering::Relaxed) - keys_before;
@@ -526,6 +569,7 @@ fn interleaved(rt: &Runtime, s: &Subject, rounds: usize, n: u64) -> Row {
         describe: s.describe.clone(),
         sagas_per_s: median(&mut sagas),
         raw_per_s: median(&mut raws),
+        best_per_s: median(&mut bests),
         writes,
         sagas: ran,
         history_rows: None,
@@ -544,7 +588,7 @@ fn table(
     );
     let _ = writeln!(
         out,
-        "{:<14} {:>9} {:>10} {:>9} {:>11} {:>11} {:>6} {:>11} {:>13} {:>10} {:>9}  writes/step <= 2, reads/step 0, ratio >= {RATIO_AIM}",
+        "{:<14} {:>9} {:>10} {:>9} {:>11} {:>11} {:>6} {:>10} {:>6} {:>11} {:>13} {:>10} {:>9}  writes/step <= 2, reads/step 0, ratio >= {RATIO_AIM}",
         "store",
         "sagas/s",
         "raw txn/s",
@@ -552,6 +596,8 @@ fn table(
         "writes/saga",
         "limit sag/s",
         "ratio",
+        "best raw/s",
+        "ratio2",
         "writes/step",
         "step rec/step",
         "reads/step",
@@ -564,6 +610,7 @@ fn table(
         let reads = r.writes.reads as f64 / (r.sagas.max(1) * STEPS) as f64;
         let limit = r.raw_per_s / per_saga;
         let ratio = r.sagas_per_s / limit;
+        let ratio2 = r.sagas_per_s / (r.best_per_s / per_saga);
         let crit = criterion(&format!("saga_{}", r.name), "three_steps")
             .map_or_else(|| "-".to_owned(), |ns| format!("{:.3}", ns / 1e6));
         let writes = if per_step <= WRITES_PER_STEP_TARGET {
@@ -588,7 +635,7 @@ fn table(
         );
         let _ = writeln!(
             out,
-            "{:<14} {:>9.0} {:>10.0} {:>9.1} {:>11.2} {:>11.0} {:>6.2} {:>11.2} {:>13.2} {:>10.3} {:>9}  {}",
+            "{:<14} {:>9.0} {:>10.0} {:>9.1} {:>11.2} {:>11.0} {:>6.2} {:>10.0} {:>6.2} {:>11.2} {:>13.2} {:>10.3} {:>9}  {}",
             r.name,
             r.sagas_per_s,
             r.raw_per_s,
@@ -596,6 +643,8 @@ fn table(
             per_saga,
             limit,
             ratio,
+            r.best_per_s,
+            ratio2,
             per_step,
             step_records,
             reads,
@@ -625,7 +674,7 @@ fn table(
     }
     let _ = writeln!(
         out,
-        "txn/saga = raw txn/s / sagas/s (a saga costs the time of that many single-row transactions); limit sag/s = raw txn/s / writes per saga (the rate if its writes were all a saga cost); ratio = sagas/s / limit; reads/step = loads, lists and histories per step (a run keeps its saga in memory: none); crit. ms = criterion's median per saga.\nEach step writes `step_started` before the call and its outcome after (2 per step); the saga's creation carries the first step's start and the last step's outcome carries its completion, so a three-step saga costs 6 writes: 2.00 per step."
+        "txn/saga = raw txn/s / sagas/s (a saga costs the time of that many single-row transactions); limit sag/s = raw txn/s / writes per saga (the rate if its writes were all a saga cost); ratio = sagas/s / limit (the aim's); best raw/s = the second baseline, the best single-row write the database offers for a write like the store's (SQLite: the same transaction, one writer at a time in the process, as SqliteStore writes; PostgreSQL: one INSERT outside an explicit transaction, one round trip, as PostgresStore writes a transition; memory: the same insert), ratio2 = sagas/s / (best raw/s / writes per saga); reads/step = loads, lists and histories per step (a run keeps its saga in memory: none); crit. ms = criterion's median per saga.\nEach step writes `step_started` before the call and its outcome after (2 per step); the saga's creation carries the first step's start and the last step's outcome carries its completion, so a three-step saga costs 6 writes: 2.00 per step."
     );
     for s in skipped {
         let _ = writeln!(out, "!!! SKIPPED {s}");
@@ -665,7 +714,7 @@ fn main() {
             b.iter_custom(|iters| rt.block_on(s.sagas(iters)))
         });
         g.bench_function("raw_txn", |b| {
-            b.iter_custom(|iters| rt.block_on(s.raw(iters)))
+            b.iter_custom(|iters| rt.block_on(s.raw(iters, false)))
         });
         g.finish();
         ran.push(ran_this);

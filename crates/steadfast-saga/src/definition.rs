@@ -253,7 +253,6 @@ pub struct StepContext<I> {
     pub(crate) saga: SagaId,
     pub(crate) step: Arc<str>,
     pub(crate) phase: Phase,
-    pub(crate) key: StepKey,
     pub(crate) attempt: u32,
     pub(crate) epoch: i64,
     pub(crate) input: Arc<I>,
@@ -267,7 +266,6 @@ impl<I> Clone for StepContext<I> {
             saga: self.saga,
             step: Arc::clone(&self.step),
             phase: self.phase,
-            key: self.key,
             attempt: self.attempt,
             epoch: self.epoch,
             input: Arc::clone(&self.input),
@@ -283,7 +281,7 @@ impl<I> fmt::Debug for StepContext<I> {
             .field("saga", &self.saga)
             .field("step", &self.step)
             .field("phase", &self.phase)
-            .field("key", &self.key)
+            .field("key", &self.key())
             .field("attempt", &self.attempt)
             .finish_non_exhaustive()
     }
@@ -323,8 +321,10 @@ impl<I> StepContext<I> {
     /// ```
     /// # fn f(ctx: steadfast_saga::StepContext<()>) { let _ = ctx.key().to_string(); }
     /// ```
+    ///
+    /// Derived when asked for (a UUID v5: one SHA-1), so a step that sends no key pays nothing.
     pub fn key(&self) -> StepKey {
-        self.key
+        StepKey::new(self.saga, &self.step, self.phase)
     }
 
     /// The attempt number, 1-based, counted across crashes and recoveries.

@@ -204,22 +204,27 @@ impl Metrics {
             name: t
                 .name
                 .as_ref()
-                .map(|n| KeyValue::new(NAME_KEY, n.to_string())),
+                .map(|n| KeyValue::new(NAME_KEY, Arc::clone(n))),
         }
     }
 
-    fn attrs(&self, saga_type: &str) -> Vec<KeyValue> {
-        let mut v = Vec::with_capacity(2);
-        v.extend(self.name.clone());
-        v.push(KeyValue::new(SAGA_TYPE_KEY, saga_type.to_string()));
-        v
+    /// The first two attributes of a measurement of `saga_type`: the instance name (a
+    /// placeholder when it has none) and the saga type, and how many of them to leave out (1:
+    /// the placeholder). Every value is shared: no allocation per measurement.
+    fn head(&self, saga_type: &Arc<str>) -> ([KeyValue; 2], usize) {
+        let ty = KeyValue::new(SAGA_TYPE_KEY, Arc::clone(saga_type));
+        match &self.name {
+            Some(n) => ([n.clone(), ty], 0),
+            None => ([KeyValue::new(NAME_KEY, ""), ty], 1),
+        }
     }
 
     /// Every saga counter of `saga_type` at zero, from the orchestrator's start: a series that
     /// first appears at 1 hides its first event from `increase()` and `rate()` (Prometheus has
     /// no earlier sample), so an alert on `steadfast.saga.needs_attention` would miss it.
-    pub(crate) fn start_at_zero(&self, saga_type: &str) {
-        let attrs = self.attrs(saga_type);
+    pub(crate) fn start_at_zero(&self, saga_type: &Arc<str>) {
+        let ([n, ty], skip) = self.head(saga_type);
+        let attrs = &[n, ty][skip..];
         for c in [
             &self.started,
             &self.completed,
@@ -229,12 +234,12 @@ impl Metrics {
             &self.fenced,
             &self.cancelled,
         ] {
-            c.add(0, &attrs);
+            c.add(0, attrs);
         }
     }
 
-    pub(crate) fn count(&self, which: SagaCounter, saga_type: &str) {
-        let attrs = self.attrs(saga_type);
+    pub(crate) fn count(&self, which: SagaCounter, saga_type: &Arc<str>) {
+        let ([n, ty], skip) = self.head(saga_type);
         let c = match which {
             SagaCounter::Started => &self.started,
             SagaCounter::Completed => &self.completed,
@@ -244,55 +249,64 @@ impl Metrics {
             SagaCounter::Fenced => &self.fenced,
             SagaCounter::Cancelled => &self.cancelled,
         };
-        c.add(1, &attrs);
+        c.add(1, &[n, ty][skip..]);
     }
 
     /// An operator action took a saga's lease over (`reason`: the action).
-    pub(crate) fn takeover(&self, saga_type: &str, reason: &'static str) {
-        let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new(REASON_KEY, reason));
-        self.takeovers.add(1, &attrs);
+    pub(crate) fn takeover(&self, saga_type: &Arc<str>, reason: &'static str) {
+        let ([n, ty], skip) = self.head(saga_type);
+        let attrs = [n, ty, KeyValue::new(REASON_KEY, reason)];
+        self.takeovers.add(1, &attrs[skip..]);
     }
 
     /// A saga run began (`+1`) or ended (`-1`) on this orchestrator.
-    pub(crate) fn in_flight(&self, saga_type: &str, delta: i64) {
-        self.in_flight.add(delta, &self.attrs(saga_type));
+    pub(crate) fn in_flight(&self, saga_type: &Arc<str>, delta: i64) {
+        let ([n, ty], skip) = self.head(saga_type);
+        self.in_flight.add(delta, &[n, ty][skip..]);
     }
 
     /// A step phase ended: `outcome` is `succeeded`, `failed`, `stuck` or `cancelled`.
     pub(crate) fn step_ended(
         &self,
-        saga_type: &str,
-        step: &str,
+        saga_type: &Arc<str>,
+        step: &Arc<str>,
         phase: &'static str,
         outcome: &'static str,
     ) {
-        let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new(STEP_KEY, step.to_string()));
-        attrs.push(KeyValue::new(PHASE_KEY, phase));
-        attrs.push(KeyValue::new(OUTCOME_KEY, outcome));
-        self.steps.add(1, &attrs);
+        let ([n, ty], skip) = self.head(saga_type);
+        let attrs = [
+            n,
+            ty,
+            KeyValue::new(STEP_KEY, Arc::clone(step)),
+            KeyValue::new(PHASE_KEY, phase),
+            KeyValue::new(OUTCOME_KEY, outcome),
+        ];
+        self.steps.add(1, &attrs[skip..]);
     }
 
     /// A saga ended with `status` this long after its creation.
-    pub(crate) fn saga_duration(&self, saga_type: &str, status: &'static str, secs: f64) {
-        let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new(STATUS_KEY, status));
-        self.duration.record(secs, &attrs);
+    pub(crate) fn saga_duration(&self, saga_type: &Arc<str>, status: &'static str, secs: f64) {
+        let ([n, ty], skip) = self.head(saga_type);
+        let attrs = [n, ty, KeyValue::new(STATUS_KEY, status)];
+        self.duration.record(secs, &attrs[skip..]);
     }
 
     pub(crate) fn step_duration(
         &self,
-        saga_type: &str,
-        step: &str,
+        saga_type: &Arc<str>,
+        step: &Arc<str>,
         phase: &'static str,
         outcome: &'static str,
         secs: f64,
     ) {
-        let mut attrs = self.attrs(saga_type);
-        attrs.push(KeyValue::new(STEP_KEY, step.to_string()));
-        attrs.push(KeyValue::new(PHASE_KEY, phase));
-        attrs.push(KeyValue::new(OUTCOME_KEY, outcome));
-        self.step_duration.record(secs, &attrs);
+        let ([n, ty], skip) = self.head(saga_type);
+        let attrs = [
+            n,
+            ty,
+            KeyValue::new(STEP_KEY, Arc::clone(step)),
+            KeyValue::new(PHASE_KEY, phase),
+            KeyValue::new(OUTCOME_KEY, outcome),
+        ];
+        self.step_duration.record(secs, &attrs[skip..]);
     }
 }

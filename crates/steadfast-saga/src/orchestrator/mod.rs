@@ -9,10 +9,10 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use steadfast_layers::rng::{SeededRng, SharedRng};
 use steadfast_layers::ConfigError;
 use tokio::sync::watch;
@@ -36,7 +36,7 @@ mod step;
 pub use hooks::{Boundary, BoundaryInfo, SagaHooks};
 pub use operator::Resolution;
 
-use run::{Run, RunCx};
+use run::{Known, Run, RunCx};
 
 /// The default lease: 10 s. Heartbeats renew it every third of that; an orchestrator that dies
 /// leaves its sagas to be claimed at most one lease plus one poll interval later (12 s with the
@@ -397,7 +397,7 @@ impl OrchestratorBuilder {
             .unwrap_or_else(|| format!("orchestrator-{:016x}", rng.next_u64()));
         let metrics = Metrics::new(&self.telemetry);
         for saga_type in self.registry.keys() {
-            metrics.start_at_zero(saga_type);
+            metrics.start_at_zero(&Arc::from(saga_type.as_str()));
         }
         Ok(Orchestrator {
             inner: Arc::new(Inner {
@@ -526,6 +526,12 @@ impl Orchestrator {
             ),
             _ => (None, false),
         };
+        // The run's copy of that record (state and attempts: no copy of the name).
+        let first_known = first_step.as_ref().map(|r| Known {
+            state: r.state,
+            attempts: r.attempts,
+            error: None,
+        });
         let new = NewSaga {
             id: SagaId::random(&*self.inner.rng),
             saga_type: registered.def.name.clone(),
@@ -533,7 +539,7 @@ impl Orchestrator {
             business_key: business_key.to_string(),
             input: json,
             deadline: registered.def.deadline,
-            first_step: first_step.clone(),
+            first_step,
             forward_only,
         };
         let obtained = Instant::now();
@@ -553,14 +559,14 @@ impl Orchestrator {
                     Arc::clone(&registered.def),
                     cx.clone(),
                     Arc::new(input),
-                    first_step,
+                    first_known,
                     obtained,
                 );
                 let span = recovery::run_span(&cx.inner, &cx.lease);
                 span.record("saga_type", &*cx.saga_type);
                 self.spawn_run(
                     id,
-                    recovery::supervise(cx, obtained, run.drive()).instrument(span),
+                    Box::pin(recovery::supervise(cx, obtained, run.drive()).instrument(span)),
                 );
                 Ok(Started { id, created: true })
             }
@@ -594,11 +600,9 @@ impl Orchestrator {
     }
 
     /// Runs `run`, one run of saga `id`, on a spawned task that [`Orchestrator::wait`] follows.
-    fn spawn_run(
-        &self,
-        id: SagaId,
-        run: impl Future<Output = Result<SagaStatus, Error>> + Send + 'static,
-    ) {
+    /// The run is boxed by the caller, where it is made: a run's future is large, and the task
+    /// then moves a pointer, not the future, into place.
+    fn spawn_run(&self, id: SagaId, run: BoxFuture<'static, Result<SagaStatus, Error>>) {
         let (tx, rx) = watch::channel(RunState::Running);
         let mine = rx.clone();
         lock(&self.inner.running).insert(id, rx);

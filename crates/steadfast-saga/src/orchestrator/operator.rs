@@ -1,6 +1,8 @@
 //! The operator API: list, inspect and read the history of sagas; resume, retry a step,
 //! resolve a step by hand, or cancel a saga.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::info;
@@ -97,7 +99,9 @@ impl Orchestrator {
             .store
             .take_over(id, &self.inner.owner, self.inner.lease)
             .await?;
-        self.inner.metrics.takeover(&rec.saga_type, reason);
+        self.inner
+            .metrics
+            .takeover(&Arc::from(rec.saga_type.as_str()), reason);
         Ok((rec, lease, obtained))
     }
 

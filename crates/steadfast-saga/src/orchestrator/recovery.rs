@@ -80,7 +80,7 @@ impl Orchestrator {
         let id = lease.saga;
         let span = run_span(&self.inner, &lease);
         let run = run_loaded(Arc::clone(&self.inner), lease, obtained, recovered);
-        self.spawn_run(id, run.instrument(span));
+        self.spawn_run(id, Box::pin(run.instrument(span)));
     }
 }
 
@@ -121,9 +121,7 @@ async fn run_loaded(
     if recovered {
         info!(target: "steadfast::saga", saga = %id, saga_type = %record.saga_type,
             recoveries = record.recoveries, epoch = cx.lease.epoch, "recovering an abandoned saga");
-        inner
-            .metrics
-            .count(SagaCounter::Recovered, &record.saga_type);
+        inner.metrics.count(SagaCounter::Recovered, &cx.saga_type);
     }
     if !record.status.is_active() {
         let _ = inner.store.release(&cx.lease).await;

@@ -90,7 +90,7 @@ impl RunCx {
     }
 
     /// A step phase ended with `outcome`.
-    pub(super) fn step_ended(&self, step: &str, phase: Phase, outcome: &'static str) {
+    pub(super) fn step_ended(&self, step: &Arc<str>, phase: Phase, outcome: &'static str) {
         self.inner
             .metrics
             .step_ended(&self.saga_type, step, phase.as_str(), outcome);
@@ -108,15 +108,33 @@ impl RunCx {
     }
 }
 
+/// What the run knows of one step phase's record: its state, attempts and last error (its
+/// output is kept in [`Run`]'s outputs), without a copy of the step's name or output text.
+pub(super) struct Known {
+    pub(super) state: StepState,
+    pub(super) attempts: u32,
+    pub(super) error: Option<String>,
+}
+
+impl From<StepRecord> for Known {
+    fn from(r: StepRecord) -> Self {
+        Known {
+            state: r.state,
+            attempts: r.attempts,
+            error: r.error,
+        }
+    }
+}
+
 /// What is written of one step: its action's record and its compensation's.
 #[derive(Default)]
 struct Slot {
-    forward: Option<StepRecord>,
-    compensation: Option<StepRecord>,
+    forward: Option<Known>,
+    compensation: Option<Known>,
 }
 
 impl Slot {
-    fn get(&self, phase: Phase) -> Option<&StepRecord> {
+    fn get(&self, phase: Phase) -> Option<&Known> {
         match phase {
             Phase::Forward => self.forward.as_ref(),
             Phase::Compensation => self.compensation.as_ref(),
@@ -131,8 +149,9 @@ pub(super) struct Run<I> {
     input: Arc<I>,
     /// Per step, by index: the records written before this run and by it.
     steps: Vec<Slot>,
-    /// The outputs of the actions that succeeded, by step index.
-    outputs: HashMap<usize, Value>,
+    /// The outputs of the actions that succeeded, by step index (shared with the steps'
+    /// contexts; copied only when a context still holds it as it changes).
+    outputs: Arc<HashMap<usize, Value>>,
     status: SagaStatus,
     /// The saga's deadline on this process's clock.
     deadline: Option<Instant>,
@@ -157,7 +176,7 @@ impl<I: Payload> Run<I> {
         def: Arc<DefinitionInner<I>>,
         cx: RunCx,
         input: Arc<I>,
-        first_step: Option<StepRecord>,
+        first_step: Option<Known>,
         obtained: Instant,
     ) -> Self {
         let mut steps: Vec<Slot> = def.names.iter().map(|_| Slot::default()).collect();
@@ -172,7 +191,7 @@ impl<I: Payload> Run<I> {
             cx,
             input,
             steps,
-            outputs: HashMap::new(),
+            outputs: Arc::new(HashMap::new()),
             status: SagaStatus::Running,
             prestarted,
         }
@@ -206,8 +225,8 @@ impl<I: Payload> Run<I> {
                 outputs.insert(index, v);
             }
             match r.phase {
-                Phase::Forward => steps[index].forward = Some(r),
-                Phase::Compensation => steps[index].compensation = Some(r),
+                Phase::Forward => steps[index].forward = Some(r.into()),
+                Phase::Compensation => steps[index].compensation = Some(r.into()),
             }
         }
         Ok(Run {
@@ -216,7 +235,7 @@ impl<I: Payload> Run<I> {
             cx,
             input: Arc::new(input),
             steps,
-            outputs,
+            outputs: Arc::new(outputs),
             status: record.status,
             prestarted: false,
         })
@@ -298,7 +317,7 @@ impl<I: Payload> Run<I> {
             // A last stage of one step completes the saga in the write of its success.
             let finish =
                 (advance.is_some() && si + 1 == def.stages.len()).then_some(SagaStatus::Completed);
-            let shared = Arc::new(self.outputs.clone());
+            let shared = Arc::clone(&self.outputs);
             // The first attempt's start was written with the saga (see `Orchestrator::start`).
             let prestarted = std::mem::take(&mut self.prestarted) && si == 0 && advance.is_some();
             let first = stage[0].index;
@@ -348,6 +367,7 @@ impl<I: Payload> Run<I> {
                 }
             });
             let ends = try_join_all(runs).await?;
+            drop(shared);
             let mut failed = None;
             let mut stuck = None;
             let mut cancelled = None;
@@ -355,7 +375,7 @@ impl<I: Payload> Run<I> {
             for (index, end) in ends {
                 match end {
                     StepEnd::Succeeded(v) => {
-                        self.outputs.insert(index, v);
+                        Arc::make_mut(&mut self.outputs).insert(index, v);
                     }
                     StepEnd::Failed(e) => failed = failed.or(Some(e)),
                     StepEnd::Stuck(e) => stuck = stuck.or(Some(e)),
@@ -429,7 +449,7 @@ impl<I: Payload> Run<I> {
                 _ => batches.push(todo),
             }
         }
-        let shared = Arc::new(self.outputs.clone());
+        let shared = Arc::clone(&self.outputs);
         let last = batches.len();
         let mut recorded = false;
         for (bi, batch) in batches.into_iter().enumerate() {

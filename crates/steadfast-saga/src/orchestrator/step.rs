@@ -2,6 +2,7 @@
 //! called and its outcome after, with the same step key every time.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
-use super::run::RunCx;
+use super::run::{Known, RunCx};
 use crate::definition::{Payload, StepContext, StepDef, StepKind};
 use crate::error::{Error, StepError, StepErrorKind};
-use crate::keys::{Phase, StepKey};
+use crate::keys::{Phase, SagaId, StepKey};
 use crate::store::{Event, SagaStatus, StepRecord, StepState, Transition};
 
 /// Calls the test hooks (feature `test-hooks`) at a step boundary; nothing without the feature.
@@ -22,6 +23,23 @@ macro_rules! hook {
         $cx.hook($step, $phase, $attempt, super::hooks::Boundary::$boundary)
             .await;
     };
+}
+
+/// A step's key for its span, derived (one SHA-1) only when a subscriber records it.
+struct KeyOf<'a>(SagaId, &'a str, Phase);
+
+impl fmt::Display for KeyOf<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        StepKey::new(self.0, self.1, self.2).fmt(f)
+    }
+}
+
+/// `v` as JSON text (a step that returns nothing, `null`, without a formatter).
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::Null => "null".to_owned(),
+        v => v.to_string(),
+    }
 }
 
 /// How one step phase ended.
@@ -69,7 +87,7 @@ pub(super) struct StepRun<'a, I> {
 impl<I: Payload> StepRun<'_, I> {
     /// Attempts the step phase until it ends. `record` is the run's copy of its step record
     /// (what was written before this run, or by it): every record written is applied to it.
-    pub(super) async fn run(self, record: &mut Option<StepRecord>) -> Result<StepEnd, Error> {
+    pub(super) async fn run(self, record: &mut Option<Known>) -> Result<StepEnd, Error> {
         let StepRun {
             cx,
             step: s,
@@ -87,7 +105,6 @@ impl<I: Payload> StepRun<'_, I> {
             Phase::Forward => s.retry,
             Phase::Compensation => s.compensation_retry,
         };
-        let key = StepKey::new(saga, &s.name, phase);
         let (mut attempt, mut start_written) = if prestarted {
             (0, true)
         } else {
@@ -108,9 +125,12 @@ impl<I: Payload> StepRun<'_, I> {
             ($t:expr, $r:expr) => {{
                 let t: Transition = $t;
                 let r: StepRecord = $r;
-                cx.write(t.step(r.clone()))
-                    .await
-                    .map(|()| *record = Some(r))
+                let known = Known {
+                    state: r.state,
+                    attempts: r.attempts,
+                    error: r.error.clone(),
+                };
+                cx.write(t.step(r)).await.map(|()| *record = Some(known))
             }};
         }
         loop {
@@ -142,7 +162,6 @@ impl<I: Payload> StepRun<'_, I> {
                 saga,
                 step: Arc::clone(&s.name),
                 phase,
-                key,
                 attempt,
                 epoch: cx.lease.epoch,
                 input: Arc::clone(input),
@@ -150,7 +169,7 @@ impl<I: Payload> StepRun<'_, I> {
                 names: Arc::clone(names),
             };
             let span = tracing::debug_span!(target: "steadfast::saga", "steadfast.saga.step",
-                step = %s.name, phase = phase.as_str(), attempt, key = %key);
+                step = %s.name, phase = phase.as_str(), attempt, key = %KeyOf(saga, &s.name, phase));
             let started = Instant::now();
             let call = async {
                 match phase {
@@ -193,7 +212,7 @@ impl<I: Payload> StepRun<'_, I> {
                     }
                     write!(
                         t,
-                        rec(StepState::Succeeded, attempt, Some(v.to_string()), None)
+                        rec(StepState::Succeeded, attempt, Some(json_text(&v)), None)
                     )?;
                     cx.step_ended(&s.name, phase, "succeeded");
                     hook!(cx, &s.name, phase, attempt, AfterWrite);

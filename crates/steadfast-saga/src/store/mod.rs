@@ -244,7 +244,10 @@ pub(crate) fn created_event(first_step: Option<&StepRecord>) -> Event {
     match first_step {
         Some(s) => Event::new("created")
             .step(s.step.clone(), s.phase)
-            .detail(format!("step started (attempt {})", s.attempts)),
+            .detail(match s.attempts {
+                1 => "step started (attempt 1)".to_owned(),
+                n => format!("step started (attempt {n})"),
+            }),
         None => Event::new("created"),
     }
 }

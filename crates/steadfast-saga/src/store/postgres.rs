@@ -120,6 +120,9 @@ impl_driver!(
         skip_locked: " FOR UPDATE SKIP LOCKED",
         // A TEXT column of a UTF-8 database holds only readable text.
         undecodable_status: None,
+        one_statement_writes: true,
+        one_writer: false,
+        transition_view: None,
     },
     begin: None
 );

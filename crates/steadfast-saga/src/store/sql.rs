@@ -9,7 +9,9 @@
 //! The statements are templates over the dialect's fragments, rendered once per dialect.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -216,14 +218,31 @@ pub struct Fragments {
     /// Test hook: the statement that stores a status that is not text at all (`$1`: the saga),
     /// where the dialect can hold one.
     pub undecodable_status: Option<&'static str>,
+    /// Whether a statement can modify several tables (PostgreSQL's data-modifying `WITH`): a
+    /// saga's creation and each transition are then one statement, atomic on its own, sent
+    /// outside any explicit transaction (one round trip). Otherwise (SQLite) they are one
+    /// script of statements in a `BEGIN IMMEDIATE` transaction, each later statement writing
+    /// only when the one before it changed a row.
+    pub one_statement_writes: bool,
+    /// Whether the database has one writer at a time (SQLite's write lock): the store then lets
+    /// one of its own write transactions at a time begin, in arrival order, instead of having
+    /// its connections wait for the lock in the driver's busy loop (sleeps of up to 100 ms).
+    /// Other processes on the same file still wait for the lock as before.
+    pub one_writer: bool,
+    /// A view whose `INSERT` trigger writes a whole transition (SQLite, see `sqlite.rs`): a
+    /// transition is then one `INSERT` statement outside any explicit transaction, failed by
+    /// the trigger with `REFUSED_BY_TRIGGER` when the fence does not hold.
+    pub transition_view: Option<&'static str>,
 }
+
+/// The message of the error a transition view's trigger fails a refused transition with.
+pub(super) const REFUSED_BY_TRIGGER: &str = "steadfast: transition refused";
 
 /// The store's statements, rendered from [`TEMPLATES`] for one dialect.
 #[derive(Debug)]
 pub struct Statements {
     create: String,
     find_existing: String,
-    upsert_step: String,
     push_history: String,
     load: String,
     load_steps: String,
@@ -254,22 +273,28 @@ mod templates {
          ON CONFLICT (saga_type, business_key) DO NOTHING";
     pub(super) const FIND_EXISTING: &str =
         "SELECT id FROM steadfast_sagas WHERE saga_type = $1 AND business_key = $2";
-    pub(super) const UPSERT_STEP: &str = "INSERT INTO steadfast_saga_steps
-            (saga_id, step, phase, state, attempts, output, error, {updated})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, {now})
-         ON CONFLICT (saga_id, step, phase) DO UPDATE SET
-            state = excluded.state, attempts = excluded.attempts,
-            output = excluded.output, error = excluded.error, {updated} = excluded.{updated}";
     pub(super) const PUSH_HISTORY: &str = "INSERT INTO steadfast_saga_history
             (saga_id, {history_at}, epoch, kind, step, phase, detail)
          VALUES ($1, {history_now}, $2, $3, $4, $5, $6)";
+    /// The history entry a write adds (its values selected from the row it wrote).
+    pub(super) const WRITE_HISTORY: &str = "INSERT INTO steadfast_saga_history
+            (saga_id, {history_at}, epoch, kind, step, phase, detail)";
+    /// The step record a write inserts or replaces (its values selected from the row it wrote).
+    pub(super) const WRITE_STEP: &str = "INSERT INTO steadfast_saga_steps
+            (saga_id, step, phase, state, attempts, output, error, {updated})";
+    pub(super) const WRITE_STEP_CONFLICT: &str = " ON CONFLICT (saga_id, step, phase) DO UPDATE SET
+            state = excluded.state, attempts = excluded.attempts,
+            output = excluded.output, error = excluded.error, {updated} = excluded.{updated}";
     pub(super) const LOAD: &str = "SELECT saga_type, version, business_key, status,
             compensating, input, cursor, recoveries, error, lease_epoch, lease_owner,
             forward_only, cancel_requested, {age_ms} AS age_ms, {left_ms} AS left_ms
          FROM steadfast_sagas WHERE id = $1";
     pub(super) const LOAD_STEPS: &str = "SELECT step, phase, state, attempts, output, error
          FROM steadfast_saga_steps WHERE saga_id = $1 ORDER BY {step_order}";
-    /// The fenced write of a transition's saga fields; `{fence}` is the epoch check on `$10`.
+    /// The fenced write of a transition's saga fields; the epoch check on `$10` follows it
+    /// (`FENCE`). A transition is this update, then its history entry (`$11`-`$14`: kind,
+    /// step, phase, detail) and its step record (`$15`-`$20`: step, phase, state, attempts,
+    /// output, error; none when `$15` is NULL), written only when the update changed the row.
     pub(super) const RECORD: &str = "UPDATE steadfast_sagas SET
             status = COALESCE($1, status),
             compensating = COALESCE($2, compensating),
@@ -357,15 +382,76 @@ impl Statements {
             |template: &str, n: &str| r(&format!("{template}{}", t::FENCE.replace("$N", n)));
         let unfenced =
             |template: &str, n: &str| r(&format!("{template}{}", t::NO_FENCE.replace("$N", n)));
+        // A creation (`$10`-`$13`: the history entry, `$14`-`$19`: the first step's record) or a
+        // transition (`$11`-`$14`, `$15`-`$20`), its saga row written by `write` (which names the
+        // row's id `$id`): one statement with data-modifying `WITH`s, or a script whose later
+        // statements write only when the one before them changed a row (`changes()`, SQLite:
+        // the saga row's write, then its history entry's).
+        let whole = |write: &str, id: &str, epoch: &str, history: &str, step: [&str; 6]| {
+            let [name, phase, state, attempts, output, error] = step;
+            let (history_sql, step_sql, conflict) =
+                (t::WRITE_HISTORY, t::WRITE_STEP, t::WRITE_STEP_CONFLICT);
+            if f.one_statement_writes {
+                r(&format!(
+                    "WITH w AS ({write} RETURNING id),
+                     h AS ({history_sql} SELECT id, {{history_now}}, {epoch}, {history} FROM w),
+                     s AS ({step_sql} SELECT id, {name}, {phase}, {state}, {attempts}, {output},
+                            {error}, {{now}} FROM w
+                         WHERE CAST({name} AS TEXT) IS NOT NULL{conflict})
+                     SELECT 1 AS written FROM w"
+                ))
+            } else {
+                r(&format!(
+                    "{write};
+                     {history_sql} SELECT {id}, {{history_now}}, {epoch}, {history}
+                         WHERE changes() > 0;
+                     {step_sql} SELECT {id}, {name}, {phase}, {state}, {attempts}, {output},
+                            {error}, {{now}}
+                         WHERE changes() > 0 AND CAST({name} AS TEXT) IS NOT NULL{conflict}"
+                ))
+            }
+        };
+        let create_step = ["$14", "$15", "$16", "$17", "$18", "$19"];
+        let record_step = ["$15", "$16", "$17", "$18", "$19", "$20"];
+        let fence =
+            |template: &str, n: &str, check: &str| format!("{template}{}", check.replace("$N", n));
+        // A transition through the dialect's transition view, with the same arguments.
+        let by_view = |fenced: &str| {
+            f.transition_view.map(|view| {
+                format!(
+                    "INSERT INTO {view} (status, compensating, cursor, set_error, error,
+                        reset_recoveries, forward_only, saga_id, unless_cancelled, epoch, kind,
+                        event_step, event_phase, detail, step, phase, state, attempts, output,
+                        step_error, fenced)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                        $16, $17, $18, $19, $20, {fenced})"
+                )
+            })
+        };
         Statements {
-            create: r(t::CREATE),
+            create: whole(t::CREATE, "$1", "1", "$10, $11, $12, $13", create_step),
             find_existing: r(t::FIND_EXISTING),
-            upsert_step: r(t::UPSERT_STEP),
             push_history: r(t::PUSH_HISTORY),
             load: r(t::LOAD),
             load_steps: r(t::LOAD_STEPS),
-            record: fenced(t::RECORD, "$10"),
-            record_unfenced: unfenced(t::RECORD, "$10"),
+            record: by_view("1").unwrap_or_else(|| {
+                whole(
+                    &fence(t::RECORD, "$10", t::FENCE),
+                    "$8",
+                    "$10",
+                    "$11, $12, $13, $14",
+                    record_step,
+                )
+            }),
+            record_unfenced: by_view("0").unwrap_or_else(|| {
+                whole(
+                    &fence(t::RECORD, "$10", t::NO_FENCE),
+                    "$8",
+                    "$10",
+                    "$11, $12, $13, $14",
+                    record_step,
+                )
+            }),
             heartbeat: fenced(t::HEARTBEAT, "$3"),
             heartbeat_unfenced: unfenced(t::HEARTBEAT, "$3"),
             refused: r(t::REFUSED),
@@ -463,6 +549,42 @@ impl<D: Dialect> Stmt<D> {
     fn saga(self, id: SagaId) -> Self {
         self.text(id.to_string())
     }
+    /// A write's history entry: kind, step, phase, detail.
+    fn event(self, e: Event) -> Self {
+        self.text(e.kind)
+            .opt_text(e.step)
+            .opt_text(e.phase.map(|p| p.as_str()))
+            .opt_text(e.detail)
+    }
+    /// A write's step record, if any: step, phase, state, attempts, output, error.
+    fn step_record(self, s: Option<StepRecord>) -> Self {
+        let (step, phase, state, attempts, output, error) = match s {
+            Some(s) => (
+                Some(s.step),
+                Some(s.phase.as_str()),
+                Some(s.state.as_str()),
+                Some(i64::from(s.attempts)),
+                s.output,
+                s.error,
+            ),
+            None => (None, None, None, None, None, None),
+        };
+        self.opt_text(step)
+            .opt_text(phase)
+            .opt_text(state)
+            .opt_int(attempts)
+            .opt_text(output)
+            .opt_text(error)
+    }
+    /// Runs a creation or a transition (see `Statements::render`): whether it wrote the saga
+    /// row (and so everything else it writes).
+    async fn write(self, c: &mut D::Connection) -> Result<bool, Error> {
+        if D::FRAGMENTS.one_statement_writes {
+            Ok(self.fetch_optional(c).await?.is_some())
+        } else {
+            Ok(self.execute(c).await? > 0)
+        }
+    }
     async fn execute(self, c: &mut D::Connection) -> Result<u64, Error> {
         Ok(D::execute(self.0, c).await?)
     }
@@ -489,6 +611,9 @@ pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D>,
     /// PostgreSQL: the schema the store was opened in (`None`: the default search path).
     pub(super) schema: Option<String>,
+    /// Whose turn it is to write (dialects with one writer at a time, see
+    /// `Fragments::one_writer`); shared by the clones of this store.
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// Test hook: skip the lease-epoch check on writes and heartbeats.
     #[cfg(feature = "test-hooks")]
     pub(super) unfenced: bool,
@@ -499,6 +624,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
         SqlStore {
             pool: self.pool.clone(),
             schema: self.schema.clone(),
+            writer: Arc::clone(&self.writer),
             #[cfg(feature = "test-hooks")]
             unfenced: self.unfenced,
         }
@@ -521,6 +647,7 @@ impl<D: Dialect> SqlStore<D> {
         SqlStore {
             pool,
             schema,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
             #[cfg(feature = "test-hooks")]
             unfenced: false,
         }
@@ -566,10 +693,22 @@ impl<D: Dialect> SqlStore<D> {
         D::statements()
     }
 
-    /// A write transaction (SQLite: `BEGIN IMMEDIATE`, the database's write lock); safe to drop
-    /// at any point (see [`begin_detached`]).
-    pub(super) async fn begin(&self) -> Result<Transaction<'static, D>, Error> {
-        begin_detached(D::begin(self.pool.clone())).await
+    /// A write transaction (SQLite: `BEGIN IMMEDIATE`, the database's write lock, begun when
+    /// this store's previous write transaction has ended); safe to drop at any point (see
+    /// [`begin_detached`]).
+    pub(super) async fn begin(&self) -> Result<WriteTx<D>, Error> {
+        let turn = self.turn().await;
+        let tx = begin_detached(D::begin(self.pool.clone())).await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// This store's turn to write, when the database has one writer at a time (see
+    /// `Fragments::one_writer`): held until the write ends.
+    async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match D::FRAGMENTS.one_writer {
+            true => Some(Arc::clone(&self.writer).lock_owned().await),
+            false => None,
+        }
     }
 
     async fn acquire(&self) -> Result<PoolConnection<D>, Error> {
@@ -577,23 +716,37 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
-/// Inserts or replaces one step record.
-async fn upsert_step<D: Dialect>(
-    c: &mut D::Connection,
-    id: SagaId,
-    s: &StepRecord,
-) -> Result<(), Error> {
-    Stmt::<D>::new(&D::statements().upsert_step)
-        .saga(id)
-        .text(&*s.step)
-        .text(s.phase.as_str())
-        .text(s.state.as_str())
-        .int(i64::from(s.attempts))
-        .opt_text(s.output.as_deref())
-        .opt_text(s.error.as_deref())
-        .execute(c)
-        .await?;
-    Ok(())
+/// A write transaction of a [`SqlStore`], and (one writer at a time) its turn to write, held
+/// until it ends: dropped unfinished, the transaction rolls back and the turn passes.
+pub(super) struct WriteTx<D: Database> {
+    // Dropped first: the rollback is on its way before the next writer begins.
+    tx: Transaction<'static, D>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<D: Database> WriteTx<D> {
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _turn } = self;
+        tx.commit().await
+    }
+
+    pub(super) async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _turn } = self;
+        tx.rollback().await
+    }
+}
+
+impl<D: Database> Deref for WriteTx<D> {
+    type Target = D::Connection;
+    fn deref(&self) -> &D::Connection {
+        &self.tx
+    }
+}
+
+impl<D: Database> DerefMut for WriteTx<D> {
+    fn deref_mut(&mut self) -> &mut D::Connection {
+        &mut self.tx
+    }
 }
 
 async fn push_history<D: Dialect>(
@@ -612,6 +765,12 @@ async fn push_history<D: Dialect>(
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// Whether `e` is a transition view's trigger refusing a transition (its fence does not hold).
+fn refused_by_trigger(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.message().contains(REFUSED_BY_TRIGGER))
 }
 
 /// Why a fenced write changed nothing: the saga is gone, its lease was taken over, or (for a
@@ -711,45 +870,54 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
         lease: Duration,
     ) -> StoreFuture<'a, Created> {
         Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let inserted = Stmt::<D>::new(&Self::sql().create)
-                .saga(new.id)
+            let id = new.id;
+            let created = super::created_event(new.first_step.as_ref());
+            let stmt = Stmt::<D>::new(&Self::sql().create)
+                .saga(id)
                 .text(&*new.saga_type)
                 .int(i64::from(new.version))
                 .text(&*new.business_key)
-                .text(&*new.input)
+                .text(new.input)
                 .text(owner)
                 .int(duration_ms(lease))
                 .opt_int(new.deadline.map(duration_ms))
                 .flag(new.forward_only)
-                .execute(&mut tx)
-                .await?;
-            if inserted == 0 {
-                let existing = Stmt::<D>::new(&Self::sql().find_existing)
-                    .text(&*new.saga_type)
-                    .text(&*new.business_key)
-                    .fetch_optional(&mut tx)
-                    .await?;
+                .event(created)
+                .step_record(new.first_step);
+            let new_lease = || {
+                Created::New(Lease {
+                    saga: id,
+                    owner: owner.to_string(),
+                    epoch: 1,
+                })
+            };
+            let find = Stmt::<D>::new(&Self::sql().find_existing)
+                .text(&*new.saga_type)
+                .text(&*new.business_key);
+            let existing = if D::FRAGMENTS.one_statement_writes {
+                // One statement, atomic on its own: no transaction to begin or commit.
+                let mut conn = self.acquire().await?;
+                if stmt.write(&mut conn).await? {
+                    return Ok(new_lease());
+                }
+                find.fetch_optional(&mut conn).await?
+            } else {
+                let mut tx = self.begin().await?;
+                if stmt.write(&mut tx).await? {
+                    tx.commit().await?;
+                    return Ok(new_lease());
+                }
+                let existing = find.fetch_optional(&mut tx).await?;
                 tx.rollback().await?;
-                let Some(r) = existing else {
-                    return Err(Error::InvalidOperation(format!(
-                        "saga {} of type {:?}: its business key is taken, yet no saga has it",
-                        new.id, new.saga_type
-                    )));
-                };
-                return Ok(Created::Existing(row::read_id(&r)?));
-            }
-            if let Some(s) = &new.first_step {
-                upsert_step::<D>(&mut tx, new.id, s).await?;
-            }
-            let created = super::created_event(new.first_step.as_ref());
-            push_history::<D>(&mut tx, new.id, 1, &created).await?;
-            tx.commit().await?;
-            Ok(Created::New(Lease {
-                saga: new.id,
-                owner: owner.to_string(),
-                epoch: 1,
-            }))
+                existing
+            };
+            let Some(r) = existing else {
+                return Err(Error::InvalidOperation(format!(
+                    "saga {id} of type {:?}: its business key is taken, yet no saga has it",
+                    new.saga_type
+                )));
+            };
+            Ok(Created::Existing(row::read_id(&r)?))
         })
     }
 
@@ -806,14 +974,16 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
     fn record<'a>(&'a self, lease: &'a Lease, t: Transition) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let sql = Self::sql();
-            let mut tx = self.begin().await?;
             let (set_error, error) = match t.error {
                 Some(e) => (true, e),
                 None => (false, None),
             };
-            // SQLite: the write lock, taken by `BEGIN IMMEDIATE`; PostgreSQL: the row lock taken
-            // here. Either orders this write against any concurrent claim.
-            let updated = Stmt::<D>::new(self.fence(&sql.record, &sql.record_unfenced))
+            let unless_cancelled = t.unless_cancelled;
+            // The saga row's update is fenced by the lease epoch (and, `unless_cancelled`, by
+            // the cancel request); the history entry and step record are written only with it.
+            // SQLite: the write lock, taken by `BEGIN IMMEDIATE`; PostgreSQL: the row lock the
+            // update takes. Either orders this write against any concurrent claim.
+            let stmt = Stmt::<D>::new(self.fence(&sql.record, &sql.record_unfenced))
                 .opt_text(t.status.map(|s| s.as_str()))
                 .opt_flag(t.compensating)
                 .opt_int(t.cursor)
@@ -822,19 +992,36 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
                 .flag(t.reset_recoveries)
                 .flag(t.forward_only)
                 .saga(lease.saga)
-                .flag(t.unless_cancelled)
+                .flag(unless_cancelled)
                 .int(lease.epoch)
-                .execute(&mut tx)
-                .await?;
-            if updated == 0 {
-                let e = refused::<D>(&mut tx, lease, t.unless_cancelled).await?;
+                .event(t.event)
+                .step_record(t.step);
+            if D::FRAGMENTS.transition_view.is_some() {
+                // One `INSERT` into the transition view, atomic on its own (see `sqlite.rs`).
+                let _turn = self.turn().await;
+                let mut conn = self.acquire().await?;
+                return match D::execute(stmt.0, &mut conn).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if refused_by_trigger(&e) => {
+                        Err(refused::<D>(&mut conn, lease, unless_cancelled).await?)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            }
+            if D::FRAGMENTS.one_statement_writes {
+                // One statement, atomic on its own: no transaction to begin or commit.
+                let mut conn = self.acquire().await?;
+                if stmt.write(&mut conn).await? {
+                    return Ok(());
+                }
+                return Err(refused::<D>(&mut conn, lease, unless_cancelled).await?);
+            }
+            let mut tx = self.begin().await?;
+            if !stmt.write(&mut tx).await? {
+                let e = refused::<D>(&mut tx, lease, unless_cancelled).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
-            if let Some(s) = &t.step {
-                upsert_step::<D>(&mut tx, lease.saga, s).await?;
-            }
-            push_history::<D>(&mut tx, lease.saga, lease.epoch, &t.event).await?;
             tx.commit().await?;
             Ok(())
         })

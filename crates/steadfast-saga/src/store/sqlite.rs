@@ -82,6 +82,63 @@ macro_rules! now_ms {
     };
 }
 
+/// A transition in one statement: an `INSERT` into this view runs the trigger below, which
+/// checks the fence (the lease epoch, unless `fenced` is 0, the test hook's unfenced handle; and
+/// the cancel request, `unless_cancelled`) and fails the statement with "steadfast: transition
+/// refused" when it does not hold, then updates the saga row, adds the history entry and
+/// inserts or replaces the step record (when `step` is not NULL). One statement is atomic on its
+/// own and takes the write lock at its start as `BEGIN IMMEDIATE` does: the write is one call to
+/// the database instead of `BEGIN IMMEDIATE`, the statements and `COMMIT`, and dropping it half
+/// way leaves no transaction open. Created after the columns of [`ADDED_COLUMNS`]; versioned by
+/// name (a changed trigger gets a new name).
+const TRANSITIONS: &[&str] = &[
+    "CREATE VIEW IF NOT EXISTS steadfast_saga_transitions_v1 AS SELECT
+        NULL AS saga_id, NULL AS epoch, NULL AS fenced, NULL AS unless_cancelled,
+        NULL AS status, NULL AS compensating, NULL AS cursor, NULL AS set_error, NULL AS error,
+        NULL AS reset_recoveries, NULL AS forward_only, NULL AS kind, NULL AS event_step,
+        NULL AS event_phase, NULL AS detail, NULL AS step, NULL AS phase, NULL AS state,
+        NULL AS attempts, NULL AS output, NULL AS step_error
+        WHERE 0",
+    concat!(
+        "CREATE TRIGGER IF NOT EXISTS steadfast_saga_transition_v1
+        INSTEAD OF INSERT ON steadfast_saga_transitions_v1
+        BEGIN
+            SELECT RAISE(ABORT, 'steadfast: transition refused') WHERE NOT EXISTS (
+                SELECT 1 FROM steadfast_sagas WHERE id = NEW.saga_id
+                    AND (NEW.fenced = 0 OR lease_epoch = NEW.epoch)
+                    AND (NEW.unless_cancelled = 0 OR cancel_requested IS NULL));
+            UPDATE steadfast_sagas SET
+                status = COALESCE(NEW.status, status),
+                compensating = COALESCE(NEW.compensating, compensating),
+                cursor = COALESCE(NEW.cursor, cursor),
+                error = CASE WHEN NEW.set_error THEN NEW.error ELSE error END,
+                recoveries = CASE WHEN NEW.reset_recoveries THEN 0 ELSE recoveries END,
+                forward_only = CASE WHEN NEW.forward_only THEN TRUE ELSE forward_only END,
+                updated_ms = ",
+        now_ms!(),
+        "
+            WHERE id = NEW.saga_id;
+            INSERT INTO steadfast_saga_history
+                (saga_id, at_ms, epoch, kind, step, phase, detail)
+            VALUES (NEW.saga_id, ",
+        now_ms!(),
+        ", NEW.epoch, NEW.kind, NEW.event_step,
+                NEW.event_phase, NEW.detail);
+            INSERT INTO steadfast_saga_steps
+                (saga_id, step, phase, state, attempts, output, error, updated_ms)
+            SELECT NEW.saga_id, NEW.step, NEW.phase, NEW.state, NEW.attempts, NEW.output,
+                NEW.step_error, ",
+        now_ms!(),
+        "
+            WHERE NEW.step IS NOT NULL
+            ON CONFLICT (saga_id, step, phase) DO UPDATE SET
+                state = excluded.state, attempts = excluded.attempts,
+                output = excluded.output, error = excluded.error,
+                updated_ms = excluded.updated_ms;
+        END"
+    ),
+];
+
 impl_driver!(
     Sqlite,
     fragments: Fragments {
@@ -123,6 +180,9 @@ impl_driver!(
         skip_locked: "",
         // SQLite keeps whatever type is stored: a blob is not text at all.
         undecodable_status: Some("UPDATE steadfast_sagas SET status = X'00FF' WHERE id = $1"),
+        one_statement_writes: false,
+        one_writer: true,
+        transition_view: Some("steadfast_saga_transitions_v1"),
     },
     begin: Some("BEGIN IMMEDIATE")
 );
@@ -202,6 +262,9 @@ impl SqlStore<Sqlite> {
                 let sql = format!("ALTER TABLE steadfast_sagas ADD COLUMN {name} {def}");
                 sqlx::query(&sql).execute(&mut *tx).await?;
             }
+        }
+        for t in TRANSITIONS {
+            sqlx::query(t).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
