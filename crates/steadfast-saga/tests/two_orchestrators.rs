@@ -222,8 +222,10 @@ const SMALL: usize = 50;
 /// cores, renewals were seen to take longer than the 0.54 s a 600 ms lease allows.
 const SHORT_LEASE: Duration = Duration::from_millis(1500);
 /// How long the contested step's participant call lasts: B's calls must still be in flight
-/// when A's stall ends, 1.5 leases after B called the last saga.
-const SLOW_CALL: Duration = Duration::from_millis(4000);
+/// when A's stall ends, 1.5 leases after B called the last saga, and when a broken A, resumed,
+/// makes its own call: 8 s leaves 5.75 s for that on a loaded machine (4 s, leaving 1.75 s,
+/// once let a broken A on PostgreSQL call only after B's call had ended, at load average 13).
+const SLOW_CALL: Duration = Duration::from_millis(8000);
 
 type Calls = Arc<Mutex<Vec<Call>>>;
 
