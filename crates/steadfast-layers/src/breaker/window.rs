@@ -167,7 +167,15 @@ pub(super) struct TimeWindow {
     /// One more than the latest bucket index a failure or a slow call was recorded in (0: none
     /// since the last reset).
     last_bad: AtomicU64,
+    /// The last bucket found, as `index << SLOT_BITS | slot`: a call finishing in the same
+    /// bucket finds it with a multiply and a compare instead of two divisions (a division is
+    /// most of a healthy record's time). Only a hint: it is checked against the time on every
+    /// use, so a stale or racing value costs a division, never a wrong bucket.
+    hint: AtomicU64,
 }
+
+/// Bits of [`TimeWindow::hint`] holding the slot: `MAX_BUCKETS` (1,000) slots fit in ten.
+const SLOT_BITS: u32 = 10;
 
 fn zeroed(n: u32) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
@@ -183,7 +191,32 @@ impl TimeWindow {
             failures: zeroed(buckets),
             slow: zeroed(buckets),
             last_bad: AtomicU64::new(0),
+            hint: AtomicU64::new(0),
         }
+    }
+
+    /// The bucket index and slot of `now_nanos`.
+    #[inline]
+    fn locate(&self, now_nanos: u64) -> (u64, usize) {
+        let hint = self.hint.load(Ordering::Relaxed);
+        let index = hint >> SLOT_BITS;
+        // `index * bucket_nanos` is the start of a bucket some call finished in (no overflow:
+        // at most that call's time); `now` falls in it when less than a bucket past its start.
+        if now_nanos.wrapping_sub(index.wrapping_mul(self.bucket_nanos)) < self.bucket_nanos {
+            return (index, (hint & ((1 << SLOT_BITS) - 1)) as usize);
+        }
+        self.locate_slow(now_nanos)
+    }
+
+    #[cold]
+    fn locate_slow(&self, now_nanos: u64) -> (u64, usize) {
+        let index = self.index(now_nanos);
+        let slot = index % u64::from(self.buckets);
+        if self.buckets <= 1 << SLOT_BITS && index < 1 << (64 - SLOT_BITS) {
+            self.hint
+                .store((index << SLOT_BITS) | slot, Ordering::Relaxed);
+        }
+        (index, slot as usize)
     }
 
     #[inline]
@@ -191,7 +224,7 @@ impl TimeWindow {
         match self.last_bad.load(Ordering::Acquire) {
             0 => false,
             // A bucket recorded at or after `now` (a concurrent record's later clock read) counts.
-            bad => self.index(now_nanos).saturating_sub(bad - 1) < u64::from(self.buckets),
+            bad => self.locate(now_nanos).0.saturating_sub(bad - 1) < u64::from(self.buckets),
         }
     }
 
@@ -201,8 +234,7 @@ impl TimeWindow {
 
     #[inline]
     fn record(&self, failure: bool, slow: bool, now_nanos: u64) {
-        let index = self.index(now_nanos);
-        let slot = (index % u64::from(self.buckets)) as usize;
+        let (index, slot) = self.locate(now_nanos);
         bump(&self.calls[slot], index);
         if failure || slow {
             self.last_bad
@@ -250,6 +282,7 @@ impl TimeWindow {
             s.store(0, Ordering::Relaxed);
         }
         self.last_bad.store(0, Ordering::Relaxed);
+        // The hint is the time's, not the counts': it stays valid.
     }
 }
 
