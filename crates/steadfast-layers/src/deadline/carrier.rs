@@ -84,6 +84,7 @@ impl<B> Carrier<http::Request<B>> for HttpExtensions {
 }
 
 /// The deadline a request inherits: the earlier of the task-local scope's and the carrier's.
+#[inline]
 pub(crate) fn inherited<Req, C: Carrier<Req>>(carrier: &C, req: &Req) -> Option<Deadline> {
     match (Deadline::current(), carrier.get(req)) {
         (Some(a), b) => Some(a.shrink(b)),

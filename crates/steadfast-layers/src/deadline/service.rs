@@ -77,19 +77,18 @@ where
         // at once and that nobody asks about).
         if let (Some(t), None, false) = (self.timeout, inherited, self.carrier.stores()) {
             let span = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
-                tracing::debug_span!(
+                Some(Box::new(tracing::debug_span!(
                     target: "steadfast::deadline",
                     "steadfast.deadline",
                     instance = name,
                     deadline_remaining_ms = ms(t),
-                )
+                )))
             } else {
-                tracing::Span::none()
+                None
             };
             return ResponseFuture::enforced(
                 Current::lazy(t, None),
                 || inner.call(req),
-                t,
                 span,
                 self.shared.clone(),
             );
@@ -121,20 +120,19 @@ where
             return ResponseFuture::expired();
         }
         let span = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
-            tracing::debug_span!(
+            Some(Box::new(tracing::debug_span!(
                 target: "steadfast::deadline",
                 "steadfast.deadline",
                 instance = name,
                 deadline_remaining_ms = ms(deadline.timeout_at(now)),
-            )
+            )))
         } else {
-            tracing::Span::none()
+            None
         };
         self.carrier.set(&mut req, deadline);
         ResponseFuture::enforced(
             Current::fixed(deadline),
             || inner.call(req),
-            Duration::ZERO,
             span,
             self.shared.clone(),
         )

@@ -39,6 +39,28 @@ impl Current {
         }
     }
 
+    /// `self` with `known` as its deadline once it is fixed (`None`: unchanged).
+    #[inline]
+    pub(crate) fn known(self, known: Option<Deadline>) -> Self {
+        match known {
+            Some(d) => Current::fixed(d),
+            None => self,
+        }
+    }
+
+    /// The deadline, fixing it now (one clock read) if it was not.
+    #[inline]
+    pub(crate) fn fix(&mut self) -> Deadline {
+        match self.deadline {
+            Some(d) => d,
+            None => {
+                let d = Deadline::after_saturating(self.timeout);
+                self.deadline = Some(d);
+                d
+            }
+        }
+    }
+
     /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
     #[inline]
     pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
@@ -203,8 +225,13 @@ impl Deadline {
 
     /// `timeout` from now, saturating far in the future (about 30 years) if it cannot be
     /// represented.
+    #[inline]
     pub(crate) fn after_saturating(timeout: Duration) -> Self {
-        let now = Instant::now();
+        Self::after_saturating_at(Instant::now(), timeout)
+    }
+
+    /// `timeout` after `now`, saturating like [`Deadline::after_saturating`].
+    pub(crate) fn after_saturating_at(now: Instant, timeout: Duration) -> Self {
         Deadline(
             now.checked_add(timeout)
                 .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365 * 30)))
@@ -295,14 +322,27 @@ impl Deadline {
     /// # use steadfast_layers::deadline::Deadline;
     /// assert_eq!(Deadline::current(), None);
     /// ```
+    #[inline]
     pub fn current() -> Option<Deadline> {
+        Self::current_fixed_with(Instant::now)
+    }
+
+    /// [`Deadline::current`] for a caller that has just read the clock: a deadline still to be
+    /// fixed (a deadline layer's own timeout, fixed the first time something needs it) is fixed
+    /// `now`, so that the caller and the scope share one clock read.
+    pub(crate) fn current_at(now: Instant) -> Option<Deadline> {
+        Self::current_fixed_with(|| now)
+    }
+
+    #[inline]
+    fn current_fixed_with(now: impl FnOnce() -> Instant) -> Option<Deadline> {
         CURRENT
             .try_with(|c| {
                 let mut cur = c.get()?;
                 Some(match cur.deadline {
                     Some(d) => d,
                     None => {
-                        let d = Deadline::after_saturating(cur.timeout);
+                        let d = Deadline::after_saturating_at(now(), cur.timeout);
                         cur.deadline = Some(d);
                         c.set(Some(cur));
                         d

@@ -18,7 +18,7 @@ use crate::BoxError;
 
 /// The response future of [`Retry`](super::Retry): drives attempts, backoffs and readiness in
 /// one pinned state machine, with no allocation.
-#[pin_project]
+#[pin_project(project = ResponseFutureProj)]
 pub struct ResponseFuture<S, C, R, Req>
 where
     S: Service<Req>,
@@ -44,15 +44,22 @@ where
     next_transparent: bool,
     previous_delay: Duration,
     shared: Arc<Shared>,
-    span: Span,
-    /// The attempt in flight's own span, a child of `span` (disabled when `span` is): closed
+    /// The call's and the attempt's spans, only when a subscriber wants them: disabled spans
+    /// cost checks on every poll and on drop, and bytes moved with the future.
+    spans: Option<Box<Spans>>,
+    started: Option<Instant>,
+}
+
+/// The spans of a traced call.
+struct Spans {
+    call: Span,
+    /// The attempt in flight's own span, a child of `call` (disabled when `call` is): closed
     /// when the attempt's outcome is known.
-    attempt_span: Span,
+    attempt: Span,
     /// Why the next attempt is made (the last failure's label) and the backoff before it, for
     /// that attempt's span.
     retry_reason: &'static str,
     backoff: Duration,
-    started: Option<Instant>,
 }
 
 #[pin_project(project = StateProj)]
@@ -83,7 +90,8 @@ impl<S, C, R, Req> ResponseFuture<S, C, R, Req>
 where
     S: Service<Req>,
 {
-    /// Sends the first attempt through `service` (in `span`) and builds the future around it.
+    /// Sends the first attempt through `service` (in `span`, when traced) and builds the future
+    /// around it.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(super) fn first(
@@ -95,15 +103,25 @@ where
         not_replayable: Option<NotReplayable>,
         max_attempts: u32,
         shared: Arc<Shared>,
-        span: Span,
+        span: Option<Span>,
         started: Option<Instant>,
     ) -> Self {
-        let attempt_span = attempt_span(&span, 1, 0, false);
+        let spans = span.map(|call| {
+            Box::new(Spans {
+                attempt: attempt_span(&call, 1, 0, false),
+                call,
+                retry_reason: "",
+                backoff: Duration::ZERO,
+            })
+        });
         Self {
             state: State::Calling {
-                fut: {
-                    let _entered = attempt_span.enter();
-                    service.call(req)
+                fut: match &spans {
+                    None => service.call(req),
+                    Some(spans) => {
+                        let _entered = spans.attempt.enter();
+                        service.call(req)
+                    }
                 },
             },
             service,
@@ -118,10 +136,7 @@ where
             next_transparent: false,
             previous_delay: Duration::ZERO,
             shared,
-            span,
-            attempt_span,
-            retry_reason: "",
-            backoff: Duration::ZERO,
+            spans,
             started,
         }
     }
@@ -138,144 +153,183 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let _entered = this.span.enter();
-        let shared: &Shared = this.shared;
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Calling { fut } => {
-                    let result = {
-                        let _attempt = this.attempt_span.enter();
+        // The spans are taken out while polling (a pointer moved) and the call's span entered
+        // through a clone of its handle (traced calls only), so that the attempt's span can be
+        // replaced while the call's is entered.
+        let mut spans = this.spans.take();
+        let call = spans.as_ref().map(|s| s.call.clone());
+        let out = {
+            let _entered = call.as_ref().map(Span::enter);
+            poll_attempts(&mut this, spans.as_deref_mut(), cx)
+        };
+        *this.spans = spans;
+        out
+    }
+}
+
+/// The attempts' state machine; `spans` when the call is traced. Inlined into its one caller:
+/// called, it would be handed the projection's fields one by one.
+#[inline(always)]
+fn poll_attempts<S, C, R, Req>(
+    this: &mut ResponseFutureProj<'_, S, C, R, Req>,
+    mut spans: Option<&mut Spans>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classifier<S::Response, BoxError>,
+    R: Replay<Req>,
+{
+    let shared: &Shared = this.shared;
+    loop {
+        match this.state.as_mut().project() {
+            StateProj::Calling { fut } => {
+                let result = match spans.as_deref() {
+                    None => ready!(fut.poll(cx)),
+                    Some(spans) => {
+                        let _attempt = spans.attempt.enter();
                         ready!(fut.poll(cx))
-                    };
-                    // Boxed as tower does (a no-op for an inner `BoxError`, the common case), so
-                    // that one classifier reads every transport's errors by downcasting, and
-                    // events and `GaveUp` can say what the error was.
-                    let result = result.map_err(Into::into);
-                    let outcome = this.classifier.classify(&result);
-                    // The attempt's span ends with its outcome; what follows (the retry decision,
-                    // the give-up) belongs to the call's span.
-                    close_attempt(this.attempt_span, &outcome);
-                    if let Some(budget) = &shared.budget {
-                        budget.record(&outcome);
                     }
-                    // What kind of retry the outcome asks for: its label, a server-given
-                    // delay, and whether it is the one transparent re-send. A request that
-                    // never reached the server is re-sent once at once (gRPC A6 transparent
-                    // retry); a peer that refuses again is down, and further re-sends are
-                    // attempts like any other, with backoff and budget.
-                    let wanted = match outcome {
-                        Outcome::Success => {
-                            record_duration(shared, *this.started);
-                            return Poll::Ready(result);
-                        }
-                        Outcome::Retryable { reason, after } => Ok((reason, after, false)),
-                        Outcome::NotSent { reason } => Ok((reason, None, *this.unsent == 0)),
-                        Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
-                        Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),
-                        #[allow(unreachable_patterns)]
-                        _ => Err(GiveUpReason::Fatal(outcome.reason())),
-                    };
-                    let verdict = wanted.and_then(|(reason, after, transparent)| {
-                        let plan = Plan {
-                            shared,
-                            replay: &*this.replay,
-                            template: this.template,
-                            not_replayable: *this.not_replayable,
-                            attempts: *this.attempts,
-                            max_attempts: *this.max_attempts,
-                            previous_delay: this.previous_delay,
-                        };
-                        *this.next_transparent = transparent;
-                        if transparent {
-                            plan.transparent()
-                                .map(|next| (reason, Duration::ZERO, next, None))
-                        } else {
-                            plan.decide(after)
-                                .map(|(delay, next, wake)| (reason, delay, next, wake))
-                        }
-                    });
-                    match verdict {
-                        Ok((reason, delay, next, wake)) => {
-                            shared.attrs.with(ERROR_TYPE_KEY, reason, |a| {
-                                shared.retries.add(1, a);
-                            });
-                            tracing::debug!(
-                                target: "steadfast::retry",
-                                attempt = *this.attempts,
-                                delay_ms = ms(delay),
-                                reason,
-                                error = result.as_ref().err().map(tracing::field::display),
-                                budget_balance = shared.budget.as_ref().map(|b| b.balance()),
-                                deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
-                                "retry scheduled"
-                            );
-                            *this.next = Some(next);
-                            *this.retry_reason = reason;
-                            *this.backoff = delay;
-                            match wake {
-                                Some(at) => this.state.set(State::Backoff {
-                                    sleep: sleep_until(at),
-                                }),
-                                None => this.state.set(State::Ready),
-                            }
-                        }
-                        Err(why) => {
-                            record_duration(shared, *this.started);
-                            return Poll::Ready(give_up(
-                                shared,
-                                &*this.classifier,
-                                why,
-                                *this.attempts,
-                                outcome.reason(),
-                                result,
-                            ));
-                        }
-                    }
+                };
+                // Boxed as tower does (a no-op for an inner `BoxError`, the common case), so
+                // that one classifier reads every transport's errors by downcasting, and
+                // events and `GaveUp` can say what the error was.
+                let result = result.map_err(Into::into);
+                let outcome = this.classifier.classify(&result);
+                // The attempt's span ends with its outcome; what follows (the retry decision,
+                // the give-up) belongs to the call's span.
+                if let Some(spans) = spans.as_deref_mut() {
+                    close_attempt(&mut spans.attempt, &outcome);
                 }
-                StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.state.set(State::Ready);
+                if let Some(budget) = &shared.budget {
+                    budget.record(&outcome);
                 }
-                StateProj::Ready => {
-                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                // What kind of retry the outcome asks for: its label, a server-given
+                // delay, and whether it is the one transparent re-send. A request that
+                // never reached the server is re-sent once at once (gRPC A6 transparent
+                // retry); a peer that refuses again is down, and further re-sends are
+                // attempts like any other, with backoff and budget.
+                let wanted = match outcome {
+                    Outcome::Success => {
                         record_duration(shared, *this.started);
-                        return Poll::Ready(Err(e.into()));
+                        return Poll::Ready(result);
                     }
-                    let Some(req) = this.next.take() else {
-                        // Unreachable by construction: `Ready` is entered only with a request.
-                        return Poll::Ready(Err(GaveUp::new(
-                            GiveUpReason::NotReplayable(NotReplayable::new("no request")),
-                            *this.attempts,
-                            None,
-                        )
-                        .into()));
+                    Outcome::Retryable { reason, after } => Ok((reason, after, false)),
+                    Outcome::NotSent { reason } => Ok((reason, None, *this.unsent == 0)),
+                    Outcome::Pushback { .. } => Err(GiveUpReason::Pushback),
+                    Outcome::Fatal { reason } => Err(GiveUpReason::Fatal(reason)),
+                    #[allow(unreachable_patterns)]
+                    _ => Err(GiveUpReason::Fatal(outcome.reason())),
+                };
+                let verdict = wanted.and_then(|(reason, after, transparent)| {
+                    let plan = Plan {
+                        shared,
+                        replay: &*this.replay,
+                        template: this.template,
+                        not_replayable: *this.not_replayable,
+                        attempts: *this.attempts,
+                        max_attempts: *this.max_attempts,
+                        previous_delay: this.previous_delay,
                     };
-                    if *this.next_transparent {
-                        *this.unsent += 1;
+                    *this.next_transparent = transparent;
+                    if transparent {
+                        plan.transparent()
+                            .map(|next| (reason, Duration::ZERO, next, None))
                     } else {
-                        *this.attempts += 1;
-                        shared.attempts.add(1, shared.attrs.base());
+                        plan.decide(after)
+                            .map(|(delay, next, wake)| (reason, delay, next, wake))
                     }
-                    *this.attempt_span = attempt_span(
-                        this.span,
-                        *this.attempts,
-                        *this.attempts + *this.unsent - 1,
-                        *this.next_transparent,
-                    );
-                    let _attempt = this.attempt_span.enter();
-                    if !this.attempt_span.is_disabled() {
-                        this.attempt_span
-                            .record("steadfast.retry.reason", *this.retry_reason);
+                });
+                match verdict {
+                    Ok((reason, delay, next, wake)) => {
+                        shared.attrs.with(ERROR_TYPE_KEY, reason, |a| {
+                            shared.retries.add(1, a);
+                        });
                         tracing::debug!(
                             target: "steadfast::retry",
-                            backoff_ms = ms(*this.backoff),
-                            reason = *this.retry_reason,
-                            "backoff slept"
+                            attempt = *this.attempts,
+                            delay_ms = ms(delay),
+                            reason,
+                            error = result.as_ref().err().map(tracing::field::display),
+                            budget_balance = shared.budget.as_ref().map(|b| b.balance()),
+                            deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
+                            "retry scheduled"
                         );
+                        *this.next = Some(next);
+                        if let Some(spans) = spans.as_deref_mut() {
+                            spans.retry_reason = reason;
+                            spans.backoff = delay;
+                        }
+                        match wake {
+                            Some(at) => this.state.set(State::Backoff {
+                                sleep: sleep_until(at),
+                            }),
+                            None => this.state.set(State::Ready),
+                        }
                     }
-                    let fut = this.service.call(req);
-                    this.state.set(State::Calling { fut });
+                    Err(why) => {
+                        record_duration(shared, *this.started);
+                        return Poll::Ready(give_up(
+                            shared,
+                            &*this.classifier,
+                            why,
+                            *this.attempts,
+                            outcome.reason(),
+                            result,
+                        ));
+                    }
                 }
+            }
+            StateProj::Backoff { sleep } => {
+                ready!(sleep.poll(cx));
+                this.state.set(State::Ready);
+            }
+            StateProj::Ready => {
+                if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                    record_duration(shared, *this.started);
+                    return Poll::Ready(Err(e.into()));
+                }
+                let Some(req) = this.next.take() else {
+                    // Unreachable by construction: `Ready` is entered only with a request.
+                    return Poll::Ready(Err(GaveUp::new(
+                        GiveUpReason::NotReplayable(NotReplayable::new("no request")),
+                        *this.attempts,
+                        None,
+                    )
+                    .into()));
+                };
+                if *this.next_transparent {
+                    *this.unsent += 1;
+                } else {
+                    *this.attempts += 1;
+                    shared.attempts.add(1, shared.attrs.base());
+                }
+                let fut = match spans.as_deref_mut() {
+                    None => this.service.call(req),
+                    Some(spans) => {
+                        spans.attempt = attempt_span(
+                            &spans.call,
+                            *this.attempts,
+                            *this.attempts + *this.unsent - 1,
+                            *this.next_transparent,
+                        );
+                        let _attempt = spans.attempt.enter();
+                        if !spans.attempt.is_disabled() {
+                            spans
+                                .attempt
+                                .record("steadfast.retry.reason", spans.retry_reason);
+                            tracing::debug!(
+                                target: "steadfast::retry",
+                                backoff_ms = ms(spans.backoff),
+                                reason = spans.retry_reason,
+                                "backoff slept"
+                            );
+                        }
+                        this.service.call(req)
+                    }
+                };
+                this.state.set(State::Calling { fut });
             }
         }
     }

@@ -106,14 +106,14 @@ where
         // Only when a subscriber wants it: a disabled span still costs through tracing's `log`
         // fallback when some dependency enables it.
         let span = if tracing::enabled!(target: "steadfast::retry", tracing::Level::DEBUG) {
-            tracing::debug_span!(
+            Some(tracing::debug_span!(
                 target: "steadfast::retry",
                 "steadfast.retry",
                 instance = shared.telemetry.span_name(),
                 max_attempts,
-            )
+            ))
         } else {
-            tracing::Span::none()
+            None
         };
         shared.attempts.add(1, shared.attrs.base());
         let started = shared.duration.as_ref().map(|_| Instant::now());

@@ -59,8 +59,10 @@ where
         }
         if !*this.armed {
             *this.armed = true;
-            let attempt_end = this.timeout.and_then(|t| Instant::now().checked_add(t));
-            let end = match (attempt_end, Deadline::current()) {
+            // One clock read for the attempt and for a deadline still to be fixed above it.
+            let now = Instant::now();
+            let attempt_end = this.timeout.and_then(|t| now.checked_add(t));
+            let end = match (attempt_end, Deadline::current_at(now)) {
                 (Some(a), Some(d)) if d.instant() <= a => {
                     *this.deadline_first = true;
                     d.instant()
