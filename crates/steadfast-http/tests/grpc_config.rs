@@ -21,9 +21,8 @@ use steadfast_http::grpc_config::{
 use steadfast_http::Problem;
 use steadfast_layers::retry::{Backoff, Jitter};
 use steadfast_layers::rng::SeededRng;
-use support::grpc::{Hop, StringCodec, PATH};
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use support::grpc::{channel, serve, Hop, StringCodec, PATH};
+
 use tonic::{Code, Status};
 use tower::Layer;
 
@@ -495,26 +494,6 @@ fn steadfasts_backoff_is_a6s_full_jitter() {
 }
 
 // ---- End to end: a real tonic server on 127.0.0.1 ----
-
-async fn serve<F, Fut>(handler: F) -> SocketAddr
-where
-    F: Fn(tonic::Request<String>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<tonic::Response<String>, Status>> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = Server::builder().add_service(Hop { handler });
-    tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
-    addr
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 async fn call<S>(grpc: &mut tonic::client::Grpc<S>, path: &'static str) -> Result<String, Status>
 where

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,32 +16,10 @@ use steadfast_http::preset::{StandardClientLayer, TonicStatus};
 use steadfast_layers::breaker::CircuitBreakerLayer;
 use steadfast_layers::deadline::Deadline;
 use steadfast_layers::rate::RateLimitLayer;
-use support::grpc::{Hop, StringCodec, PATH};
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
+use support::grpc::{channel, serve, StringCodec, PATH};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
-
-/// Serves `handler` on an OS-chosen loopback port.
-async fn serve<F, Fut>(handler: F) -> SocketAddr
-where
-    F: Fn(tonic::Request<String>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<tonic::Response<String>, Status>> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = Server::builder().add_service(Hop { handler });
-    tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
-    addr
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 /// One unary call, as generated code makes it.
 async fn call<S>(grpc: &mut tonic::client::Grpc<S>, msg: &str) -> Result<String, Status>

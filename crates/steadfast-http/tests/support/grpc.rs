@@ -90,3 +90,25 @@ where
         })
     }
 }
+
+/// Serves `handler` as `demo.Hop` on an OS-chosen loopback port.
+pub async fn serve<F, Fut>(handler: F) -> std::net::SocketAddr
+where
+    F: Fn(tonic::Request<String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<tonic::Response<String>, Status>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = tonic::transport::Server::builder().add_service(Hop { handler });
+    tokio::spawn(router.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)));
+    addr
+}
+
+/// A connected tonic `Channel` to `addr`.
+pub async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
