@@ -130,8 +130,9 @@ TOML
 echo '//! A crate that uses steadfast as a user would: see examples/.' >"$work/src/lib.rs"
 cp "$root/Cargo.lock" "$work/Cargo.lock"
 
-for f in "$root"/examples/*.rs; do
-  cp "$f" "$work/examples/"
+# The examples, and the files they read beside them (`include_str!("policies.toml")`).
+for f in "$root"/examples/*.rs "$root"/examples/*.toml "$root"/examples/*.json; do
+  [ -e "$f" ] && cp "$f" "$work/examples/"
 done
 
 # The README's Rust snippets, as rustdoc compiles them (`# ` hides a line, keeps its code).
@@ -143,7 +144,7 @@ awk -v dir="$work/examples" '
 
 cd "$work"
 export CARGO_TARGET_DIR="$target"
-echo "user-crate: building $(ls examples | wc -l) examples in $work (target $target)"
+echo "user-crate: building $(ls examples/*.rs | wc -l) examples in $work (target $target)"
 cargo build --offline --quiet --examples
 
 needs_redis() { grep -v '^ *//' "examples/$1.rs" | grep -q 'RedisStore::connect'; }
