@@ -120,7 +120,8 @@ impl GrpcClassifier {
     /// The same classifier, for which a failure code that is not retryable is fatal whatever
     /// `grpc-retry-pushback-ms` comes with it (otherwise a negative or malformed pushback makes
     /// it [`Outcome::Pushback`], as a throttling bucket counts it). gRPC A6's hedging: a status
-    /// not in `nonFatalStatusCodes` ends the call, pushback or not.
+    /// not in `nonFatalStatusCodes` ends the call, pushback or not (used by `grpc_config`).
+    #[cfg(feature = "tonic")]
     pub(crate) fn fatal_over_pushback(mut self) -> Self {
         self.fatal_over_pushback = true;
         self
