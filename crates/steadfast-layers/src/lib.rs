@@ -67,5 +67,6 @@ pub mod rng;
 pub mod shed;
 pub mod telemetry;
 pub mod timeout;
+mod timer;
 
 pub use error::{BoxError, ConfigError, Problem};

@@ -359,3 +359,62 @@ async fn the_own_timeout_starts_no_later_than_the_first_poll() {
     let t1 = Instant::now();
     assert_eq!(fut.await.unwrap(), Some(Deadline::at(t1 + secs(2))));
 }
+
+/// Polls `fut` once, in the caller's task (and its deadline scope).
+async fn poll_once<F: std::future::Future>(
+    mut fut: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+/// A service whose call is pending on its first two polls and reports the deadline each of its
+/// three polls saw.
+fn pending_twice() -> impl tower::Service<(), Response = Vec<Option<Deadline>>, Error = Infallible>
+{
+    service_fn(|()| {
+        let mut seen = Vec::new();
+        std::future::poll_fn(move |cx| {
+            seen.push(Deadline::current());
+            if seen.len() < 3 {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Ok::<_, Infallible>(std::mem::take(&mut seen)))
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_poll_runs_in_the_deadline_and_leaves_the_enclosing_scope_in_place() {
+    // Own timeout, nothing inherited: the deadline is fixed at the first pending poll, and the
+    // later polls (scope already fixed) see the same one; between polls, no scope is left behind.
+    let t0 = Instant::now();
+    let svc = DeadlineLayer::new(secs(2)).unwrap().layer(pending_twice());
+    let mut fut = std::pin::pin!(svc.oneshot(()));
+    for _ in 0..2 {
+        assert!(poll_once(fut.as_mut()).await.is_pending());
+        assert_eq!(Deadline::current(), None);
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    let seen = fut.await.unwrap();
+    assert_eq!(seen, vec![Some(Deadline::at(t0 + secs(2))); 3]);
+    assert_eq!(Deadline::current(), None);
+
+    // Inherited from an enclosing scope and shrunk: the enclosing deadline is back after each
+    // poll.
+    let outer = Deadline::after(secs(60)).unwrap();
+    outer
+        .scope(async move {
+            let t1 = Instant::now();
+            let svc = DeadlineLayer::new(secs(2)).unwrap().layer(pending_twice());
+            let mut fut = std::pin::pin!(svc.oneshot(()));
+            for _ in 0..2 {
+                assert!(poll_once(fut.as_mut()).await.is_pending());
+                assert_eq!(Deadline::current(), Some(outer));
+            }
+            let seen = fut.await.unwrap();
+            assert_eq!(seen, vec![Some(Deadline::at(t1 + secs(2))); 3]);
+            assert_eq!(Deadline::current(), Some(outer));
+        })
+        .await;
+}

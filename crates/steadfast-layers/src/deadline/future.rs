@@ -2,7 +2,7 @@ use pin_project::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::time::{sleep_until, Sleep};
+use tokio::time::Sleep;
 use tracing::Span;
 
 use super::layer::Shared;
@@ -52,8 +52,8 @@ impl<F> ResponseFuture<F> {
     }
 
     /// Makes the inner call (`call`) with `scope` in scope and inside `span`, and builds the
-    /// future around it in place (the inner future is written straight into this one: moving
-    /// it, as large as the stack below, was most of this layer's cost). The deadline is the
+    /// future around it (the inner future is moved once, into its field: moving it, as large as
+    /// the stack below, through closures was most of this layer's cost). The deadline is the
     /// scope's, if it is fixed or became fixed during the call; else it is fixed from the
     /// scope's timeout the moment it is first needed.
     #[inline(always)]
@@ -63,20 +63,52 @@ impl<F> ResponseFuture<F> {
         span: Option<Box<Span>>,
         shared: SharedRef<Shared>,
     ) -> Self {
+        if let Some(span) = span {
+            return Self::enforced_traced(scope, call, span, shared);
+        }
+        // One call site for the untraced path, with no span guard to drop after it.
         let entered = scope.enter();
-        let inner = match &span {
-            None => call(),
-            Some(span) => {
-                let _span = span.enter();
-                call()
-            }
+        let inner = call();
+        let scope = match entered.exit() {
+            Some(d) => Current::fixed(d),
+            None => scope,
         };
         Self {
             kind: Kind::Enforced {
                 inner,
-                scope: scope.known(entered.exit()),
+                scope,
                 sleep: None,
-                span,
+                span: None,
+                shared,
+            },
+        }
+    }
+
+    /// [`ResponseFuture::enforced`] for a call a subscriber traces: the call is made inside
+    /// `span` too.
+    #[cold]
+    #[inline(never)]
+    fn enforced_traced(
+        scope: Current,
+        call: impl FnOnce() -> F,
+        span: Box<Span>,
+        shared: SharedRef<Shared>,
+    ) -> Self {
+        let entered = scope.enter();
+        let inner = {
+            let _span = span.enter();
+            call()
+        };
+        let scope = match entered.exit() {
+            Some(d) => Current::fixed(d),
+            None => scope,
+        };
+        Self {
+            kind: Kind::Enforced {
+                inner,
+                scope,
+                sleep: None,
+                span: Some(span),
                 shared,
             },
         }
@@ -108,29 +140,45 @@ where
                 shared,
             } => {
                 let _entered = span.as_deref().map(Span::enter);
+                // Once fixed (at the latest when the timer is armed, after the first poll), the
+                // scope cannot change inside: leaving it restores the enclosing one and reads
+                // nothing back.
+                let fixed = scope.is_fixed();
                 let entered = scope.enter();
                 let polled = inner.poll(cx);
-                *scope = scope.known(entered.exit());
+                if fixed {
+                    drop(entered);
+                } else if let Some(d) = entered.exit() {
+                    *scope = Current::fixed(d);
+                }
                 if let Poll::Ready(out) = polled {
                     return Poll::Ready(out.map_err(Into::into));
                 }
                 if sleep.is_none() {
                     let fixed = scope.fix();
-                    sleep.set(Some(sleep_until(fixed.instant())));
+                    crate::timer::arm(sleep.as_mut(), fixed.instant());
                 }
                 if let Some(timer) = sleep.as_pin_mut() {
                     ready!(timer.poll(cx));
                 }
-                shared.attrs.with(REASON_KEY, "in_flight", |a| {
-                    shared.exceeded.add(1, a);
-                });
-                tracing::debug!(
-                    target: "steadfast::deadline",
-                    reason = "in_flight",
-                    "deadline exceeded: call cancelled"
-                );
-                Poll::Ready(Err(DeadlineExceeded::new().into()))
+                Poll::Ready(Err(exceeded_in_flight(shared)))
             }
         }
     }
+}
+
+/// Counts and traces a deadline that passed while the call was in flight; out of line, so that
+/// the poll path keeps its registers and stack for the common case.
+#[cold]
+#[inline(never)]
+fn exceeded_in_flight(shared: &Shared) -> BoxError {
+    shared.attrs.with(REASON_KEY, "in_flight", |a| {
+        shared.exceeded.add(1, a);
+    });
+    tracing::debug!(
+        target: "steadfast::deadline",
+        reason = "in_flight",
+        "deadline exceeded: call cancelled"
+    );
+    DeadlineExceeded::new().into()
 }

@@ -39,15 +39,6 @@ impl Current {
         }
     }
 
-    /// `self` with `known` as its deadline once it is fixed (`None`: unchanged).
-    #[inline]
-    pub(crate) fn known(self, known: Option<Deadline>) -> Self {
-        match known {
-            Some(d) => Current::fixed(d),
-            None => self,
-        }
-    }
-
     /// The deadline, fixing it now (one clock read) if it was not.
     #[inline]
     pub(crate) fn fix(&mut self) -> Deadline {
@@ -61,54 +52,41 @@ impl Current {
         }
     }
 
-    /// Runs `f` with `self` in scope; returns its result and the deadline if it became known.
+    /// Whether the deadline is fixed (a fixed scope cannot change while it is in scope).
     #[inline]
-    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> (R, Option<Deadline>) {
-        let scope = self.enter();
-        let out = f();
-        (out, scope.exit())
+    pub(crate) const fn is_fixed(&self) -> bool {
+        self.deadline.is_some()
     }
 
-    /// Puts `self` in scope on this thread until [`Entered::exit`] (or until the guard is
-    /// dropped, also when the code in the scope panics: a runtime that catches the panic goes on
+    /// Puts `self` in scope on this thread until [`Entered::exit`], or until the guard is
+    /// dropped (which leaves without reading the scope back: enough for a fixed scope, and what
+    /// happens when the code in the scope panics, since a runtime that catches the panic goes on
     /// polling other tasks on this thread). One thread-local access to enter, one to leave.
     #[inline]
     pub(crate) fn enter(self) -> Entered {
-        match CURRENT.try_with(|c| c.replace(Some(self))) {
-            Ok(prev) => Entered {
-                prev,
-                own: None,
-                active: true,
-            },
-            // The thread is shutting down: run without a scope.
-            Err(_) => Entered {
-                prev: None,
-                own: self.deadline,
-                active: false,
-            },
+        // The cell has no destructor, so it is never destroyed and the access cannot fail; if it
+        // ever did (a thread shutting down), the code would run without a scope.
+        Entered {
+            prev: CURRENT.try_with(|c| c.replace(Some(self))).ok().flatten(),
         }
     }
 }
 
-/// A deadline scope entered by [`Current::enter`]: leave it with [`Entered::exit`].
+/// A deadline scope entered by [`Current::enter`]: leave it with [`Entered::exit`] (reading the
+/// scope back) or by dropping it.
 pub(crate) struct Entered {
     /// The enclosing scope, put back on exit.
     prev: Option<Current>,
-    /// The deadline when no scope could be entered (thread shutting down).
-    own: Option<Deadline>,
-    active: bool,
 }
 
 impl Entered {
     /// Leaves the scope, putting the enclosing one back; returns the scope's deadline if it
     /// became known (fixed inside the scope, or given).
     #[inline]
-    pub(crate) fn exit(mut self) -> Option<Deadline> {
-        if !self.active {
-            return self.own;
-        }
-        self.active = false;
+    pub(crate) fn exit(self) -> Option<Deadline> {
         let prev = self.prev;
+        // Left here: the guard's drop would put `prev` back a second time.
+        std::mem::forget(self);
         CURRENT
             .try_with(|c| c.replace(prev))
             .ok()
@@ -120,10 +98,8 @@ impl Entered {
 impl Drop for Entered {
     #[inline]
     fn drop(&mut self) {
-        if self.active {
-            let prev = self.prev;
-            let _ = CURRENT.try_with(|c| c.set(prev));
-        }
+        let prev = self.prev;
+        let _ = CURRENT.try_with(|c| c.set(prev));
     }
 }
 
@@ -142,8 +118,9 @@ impl<F: Future> Future for Scoped<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let inner = this.inner;
-        Current::fixed(*this.deadline).run(|| inner.poll(cx)).0
+        // A fixed scope: left by dropping the guard, nothing to read back.
+        let _scope = Current::fixed(*this.deadline).enter();
+        this.inner.poll(cx)
     }
 }
 
@@ -381,6 +358,7 @@ impl Deadline {
     /// assert_eq!(d.sync_scope(Deadline::current), Some(d));
     /// ```
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        Current::fixed(self.shrink(Self::current())).run(f).0
+        let _scope = Current::fixed(self.shrink(Self::current())).enter();
+        f()
     }
 }

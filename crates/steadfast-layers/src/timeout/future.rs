@@ -4,7 +4,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project::pin_project;
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::{Instant, Sleep};
 
 use super::layer::Shared;
 use super::Elapsed;
@@ -74,33 +74,44 @@ where
                 }
                 (None, None) => return Poll::Pending,
             };
-            this.sleep.set(Some(sleep_until(end)));
+            crate::timer::arm(this.sleep.as_mut(), end);
         }
         let Some(timer) = this.sleep.as_pin_mut() else {
             // Neither a timeout nor a deadline: nothing to enforce.
             return Poll::Pending;
         };
         ready!(timer.poll(cx));
-        let shared = &**this.shared;
-        if *this.deadline_first {
-            shared.attrs.with(REASON_KEY, "attempt", |a| {
-                shared.deadline_exceeded.add(1, a);
-            });
-            tracing::debug!(
-                target: "steadfast::timeout",
-                reason = "attempt",
-                "deadline exceeded during an attempt: attempt cancelled"
-            );
-            Poll::Ready(Err(DeadlineExceeded::new().into()))
-        } else {
-            let timeout = this.timeout.unwrap_or_default();
-            shared.elapsed.add(1, shared.attrs.base());
-            tracing::debug!(
-                target: "steadfast::timeout",
-                timeout_ms = crate::telemetry::ms(timeout),
-                "attempt timed out: attempt cancelled"
-            );
-            Poll::Ready(Err(Elapsed::new(timeout).into()))
-        }
+        Poll::Ready(Err(expired(
+            this.shared,
+            *this.deadline_first,
+            *this.timeout,
+        )))
+    }
+}
+
+/// Counts and traces the end of an attempt, by its deadline or by its own timeout; out of line,
+/// so that the poll path keeps its registers and stack for the common case.
+#[cold]
+#[inline(never)]
+fn expired(shared: &Shared, deadline_first: bool, timeout: Option<Duration>) -> BoxError {
+    if deadline_first {
+        shared.attrs.with(REASON_KEY, "attempt", |a| {
+            shared.deadline_exceeded.add(1, a);
+        });
+        tracing::debug!(
+            target: "steadfast::timeout",
+            reason = "attempt",
+            "deadline exceeded during an attempt: attempt cancelled"
+        );
+        DeadlineExceeded::new().into()
+    } else {
+        let timeout = timeout.unwrap_or_default();
+        shared.elapsed.add(1, shared.attrs.base());
+        tracing::debug!(
+            target: "steadfast::timeout",
+            timeout_ms = crate::telemetry::ms(timeout),
+            "attempt timed out: attempt cancelled"
+        );
+        Elapsed::new(timeout).into()
     }
 }
