@@ -38,6 +38,8 @@ macro_rules! known_statuses_sql {
 }
 
 pub mod conformance;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod group;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool, Transaction};
 
+use super::group::{self, Writer};
 use super::rows::{self as row, Columns, RowKey};
 use super::{
     begin_detached, column, decode_err, duration_ms, Created, Event, HistoryEntry, Lease,
@@ -226,12 +227,15 @@ pub struct Fragments {
     pub one_statement_writes: bool,
     /// Whether the database has one writer at a time (SQLite's write lock): the store then lets
     /// one of its own write transactions at a time begin, in arrival order, instead of having
-    /// its connections wait for the lock in the driver's busy loop (sleeps of up to 100 ms).
-    /// Other processes on the same file still wait for the lock as before.
+    /// its connections wait for the lock in the driver's busy loop (sleeps of up to 100 ms),
+    /// and (with a `transition_view`) commits the creations and transitions that queue up
+    /// meanwhile together, in one transaction (group commit, `group.rs`). Other processes on
+    /// the same file still wait for the lock as before.
     pub one_writer: bool,
     /// A view whose `INSERT` trigger writes a whole transition (SQLite, see `sqlite.rs`): a
-    /// transition is then one `INSERT` statement outside any explicit transaction, failed by
-    /// the trigger with `REFUSED_BY_TRIGGER` when the fence does not hold.
+    /// transition is then one `INSERT` statement, failed by the trigger with
+    /// `REFUSED_BY_TRIGGER` when the fence does not hold (which aborts the statement, not its
+    /// transaction): alone, outside any explicit transaction; or in a group commit.
     pub transition_view: Option<&'static str>,
 }
 
@@ -611,9 +615,10 @@ pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D>,
     /// PostgreSQL: the schema the store was opened in (`None`: the default search path).
     pub(super) schema: Option<String>,
-    /// Whose turn it is to write (dialects with one writer at a time, see
-    /// `Fragments::one_writer`); shared by the clones of this store.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Whose turn it is to write, and the writes waiting for a group commit (dialects with one
+    /// writer at a time, see `Fragments::one_writer` and `group.rs`); shared by the clones of
+    /// this store.
+    pub(super) writer: Arc<Writer<D>>,
     /// Test hook: skip the lease-epoch check on writes and heartbeats.
     #[cfg(feature = "test-hooks")]
     pub(super) unfenced: bool,
@@ -647,7 +652,7 @@ impl<D: Dialect> SqlStore<D> {
         SqlStore {
             pool,
             schema,
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer: Arc::new(Writer::new()),
             #[cfg(feature = "test-hooks")]
             unfenced: false,
         }
@@ -706,9 +711,15 @@ impl<D: Dialect> SqlStore<D> {
     /// `Fragments::one_writer`): held until the write ends.
     async fn turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match D::FRAGMENTS.one_writer {
-            true => Some(Arc::clone(&self.writer).lock_owned().await),
+            true => Some(Arc::clone(&self.writer.turn).lock_owned().await),
             false => None,
         }
+    }
+
+    /// Whether creations and transitions are written by group commit (`group.rs`): one writer
+    /// at a time, and a transition is one statement (the transition view).
+    fn grouped() -> bool {
+        D::FRAGMENTS.one_writer && D::FRAGMENTS.transition_view.is_some()
     }
 
     async fn acquire(&self) -> Result<PoolConnection<D>, Error> {
@@ -768,38 +779,33 @@ async fn push_history<D: Dialect>(
 }
 
 /// Whether `e` is a transition view's trigger refusing a transition (its fence does not hold).
-fn refused_by_trigger(e: &sqlx::Error) -> bool {
+pub(super) fn refused_by_trigger(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.message().contains(REFUSED_BY_TRIGGER))
 }
 
-/// Why a fenced write changed nothing: the saga is gone, its lease was taken over, or (for a
-/// transition `unless_cancelled`) it was cancelled.
-async fn refused<D: Dialect>(
+/// Why a fenced write (of saga `saga` under lease epoch `epoch`) changed nothing: the saga is
+/// gone, its lease was taken over, or (for a transition `unless_cancelled`) it was cancelled.
+pub(super) async fn refused<D: Dialect>(
     c: &mut D::Connection,
-    lease: &Lease,
+    saga: SagaId,
+    epoch: i64,
     unless_cancelled: bool,
 ) -> Result<Error, Error> {
     let found = Stmt::<D>::new(&D::statements().refused)
-        .saga(lease.saga)
+        .saga(saga)
         .fetch_optional(c)
         .await?;
     let Some(r) = found else {
-        return Ok(Error::NotFound(lease.saga));
+        return Ok(Error::NotFound(saga));
     };
-    let epoch = r.int("lease_epoch").ok();
+    let stored = r.int("lease_epoch").ok();
     let cancel = r.opt_text("cancel_requested").ok().flatten();
     Ok(match cancel {
-        Some(reason) if unless_cancelled && epoch == Some(lease.epoch) => {
-            Error::CancelRequested(crate::error::CancelRequested {
-                saga: lease.saga,
-                reason,
-            })
+        Some(reason) if unless_cancelled && stored == Some(epoch) => {
+            Error::CancelRequested(crate::error::CancelRequested { saga, reason })
         }
-        _ => Error::Fenced(Fenced {
-            saga: lease.saga,
-            epoch: lease.epoch,
-        }),
+        _ => Error::Fenced(Fenced { saga, epoch }),
     })
 }
 
@@ -894,6 +900,19 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
             let find = Stmt::<D>::new(&Self::sql().find_existing)
                 .text(&*new.saga_type)
                 .text(&*new.business_key);
+            if Self::grouped() {
+                // Committed with the writes queued beside it (`group.rs`).
+                let write = group::Write::Creation {
+                    stmt: stmt.0,
+                    find: find.0,
+                    id,
+                    saga_type: new.saga_type,
+                };
+                return match group::write(&self.pool, &self.writer, write).await? {
+                    None => Ok(new_lease()),
+                    Some(existing) => Ok(Created::Existing(existing)),
+                };
+            }
             let existing = if D::FRAGMENTS.one_statement_writes {
                 // One statement, atomic on its own: no transaction to begin or commit.
                 let mut conn = self.acquire().await?;
@@ -996,17 +1015,18 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
                 .int(lease.epoch)
                 .event(t.event)
                 .step_record(t.step);
-            if D::FRAGMENTS.transition_view.is_some() {
-                // One `INSERT` into the transition view, atomic on its own (see `sqlite.rs`).
-                let _turn = self.turn().await;
-                let mut conn = self.acquire().await?;
-                return match D::execute(stmt.0, &mut conn).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if refused_by_trigger(&e) => {
-                        Err(refused::<D>(&mut conn, lease, unless_cancelled).await?)
-                    }
-                    Err(e) => Err(e.into()),
+            if Self::grouped() {
+                // One `INSERT` into the transition view (see `sqlite.rs`), committed with the
+                // writes queued beside it (`group.rs`).
+                let write = group::Write::Transition {
+                    stmt: stmt.0,
+                    saga: lease.saga,
+                    epoch: lease.epoch,
+                    unless_cancelled,
                 };
+                return group::write(&self.pool, &self.writer, write)
+                    .await
+                    .map(|_| ());
             }
             if D::FRAGMENTS.one_statement_writes {
                 // One statement, atomic on its own: no transaction to begin or commit.
@@ -1014,11 +1034,13 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
                 if stmt.write(&mut conn).await? {
                     return Ok(());
                 }
-                return Err(refused::<D>(&mut conn, lease, unless_cancelled).await?);
+                return Err(
+                    refused::<D>(&mut conn, lease.saga, lease.epoch, unless_cancelled).await?,
+                );
             }
             let mut tx = self.begin().await?;
             if !stmt.write(&mut tx).await? {
-                let e = refused::<D>(&mut tx, lease, unless_cancelled).await?;
+                let e = refused::<D>(&mut tx, lease.saga, lease.epoch, unless_cancelled).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
@@ -1038,7 +1060,7 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
                 .execute(&mut tx)
                 .await?;
             if updated == 0 {
-                let e = refused::<D>(&mut tx, lease, false).await?;
+                let e = refused::<D>(&mut tx, lease.saga, lease.epoch, false).await?;
                 tx.rollback().await?;
                 return Err(e);
             }
