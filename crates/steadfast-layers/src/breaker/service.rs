@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -34,7 +35,7 @@ use crate::BoxError;
 /// assert!(err.is::<CircuitOpen>());
 /// # }
 /// ```
-pub struct CircuitBreaker<S, C = RetryOnError, X = Global> {
+pub struct CircuitBreaker<S, C = RetryOnError, X = Global, E = BoxError> {
     inner: S,
     classifier: C,
     extract: X,
@@ -43,9 +44,13 @@ pub struct CircuitBreaker<S, C = RetryOnError, X = Global> {
     ready: Option<Pass>,
     /// Readiness mode: the timer for the end of the break (allocated once, then reset).
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The error type its calls fail with (see [`CircuitBreakerLayer::with_error`]).
+    ///
+    /// [`CircuitBreakerLayer::with_error`]: super::CircuitBreakerLayer::with_error
+    _error: PhantomData<fn() -> E>,
 }
 
-impl<S: Clone, C: Clone, X: Clone> Clone for CircuitBreaker<S, C, X> {
+impl<S: Clone, C: Clone, X: Clone, E> Clone for CircuitBreaker<S, C, X, E> {
     /// A clone shares the breakers but not a probe permit won by `poll_ready`.
     fn clone(&self) -> Self {
         Self::new(
@@ -57,7 +62,7 @@ impl<S: Clone, C: Clone, X: Clone> Clone for CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S: fmt::Debug, C, X> fmt::Debug for CircuitBreaker<S, C, X> {
+impl<S: fmt::Debug, C, X, E> fmt::Debug for CircuitBreaker<S, C, X, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
@@ -67,7 +72,7 @@ impl<S: fmt::Debug, C, X> fmt::Debug for CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S, C, X> CircuitBreaker<S, C, X> {
+impl<S, C, X, E> CircuitBreaker<S, C, X, E> {
     pub(super) fn new(inner: S, classifier: C, extract: X, registry: Arc<Registry>) -> Self {
         Self {
             inner,
@@ -76,6 +81,7 @@ impl<S, C, X> CircuitBreaker<S, C, X> {
             registry,
             ready: None,
             sleep: None,
+            _error: PhantomData,
         }
     }
 
@@ -196,17 +202,18 @@ impl<S, C, X> CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S, C, X, Req> Service<Req> for CircuitBreaker<S, C, X>
+impl<S, C, X, E, Req> Service<Req> for CircuitBreaker<S, C, X, E>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<E>,
+    E: From<CircuitOpen> + From<Overloaded>,
     C: Classifier<S::Response, S::Error> + Clone,
     X: KeyExtractor<Req>,
     X::Key: fmt::Debug,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Error = E;
+    type Future = ResponseFuture<S::Future, C, E>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -247,14 +254,14 @@ where
     }
 }
 
-impl<S, C: Clone, X> CircuitBreaker<S, C, X> {
+impl<S, C: Clone, X, E> CircuitBreaker<S, C, X, E> {
     #[inline]
     fn admit<Req>(
         &mut self,
         core: Arc<super::core::Core>,
         req: Req,
         control: u8,
-    ) -> ResponseFuture<S::Future, C>
+    ) -> ResponseFuture<S::Future, C, E>
     where
         S: Service<Req>,
     {
@@ -275,13 +282,13 @@ impl<S, C: Clone, X> CircuitBreaker<S, C, X> {
 }
 
 #[inline]
-fn admit_ref<S, C: Clone, Req>(
+fn admit_ref<S, C: Clone, E, Req>(
     inner: &mut S,
     classifier: &C,
     core: &Arc<super::core::Core>,
     req: Req,
     control: u8,
-) -> ResponseFuture<S::Future, C>
+) -> ResponseFuture<S::Future, C, E>
 where
     S: Service<Req>,
 {
@@ -314,7 +321,7 @@ fn admission(core: &super::core::Core, control: u8) -> Result<super::core::Ticke
 /// so that `call`'s inlined paths (closed, open) stay small.
 #[cold]
 #[inline(never)]
-fn reject_forced<F, C>(common: &super::core::Common) -> ResponseFuture<F, C> {
+fn reject_forced<F, C, E>(common: &super::core::Common) -> ResponseFuture<F, C, E> {
     common.count_rejection(BreakerState::ForcedOpen);
     tracing::debug!(
         target: "steadfast::breaker",
@@ -329,7 +336,10 @@ fn reject_forced<F, C>(common: &super::core::Common) -> ResponseFuture<F, C> {
 /// busy breakers (see [`keyed`](crate::keyed)): out of line, like `reject_forced`.
 #[cold]
 #[inline(never)]
-fn reject_too_many_keys<F, C>(common: &super::core::Common, keys: usize) -> ResponseFuture<F, C> {
+fn reject_too_many_keys<F, C, E>(
+    common: &super::core::Common,
+    keys: usize,
+) -> ResponseFuture<F, C, E> {
     tracing::warn!(
         target: "steadfast::breaker",
         instance = common.telemetry.span_name(),
@@ -343,7 +353,7 @@ fn reject_too_many_keys<F, C>(common: &super::core::Common, keys: usize) -> Resp
 /// `core`. Inlined: an open breaker refuses every call, and the call saved is measurable
 /// (ADR 0003).
 #[inline(always)]
-fn reject<F, C>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C> {
+fn reject<F, C, E>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C, E> {
     let common = &core.common;
     common.count_rejection(open.state());
     tracing::debug!(
