@@ -398,15 +398,26 @@ impl Core {
         let w = self.load();
         match w.state() {
             CLOSED | RESETTING => Ok(Ticket::Closed(w.epoch())),
-            OPEN if w.armed()
-                && self.rejected.load(Ordering::Relaxed) % CLOCK_CHECK_EVERY
-                    != CLOCK_CHECK_EVERY - 1 =>
-            {
-                self.note_rejection();
-                Err(CircuitOpen::until(BreakerState::Open, self.probe_at(w)))
-            }
+            OPEN => self.admit_open(w),
             _ => self.admit_slow(),
         }
+    }
+
+    /// [`Core::admit`] when the breaker is open: with a timer armed, the clock is read on one
+    /// refusal in [`CLOCK_CHECK_EVERY`]; with none, on every refusal. Out of line, so that the
+    /// closed path inlined into `call` stays small, and apart from [`Core::admit_slow`], whose
+    /// loop costs a larger frame (ADR 0008).
+    #[inline(never)]
+    fn admit_open(&self, w: Word) -> Result<Ticket, CircuitOpen> {
+        let at = self.probe_at(w);
+        if (w.armed()
+            && self.rejected.load(Ordering::Relaxed) % CLOCK_CHECK_EVERY != CLOCK_CHECK_EVERY - 1)
+            || self.now() < at
+        {
+            self.note_rejection();
+            return Err(CircuitOpen::until(BreakerState::Open, at));
+        }
+        self.admit_slow()
     }
 
     /// [`Core::admit`] when the clock must be read, or the breaker is half-open.

@@ -11,20 +11,20 @@ use tokio::time::Instant;
 use super::core::Pass;
 use super::CircuitOpen;
 use crate::classify::Classifier;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::overload::Overloaded;
-use crate::BoxError;
 
 /// The response future of [`CircuitBreaker`](super::CircuitBreaker): either the refusal, ready at
 /// once, or the inner call, whose outcome is classified and recorded when it finishes. A probe
 /// dropped before it finishes gives its half-open permit back. No allocation, save the one
-/// the error type `E` makes of a refusal ([`BoxError`], the default, boxes it; see
+/// the error type `K` makes of a refusal ([`Boxed`], the default, boxes it; see
 /// [`CircuitBreakerLayer::with_error`](super::CircuitBreakerLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<F, C, E = BoxError> {
+pub struct ResponseFuture<F, C, K = Boxed> {
     #[pin]
     kind: Kind<F>,
     track: Option<Track<C>>,
-    _error: PhantomData<fn() -> E>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project(project = KindProj)]
@@ -51,7 +51,7 @@ struct Track<C> {
     started: Option<Instant>,
 }
 
-impl<F, C, E> fmt::Debug for ResponseFuture<F, C, E> {
+impl<F, C, K> fmt::Debug for ResponseFuture<F, C, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Call { .. } => "call",
@@ -64,7 +64,7 @@ impl<F, C, E> fmt::Debug for ResponseFuture<F, C, E> {
     }
 }
 
-impl<F, C, E> ResponseFuture<F, C, E> {
+impl<F, C, K> ResponseFuture<F, C, K> {
     pub(super) fn passthrough(fut: F) -> Self {
         Self {
             kind: Kind::Call { fut },
@@ -107,14 +107,13 @@ impl<F, C, E> ResponseFuture<F, C, E> {
     }
 }
 
-impl<F, C, T, FE, E> Future for ResponseFuture<F, C, E>
+impl<F, C, T, E, K> Future for ResponseFuture<F, C, K>
 where
-    F: Future<Output = Result<T, FE>>,
-    FE: Into<E>,
-    E: From<CircuitOpen> + From<Overloaded>,
-    C: Classifier<T, FE>,
+    F: Future<Output = Result<T, E>>,
+    K: MakeRefusal<E, CircuitOpen> + MakeRefusal<E, Overloaded>,
+    C: Classifier<T, E>,
 {
-    type Output = Result<T, E>;
+    type Output = Result<T, <K as MakeError<E>>::Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -124,8 +123,8 @@ where
             // Polled again after completion, it gives the same refusal again.
             KindProj::Rejected { err } => {
                 return Poll::Ready(Err(match *err {
-                    Refusal::Open(e) => e.into(),
-                    Refusal::Overloaded(e) => e.into(),
+                    Refusal::Open(e) => <K as MakeRefusal<E, CircuitOpen>>::refusal(e),
+                    Refusal::Overloaded(e) => <K as MakeRefusal<E, Overloaded>>::refusal(e),
                 }));
             }
         };
@@ -146,6 +145,6 @@ where
             };
             track.pass.finish(failure, slow, now);
         }
-        Poll::Ready(result.map_err(Into::into))
+        Poll::Ready(result.map_err(K::inner))
     }
 }

@@ -18,10 +18,12 @@ use super::{
 };
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
+use crate::error_type::{Boxed, Typed};
 use crate::keyed::{validate_max_keys, Global, DEFAULT_MAX_KEYS};
 use crate::live::{AtomicF64, AtomicOptDuration};
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::Telemetry;
+#[cfg(doc)]
 use crate::BoxError;
 
 /// Stops calling a failing dependency for a while, then lets a few probes test it.
@@ -46,14 +48,14 @@ use crate::BoxError;
 /// assert_eq!(layer.handle().breakers(), 1);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-pub struct CircuitBreakerLayer<C = RetryOnError, X = Global, E = BoxError> {
+pub struct CircuitBreakerLayer<C = RetryOnError, X = Global, K = Boxed> {
     classifier: C,
     extract: X,
     registry: Arc<Registry>,
-    _error: PhantomData<fn() -> E>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<C: Clone, X: Clone, E> Clone for CircuitBreakerLayer<C, X, E> {
+impl<C: Clone, X: Clone, K> Clone for CircuitBreakerLayer<C, X, K> {
     fn clone(&self) -> Self {
         Self {
             classifier: self.classifier.clone(),
@@ -64,7 +66,7 @@ impl<C: Clone, X: Clone, E> Clone for CircuitBreakerLayer<C, X, E> {
     }
 }
 
-impl<C, X, E> fmt::Debug for CircuitBreakerLayer<C, X, E> {
+impl<C, X, K> fmt::Debug for CircuitBreakerLayer<C, X, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
             .field("registry", &self.registry)
@@ -110,7 +112,7 @@ impl CircuitBreakerLayer {
     }
 }
 
-impl<C, X, E> CircuitBreakerLayer<C, X, E> {
+impl<C, X, K> CircuitBreakerLayer<C, X, K> {
     /// A handle on this layer's breakers: read their state and counts, force them open, disable
     /// them, or put them in metrics-only mode.
     ///
@@ -126,10 +128,10 @@ impl<C, X, E> CircuitBreakerLayer<C, X, E> {
         }
     }
 
-    /// The same layer (sharing its breakers), whose services fail with `E2` instead of
-    /// [`BoxError`]: a refusal is then made into `E2` with `From<CircuitOpen>` (or
+    /// The same layer (sharing its breakers), whose services fail with `E` instead of
+    /// [`BoxError`]: a refusal is then made into `E` with `From<CircuitOpen>` (or
     /// `From<Overloaded>`, for a keyed layer whose key table is full) and an inner error with
-    /// `Into<E2>`. With a type that holds the refusal inline (an enum, like
+    /// `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum, like
     /// `failsafe::Error<E>`), a refusal allocates nothing; with [`BoxError`], the default and
     /// tower's convention, each refusal boxes its [`CircuitOpen`](super::CircuitOpen) (one
     /// allocation of 32 bytes). Stacked under a layer that converts errors into [`BoxError`]
@@ -166,7 +168,7 @@ impl<C, X, E> CircuitBreakerLayer<C, X, E> {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn with_error<E2>(self) -> CircuitBreakerLayer<C, X, E2> {
+    pub fn with_error<E>(self) -> CircuitBreakerLayer<C, X, Typed<E>> {
         CircuitBreakerLayer {
             classifier: self.classifier,
             extract: self.extract,
@@ -177,7 +179,7 @@ impl<C, X, E> CircuitBreakerLayer<C, X, E> {
 }
 
 #[cfg(test)]
-impl<C, X, E> CircuitBreakerLayer<C, X, E> {
+impl<C, X, K> CircuitBreakerLayer<C, X, K> {
     /// The breaker of a layer without keys (tests).
     pub(super) fn single_core(&self) -> Arc<super::core::Core> {
         match &self.registry.breakers {
@@ -187,8 +189,8 @@ impl<C, X, E> CircuitBreakerLayer<C, X, E> {
     }
 }
 
-impl<S, C: Clone, X: Clone, E> Layer<S> for CircuitBreakerLayer<C, X, E> {
-    type Service = CircuitBreaker<S, C, X, E>;
+impl<S, C: Clone, X: Clone, K> Layer<S> for CircuitBreakerLayer<C, X, K> {
+    type Service = CircuitBreaker<S, C, X, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreaker::new(
