@@ -19,6 +19,36 @@ pub(crate) type Runner<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
 /// Interleaved `(steadfast, peer)` medians, by `(group, peer)`.
 pub(crate) type Cross = Vec<((&'static str, &'static str), (f64, f64))>;
 
+/// An error that holds a breaker's refusal inline, as `failsafe::Error<E>` holds its own: the
+/// error type an open breaker is measured with beside failsafe's
+/// ([`CircuitBreakerLayer::with_error`](steadfast_layers::breaker::CircuitBreakerLayer::with_error);
+/// ADR 0008). Its payloads are read through `Debug` only.
+#[derive(Debug)]
+#[allow(dead_code)]
+pub(crate) enum InlineError {
+    Open(steadfast_layers::breaker::CircuitOpen),
+    Overloaded(steadfast_layers::overload::Overloaded),
+    Inner(std::io::Error),
+}
+
+impl From<steadfast_layers::breaker::CircuitOpen> for InlineError {
+    fn from(e: steadfast_layers::breaker::CircuitOpen) -> Self {
+        InlineError::Open(e)
+    }
+}
+
+impl From<steadfast_layers::overload::Overloaded> for InlineError {
+    fn from(e: steadfast_layers::overload::Overloaded) -> Self {
+        InlineError::Overloaded(e)
+    }
+}
+
+impl From<std::io::Error> for InlineError {
+    fn from(e: std::io::Error) -> Self {
+        InlineError::Inner(e)
+    }
+}
+
 /// The break of every breaker tripped open here: far longer than the run.
 pub(crate) const LONG_BREAK: Duration = Duration::from_secs(3_600);
 

@@ -50,7 +50,8 @@ use tower::{Layer, ServiceBuilder};
 #[path = "harness.rs"]
 mod harness;
 use harness::{
-    calls, failsafe_default, find, group, rejections, trip, tripped_failsafe, Cross, LONG_BREAK,
+    calls, failsafe_default, find, group, rejections, trip, tripped_failsafe, Cross, InlineError,
+    LONG_BREAK,
 };
 
 /// Benchmark id of tower in a group.
@@ -110,8 +111,14 @@ const ROWS: &[Comparison] = &[
     Comparison {
         group: "breaker_open_default",
         peer: Some(FAILSAFE),
-        label: "breaker open (default, current-thread) vs failsafe",
+        label: "breaker open (default, current-thread, inline error) vs failsafe",
         target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "breaker_open_boxed",
+        peer: Some(FAILSAFE),
+        label: "breaker open (default, current-thread, BoxError) vs failsafe",
+        target: Target::Report,
     },
     Comparison {
         group: "breaker_time_window",
@@ -256,7 +263,23 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     );
 
     // Open with default settings (a break far longer than the run), tripped and refusing on a
-    // current-thread runtime.
+    // current-thread runtime: with an error type that holds the refusal inline, as failsafe's
+    // does (no allocation), and with `BoxError`, the default (one box per refusal).
+    let layer = CircuitBreakerLayer::builder()
+        .break_duration(BreakDuration::constant(LONG_BREAK))
+        .build()
+        .expect("valid breaker")
+        .with_error::<InlineError>();
+    let mut ours = layer.layer(Refuse);
+    trip(rt, &mut ours, 100);
+    assert_eq!(layer.handle().state(), BreakerState::Open);
+    group(
+        c,
+        cross,
+        "breaker_open_default",
+        rejections(rt, ours),
+        vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
+    );
     let layer = CircuitBreakerLayer::builder()
         .break_duration(BreakDuration::constant(LONG_BREAK))
         .build()
@@ -267,7 +290,7 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     group(
         c,
         cross,
-        "breaker_open_default",
+        "breaker_open_boxed",
         rejections(rt, ours),
         vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
     );

@@ -14,7 +14,10 @@
 //! `four_p`, `five`, `five_p` (the standard order), their tower counterparts `t2`, `t2_p`, `t4`,
 //! `t4_p`, `t5`, `t5_p`, `deadline`, `deadline_p`, `timeout_p` (tower's `Timeout`), `retry`
 //! (no budget), `retry_b`, `breaker`, `tw` (time window), `fs_tw` (failsafe's default),
-//! `limit`, `at` (attempt timeout) and `open` (an open breaker refusing, no timer).
+//! `limit`, `at` (attempt timeout), `open` (an open breaker refusing, no timer), `open_inline`
+//! (the same with an inline error, no allocation), `fs_open`
+//! (failsafe's open breaker refusing), `sb_retry` (seatbelt's retry, as in the `stacks` bench)
+//! and `shed` / `t_shed` (load shed, ours and tower's).
 
 use std::time::Duration;
 
@@ -201,6 +204,34 @@ fn main() {
             .build()
             .expect("valid breaker")
             .layer(Refuse)),
+        "open_inline" => refusals!(CircuitBreakerLayer::builder()
+            .break_duration(BreakDuration::constant(harness::LONG_BREAK))
+            .build()
+            .expect("valid breaker")
+            .with_error::<harness::InlineError>()
+            .layer(Refuse)),
+        "fs_open" => {
+            let mut svc = harness::tripped_failsafe(&rt);
+            rt.block_on(run_rejected_calls(&mut svc, 1_000));
+            rt.block_on(run_rejected_calls(&mut svc, n));
+        }
+        "sb_retry" => {
+            let context =
+                seatbelt::ResilienceContext::<u32, Result<u32, std::convert::Infallible>>::new(
+                    tick::Clock::new_tokio(),
+                )
+                .name("bench");
+            calls!(seatbelt::retry::Retry::layer("retry", &context)
+                .clone_input()
+                .recovery_with(|out: &Result<u32, std::convert::Infallible>, _| match out {
+                    Ok(_) => seatbelt::RecoveryInfo::never(),
+                    Err(_) => seatbelt::RecoveryInfo::retry(),
+                })
+                .max_retry_attempts(MAX_ATTEMPTS - 1)
+                .layer(Echo))
+        }
+        "shed" => calls!(LoadShedLayer::new().layer(Echo)),
+        "t_shed" => calls!(tower::load_shed::LoadShed::new(Echo)),
         other => panic!("unknown shape {other}: see the list at the top of callgrind.rs"),
     }
 }

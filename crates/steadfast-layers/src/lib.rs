@@ -54,6 +54,7 @@ pub mod classify;
 mod config;
 pub mod deadline;
 mod error;
+pub mod error_type;
 pub mod fallback;
 mod gate;
 pub mod hedge;

@@ -9,6 +9,10 @@
 //! attribute set, no waker, no string). ADR 0008 says why the box stays and what removing it
 //! would take.
 //!
+//! A breaker whose layer was given an error type that holds the refusal inline
+//! (`CircuitBreakerLayer::with_error`, ADR 0008) allocates nothing at all when it refuses: pinned
+//! below for the open breaker (clock or timer) and the forced-open one.
+//!
 //! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
 //! the calls.
 #![allow(missing_docs)]
@@ -231,5 +235,104 @@ mod refusal_alloc {
             rt.block_on(passed.scope(refuse::<_, DeadlineExceeded>(&mut svc, CALLS)))
         });
         assert_only_the_box::<DeadlineExceeded>("deadline passed on arrival", info);
+    }
+
+    /// An error that holds the breaker's refusals inline, as `failsafe::Error<E>` does.
+    #[derive(Debug)]
+    #[allow(dead_code)] // Payloads read through `Debug` only.
+    enum CallError {
+        Open(CircuitOpen),
+        Overloaded(Overloaded),
+        Io(std::io::Error),
+    }
+
+    impl From<CircuitOpen> for CallError {
+        fn from(e: CircuitOpen) -> Self {
+            CallError::Open(e)
+        }
+    }
+
+    impl From<Overloaded> for CallError {
+        fn from(e: Overloaded) -> Self {
+            CallError::Overloaded(e)
+        }
+    }
+
+    impl From<std::io::Error> for CallError {
+        fn from(e: std::io::Error) -> Self {
+            CallError::Io(e)
+        }
+    }
+
+    async fn refuse_inline<S>(svc: &mut S, calls: u64, state: BreakerState)
+    where
+        S: Service<u32, Error = CallError>,
+        S::Response: Debug,
+    {
+        for x in 0..calls {
+            match svc.ready().await.expect("ready").call(x as u32).await {
+                Err(CallError::Open(open)) => assert_eq!(open.state(), state),
+                other => panic!("expected a refusal in {state:?}, got {other:?}"),
+            }
+        }
+    }
+
+    fn tripped_inline(
+        timer: BreakTimer,
+        rt: &tokio::runtime::Runtime,
+    ) -> impl Service<u32, Response = u32, Error = CallError> {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .break_duration(BreakDuration::constant(LONG))
+            .break_timer(timer)
+            .build()
+            .expect("valid breaker")
+            .with_error::<CallError>();
+        let mut svc = layer.layer(failing());
+        rt.block_on(async {
+            let first = svc.ready().await.expect("ready").call(0).await;
+            assert!(matches!(first, Err(CallError::Io(_))), "{first:?}");
+        });
+        assert_eq!(layer.handle().state(), BreakerState::Open);
+        svc
+    }
+
+    #[track_caller]
+    fn assert_nothing(name: &str, info: AllocationInfo) {
+        println!(
+            "{name}: {} allocations, {} bytes over {CALLS} refusals",
+            info.count_total, info.bytes_total
+        );
+        assert_eq!(info.count_total, 0, "{name}: allocations");
+        assert_eq!(info.bytes_total, 0, "{name}: bytes");
+    }
+
+    #[test]
+    fn an_open_breaker_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        for timer in [BreakTimer::Off, BreakTimer::Always] {
+            let mut svc = tripped_inline(timer, &rt);
+            rt.block_on(refuse_inline(&mut svc, WARM_UP, BreakerState::Open));
+            let info = allocation_counter::measure(|| {
+                rt.block_on(refuse_inline(&mut svc, CALLS, BreakerState::Open))
+            });
+            assert_nothing(&format!("breaker open, inline error, {timer:?}"), info);
+        }
+    }
+
+    #[test]
+    fn a_breaker_forced_open_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let layer = CircuitBreakerLayer::builder()
+            .build()
+            .expect("valid breaker")
+            .with_error::<CallError>();
+        layer.handle().force_open();
+        let mut svc = layer.layer(failing());
+        rt.block_on(refuse_inline(&mut svc, WARM_UP, BreakerState::ForcedOpen));
+        let info = allocation_counter::measure(|| {
+            rt.block_on(refuse_inline(&mut svc, CALLS, BreakerState::ForcedOpen))
+        });
+        assert_nothing("breaker forced open, inline error", info);
     }
 }

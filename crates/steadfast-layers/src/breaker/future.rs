@@ -3,22 +3,28 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use std::marker::PhantomData;
+
 use pin_project::pin_project;
 use tokio::time::Instant;
 
 use super::core::Pass;
 use super::CircuitOpen;
 use crate::classify::Classifier;
-use crate::BoxError;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
+use crate::overload::Overloaded;
 
 /// The response future of [`CircuitBreaker`](super::CircuitBreaker): either the refusal, ready at
 /// once, or the inner call, whose outcome is classified and recorded when it finishes. A probe
-/// dropped before it finishes gives its half-open permit back. No allocation.
+/// dropped before it finishes gives its half-open permit back. No allocation, save the one
+/// the error type `K` makes of a refusal ([`Boxed`], the default, boxes it; see
+/// [`CircuitBreakerLayer::with_error`](super::CircuitBreakerLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<F, C> {
+pub struct ResponseFuture<F, C, K = Boxed> {
     #[pin]
     kind: Kind<F>,
     track: Option<Track<C>>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project(project = KindProj)]
@@ -27,9 +33,16 @@ enum Kind<F> {
         #[pin]
         fut: F,
     },
-    /// Boxed when the future is made: with `poll` inlined, the refusal's future then only
-    /// hands a pointer over (ADR 0003: 44 -> 30 ns per refusal on the bench machine).
-    Rejected { err: Option<BoxError> },
+    /// Kept as it is (both are `Copy`) and made into the service's error when polled: no
+    /// allocation unless that error type makes one (ADR 0008).
+    Rejected { err: Refusal },
+}
+
+/// Why a call was refused.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Open(CircuitOpen),
+    Overloaded(Overloaded),
 }
 
 struct Track<C> {
@@ -38,7 +51,7 @@ struct Track<C> {
     started: Option<Instant>,
 }
 
-impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+impl<F, C, K> fmt::Debug for ResponseFuture<F, C, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Call { .. } => "call",
@@ -51,29 +64,33 @@ impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
+impl<F, C, K> ResponseFuture<F, C, K> {
     pub(super) fn passthrough(fut: F) -> Self {
         Self {
             kind: Kind::Call { fut },
             track: None,
+            _error: PhantomData,
         }
     }
 
+    #[inline]
     pub(super) fn rejected(err: CircuitOpen) -> Self {
         Self {
             kind: Kind::Rejected {
-                err: Some(err.into()),
+                err: Refusal::Open(err),
             },
             track: None,
+            _error: PhantomData,
         }
     }
 
-    pub(super) fn overloaded(err: crate::overload::Overloaded) -> Self {
+    pub(super) fn overloaded(err: Overloaded) -> Self {
         Self {
             kind: Kind::Rejected {
-                err: Some(err.into()),
+                err: Refusal::Overloaded(err),
             },
             track: None,
+            _error: PhantomData,
         }
     }
 
@@ -85,27 +102,30 @@ impl<F, C> ResponseFuture<F, C> {
                 pass,
                 started,
             }),
+            _error: PhantomData,
         }
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<F, C, T, E, K> Future for ResponseFuture<F, C, K>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    K: MakeRefusal<E, CircuitOpen> + MakeRefusal<E, Overloaded>,
     C: Classifier<T, E>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, <K as MakeError<E>>::Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let fut = match this.kind.project() {
             KindProj::Call { fut } => fut,
+            // Polled again after completion, it gives the same refusal again.
             KindProj::Rejected { err } => {
-                return Poll::Ready(Err(err.take().unwrap_or_else(|| {
-                    "circuit breaker future polled after completion".into()
-                })));
+                return Poll::Ready(Err(match *err {
+                    Refusal::Open(e) => <K as MakeRefusal<E, CircuitOpen>>::refusal(e),
+                    Refusal::Overloaded(e) => <K as MakeRefusal<E, Overloaded>>::refusal(e),
+                }));
             }
         };
         let result = ready!(fut.poll(cx));
@@ -125,6 +145,6 @@ where
             };
             track.pass.finish(failure, slow, now);
         }
-        Poll::Ready(result.map_err(Into::into))
+        Poll::Ready(result.map_err(K::inner))
     }
 }

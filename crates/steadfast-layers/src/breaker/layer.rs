@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -17,10 +18,13 @@ use super::{
 };
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
+use crate::error_type::{Boxed, Typed};
 use crate::keyed::{validate_max_keys, Global, DEFAULT_MAX_KEYS};
 use crate::live::{AtomicF64, AtomicOptDuration};
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::Telemetry;
+#[cfg(doc)]
+use crate::BoxError;
 
 /// Stops calling a failing dependency for a while, then lets a few probes test it.
 ///
@@ -44,23 +48,25 @@ use crate::telemetry::Telemetry;
 /// assert_eq!(layer.handle().breakers(), 1);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-pub struct CircuitBreakerLayer<C = RetryOnError, X = Global> {
+pub struct CircuitBreakerLayer<C = RetryOnError, X = Global, K = Boxed> {
     classifier: C,
     extract: X,
     registry: Arc<Registry>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<C: Clone, X: Clone> Clone for CircuitBreakerLayer<C, X> {
+impl<C: Clone, X: Clone, K> Clone for CircuitBreakerLayer<C, X, K> {
     fn clone(&self) -> Self {
         Self {
             classifier: self.classifier.clone(),
             extract: self.extract.clone(),
             registry: Arc::clone(&self.registry),
+            _error: PhantomData,
         }
     }
 }
 
-impl<C, X> fmt::Debug for CircuitBreakerLayer<C, X> {
+impl<C, X, K> fmt::Debug for CircuitBreakerLayer<C, X, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
             .field("registry", &self.registry)
@@ -106,7 +112,7 @@ impl CircuitBreakerLayer {
     }
 }
 
-impl<C, X> CircuitBreakerLayer<C, X> {
+impl<C, X, K> CircuitBreakerLayer<C, X, K> {
     /// A handle on this layer's breakers: read their state and counts, force them open, disable
     /// them, or put them in metrics-only mode.
     ///
@@ -121,10 +127,59 @@ impl<C, X> CircuitBreakerLayer<C, X> {
             registry: Arc::clone(&self.registry),
         }
     }
+
+    /// The same layer (sharing its breakers), whose services fail with `E` instead of
+    /// [`BoxError`]: a refusal is then made into `E` with `From<CircuitOpen>` (or
+    /// `From<Overloaded>`, for a keyed layer whose key table is full) and an inner error with
+    /// `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum, like
+    /// `failsafe::Error<E>`), a refusal allocates nothing; with [`BoxError`], the default and
+    /// tower's convention, each refusal boxes its [`CircuitOpen`](super::CircuitOpen) (one
+    /// allocation of 32 bytes). Stacked under a layer that converts errors into [`BoxError`]
+    /// (every other steadfast layer, and tower's), the box is made there instead.
+    ///
+    /// ```
+    /// use steadfast_layers::breaker::{CircuitBreakerLayer, CircuitOpen};
+    /// use steadfast_layers::overload::Overloaded;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Refused(CircuitOpen),
+    ///     Overloaded(Overloaded),
+    ///     Io(std::io::Error),
+    /// }
+    /// impl From<CircuitOpen> for CallError {
+    ///     fn from(e: CircuitOpen) -> Self { CallError::Refused(e) }
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<std::io::Error> for CallError {
+    ///     fn from(e: std::io::Error) -> Self { CallError::Io(e) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = CircuitBreakerLayer::builder().build()?.with_error::<CallError>();
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }));
+    /// layer.handle().force_open();
+    /// match svc.oneshot(1).await {
+    ///     Err(CallError::Refused(open)) => assert!(open.remaining().is_none()),
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> CircuitBreakerLayer<C, X, Typed<E>> {
+        CircuitBreakerLayer {
+            classifier: self.classifier,
+            extract: self.extract,
+            registry: self.registry,
+            _error: PhantomData,
+        }
+    }
 }
 
 #[cfg(test)]
-impl<C, X> CircuitBreakerLayer<C, X> {
+impl<C, X, K> CircuitBreakerLayer<C, X, K> {
     /// The breaker of a layer without keys (tests).
     pub(super) fn single_core(&self) -> Arc<super::core::Core> {
         match &self.registry.breakers {
@@ -134,8 +189,8 @@ impl<C, X> CircuitBreakerLayer<C, X> {
     }
 }
 
-impl<S, C: Clone, X: Clone> Layer<S> for CircuitBreakerLayer<C, X> {
-    type Service = CircuitBreaker<S, C, X>;
+impl<S, C: Clone, X: Clone, K> Layer<S> for CircuitBreakerLayer<C, X, K> {
+    type Service = CircuitBreaker<S, C, X, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreaker::new(
@@ -646,6 +701,7 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
             classifier: self.classifier,
             extract: self.extract,
             registry,
+            _error: PhantomData,
         })
     }
 }

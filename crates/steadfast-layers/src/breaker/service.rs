@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -11,10 +12,10 @@ use super::core::{Pass, Readiness, DISABLED, FORCED_OPEN, METRICS_ONLY};
 use super::keyed::{get_or_insert, Breakers, Registry};
 use super::{BreakerHandle, BreakerState, CircuitOpen, Mode, ResponseFuture};
 use crate::classify::{Classifier, RetryOnError};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::keyed::{Global, KeyExtractor};
 use crate::overload::{OverloadReason, Overloaded};
 use crate::telemetry::ms;
-use crate::BoxError;
 
 /// The service made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
 ///
@@ -34,7 +35,7 @@ use crate::BoxError;
 /// assert!(err.is::<CircuitOpen>());
 /// # }
 /// ```
-pub struct CircuitBreaker<S, C = RetryOnError, X = Global> {
+pub struct CircuitBreaker<S, C = RetryOnError, X = Global, K = Boxed> {
     inner: S,
     classifier: C,
     extract: X,
@@ -43,9 +44,13 @@ pub struct CircuitBreaker<S, C = RetryOnError, X = Global> {
     ready: Option<Pass>,
     /// Readiness mode: the timer for the end of the break (allocated once, then reset).
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The error type its calls fail with (see [`CircuitBreakerLayer::with_error`]).
+    ///
+    /// [`CircuitBreakerLayer::with_error`]: super::CircuitBreakerLayer::with_error
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone, C: Clone, X: Clone> Clone for CircuitBreaker<S, C, X> {
+impl<S: Clone, C: Clone, X: Clone, K> Clone for CircuitBreaker<S, C, X, K> {
     /// A clone shares the breakers but not a probe permit won by `poll_ready`.
     fn clone(&self) -> Self {
         Self::new(
@@ -57,7 +62,7 @@ impl<S: Clone, C: Clone, X: Clone> Clone for CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S: fmt::Debug, C, X> fmt::Debug for CircuitBreaker<S, C, X> {
+impl<S: fmt::Debug, C, X, K> fmt::Debug for CircuitBreaker<S, C, X, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
@@ -67,7 +72,7 @@ impl<S: fmt::Debug, C, X> fmt::Debug for CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S, C, X> CircuitBreaker<S, C, X> {
+impl<S, C, X, K> CircuitBreaker<S, C, X, K> {
     pub(super) fn new(inner: S, classifier: C, extract: X, registry: Arc<Registry>) -> Self {
         Self {
             inner,
@@ -76,6 +81,7 @@ impl<S, C, X> CircuitBreaker<S, C, X> {
             registry,
             ready: None,
             sleep: None,
+            _error: PhantomData,
         }
     }
 
@@ -138,7 +144,9 @@ impl<S, C, X> CircuitBreaker<S, C, X> {
     }
 
     /// Readiness mode: ready when a call may be admitted (holding a probe permit when
-    /// half-open), pending while open or while every probe is taken.
+    /// half-open), pending while open or while every probe is taken. Out of line: `poll_ready`
+    /// in fail-fast mode (the default) then inlines into its caller.
+    #[inline(never)]
     fn poll_breaker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Breakers::Single(core) = &self.registry.breakers else {
             return Poll::Ready(());
@@ -196,24 +204,24 @@ impl<S, C, X> CircuitBreaker<S, C, X> {
     }
 }
 
-impl<S, C, X, Req> Service<Req> for CircuitBreaker<S, C, X>
+impl<S, C, X, K, Req> Service<Req> for CircuitBreaker<S, C, X, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, CircuitOpen> + MakeRefusal<S::Error, Overloaded>,
     C: Classifier<S::Response, S::Error> + Clone,
     X: KeyExtractor<Req>,
     X::Key: fmt::Debug,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, C, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.registry.common.cfg.mode == Mode::Readiness {
             ready!(self.poll_breaker(cx));
         }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     #[inline]
@@ -247,14 +255,14 @@ where
     }
 }
 
-impl<S, C: Clone, X> CircuitBreaker<S, C, X> {
+impl<S, C: Clone, X, K> CircuitBreaker<S, C, X, K> {
     #[inline]
     fn admit<Req>(
         &mut self,
         core: Arc<super::core::Core>,
         req: Req,
         control: u8,
-    ) -> ResponseFuture<S::Future, C>
+    ) -> ResponseFuture<S::Future, C, K>
     where
         S: Service<Req>,
     {
@@ -275,13 +283,13 @@ impl<S, C: Clone, X> CircuitBreaker<S, C, X> {
 }
 
 #[inline]
-fn admit_ref<S, C: Clone, Req>(
+fn admit_ref<S, C: Clone, K, Req>(
     inner: &mut S,
     classifier: &C,
     core: &Arc<super::core::Core>,
     req: Req,
     control: u8,
-) -> ResponseFuture<S::Future, C>
+) -> ResponseFuture<S::Future, C, K>
 where
     S: Service<Req>,
 {
@@ -314,7 +322,7 @@ fn admission(core: &super::core::Core, control: u8) -> Result<super::core::Ticke
 /// so that `call`'s inlined paths (closed, open) stay small.
 #[cold]
 #[inline(never)]
-fn reject_forced<F, C>(common: &super::core::Common) -> ResponseFuture<F, C> {
+fn reject_forced<F, C, K>(common: &super::core::Common) -> ResponseFuture<F, C, K> {
     common.count_rejection(BreakerState::ForcedOpen);
     tracing::debug!(
         target: "steadfast::breaker",
@@ -329,7 +337,10 @@ fn reject_forced<F, C>(common: &super::core::Common) -> ResponseFuture<F, C> {
 /// busy breakers (see [`keyed`](crate::keyed)): out of line, like `reject_forced`.
 #[cold]
 #[inline(never)]
-fn reject_too_many_keys<F, C>(common: &super::core::Common, keys: usize) -> ResponseFuture<F, C> {
+fn reject_too_many_keys<F, C, K>(
+    common: &super::core::Common,
+    keys: usize,
+) -> ResponseFuture<F, C, K> {
     tracing::warn!(
         target: "steadfast::breaker",
         instance = common.telemetry.span_name(),
@@ -343,7 +354,7 @@ fn reject_too_many_keys<F, C>(common: &super::core::Common, keys: usize) -> Resp
 /// `core`. Inlined: an open breaker refuses every call, and the call saved is measurable
 /// (ADR 0003).
 #[inline(always)]
-fn reject<F, C>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C> {
+fn reject<F, C, K>(core: &super::core::Core, open: CircuitOpen) -> ResponseFuture<F, C, K> {
     let common = &core.common;
     common.count_rejection(open.state());
     tracing::debug!(
