@@ -151,20 +151,41 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // The spans are taken out while polling (a pointer moved) and the call's span entered
-        // through a clone of its handle (traced calls only), so that the attempt's span can be
-        // replaced while the call's is entered.
-        let mut spans = this.spans.take();
-        let call = spans.as_ref().map(|s| s.call.clone());
-        let out = {
-            let _entered = call.as_ref().map(Span::enter);
-            poll_attempts(&mut this, spans.as_deref_mut(), cx)
-        };
-        *this.spans = spans;
-        out
+        match this.spans.take() {
+            // Untraced (no subscriber wanted the spans): nothing to take out or put back.
+            None => poll_attempts(&mut this, None, cx),
+            Some(spans) => poll_traced(&mut this, spans, cx),
+        }
     }
+}
+
+/// [`ResponseFuture::poll`] of a traced call: the spans are taken out while polling (a pointer
+/// moved) and the call's span entered through a clone of its handle, so that the attempt's span
+/// can be replaced while the call's is entered. Out of line: the untraced poll, the common
+/// case, then carries no span handling at all.
+#[inline(never)]
+#[cold]
+fn poll_traced<S, C, R, Req>(
+    this: &mut ResponseFutureProj<'_, S, C, R, Req>,
+    mut spans: Box<Spans>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classifier<S::Response, BoxError>,
+    R: Replay<Req>,
+{
+    let call = spans.call.clone();
+    let out = {
+        let _entered = call.enter();
+        poll_attempts(this, Some(&mut spans), cx)
+    };
+    *this.spans = Some(spans);
+    out
 }
 
 /// The attempts' state machine; `spans` when the call is traced. Inlined into its one caller:
