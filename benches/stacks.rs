@@ -265,35 +265,29 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     // Open with default settings (a break far longer than the run), tripped and refusing on a
     // current-thread runtime: with an error type that holds the refusal inline, as failsafe's
     // does (no allocation), and with `BoxError`, the default (one box per refusal).
-    let layer = CircuitBreakerLayer::builder()
-        .break_duration(BreakDuration::constant(LONG_BREAK))
-        .build()
-        .expect("valid breaker")
-        .with_error::<InlineError>();
-    let mut ours = layer.layer(Refuse);
-    trip(rt, &mut ours, 100);
-    assert_eq!(layer.handle().state(), BreakerState::Open);
-    group(
-        c,
-        cross,
-        "breaker_open_default",
-        rejections(rt, ours),
-        vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
-    );
-    let layer = CircuitBreakerLayer::builder()
-        .break_duration(BreakDuration::constant(LONG_BREAK))
-        .build()
-        .expect("valid breaker");
-    let mut ours = layer.layer(Refuse);
-    trip(rt, &mut ours, 100);
-    assert_eq!(layer.handle().state(), BreakerState::Open);
-    group(
-        c,
-        cross,
-        "breaker_open_boxed",
-        rejections(rt, ours),
-        vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
-    );
+    let open = || {
+        CircuitBreakerLayer::builder()
+            .break_duration(BreakDuration::constant(LONG_BREAK))
+            .build()
+            .expect("valid breaker")
+    };
+    macro_rules! open_group {
+        ($name:expr, $layer:expr) => {{
+            let layer = $layer;
+            let mut ours = layer.layer(Refuse);
+            trip(rt, &mut ours, 100);
+            assert_eq!(layer.handle().state(), BreakerState::Open);
+            group(
+                c,
+                cross,
+                $name,
+                rejections(rt, ours),
+                vec![(FAILSAFE, rejections(rt, tripped_failsafe(rt)))],
+            );
+        }};
+    }
+    open_group!("breaker_open_default", open().with_error::<InlineError>());
+    open_group!("breaker_open_boxed", open());
 
     // Closed, counting the calls of the last 30 s (failsafe's default is a time window too).
     let ours = CircuitBreakerLayer::builder()
