@@ -9,9 +9,9 @@
 //! attribute set, no waker, no string). ADR 0008 says why the box stays and what removing it
 //! would take.
 //!
-//! A breaker whose layer was given an error type that holds the refusal inline
-//! (`CircuitBreakerLayer::with_error`, ADR 0008) allocates nothing at all when it refuses: pinned
-//! below for the open breaker (clock or timer) and the forced-open one.
+//! A layer given an error type that holds the refusal inline (`with_error::<E>()`, ADR 0008)
+//! allocates nothing at all when it refuses: pinned below for the open breaker (clock or timer),
+//! the forced-open one, the concurrency limit, the bulkhead, the rate limit and load shedding.
 //!
 //! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
 //! the calls.
@@ -31,7 +31,7 @@ mod refusal_alloc {
     use steadfast_layers::bulkhead::BulkheadLayer;
     use steadfast_layers::deadline::{Deadline, DeadlineExceeded, DeadlineLayer};
     use steadfast_layers::limit::ConcurrencyLimitLayer;
-    use steadfast_layers::overload::Overloaded;
+    use steadfast_layers::overload::{OverloadReason, Overloaded};
     use steadfast_layers::rate::RateLimitLayer;
     use steadfast_layers::shed::LoadShedLayer;
     use tower::{service_fn, Layer, Service, ServiceExt};
@@ -264,6 +264,12 @@ mod refusal_alloc {
         }
     }
 
+    impl From<Infallible> for CallError {
+        fn from(e: Infallible) -> Self {
+            match e {}
+        }
+    }
+
     async fn refuse_inline<S>(svc: &mut S, calls: u64, state: BreakerState)
     where
         S: Service<u32, Error = CallError>,
@@ -334,5 +340,121 @@ mod refusal_alloc {
             rt.block_on(refuse_inline(&mut svc, CALLS, BreakerState::ForcedOpen))
         });
         assert_nothing("breaker forced open, inline error", info);
+    }
+
+    /// Refuses `calls` calls on `svc`, each with an inline `Overloaded` of `reason` from `layer`.
+    async fn refuse_overloaded<S>(svc: &mut S, calls: u64, layer: &str, reason: OverloadReason)
+    where
+        S: Service<u32, Error = CallError>,
+        S::Response: Debug,
+    {
+        for x in 0..calls {
+            match svc.ready().await.expect("ready").call(x as u32).await {
+                Err(CallError::Overloaded(o)) => {
+                    assert_eq!((o.layer(), o.reason()), (layer, reason));
+                }
+                other => panic!("expected {layer} to refuse with {reason:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Refuses `CALLS` calls on `svc` (after a warm-up), as `refuse_overloaded`, and asserts
+    /// they allocated nothing.
+    #[track_caller]
+    fn assert_overloaded_allocates_nothing<S>(
+        name: &str,
+        rt: &tokio::runtime::Runtime,
+        svc: &mut S,
+        layer: &str,
+        reason: OverloadReason,
+    ) where
+        S: Service<u32, Error = CallError>,
+        S::Response: Debug,
+    {
+        rt.block_on(refuse_overloaded(svc, WARM_UP, layer, reason));
+        let info = allocation_counter::measure(|| {
+            rt.block_on(refuse_overloaded(svc, CALLS, layer, reason))
+        });
+        assert_nothing(name, info);
+    }
+
+    #[test]
+    fn a_full_concurrency_limit_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = ConcurrencyLimitLayer::new(1)
+            .expect("valid limit")
+            .with_error::<CallError>()
+            .layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        assert_overloaded_allocates_nothing(
+            "limit at capacity, inline error",
+            &rt,
+            &mut svc,
+            "limit",
+            OverloadReason::AtCapacity,
+        );
+    }
+
+    #[test]
+    fn a_full_bulkhead_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = BulkheadLayer::builder(1)
+            .max_queue(0)
+            .build()
+            .expect("valid bulkhead")
+            .with_error::<CallError>()
+            .layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        assert_overloaded_allocates_nothing(
+            "bulkhead full, inline error",
+            &rt,
+            &mut svc,
+            "bulkhead",
+            OverloadReason::QueueFull,
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_out_of_cells_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = RateLimitLayer::builder(1, LONG)
+            .build()
+            .expect("valid rate")
+            .with_error::<CallError>()
+            .layer(service_fn(|x: u32| ready(Ok::<_, Infallible>(x))));
+        rt.block_on(async {
+            svc.ready()
+                .await
+                .expect("ready")
+                .call(0)
+                .await
+                .expect("the one cell");
+        });
+        assert_overloaded_allocates_nothing(
+            "rate limited, inline error",
+            &rt,
+            &mut svc,
+            "rate",
+            OverloadReason::RateLimited,
+        );
+    }
+
+    #[test]
+    fn load_shedding_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = LoadShedLayer::new()
+            .with_error::<CallError>()
+            .layer(NeverReady);
+        assert_overloaded_allocates_nothing(
+            "shed, inline error",
+            &rt,
+            &mut svc,
+            "shed",
+            OverloadReason::NotReady,
+        );
     }
 }
