@@ -1,7 +1,7 @@
 //! Heap allocations per refused call, on every refusal path: an open circuit breaker (reading the
 //! clock, or with its break timer armed), a breaker forced open, a concurrency limit and a
-//! bulkhead at capacity, a rate limit out of cells, load shedding, and a deadline already passed
-//! on arrival.
+//! bulkhead at capacity, a rate limit out of cells, load shedding, an adaptive throttle rejecting
+//! locally, and a deadline already passed on arrival.
 //!
 //! Each refusal allocates exactly one thing: the box of its noun error (`CircuitOpen`,
 //! `Overloaded`, `DeadlineExceeded`), which every layer returns as a `BoxError` (ADR 0001). The
@@ -11,7 +11,8 @@
 //!
 //! A layer given an error type that holds the refusal inline (`with_error::<E>()`, ADR 0008)
 //! allocates nothing at all when it refuses: pinned below for the open breaker (clock or timer),
-//! the forced-open one, the concurrency limit, the bulkhead, the rate limit and load shedding.
+//! the forced-open one, the concurrency limit, the bulkhead, the rate limit, load shedding and the
+//! adaptive throttle.
 //!
 //! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
 //! the calls.
@@ -25,6 +26,7 @@ mod refusal_alloc {
     use std::time::Duration;
 
     use allocation_counter::AllocationInfo;
+    use steadfast_layers::adaptive_throttle::ThrottleLayer;
     use steadfast_layers::breaker::{
         BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer, CircuitOpen,
     };
@@ -456,5 +458,94 @@ mod refusal_alloc {
             "shed",
             OverloadReason::NotReady,
         );
+    }
+
+    #[test]
+    fn a_throttle_rejecting_locally_allocates_only_its_error() {
+        let rt = runtime();
+        // As below, boxed: every call's error is one box, a rejection's the size of `Overloaded`,
+        // the backend's the size of `io::Error`.
+        let mut svc = ThrottleLayer::builder()
+            .seed(1)
+            .build()
+            .expect("valid throttle")
+            .layer(failing());
+        async fn drive<S>(svc: &mut S, calls: u64) -> u64
+        where
+            S: Service<u32, Response = u32, Error = steadfast_layers::BoxError>,
+        {
+            let mut local = 0;
+            for x in 0..calls {
+                let err = svc
+                    .ready()
+                    .await
+                    .expect("ready")
+                    .call(x as u32)
+                    .await
+                    .expect_err("the backend refuses everything");
+                if err.is::<Overloaded>() {
+                    local += 1;
+                } else {
+                    assert!(err.is::<std::io::Error>(), "{err}");
+                }
+            }
+            local
+        }
+        rt.block_on(drive(&mut svc, WARM_UP));
+        let mut local = 0;
+        let info = allocation_counter::measure(|| local = rt.block_on(drive(&mut svc, CALLS)));
+        assert!(
+            local >= CALLS * 9 / 10,
+            "{local} of {CALLS} rejected locally"
+        );
+        assert_eq!(info.count_total, CALLS, "throttle: one box per call");
+        let size = |n: u64, of: usize| n * of as u64;
+        assert_eq!(
+            info.bytes_total,
+            size(local, std::mem::size_of::<Overloaded>())
+                + size(CALLS - local, std::mem::size_of::<std::io::Error>()),
+            "throttle: bytes"
+        );
+    }
+
+    #[test]
+    fn a_throttle_rejecting_locally_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        // A backend refusing everything (without allocating): with no accepts in the window the
+        // rejection probability climbs towards 1, and a few calls still reach the backend.
+        let mut svc = ThrottleLayer::builder()
+            .seed(1)
+            .build()
+            .expect("valid throttle")
+            .with_error::<CallError>()
+            .layer(failing());
+        async fn drive<S>(svc: &mut S, calls: u64) -> u64
+        where
+            S: Service<u32, Response = u32, Error = CallError>,
+        {
+            let mut local = 0;
+            for x in 0..calls {
+                match svc.ready().await.expect("ready").call(x as u32).await {
+                    Err(CallError::Overloaded(o)) => {
+                        assert_eq!(
+                            (o.layer(), o.reason()),
+                            ("adaptive_throttle", OverloadReason::Throttled)
+                        );
+                        local += 1;
+                    }
+                    Err(CallError::Io(_)) => {}
+                    other => panic!("expected a rejection or the backend's error, got {other:?}"),
+                }
+            }
+            local
+        }
+        rt.block_on(drive(&mut svc, WARM_UP));
+        let mut local = 0;
+        let info = allocation_counter::measure(|| local = rt.block_on(drive(&mut svc, CALLS)));
+        assert!(
+            local >= CALLS * 9 / 10,
+            "{local} of {CALLS} rejected locally"
+        );
+        assert_nothing("throttle, inline error", info);
     }
 }

@@ -16,10 +16,10 @@ use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::{ms, REASON_KEY};
 
 /// The response future of [`RateLimit`](super::RateLimit): the inner call, a wait for a cell
-/// (boxed: waiting allocates anyway), or a refusal. A refusal keeps only why (as small as the
-/// box it replaces) and becomes the service's error when polled: boxed with [`Boxed`], the
-/// default, or made into the caller's type without allocating (see
-/// [`RateLimitLayer::with_error`](super::RateLimitLayer::with_error)).
+/// (boxed: waiting allocates anyway), or a refusal. A refusal keeps only why (16 bytes: the
+/// future over a `Ready` inner future stays 16 bytes) and becomes the service's error when
+/// polled: boxed with [`Boxed`], the default, or made into the caller's type without allocating
+/// (see [`RateLimitLayer::with_error`](super::RateLimitLayer::with_error)).
 #[pin_project]
 pub struct ResponseFuture<S, Req, K = Boxed>
 where
