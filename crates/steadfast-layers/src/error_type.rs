@@ -2,9 +2,11 @@
 //! the default ([`Boxed`]), or a type of the caller's that holds the refusal inline
 //! ([`Typed<E>`](Typed)), so that a refusal allocates nothing (ADR 0008).
 //!
-//! A layer that can refuse a call (today the circuit breaker, through
-//! [`CircuitBreakerLayer::with_error`](crate::breaker::CircuitBreakerLayer::with_error)) has a
-//! last type parameter `K = Boxed` naming one of these. [`MakeError`] turns the inner service's
+//! A layer that can refuse a call (the circuit breaker, through
+//! [`CircuitBreakerLayer::with_error`](crate::breaker::CircuitBreakerLayer::with_error), and the
+//! concurrency limit, load shedding, the bulkhead, the rate limit and the adaptive throttle,
+//! through their layers' `with_error`) has a last type parameter `K = Boxed` naming one of
+//! these. [`MakeError`] turns the inner service's
 //! error into the service's error; [`MakeRefusal`] turns the layer's own noun
 //! ([`CircuitOpen`](crate::breaker::CircuitOpen), [`Overloaded`](crate::overload::Overloaded))
 //! into it.

@@ -1,7 +1,7 @@
 //! Heap allocations per refused call, on every refusal path: an open circuit breaker (reading the
 //! clock, or with its break timer armed), a breaker forced open, a concurrency limit and a
-//! bulkhead at capacity, a rate limit out of cells, load shedding, and a deadline already passed
-//! on arrival.
+//! bulkhead at capacity, a rate limit out of cells, load shedding, an adaptive throttle rejecting
+//! locally, and a deadline already passed on arrival.
 //!
 //! Each refusal allocates exactly one thing: the box of its noun error (`CircuitOpen`,
 //! `Overloaded`, `DeadlineExceeded`), which every layer returns as a `BoxError` (ADR 0001). The
@@ -9,9 +9,10 @@
 //! attribute set, no waker, no string). ADR 0008 says why the box stays and what removing it
 //! would take.
 //!
-//! A breaker whose layer was given an error type that holds the refusal inline
-//! (`CircuitBreakerLayer::with_error`, ADR 0008) allocates nothing at all when it refuses: pinned
-//! below for the open breaker (clock or timer) and the forced-open one.
+//! A layer given an error type that holds the refusal inline (`with_error::<E>()`, ADR 0008)
+//! allocates nothing at all when it refuses: pinned below for the open breaker (clock or timer),
+//! the forced-open one, the concurrency limit, the bulkhead, the rate limit, load shedding and the
+//! adaptive throttle.
 //!
 //! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
 //! the calls.
@@ -25,13 +26,14 @@ mod refusal_alloc {
     use std::time::Duration;
 
     use allocation_counter::AllocationInfo;
+    use steadfast_layers::adaptive_throttle::ThrottleLayer;
     use steadfast_layers::breaker::{
         BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer, CircuitOpen,
     };
     use steadfast_layers::bulkhead::BulkheadLayer;
     use steadfast_layers::deadline::{Deadline, DeadlineExceeded, DeadlineLayer};
     use steadfast_layers::limit::ConcurrencyLimitLayer;
-    use steadfast_layers::overload::Overloaded;
+    use steadfast_layers::overload::{OverloadReason, Overloaded};
     use steadfast_layers::rate::RateLimitLayer;
     use steadfast_layers::shed::LoadShedLayer;
     use tower::{service_fn, Layer, Service, ServiceExt};
@@ -264,6 +266,12 @@ mod refusal_alloc {
         }
     }
 
+    impl From<Infallible> for CallError {
+        fn from(e: Infallible) -> Self {
+            match e {}
+        }
+    }
+
     async fn refuse_inline<S>(svc: &mut S, calls: u64, state: BreakerState)
     where
         S: Service<u32, Error = CallError>,
@@ -334,5 +342,210 @@ mod refusal_alloc {
             rt.block_on(refuse_inline(&mut svc, CALLS, BreakerState::ForcedOpen))
         });
         assert_nothing("breaker forced open, inline error", info);
+    }
+
+    /// Refuses `calls` calls on `svc`, each with an inline `Overloaded` of `reason` from `layer`.
+    async fn refuse_overloaded<S>(svc: &mut S, calls: u64, layer: &str, reason: OverloadReason)
+    where
+        S: Service<u32, Error = CallError>,
+        S::Response: Debug,
+    {
+        for x in 0..calls {
+            match svc.ready().await.expect("ready").call(x as u32).await {
+                Err(CallError::Overloaded(o)) => {
+                    assert_eq!((o.layer(), o.reason()), (layer, reason));
+                }
+                other => panic!("expected {layer} to refuse with {reason:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Refuses `CALLS` calls on `svc` (after a warm-up), as `refuse_overloaded`, and asserts
+    /// they allocated nothing.
+    #[track_caller]
+    fn assert_overloaded_allocates_nothing<S>(
+        name: &str,
+        rt: &tokio::runtime::Runtime,
+        svc: &mut S,
+        layer: &str,
+        reason: OverloadReason,
+    ) where
+        S: Service<u32, Error = CallError>,
+        S::Response: Debug,
+    {
+        rt.block_on(refuse_overloaded(svc, WARM_UP, layer, reason));
+        let info = allocation_counter::measure(|| {
+            rt.block_on(refuse_overloaded(svc, CALLS, layer, reason))
+        });
+        assert_nothing(name, info);
+    }
+
+    #[test]
+    fn a_full_concurrency_limit_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = ConcurrencyLimitLayer::new(1)
+            .expect("valid limit")
+            .with_error::<CallError>()
+            .layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        assert_overloaded_allocates_nothing(
+            "limit at capacity, inline error",
+            &rt,
+            &mut svc,
+            "limit",
+            OverloadReason::AtCapacity,
+        );
+    }
+
+    #[test]
+    fn a_full_bulkhead_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = BulkheadLayer::builder(1)
+            .max_queue(0)
+            .build()
+            .expect("valid bulkhead")
+            .with_error::<CallError>()
+            .layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        assert_overloaded_allocates_nothing(
+            "bulkhead full, inline error",
+            &rt,
+            &mut svc,
+            "bulkhead",
+            OverloadReason::QueueFull,
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_out_of_cells_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = RateLimitLayer::builder(1, LONG)
+            .build()
+            .expect("valid rate")
+            .with_error::<CallError>()
+            .layer(service_fn(|x: u32| ready(Ok::<_, Infallible>(x))));
+        rt.block_on(async {
+            svc.ready()
+                .await
+                .expect("ready")
+                .call(0)
+                .await
+                .expect("the one cell");
+        });
+        assert_overloaded_allocates_nothing(
+            "rate limited, inline error",
+            &rt,
+            &mut svc,
+            "rate",
+            OverloadReason::RateLimited,
+        );
+    }
+
+    #[test]
+    fn load_shedding_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = LoadShedLayer::new()
+            .with_error::<CallError>()
+            .layer(NeverReady);
+        assert_overloaded_allocates_nothing(
+            "shed, inline error",
+            &rt,
+            &mut svc,
+            "shed",
+            OverloadReason::NotReady,
+        );
+    }
+
+    #[test]
+    fn a_throttle_rejecting_locally_allocates_only_its_error() {
+        let rt = runtime();
+        // As below, boxed: every call's error is one box, a rejection's the size of `Overloaded`,
+        // the backend's the size of `io::Error`.
+        let mut svc = ThrottleLayer::builder()
+            .seed(1)
+            .build()
+            .expect("valid throttle")
+            .layer(failing());
+        async fn drive<S>(svc: &mut S, calls: u64) -> u64
+        where
+            S: Service<u32, Response = u32, Error = steadfast_layers::BoxError>,
+        {
+            let mut local = 0;
+            for x in 0..calls {
+                let err = svc
+                    .ready()
+                    .await
+                    .expect("ready")
+                    .call(x as u32)
+                    .await
+                    .expect_err("the backend refuses everything");
+                if err.is::<Overloaded>() {
+                    local += 1;
+                } else {
+                    assert!(err.is::<std::io::Error>(), "{err}");
+                }
+            }
+            local
+        }
+        rt.block_on(drive(&mut svc, WARM_UP));
+        let mut local = 0;
+        let info = allocation_counter::measure(|| local = rt.block_on(drive(&mut svc, CALLS)));
+        assert!(
+            local >= CALLS * 9 / 10,
+            "{local} of {CALLS} rejected locally"
+        );
+        assert_eq!(info.count_total, CALLS, "throttle: one box per call");
+        let size = |n: u64, of: usize| n * of as u64;
+        assert_eq!(
+            info.bytes_total,
+            size(local, std::mem::size_of::<Overloaded>())
+                + size(CALLS - local, std::mem::size_of::<std::io::Error>()),
+            "throttle: bytes"
+        );
+    }
+
+    #[test]
+    fn a_throttle_rejecting_locally_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        // A backend refusing everything (without allocating): with no accepts in the window the
+        // rejection probability climbs towards 1, and a few calls still reach the backend.
+        let mut svc = ThrottleLayer::builder()
+            .seed(1)
+            .build()
+            .expect("valid throttle")
+            .with_error::<CallError>()
+            .layer(failing());
+        async fn drive<S>(svc: &mut S, calls: u64) -> u64
+        where
+            S: Service<u32, Response = u32, Error = CallError>,
+        {
+            let mut local = 0;
+            for x in 0..calls {
+                match svc.ready().await.expect("ready").call(x as u32).await {
+                    Err(CallError::Overloaded(o)) => {
+                        assert_eq!(
+                            (o.layer(), o.reason()),
+                            ("adaptive_throttle", OverloadReason::Throttled)
+                        );
+                        local += 1;
+                    }
+                    Err(CallError::Io(_)) => {}
+                    other => panic!("expected a rejection or the backend's error, got {other:?}"),
+                }
+            }
+            local
+        }
+        rt.block_on(drive(&mut svc, WARM_UP));
+        let mut local = 0;
+        let info = allocation_counter::measure(|| local = rt.block_on(drive(&mut svc, CALLS)));
+        assert!(
+            local >= CALLS * 9 / 10,
+            "{local} of {CALLS} rejected locally"
+        );
+        assert_nothing("throttle, inline error", info);
     }
 }

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -8,14 +9,17 @@ use pin_project::pin_project;
 use super::layer::Shared;
 use super::Overloaded;
 use crate::classify::{Classifier, Outcome};
-use crate::BoxError;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 
 /// The response future of [`Throttle`](super::Throttle): drives the inner call, then counts it
-/// as accepted or not.
+/// as accepted or not. A local rejection becomes the service's error when polled: boxed with
+/// [`Boxed`], the default, or made into the caller's type without allocating (see
+/// [`ThrottleLayer::with_error`](super::ThrottleLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<F, C> {
+pub struct ResponseFuture<F, C, K = Boxed> {
     #[pin]
     kind: Kind<F, C>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project(project = KindProj)]
@@ -33,7 +37,7 @@ enum Kind<F, C> {
     },
 }
 
-impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+impl<F, C, K> std::fmt::Debug for ResponseFuture<F, C, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Called { .. } => "called",
@@ -45,7 +49,7 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
     }
 }
 
-impl<F, C> ResponseFuture<F, C> {
+impl<F, C, K> ResponseFuture<F, C, K> {
     pub(super) fn called(fut: F, classifier: C, index: u64, shared: Arc<Shared>) -> Self {
         Self {
             kind: Kind::Called {
@@ -54,27 +58,29 @@ impl<F, C> ResponseFuture<F, C> {
                 index,
                 shared,
             },
+            _error: PhantomData,
         }
     }
 
     pub(super) fn rejected(error: Overloaded) -> Self {
         Self {
             kind: Kind::Rejected { error },
+            _error: PhantomData,
         }
     }
 }
 
-impl<F, C, Res, E> Future for ResponseFuture<F, C>
+impl<F, C, K, Res, E> Future for ResponseFuture<F, C, K>
 where
     F: Future<Output = Result<Res, E>>,
-    E: Into<BoxError>,
+    K: MakeRefusal<E, Overloaded>,
     C: Classifier<Res, E>,
 {
-    type Output = Result<Res, BoxError>;
+    type Output = Result<Res, <K as MakeError<E>>::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Rejected { error } => Poll::Ready(Err((*error).into())),
+            KindProj::Rejected { error } => Poll::Ready(Err(K::refusal(*error))),
             KindProj::Called {
                 fut,
                 classifier,
@@ -91,7 +97,7 @@ where
                 if accepted {
                     shared.window.add_accept(*index);
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result.map_err(K::inner))
             }
         }
     }

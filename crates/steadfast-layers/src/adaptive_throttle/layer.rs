@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use super::window::Window;
 use super::Throttle;
 use crate::classify::RetryOnError;
 use crate::error::{check_f64, ConfigError};
+use crate::error_type::{Boxed, Typed};
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::{Attrs, Telemetry};
 
@@ -30,18 +33,28 @@ use crate::telemetry::{Attrs, Telemetry};
 /// assert_eq!(layer.handle().rejection_probability(), 0.0);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-#[derive(Debug)]
-pub struct ThrottleLayer<C = RetryOnError> {
+pub struct ThrottleLayer<C = RetryOnError, K = Boxed> {
     classifier: C,
     shared: Arc<Shared>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<C: Clone> Clone for ThrottleLayer<C> {
+impl<C: Clone, K> Clone for ThrottleLayer<C, K> {
     fn clone(&self) -> Self {
         Self {
             classifier: self.classifier.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
+    }
+}
+
+impl<C: fmt::Debug, K> fmt::Debug for ThrottleLayer<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrottleLayer")
+            .field("classifier", &self.classifier)
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 
@@ -123,7 +136,56 @@ impl ThrottleLayer {
     }
 }
 
-impl<C> ThrottleLayer<C> {
+impl<C, K> ThrottleLayer<C, K> {
+    /// The same layer (sharing its window), whose services fail with `E` instead of
+    /// [`BoxError`](crate::BoxError): a local rejection is made into `E` with `From<Overloaded>`
+    /// and an inner error with `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see
+    /// [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum), a
+    /// rejection allocates nothing; with [`BoxError`](crate::BoxError), the default, each one
+    /// boxes its [`Overloaded`](super::Overloaded) (one allocation).
+    ///
+    /// ```
+    /// use steadfast_layers::adaptive_throttle::{OverloadReason, Overloaded, ThrottleLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Overloaded(Overloaded),
+    ///     Io(std::io::Error),
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<std::io::Error> for CallError {
+    ///     fn from(e: std::io::Error) -> Self { CallError::Io(e) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = ThrottleLayer::builder().seed(1).build()?.with_error::<CallError>();
+    /// // A backend refusing everything.
+    /// let svc = layer.layer(service_fn(|()| async { Err::<(), _>(std::io::Error::other("busy")) }));
+    /// let mut local = 0;
+    /// for _ in 0..100 {
+    ///     match svc.clone().oneshot(()).await {
+    ///         Err(CallError::Overloaded(e)) => {
+    ///             assert_eq!(e.reason(), OverloadReason::Throttled);
+    ///             local += 1;
+    ///         }
+    ///         Err(CallError::Io(_)) => {}
+    ///         Ok(()) => panic!("the backend refuses everything"),
+    ///     }
+    /// }
+    /// assert!(local > 80, "{local}");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> ThrottleLayer<C, Typed<E>> {
+        ThrottleLayer {
+            classifier: self.classifier,
+            shared: self.shared,
+            _error: PhantomData,
+        }
+    }
+
     /// The multiplier K.
     pub fn k(&self) -> f64 {
         self.shared.k
@@ -137,14 +199,15 @@ impl<C> ThrottleLayer<C> {
     }
 }
 
-impl<S, C: Clone> Layer<S> for ThrottleLayer<C> {
-    type Service = Throttle<S, C>;
+impl<S, C: Clone, K> Layer<S> for ThrottleLayer<C, K> {
+    type Service = Throttle<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Throttle {
             inner,
             classifier: self.classifier.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
@@ -349,6 +412,7 @@ impl<C> ThrottleLayerBuilder<C> {
         Ok(ThrottleLayer {
             classifier: self.classifier,
             shared,
+            _error: PhantomData,
         })
     }
 }

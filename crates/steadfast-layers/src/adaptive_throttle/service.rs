@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,8 +9,8 @@ use tower_service::Service;
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded, ResponseFuture, ThrottleHandle};
 use crate::classify::{Classifier, RetryOnError};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::REASON_KEY;
-use crate::BoxError;
 
 /// The service made by [`ThrottleLayer`](super::ThrottleLayer).
 ///
@@ -33,24 +35,37 @@ use crate::BoxError;
 /// assert!(handle.rejection_probability() > 0.95);
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct Throttle<S, C = RetryOnError> {
+pub struct Throttle<S, C = RetryOnError, K = Boxed> {
     pub(super) inner: S,
     pub(super) classifier: C,
     pub(super) shared: Arc<Shared>,
+    /// The error type its calls fail with (see
+    /// [`ThrottleLayer::with_error`](super::ThrottleLayer::with_error)).
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone, C: Clone> Clone for Throttle<S, C> {
+impl<S: Clone, C: Clone, K> Clone for Throttle<S, C, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             classifier: self.classifier.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, C> Throttle<S, C> {
+impl<S: fmt::Debug, C: fmt::Debug, K> fmt::Debug for Throttle<S, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Throttle")
+            .field("inner", &self.inner)
+            .field("classifier", &self.classifier)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, C, K> Throttle<S, C, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -74,19 +89,19 @@ impl<S, C> Throttle<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for Throttle<S, C>
+impl<S, C, K, Req> Service<Req> for Throttle<S, C, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
     C: Classifier<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, C, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -11,20 +12,24 @@ use std::sync::Arc;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::gate::{GatePermit, GateWait, Queued, Waited};
 use crate::telemetry::{ms, REASON_KEY};
-use crate::BoxError;
 
 /// The response future of [`Bulkhead`](super::Bulkhead): waits in the queue if it must, then
 /// drives the inner call, holding the slot until the call completes or this future is dropped.
+/// A refusal becomes the service's error when polled: boxed with [`Boxed`], the default, or made
+/// into the caller's type without allocating (see
+/// [`BulkheadLayer::with_error`](super::BulkheadLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<S, Req>
+pub struct ResponseFuture<S, Req, K = Boxed>
 where
     S: Service<Req>,
 {
     #[pin]
     state: State<S::Future, S, Req>,
     span: Span,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project(project = StateProj)]
@@ -47,7 +52,7 @@ enum State<F, S, Req> {
     },
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, Req, K> std::fmt::Debug for ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
 {
@@ -63,7 +68,7 @@ where
     }
 }
 
-impl<S, Req> ResponseFuture<S, Req>
+impl<S, Req, K> ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
 {
@@ -74,6 +79,7 @@ where
                 permit: Some(permit),
             },
             span,
+            _error: PhantomData,
         }
     }
 
@@ -81,6 +87,7 @@ where
         Self {
             state: State::Rejected { error },
             span,
+            _error: PhantomData,
         }
     }
 
@@ -102,16 +109,17 @@ where
                 shared,
             },
             span,
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, K> Future for ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<S::Response, <K as MakeError<S::Error>>::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -121,9 +129,9 @@ where
                 StateProj::Calling { fut, permit } => {
                     let out = ready!(fut.poll(cx));
                     drop(permit.take());
-                    return Poll::Ready(out.map_err(Into::into));
+                    return Poll::Ready(out.map_err(K::inner));
                 }
-                StateProj::Rejected { error } => return Poll::Ready(Err((*error).into())),
+                StateProj::Rejected { error } => return Poll::Ready(Err(K::refusal(*error))),
                 StateProj::Queued {
                     wait,
                     service,

@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -7,6 +9,7 @@ use tower_layer::Layer;
 
 use super::Bulkhead;
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::gate::Gate;
 use crate::limit::validate_wait;
 use crate::telemetry::{Attrs, Telemetry};
@@ -29,9 +32,26 @@ pub const MAX_QUEUE: usize = 1_000_000;
 /// assert_eq!((layer.max_concurrent(), layer.max_queue()), (10, 20));
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-#[derive(Clone, Debug)]
-pub struct BulkheadLayer {
+pub struct BulkheadLayer<K = Boxed> {
     shared: Arc<Shared>,
+    _error: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for BulkheadLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for BulkheadLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
 }
 
 /// What every clone of one layer shares.
@@ -75,6 +95,49 @@ impl BulkheadLayer {
             max_queue: max_concurrent,
             max_wait: Duration::from_secs(1),
             telemetry: Telemetry::default(),
+        }
+    }
+}
+
+impl<K> BulkheadLayer<K> {
+    /// The same layer (sharing its slots and queue), whose services fail with `E` instead of
+    /// [`BoxError`](crate::BoxError): a refusal is made into `E` with `From<Overloaded>` and an
+    /// inner error with `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see
+    /// [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum), a
+    /// refusal allocates nothing; with [`BoxError`](crate::BoxError), the default, each refusal
+    /// boxes its [`Overloaded`](super::Overloaded) (one allocation).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use steadfast_layers::bulkhead::{BulkheadLayer, OverloadReason, Overloaded};
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Overloaded(Overloaded),
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<Infallible> for CallError {
+    ///     fn from(e: Infallible) -> Self { match e {} }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = BulkheadLayer::builder(1).max_queue(0).build()?.with_error::<CallError>();
+    /// let stuck = service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
+    /// let mut svc = layer.layer(stuck);
+    /// let _first = svc.ready().await.map_err(|_| ()).unwrap().call(1); // holds the one slot
+    /// match svc.oneshot(2).await {
+    ///     Err(CallError::Overloaded(e)) => assert_eq!(e.reason(), OverloadReason::QueueFull),
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> BulkheadLayer<Typed<E>> {
+        BulkheadLayer {
+            shared: self.shared,
+            _error: PhantomData,
         }
     }
 
@@ -132,13 +195,14 @@ impl BulkheadLayer {
     }
 }
 
-impl<S> Layer<S> for BulkheadLayer {
-    type Service = Bulkhead<S>;
+impl<S, K> Layer<S> for BulkheadLayer<K> {
+    type Service = Bulkhead<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Bulkhead {
             inner,
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
@@ -273,7 +337,10 @@ impl BulkheadLayerBuilder {
                 })
                 .build();
         }
-        Ok(BulkheadLayer { shared })
+        Ok(BulkheadLayer {
+            shared,
+            _error: PhantomData,
+        })
     }
 }
 

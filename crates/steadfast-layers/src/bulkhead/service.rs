@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,9 +9,9 @@ use tracing::Span;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded, ResponseFuture};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::gate::Registered;
 use crate::telemetry::{ms, REASON_KEY};
-use crate::BoxError;
 
 /// The service made by [`BulkheadLayer`](super::BulkheadLayer).
 ///
@@ -35,22 +37,34 @@ use crate::BoxError;
 /// first.await.unwrap().unwrap();
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct Bulkhead<S> {
+pub struct Bulkhead<S, K = Boxed> {
     pub(super) inner: S,
     pub(super) shared: Arc<Shared>,
+    /// The error type its calls fail with (see
+    /// [`BulkheadLayer::with_error`](super::BulkheadLayer::with_error)).
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone> Clone for Bulkhead<S> {
+impl<S: Clone, K> Clone for Bulkhead<S, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
 
-impl<S> Bulkhead<S> {
+impl<S: fmt::Debug, K> fmt::Debug for Bulkhead<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, K> Bulkhead<S, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -77,18 +91,18 @@ impl<S> Bulkhead<S> {
     }
 }
 
-impl<S, Req> Service<Req> for Bulkhead<S>
+impl<S, K, Req> Service<Req> for Bulkhead<S, K>
 where
     S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S, Req, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -129,7 +143,7 @@ where
 }
 
 /// Counts, traces and returns a call refused because `max_queue` calls already wait.
-fn reject_queue_full<S: Service<Req>, Req>(shared: &Shared) -> ResponseFuture<S, Req> {
+fn reject_queue_full<S: Service<Req>, Req, K>(shared: &Shared) -> ResponseFuture<S, Req, K> {
     let reason = OverloadReason::QueueFull;
     shared.attrs.with(REASON_KEY, reason.label(), |a| {
         shared.rejected.add(1, a);

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -10,23 +11,27 @@ use tracing::Span;
 
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::gate::{GatePermit, GateWait, Queued, Waited};
 use crate::telemetry::ms;
-use crate::BoxError;
 
 /// The response future of [`ConcurrencyLimit`](super::ConcurrencyLimit): waits for a permit if
 /// the layer waits, then drives the inner call, holding the permit until the call completes or
 /// this future is dropped.
 ///
 /// Admitted calls keep only the inner future and the permit inline; the state of a call that
-/// waits (and its span) is boxed, since waiting allocates anyway.
+/// waits (and its span) is boxed, since waiting allocates anyway. A refusal keeps only its
+/// reason and becomes the service's error when polled: boxed with [`Boxed`], the default, or
+/// made into the caller's type without allocating (see
+/// [`ConcurrencyLimitLayer::with_error`](super::ConcurrencyLimitLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<S, Req>
+pub struct ResponseFuture<S, Req, K = Boxed>
 where
     S: Service<Req>,
 {
     #[pin]
     state: State<S::Future, S, Req>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project(project = StateProj)]
@@ -57,7 +62,7 @@ struct Waiting<S, Req> {
     span: Span,
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, Req, K> std::fmt::Debug for ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
 {
@@ -73,7 +78,7 @@ where
     }
 }
 
-impl<S, Req> ResponseFuture<S, Req>
+impl<S, Req, K> ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
 {
@@ -86,6 +91,7 @@ where
                 permit: Some(permit),
                 span: None,
             },
+            _error: PhantomData,
         }
     }
 
@@ -94,6 +100,7 @@ where
             state: State::Rejected {
                 reason: error.reason(),
             },
+            _error: PhantomData,
         }
     }
 
@@ -117,16 +124,17 @@ where
                     span,
                 }),
             },
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, K> Future for ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<S::Response, <K as MakeError<S::Error>>::Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -138,10 +146,10 @@ where
                     let out = ready!(fut.poll(cx));
                     // Release before handing the response back.
                     drop(permit.take());
-                    return Poll::Ready(out.map_err(Into::into));
+                    return Poll::Ready(out.map_err(K::inner));
                 }
                 StateProj::Rejected { reason } => {
-                    return Poll::Ready(Err(Overloaded::new("limit", *reason).into()))
+                    return Poll::Ready(Err(K::refusal(Overloaded::new("limit", *reason))))
                 }
                 StateProj::Waiting { wait } => {
                     let next = ready!(wait.as_mut().poll_waited(cx));

@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -9,6 +11,7 @@ use tower_layer::Layer;
 use super::{ConcurrencyLimit, OverloadReason};
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::gate::Gate;
 use crate::keyed::{validate_max_keys, Global, KeyMap, DEFAULT_MAX_KEYS};
 use crate::telemetry::{Attrs, Telemetry, REASON_KEY};
@@ -31,18 +34,28 @@ use crate::telemetry::{Attrs, Telemetry, REASON_KEY};
 /// assert_eq!(layer.max_in_flight(), 32);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-#[derive(Debug)]
-pub struct ConcurrencyLimitLayer<X = Global> {
+pub struct ConcurrencyLimitLayer<X = Global, K = Boxed> {
     extractor: X,
     shared: Arc<Shared>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<X: Clone> Clone for ConcurrencyLimitLayer<X> {
+impl<X: Clone, K> Clone for ConcurrencyLimitLayer<X, K> {
     fn clone(&self) -> Self {
         Self {
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
+    }
+}
+
+impl<X: fmt::Debug, K> fmt::Debug for ConcurrencyLimitLayer<X, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimitLayer")
+            .field("extractor", &self.extractor)
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 
@@ -127,7 +140,49 @@ impl ConcurrencyLimitLayer {
     }
 }
 
-impl<X> ConcurrencyLimitLayer<X> {
+impl<X, K> ConcurrencyLimitLayer<X, K> {
+    /// The same layer (sharing its permits), whose services fail with `E` instead of
+    /// [`BoxError`](crate::BoxError): a refusal is made into `E` with `From<Overloaded>` and an
+    /// inner error with `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see
+    /// [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum), a
+    /// refusal allocates nothing; with [`BoxError`](crate::BoxError), the default, each refusal
+    /// boxes its [`Overloaded`](super::Overloaded) (one allocation).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use steadfast_layers::limit::{ConcurrencyLimitLayer, OverloadReason, Overloaded};
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Overloaded(Overloaded),
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<Infallible> for CallError {
+    ///     fn from(e: Infallible) -> Self { match e {} }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = ConcurrencyLimitLayer::new(1)?.with_error::<CallError>();
+    /// let stuck = service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
+    /// let mut svc = layer.layer(stuck);
+    /// let _first = svc.ready().await.map_err(|_| ()).unwrap().call(1); // holds the one permit
+    /// match svc.oneshot(2).await {
+    ///     Err(CallError::Overloaded(e)) => assert_eq!(e.reason(), OverloadReason::AtCapacity),
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> ConcurrencyLimitLayer<X, Typed<E>> {
+        ConcurrencyLimitLayer {
+            extractor: self.extractor,
+            shared: self.shared,
+            _error: PhantomData,
+        }
+    }
+
     /// The most calls in flight at once (per key when keyed).
     ///
     /// ```
@@ -195,14 +250,15 @@ impl<X> ConcurrencyLimitLayer<X> {
     }
 }
 
-impl<S, X: Clone> Layer<S> for ConcurrencyLimitLayer<X> {
-    type Service = ConcurrencyLimit<S, X>;
+impl<S, X: Clone, K> Layer<S> for ConcurrencyLimitLayer<X, K> {
+    type Service = ConcurrencyLimit<S, X, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ConcurrencyLimit {
             inner,
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
@@ -378,6 +434,7 @@ impl<X> ConcurrencyLimitLayerBuilder<X> {
         Ok(ConcurrencyLimitLayer {
             extractor: self.extractor,
             shared,
+            _error: PhantomData,
         })
     }
 }

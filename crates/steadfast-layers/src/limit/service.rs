@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,9 +10,9 @@ use tracing::Span;
 
 use super::layer::{Shared, Slots};
 use super::{OverloadReason, Overloaded, ResponseFuture};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::gate::{Gate, Registered};
 use crate::keyed::{Global, KeyExtractor};
-use crate::BoxError;
 
 /// The service made by [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer).
 ///
@@ -44,24 +46,37 @@ use crate::BoxError;
 /// assert_eq!(svc.oneshot(()).await.unwrap(), "done");
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct ConcurrencyLimit<S, X = Global> {
+pub struct ConcurrencyLimit<S, X = Global, K = Boxed> {
     pub(super) inner: S,
     pub(super) extractor: X,
     pub(super) shared: Arc<Shared>,
+    /// The error type its calls fail with (see
+    /// [`ConcurrencyLimitLayer::with_error`](super::ConcurrencyLimitLayer::with_error)).
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone, X: Clone> Clone for ConcurrencyLimit<S, X> {
+impl<S: Clone, X: Clone, K> Clone for ConcurrencyLimit<S, X, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, X> ConcurrencyLimit<S, X> {
+impl<S: fmt::Debug, X: fmt::Debug, K> fmt::Debug for ConcurrencyLimit<S, X, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimit")
+            .field("inner", &self.inner)
+            .field("extractor", &self.extractor)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, X, K> ConcurrencyLimit<S, X, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -83,19 +98,19 @@ impl<S, X> ConcurrencyLimit<S, X> {
     }
 }
 
-impl<S, X, Req> Service<Req> for ConcurrencyLimit<S, X>
+impl<S, X, K, Req> Service<Req> for ConcurrencyLimit<S, X, K>
 where
     S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
     X: KeyExtractor<Req>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S, Req, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     #[inline]
@@ -178,7 +193,10 @@ where
     }
 }
 
-fn reject<S: Service<Req>, Req>(shared: &Shared, reason: OverloadReason) -> ResponseFuture<S, Req> {
+fn reject<S: Service<Req>, Req, K>(
+    shared: &Shared,
+    reason: OverloadReason,
+) -> ResponseFuture<S, Req, K> {
     shared.reject(reason, None);
     ResponseFuture::rejected(Overloaded::new("limit", reason), Span::none())
 }

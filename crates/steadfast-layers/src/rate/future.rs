@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -11,17 +12,22 @@ use tracing::Span;
 
 use super::layer::{Refusal, Shared};
 use super::{OverloadReason, Overloaded};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::{ms, REASON_KEY};
-use crate::BoxError;
 
-/// Experiment: small response future.
+/// The response future of [`RateLimit`](super::RateLimit): the inner call, a wait for a cell
+/// (boxed: waiting allocates anyway), or a refusal. A refusal keeps only why (16 bytes: the
+/// future over a `Ready` inner future stays 16 bytes) and becomes the service's error when
+/// polled: boxed with [`Boxed`], the default, or made into the caller's type without allocating
+/// (see [`RateLimitLayer::with_error`](super::RateLimitLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<S, Req>
+pub struct ResponseFuture<S, Req, K = Boxed>
 where
     S: Service<Req>,
 {
     #[pin]
     state: State<S::Future, S, Req>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project]
@@ -46,12 +52,12 @@ enum State<F, S, Req> {
     Waiting {
         waiting: Pin<Box<WaitingState<S, Req>>>,
     },
-    Refused {
-        error: Option<Box<Overloaded>>,
-    },
+    /// Counted and traced when made; polled again after completion, it gives the same refusal
+    /// again.
+    Refused { why: Refusal },
 }
 
-impl<S, Req> std::fmt::Debug for ResponseFuture<S, Req>
+impl<S, Req, K> std::fmt::Debug for ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
 {
@@ -60,13 +66,22 @@ where
     }
 }
 
-/// Counts and traces a refusal, and makes its error.
-fn refusal(shared: &Shared, refusal: Refusal) -> Overloaded {
-    let (error, retry_after) = match refusal {
-        Refusal::RateLimited(after) => (Overloaded::rate_limited("rate", after), Some(after)),
-        Refusal::TooManyKeys => (Overloaded::new("rate", OverloadReason::TooManyKeys), None),
+/// The error of a refusal.
+#[inline]
+fn overloaded(why: Refusal) -> Overloaded {
+    match why {
+        Refusal::RateLimited(after) => Overloaded::rate_limited("rate", after),
+        Refusal::TooManyKeys => Overloaded::new("rate", OverloadReason::TooManyKeys),
+    }
+}
+
+/// Counts and traces a refusal, and returns the state that gives its error.
+fn refusal<F, S, Req>(shared: &Shared, why: Refusal) -> State<F, S, Req> {
+    let retry_after = match why {
+        Refusal::RateLimited(after) => Some(after),
+        Refusal::TooManyKeys => None,
     };
-    let reason = error.reason().label();
+    let reason = overloaded(why).reason().label();
     shared.attrs.with(REASON_KEY, reason, |a| {
         shared.rejected.add(1, a);
     });
@@ -77,10 +92,10 @@ fn refusal(shared: &Shared, refusal: Refusal) -> Overloaded {
         retry_after_ms = retry_after.map(ms),
         "rate limit: call rejected"
     );
-    error
+    State::Refused { why }
 }
 
-impl<S, Req> ResponseFuture<S, Req>
+impl<S, Req, K> ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
 {
@@ -88,15 +103,14 @@ where
     pub(super) fn called(fut: S::Future) -> Self {
         Self {
             state: State::Calling { fut },
+            _error: PhantomData,
         }
     }
 
     pub(super) fn refused(shared: &Shared, why: Refusal, span: Span) -> Self {
-        let error = span.in_scope(|| refusal(shared, why));
         Self {
-            state: State::Refused {
-                error: Some(Box::new(error)),
-            },
+            state: span.in_scope(|| refusal(shared, why)),
+            _error: PhantomData,
         }
     }
 
@@ -124,29 +138,26 @@ where
                     span,
                 }),
             },
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, K> Future for ResponseFuture<S, Req, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<S::Response, <K as MakeError<S::Error>>::Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Calling { fut } => return fut.poll(cx).map_err(Into::into),
-                StateProj::Refused { error } => {
-                    let e: BoxError = match error.take() {
-                        Some(e) => e,
-                        None => "polled after completion".into(),
-                    };
-                    return Poll::Ready(Err(e));
+                StateProj::Calling { fut } => return fut.poll(cx).map_err(K::inner),
+                StateProj::Refused { why } => {
+                    return Poll::Ready(Err(K::refusal(overloaded(*why))));
                 }
                 StateProj::Waiting { waiting } => {
                     let w = waiting.as_mut().project();
@@ -159,27 +170,18 @@ where
                             (Some(mut service), Some(req)) => State::Calling {
                                 fut: service.call(req),
                             },
-                            _ => State::Refused {
-                                error: Some(Box::new(refusal(shared, Refusal::TooManyKeys))),
-                            },
+                            _ => refusal(shared, Refusal::TooManyKeys),
                         },
                         Err(Refusal::RateLimited(wait)) => {
                             let now = Instant::now();
                             if w.deadline.is_some_and(|d| now + wait > d) {
-                                State::Refused {
-                                    error: Some(Box::new(refusal(
-                                        shared,
-                                        Refusal::RateLimited(wait),
-                                    ))),
-                                }
+                                refusal(shared, Refusal::RateLimited(wait))
                             } else {
                                 sleep.reset(now + wait);
                                 continue;
                             }
                         }
-                        Err(why) => State::Refused {
-                            error: Some(Box::new(refusal(shared, why))),
-                        },
+                        Err(why) => refusal(shared, why),
                     };
                     if let Some(h) = &shared.wait_time {
                         h.record(w.started.elapsed().as_secs_f64(), shared.attrs.base());

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use tower_layer::Layer;
 use super::store::{Cells, DirectCell, SharedCells};
 use super::{RateLimit, TokioClock};
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::keyed::validate_max_keys;
 use crate::keyed::{Global, DEFAULT_MAX_KEYS};
 use crate::limit::validate_wait;
@@ -54,18 +56,28 @@ type Keyed = RateLimiter<u64, SharedCells, TokioClock, NoOpMiddleware<Nanos>>;
 /// assert_eq!(layer.burst(), 10);
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-#[derive(Debug)]
-pub struct RateLimitLayer<X = Global> {
+pub struct RateLimitLayer<X = Global, K = Boxed> {
     extractor: X,
     shared: Arc<Shared>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<X: Clone> Clone for RateLimitLayer<X> {
+impl<X: Clone, K> Clone for RateLimitLayer<X, K> {
     fn clone(&self) -> Self {
         Self {
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
+    }
+}
+
+impl<X: fmt::Debug, K> fmt::Debug for RateLimitLayer<X, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("extractor", &self.extractor)
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 
@@ -266,7 +278,52 @@ impl RateLimitLayer {
     }
 }
 
-impl<X> RateLimitLayer<X> {
+impl<X, K> RateLimitLayer<X, K> {
+    /// The same layer (sharing its cells), whose services fail with `E` instead of
+    /// [`BoxError`](crate::BoxError): a refusal is made into `E` with `From<Overloaded>` and an
+    /// inner error with `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see
+    /// [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum), a
+    /// refusal allocates nothing; with [`BoxError`](crate::BoxError), the default, each refusal
+    /// boxes its [`Overloaded`](super::Overloaded) (one allocation).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use steadfast_layers::rate::{OverloadReason, Overloaded, RateLimitLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Overloaded(Overloaded),
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<Infallible> for CallError {
+    ///     fn from(e: Infallible) -> Self { match e {} }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = RateLimitLayer::builder(1, Duration::from_secs(1)).build()?.with_error::<CallError>();
+    /// let svc = layer.layer(service_fn(|x: u32| async move { Ok::<_, Infallible>(x) }));
+    /// assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1); // the one cell
+    /// match svc.oneshot(2).await {
+    ///     Err(CallError::Overloaded(e)) => {
+    ///         assert_eq!(e.reason(), OverloadReason::RateLimited);
+    ///         assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+    ///     }
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> RateLimitLayer<X, Typed<E>> {
+        RateLimitLayer {
+            extractor: self.extractor,
+            shared: self.shared,
+            _error: PhantomData,
+        }
+    }
+
     /// The time between two cells (`per / requests`).
     pub fn interval(&self) -> Duration {
         self.shared.active.load().interval
@@ -323,8 +380,8 @@ impl<X> RateLimitLayer<X> {
     }
 }
 
-impl<S, X: Clone> Layer<S> for RateLimitLayer<X> {
-    type Service = RateLimit<S, X>;
+impl<S, X: Clone, K> Layer<S> for RateLimitLayer<X, K> {
+    type Service = RateLimit<S, X, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit {
@@ -332,6 +389,7 @@ impl<S, X: Clone> Layer<S> for RateLimitLayer<X> {
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
             active: Cache::new(ActiveOf(Arc::clone(&self.shared))),
+            _error: PhantomData,
         }
     }
 }
@@ -579,6 +637,7 @@ impl<X> RateLimitLayerBuilder<X> {
         Ok(RateLimitLayer {
             extractor: self.extractor,
             shared,
+            _error: PhantomData,
         })
     }
 }

@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -8,10 +10,10 @@ use tracing::Span;
 use arc_swap::Cache;
 
 use super::layer::{Active, ActiveOf, Refusal, Shared};
-use super::ResponseFuture;
+use super::{Overloaded, ResponseFuture};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::keyed::{Global, KeyExtractor};
 use crate::telemetry::ms;
-use crate::BoxError;
 
 /// The service made by [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -36,28 +38,42 @@ use crate::BoxError;
 /// assert_eq!(o.retry_after(), Some(Duration::from_millis(500)));
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct RateLimit<S, X = Global> {
+pub struct RateLimit<S, X = Global, K = Boxed> {
     pub(super) inner: S,
     pub(super) extractor: X,
     pub(super) shared: Arc<Shared>,
     /// The quota in force, as last seen: one relaxed load per call tells whether a handle has
     /// changed it since.
     pub(super) active: Cache<ActiveOf, Arc<Active>>,
+    /// The error type its calls fail with (see
+    /// [`RateLimitLayer::with_error`](super::RateLimitLayer::with_error)).
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone, X: Clone> Clone for RateLimit<S, X> {
+impl<S: Clone, X: Clone, K> Clone for RateLimit<S, X, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             extractor: self.extractor.clone(),
             shared: Arc::clone(&self.shared),
             active: self.active.clone(),
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, X> RateLimit<S, X> {
+impl<S: fmt::Debug, X: fmt::Debug, K> fmt::Debug for RateLimit<S, X, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("extractor", &self.extractor)
+            .field("shared", &self.shared)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl<S, X, K> RateLimit<S, X, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -74,19 +90,19 @@ impl<S, X> RateLimit<S, X> {
     }
 }
 
-impl<S, X, Req> Service<Req> for RateLimit<S, X>
+impl<S, X, K, Req> Service<Req> for RateLimit<S, X, K>
 where
     S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
     X: KeyExtractor<Req>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S, Req, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {

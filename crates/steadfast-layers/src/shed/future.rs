@@ -1,18 +1,30 @@
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
 
 use super::Overloaded;
-use crate::BoxError;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 
-/// The response future of [`LoadShed`](super::LoadShed).
+/// The response future of [`LoadShed`](super::LoadShed). A shed call's error is made when
+/// polled: boxed with [`Boxed`], the default, or made into the caller's type without allocating
+/// (see [`LoadShedLayer::with_error`](super::LoadShedLayer::with_error)).
 #[pin_project]
-#[derive(Debug)]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, K = Boxed> {
     #[pin]
     kind: Kind<F>,
+    _error: PhantomData<fn() -> K>,
+}
+
+impl<F: fmt::Debug, K> fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 #[pin_project(project = KindProj)]
@@ -25,36 +37,39 @@ enum Kind<F> {
     Shed,
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, K> ResponseFuture<F, K> {
     #[inline]
     pub(super) fn called(fut: F) -> Self {
         Self {
             kind: Kind::Called { fut },
+            _error: PhantomData,
         }
     }
 
     /// A shed call: its `Overloaded` error is built when polled, keeping the future small.
     pub(super) fn shed() -> Self {
-        Self { kind: Kind::Shed }
+        Self {
+            kind: Kind::Shed,
+            _error: PhantomData,
+        }
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, T, E, K> Future for ResponseFuture<F, K>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    K: MakeRefusal<E, Overloaded>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, <K as MakeError<E>>::Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
-            KindProj::Shed => Poll::Ready(Err(Overloaded::new(
+            KindProj::Called { fut } => fut.poll(cx).map_err(K::inner),
+            KindProj::Shed => Poll::Ready(Err(K::refusal(Overloaded::new(
                 "shed",
                 super::OverloadReason::NotReady,
-            )
-            .into())),
+            )))),
         }
     }
 }

@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use opentelemetry::metrics::Counter;
@@ -5,6 +7,7 @@ use tower_layer::Layer;
 
 use super::LoadShed;
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::telemetry::{Attrs, Telemetry};
 
 /// Sheds calls made while the inner service is not ready.
@@ -15,9 +18,26 @@ use crate::telemetry::{Attrs, Telemetry};
 /// # let _ = layer;
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-#[derive(Clone, Debug)]
-pub struct LoadShedLayer {
+pub struct LoadShedLayer<K = Boxed> {
     shared: Arc<Shared>,
+    _error: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for LoadShedLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for LoadShedLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadShedLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +91,59 @@ impl LoadShedLayer {
                 attrs: telemetry.base_attributes(),
                 telemetry,
             }),
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<K> LoadShedLayer<K> {
+    /// The same layer (sharing its telemetry), whose services fail with `E` instead of
+    /// [`BoxError`](crate::BoxError): a shed call's error is made into `E` with
+    /// `From<Overloaded>` and an inner error with `Into<E>`
+    /// ([`Typed<E>`](crate::error_type::Typed); see [`error_type`](crate::error_type)). With a
+    /// type that holds the refusal inline (an enum), shedding a call allocates nothing; with
+    /// [`BoxError`](crate::BoxError), the default, each shed call boxes its
+    /// [`Overloaded`](super::Overloaded) (one allocation).
+    ///
+    /// ```
+    /// use std::task::{Context, Poll};
+    /// use steadfast_layers::shed::{LoadShedLayer, OverloadReason, Overloaded};
+    /// use tower::{Layer, Service, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Overloaded(Overloaded),
+    ///     Io(std::io::Error),
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<std::io::Error> for CallError {
+    ///     fn from(e: std::io::Error) -> Self { CallError::Io(e) }
+    /// }
+    ///
+    /// /// A service that is never ready.
+    /// struct Busy;
+    /// impl Service<()> for Busy {
+    ///     type Response = ();
+    ///     type Error = std::io::Error;
+    ///     type Future = std::future::Ready<Result<(), Self::Error>>;
+    ///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> { Poll::Pending }
+    ///     fn call(&mut self, _: ()) -> Self::Future { unreachable!("never ready") }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let svc = LoadShedLayer::new().with_error::<CallError>().layer(Busy);
+    /// match svc.oneshot(()).await {
+    ///     Err(CallError::Overloaded(e)) => assert_eq!(e.reason(), OverloadReason::NotReady),
+    ///     other => panic!("expected a shed call, got {other:?}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn with_error<E>(self) -> LoadShedLayer<Typed<E>> {
+        LoadShedLayer {
+            shared: self.shared,
+            _error: PhantomData,
         }
     }
 }
@@ -81,14 +154,15 @@ impl Default for LoadShedLayer {
     }
 }
 
-impl<S> Layer<S> for LoadShedLayer {
-    type Service = LoadShed<S>;
+impl<S, K> Layer<S> for LoadShedLayer<K> {
+    type Service = LoadShed<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         LoadShed {
             inner,
             ready: false,
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }

@@ -1,12 +1,14 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
 use super::layer::Shared;
-use super::{OverloadReason, ResponseFuture};
+use super::{OverloadReason, Overloaded, ResponseFuture};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::REASON_KEY;
-use crate::BoxError;
 
 /// The service made by [`LoadShedLayer`](super::LoadShedLayer).
 ///
@@ -31,26 +33,39 @@ use crate::BoxError;
 /// assert!(err.is::<Overloaded>());
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct LoadShed<S> {
+pub struct LoadShed<S, K = Boxed> {
     pub(super) inner: S,
     /// Whether the inner service answered ready to the last `poll_ready`.
     pub(super) ready: bool,
     pub(super) shared: Arc<Shared>,
+    /// The error type its calls fail with (see
+    /// [`LoadShedLayer::with_error`](super::LoadShedLayer::with_error)).
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone> Clone for LoadShed<S> {
+impl<S: Clone, K> Clone for LoadShed<S, K> {
     fn clone(&self) -> Self {
         // A clone has not been polled: it is not known to be ready.
         Self {
             inner: self.inner.clone(),
             ready: false,
             shared: Arc::clone(&self.shared),
+            _error: PhantomData,
         }
     }
 }
 
-impl<S> LoadShed<S> {
+impl<S: fmt::Debug, K> fmt::Debug for LoadShed<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadShed")
+            .field("inner", &self.inner)
+            .field("ready", &self.ready)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, K> LoadShed<S, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -67,20 +82,20 @@ impl<S> LoadShed<S> {
     }
 }
 
-impl<S, Req> Service<Req> for LoadShed<S>
+impl<S, K, Req> Service<Req> for LoadShed<S, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.ready = match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => true,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(K::inner(e))),
             Poll::Pending => false,
         };
         // Always ready: a call made now either goes through or is shed.
@@ -99,7 +114,7 @@ where
 
 #[cold]
 #[inline(never)]
-fn shed<F>(shared: &Shared) -> ResponseFuture<F> {
+fn shed<F, K>(shared: &Shared) -> ResponseFuture<F, K> {
     let reason = OverloadReason::NotReady;
     shared.attrs.with(REASON_KEY, reason.label(), |a| {
         shared.rejected.add(1, a);
