@@ -11,6 +11,13 @@
 //! ([`CircuitOpen`](crate::breaker::CircuitOpen), [`Overloaded`](crate::overload::Overloaded))
 //! into it.
 //!
+//! Stacking typed layers keeps the refusals unboxed all the way up (`Typed<E>` over an inner
+//! error that is already `E`). A layer above that classifies errors sees `E`: the circuit
+//! breaker's default classifier, [`RetryOnError`](crate::classify::RetryOnError), reads it
+//! through [`AsErrorRef`](crate::classify::AsErrorRef), which `E` then implements (returning
+//! each variant's error, so that the nouns are recognised), or the layer is given a classifier
+//! of its own.
+//!
 //! ```
 //! use steadfast_layers::breaker::CircuitOpen;
 //! use steadfast_layers::error_type::{Boxed, MakeError, MakeRefusal, Typed};
