@@ -342,6 +342,7 @@ pub trait AsErrorRef {
 }
 
 impl AsErrorRef for crate::BoxError {
+    #[inline]
     fn as_error_ref(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&**self)
     }

@@ -4,9 +4,9 @@
 //!
 //! A layer that can refuse a call (the circuit breaker, through
 //! [`CircuitBreakerLayer::with_error`](crate::breaker::CircuitBreakerLayer::with_error), and the
-//! concurrency limit, load shedding, the bulkhead, the rate limit and the adaptive throttle,
-//! through their layers' `with_error`) has a last type parameter `K = Boxed` naming one of
-//! these. [`MakeError`] turns the inner service's
+//! concurrency limit, load shedding, the bulkhead, the rate limit, the adaptive throttle and the
+//! adaptive limit, through their layers' `with_error`) has a last type parameter `K = Boxed`
+//! naming one of these. [`MakeError`] turns the inner service's
 //! error into the service's error; [`MakeRefusal`] turns the layer's own noun
 //! ([`CircuitOpen`](crate::breaker::CircuitOpen), [`Overloaded`](crate::overload::Overloaded))
 //! into it.
@@ -16,7 +16,9 @@
 //! breaker's default classifier, [`RetryOnError`](crate::classify::RetryOnError), reads it
 //! through [`AsErrorRef`](crate::classify::AsErrorRef), which `E` then implements (returning
 //! each variant's error, so that the nouns are recognised), or the layer is given a classifier
-//! of its own.
+//! of its own. The adaptive limit reads its own `E` the same way, whatever its classifier, to
+//! count a [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) after the call ran as a drop:
+//! its `with_error::<E>()` services need `E: AsErrorRef`.
 //!
 //! ```
 //! use steadfast_layers::breaker::CircuitOpen;

@@ -15,7 +15,8 @@ use std::time::Duration;
 use steadfast_layers::adaptive_limit::{
     AdaptiveLimitLayer, Aimd, Algorithm, Gradient2, OverloadReason, Overloaded, Samples, Vegas,
 };
-use steadfast_layers::classify::{Classifier, Outcome};
+use steadfast_layers::classify::{AsErrorRef, Classifier, Outcome};
+use steadfast_layers::deadline::DeadlineExceeded;
 use steadfast_layers::rng::RandomSource;
 use steadfast_layers::telemetry::Telemetry;
 use steadfast_layers::{BoxError, Problem};
@@ -197,6 +198,107 @@ async fn a_call_its_caller_gives_up_on_is_a_drop_of_at_least_its_wait() {
         .await
         .is_err());
     assert!(quiet_seen.lock().unwrap().is_empty());
+}
+
+/// A caller's error for a typed adaptive limit (`with_error`): the nouns inline, read through
+/// `AsErrorRef` (by the classifier and by the limit's check for a spent deadline).
+#[derive(Debug)]
+enum CallError {
+    Overloaded(Overloaded),
+    Deadline(DeadlineExceeded),
+    Bad(std::io::Error),
+}
+
+impl From<Overloaded> for CallError {
+    fn from(e: Overloaded) -> Self {
+        CallError::Overloaded(e)
+    }
+}
+
+impl AsErrorRef for CallError {
+    fn as_error_ref(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Overloaded(e) => Some(e),
+            CallError::Deadline(e) => Some(e),
+            CallError::Bad(e) => Some(e),
+        }
+    }
+}
+
+/// A service failing after the time it is asked for, with a spent deadline (`true`) or a bad
+/// request (`false`), both in the caller's error.
+fn failing_typed() -> impl Service<
+    (Duration, bool),
+    Response = (),
+    Error = CallError,
+    Future = impl std::future::Future<Output = Result<(), CallError>> + Send,
+> + Clone {
+    service_fn(|(after, deadline): (Duration, bool)| async move {
+        sleep(after).await;
+        Err(if deadline {
+            CallError::Deadline(DeadlineExceeded::new())
+        } else {
+            CallError::Bad(std::io::Error::other("bad request"))
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_limit_counts_a_deadline_in_the_callers_error_after_the_call_ran_as_a_drop() {
+    let metrics = Metrics::new();
+    let alg = Recorder::new(10);
+    let seen = alg.seen.clone();
+    // The default classifier reads `CallError` through `AsErrorRef`: a spent deadline is fatal,
+    // and the limit (reading it the same way) counts it as a drop once the call has run.
+    let svc = AdaptiveLimitLayer::builder()
+        .algorithm(alg)
+        .window(Duration::ZERO)
+        .min_samples(1)
+        .telemetry(Telemetry::new().meter(metrics.meter()))
+        .build()
+        .unwrap()
+        .with_error::<CallError>()
+        .layer(failing_typed());
+    let late = svc.clone().oneshot((ms(20), true)).await;
+    assert!(matches!(late, Err(CallError::Deadline(_))), "{late:?}");
+    // Spent before the call ran (in no time): says nothing about load, not measured.
+    let spent = svc.clone().oneshot((Duration::ZERO, true)).await;
+    assert!(matches!(spent, Err(CallError::Deadline(_))), "{spent:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Samples::new(1, 1, ms(20), ms(20), 1)]
+    );
+    assert_eq!(
+        metrics.counter(
+            "steadfast.adaptive.drops",
+            &[("error.type", "deadline_exceeded")]
+        ),
+        1
+    );
+    // A classifier that calls every error fatal: a bad request is not measured, a deadline that
+    // expired while the call ran still is a drop (the limit reads `CallError`, not the label).
+    let alg = Recorder::new(10);
+    let seen = alg.seen.clone();
+    let svc = AdaptiveLimitLayer::builder()
+        .algorithm(alg)
+        .classifier(|r: &Result<(), CallError>| match r {
+            Ok(()) => Outcome::Success,
+            Err(_) => Outcome::fatal("bad_request"),
+        })
+        .window(Duration::ZERO)
+        .min_samples(1)
+        .build()
+        .unwrap()
+        .with_error::<CallError>()
+        .layer(failing_typed());
+    let bad = svc.clone().oneshot((ms(30), false)).await;
+    assert!(matches!(bad, Err(CallError::Bad(_))), "{bad:?}");
+    assert!(seen.lock().unwrap().is_empty());
+    svc.oneshot((ms(30), true)).await.unwrap_err();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Samples::new(1, 1, ms(30), ms(30), 1)]
+    );
 }
 
 #[tokio::test(start_paused = true)]

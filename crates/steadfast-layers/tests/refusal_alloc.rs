@@ -1,7 +1,7 @@
 //! Heap allocations per refused call, on every refusal path: an open circuit breaker (reading the
-//! clock, or with its break timer armed), a breaker forced open, a concurrency limit and a
-//! bulkhead at capacity, a rate limit out of cells, load shedding, an adaptive throttle rejecting
-//! locally, and a deadline already passed on arrival.
+//! clock, or with its break timer armed), a breaker forced open, a concurrency limit, an adaptive
+//! limit and a bulkhead at capacity, a rate limit out of cells, load shedding, an adaptive
+//! throttle rejecting locally, and a deadline already passed on arrival.
 //!
 //! Each refusal allocates exactly one thing: the box of its noun error (`CircuitOpen`,
 //! `Overloaded`, `DeadlineExceeded`), which every layer returns as a `BoxError` (ADR 0001). The
@@ -11,8 +11,8 @@
 //!
 //! A layer given an error type that holds the refusal inline (`with_error::<E>()`, ADR 0008)
 //! allocates nothing at all when it refuses: pinned below for the open breaker (clock or timer),
-//! the forced-open one, the concurrency limit, the bulkhead, the rate limit, load shedding and the
-//! adaptive throttle.
+//! the forced-open one, the concurrency limit, the adaptive limit, the bulkhead, the rate limit,
+//! load shedding and the adaptive throttle.
 //!
 //! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
 //! the calls.
@@ -26,11 +26,13 @@ mod refusal_alloc {
     use std::time::Duration;
 
     use allocation_counter::AllocationInfo;
+    use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Vegas};
     use steadfast_layers::adaptive_throttle::ThrottleLayer;
     use steadfast_layers::breaker::{
         BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer, CircuitOpen,
     };
     use steadfast_layers::bulkhead::BulkheadLayer;
+    use steadfast_layers::classify::AsErrorRef;
     use steadfast_layers::deadline::{Deadline, DeadlineExceeded, DeadlineLayer};
     use steadfast_layers::limit::ConcurrencyLimitLayer;
     use steadfast_layers::overload::{OverloadReason, Overloaded};
@@ -183,6 +185,33 @@ mod refusal_alloc {
         assert_only_the_box::<Overloaded>("limit at capacity", info);
     }
 
+    /// An adaptive limit of one call (no call completes, so it stays one).
+    fn adaptive_limit_of_one() -> AdaptiveLimitLayer {
+        AdaptiveLimitLayer::builder()
+            .algorithm(
+                Vegas::builder()
+                    .initial_limit(1)
+                    .build()
+                    .expect("valid vegas"),
+            )
+            .build()
+            .expect("valid adaptive limit")
+    }
+
+    #[test]
+    fn a_full_adaptive_limit_allocates_only_its_error() {
+        let rt = runtime();
+        let layer = adaptive_limit_of_one();
+        let handle = layer.handle();
+        let mut svc = layer.layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let info = count::<_, Overloaded>(&rt, &mut svc);
+        assert_eq!((handle.limit(), handle.in_flight()), (1, 1));
+        assert_only_the_box::<Overloaded>("adaptive limit at capacity", info);
+    }
+
     #[test]
     fn a_full_bulkhead_allocates_only_its_error() {
         let rt = runtime();
@@ -269,6 +298,17 @@ mod refusal_alloc {
     impl From<Infallible> for CallError {
         fn from(e: Infallible) -> Self {
             match e {}
+        }
+    }
+
+    /// What the adaptive limit reads to tell a spent deadline (`AsErrorRef`, as the classifiers).
+    impl AsErrorRef for CallError {
+        fn as_error_ref(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            match self {
+                CallError::Open(e) => Some(e),
+                CallError::Overloaded(e) => Some(e),
+                CallError::Io(e) => Some(e),
+            }
         }
     }
 
@@ -397,6 +437,25 @@ mod refusal_alloc {
             "limit",
             OverloadReason::AtCapacity,
         );
+    }
+
+    #[test]
+    fn a_full_adaptive_limit_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let layer = adaptive_limit_of_one().with_error::<CallError>();
+        let handle = layer.handle();
+        let mut svc = layer.layer(stuck());
+        // Holds the one slot for the rest of the test.
+        #[allow(clippy::async_yields_async)]
+        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        assert_overloaded_allocates_nothing(
+            "adaptive limit at capacity, inline error",
+            &rt,
+            &mut svc,
+            "adaptive_limit",
+            OverloadReason::AtCapacity,
+        );
+        assert_eq!((handle.limit(), handle.in_flight()), (1, 1));
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -8,17 +9,20 @@ use tokio::time::Instant;
 
 use super::layer::Core;
 use super::{Algorithm, Overloaded};
-use crate::classify::{Classifier, Outcome};
+use crate::classify::{AsErrorRef, Classifier, Outcome};
 use crate::deadline::DeadlineExceeded;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::ERROR_TYPE_KEY;
-use crate::BoxError;
 
 /// The response future of [`AdaptiveLimit`](super::AdaptiveLimit): drives the inner call,
-/// then measures it and frees its slot.
+/// then measures it and frees its slot. A refusal becomes the service's error when polled: boxed
+/// with [`Boxed`], the default, or made into the caller's type without allocating (see
+/// [`AdaptiveLimitLayer::with_error`](super::AdaptiveLimitLayer::with_error)).
 #[pin_project]
-pub struct ResponseFuture<F, C, A> {
+pub struct ResponseFuture<F, C, A, K = Boxed> {
     #[pin]
     kind: Kind<F, C, A>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[pin_project(project = KindProj)]
@@ -34,7 +38,7 @@ enum Kind<F, C, A> {
     },
 }
 
-impl<F, C, A> std::fmt::Debug for ResponseFuture<F, C, A> {
+impl<F, C, A, K> std::fmt::Debug for ResponseFuture<F, C, A, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Admitted { .. } => "admitted",
@@ -46,7 +50,7 @@ impl<F, C, A> std::fmt::Debug for ResponseFuture<F, C, A> {
     }
 }
 
-impl<F, C, A> ResponseFuture<F, C, A> {
+impl<F, C, A, K> ResponseFuture<F, C, A, K> {
     pub(super) fn admitted(fut: F, classifier: C, guard: InFlight<A>) -> Self {
         Self {
             kind: Kind::Admitted {
@@ -54,28 +58,31 @@ impl<F, C, A> ResponseFuture<F, C, A> {
                 classifier,
                 guard: Some(guard),
             },
+            _error: PhantomData,
         }
     }
 
     pub(super) fn rejected(error: Overloaded) -> Self {
         Self {
             kind: Kind::Rejected { error },
+            _error: PhantomData,
         }
     }
 }
 
-impl<F, C, A, Res, E> Future for ResponseFuture<F, C, A>
+impl<F, C, A, K, Res, E> Future for ResponseFuture<F, C, A, K>
 where
     F: Future<Output = Result<Res, E>>,
-    E: Into<BoxError>,
+    K: MakeRefusal<E, Overloaded>,
+    <K as MakeError<E>>::Error: AsErrorRef,
     C: Classifier<Res, E>,
     A: Algorithm,
 {
-    type Output = Result<Res, BoxError>;
+    type Output = Result<Res, <K as MakeError<E>>::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Rejected { error } => Poll::Ready(Err((*error).into())),
+            KindProj::Rejected { error } => Poll::Ready(Err(K::refusal(*error))),
             KindProj::Admitted {
                 fut,
                 classifier,
@@ -83,7 +90,7 @@ where
             } => {
                 let result = ready!(fut.poll(cx));
                 let outcome = classifier.classify(&result);
-                let result = result.map_err(Into::into);
+                let result = result.map_err(K::inner);
                 if let Some(guard) = guard.take() {
                     guard.finish(outcome, &result);
                 }
@@ -117,7 +124,10 @@ impl<A: Algorithm> InFlight<A> {
         }
     }
 
-    fn finish<Res>(mut self, outcome: Outcome, result: &Result<Res, BoxError>) {
+    /// `result` is the call's, as the service returns it: a [`DeadlineExceeded`] is found in a
+    /// `BoxError` or, with [`Typed<E>`](crate::error_type::Typed), in the caller's `E` through
+    /// [`AsErrorRef`].
+    fn finish<Res, Err: AsErrorRef>(mut self, outcome: Outcome, result: &Result<Res, Err>) {
         self.released = true;
         let core = &*self.core;
         core.gate.release();
@@ -133,6 +143,7 @@ impl<A: Algorithm> InFlight<A> {
                     && result
                         .as_ref()
                         .err()
+                        .and_then(AsErrorRef::as_error_ref)
                         .is_some_and(|e| e.is::<DeadlineExceeded>()) =>
             {
                 Some("deadline_exceeded")

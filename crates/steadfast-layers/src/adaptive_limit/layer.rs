@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, TryLockError, Weak};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use super::{AdaptiveLimit, Algorithm, Samples, Vegas, MAX_LIMIT};
 use crate::classify::RetryOnError;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::gate::Gate;
 use crate::rng::{default_rng, RandomSource, SeededRng, SharedRng};
 use crate::telemetry::{ms, Attrs, Telemetry};
@@ -30,18 +32,28 @@ use crate::telemetry::{ms, Attrs, Telemetry};
 /// assert_eq!(layer.handle().algorithm(), "vegas");
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
-#[derive(Debug)]
-pub struct AdaptiveLimitLayer<A = Vegas, C = RetryOnError> {
+pub struct AdaptiveLimitLayer<A = Vegas, C = RetryOnError, K = Boxed> {
     classifier: C,
     core: Arc<Core<A>>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<A, C: Clone> Clone for AdaptiveLimitLayer<A, C> {
+impl<A, C: Clone, K> Clone for AdaptiveLimitLayer<A, C, K> {
     fn clone(&self) -> Self {
         Self {
             classifier: self.classifier.clone(),
             core: Arc::clone(&self.core),
+            _error: PhantomData,
         }
+    }
+}
+
+impl<A, C: fmt::Debug, K> fmt::Debug for AdaptiveLimitLayer<A, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveLimitLayer")
+            .field("classifier", &self.classifier)
+            .field("core", &self.core)
+            .finish()
     }
 }
 
@@ -260,7 +272,65 @@ fn nanos_since(epoch: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl<A, C> AdaptiveLimitLayer<A, C> {
+impl<A, C, K> AdaptiveLimitLayer<A, C, K> {
+    /// The same layer (sharing its limit), whose services fail with `E` instead of
+    /// [`BoxError`](crate::BoxError): a refusal is made into `E` with `From<Overloaded>` and an
+    /// inner error with `Into<E>` ([`Typed<E>`](crate::error_type::Typed); see
+    /// [`error_type`](crate::error_type)). With a type that holds the refusal inline (an enum), a
+    /// refusal allocates nothing; with [`BoxError`](crate::BoxError), the default, each one boxes
+    /// its [`Overloaded`](super::Overloaded) (one allocation).
+    ///
+    /// `E` also implements [`AsErrorRef`](crate::classify::AsErrorRef) (returning each variant's
+    /// error): a call that ends in a [`DeadlineExceeded`](crate::deadline::DeadlineExceeded)
+    /// held in `E` after it ran is a drop, as with `BoxError` (see
+    /// [`classifier`](AdaptiveLimitLayerBuilder::classifier)).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use steadfast_layers::adaptive_limit::{AdaptiveLimitLayer, Aimd, OverloadReason, Overloaded};
+    /// use steadfast_layers::classify::AsErrorRef;
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Overloaded(Overloaded),
+    /// }
+    /// impl From<Overloaded> for CallError {
+    ///     fn from(e: Overloaded) -> Self { CallError::Overloaded(e) }
+    /// }
+    /// impl From<Infallible> for CallError {
+    ///     fn from(e: Infallible) -> Self { match e {} }
+    /// }
+    /// impl AsErrorRef for CallError {
+    ///     fn as_error_ref(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         match self {
+    ///             CallError::Overloaded(e) => Some(e),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = AdaptiveLimitLayer::builder()
+    ///     .algorithm(Aimd::builder().initial_limit(1).build()?)
+    ///     .build()?
+    ///     .with_error::<CallError>();
+    /// let stuck = service_fn(|_: u32| std::future::pending::<Result<u32, Infallible>>());
+    /// let mut svc = layer.layer(stuck);
+    /// let _first = svc.ready().await.map_err(|_| ()).unwrap().call(1); // holds the one slot
+    /// match svc.oneshot(2).await {
+    ///     Err(CallError::Overloaded(e)) => assert_eq!(e.reason(), OverloadReason::AtCapacity),
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> AdaptiveLimitLayer<A, C, Typed<E>> {
+        AdaptiveLimitLayer {
+            classifier: self.classifier,
+            core: self.core,
+            _error: PhantomData,
+        }
+    }
+
     /// A view of the current limit, shared with every clone.
     ///
     /// ```
@@ -300,14 +370,15 @@ impl AdaptiveLimitLayer {
     }
 }
 
-impl<S, A, C: Clone> Layer<S> for AdaptiveLimitLayer<A, C> {
-    type Service = AdaptiveLimit<S, A, C>;
+impl<S, A, C: Clone, K> Layer<S> for AdaptiveLimitLayer<A, C, K> {
+    type Service = AdaptiveLimit<S, A, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AdaptiveLimit {
             inner,
             classifier: self.classifier.clone(),
             core: Arc::clone(&self.core),
+            _error: PhantomData,
         }
     }
 }
@@ -572,6 +643,7 @@ impl<A, C> AdaptiveLimitLayerBuilder<A, C> {
         Ok(AdaptiveLimitLayer {
             classifier: self.classifier,
             core: Arc::new(core),
+            _error: PhantomData,
         })
     }
 }

@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,9 +9,9 @@ use tower_service::Service;
 use super::future::InFlight;
 use super::layer::Core;
 use super::{Algorithm, LimitHandle, OverloadReason, Overloaded, ResponseFuture, Vegas};
-use crate::classify::{Classifier, RetryOnError};
+use crate::classify::{AsErrorRef, Classifier, RetryOnError};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::REASON_KEY;
-use crate::BoxError;
 
 /// The service made by [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer).
 ///
@@ -41,24 +43,37 @@ use crate::BoxError;
 /// assert_eq!(handle.limit(), 3);
 /// # }
 /// ```
-#[derive(Debug)]
-pub struct AdaptiveLimit<S, A = Vegas, C = RetryOnError> {
+pub struct AdaptiveLimit<S, A = Vegas, C = RetryOnError, K = Boxed> {
     pub(super) inner: S,
     pub(super) classifier: C,
     pub(super) core: Arc<Core<A>>,
+    /// The error type its calls fail with (see
+    /// [`AdaptiveLimitLayer::with_error`](super::AdaptiveLimitLayer::with_error)).
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S: Clone, A, C: Clone> Clone for AdaptiveLimit<S, A, C> {
+impl<S: Clone, A, C: Clone, K> Clone for AdaptiveLimit<S, A, C, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             classifier: self.classifier.clone(),
             core: Arc::clone(&self.core),
+            _error: PhantomData,
         }
     }
 }
 
-impl<S, A, C> AdaptiveLimit<S, A, C> {
+impl<S: fmt::Debug, A, C: fmt::Debug, K> fmt::Debug for AdaptiveLimit<S, A, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptiveLimit")
+            .field("inner", &self.inner)
+            .field("classifier", &self.classifier)
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl<S, A, C, K> AdaptiveLimit<S, A, C, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -80,20 +95,21 @@ impl<S, A, C> AdaptiveLimit<S, A, C> {
     }
 }
 
-impl<S, A, C, Req> Service<Req> for AdaptiveLimit<S, A, C>
+impl<S, A, C, K, Req> Service<Req> for AdaptiveLimit<S, A, C, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Overloaded>,
+    <K as MakeError<S::Error>>::Error: AsErrorRef,
     A: Algorithm,
     C: Classifier<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C, A>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, C, A, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
