@@ -14,7 +14,8 @@
 //!
 //! Then single layers on the paths the stacks do not show: the deadline when the call is
 //! pending once, an open breaker refusing calls with default settings on a current-thread
-//! runtime and a closed breaker with a 30 s time window (both beside failsafe's), load shedding,
+//! runtime (and, for information, with `BreakTimer::Always`, which takes the clock read off the
+//! refusal where the caller says the runtime keeps running) and a closed breaker with a 30 s time window (both beside failsafe's), load shedding,
 //! and a retry with no budget beside seatbelt's (and tower's, for information). After the
 //! criterion groups it measures each pair again in alternation and prints steadfast / peer
 //! ratios with their targets.
@@ -35,7 +36,7 @@ use steadfast_benches::{
     AttemptsPolicy, Comparison, Echo, FileTime, PendingOnce, Refuse, Target, TpsBudgetPolicy,
     BARE_GROUP, BARE_ID, MAX_ATTEMPTS, TIMEOUT,
 };
-use steadfast_layers::breaker::{BreakDuration, BreakerState, CircuitBreakerLayer};
+use steadfast_layers::breaker::{BreakDuration, BreakTimer, BreakerState, CircuitBreakerLayer};
 use steadfast_layers::deadline::DeadlineLayer;
 use steadfast_layers::limit::ConcurrencyLimitLayer;
 use steadfast_layers::retry::RetryLayer;
@@ -118,6 +119,12 @@ const ROWS: &[Comparison] = &[
         group: "breaker_open_boxed",
         peer: Some(FAILSAFE),
         label: "breaker open (default, current-thread, BoxError) vs failsafe",
+        target: Target::Report,
+    },
+    Comparison {
+        group: "breaker_open_timer",
+        peer: Some(FAILSAFE),
+        label: "breaker open (BreakTimer::Always, current-thread, inline error) vs failsafe",
         target: Target::Report,
     },
     Comparison {
@@ -265,12 +272,14 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     // Open with default settings (a break far longer than the run), tripped and refusing on a
     // current-thread runtime: with an error type that holds the refusal inline, as failsafe's
     // does (no allocation), and with `BoxError`, the default (one box per refusal).
-    let open = || {
+    let open_with = |timer: BreakTimer| {
         CircuitBreakerLayer::builder()
             .break_duration(BreakDuration::constant(LONG_BREAK))
+            .break_timer(timer)
             .build()
             .expect("valid breaker")
     };
+    let open = || open_with(BreakTimer::default());
     macro_rules! open_group {
         ($name:expr, $layer:expr) => {{
             let layer = $layer;
@@ -288,6 +297,13 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     }
     open_group!("breaker_open_default", open().with_error::<InlineError>());
     open_group!("breaker_open_boxed", open());
+    // The same with `BreakTimer::Always`, the caller's word that this runtime keeps running (a
+    // current-thread runtime drives timers only while its tasks yield, ADR 0003): refusals then
+    // read the clock only as the timer's watchdog, every 64th.
+    open_group!(
+        "breaker_open_timer",
+        open_with(BreakTimer::Always).with_error::<InlineError>()
+    );
 
     // Closed, counting the calls of the last 30 s (failsafe's default is a time window too).
     let ours = CircuitBreakerLayer::builder()
