@@ -11,5 +11,13 @@ use tokio::time::{sleep_until, Instant, Sleep};
 /// place; here, with nothing of the future handed out, it is written once.
 #[inline(never)]
 pub(crate) fn arm(mut slot: Pin<&mut Option<Sleep>>, at: Instant) {
+    #[cfg(test)]
+    ARMED.with(|n| n.set(n.get() + 1));
     slot.set(Some(sleep_until(at)));
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Timers armed through [`arm`] on this thread, for the unit tests that count them.
+    pub(crate) static ARMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }

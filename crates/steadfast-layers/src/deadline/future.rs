@@ -1,12 +1,12 @@
 use pin_project::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tokio::time::Sleep;
 use tracing::Span;
 
 use super::layer::Shared;
-use super::value::Current;
+use super::value::{cover, Current};
 use super::DeadlineExceeded;
 use crate::telemetry::{SharedRef, REASON_KEY};
 use crate::BoxError;
@@ -145,6 +145,7 @@ where
                 // nothing back.
                 let fixed = scope.is_fixed();
                 let entered = scope.enter();
+                cover::reset();
                 let polled = inner.poll(cx);
                 if fixed {
                     drop(entered);
@@ -154,14 +155,27 @@ where
                 if let Poll::Ready(out) = polled {
                     return Poll::Ready(out.map_err(Into::into));
                 }
+                // No timer of its own while a timer inside, polled just now with this task's
+                // waker, ends at or before the deadline (an attempt timeout under it, a nested
+                // deadline): that one wakes the call in time, and the inner call then ends with
+                // its error as it would have with both timers armed (ADR 0008, decision 16).
                 if sleep.is_none() {
-                    let fixed = scope.fix();
-                    crate::timer::arm(sleep.as_mut(), fixed.instant());
+                    let deadline = scope.fix().instant();
+                    if cover::covers(cx.waker(), deadline) {
+                        // The mark stays: it covers an enclosing deadline too.
+                        return Poll::Pending;
+                    }
+                    crate::timer::arm(sleep.as_mut(), deadline);
                 }
-                if let Some(timer) = sleep.as_pin_mut() {
-                    ready!(timer.poll(cx));
+                let Some(timer) = sleep.as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                let end = timer.deadline();
+                if timer.poll(cx).is_ready() {
+                    return Poll::Ready(Err(exceeded_in_flight(shared)));
                 }
-                Poll::Ready(Err(exceeded_in_flight(shared)))
+                cover::mark(cx.waker(), end);
+                Poll::Pending
             }
         }
     }

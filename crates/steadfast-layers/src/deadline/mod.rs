@@ -15,6 +15,10 @@
 //! that completes at once reads the clock zero times (the timeout then counts from the first poll,
 //! which follows `call` at once in every tower driver). An inherited deadline costs one clock read
 //! (to reject it if already passed). No allocation, and no `Arc` clone with default telemetry.
+//! A call still pending arms one timer, and none at all while a timer inside it ends no later
+//! and wakes the same task (an [`AttemptTimeoutLayer`](crate::timeout::AttemptTimeoutLayer)
+//! below, whose timer the deadline caps, or a shorter nested deadline): the presets' standard
+//! order then arms one timer per attempt instead of two.
 //!
 //! # Example
 //!
@@ -66,4 +70,8 @@ pub use error::DeadlineExceeded;
 pub use future::ResponseFuture;
 pub use layer::{DeadlineLayer, DeadlineLayerBuilder};
 pub use service::DeadlineService;
+pub(crate) use value::cover;
 pub use value::{Deadline, Scoped, MAX_TIMEOUT};
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWakerVTable, Waker};
 use std::time::Duration;
 
 use pin_project::pin_project;
@@ -13,6 +13,72 @@ use tokio::time::Instant;
 // scope is kept (tokio's `sync_scope` consumes its value).
 thread_local! {
     static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
+    static COVERED: Cell<Option<Cover>> = const { Cell::new(None) };
+}
+
+/// A timer polled inside the current poll: the task its waker wakes (the waker's data and
+/// vtable addresses, compared and never followed, as
+/// [`Waker::will_wake`](std::task::Waker::will_wake) compares them) and when it ends.
+#[derive(Clone, Copy)]
+struct Cover {
+    data: usize,
+    vtable: usize,
+    end: Instant,
+}
+
+impl Cover {
+    #[inline]
+    fn wakes(&self, waker: &Waker) -> bool {
+        self.data == waker.data() as usize
+            && self.vtable == waker.vtable() as *const RawWakerVTable as usize
+    }
+}
+
+/// Whether the call polled inside a deadline's scope is already bound to be woken by its
+/// deadline (ADR 0008, decision 16): a timer inside it, polled in this very poll with this very
+/// waker, ends at or before the deadline. The deadline's response future then arms no timer of
+/// its own for that poll; when nothing covers it, it arms one as before.
+///
+/// The rule: the enforcing future calls [`cover::reset`] before it polls the inner call and asks
+/// [`cover::covers`] after a `Pending`; a future that has just polled a pending timer calls
+/// [`cover::mark`] with its end, and [`cover::clear`] when it drops that timer (a combinator may
+/// drop it within the same poll). A waker that differs (a sub-task's, a combinator's own) never
+/// matches, so the deadline is then enforced by its own timer.
+pub(crate) mod cover {
+    use super::{Cover, COVERED};
+    use std::task::{RawWakerVTable, Waker};
+    use tokio::time::Instant;
+
+    /// Forgets any earlier mark, before the inner call is polled.
+    #[inline]
+    pub(crate) fn reset() {
+        let _ = COVERED.try_with(|c| c.set(None));
+    }
+
+    /// A timer ending at `end` was polled just now with `waker`, and is pending.
+    #[inline]
+    pub(crate) fn mark(waker: &Waker, end: Instant) {
+        let cover = Cover {
+            data: waker.data() as usize,
+            vtable: waker.vtable() as *const RawWakerVTable as usize,
+            end,
+        };
+        let _ = COVERED.try_with(|c| c.set(Some(cover)));
+    }
+
+    /// A marked timer was dropped: nothing is known to cover the call any more.
+    #[inline]
+    pub(crate) fn clear() {
+        reset();
+    }
+
+    /// Whether a timer polled inside this poll with `waker` ends at or before `deadline`.
+    #[inline]
+    pub(crate) fn covers(waker: &Waker, deadline: Instant) -> bool {
+        COVERED
+            .try_with(|c| c.get().is_some_and(|m| m.end <= deadline && m.wakes(waker)))
+            .unwrap_or(false)
+    }
 }
 
 /// What the scope holds: a deadline, or a timeout whose deadline is fixed the first time

@@ -1,14 +1,14 @@
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use tokio::time::{Instant, Sleep};
 
 use super::layer::Shared;
 use super::Elapsed;
-use crate::deadline::{Deadline, DeadlineExceeded};
+use crate::deadline::{cover, Deadline, DeadlineExceeded};
 use crate::telemetry::{SharedRef, REASON_KEY};
 use crate::BoxError;
 
@@ -16,7 +16,7 @@ use crate::BoxError;
 ///
 /// The timer is armed (one clock read) only when the inner call is still pending after its first
 /// poll; the attempt's time counts from then, and the deadline is the one in scope then.
-#[pin_project]
+#[pin_project(PinnedDrop)]
 #[derive(Debug)]
 pub struct ResponseFuture<F> {
     #[pin]
@@ -80,12 +80,30 @@ where
             // Neither a timeout nor a deadline: nothing to enforce.
             return Poll::Pending;
         };
-        ready!(timer.poll(cx));
+        let end = timer.deadline();
+        if timer.poll(cx).is_pending() {
+            // This timer wakes the task by `end`: a deadline above that ends no sooner needs no
+            // timer of its own (ADR 0008, decision 16).
+            cover::mark(cx.waker(), end);
+            return Poll::Pending;
+        }
         Poll::Ready(Err(expired(
             this.shared,
             *this.deadline_first,
             *this.timeout,
         )))
+    }
+}
+
+#[pinned_drop]
+impl<F> PinnedDrop for ResponseFuture<F> {
+    #[inline]
+    fn drop(self: Pin<&mut Self>) {
+        // Dropped with its timer (a combinator may drop it in the poll that marked it): nothing
+        // above may count on that timer any more.
+        if self.sleep.is_some() {
+            cover::clear();
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! short by the deadline fails with [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) and
 //! is not.
 //!
-//! Cost: no clock read and no timer for an attempt that completes on its first poll.
+//! Cost: no clock read and no timer for an attempt that completes on its first poll; a pending
+//! attempt's timer also stands for the deadline above it, which then arms none of its own.
 //!
 //! # Example
 //!
