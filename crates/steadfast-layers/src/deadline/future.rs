@@ -145,7 +145,13 @@ where
                 // nothing back.
                 let fixed = scope.is_fixed();
                 let entered = scope.enter();
-                cover::reset();
+                // A deadline around this one would ask whether it is covered.
+                let enclosed = entered.encloses();
+                // Asked below only while this future has no timer of its own.
+                let unarmed = sleep.is_none();
+                if unarmed {
+                    cover::reset();
+                }
                 let polled = inner.poll(cx);
                 if fixed {
                     drop(entered);
@@ -159,7 +165,7 @@ where
                 // waker, ends at or before the deadline (an attempt timeout under it, a nested
                 // deadline): that one wakes the call in time, and the inner call then ends with
                 // its error as it would have with both timers armed (ADR 0008, decision 16).
-                if sleep.is_none() {
+                if unarmed {
                     let deadline = scope.fix().instant();
                     if cover::covers(cx.waker(), deadline) {
                         // The mark stays: it covers an enclosing deadline too.
@@ -174,7 +180,9 @@ where
                 if timer.poll(cx).is_ready() {
                     return Poll::Ready(Err(exceeded_in_flight(shared)));
                 }
-                cover::mark(cx.waker(), end);
+                if enclosed {
+                    cover::mark(cx.waker(), end);
+                }
                 Poll::Pending
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::{sleep, timeout, Instant};
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
 
-use super::{DeadlineExceeded, DeadlineLayer};
+use super::{Deadline, DeadlineExceeded, DeadlineLayer};
 use crate::timeout::{AttemptTimeoutLayer, Elapsed};
 use crate::timer::ARMED;
 use crate::BoxError;
@@ -171,22 +171,22 @@ async fn a_timer_dropped_in_the_poll_that_marked_it_does_not_cover_the_deadline(
 
 #[tokio::test(start_paused = true)]
 async fn a_timer_ending_after_the_deadline_does_not_cover_it() {
-    // An attempt armed outside any deadline (ending in 10 s), then polled inside one of 1 s.
-    let mut early = Box::pin(
-        attempt(Duration::from_secs(10))
-            .layer(service_fn(stuck))
-            .oneshot(()),
+    // An attempt in a scope of 10 s made outside the call (so not shrunk to its deadline),
+    // polled inside a deadline of 1 s: its timer, capped at 10 s, marks the poll.
+    let mut early = Some(
+        Deadline::after(Duration::from_secs(10)).unwrap().scope(
+            attempt(Duration::from_secs(30))
+                .layer(service_fn(stuck))
+                .oneshot(()),
+        ),
     );
-    let polled = std::future::poll_fn(|cx| Poll::Ready(early.as_mut().poll(cx).is_pending()));
-    assert!(polled.await, "armed and pending");
-    let mut early = Some(early);
     let svc = deadline(DEADLINE).layer(service_fn(move |()| early.take().expect("called once")));
     let (err, took) = outcome(svc).await;
     assert!(err.is::<DeadlineExceeded>(), "{err}");
     assert_eq!(took, DEADLINE);
     assert_eq!(
         armed(),
-        1,
-        "the deadline's own (the attempt's was armed before counting)"
+        2,
+        "the attempt's, ending later, and the deadline's own"
     );
 }

@@ -146,6 +146,12 @@ pub(crate) struct Entered {
 }
 
 impl Entered {
+    /// Whether this scope is inside another (a deadline's, or [`Deadline::scope`]'s).
+    #[inline]
+    pub(crate) fn encloses(&self) -> bool {
+        self.prev.is_some()
+    }
+
     /// Leaves the scope, putting the enclosing one back; returns the scope's deadline if it
     /// became known (fixed inside the scope, or given).
     #[inline]

@@ -28,6 +28,9 @@ pub struct ResponseFuture<F> {
     armed: bool,
     /// Which of the two bounds the armed timer stands for.
     deadline_first: bool,
+    /// A deadline was in scope when the timer was armed: the timer covers it (the deadline
+    /// arms none while this one is pending, ADR 0008 decision 16).
+    covers: bool,
     shared: SharedRef<Shared>,
 }
 
@@ -40,6 +43,7 @@ impl<F> ResponseFuture<F> {
             timeout,
             armed: false,
             deadline_first: false,
+            covers: false,
             shared,
         }
     }
@@ -62,7 +66,9 @@ where
             // One clock read for the attempt and for a deadline still to be fixed above it.
             let now = Instant::now();
             let attempt_end = this.timeout.and_then(|t| now.checked_add(t));
-            let end = match (attempt_end, Deadline::current_at(now)) {
+            let deadline = Deadline::current_at(now);
+            *this.covers = deadline.is_some();
+            let end = match (attempt_end, deadline) {
                 (Some(a), Some(d)) if d.instant() <= a => {
                     *this.deadline_first = true;
                     d.instant()
@@ -84,7 +90,9 @@ where
         if timer.poll(cx).is_pending() {
             // This timer wakes the task by `end`: a deadline above that ends no sooner needs no
             // timer of its own (ADR 0008, decision 16).
-            cover::mark(cx.waker(), end);
+            if *this.covers {
+                cover::mark(cx.waker(), end);
+            }
             return Poll::Pending;
         }
         Poll::Ready(Err(expired(
@@ -101,7 +109,7 @@ impl<F> PinnedDrop for ResponseFuture<F> {
     fn drop(self: Pin<&mut Self>) {
         // Dropped with its timer (a combinator may drop it in the poll that marked it): nothing
         // above may count on that timer any more.
-        if self.sleep.is_some() {
+        if self.covers && self.sleep.is_some() {
             cover::clear();
         }
     }
