@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use steadfast::layers::deadline::Deadline;
+use steadfast::layers::deadline::{Deadline, DeadlineExceeded};
 use steadfast::layers::hedge::HedgeDelay;
 use steadfast::layers::BoxError;
 use steadfast::net::body::ReplayBody;
@@ -303,4 +303,41 @@ async fn concurrent_hedged_posts_reach_the_server_twice_and_execute_once() {
     );
     let conflicts = seen.conflicts.lock().unwrap().clone();
     assert_eq!(conflicts, arrivals.keys().map(|k| (k.clone(), 1)).collect());
+}
+
+/// A peer that takes connections and reads requests but never answers: the preset's deadline
+/// ends the call, with the attempt timeout (longer, so capped by the deadline) holding the one
+/// timer of the pending call (ADR 0008 decision 16) over a real hyper-util connection.
+#[tokio::test]
+async fn a_peer_that_never_answers_is_cut_off_at_the_deadline_through_the_preset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let deadline = Duration::from_millis(300);
+    let client = StandardClientLayer::builder()
+        .timeout(deadline)
+        .attempt_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .layer(transport());
+
+    let started = tokio::time::Instant::now();
+    let err = tokio::time::timeout(BOUND, client.oneshot(order(addr)))
+        .await
+        .expect("the deadline ends the call")
+        .expect_err("the peer never answers");
+    assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+    let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+    let mut found = false;
+    while let Some(e) = chain {
+        found |= e.is::<DeadlineExceeded>();
+        chain = e.source();
+    }
+    assert!(found, "{err}");
+    held.abort();
 }
