@@ -332,12 +332,9 @@ async fn a_peer_that_never_answers_is_cut_off_at_the_deadline_through_the_preset
         .expect("the deadline ends the call")
         .expect_err("the peer never answers");
     assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
-    let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
-    let mut found = false;
-    while let Some(e) = chain {
-        found |= e.is::<DeadlineExceeded>();
-        chain = e.source();
-    }
+    let root: &(dyn std::error::Error + 'static) = &*err;
+    let found =
+        std::iter::successors(Some(root), |e| e.source()).any(|e| e.is::<DeadlineExceeded>());
     assert!(found, "{err}");
     held.abort();
 }
