@@ -16,22 +16,21 @@ thread_local! {
     static COVERED: Cell<Option<Cover>> = const { Cell::new(None) };
 }
 
-/// A timer polled inside the current poll: the task its waker wakes (the waker's data and
-/// vtable addresses, compared and never followed, as
-/// [`Waker::will_wake`](std::task::Waker::will_wake) compares them) and when it ends.
+/// A timer polled inside the current poll: the task its waker wakes and when it ends.
 #[derive(Clone, Copy)]
 struct Cover {
-    data: usize,
-    vtable: usize,
+    waker: (usize, usize),
     end: Instant,
 }
 
-impl Cover {
-    #[inline]
-    fn wakes(&self, waker: &Waker) -> bool {
-        self.data == waker.data() as usize
-            && self.vtable == waker.vtable() as *const RawWakerVTable as usize
-    }
+/// The task a waker wakes: its data and vtable addresses, compared and never followed, as
+/// [`Waker::will_wake`](std::task::Waker::will_wake) compares them.
+#[inline]
+fn identity(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data() as usize,
+        waker.vtable() as *const RawWakerVTable as usize,
+    )
 }
 
 /// Whether the call polled inside a deadline's scope is already bound to be woken by its
@@ -41,15 +40,15 @@ impl Cover {
 ///
 /// The rule: the enforcing future calls [`cover::reset`] before it polls the inner call and asks
 /// [`cover::covers`] after a `Pending`; a future that has just polled a pending timer calls
-/// [`cover::mark`] with its end, and [`cover::clear`] when it drops that timer (a combinator may
-/// drop it within the same poll). A waker that differs (a sub-task's, a combinator's own) never
-/// matches, so the deadline is then enforced by its own timer.
+/// [`cover::mark`] with its end, and [`cover::reset`] again when it drops that timer (a
+/// combinator may drop it within the same poll). A waker that differs (a sub-task's, a
+/// combinator's own) never matches, so the deadline is then enforced by its own timer.
 pub(crate) mod cover {
-    use super::{Cover, COVERED};
-    use std::task::{RawWakerVTable, Waker};
+    use super::{identity, Cover, COVERED};
+    use std::task::Waker;
     use tokio::time::Instant;
 
-    /// Forgets any earlier mark, before the inner call is polled.
+    /// Forgets any mark: before the inner call is polled, and when a marked timer is dropped.
     #[inline]
     pub(crate) fn reset() {
         let _ = COVERED.try_with(|c| c.set(None));
@@ -59,24 +58,20 @@ pub(crate) mod cover {
     #[inline]
     pub(crate) fn mark(waker: &Waker, end: Instant) {
         let cover = Cover {
-            data: waker.data() as usize,
-            vtable: waker.vtable() as *const RawWakerVTable as usize,
+            waker: identity(waker),
             end,
         };
         let _ = COVERED.try_with(|c| c.set(Some(cover)));
-    }
-
-    /// A marked timer was dropped: nothing is known to cover the call any more.
-    #[inline]
-    pub(crate) fn clear() {
-        reset();
     }
 
     /// Whether a timer polled inside this poll with `waker` ends at or before `deadline`.
     #[inline]
     pub(crate) fn covers(waker: &Waker, deadline: Instant) -> bool {
         COVERED
-            .try_with(|c| c.get().is_some_and(|m| m.end <= deadline && m.wakes(waker)))
+            .try_with(|c| {
+                c.get()
+                    .is_some_and(|m| m.end <= deadline && m.waker == identity(waker))
+            })
             .unwrap_or(false)
     }
 }

@@ -110,7 +110,7 @@ impl<F> PinnedDrop for ResponseFuture<F> {
         // Dropped with its timer (a combinator may drop it in the poll that marked it): nothing
         // above may count on that timer any more.
         if self.covers && self.sleep.is_some() {
-            cover::clear();
+            cover::reset();
         }
     }
 }
