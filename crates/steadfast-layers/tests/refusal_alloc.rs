@@ -69,6 +69,17 @@ mod refusal_alloc {
         }
     }
 
+    /// Takes the one slot of `svc` (a limit, a bulkhead) with a call that never ends: the
+    /// returned future holds it for as long as the caller keeps it.
+    fn occupy<S>(rt: &tokio::runtime::Runtime, svc: &mut S) -> S::Future
+    where
+        S: Service<u32>,
+        S::Error: Debug,
+    {
+        #[allow(clippy::async_yields_async)]
+        rt.block_on(async { svc.ready().await.expect("ready").call(0) })
+    }
+
     /// Refuses `CALLS` calls on `svc` (after a warm-up) and returns what they allocated.
     fn count<S, E>(rt: &tokio::runtime::Runtime, svc: &mut S) -> AllocationInfo
     where
@@ -178,9 +189,7 @@ mod refusal_alloc {
         let mut svc = ConcurrencyLimitLayer::new(1)
             .expect("valid limit")
             .layer(stuck());
-        // Holds the one slot for the rest of the test.
-        #[allow(clippy::async_yields_async)]
-        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let _in_flight = occupy(&rt, &mut svc);
         let info = count::<_, Overloaded>(&rt, &mut svc);
         assert_only_the_box::<Overloaded>("limit at capacity", info);
     }
@@ -204,9 +213,7 @@ mod refusal_alloc {
         let layer = adaptive_limit_of_one();
         let handle = layer.handle();
         let mut svc = layer.layer(stuck());
-        // Holds the one slot for the rest of the test.
-        #[allow(clippy::async_yields_async)]
-        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let _in_flight = occupy(&rt, &mut svc);
         let info = count::<_, Overloaded>(&rt, &mut svc);
         assert_eq!((handle.limit(), handle.in_flight()), (1, 1));
         assert_only_the_box::<Overloaded>("adaptive limit at capacity", info);
@@ -220,9 +227,7 @@ mod refusal_alloc {
             .build()
             .expect("valid bulkhead")
             .layer(stuck());
-        // Holds the one slot for the rest of the test.
-        #[allow(clippy::async_yields_async)]
-        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let _in_flight = occupy(&rt, &mut svc);
         let info = count::<_, Overloaded>(&rt, &mut svc);
         assert_only_the_box::<Overloaded>("bulkhead full", info);
     }
@@ -427,9 +432,7 @@ mod refusal_alloc {
             .expect("valid limit")
             .with_error::<CallError>()
             .layer(stuck());
-        // Holds the one slot for the rest of the test.
-        #[allow(clippy::async_yields_async)]
-        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let _in_flight = occupy(&rt, &mut svc);
         assert_overloaded_allocates_nothing(
             "limit at capacity, inline error",
             &rt,
@@ -445,9 +448,7 @@ mod refusal_alloc {
         let layer = adaptive_limit_of_one().with_error::<CallError>();
         let handle = layer.handle();
         let mut svc = layer.layer(stuck());
-        // Holds the one slot for the rest of the test.
-        #[allow(clippy::async_yields_async)]
-        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let _in_flight = occupy(&rt, &mut svc);
         assert_overloaded_allocates_nothing(
             "adaptive limit at capacity, inline error",
             &rt,
@@ -467,9 +468,7 @@ mod refusal_alloc {
             .expect("valid bulkhead")
             .with_error::<CallError>()
             .layer(stuck());
-        // Holds the one slot for the rest of the test.
-        #[allow(clippy::async_yields_async)]
-        let _in_flight = rt.block_on(async { svc.ready().await.expect("ready").call(0) });
+        let _in_flight = occupy(&rt, &mut svc);
         assert_overloaded_allocates_nothing(
             "bulkhead full, inline error",
             &rt,
