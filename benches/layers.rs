@@ -195,8 +195,8 @@ fn breakers(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
         ],
     );
 
-    // Open with no break timer (`BreakTimer::Off`, as on a current-thread runtime): every refusal
-    // reads the clock, as failsafe's does.
+    // Open with no break timer (`BreakTimer::Off`): every refusal reads the clock, as
+    // failsafe's does.
     let layer = CircuitBreakerLayer::builder()
         .break_duration(BreakDuration::constant(LONG_BREAK))
         .break_timer(BreakTimer::Off)

@@ -14,8 +14,10 @@
 //!
 //! Then single layers on the paths the stacks do not show: the deadline when the call is
 //! pending once, an open breaker refusing calls with default settings on a current-thread
-//! runtime (and, for information, with `BreakTimer::Always`, which takes the clock read off the
-//! refusal where the caller says the runtime keeps running) and a closed breaker with a 30 s time window (both beside failsafe's), load shedding,
+//! runtime (a break timer armed, the clock checked on every 4th refusal; and, for information,
+//! with `BreakTimer::Always`, which checks it on every 64th where the caller says the runtime
+//! keeps running) and a closed breaker with a 30 s time window (both beside failsafe's), load
+//! shedding,
 //! and a retry with no budget beside seatbelt's (and tower's, for information). After the
 //! criterion groups it measures each pair again in alternation and prints steadfast / peer
 //! ratios with their targets.
@@ -270,7 +272,8 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     );
 
     // Open with default settings (a break far longer than the run), tripped and refusing on a
-    // current-thread runtime: with an error type that holds the refusal inline, as failsafe's
+    // current-thread runtime, where `BreakTimer::Auto` arms a break timer and checks the clock
+    // on every 4th refusal (ADR 0008, decision 17): with an error type that holds the refusal inline, as failsafe's
     // does (no allocation), and with `BoxError`, the default (one box per refusal).
     let open_with = |timer: BreakTimer| {
         CircuitBreakerLayer::builder()
@@ -299,7 +302,7 @@ fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     open_group!("breaker_open_boxed", open());
     // The same with `BreakTimer::Always`, the caller's word that this runtime keeps running (a
     // current-thread runtime drives timers only while its tasks yield, ADR 0003): refusals then
-    // read the clock only as the timer's watchdog, every 64th.
+    // read the clock only as the timer's watchdog, every 64th refusal instead of every 4th.
     open_group!(
         "breaker_open_timer",
         open_with(BreakTimer::Always).with_error::<InlineError>()

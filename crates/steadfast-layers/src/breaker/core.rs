@@ -9,14 +9,16 @@
 //! starts from zero without a reset.
 //!
 //! An open word with the armed bit set has a timer task sleeping until its break ends (see
-//! [`BreakTimer`]): refusals then read no clock. The task clears the bit when it wakes or when it
+//! [`BreakTimer`]): refusals then read the clock only on every 64th refusal (every 4th on a
+//! current-thread runtime under `BreakTimer::Auto`). The task clears the bit when it wakes or when it
 //! is dropped (runtime shutdown), whichever comes first, and only in the epoch it was armed for;
 //! once clear, refusals read the clock as they do without a timer.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::Waker;
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -51,11 +53,18 @@ pub(super) const METRICS_ONLY: u8 = 3;
 const STATE_MASK: u64 = 0b11;
 /// Set in an open word while a break timer is armed for its epoch.
 const ARMED: u64 = 0b100;
-/// While armed, every this many refusals read the clock anyway, so that a timer that fires late
-/// holds the breaker open for about this many calls at most. The cadence comes from the refusal
-/// count read before it is incremented: exact on one thread, about right when several threads
-/// refuse at once (two may both check, or a round may be skipped).
+/// While armed on a runtime whose workers drive the timer (multi-thread, or any runtime under
+/// [`BreakTimer::Always`]), every this many refusals read the clock anyway, so that a timer that
+/// fires late holds the breaker open for about this many calls at most. The cadence comes from
+/// the refusal count read before it is incremented: exact on one thread, about right when several
+/// threads refuse at once (two may both check, or a round may be skipped). A power of two.
 const CLOCK_CHECK_EVERY: u64 = 64;
+/// The cadence under [`BreakTimer::Auto`] on a current-thread runtime. That runtime fires the
+/// timer only while someone drives it, and a program that calls `block_on` once per call never
+/// does while its calls are refused at once: there the clock check alone ends the break, so it
+/// comes often enough that the first probe is at most 3 refused calls late, while 3 refusals in
+/// 4 still read no clock (ADR 0008, decision 17). A power of two.
+const CLOCK_CHECK_EVERY_UNDRIVEN: u64 = 4;
 
 const EPOCH_BITS: u32 = 21;
 const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
@@ -331,6 +340,9 @@ pub(super) struct Core {
     tally: AtomicU64,
     opens: AtomicU32,
     rejected: AtomicU64,
+    /// The armed word's clock-check cadence less one (a mask): `CLOCK_CHECK_EVERY - 1` or
+    /// `CLOCK_CHECK_EVERY_UNDRIVEN - 1`, set by the trip that armed it.
+    check_mask: AtomicU64,
     /// How often the open breaker read the clock to decide on a call (tests).
     #[cfg(test)]
     pub(super) clock_reads: AtomicU64,
@@ -357,6 +369,7 @@ impl Core {
             tally: AtomicU64::new(0),
             opens: AtomicU32::new(0),
             rejected: AtomicU64::new(0),
+            check_mask: AtomicU64::new(CLOCK_CHECK_EVERY - 1),
             #[cfg(test)]
             clock_reads: AtomicU64::new(0),
         }
@@ -391,7 +404,8 @@ impl Core {
 
     /// Admits a call or says why not (counting the refusal). Reads the clock only when the
     /// breaker is open with no break timer armed, and on every [`CLOCK_CHECK_EVERY`]th refusal
-    /// when one is.
+    /// when one is ([`CLOCK_CHECK_EVERY_UNDRIVEN`]th on a current-thread runtime under
+    /// [`BreakTimer::Auto`]).
     #[inline]
     pub(super) fn admit(&self) -> Result<Ticket, CircuitOpen> {
         // The two common cases inline: closed, and open with a timer armed.
@@ -404,16 +418,14 @@ impl Core {
     }
 
     /// [`Core::admit`] when the breaker is open: with a timer armed, the clock is read on one
-    /// refusal in [`CLOCK_CHECK_EVERY`]; with none, on every refusal. Out of line, so that the
+    /// refusal in the armed word's cadence; with none, on every refusal. Out of line, so that the
     /// closed path inlined into `call` stays small, and apart from [`Core::admit_slow`], whose
     /// loop costs a larger frame (ADR 0008).
     #[inline(never)]
     fn admit_open(&self, w: Word) -> Result<Ticket, CircuitOpen> {
         let at = self.probe_at(w);
-        if (w.armed()
-            && self.rejected.load(Ordering::Relaxed) % CLOCK_CHECK_EVERY != CLOCK_CHECK_EVERY - 1)
-            || self.now() < at
-        {
+        let mask = self.check_mask.load(Ordering::Relaxed);
+        if (w.armed() && self.rejected.load(Ordering::Relaxed) & mask != mask) || self.now() < at {
             self.note_rejection();
             return Err(CircuitOpen::until(BreakerState::Open, at));
         }
@@ -708,9 +720,14 @@ impl Core {
         let until_ms = until_nanos.div_ceil(1_000_000);
         let timer = timer_runtime(common.cfg.break_timer);
         let next = Word::new(OPEN, w.next_epoch(), until_ms).with_armed(timer.is_some());
+        if let Some((_, every)) = &timer {
+            // Before the word is published: a refusal that sees it armed sees its cadence (a
+            // refusal racing a second trip may use the other's; only the cadence differs).
+            self.check_mask.store(every - 1, Ordering::Relaxed);
+        }
         if self.cas(w, next) {
             // Armed before the task exists, so that the task's disarm cannot come first.
-            if let Some(runtime) = timer {
+            if let Some((runtime, _)) = timer {
                 self.spawn_break_timer(&runtime, next);
             }
             self.opens.store(opens, Ordering::Release);
@@ -720,17 +737,32 @@ impl Core {
 
     /// Spawns the task that disarms the open word `armed` when its break ends (or when the task
     /// is dropped unfinished).
+    ///
+    /// The task polls its sleep with a waker of its own, [`BreakEnd`], which disarms the moment
+    /// the runtime's time driver fires the timer, before any task runs: a caller woken at the
+    /// same instant (a test's `advance`, a worker's next call) finds the breaker disarmed, reads
+    /// the clock, and is let through as a probe, as it would be without a timer.
     fn spawn_break_timer(self: &Arc<Self>, runtime: &Handle, armed: Word) {
-        let disarm = Disarm {
-            core: Arc::downgrade(self),
-            armed,
-        };
+        let end = Arc::new(BreakEnd {
+            disarm: Disarm {
+                core: Arc::downgrade(self),
+                armed,
+            },
+            task: Mutex::new(None),
+        });
         let at = self.probe_at(armed);
         // Detached: the task ends when the break does, and shutting the runtime down drops it
-        // (and so disarms) instead.
+        // (and so `end`'s disarm) instead.
         drop(runtime.spawn(async move {
-            tokio::time::sleep_until(at).await;
-            drop(disarm);
+            let waker = Waker::from(Arc::clone(&end));
+            let sleep = tokio::time::sleep_until(at);
+            let mut sleep = std::pin::pin!(sleep);
+            std::future::poll_fn(|cx| {
+                end.register(cx.waker());
+                sleep.as_mut().poll(&mut Context::from_waker(&waker))
+            })
+            .await;
+            end.disarm.disarm();
         }));
     }
 
@@ -904,27 +936,77 @@ impl Drop for Pass {
     }
 }
 
-/// The runtime to spawn a break timer on under `timer`, if any.
-fn timer_runtime(timer: BreakTimer) -> Option<Handle> {
+/// The runtime to spawn a break timer on under `timer`, if any, and how often refusals check the
+/// clock while it is armed: every [`CLOCK_CHECK_EVERY`]th where workers drive the timer (or the
+/// caller said they do, with `Always`), every [`CLOCK_CHECK_EVERY_UNDRIVEN`]th under `Auto` on a
+/// current-thread runtime.
+fn timer_runtime(timer: BreakTimer) -> Option<(Handle, u64)> {
     let runtime = match timer {
         BreakTimer::Off => return None,
         BreakTimer::Auto | BreakTimer::Always => Handle::try_current().ok()?,
     };
-    (timer == BreakTimer::Always || runtime.runtime_flavor() == RuntimeFlavor::MultiThread)
-        .then_some(runtime)
+    let every =
+        if timer == BreakTimer::Always || runtime.runtime_flavor() == RuntimeFlavor::MultiThread {
+            CLOCK_CHECK_EVERY
+        } else {
+            CLOCK_CHECK_EVERY_UNDRIVEN
+        };
+    Some((runtime, every))
 }
 
-/// Owned by a break timer task: disarms its breaker's open word when dropped, which the task does
-/// when the break ends, and the runtime does if it shuts down first.
+/// Owned by a break timer task: disarms its breaker's open word when the timer fires, and when
+/// dropped, which the runtime does if it shuts down first. Disarming twice is harmless (the second
+/// finds the word already moved on).
 struct Disarm {
     core: Weak<Core>,
     armed: Word,
 }
 
-impl Drop for Disarm {
-    fn drop(&mut self) {
+impl Disarm {
+    fn disarm(&self) {
         if let Some(core) = self.core.upgrade() {
             core.disarm(self.armed);
+        }
+    }
+}
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
+/// The waker a break timer's sleep is polled with: the time driver wakes it when the break ends,
+/// and it disarms right there, then wakes the task so that it ends and frees its sleep.
+struct BreakEnd {
+    disarm: Disarm,
+    /// The task's own waker, from its last poll.
+    task: Mutex<Option<Waker>>,
+}
+
+impl BreakEnd {
+    fn register(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for BreakEnd {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.disarm.disarm();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.wake();
         }
     }
 }

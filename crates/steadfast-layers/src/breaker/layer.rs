@@ -404,8 +404,8 @@ impl<C, X> CircuitBreakerLayerBuilder<C, X> {
         self
     }
 
-    /// How an open breaker learns that its break is over: a timer task (the default on
-    /// multi-thread runtimes), so that refusals read no clock, or the clock (see [`BreakTimer`]).
+    /// How an open breaker learns that its break is over: a timer task (the default on any
+    /// tokio runtime), so that most refusals read no clock, or the clock (see [`BreakTimer`]).
     ///
     /// **Implementation knob**: how the layer spends its time, not what it decides; the default
     /// suits every user, it is not part of a policy (configuration formats leave it out), and it

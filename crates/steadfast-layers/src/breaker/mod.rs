@@ -16,8 +16,8 @@
 //!   [`Mode::FailFast`] a call fails at once with [`CircuitOpen`], which says how long until a probe
 //!   is allowed; in [`Mode::Readiness`] `poll_ready` stays pending and wakes when one is, so load
 //!   balancers route around the endpoint.
-//!   On a multi-thread runtime the breaker that opens spawns a timer for the end of the break, so
-//!   that refusing a call reads no clock ([`BreakTimer`]).
+//!   On a tokio runtime the breaker that opens spawns a timer for the end of the break, so that
+//!   most refusals read no clock ([`BreakTimer`]).
 //! - **Half-open**: `half_open_probes` calls are admitted (all at once, or ramped up 1, 2, 4...
 //!   with [`progressive_half_open`](CircuitBreakerLayerBuilder::progressive_half_open)); others
 //!   are refused. As soon as the probes' failure or slow-call rate (out of the configured number)

@@ -355,19 +355,25 @@ pub enum Mode {
 /// clock reads it on every refusal (one `Instant::now()`, about as costly as the rest of the
 /// refusal put together). With a break timer, the breaker that opens spawns one task on the
 /// current tokio runtime that sleeps until the break ends and then tells the breaker so; until
-/// then refusals read no clock. Every 64th refusal still reads it (about every 64th when several
-/// threads refuse at once), so a timer that fires late (workers blocked by a long synchronous job)
-/// delays the first probe by about 64 refused calls. If the runtime shuts down before the timer fires, dropping the task tells the breaker
-/// too, and it goes back to reading the clock: a lost timer never keeps a breaker open.
+/// then most refusals read no clock. Every 64th refusal still reads it (about every 64th when
+/// several threads refuse at once), so a timer that fires late (workers blocked by a long
+/// synchronous job) delays the first probe by about 64 refused calls. If the runtime shuts down
+/// before the timer fires, dropping the task tells the breaker too, and it goes back to reading
+/// the clock: a lost timer never keeps a breaker open.
 ///
-/// - `Auto` (the default): a timer when the breaker opens on a multi-thread runtime, whose
-///   workers drive timers whatever the caller is doing; otherwise (a current-thread runtime, or
-///   no runtime) the clock.
-/// - `Always`: a timer on any tokio runtime, including a current-thread one. Choose it only when
-///   that runtime keeps running while the breaker is used (a thread-per-core server, a test on a
-///   paused clock): a current-thread runtime that nobody drives fires no timers, and its
-///   breakers would then stay open until about the 64th refused call.
-/// - `Off`: never spawn; always read the clock.
+/// - `Auto` (the default): a timer on any tokio runtime. On a multi-thread runtime, whose
+///   workers drive timers whatever the caller is doing, refusals check the clock every 64th
+///   call. A current-thread runtime fires the timer only while someone drives it (a program that
+///   calls `block_on` once per call never does while its calls are refused at once), so there
+///   refusals check it every 4th call: the first probe is then at most 3 refused calls late,
+///   and exact whenever the runtime runs its timers (a server's runtime, a test on a paused
+///   clock once the timer task has run). With no runtime, the clock on every refusal.
+/// - `Always`: a timer on any tokio runtime, checking the clock every 64th refusal even on a
+///   current-thread one. Choose it only when that runtime keeps running while the breaker is
+///   used (a thread-per-core server): a current-thread runtime that nobody drives fires no
+///   timers, and its breakers would then stay open until about the 64th refused call.
+/// - `Off`: never spawn; always read the clock (the break ends at the first call after it, on
+///   any runtime).
 ///
 /// **Implementation knob**: how the layer spends its time, not what it decides; the default
 /// suits every user, it is not part of a policy (configuration formats leave it out), and it
@@ -383,10 +389,11 @@ pub enum Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BreakTimer {
-    /// A timer on multi-thread runtimes, the clock elsewhere.
+    /// A timer on any tokio runtime, with a clock check on every 64th refusal (every 4th on a
+    /// current-thread runtime).
     #[default]
     Auto,
-    /// A timer on any tokio runtime.
+    /// A timer on any tokio runtime, with a clock check on every 64th refusal.
     Always,
     /// The clock on every refusal.
     Off,

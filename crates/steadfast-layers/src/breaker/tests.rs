@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::task::noop_waker_ref;
+use futures::FutureExt;
 use tokio::runtime::{Builder, Runtime};
 use tokio::time::{advance, Instant};
 use tower::{service_fn, Layer, Service, ServiceExt};
@@ -122,20 +123,67 @@ fn armed_refusals_read_the_clock_only_every_64th_and_the_timer_ends_the_break() 
 #[test]
 fn without_a_timer_every_refusal_reads_the_clock() {
     paused().block_on(async {
-        // Auto on a current-thread runtime, and Off: no timer.
-        for timer in [BreakTimer::Auto, BreakTimer::Off] {
-            let layer = layer(timer);
-            let core = layer.single_core();
-            let mut svc = layer.layer(peer());
-            trip(&mut svc).await;
-            assert!(!core.is_armed(), "{timer:?}");
-            for _ in 0..10 {
-                assert!(attempt(&mut svc).await.is_err());
-            }
-            assert_eq!(clock_reads(&core), 10, "{timer:?}");
-            pass(BREAK).await;
-            assert_eq!(attempt(&mut svc).await, Ok(()), "{timer:?}");
+        let layer = layer(BreakTimer::Off);
+        let core = layer.single_core();
+        let mut svc = layer.layer(peer());
+        trip(&mut svc).await;
+        assert!(!core.is_armed());
+        for _ in 0..10 {
+            assert!(attempt(&mut svc).await.is_err());
         }
+        assert_eq!(clock_reads(&core), 10);
+        pass(BREAK).await;
+        assert_eq!(attempt(&mut svc).await, Ok(()));
+    });
+    // No runtime at all: nothing to spawn on, so the clock (the peer answers at once, so its
+    // calls need no runtime).
+    let layer = layer(BreakTimer::Auto);
+    let core = layer.single_core();
+    let mut svc = layer.layer(peer());
+    trip(&mut svc).now_or_never().expect("answered at once");
+    assert!(!core.is_armed());
+    let refused = attempt(&mut svc).now_or_never().expect("refused at once");
+    assert!(refused.is_err());
+    assert_eq!(clock_reads(&core), 1);
+}
+
+#[test]
+fn auto_on_a_current_thread_runtime_arms_and_reads_the_clock_every_4th_refusal() {
+    paused().block_on(async {
+        let layer = layer(BreakTimer::Auto);
+        let core = layer.single_core();
+        let mut svc = layer.layer(peer());
+        trip(&mut svc).await;
+        assert!(core.is_armed());
+        for _ in 0..16 {
+            assert!(attempt(&mut svc).await.is_err());
+        }
+        // The 4th, 8th, 12th and 16th refusals checked the clock.
+        assert_eq!(clock_reads(&core), 4);
+        // The runtime is driven here: the timer ends the break exactly.
+        pass(BREAK).await;
+        assert!(!core.is_armed());
+        assert_eq!(attempt(&mut svc).await, Ok(()));
+        assert_eq!(layer.handle().state(), BreakerState::HalfOpen);
+    });
+}
+
+#[test]
+fn the_break_ends_when_the_timer_fires_not_when_its_task_runs() {
+    paused().block_on(async {
+        let layer = layer(BreakTimer::Auto);
+        let core = layer.single_core();
+        let mut svc = layer.layer(peer());
+        trip(&mut svc).await;
+        // The timer task runs once and registers its sleep.
+        tokio::task::yield_now().await;
+        assert!(core.is_armed());
+        // `advance` fires the timer and wakes this task before the timer task runs again: the
+        // disarm happened in the timer's wake, so the call goes in as a probe.
+        advance(BREAK).await;
+        assert!(!core.is_armed(), "still armed when the timer fired");
+        assert_eq!(attempt(&mut svc).await, Ok(()));
+        assert_eq!(layer.handle().state(), BreakerState::HalfOpen);
     });
 }
 
@@ -163,28 +211,52 @@ fn auto_arms_on_a_multi_thread_runtime_and_its_shutdown_disarms() {
     assert_eq!(clock_reads(&core), before + 1);
 }
 
-#[test]
-fn a_timer_that_never_fires_holds_the_breaker_open_for_at_most_64_calls() {
-    // The timer lives on a current-thread runtime that nobody drives (BreakTimer::Always's
-    // hazard): it never fires, and the breaker stays armed.
+/// Trips a `timer` breaker on a current-thread runtime that nobody drives afterwards (its timer
+/// never fires), then counts the calls refused after the break ended.
+fn refused_after_the_break_with_a_stalled_timer(timer: BreakTimer) -> u32 {
     let stalled = Builder::new_current_thread().enable_time().build().unwrap();
     let rt = paused();
-    let layer = rt.block_on(async { layer(BreakTimer::Always) });
+    let layer = rt.block_on(async { layer(timer) });
     let core = layer.single_core();
     let mut svc = layer.layer(peer());
     stalled.block_on(trip(&mut svc));
-    assert!(core.is_armed());
+    assert!(core.is_armed(), "{timer:?}");
 
-    rt.block_on(async {
+    let refused = rt.block_on(async {
         pass(BREAK + Duration::from_secs(1)).await;
         let mut refused = 0;
         while attempt(&mut svc).await.is_err() {
             refused += 1;
-            assert!(refused < 64, "still refused after {refused} calls");
+            assert!(
+                refused < 64,
+                "{timer:?}: still refused after {refused} calls"
+            );
         }
         assert_eq!(layer.handle().state(), BreakerState::HalfOpen);
+        refused
     });
     drop(stalled);
+    refused
+}
+
+#[test]
+fn a_timer_that_never_fires_holds_the_breaker_open_for_at_most_64_calls() {
+    // BreakTimer::Always's hazard: about 64 calls. The refusal count starts at the trip's 0, so
+    // the 64th refusal is the first to check.
+    assert_eq!(
+        refused_after_the_break_with_a_stalled_timer(BreakTimer::Always),
+        63
+    );
+}
+
+#[test]
+fn auto_on_a_current_thread_runtime_nobody_drives_probes_within_4_calls() {
+    // The sync program that calls `block_on` once per call: the timer never fires, and the 4th
+    // refusal's clock check ends the break.
+    assert_eq!(
+        refused_after_the_break_with_a_stalled_timer(BreakTimer::Auto),
+        3
+    );
 }
 
 #[test]
