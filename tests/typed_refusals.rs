@@ -8,7 +8,11 @@
 //! without reaching the socket. The breaker classifies the typed error below it through
 //! `AsErrorRef`, which the caller implements for its enum.
 //!
-//! Real sockets need the real clock; nothing here sleeps, and the test is bounded by a timeout.
+//! The same enum carries the end of a call to a peer that never answers: a deadline over an
+//! attempt timeout, both typed, cut the call with `CallError::Deadline` or `CallError::Elapsed`
+//! inline.
+//!
+//! Real sockets need the real clock; nothing here sleeps, and each test is bounded by a timeout.
 #![cfg(all(feature = "layers", feature = "http"))]
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -24,8 +28,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use steadfast::layers::breaker::{BreakerState, CircuitBreakerLayer, CircuitOpen};
 use steadfast::layers::classify::AsErrorRef;
+use steadfast::layers::deadline::{DeadlineExceeded, DeadlineLayer};
 use steadfast::layers::limit::ConcurrencyLimitLayer;
 use steadfast::layers::overload::Overloaded;
+use steadfast::layers::timeout::{AttemptTimeoutLayer, Elapsed};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -36,6 +42,8 @@ const BOUND: Duration = Duration::from_secs(20);
 enum CallError {
     Open(CircuitOpen),
     Overloaded(Overloaded),
+    Deadline(DeadlineExceeded),
+    Elapsed(Elapsed),
     Transport(hyper_util::client::legacy::Error),
 }
 
@@ -46,6 +54,8 @@ impl AsErrorRef for CallError {
         match self {
             CallError::Open(e) => Some(e),
             CallError::Overloaded(e) => Some(e),
+            CallError::Deadline(e) => Some(e),
+            CallError::Elapsed(e) => Some(e),
             CallError::Transport(e) => Some(e),
         }
     }
@@ -60,6 +70,18 @@ impl From<CircuitOpen> for CallError {
 impl From<Overloaded> for CallError {
     fn from(e: Overloaded) -> Self {
         CallError::Overloaded(e)
+    }
+}
+
+impl From<DeadlineExceeded> for CallError {
+    fn from(e: DeadlineExceeded) -> Self {
+        CallError::Deadline(e)
+    }
+}
+
+impl From<Elapsed> for CallError {
+    fn from(e: Elapsed) -> Self {
+        CallError::Elapsed(e)
     }
 }
 
@@ -133,4 +155,65 @@ async fn a_typed_breaker_over_a_typed_limit_refuses_a_dead_peer_with_the_callers
     })
     .await
     .expect("bounded");
+}
+
+/// A peer that accepts each connection and never answers: holds the sockets until aborted.
+async fn silent_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    (addr, held)
+}
+
+#[tokio::test]
+async fn a_typed_deadline_over_a_typed_attempt_timeout_cuts_a_silent_peer_with_the_callers_error() {
+    let (addr, held) = silent_peer().await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let get = || {
+        Request::get(format!("http://{addr}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let stack = |deadline: Duration, attempt: Duration| {
+        ServiceBuilder::new()
+            .layer(
+                DeadlineLayer::new(deadline)
+                    .unwrap()
+                    .with_error::<CallError>(),
+            )
+            .layer(
+                AttemptTimeoutLayer::new(attempt)
+                    .unwrap()
+                    .with_error::<CallError>(),
+            )
+            .service(client.clone())
+    };
+
+    // The deadline ends first: the call ends with the deadline's noun, inline.
+    let deadline = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    let out = tokio::time::timeout(BOUND, stack(deadline, BOUND).oneshot(get()))
+        .await
+        .expect("the deadline ends the call");
+    assert!(
+        matches!(&out, Err(CallError::Deadline(e)) if !e.on_arrival()),
+        "expected the deadline, got {out:?}"
+    );
+    assert!(started.elapsed() >= deadline, "{:?}", started.elapsed());
+
+    // The attempt's own timeout ends first: `Elapsed`, inline, with the timeout it had.
+    let attempt = Duration::from_millis(200);
+    let out = tokio::time::timeout(BOUND, stack(BOUND, attempt).oneshot(get()))
+        .await
+        .expect("the attempt timeout ends the call");
+    match out {
+        Err(CallError::Elapsed(e)) => assert_eq!(e.timeout(), attempt),
+        other => panic!("expected the attempt timeout, got {other:?}"),
+    }
+    held.abort();
 }

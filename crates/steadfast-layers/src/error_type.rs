@@ -4,11 +4,12 @@
 //!
 //! A layer that can refuse a call (the circuit breaker, through
 //! [`CircuitBreakerLayer::with_error`](crate::breaker::CircuitBreakerLayer::with_error), and the
-//! concurrency limit, load shedding, the bulkhead, the rate limit, the adaptive throttle and the
-//! adaptive limit, through their layers' `with_error`) has a last type parameter `K = Boxed`
-//! naming one of these. [`MakeError`] turns the inner service's
+//! concurrency limit, load shedding, the bulkhead, the rate limit, the adaptive throttle, the
+//! adaptive limit, the deadline and the attempt timeout, through their layers' `with_error`) has
+//! a last type parameter `K = Boxed` naming one of these. [`MakeError`] turns the inner service's
 //! error into the service's error; [`MakeRefusal`] turns the layer's own noun
-//! ([`CircuitOpen`](crate::breaker::CircuitOpen), [`Overloaded`](crate::overload::Overloaded))
+//! ([`CircuitOpen`](crate::breaker::CircuitOpen), [`Overloaded`](crate::overload::Overloaded),
+//! [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), [`Elapsed`](crate::timeout::Elapsed))
 //! into it.
 //!
 //! Stacking typed layers keeps the refusals unboxed all the way up (`Typed<E>` over an inner

@@ -12,7 +12,9 @@
 //! A layer given an error type that holds the refusal inline (`with_error::<E>()`, ADR 0008)
 //! allocates nothing at all when it refuses: pinned below for the open breaker (clock or timer),
 //! the forced-open one, the concurrency limit, the adaptive limit, the bulkhead, the rate limit,
-//! load shedding and the adaptive throttle.
+//! load shedding, the adaptive throttle, and the deadline (passed on arrival, or in flight). The
+//! attempt timeout's two ends of an attempt (its own timeout, the deadline) are pinned the same
+//! way, boxed and inline, on a paused clock.
 //!
 //! `allocation-counter` counts this thread's allocations while a current-thread runtime drives
 //! the calls.
@@ -38,6 +40,7 @@ mod refusal_alloc {
     use steadfast_layers::overload::{OverloadReason, Overloaded};
     use steadfast_layers::rate::RateLimitLayer;
     use steadfast_layers::shed::LoadShedLayer;
+    use steadfast_layers::timeout::{AttemptTimeoutLayer, Elapsed};
     use tower::{service_fn, Layer, Service, ServiceExt};
 
     const CALLS: u64 = 1_000;
@@ -279,7 +282,21 @@ mod refusal_alloc {
     enum CallError {
         Open(CircuitOpen),
         Overloaded(Overloaded),
+        Deadline(DeadlineExceeded),
+        Elapsed(Elapsed),
         Io(std::io::Error),
+    }
+
+    impl From<DeadlineExceeded> for CallError {
+        fn from(e: DeadlineExceeded) -> Self {
+            CallError::Deadline(e)
+        }
+    }
+
+    impl From<Elapsed> for CallError {
+        fn from(e: Elapsed) -> Self {
+            CallError::Elapsed(e)
+        }
     }
 
     impl From<CircuitOpen> for CallError {
@@ -312,6 +329,8 @@ mod refusal_alloc {
             match self {
                 CallError::Open(e) => Some(e),
                 CallError::Overloaded(e) => Some(e),
+                CallError::Deadline(e) => Some(e),
+                CallError::Elapsed(e) => Some(e),
                 CallError::Io(e) => Some(e),
             }
         }
@@ -605,5 +624,157 @@ mod refusal_alloc {
             "{local} of {CALLS} rejected locally"
         );
         assert_nothing("throttle, inline error", info);
+    }
+
+    /// A current-thread runtime on a paused clock: a timer fires as soon as every task waits.
+    fn paused() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("tokio runtime")
+    }
+
+    /// Calls `svc` `calls` times; each call must end with an error that `check` accepts.
+    async fn fail_each<S>(svc: &mut S, calls: u64, check: fn(&S::Error) -> bool)
+    where
+        S: Service<u32>,
+        S::Response: Debug,
+        S::Error: Debug,
+    {
+        for x in 0..calls {
+            let out = svc.ready().await.expect("ready").call(x as u32).await;
+            match out {
+                Err(e) if check(&e) => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+    }
+
+    /// Fails `CALLS` calls on `svc` on `rt` (after a warm-up), inside `deadline`'s scope if
+    /// any, and returns what they allocated.
+    fn count_failures<S>(
+        rt: &tokio::runtime::Runtime,
+        svc: &mut S,
+        deadline: Option<Deadline>,
+        check: fn(&S::Error) -> bool,
+    ) -> AllocationInfo
+    where
+        S: Service<u32>,
+        S::Response: Debug,
+        S::Error: Debug,
+    {
+        let mut run = |calls| match deadline {
+            Some(d) => rt.block_on(d.scope(fail_each(svc, calls, check))),
+            None => rt.block_on(fail_each(svc, calls, check)),
+        };
+        run(WARM_UP);
+        allocation_counter::measure(|| run(CALLS))
+    }
+
+    fn is_inline_deadline(e: &CallError) -> bool {
+        matches!(e, CallError::Deadline(_))
+    }
+
+    fn is_inline_elapsed(e: &CallError) -> bool {
+        matches!(e, CallError::Elapsed(_))
+    }
+
+    #[test]
+    fn a_deadline_passed_on_arrival_with_an_inline_error_allocates_nothing() {
+        let rt = runtime();
+        let mut svc = DeadlineLayer::new(LONG)
+            .expect("valid deadline")
+            .with_error::<CallError>()
+            .layer(service_fn(|x: u32| ready(Ok::<_, Infallible>(x))));
+        let passed = Deadline::at(tokio::time::Instant::now());
+        let info = count_failures(
+            &rt,
+            &mut svc,
+            Some(passed),
+            |e| matches!(e, CallError::Deadline(d) if d.on_arrival()),
+        );
+        assert_nothing("deadline passed on arrival, inline error", info);
+    }
+
+    #[test]
+    fn a_deadline_passed_in_flight_allocates_only_its_error() {
+        let rt = paused();
+        let mut svc = rt.block_on(async {
+            DeadlineLayer::new(Duration::from_millis(5))
+                .expect("valid deadline")
+                .layer(stuck())
+        });
+        let info = count_failures(&rt, &mut svc, None, |e| e.is::<DeadlineExceeded>());
+        assert_only_the_box::<DeadlineExceeded>("deadline passed in flight", info);
+    }
+
+    #[test]
+    fn a_deadline_passed_in_flight_with_an_inline_error_allocates_nothing() {
+        let rt = paused();
+        let mut svc = rt.block_on(async {
+            DeadlineLayer::new(Duration::from_millis(5))
+                .expect("valid deadline")
+                .with_error::<CallError>()
+                .layer(stuck())
+        });
+        let info = count_failures(
+            &rt,
+            &mut svc,
+            None,
+            |e| matches!(e, CallError::Deadline(d) if !d.on_arrival()),
+        );
+        assert_nothing("deadline passed in flight, inline error", info);
+    }
+
+    #[test]
+    fn an_attempt_cut_off_allocates_only_its_error() {
+        let rt = paused();
+        // By its own timeout.
+        let mut svc = rt.block_on(async {
+            AttemptTimeoutLayer::new(Duration::from_millis(5))
+                .expect("valid timeout")
+                .layer(stuck())
+        });
+        let info = count_failures(&rt, &mut svc, None, |e| e.is::<Elapsed>());
+        assert_only_the_box::<Elapsed>("attempt timed out", info);
+        // By the deadline above it, which ends first (its own timer stands for the deadline's).
+        let mut svc = rt.block_on(async {
+            tower::ServiceBuilder::new()
+                .layer(DeadlineLayer::new(Duration::from_millis(5)).expect("valid deadline"))
+                .layer(AttemptTimeoutLayer::new(LONG).expect("valid timeout"))
+                .service(stuck())
+        });
+        let info = count_failures(&rt, &mut svc, None, |e| e.is::<DeadlineExceeded>());
+        assert_only_the_box::<DeadlineExceeded>("attempt cut by the deadline", info);
+    }
+
+    #[test]
+    fn an_attempt_cut_off_with_an_inline_error_allocates_nothing() {
+        let rt = paused();
+        let mut svc = rt.block_on(async {
+            AttemptTimeoutLayer::new(Duration::from_millis(5))
+                .expect("valid timeout")
+                .with_error::<CallError>()
+                .layer(stuck())
+        });
+        let info = count_failures(&rt, &mut svc, None, is_inline_elapsed);
+        assert_nothing("attempt timed out, inline error", info);
+        let mut svc = rt.block_on(async {
+            tower::ServiceBuilder::new()
+                .layer(
+                    DeadlineLayer::new(Duration::from_millis(5))
+                        .expect("valid deadline")
+                        .with_error::<CallError>(),
+                )
+                .layer(
+                    AttemptTimeoutLayer::new(LONG)
+                        .expect("valid timeout")
+                        .with_error::<CallError>(),
+                )
+                .service(stuck())
+        });
+        let info = count_failures(&rt, &mut svc, None, is_inline_deadline);
+        assert_nothing("attempt cut by the deadline, inline error", info);
     }
 }

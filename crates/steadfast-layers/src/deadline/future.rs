@@ -1,5 +1,6 @@
 use pin_project::pin_project;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::time::Sleep;
@@ -8,18 +9,26 @@ use tracing::Span;
 use super::layer::Shared;
 use super::value::{cover, Current};
 use super::DeadlineExceeded;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::{SharedRef, REASON_KEY};
-use crate::BoxError;
 
 /// The response future of [`DeadlineService`](super::DeadlineService).
 ///
 /// It polls the inner call (in the deadline's task-local scope) first and arms its timer only if
 /// the call is still pending, so a call that completes at once costs no timer.
 #[pin_project]
-#[derive(Debug)]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, K = Boxed> {
     #[pin]
     kind: Kind<F>,
+    _error: PhantomData<fn() -> K>,
+}
+
+impl<F: std::fmt::Debug, K> std::fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 #[pin_project(project = KindProj)]
@@ -44,10 +53,11 @@ enum Kind<F> {
     Expired,
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, K> ResponseFuture<F, K> {
     pub(super) fn passthrough(inner: F) -> Self {
         Self {
             kind: Kind::Passthrough { inner },
+            _error: PhantomData,
         }
     }
 
@@ -81,6 +91,7 @@ impl<F> ResponseFuture<F> {
                 span: None,
                 shared,
             },
+            _error: PhantomData,
         }
     }
 
@@ -111,27 +122,29 @@ impl<F> ResponseFuture<F> {
                 span: Some(span),
                 shared,
             },
+            _error: PhantomData,
         }
     }
 
     pub(super) fn expired() -> Self {
         Self {
             kind: Kind::Expired,
+            _error: PhantomData,
         }
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, T, E, K> Future for ResponseFuture<F, K>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    K: MakeRefusal<E, DeadlineExceeded>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, <K as MakeError<E>>::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough { inner } => inner.poll(cx).map_err(Into::into),
-            KindProj::Expired => Poll::Ready(Err(DeadlineExceeded::on_arrival_error().into())),
+            KindProj::Passthrough { inner } => inner.poll(cx).map_err(K::inner),
+            KindProj::Expired => Poll::Ready(Err(K::refusal(DeadlineExceeded::on_arrival_error()))),
             KindProj::Enforced {
                 inner,
                 mut sleep,
@@ -159,7 +172,7 @@ where
                     *scope = Current::fixed(d);
                 }
                 if let Poll::Ready(out) = polled {
-                    return Poll::Ready(out.map_err(Into::into));
+                    return Poll::Ready(out.map_err(K::inner));
                 }
                 // No timer of its own while a timer inside, polled just now with this task's
                 // waker, ends at or before the deadline (an attempt timeout under it, a nested
@@ -178,7 +191,7 @@ where
                 };
                 let end = timer.deadline();
                 if timer.poll(cx).is_ready() {
-                    return Poll::Ready(Err(exceeded_in_flight(shared)));
+                    return Poll::Ready(Err(K::refusal(exceeded_in_flight(shared))));
                 }
                 if enclosed {
                     cover::mark(cx.waker(), end);
@@ -193,7 +206,7 @@ where
 /// the poll path keeps its registers and stack for the common case.
 #[cold]
 #[inline(never)]
-fn exceeded_in_flight(shared: &Shared) -> BoxError {
+fn exceeded_in_flight(shared: &Shared) -> DeadlineExceeded {
     shared.attrs.with(REASON_KEY, "in_flight", |a| {
         shared.exceeded.add(1, a);
     });
@@ -202,5 +215,5 @@ fn exceeded_in_flight(shared: &Shared) -> BoxError {
         reason = "in_flight",
         "deadline exceeded: call cancelled"
     );
-    DeadlineExceeded::new().into()
+    DeadlineExceeded::new()
 }

@@ -1,3 +1,4 @@
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use tower_layer::Layer;
 
 use super::{DeadlineService, TaskLocal, MAX_TIMEOUT};
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::telemetry::{Attrs, SharedRef, Telemetry};
 
 /// Sets or shrinks the end-to-end deadline of each call, enforces it, and puts it in scope for
@@ -27,11 +29,17 @@ use crate::telemetry::{Attrs, SharedRef, Telemetry};
 /// # let _ = layer;
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
+///
+/// Its services fail with [`BoxError`](crate::BoxError) by default; see
+/// [`DeadlineLayer::with_error`] for an error type of your own that holds
+/// [`DeadlineExceeded`](super::DeadlineExceeded) inline, so that a call refused or cut off by
+/// its deadline allocates nothing.
 #[derive(Clone, Debug)]
-pub struct DeadlineLayer<C = TaskLocal> {
+pub struct DeadlineLayer<C = TaskLocal, K = Boxed> {
     pub(super) timeout: Option<Duration>,
     pub(super) carrier: C,
     pub(super) shared: SharedRef<Shared>,
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
 #[derive(Debug)]
@@ -84,11 +92,56 @@ impl DeadlineLayer {
             timeout: None,
             carrier: TaskLocal,
             shared: Shared::new(telemetry),
+            _error: PhantomData,
         }
     }
 }
 
 impl<C> DeadlineLayer<C> {
+    /// Services that fail with `E` instead of [`BoxError`](crate::BoxError): the inner error
+    /// by `Into<E>`, and [`DeadlineExceeded`](super::DeadlineExceeded) by `From`, so that a
+    /// call whose deadline had passed on arrival, or passed in flight, allocates nothing (see
+    /// [`error_type`](crate::error_type)).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use steadfast_layers::deadline::{Deadline, DeadlineExceeded, DeadlineLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Deadline(DeadlineExceeded),
+    /// }
+    /// impl From<DeadlineExceeded> for CallError {
+    ///     fn from(e: DeadlineExceeded) -> Self { CallError::Deadline(e) }
+    /// }
+    /// impl From<Infallible> for CallError {
+    ///     fn from(e: Infallible) -> Self { match e {} }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = DeadlineLayer::new(Duration::from_secs(1))?.with_error::<CallError>();
+    /// let svc = layer.layer(service_fn(|()| async { Ok::<_, Infallible>(()) }));
+    /// // The caller's deadline has already passed: refused without calling the service.
+    /// let passed = Deadline::at(tokio::time::Instant::now());
+    /// match passed.scope(svc.oneshot(())).await {
+    ///     Err(CallError::Deadline(e)) => assert!(e.on_arrival()),
+    ///     other => panic!("expected a refusal, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> DeadlineLayer<C, Typed<E>> {
+        DeadlineLayer {
+            timeout: self.timeout,
+            carrier: self.carrier,
+            shared: self.shared,
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<C, K> DeadlineLayer<C, K> {
     /// The layer's own timeout, if it has one.
     ///
     /// ```
@@ -126,8 +179,8 @@ impl Shared {
     }
 }
 
-impl<S, C: Clone> Layer<S> for DeadlineLayer<C> {
-    type Service = DeadlineService<S, C>;
+impl<S, C: Clone, K> Layer<S> for DeadlineLayer<C, K> {
+    type Service = DeadlineService<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         DeadlineService {
@@ -135,6 +188,7 @@ impl<S, C: Clone> Layer<S> for DeadlineLayer<C> {
             timeout: self.timeout,
             carrier: self.carrier.clone(),
             shared: self.shared.clone(),
+            _error: PhantomData,
         }
     }
 }
@@ -223,6 +277,7 @@ impl<C> DeadlineLayerBuilder<C> {
             timeout: self.timeout,
             carrier: self.carrier,
             shared: Shared::new(self.telemetry),
+            _error: PhantomData,
         })
     }
 }

@@ -1,3 +1,5 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -7,9 +9,10 @@ use tower_service::Service;
 use super::carrier::inherited;
 use super::layer::Shared;
 use super::value::Current;
+use super::DeadlineExceeded;
 use super::{Carrier, Deadline, ResponseFuture, TaskLocal};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::{ms, SharedRef, REASON_KEY};
-use crate::BoxError;
 
 /// The service made by [`DeadlineLayer`](super::DeadlineLayer): enforces the effective deadline
 /// of each call and runs the call in its scope.
@@ -27,15 +30,37 @@ use crate::BoxError;
 /// assert!(seen.is_some());
 /// # }
 /// ```
-#[derive(Clone, Debug)]
-pub struct DeadlineService<S, C = TaskLocal> {
+pub struct DeadlineService<S, C = TaskLocal, K = Boxed> {
     pub(super) inner: S,
     pub(super) timeout: Option<Duration>,
     pub(super) carrier: C,
     pub(super) shared: SharedRef<Shared>,
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S, C> DeadlineService<S, C> {
+impl<S: Clone, C: Clone, K> Clone for DeadlineService<S, C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            carrier: self.carrier.clone(),
+            shared: self.shared.clone(),
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug, K> fmt::Debug for DeadlineService<S, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineService")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .field("carrier", &self.carrier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, K> DeadlineService<S, C, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -52,19 +77,19 @@ impl<S, C> DeadlineService<S, C> {
     }
 }
 
-impl<S, C, Req> Service<Req> for DeadlineService<S, C>
+impl<S, C, K, Req> Service<Req> for DeadlineService<S, C, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
     C: Carrier<Req>,
+    K: MakeRefusal<S::Error, DeadlineExceeded>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {

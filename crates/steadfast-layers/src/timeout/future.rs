@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -9,16 +10,15 @@ use tokio::time::{Instant, Sleep};
 use super::layer::Shared;
 use super::Elapsed;
 use crate::deadline::{cover, Deadline, DeadlineExceeded};
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::{SharedRef, REASON_KEY};
-use crate::BoxError;
 
 /// The response future of [`AttemptTimeout`](super::AttemptTimeout).
 ///
 /// The timer is armed (one clock read) only when the inner call is still pending after its first
 /// poll; the attempt's time counts from then, and the deadline is the one in scope then.
 #[pin_project(PinnedDrop)]
-#[derive(Debug)]
-pub struct ResponseFuture<F> {
+pub struct ResponseFuture<F, K = Boxed> {
     #[pin]
     inner: F,
     #[pin]
@@ -32,9 +32,20 @@ pub struct ResponseFuture<F> {
     /// arms none while this one is pending, ADR 0008 decision 16).
     covers: bool,
     shared: SharedRef<Shared>,
+    _error: PhantomData<fn() -> K>,
 }
 
-impl<F> ResponseFuture<F> {
+impl<F: std::fmt::Debug, K> std::fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .field("sleep", &self.sleep)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, K> ResponseFuture<F, K> {
     #[inline]
     pub(super) fn new(inner: F, timeout: Option<Duration>, shared: SharedRef<Shared>) -> Self {
         Self {
@@ -45,21 +56,22 @@ impl<F> ResponseFuture<F> {
             deadline_first: false,
             covers: false,
             shared,
+            _error: PhantomData,
         }
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<F, T, E, K> Future for ResponseFuture<F, K>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    K: MakeRefusal<E, Elapsed> + MakeRefusal<E, DeadlineExceeded>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, <K as MakeError<E>>::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let Poll::Ready(out) = this.inner.poll(cx) {
-            return Poll::Ready(out.map_err(Into::into));
+            return Poll::Ready(out.map_err(K::inner));
         }
         if !*this.armed {
             *this.armed = true;
@@ -95,16 +107,17 @@ where
             }
             return Poll::Pending;
         }
-        Poll::Ready(Err(expired(
-            this.shared,
-            *this.deadline_first,
-            *this.timeout,
-        )))
+        Poll::Ready(Err(
+            match expired(this.shared, *this.deadline_first, *this.timeout) {
+                Cut::Deadline(exceeded) => K::refusal(exceeded),
+                Cut::Timeout(elapsed) => K::refusal(elapsed),
+            },
+        ))
     }
 }
 
 #[pinned_drop]
-impl<F> PinnedDrop for ResponseFuture<F> {
+impl<F, K> PinnedDrop for ResponseFuture<F, K> {
     #[inline]
     fn drop(self: Pin<&mut Self>) {
         // Dropped with its timer (a combinator may drop it in the poll that marked it): nothing
@@ -115,11 +128,17 @@ impl<F> PinnedDrop for ResponseFuture<F> {
     }
 }
 
+/// Why an attempt was cut off.
+enum Cut {
+    Deadline(DeadlineExceeded),
+    Timeout(Elapsed),
+}
+
 /// Counts and traces the end of an attempt, by its deadline or by its own timeout; out of line,
 /// so that the poll path keeps its registers and stack for the common case.
 #[cold]
 #[inline(never)]
-fn expired(shared: &Shared, deadline_first: bool, timeout: Option<Duration>) -> BoxError {
+fn expired(shared: &Shared, deadline_first: bool, timeout: Option<Duration>) -> Cut {
     if deadline_first {
         shared.attrs.with(REASON_KEY, "attempt", |a| {
             shared.deadline_exceeded.add(1, a);
@@ -129,7 +148,7 @@ fn expired(shared: &Shared, deadline_first: bool, timeout: Option<Duration>) -> 
             reason = "attempt",
             "deadline exceeded during an attempt: attempt cancelled"
         );
-        DeadlineExceeded::new().into()
+        Cut::Deadline(DeadlineExceeded::new())
     } else {
         let timeout = timeout.unwrap_or_default();
         shared.elapsed.add(1, shared.attrs.base());
@@ -138,6 +157,6 @@ fn expired(shared: &Shared, deadline_first: bool, timeout: Option<Duration>) -> 
             timeout_ms = crate::telemetry::ms(timeout),
             "attempt timed out: attempt cancelled"
         );
-        Elapsed::new(timeout).into()
+        Cut::Timeout(Elapsed::new(timeout))
     }
 }

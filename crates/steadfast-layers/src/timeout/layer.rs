@@ -1,3 +1,4 @@
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use tower_layer::Layer;
 use super::AttemptTimeout;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
+use crate::error_type::{Boxed, Typed};
 use crate::telemetry::{Attrs, SharedRef, Telemetry};
 
 /// Bounds each attempt by `min(timeout, remaining deadline)`.
@@ -24,10 +26,15 @@ use crate::telemetry::{Attrs, SharedRef, Telemetry};
 /// assert!(AttemptTimeoutLayer::new(Duration::ZERO).is_err());
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
+///
+/// Its services fail with [`BoxError`](crate::BoxError) by default; see
+/// [`AttemptTimeoutLayer::with_error`] for an error type of your own that holds both nouns
+/// inline, so that an attempt cut off allocates nothing.
 #[derive(Clone, Debug)]
-pub struct AttemptTimeoutLayer {
+pub struct AttemptTimeoutLayer<K = Boxed> {
     timeout: Option<Duration>,
     shared: SharedRef<Shared>,
+    _error: PhantomData<fn() -> K>,
 }
 
 #[derive(Debug)]
@@ -90,6 +97,7 @@ impl AttemptTimeoutLayer {
         Self {
             timeout: None,
             shared: Shared::new(&Telemetry::default()),
+            _error: PhantomData,
         }
     }
 
@@ -110,9 +118,58 @@ impl AttemptTimeoutLayer {
         Ok(Self {
             timeout: validate(timeout)?,
             shared: Shared::new(telemetry),
+            _error: PhantomData,
         })
     }
 
+    /// Services that fail with `E` instead of [`BoxError`](crate::BoxError): the inner error
+    /// by `Into<E>`, and [`Elapsed`](super::Elapsed) and
+    /// [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) by `From`, so that an attempt
+    /// cut off by its timeout or by the deadline allocates nothing (see
+    /// [`error_type`](crate::error_type)). A retry layer above reads `E` through its classifier
+    /// ([`AsErrorRef`](crate::classify::AsErrorRef) for the default one).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use steadfast_layers::deadline::DeadlineExceeded;
+    /// use steadfast_layers::timeout::{AttemptTimeoutLayer, Elapsed};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// #[derive(Debug)]
+    /// enum CallError {
+    ///     Elapsed(Elapsed),
+    ///     Deadline(DeadlineExceeded),
+    /// }
+    /// impl From<Elapsed> for CallError {
+    ///     fn from(e: Elapsed) -> Self { CallError::Elapsed(e) }
+    /// }
+    /// impl From<DeadlineExceeded> for CallError {
+    ///     fn from(e: DeadlineExceeded) -> Self { CallError::Deadline(e) }
+    /// }
+    /// impl From<Infallible> for CallError {
+    ///     fn from(e: Infallible) -> Self { match e {} }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), steadfast_layers::ConfigError> {
+    /// let layer = AttemptTimeoutLayer::new(Duration::from_millis(100))?.with_error::<CallError>();
+    /// let stuck = service_fn(|()| std::future::pending::<Result<(), Infallible>>());
+    /// match layer.layer(stuck).oneshot(()).await {
+    ///     Err(CallError::Elapsed(e)) => assert_eq!(e.timeout(), Duration::from_millis(100)),
+    ///     other => panic!("expected the attempt to time out, got {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_error<E>(self) -> AttemptTimeoutLayer<Typed<E>> {
+        AttemptTimeoutLayer {
+            timeout: self.timeout,
+            shared: self.shared,
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<K> AttemptTimeoutLayer<K> {
     /// The configured per-attempt timeout.
     ///
     /// ```
@@ -138,14 +195,15 @@ pub(crate) fn validate(timeout: Option<Duration>) -> Result<Option<Duration>, Co
     }
 }
 
-impl<S> Layer<S> for AttemptTimeoutLayer {
-    type Service = AttemptTimeout<S>;
+impl<S, K> Layer<S> for AttemptTimeoutLayer<K> {
+    type Service = AttemptTimeout<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AttemptTimeout {
             inner,
             timeout: self.timeout,
             shared: self.shared.clone(),
+            _error: PhantomData,
         }
     }
 }

@@ -1,12 +1,15 @@
+use std::fmt;
+use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tower_service::Service;
 
 use super::layer::Shared;
-use super::ResponseFuture;
+use super::{Elapsed, ResponseFuture};
+use crate::deadline::DeadlineExceeded;
+use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::telemetry::SharedRef;
-use crate::BoxError;
 
 /// The service made by [`AttemptTimeoutLayer`](super::AttemptTimeoutLayer).
 ///
@@ -25,14 +28,34 @@ use crate::BoxError;
 /// assert!(err.is::<Elapsed>());
 /// # }
 /// ```
-#[derive(Clone, Debug)]
-pub struct AttemptTimeout<S> {
+pub struct AttemptTimeout<S, K = Boxed> {
     pub(super) inner: S,
     pub(super) timeout: Option<Duration>,
     pub(super) shared: SharedRef<Shared>,
+    pub(super) _error: PhantomData<fn() -> K>,
 }
 
-impl<S> AttemptTimeout<S> {
+impl<S: Clone, K> Clone for AttemptTimeout<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            shared: self.shared.clone(),
+            _error: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, K> fmt::Debug for AttemptTimeout<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptTimeout")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K> AttemptTimeout<S, K> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -49,18 +72,18 @@ impl<S> AttemptTimeout<S> {
     }
 }
 
-impl<S, Req> Service<Req> for AttemptTimeout<S>
+impl<S, K, Req> Service<Req> for AttemptTimeout<S, K>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
+    K: MakeRefusal<S::Error, Elapsed> + MakeRefusal<S::Error, DeadlineExceeded>,
 {
     type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Error = <K as MakeError<S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, K>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(K::inner)
     }
 
     #[inline]
