@@ -68,9 +68,11 @@ enum State<F> {
         #[pin]
         fut: F,
     },
+    /// The backoff's timer, boxed: inline, its 112 bytes would set the size of every retry
+    /// future whose attempt future is smaller, and that size is moved on every call; boxed, it
+    /// costs one allocation per backoff, which then sleeps (ADR 0008, decision 19).
     Backoff {
-        #[pin]
-        sleep: Sleep,
+        sleep: Pin<Box<Sleep>>,
     },
     Ready,
 }
@@ -284,7 +286,7 @@ where
                         }
                         match wake {
                             Some(at) => this.state.set(State::Backoff {
-                                sleep: sleep_until(at),
+                                sleep: Box::pin(sleep_until(at)),
                             }),
                             None => this.state.set(State::Ready),
                         }
@@ -303,7 +305,7 @@ where
                 }
             }
             StateProj::Backoff { sleep } => {
-                ready!(sleep.poll(cx));
+                ready!(sleep.as_mut().poll(cx));
                 this.state.set(State::Ready);
             }
             StateProj::Ready => {
