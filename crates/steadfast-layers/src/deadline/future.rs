@@ -141,7 +141,6 @@ where
 {
     type Output = Result<T, <K as MakeError<E>>::Error>;
 
-    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Passthrough { inner } => inner.poll(cx).map_err(K::inner),

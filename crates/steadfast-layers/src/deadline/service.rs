@@ -92,7 +92,6 @@ where
         self.inner.poll_ready(cx).map_err(K::inner)
     }
 
-    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         self.shared.calls.add(1, self.shared.attrs.base());
         let inherited = inherited(&self.carrier, &req);
