@@ -10,9 +10,9 @@
 //!
 //! An open word with the armed bit set has a timer task sleeping until its break ends (see
 //! [`BreakTimer`]): refusals then read the clock only on every 64th refusal (every 4th on a
-//! current-thread runtime under `BreakTimer::Auto`). The task clears the bit when it wakes or when it
-//! is dropped (runtime shutdown), whichever comes first, and only in the epoch it was armed for;
-//! once clear, refusals read the clock as they do without a timer.
+//! current-thread runtime under `BreakTimer::Auto`). The timer clears the bit when it fires or
+//! when its task is dropped (runtime shutdown), whichever comes first, and only in the epoch it
+//! was armed for; once clear, refusals read the clock as they do without a timer.
 
 use std::fmt;
 use std::future::Future;

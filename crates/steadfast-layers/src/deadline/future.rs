@@ -17,18 +17,11 @@ use crate::telemetry::{SharedRef, REASON_KEY};
 /// It polls the inner call (in the deadline's task-local scope) first and arms its timer only if
 /// the call is still pending, so a call that completes at once costs no timer.
 #[pin_project]
+#[derive(Debug)]
 pub struct ResponseFuture<F, K = Boxed> {
     #[pin]
     kind: Kind<F>,
     _error: PhantomData<fn() -> K>,
-}
-
-impl<F: std::fmt::Debug, K> std::fmt::Debug for ResponseFuture<F, K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("kind", &self.kind)
-            .finish()
-    }
 }
 
 #[pin_project(project = KindProj)]

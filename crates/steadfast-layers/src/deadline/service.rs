@@ -1,4 +1,3 @@
-use std::fmt;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,34 +29,13 @@ use crate::telemetry::{ms, SharedRef, REASON_KEY};
 /// assert!(seen.is_some());
 /// # }
 /// ```
+#[derive(Clone, Debug)]
 pub struct DeadlineService<S, C = TaskLocal, K = Boxed> {
     pub(super) inner: S,
     pub(super) timeout: Option<Duration>,
     pub(super) carrier: C,
     pub(super) shared: SharedRef<Shared>,
     pub(super) _error: PhantomData<fn() -> K>,
-}
-
-impl<S: Clone, C: Clone, K> Clone for DeadlineService<S, C, K> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            timeout: self.timeout,
-            carrier: self.carrier.clone(),
-            shared: self.shared.clone(),
-            _error: PhantomData,
-        }
-    }
-}
-
-impl<S: fmt::Debug, C: fmt::Debug, K> fmt::Debug for DeadlineService<S, C, K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadlineService")
-            .field("inner", &self.inner)
-            .field("timeout", &self.timeout)
-            .field("carrier", &self.carrier)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<S, C, K> DeadlineService<S, C, K> {

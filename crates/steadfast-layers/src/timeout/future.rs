@@ -18,6 +18,7 @@ use crate::telemetry::{SharedRef, REASON_KEY};
 /// The timer is armed (one clock read) only when the inner call is still pending after its first
 /// poll; the attempt's time counts from then, and the deadline is the one in scope then.
 #[pin_project(PinnedDrop)]
+#[derive(Debug)]
 pub struct ResponseFuture<F, K = Boxed> {
     #[pin]
     inner: F,
@@ -33,16 +34,6 @@ pub struct ResponseFuture<F, K = Boxed> {
     covers: bool,
     shared: SharedRef<Shared>,
     _error: PhantomData<fn() -> K>,
-}
-
-impl<F: std::fmt::Debug, K> std::fmt::Debug for ResponseFuture<F, K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("inner", &self.inner)
-            .field("sleep", &self.sleep)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<F, K> ResponseFuture<F, K> {

@@ -1,4 +1,3 @@
-use std::fmt;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,31 +27,12 @@ use crate::telemetry::SharedRef;
 /// assert!(err.is::<Elapsed>());
 /// # }
 /// ```
+#[derive(Clone, Debug)]
 pub struct AttemptTimeout<S, K = Boxed> {
     pub(super) inner: S,
     pub(super) timeout: Option<Duration>,
     pub(super) shared: SharedRef<Shared>,
     pub(super) _error: PhantomData<fn() -> K>,
-}
-
-impl<S: Clone, K> Clone for AttemptTimeout<S, K> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            timeout: self.timeout,
-            shared: self.shared.clone(),
-            _error: PhantomData,
-        }
-    }
-}
-
-impl<S: fmt::Debug, K> fmt::Debug for AttemptTimeout<S, K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AttemptTimeout")
-            .field("inner", &self.inner)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<S, K> AttemptTimeout<S, K> {
