@@ -19,6 +19,8 @@
 #![cfg(all(feature = "layers", feature = "http"))]
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -310,14 +312,7 @@ async fn concurrent_hedged_posts_reach_the_server_twice_and_execute_once() {
 /// timer of the pending call (ADR 0008 decision 16) over a real hyper-util connection.
 #[tokio::test]
 async fn a_peer_that_never_answers_is_cut_off_at_the_deadline_through_the_preset() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket);
-        }
-    });
+    let (addr, held) = support::silent_peer().await;
     let deadline = Duration::from_millis(300);
     let client = StandardClientLayer::builder()
         .timeout(deadline)

@@ -16,6 +16,8 @@
 #![cfg(all(feature = "layers", feature = "http"))]
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -157,22 +159,9 @@ async fn a_typed_breaker_over_a_typed_limit_refuses_a_dead_peer_with_the_callers
     .expect("bounded");
 }
 
-/// A peer that accepts each connection and never answers: holds the sockets until aborted.
-async fn silent_peer() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket);
-        }
-    });
-    (addr, held)
-}
-
 #[tokio::test]
 async fn a_typed_deadline_over_a_typed_attempt_timeout_cuts_a_silent_peer_with_the_callers_error() {
-    let (addr, held) = silent_peer().await;
+    let (addr, held) = support::silent_peer().await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let get = || {
         Request::get(format!("http://{addr}/"))
