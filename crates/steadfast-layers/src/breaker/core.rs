@@ -152,6 +152,18 @@ pub(super) enum Ticket {
     Probe(u32),
 }
 
+/// Why [`Core::admit`] refused a call, in one register: the refusing word's break end
+/// (`until_ms`), or [`Refused::HALF_OPEN`]. The admission is out of line, and a
+/// `Result<Ticket, CircuitOpen>` came back through memory, written in pieces and reloaded whole,
+/// which stalled the refusal (ADR 0008, seventh pass); [`Core::refusal`] makes the error inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Refused(u64);
+
+impl Refused {
+    /// A half-open breaker whose probes are all taken (no break end: `until_ms` never reaches it).
+    pub(super) const HALF_OPEN: Refused = Refused(u64::MAX);
+}
+
 /// The validated configuration shared by every breaker of a layer. The thresholds can be
 /// changed at run time through the handle (see `crate::live`): each is one atomic, loaded
 /// relaxed where it is used, and the break duration (read only when a breaker trips) one
@@ -407,7 +419,7 @@ impl Core {
     /// when one is ([`CLOCK_CHECK_EVERY_UNDRIVEN`]th on a current-thread runtime under
     /// [`BreakTimer::Auto`]).
     #[inline]
-    pub(super) fn admit(&self) -> Result<Ticket, CircuitOpen> {
+    pub(super) fn admit(&self) -> Result<Ticket, Refused> {
         // The two common cases inline: closed, and open with a timer armed.
         let w = self.load();
         match w.state() {
@@ -422,19 +434,20 @@ impl Core {
     /// closed path inlined into `call` stays small, and apart from [`Core::admit_slow`], whose
     /// loop costs a larger frame (ADR 0008).
     #[inline(never)]
-    fn admit_open(&self, w: Word) -> Result<Ticket, CircuitOpen> {
-        let at = self.probe_at(w);
+    fn admit_open(&self, w: Word) -> Result<Ticket, Refused> {
         let mask = self.check_mask.load(Ordering::Relaxed);
-        if (w.armed() && self.rejected.load(Ordering::Relaxed) & mask != mask) || self.now() < at {
+        if (w.armed() && self.rejected.load(Ordering::Relaxed) & mask != mask)
+            || self.now() < self.probe_at(w)
+        {
             self.note_rejection();
-            return Err(CircuitOpen::until(BreakerState::Open, at));
+            return Err(Refused(w.until_ms()));
         }
         self.admit_slow()
     }
 
     /// [`Core::admit`] when the clock must be read, or the breaker is half-open.
     #[inline(never)]
-    fn admit_slow(&self) -> Result<Ticket, CircuitOpen> {
+    fn admit_slow(&self) -> Result<Ticket, Refused> {
         loop {
             let w = self.load();
             match w.state() {
@@ -443,10 +456,9 @@ impl Core {
                 // The instants compared, not subtracted: the refusal's own `probe_at` is the
                 // bound, and a comparison costs a fraction of a subtraction (ADR 0008).
                 OPEN => {
-                    let at = self.probe_at(w);
-                    if self.now() < at {
+                    if self.now() < self.probe_at(w) {
                         self.note_rejection();
-                        return Err(CircuitOpen::until(BreakerState::Open, at));
+                        return Err(Refused(w.until_ms()));
                     }
                     self.try_half_open(w);
                 }
@@ -454,11 +466,24 @@ impl Core {
                     ProbeGrant::Granted(t) => return Ok(t),
                     ProbeGrant::Full if self.load() == w => {
                         self.note_rejection();
-                        return Err(CircuitOpen::new(BreakerState::HalfOpen, None));
+                        return Err(Refused::HALF_OPEN);
                     }
                     _ => {}
                 },
             }
+        }
+    }
+
+    /// The refusal `r` as the error the caller gets.
+    #[inline]
+    pub(super) fn refusal(&self, r: Refused) -> CircuitOpen {
+        if r == Refused::HALF_OPEN {
+            CircuitOpen::new(BreakerState::HalfOpen, None)
+        } else {
+            CircuitOpen::until(
+                BreakerState::Open,
+                self.common.origin + Duration::from_millis(r.0),
+            )
         }
     }
 

@@ -12,7 +12,7 @@ use super::core::Pass;
 use super::CircuitOpen;
 use crate::classify::Classifier;
 use crate::error_type::{Boxed, MakeError, MakeRefusal};
-use crate::overload::Overloaded;
+use crate::overload::{OverloadReason, Overloaded};
 
 /// The response future of [`CircuitBreaker`](super::CircuitBreaker): either the refusal, ready at
 /// once, or the inner call, whose outcome is classified and recorded when it finishes. A probe
@@ -38,11 +38,13 @@ enum Kind<F> {
     Rejected { err: Refusal },
 }
 
-/// Why a call was refused.
+/// Why a call was refused. Every key busy is one constant refusal, made into its
+/// [`Overloaded`] when polled: a variant holding the 40-byte `Overloaded` made every refused
+/// future's move copy the two variants' fields piece by piece (ADR 0008, seventh pass).
 #[derive(Clone, Copy)]
 enum Refusal {
     Open(CircuitOpen),
-    Overloaded(Overloaded),
+    TooManyKeys,
 }
 
 struct Track<C> {
@@ -84,10 +86,11 @@ impl<F, C, K> ResponseFuture<F, C, K> {
         }
     }
 
-    pub(super) fn overloaded(err: Overloaded) -> Self {
+    /// Refused because every tracked key's breaker is busy.
+    pub(super) fn too_many_keys() -> Self {
         Self {
             kind: Kind::Rejected {
-                err: Refusal::Overloaded(err),
+                err: Refusal::TooManyKeys,
             },
             track: None,
             _error: PhantomData,
@@ -124,7 +127,9 @@ where
             KindProj::Rejected { err } => {
                 return Poll::Ready(Err(match *err {
                     Refusal::Open(e) => <K as MakeRefusal<E, CircuitOpen>>::refusal(e),
-                    Refusal::Overloaded(e) => <K as MakeRefusal<E, Overloaded>>::refusal(e),
+                    Refusal::TooManyKeys => <K as MakeRefusal<E, Overloaded>>::refusal(
+                        Overloaded::new("breaker", OverloadReason::TooManyKeys),
+                    ),
                 }));
             }
         };

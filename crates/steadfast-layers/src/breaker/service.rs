@@ -14,7 +14,7 @@ use super::{BreakerHandle, BreakerState, CircuitOpen, Mode, ResponseFuture};
 use crate::classify::{Classifier, RetryOnError};
 use crate::error_type::{Boxed, MakeError, MakeRefusal};
 use crate::keyed::{Global, KeyExtractor};
-use crate::overload::{OverloadReason, Overloaded};
+use crate::overload::Overloaded;
 use crate::telemetry::ms;
 
 /// The service made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -277,7 +277,7 @@ impl<S, C: Clone, X, K> CircuitBreaker<S, C, X, K> {
                     started,
                 )
             }
-            Err(open) => reject(&core, open),
+            Err(refused) => reject(&core, core.refusal(refused)),
         }
     }
 }
@@ -304,13 +304,16 @@ where
                 started,
             )
         }
-        Err(open) => reject(core, open),
+        Err(refused) => reject(core, core.refusal(refused)),
     }
 }
 
 /// Asks `core` to admit a call under the control mode `control`.
 #[inline]
-fn admission(core: &super::core::Core, control: u8) -> Result<super::core::Ticket, CircuitOpen> {
+fn admission(
+    core: &super::core::Core,
+    control: u8,
+) -> Result<super::core::Ticket, super::core::Refused> {
     if control == METRICS_ONLY {
         Ok(core.admit_unconditionally())
     } else {
@@ -347,7 +350,7 @@ fn reject_too_many_keys<F, C, K>(
         max_keys = keys,
         "call rejected: every tracked key's breaker is busy (open, half-open or in use), no room for a new key"
     );
-    ResponseFuture::overloaded(Overloaded::new("breaker", OverloadReason::TooManyKeys))
+    ResponseFuture::too_many_keys()
 }
 
 /// Counts (in the metrics; `core` counted it already), traces and returns one call refused by
