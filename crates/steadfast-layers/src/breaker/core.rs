@@ -480,17 +480,20 @@ impl Core {
         if r == Refused::HALF_OPEN {
             CircuitOpen::new(BreakerState::HalfOpen, None)
         } else {
-            CircuitOpen::until(
-                BreakerState::Open,
-                self.common.origin + Duration::from_millis(r.0),
-            )
+            CircuitOpen::until(BreakerState::Open, self.at_ms(r.0))
         }
     }
 
     /// When the open breaker of word `w` allows a probe.
     #[inline]
     fn probe_at(&self, w: Word) -> Instant {
-        self.common.origin + Duration::from_millis(w.until_ms())
+        self.at_ms(w.until_ms())
+    }
+
+    /// The instant `ms` milliseconds after the breaker's origin (a word's break end).
+    #[inline]
+    fn at_ms(&self, ms: u64) -> Instant {
+        self.common.origin + Duration::from_millis(ms)
     }
 
     /// Metrics-only mode: admits every call as a closed-state call (a breaker left open by a
