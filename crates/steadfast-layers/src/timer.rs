@@ -11,13 +11,20 @@ use tokio::time::{sleep_until, Instant, Sleep};
 /// place; here, with nothing of the future handed out, it is written once.
 #[inline(never)]
 pub(crate) fn arm(mut slot: Pin<&mut Option<Sleep>>, at: Instant) {
+    slot.set(Some(timer(at)));
+}
+
+/// A timer ending at `at`, for a caller that arms it in a place of its own (and is out of
+/// line itself, for the reason above).
+#[inline(always)]
+pub(crate) fn timer(at: Instant) -> Sleep {
     #[cfg(test)]
     ARMED.with(|n| n.set(n.get() + 1));
-    slot.set(Some(sleep_until(at)));
+    sleep_until(at)
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Timers armed through [`arm`] on this thread, for the unit tests that count them.
+    /// Timers made through [`timer`] on this thread, for the unit tests that count them.
     pub(crate) static ARMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }

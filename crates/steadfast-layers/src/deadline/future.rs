@@ -6,11 +6,11 @@ use std::task::{Context, Poll};
 use tokio::time::Sleep;
 use tracing::Span;
 
-use super::layer::Shared;
+use super::layer::{CallRef, Shared};
 use super::value::{cover, Current};
-use super::DeadlineExceeded;
+use super::{Deadline, DeadlineExceeded};
 use crate::error_type::{Boxed, MakeError, MakeRefusal};
-use crate::telemetry::{SharedRef, REASON_KEY};
+use crate::telemetry::REASON_KEY;
 
 /// The response future of [`DeadlineService`](super::DeadlineService).
 ///
@@ -35,15 +35,46 @@ enum Kind<F> {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Option<Sleep>,
-        /// The deadline once fixed, or the timeout to fix it from while it is not.
-        scope: Current,
-        /// The call's span, only when a subscriber wants it: a disabled span costs a check on
-        /// every poll and on drop, and 40 bytes moved with the future.
-        span: Option<Box<Span>>,
-        shared: SharedRef<Shared>,
+        timer: Timer,
+        /// The call's span and the layer's telemetry, in one word.
+        call_ref: CallRef,
     },
     Expired,
+}
+
+/// The deadline before its timer is armed, or the timer that holds it: once armed, the timer's
+/// end is the deadline, so the two share their space (ADR 0008, decision 22).
+#[pin_project(project = TimerProj)]
+#[derive(Debug)]
+enum Timer {
+    /// No timer: the deadline once fixed, or the timeout to fix it from while it is not.
+    Unarmed { scope: Current },
+    /// The timer, ending at the deadline.
+    Armed {
+        #[pin]
+        sleep: Sleep,
+    },
+}
+
+impl Timer {
+    /// The scope's deadline as a word, if it is fixed and one holds it.
+    #[inline]
+    fn fixed_word(&self) -> Option<u64> {
+        match self {
+            Timer::Unarmed { scope } => scope.fixed_word(),
+            Timer::Armed { .. } => None,
+        }
+    }
+
+    /// The deadline: the timer's end, the scope's if fixed, else the one the scope's timeout
+    /// gives from now.
+    #[inline]
+    fn deadline_or_now(&self) -> Deadline {
+        match self {
+            Timer::Unarmed { scope } => scope.deadline_or_now(),
+            Timer::Armed { sleep } => Deadline::at(sleep.deadline()),
+        }
+    }
 }
 
 impl<F, K> ResponseFuture<F, K> {
@@ -54,66 +85,24 @@ impl<F, K> ResponseFuture<F, K> {
         }
     }
 
-    /// Makes the inner call (`call`) with `scope` in scope and inside `span`, and builds the
-    /// future around it (the inner future is moved once, into its field: moving it, as large as
-    /// the stack below, through closures was most of this layer's cost). The deadline is the
-    /// scope's, if it is fixed or became fixed during the call; else it is fixed from the
-    /// scope's timeout the moment it is first needed.
+    /// Makes the inner call (`call`) with `scope` in scope and inside the call's span, and
+    /// builds the future around it (the inner future is moved once, into its field: moving it,
+    /// as large as the stack below, through closures was most of this layer's cost). The
+    /// deadline is the scope's, if it is fixed or became fixed during the call; else it is fixed
+    /// from the scope's timeout the moment it is first needed.
     #[inline(always)]
-    pub(super) fn enforced(
-        scope: Current,
-        call: impl FnOnce() -> F,
-        span: Option<Box<Span>>,
-        shared: SharedRef<Shared>,
-    ) -> Self {
-        if let Some(span) = span {
-            return Self::enforced_traced(scope, call, span, shared);
-        }
-        // One call site for the untraced path, with no span guard to drop after it.
-        let entered = scope.enter();
-        let inner = call();
-        let scope = match entered.exit() {
-            Some(d) => Current::fixed(d),
-            None => scope,
-        };
-        Self {
-            kind: Kind::Enforced {
-                inner,
-                scope,
-                sleep: None,
-                span: None,
-                shared,
-            },
-            _error: PhantomData,
-        }
-    }
-
-    /// [`ResponseFuture::enforced`] for a call a subscriber traces: the call is made inside
-    /// `span` too.
-    #[cold]
-    #[inline(never)]
-    fn enforced_traced(
-        scope: Current,
-        call: impl FnOnce() -> F,
-        span: Box<Span>,
-        shared: SharedRef<Shared>,
-    ) -> Self {
+    pub(super) fn enforced(scope: Current, call: impl FnOnce() -> F, call_ref: CallRef) -> Self {
         let entered = scope.enter();
         let inner = {
-            let _span = span.enter();
+            let _span = call_ref.span().map(Span::enter);
             call()
         };
-        let scope = match entered.exit() {
-            Some(d) => Current::fixed(d),
-            None => scope,
-        };
+        let scope = entered.exit().unwrap_or(scope);
         Self {
             kind: Kind::Enforced {
                 inner,
-                scope,
-                sleep: None,
-                span: Some(span),
-                shared,
+                timer: Timer::Unarmed { scope },
+                call_ref,
             },
             _error: PhantomData,
         }
@@ -140,30 +129,34 @@ where
             KindProj::Expired => Poll::Ready(Err(K::refusal(DeadlineExceeded::on_arrival_error()))),
             KindProj::Enforced {
                 inner,
-                mut sleep,
-                scope,
-                span,
-                shared,
+                mut timer,
+                call_ref,
             } => {
-                let _entered = span.as_deref().map(Span::enter);
+                let _entered = call_ref.span().map(Span::enter);
                 // Once fixed (at the latest when the timer is armed, after the first poll), the
                 // scope cannot change inside: leaving it restores the enclosing one and reads
                 // nothing back.
-                let fixed = scope.is_fixed();
-                let entered = scope.enter();
+                let (entered, fixed, unarmed) = match &*timer {
+                    Timer::Unarmed { scope } => (scope.enter(), scope.is_fixed(), true),
+                    Timer::Armed { sleep } => (
+                        Current::fixed(Deadline::at(sleep.deadline())).enter(),
+                        true,
+                        false,
+                    ),
+                };
                 // A deadline around this one would ask whether it is covered.
                 let enclosed = entered.encloses();
                 // Asked below only while this future has no timer of its own.
-                let unarmed = sleep.is_none();
                 if unarmed {
                     cover::reset();
                 }
                 let polled = inner.poll(cx);
-                if fixed {
+                let learned = if fixed {
                     drop(entered);
-                } else if let Some(d) = entered.exit() {
-                    *scope = Current::fixed(d);
-                }
+                    None
+                } else {
+                    entered.exit()
+                };
                 if let Poll::Ready(out) = polled {
                     return Poll::Ready(out.map_err(K::inner));
                 }
@@ -172,19 +165,38 @@ where
                 // deadline): that one wakes the call in time, and the inner call then ends with
                 // its error as it would have with both timers armed (ADR 0008, decision 16).
                 if unarmed {
-                    let deadline = scope.fix().instant();
-                    if cover::covers(cx.waker(), deadline) {
+                    // Compared as words when the deadline is one: no conversion on the way.
+                    let word = learned
+                        .as_ref()
+                        .map_or_else(|| timer.fixed_word(), Current::fixed_word);
+                    let covered = word.is_some_and(|w| cover::covers_word(cx.waker(), w));
+                    if !covered {
+                        let deadline = learned
+                            .as_ref()
+                            .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now);
+                        if word.is_some() || !cover::covers(cx.waker(), deadline.instant()) {
+                            arm(timer.as_mut(), deadline);
+                        } else {
+                            // Covered, and fixed just now: kept for the next poll.
+                            timer.set(Timer::Unarmed {
+                                scope: Current::fixed(deadline),
+                            });
+                            return Poll::Pending;
+                        }
+                    } else {
                         // The mark stays: it covers an enclosing deadline too.
+                        if let Some(scope) = learned {
+                            timer.set(Timer::Unarmed { scope });
+                        }
                         return Poll::Pending;
                     }
-                    crate::timer::arm(sleep.as_mut(), deadline);
                 }
-                let Some(timer) = sleep.as_pin_mut() else {
+                let TimerProj::Armed { sleep } = timer.project() else {
                     return Poll::Pending;
                 };
-                let end = timer.deadline();
-                if timer.poll(cx).is_ready() {
-                    return Poll::Ready(Err(K::refusal(exceeded_in_flight(shared))));
+                let end = sleep.deadline();
+                if sleep.poll(cx).is_ready() {
+                    return Poll::Ready(Err(K::refusal(exceeded_in_flight(call_ref.shared()))));
                 }
                 if enclosed {
                     cover::mark(cx.waker(), end);
@@ -193,6 +205,15 @@ where
             }
         }
     }
+}
+
+/// Arms the timer at `deadline`; out of line, so that the poll path keeps its registers and
+/// stack for the common case.
+#[inline(never)]
+fn arm(mut timer: Pin<&mut Timer>, deadline: Deadline) {
+    timer.set(Timer::Armed {
+        sleep: crate::timer::timer(deadline.instant()),
+    });
 }
 
 /// Counts and traces a deadline that passed while the call was in flight; out of line, so that

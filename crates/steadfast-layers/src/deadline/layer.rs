@@ -1,9 +1,10 @@
 use std::marker::PhantomData;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::metrics::Counter;
 use tower_layer::Layer;
+use tracing::Span;
 
 use super::{DeadlineService, TaskLocal, MAX_TIMEOUT};
 use crate::error::ConfigError;
@@ -156,26 +157,83 @@ impl<C, K> DeadlineLayer<C, K> {
     }
 }
 
+/// The shared state of every deadline layer built with default telemetry.
+static DEFAULT: OnceLock<Shared> = OnceLock::new();
+
 impl Shared {
     fn new(telemetry: Telemetry) -> SharedRef<Self> {
-        static DEFAULT: OnceLock<Shared> = OnceLock::new();
-        SharedRef::new(&telemetry.clone(), &DEFAULT, move || {
-            let meter = telemetry.resolve_meter();
-            Shared {
-                calls: meter
-                    .u64_counter("steadfast.deadline.calls")
-                    .with_unit("{call}")
-                    .with_description("Calls made through the deadline layer")
-                    .build(),
-                exceeded: meter
-                    .u64_counter("steadfast.deadline.exceeded")
-                    .with_unit("{call}")
-                    .with_description("Calls that ran out of end-to-end deadline, by stage")
-                    .build(),
-                attrs: telemetry.base_attributes(),
-                telemetry,
-            }
-        })
+        SharedRef::new(&telemetry.clone(), &DEFAULT, move || Self::build(telemetry))
+    }
+
+    fn build(telemetry: Telemetry) -> Self {
+        let meter = telemetry.resolve_meter();
+        Shared {
+            calls: meter
+                .u64_counter("steadfast.deadline.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the deadline layer")
+                .build(),
+            exceeded: meter
+                .u64_counter("steadfast.deadline.exceeded")
+                .with_unit("{call}")
+                .with_description("Calls that ran out of end-to-end deadline, by stage")
+                .build(),
+            attrs: telemetry.base_attributes(),
+            telemetry,
+        }
+    }
+
+    /// The shared state of the layers with default telemetry.
+    fn default_ref() -> &'static Self {
+        DEFAULT.get_or_init(|| Self::build(Telemetry::default()))
+    }
+}
+
+/// What a call's response future keeps of its layer, in one word: nothing on an untraced call
+/// through a layer with default telemetry, else the layer's shared state and, when a subscriber
+/// wants it, the call's span. One word, not the three of a shared reference and a span, keeps
+/// the future within what the compiler copies inline (ADR 0008, decision 22).
+#[derive(Clone, Debug)]
+pub(super) struct CallRef(Option<Arc<CallShared>>);
+
+#[derive(Debug)]
+struct CallShared {
+    shared: SharedRef<Shared>,
+    span: Option<Span>,
+}
+
+impl CallRef {
+    /// What the untraced calls of a service sharing `shared` keep (made once per service).
+    pub(super) fn untraced(shared: &SharedRef<Shared>) -> Self {
+        match shared {
+            SharedRef::Static(_) => CallRef(None),
+            SharedRef::Owned(_) => CallRef(Some(Arc::new(CallShared {
+                shared: shared.clone(),
+                span: None,
+            }))),
+        }
+    }
+
+    /// What a traced call keeps: `span` beside `shared` (one allocation, as a span takes).
+    pub(super) fn traced(shared: &SharedRef<Shared>, span: Span) -> Self {
+        CallRef(Some(Arc::new(CallShared {
+            shared: shared.clone(),
+            span: Some(span),
+        })))
+    }
+
+    /// The call's span, if a subscriber wanted one.
+    #[inline]
+    pub(super) fn span(&self) -> Option<&Span> {
+        self.0.as_deref().and_then(|c| c.span.as_ref())
+    }
+
+    /// The layer's shared state.
+    pub(super) fn shared(&self) -> &Shared {
+        match &self.0 {
+            Some(c) => &c.shared,
+            None => Shared::default_ref(),
+        }
     }
 }
 
@@ -187,6 +245,7 @@ impl<S, C: Clone, K> Layer<S> for DeadlineLayer<C, K> {
             inner,
             timeout: self.timeout,
             carrier: self.carrier.clone(),
+            call_ref: CallRef::untraced(&self.shared),
             shared: self.shared.clone(),
             _error: PhantomData,
         }

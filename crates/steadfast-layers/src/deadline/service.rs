@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::carrier::inherited;
-use super::layer::Shared;
+use super::layer::{CallRef, Shared};
 use super::value::Current;
 use super::DeadlineExceeded;
 use super::{Carrier, Deadline, ResponseFuture, TaskLocal};
@@ -35,6 +35,8 @@ pub struct DeadlineService<S, C = TaskLocal, K = Boxed> {
     pub(super) timeout: Option<Duration>,
     pub(super) carrier: C,
     pub(super) shared: SharedRef<Shared>,
+    /// What each untraced call's future keeps of `shared`.
+    pub(super) call_ref: CallRef,
     pub(super) _error: PhantomData<fn() -> K>,
 }
 
@@ -79,22 +81,21 @@ where
         // fixed the first time something needs it (no clock read for a call that completes
         // at once and that nobody asks about).
         if let (Some(t), None, false) = (self.timeout, inherited, self.carrier.stores()) {
-            let span = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
-                Some(Box::new(tracing::debug_span!(
-                    target: "steadfast::deadline",
-                    "steadfast.deadline",
-                    instance = name,
-                    deadline_remaining_ms = ms(t),
-                )))
+            let call_ref = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG)
+            {
+                CallRef::traced(
+                    &self.shared,
+                    tracing::debug_span!(
+                        target: "steadfast::deadline",
+                        "steadfast.deadline",
+                        instance = name,
+                        deadline_remaining_ms = ms(t),
+                    ),
+                )
             } else {
-                None
+                self.call_ref.clone()
             };
-            return ResponseFuture::enforced(
-                Current::lazy(t, None),
-                || inner.call(req),
-                span,
-                self.shared.clone(),
-            );
+            return ResponseFuture::enforced(Current::lazy(t), || inner.call(req), call_ref);
         }
         let (deadline, now) = match (self.timeout, inherited) {
             (None, None) => return ResponseFuture::passthrough(inner.call(req)),
@@ -122,22 +123,20 @@ where
             );
             return ResponseFuture::expired();
         }
-        let span = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
-            Some(Box::new(tracing::debug_span!(
-                target: "steadfast::deadline",
-                "steadfast.deadline",
-                instance = name,
-                deadline_remaining_ms = ms(deadline.timeout_at(now)),
-            )))
+        let call_ref = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
+            CallRef::traced(
+                &self.shared,
+                tracing::debug_span!(
+                    target: "steadfast::deadline",
+                    "steadfast.deadline",
+                    instance = name,
+                    deadline_remaining_ms = ms(deadline.timeout_at(now)),
+                ),
+            )
         } else {
-            None
+            self.call_ref.clone()
         };
         self.carrier.set(&mut req, deadline);
-        ResponseFuture::enforced(
-            Current::fixed(deadline),
-            || inner.call(req),
-            span,
-            self.shared.clone(),
-        )
+        ResponseFuture::enforced(Current::fixed(deadline), || inner.call(req), call_ref)
     }
 }

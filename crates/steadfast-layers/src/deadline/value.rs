@@ -1,4 +1,4 @@
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, RawWakerVTable, Waker};
@@ -11,16 +11,123 @@ use tokio::time::Instant;
 // duration of each `call` and each poll of a scoped future and restored afterwards; unlike them,
 // the value is `Copy` and handed back when the scope ends, so a deadline fixed lazily inside the
 // scope is kept (tokio's `sync_scope` consumes its value).
+//
+// Every cell here holds one machine word, read and written whole: a value of several words that
+// is written in pieces and then copied whole makes the copy wait for the pieces to reach the
+// cache (a store-forwarding stall), and the scope is copied in and out on every poll (ADR 0008,
+// decision 21).
 thread_local! {
-    static CURRENT: Cell<Option<Current>> = const { Cell::new(None) };
-    static COVERED: Cell<Option<Cover>> = const { Cell::new(None) };
+    /// The scope, as a [`word`].
+    static CURRENT: Cell<u64> = const { Cell::new(word::NONE) };
+    /// The scopes no word holds, innermost last: one for each scope in effect whose word is
+    /// [`word::FAR`] (see [`far`]).
+    static FAR: RefCell<Vec<Far>> = const { RefCell::new(Vec::new()) };
+    /// The end of the timer marked by [`cover::mark`], as a fixed [`word`]; [`word::NONE`]
+    /// when nothing is marked.
+    static COVER_END: Cell<u64> = const { Cell::new(word::NONE) };
+    /// The data address of the marked timer's waker (see [`identity`]).
+    static COVER_DATA: Cell<usize> = const { Cell::new(0) };
+    /// The vtable address of the marked timer's waker.
+    static COVER_VTABLE: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A timer polled inside the current poll: the task its waker wakes and when it ends.
-#[derive(Clone, Copy)]
-struct Cover {
-    waker: (usize, usize),
-    end: Instant,
+/// A scope in one word. `NONE` is no scope; `FAR` says the scope is on the `FAR` stack; a word
+/// with the `LAZY` bit holds a timeout not yet fixed, in nanoseconds; any other word holds a
+/// fixed deadline as one plus its nanoseconds after a process-wide origin. A word holds any
+/// timeout under 292 years and any deadline from a day before the scope was first used to 292
+/// years after; anything else (a deadline a user made before that, a timeout of centuries) goes
+/// to the `FAR` stack, exactly and more slowly.
+mod word {
+    use super::Deadline;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    pub(super) const NONE: u64 = 0;
+    pub(super) const FAR: u64 = u64::MAX;
+    pub(super) const LAZY: u64 = 1 << 63;
+    const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+    /// The instant fixed words count from: a day before the first scope (or right then, on a
+    /// clock that cannot go back a day). Only how fast a deadline is kept depends on it, never
+    /// what is kept: a paused or advanced tokio clock only moves forward from the real one, and a
+    /// deadline before the origin is kept on the `FAR` stack.
+    #[inline]
+    fn origin() -> Instant {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(|| {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+        })
+    }
+
+    /// `deadline` as a word, if one holds it.
+    #[inline]
+    pub(super) fn fixed(deadline: Deadline) -> Option<u64> {
+        let since = deadline.instant().checked_duration_since(origin())?;
+        let nanos = since
+            .as_secs()
+            .checked_mul(NANOS_PER_SEC)?
+            .checked_add(u64::from(since.subsec_nanos()))?;
+        (nanos < LAZY - 1).then_some(nanos + 1)
+    }
+
+    /// A timeout not yet fixed as a word, if one holds it.
+    #[inline]
+    pub(super) fn lazy(timeout: Duration) -> Option<u64> {
+        u64::try_from(timeout.as_nanos())
+            .ok()
+            .filter(|&n| n < FAR - LAZY)
+            .map(|n| LAZY | n)
+    }
+
+    /// Whether `word` (neither `NONE` nor `FAR`) holds a timeout not yet fixed.
+    #[inline]
+    pub(super) const fn is_lazy(word: u64) -> bool {
+        word & LAZY != 0
+    }
+
+    /// The timeout of a lazy word.
+    #[inline]
+    pub(super) const fn timeout(word: u64) -> Duration {
+        Duration::from_nanos(word & !LAZY)
+    }
+
+    /// The deadline of a fixed word.
+    #[inline]
+    pub(super) fn deadline(word: u64) -> Deadline {
+        // Cannot overflow: the word was made from this very instant.
+        Deadline::at(origin() + Duration::from_nanos(word - 1))
+    }
+}
+
+/// The `FAR` stack. A scope's word can become `FAR` in two ways: entering a scope no word holds
+/// pushes it, and fixing a lazy scope at a deadline no word holds pushes that deadline. Neither
+/// word ever becomes another word again while in scope, so a scope whose word is `FAR` when it is
+/// left owns exactly the top entry, and leaving it pops that entry. (The stack's memory is kept
+/// for the thread's next far scope; nothing on it outlives its scope.)
+mod far {
+    use super::{Far, FAR};
+
+    /// Puts `far` on top (entering it, or fixing the scope on top of the words at it).
+    #[cold]
+    pub(super) fn push(far: Far) {
+        let _ = FAR.try_with(|s| s.borrow_mut().push(far));
+    }
+
+    /// Takes the top off: the scope being left.
+    #[cold]
+    pub(super) fn pop() -> Option<Far> {
+        FAR.try_with(|s| s.borrow_mut().pop()).ok().flatten()
+    }
+
+    /// The deadline of the scope on top, fixing it with the clock read by `now` if it was not.
+    #[cold]
+    pub(super) fn fix_top(now: impl FnOnce() -> tokio::time::Instant) -> Option<super::Deadline> {
+        FAR.try_with(|s| s.borrow_mut().last_mut().map(|far| far.fix_with(now)))
+            .ok()
+            .flatten()
+    }
 }
 
 /// The task a waker wakes: its data and vtable addresses, compared and never followed, as
@@ -44,130 +151,250 @@ fn identity(waker: &Waker) -> (usize, usize) {
 /// combinator may drop it within the same poll). A waker that differs (a sub-task's, a
 /// combinator's own) never matches, so the deadline is then enforced by its own timer.
 pub(crate) mod cover {
-    use super::{identity, Cover, COVERED};
+    use super::{identity, word, Deadline, COVER_DATA, COVER_END, COVER_VTABLE};
     use std::task::Waker;
     use tokio::time::Instant;
+
+    /// An end that marks nothing.
+    pub(crate) const UNMARKED: u64 = word::NONE;
 
     /// Forgets any mark: before the inner call is polled, and when a marked timer is dropped.
     #[inline]
     pub(crate) fn reset() {
-        let _ = COVERED.try_with(|c| c.set(None));
+        let _ = COVER_END.try_with(|c| c.set(word::NONE));
     }
 
-    /// A timer ending at `end` was polled just now with `waker`, and is pending.
+    /// A timer ending at `end` was polled just now with `waker`, and is pending. (An end no
+    /// word holds is not marked: the deadline above then arms its own timer, as it would
+    /// without the mark.)
     #[inline]
     pub(crate) fn mark(waker: &Waker, end: Instant) {
-        let cover = Cover {
-            waker: identity(waker),
-            end,
-        };
-        let _ = COVERED.try_with(|c| c.set(Some(cover)));
+        mark_word(waker, end_word(end));
+    }
+
+    /// The mark of a timer ending at `end`, for [`mark_word`]: `end` as a fixed word, or
+    /// [`UNMARKED`] when no word holds it.
+    #[inline]
+    pub(crate) fn end_word(end: Instant) -> u64 {
+        word::fixed(Deadline::at(end)).unwrap_or(UNMARKED)
+    }
+
+    /// [`mark`] for an end already made a word by [`end_word`] (an [`UNMARKED`] end marks
+    /// nothing).
+    #[inline]
+    pub(crate) fn mark_word(waker: &Waker, end: u64) {
+        let (data, vtable) = identity(waker);
+        let _ = COVER_DATA.try_with(|c| c.set(data));
+        let _ = COVER_VTABLE.try_with(|c| c.set(vtable));
+        let _ = COVER_END.try_with(|c| c.set(end));
     }
 
     /// Whether a timer polled inside this poll with `waker` ends at or before `deadline`.
     #[inline]
     pub(crate) fn covers(waker: &Waker, deadline: Instant) -> bool {
-        COVERED
-            .try_with(|c| {
-                c.get()
-                    .is_some_and(|m| m.end <= deadline && m.waker == identity(waker))
-            })
-            .unwrap_or(false)
+        let end = mark_end();
+        end != word::NONE && word::deadline(end).instant() <= deadline && marked(waker)
+    }
+
+    /// [`covers`] for a deadline given as a fixed word.
+    #[inline]
+    pub(crate) fn covers_word(waker: &Waker, deadline: u64) -> bool {
+        let end = mark_end();
+        end != word::NONE && end <= deadline && marked(waker)
+    }
+
+    /// The marked timer's end as a word, or `NONE`.
+    #[inline]
+    fn mark_end() -> u64 {
+        COVER_END
+            .try_with(std::cell::Cell::get)
+            .unwrap_or(word::NONE)
+    }
+
+    /// Whether the mark was made with `waker`.
+    #[inline]
+    fn marked(waker: &Waker) -> bool {
+        let (data, vtable) = identity(waker);
+        COVER_DATA.try_with(std::cell::Cell::get).ok() == Some(data)
+            && COVER_VTABLE.try_with(std::cell::Cell::get).ok() == Some(vtable)
     }
 }
 
-/// What the scope holds: a deadline, or a timeout whose deadline is fixed the first time
-/// anything needs it (so that a call nobody asks about costs no clock read).
+/// A scope no [`word`] holds exactly: a deadline, or a timeout whose deadline is fixed the
+/// first time anything needs it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Current {
+struct Far {
     deadline: Option<Deadline>,
     timeout: Duration,
 }
 
-impl Current {
-    pub(crate) const fn fixed(deadline: Deadline) -> Self {
-        Current {
-            deadline: Some(deadline),
-            timeout: Duration::ZERO,
-        }
-    }
-
-    /// A deadline `timeout` from the moment it is first needed, or `known` once fixed.
-    pub(crate) const fn lazy(timeout: Duration, known: Option<Deadline>) -> Self {
-        Current {
-            deadline: known,
-            timeout,
-        }
-    }
-
-    /// The deadline, fixing it now (one clock read) if it was not.
+impl Far {
+    /// The deadline, fixing it from the timeout with the clock read by `now` if it was not.
     #[inline]
-    pub(crate) fn fix(&mut self) -> Deadline {
+    fn fix_with(&mut self, now: impl FnOnce() -> Instant) -> Deadline {
         match self.deadline {
             Some(d) => d,
             None => {
-                let d = Deadline::after_saturating(self.timeout);
+                let d = Deadline::after_saturating_at(now(), self.timeout);
                 self.deadline = Some(d);
                 d
             }
         }
     }
+}
+
+/// What the scope holds: a deadline, or a timeout whose deadline is fixed the first time
+/// anything needs it (so that a call nobody asks about costs no clock read). As one [`word`],
+/// read and written whole; `far` is read only when the word is [`word::FAR`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Current {
+    word: u64,
+    far: Far,
+}
+
+impl Current {
+    /// The `far` of a scope in its word: never read.
+    const NOT_FAR: Far = Far {
+        deadline: None,
+        timeout: Duration::ZERO,
+    };
+
+    /// A fixed deadline.
+    #[inline]
+    pub(crate) fn fixed(deadline: Deadline) -> Self {
+        match word::fixed(deadline) {
+            Some(word) => Current {
+                word,
+                far: Self::NOT_FAR,
+            },
+            None => Current {
+                word: word::FAR,
+                far: Far {
+                    deadline: Some(deadline),
+                    timeout: Duration::ZERO,
+                },
+            },
+        }
+    }
+
+    /// A deadline `timeout` from the moment it is first needed.
+    #[inline]
+    pub(crate) fn lazy(timeout: Duration) -> Self {
+        match word::lazy(timeout) {
+            Some(word) => Current {
+                word,
+                far: Self::NOT_FAR,
+            },
+            None => Current {
+                word: word::FAR,
+                far: Far {
+                    deadline: None,
+                    timeout,
+                },
+            },
+        }
+    }
+
+    /// The deadline if fixed, else the one the timeout gives from now (one clock read).
+    #[inline]
+    pub(crate) fn deadline_or_now(&self) -> Deadline {
+        match self.word {
+            word::FAR => {
+                let mut far = self.far;
+                far.fix_with(Instant::now)
+            }
+            w if word::is_lazy(w) => {
+                Deadline::after_saturating_at(Instant::now(), word::timeout(w))
+            }
+            w => word::deadline(w),
+        }
+    }
+
+    /// The deadline as a [`word`], if it is fixed and one holds it (words of fixed deadlines
+    /// compare as the deadlines do).
+    #[inline]
+    pub(crate) fn fixed_word(&self) -> Option<u64> {
+        (self.word != word::FAR && !word::is_lazy(self.word)).then_some(self.word)
+    }
 
     /// Whether the deadline is fixed (a fixed scope cannot change while it is in scope).
     #[inline]
-    pub(crate) const fn is_fixed(&self) -> bool {
-        self.deadline.is_some()
+    pub(crate) fn is_fixed(&self) -> bool {
+        match self.word {
+            word::FAR => self.far.deadline.is_some(),
+            w => !word::is_lazy(w),
+        }
     }
 
-    /// Puts `self` in scope on this thread until [`Entered::exit`], or until the guard is
+    /// Puts this scope in scope on this thread until [`Entered::exit`], or until the guard is
     /// dropped (which leaves without reading the scope back: enough for a fixed scope, and what
     /// happens when the code in the scope panics, since a runtime that catches the panic goes on
-    /// polling other tasks on this thread). One thread-local access to enter, one to leave.
+    /// polling other tasks on this thread). One thread-local word written to enter, one to leave.
     #[inline]
-    pub(crate) fn enter(self) -> Entered {
-        // The cell has no destructor, so it is never destroyed and the access cannot fail; if it
-        // ever did (a thread shutting down), the code would run without a scope.
-        Entered {
-            prev: CURRENT.try_with(|c| c.replace(Some(self))).ok().flatten(),
+    pub(crate) fn enter(&self) -> Entered {
+        // The cells have no destructor, so they are never destroyed and the access cannot fail;
+        // if it ever did (a thread shutting down), the code would run without a scope.
+        let prev = CURRENT
+            .try_with(|c| c.replace(self.word))
+            .unwrap_or(word::NONE);
+        if self.word == word::FAR {
+            far::push(self.far);
         }
+        Entered { prev }
     }
 }
 
 /// A deadline scope entered by [`Current::enter`]: leave it with [`Entered::exit`] (reading the
 /// scope back) or by dropping it.
 pub(crate) struct Entered {
-    /// The enclosing scope, put back on exit.
-    prev: Option<Current>,
+    /// The enclosing scope's word, put back on exit.
+    prev: u64,
 }
 
 impl Entered {
     /// Whether this scope is inside another (a deadline's, or [`Deadline::scope`]'s).
     #[inline]
     pub(crate) fn encloses(&self) -> bool {
-        self.prev.is_some()
+        self.prev != word::NONE
     }
 
-    /// Leaves the scope, putting the enclosing one back; returns the scope's deadline if it
+    /// Leaves the scope, putting the enclosing one back; returns the scope if its deadline
     /// became known (fixed inside the scope, or given).
     #[inline]
-    pub(crate) fn exit(self) -> Option<Deadline> {
+    pub(crate) fn exit(self) -> Option<Current> {
         let prev = self.prev;
         // Left here: the guard's drop would put `prev` back a second time.
         std::mem::forget(self);
-        CURRENT
-            .try_with(|c| c.replace(prev))
-            .ok()
-            .flatten()
-            .and_then(|m| m.deadline)
+        match leave(prev) {
+            word::NONE => None,
+            word::FAR => far::pop()
+                .filter(|far| far.deadline.is_some())
+                .map(|far| Current {
+                    word: word::FAR,
+                    far,
+                }),
+            w if word::is_lazy(w) => None,
+            w => Some(Current {
+                word: w,
+                far: Current::NOT_FAR,
+            }),
+        }
     }
 }
 
 impl Drop for Entered {
     #[inline]
     fn drop(&mut self) {
-        let prev = self.prev;
-        let _ = CURRENT.try_with(|c| c.set(prev));
+        if leave(self.prev) == word::FAR {
+            far::pop();
+        }
     }
+}
+
+/// Puts `prev` back in scope; returns the word of the scope left.
+#[inline]
+fn leave(prev: u64) -> u64 {
+    CURRENT.try_with(|c| c.replace(prev)).unwrap_or(word::NONE)
 }
 
 /// The future returned by [`Deadline::scope`]: `fut` polled with the deadline in scope.
@@ -176,7 +403,7 @@ impl Drop for Entered {
 pub struct Scoped<F> {
     #[pin]
     inner: F,
-    deadline: Deadline,
+    scope: Current,
 }
 
 impl<F: Future> Future for Scoped<F> {
@@ -186,7 +413,7 @@ impl<F: Future> Future for Scoped<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         // A fixed scope: left by dropping the guard, nothing to read back.
-        let _scope = Current::fixed(*this.deadline).enter();
+        let _scope = this.scope.enter();
         this.inner.poll(cx)
     }
 }
@@ -267,14 +494,8 @@ impl Deadline {
         now.checked_add(timeout).map(Deadline)
     }
 
-    /// `timeout` from now, saturating far in the future (about 30 years) if it cannot be
-    /// represented.
-    #[inline]
-    pub(crate) fn after_saturating(timeout: Duration) -> Self {
-        Self::after_saturating_at(Instant::now(), timeout)
-    }
-
-    /// `timeout` after `now`, saturating like [`Deadline::after_saturating`].
+    /// `timeout` after `now`, saturating far in the future (about 30 years after `now`) if it
+    /// cannot be represented.
     pub(crate) fn after_saturating_at(now: Instant, timeout: Duration) -> Self {
         Deadline(
             now.checked_add(timeout)
@@ -368,33 +589,46 @@ impl Deadline {
     /// ```
     #[inline]
     pub fn current() -> Option<Deadline> {
-        Self::current_fixed_with(Instant::now)
+        Self::current_fixed_with(Instant::now).map(|(d, _)| d)
     }
 
     /// [`Deadline::current`] for a caller that has just read the clock: a deadline still to be
     /// fixed (a deadline layer's own timeout, fixed the first time something needs it) is fixed
     /// `now`, so that the caller and the scope share one clock read.
-    pub(crate) fn current_at(now: Instant) -> Option<Deadline> {
+    /// With the deadline comes its [`cover`] mark: what [`cover::mark_word`] takes for a timer
+    /// ending at the deadline.
+    pub(crate) fn current_marked_at(now: Instant) -> Option<(Deadline, u64)> {
         Self::current_fixed_with(|| now)
     }
 
+    /// The deadline in scope, fixed with the clock read by `now` if it was not, and its word
+    /// ([`word::NONE`] when no word holds it).
     #[inline]
-    fn current_fixed_with(now: impl FnOnce() -> Instant) -> Option<Deadline> {
-        CURRENT
-            .try_with(|c| {
-                let mut cur = c.get()?;
-                Some(match cur.deadline {
-                    Some(d) => d,
-                    None => {
-                        let d = Deadline::after_saturating_at(now(), cur.timeout);
-                        cur.deadline = Some(d);
-                        c.set(Some(cur));
-                        d
-                    }
-                })
-            })
-            .ok()
-            .flatten()
+    fn current_fixed_with(now: impl FnOnce() -> Instant) -> Option<(Deadline, u64)> {
+        let cell = CURRENT.try_with(Cell::get).ok()?;
+        match cell {
+            word::NONE => None,
+            word::FAR => far::fix_top(now).map(|d| (d, word::NONE)),
+            w if word::is_lazy(w) => {
+                let d = Deadline::after_saturating_at(now(), word::timeout(w));
+                Some(Self::fixed_in_scope(d))
+            }
+            w => Some((word::deadline(w), w)),
+        }
+    }
+
+    /// Puts `self`, just fixed from the lazy scope's timeout, in that scope's place.
+    #[inline]
+    fn fixed_in_scope(self) -> (Deadline, u64) {
+        let w = word::fixed(self);
+        let _ = CURRENT.try_with(|c| c.set(w.unwrap_or(word::FAR)));
+        if w.is_none() {
+            far::push(Far {
+                deadline: Some(self),
+                timeout: Duration::ZERO,
+            });
+        }
+        (self, w.unwrap_or(word::NONE))
     }
 
     /// Runs `fut` with this deadline (shrunk to any enclosing one) in the task-local scope, so
@@ -412,7 +646,7 @@ impl Deadline {
     pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
         Scoped {
             inner: fut,
-            deadline: self.shrink(Self::current()),
+            scope: Current::fixed(self.shrink(Self::current())),
         }
     }
 
@@ -427,5 +661,114 @@ impl Deadline {
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         let _scope = Current::fixed(self.shrink(Self::current())).enter();
         f()
+    }
+}
+
+/// The scope is one word for every deadline near the process's lifetime, and a slower cell for
+/// the rest; both keep the deadline exactly.
+#[cfg(test)]
+mod tests {
+    use super::{word, Deadline, MAX_TIMEOUT};
+    use crate::deadline::DeadlineLayer;
+    use std::convert::Infallible;
+    use std::time::Duration;
+    use tokio::time::Instant;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    /// A deadline long before the origin (a day before the first scope), when the clock can
+    /// express one.
+    fn long_ago(now: Instant) -> Option<Deadline> {
+        now.checked_sub(Duration::from_secs(3 * 86_400))
+            .map(Deadline::at)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_deadline_comes_back_exactly_from_its_scope() {
+        let now = Instant::now();
+        let near = [
+            now,
+            now + Duration::from_nanos(1),
+            now + Duration::from_secs(3600),
+            now + Duration::from_secs(200 * 365 * 86_400),
+        ];
+        for at in near {
+            let d = Deadline::at(at);
+            assert!(word::fixed(d).is_some(), "{d:?} should fit in a word");
+            assert_eq!(d.sync_scope(Deadline::current), Some(d));
+            assert_eq!(Deadline::current(), None, "the scope was left");
+        }
+        let mut far = vec![Deadline::at(now + MAX_TIMEOUT)];
+        far.extend(long_ago(now));
+        for d in far {
+            assert_eq!(word::fixed(d), None, "{d:?} should not fit in a word");
+            assert_eq!(d.sync_scope(Deadline::current), Some(d));
+            assert_eq!(Deadline::current(), None, "the scope was left");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scopes_nested_across_the_far_cell_restore_each_other() {
+        let now = Instant::now();
+        let outer = Deadline::at(now + MAX_TIMEOUT);
+        let middle = Deadline::at(now + Duration::from_secs(1));
+        let seen = outer.sync_scope(|| {
+            let inside = middle.sync_scope(|| {
+                let innermost = long_ago(now).map(|d| (d, d.sync_scope(Deadline::current)));
+                (innermost, Deadline::current())
+            });
+            (inside, Deadline::current())
+        });
+        let ((innermost, after_innermost), after_middle) = seen;
+        if let Some((d, seen)) = innermost {
+            assert_eq!(seen, Some(d));
+        }
+        assert_eq!(after_innermost, Some(middle));
+        assert_eq!(after_middle, Some(outer));
+        assert_eq!(Deadline::current(), None);
+        assert_eq!(far_scopes(), 0, "every far scope was taken off when left");
+    }
+
+    fn far_scopes() -> usize {
+        super::FAR.with(|s| s.borrow().len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_a_word_holds_fixed_at_a_deadline_it_does_not_is_kept_exactly() {
+        // The longest timeout a word holds: fixed any time after the origin, its deadline is
+        // past what a word holds.
+        let longest = Duration::from_nanos((1 << 63) - 2);
+        assert!(word::lazy(longest).is_some());
+        let _ = word::fixed(Deadline::at(Instant::now())); // the origin is set by now
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        let svc = DeadlineLayer::new(longest).unwrap().layer(service_fn(|()| {
+            let in_call = Deadline::current();
+            async move { Ok::<_, Infallible>((in_call, Deadline::current())) }
+        }));
+        let (in_call, in_poll) = svc.oneshot(()).await.unwrap();
+        let expected = Deadline::at(start + longest);
+        assert_eq!(word::fixed(expected), None);
+        assert_eq!(in_call, Some(expected));
+        assert_eq!(in_poll, in_call);
+        assert_eq!(far_scopes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_too_long_for_a_word_is_fixed_exactly_once() {
+        assert_eq!(word::lazy(MAX_TIMEOUT), None);
+        let start = Instant::now();
+        let svc = DeadlineLayer::new(MAX_TIMEOUT)
+            .unwrap()
+            .layer(service_fn(|()| {
+                let in_call = Deadline::current();
+                async move {
+                    tokio::time::advance(Duration::from_secs(1)).await;
+                    Ok::<_, Infallible>((in_call, Deadline::current()))
+                }
+            }));
+        let (in_call, in_poll) = svc.oneshot(()).await.unwrap();
+        assert_eq!(in_call, Some(Deadline::at(start + MAX_TIMEOUT)));
+        assert_eq!(in_poll, in_call, "fixed once, and kept across polls");
+        assert_eq!(far_scopes(), 0);
     }
 }

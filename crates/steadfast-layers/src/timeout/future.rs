@@ -29,9 +29,10 @@ pub struct ResponseFuture<F, K = Boxed> {
     armed: bool,
     /// Which of the two bounds the armed timer stands for.
     deadline_first: bool,
-    /// A deadline was in scope when the timer was armed: the timer covers it (the deadline
-    /// arms none while this one is pending, ADR 0008 decision 16).
-    covers: bool,
+    /// When a deadline was in scope as the timer was armed, the timer's end as the mark that
+    /// tells the deadline it is covered (it arms no timer while this one is pending, ADR 0008
+    /// decision 16); [`cover::UNMARKED`] otherwise.
+    cover: u64,
     shared: SharedRef<Shared>,
     _error: PhantomData<fn() -> K>,
 }
@@ -45,7 +46,7 @@ impl<F, K> ResponseFuture<F, K> {
             timeout,
             armed: false,
             deadline_first: false,
-            covers: false,
+            cover: cover::UNMARKED,
             shared,
             _error: PhantomData,
         }
@@ -69,16 +70,21 @@ where
             // One clock read for the attempt and for a deadline still to be fixed above it.
             let now = Instant::now();
             let attempt_end = this.timeout.and_then(|t| now.checked_add(t));
-            let deadline = Deadline::current_at(now);
-            *this.covers = deadline.is_some();
+            let deadline = Deadline::current_marked_at(now);
             let end = match (attempt_end, deadline) {
-                (Some(a), Some(d)) if d.instant() <= a => {
+                (Some(a), Some((d, mark))) if d.instant() <= a => {
                     *this.deadline_first = true;
+                    *this.cover = mark;
                     d.instant()
                 }
-                (Some(a), _) => a,
-                (None, Some(d)) => {
+                (Some(a), Some(_)) => {
+                    *this.cover = cover::end_word(a);
+                    a
+                }
+                (Some(a), None) => a,
+                (None, Some((d, mark))) => {
                     *this.deadline_first = true;
+                    *this.cover = mark;
                     d.instant()
                 }
                 (None, None) => return Poll::Pending,
@@ -89,12 +95,11 @@ where
             // Neither a timeout nor a deadline: nothing to enforce.
             return Poll::Pending;
         };
-        let end = timer.deadline();
         if timer.poll(cx).is_pending() {
-            // This timer wakes the task by `end`: a deadline above that ends no sooner needs no
-            // timer of its own (ADR 0008, decision 16).
-            if *this.covers {
-                cover::mark(cx.waker(), end);
+            // This timer wakes the task by its end: a deadline above that ends no sooner needs
+            // no timer of its own (ADR 0008, decision 16).
+            if *this.cover != cover::UNMARKED {
+                cover::mark_word(cx.waker(), *this.cover);
             }
             return Poll::Pending;
         }
@@ -113,7 +118,7 @@ impl<F, K> PinnedDrop for ResponseFuture<F, K> {
     fn drop(self: Pin<&mut Self>) {
         // Dropped with its timer (a combinator may drop it in the poll that marked it): nothing
         // above may count on that timer any more.
-        if self.covers && self.sleep.is_some() {
+        if self.cover != cover::UNMARKED && self.sleep.is_some() {
             cover::reset();
         }
     }
