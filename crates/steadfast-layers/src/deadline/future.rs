@@ -165,31 +165,33 @@ where
                 // deadline): that one wakes the call in time, and the inner call then ends with
                 // its error as it would have with both timers armed (ADR 0008, decision 16).
                 if unarmed {
-                    // Compared as words when the deadline is one: no conversion on the way.
+                    // Compared with the mark as words when the deadline is one: no conversion.
                     let word = learned
                         .as_ref()
                         .map_or_else(|| timer.fixed_word(), Current::fixed_word);
-                    let covered = word.is_some_and(|w| cover::covers_word(cx.waker(), w));
-                    if !covered {
-                        let deadline = learned
-                            .as_ref()
-                            .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now);
-                        if word.is_some() || !cover::covers(cx.waker(), deadline.instant()) {
-                            arm(timer.as_mut(), deadline);
-                        } else {
-                            // Covered, and fixed just now: kept for the next poll.
-                            timer.set(Timer::Unarmed {
-                                scope: Current::fixed(deadline),
-                            });
-                            return Poll::Pending;
+                    let (covered, fixed_now) = match word {
+                        Some(w) => (cover::covers_word(cx.waker(), w), None),
+                        None => {
+                            let d = learned
+                                .as_ref()
+                                .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now);
+                            (cover::covers(cx.waker(), d.instant()), Some(d))
                         }
-                    } else {
-                        // The mark stays: it covers an enclosing deadline too.
-                        if let Some(scope) = learned {
+                    };
+                    if covered {
+                        // The mark stays: it covers an enclosing deadline too. The scope stays,
+                        // fixed, for the next poll.
+                        if let Some(scope) = learned.or_else(|| fixed_now.map(Current::fixed)) {
                             timer.set(Timer::Unarmed { scope });
                         }
                         return Poll::Pending;
                     }
+                    let deadline = fixed_now.unwrap_or_else(|| {
+                        learned
+                            .as_ref()
+                            .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now)
+                    });
+                    arm(timer.as_mut(), deadline);
                 }
                 let TimerProj::Armed { sleep } = timer.project() else {
                     return Poll::Pending;
