@@ -9,7 +9,7 @@ use tracing::Span;
 use super::{DeadlineService, TaskLocal, MAX_TIMEOUT};
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{Attrs, SharedRef, Telemetry};
+use crate::telemetry::{ms, Attrs, SharedRef, Telemetry};
 
 /// Sets or shrinks the end-to-end deadline of each call, enforces it, and puts it in scope for
 /// everything the inner service does.
@@ -214,8 +214,27 @@ impl CallRef {
         }
     }
 
-    /// What a traced call keeps: `span` beside `shared` (one allocation, as a span takes).
-    pub(super) fn traced(shared: &SharedRef<Shared>, span: Span) -> Self {
+    /// What a call with `remaining` time keeps, for a service whose untraced calls keep
+    /// `self`: `self` again, or, when a subscriber wants the call's span, the span beside
+    /// `shared` (one allocation, as a span takes).
+    #[inline]
+    pub(super) fn for_call(&self, shared: &SharedRef<Shared>, remaining: Duration) -> Self {
+        if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
+            Self::traced(shared, remaining)
+        } else {
+            self.clone()
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn traced(shared: &SharedRef<Shared>, remaining: Duration) -> Self {
+        let span = tracing::debug_span!(
+            target: "steadfast::deadline",
+            "steadfast.deadline",
+            instance = shared.telemetry.span_name(),
+            deadline_remaining_ms = ms(remaining),
+        );
         CallRef(Some(Arc::new(CallShared {
             shared: shared.clone(),
             span: Some(span),

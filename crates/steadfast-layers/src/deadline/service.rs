@@ -11,7 +11,7 @@ use super::value::Current;
 use super::DeadlineExceeded;
 use super::{Carrier, Deadline, ResponseFuture, TaskLocal};
 use crate::error_type::{Boxed, MakeError, MakeRefusal};
-use crate::telemetry::{ms, SharedRef, REASON_KEY};
+use crate::telemetry::{SharedRef, REASON_KEY};
 
 /// The service made by [`DeadlineLayer`](super::DeadlineLayer): enforces the effective deadline
 /// of each call and runs the call in its scope.
@@ -75,26 +75,12 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         self.shared.calls.add(1, self.shared.attrs.base());
         let inherited = inherited(&self.carrier, &req);
-        let name = self.shared.telemetry.span_name();
         let inner = &mut self.inner;
         // Own timeout, nothing inherited, nothing to store on the request: the deadline is
         // fixed the first time something needs it (no clock read for a call that completes
         // at once and that nobody asks about).
         if let (Some(t), None, false) = (self.timeout, inherited, self.carrier.stores()) {
-            let call_ref = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG)
-            {
-                CallRef::traced(
-                    &self.shared,
-                    tracing::debug_span!(
-                        target: "steadfast::deadline",
-                        "steadfast.deadline",
-                        instance = name,
-                        deadline_remaining_ms = ms(t),
-                    ),
-                )
-            } else {
-                self.call_ref.clone()
-            };
+            let call_ref = self.call_ref.for_call(&self.shared, t);
             return ResponseFuture::enforced(Current::lazy(t), || inner.call(req), call_ref);
         }
         let (deadline, now) = match (self.timeout, inherited) {
@@ -117,25 +103,15 @@ where
             });
             tracing::debug!(
                 target: "steadfast::deadline",
-                instance = name,
+                instance = self.shared.telemetry.span_name(),
                 reason = "arrival",
                 "deadline exceeded before the call: rejected without calling the inner service"
             );
             return ResponseFuture::expired();
         }
-        let call_ref = if tracing::enabled!(target: "steadfast::deadline", tracing::Level::DEBUG) {
-            CallRef::traced(
-                &self.shared,
-                tracing::debug_span!(
-                    target: "steadfast::deadline",
-                    "steadfast.deadline",
-                    instance = name,
-                    deadline_remaining_ms = ms(deadline.timeout_at(now)),
-                ),
-            )
-        } else {
-            self.call_ref.clone()
-        };
+        let call_ref = self
+            .call_ref
+            .for_call(&self.shared, deadline.timeout_at(now));
         self.carrier.set(&mut req, deadline);
         ResponseFuture::enforced(Current::fixed(deadline), || inner.call(req), call_ref)
     }

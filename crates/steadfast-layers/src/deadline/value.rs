@@ -262,35 +262,38 @@ impl Current {
     /// A fixed deadline.
     #[inline]
     pub(crate) fn fixed(deadline: Deadline) -> Self {
-        match word::fixed(deadline) {
-            Some(word) => Current {
-                word,
-                far: Self::NOT_FAR,
+        Self::of(
+            word::fixed(deadline),
+            Far {
+                deadline: Some(deadline),
+                timeout: Duration::ZERO,
             },
-            None => Current {
-                word: word::FAR,
-                far: Far {
-                    deadline: Some(deadline),
-                    timeout: Duration::ZERO,
-                },
-            },
-        }
+        )
     }
 
     /// A deadline `timeout` from the moment it is first needed.
     #[inline]
     pub(crate) fn lazy(timeout: Duration) -> Self {
-        match word::lazy(timeout) {
+        Self::of(
+            word::lazy(timeout),
+            Far {
+                deadline: None,
+                timeout,
+            },
+        )
+    }
+
+    /// The scope in `word`, or `far` when no word holds it.
+    #[inline]
+    fn of(word: Option<u64>, far: Far) -> Self {
+        match word {
             Some(word) => Current {
                 word,
                 far: Self::NOT_FAR,
             },
             None => Current {
                 word: word::FAR,
-                far: Far {
-                    deadline: None,
-                    timeout,
-                },
+                far,
             },
         }
     }
