@@ -169,12 +169,15 @@ where
                     let word = learned
                         .as_ref()
                         .map_or_else(|| timer.fixed_word(), Current::fixed_word);
+                    let deadline_or_now = || {
+                        learned
+                            .as_ref()
+                            .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now)
+                    };
                     let (covered, fixed_now) = match word {
                         Some(w) => (cover::covers_word(cx.waker(), w), None),
                         None => {
-                            let d = learned
-                                .as_ref()
-                                .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now);
+                            let d = deadline_or_now();
                             (cover::covers(cx.waker(), d.instant()), Some(d))
                         }
                     };
@@ -186,11 +189,7 @@ where
                         }
                         return Poll::Pending;
                     }
-                    let deadline = fixed_now.unwrap_or_else(|| {
-                        learned
-                            .as_ref()
-                            .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now)
-                    });
+                    let deadline = fixed_now.unwrap_or_else(deadline_or_now);
                     arm(timer.as_mut(), deadline);
                 }
                 let TimerProj::Armed { sleep } = timer.project() else {

@@ -34,7 +34,7 @@ thread_local! {
 /// A scope in one word. `NONE` is no scope; `FAR` says the scope is on the `FAR` stack; a word
 /// with the `LAZY` bit holds a timeout not yet fixed, in nanoseconds; any other word holds a
 /// fixed deadline as one plus its nanoseconds after a process-wide origin. A word holds any
-/// timeout under 292 years and any deadline from a day before the scope was first used to 292
+/// timeout under 292 years and any deadline from a day before the first one made a word to 292
 /// years after; anything else (a deadline a user made before that, a timeout of centuries) goes
 /// to the `FAR` stack, exactly and more slowly.
 mod word {
@@ -48,8 +48,8 @@ mod word {
     pub(super) const LAZY: u64 = 1 << 63;
     const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-    /// The instant fixed words count from: a day before the first scope (or right then, on a
-    /// clock that cannot go back a day). Only how fast a deadline is kept depends on it, never
+    /// The instant fixed words count from: a day before the first deadline made a word (or
+    /// right then, on a clock that cannot go back a day). Only how fast a deadline is kept depends on it, never
     /// what is kept: a paused or advanced tokio clock only moves forward from the real one, and a
     /// deadline before the origin is kept on the `FAR` stack.
     #[inline]
@@ -335,8 +335,9 @@ impl Current {
     /// polling other tasks on this thread). One thread-local word written to enter, one to leave.
     #[inline]
     pub(crate) fn enter(&self) -> Entered {
-        // The cells have no destructor, so they are never destroyed and the access cannot fail;
-        // if it ever did (a thread shutting down), the code would run without a scope.
+        // The word's cell has no destructor, so it is never destroyed and the access cannot
+        // fail; if it ever did, the code would run without a scope. The `FAR` stack has one: a
+        // far scope entered while the thread shuts down, after the stack is gone, reads as none.
         let prev = CURRENT
             .try_with(|c| c.replace(self.word))
             .unwrap_or(word::NONE);
@@ -372,15 +373,9 @@ impl Entered {
             word::NONE => None,
             word::FAR => far::pop()
                 .filter(|far| far.deadline.is_some())
-                .map(|far| Current {
-                    word: word::FAR,
-                    far,
-                }),
+                .map(|far| Current::of(None, far)),
             w if word::is_lazy(w) => None,
-            w => Some(Current {
-                word: w,
-                far: Current::NOT_FAR,
-            }),
+            w => Some(Current::of(Some(w), Current::NOT_FAR)),
         }
     }
 }
