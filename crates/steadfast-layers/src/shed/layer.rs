@@ -1,6 +1,6 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::OnceLock;
 
 use opentelemetry::metrics::Counter;
 use tower_layer::Layer;
@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use super::LoadShed;
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{Attrs, Telemetry};
+use crate::telemetry::{Attrs, SharedRef, Telemetry};
 
 /// Sheds calls made while the inner service is not ready.
 ///
@@ -19,14 +19,14 @@ use crate::telemetry::{Attrs, Telemetry};
 /// # Ok::<(), steadfast_layers::ConfigError>(())
 /// ```
 pub struct LoadShedLayer<K = Boxed> {
-    shared: Arc<Shared>,
+    shared: SharedRef<Shared>,
     _error: PhantomData<fn() -> K>,
 }
 
 impl<K> Clone for LoadShedLayer<K> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             _error: PhantomData,
         }
     }
@@ -73,25 +73,37 @@ impl LoadShedLayer {
     }
 
     fn with(telemetry: Telemetry) -> Self {
-        let meter = telemetry.resolve_meter();
         Self {
-            shared: Arc::new(Shared {
-                calls: meter
-                    .u64_counter("steadfast.shed.calls")
-                    .with_unit("{call}")
-                    .with_description(
-                        "Calls made through the load-shedding layer, shed ones included",
-                    )
-                    .build(),
-                rejected: meter
-                    .u64_counter("steadfast.shed.rejected")
-                    .with_unit("{call}")
-                    .with_description("Calls shed because the inner service was not ready")
-                    .build(),
-                attrs: telemetry.base_attributes(),
-                telemetry,
-            }),
+            shared: Shared::new(telemetry),
             _error: PhantomData,
+        }
+    }
+}
+
+impl Shared {
+    /// The process-wide state for default telemetry (a service's clone, made per call by a
+    /// retry above it, then copies a reference, not an `Arc`: ADR 0008, ninth pass), else a
+    /// fresh one.
+    fn new(telemetry: Telemetry) -> SharedRef<Self> {
+        static DEFAULT: OnceLock<Shared> = OnceLock::new();
+        SharedRef::new(&telemetry.clone(), &DEFAULT, move || Self::build(telemetry))
+    }
+
+    fn build(telemetry: Telemetry) -> Self {
+        let meter = telemetry.resolve_meter();
+        Shared {
+            calls: meter
+                .u64_counter("steadfast.shed.calls")
+                .with_unit("{call}")
+                .with_description("Calls made through the load-shedding layer, shed ones included")
+                .build(),
+            rejected: meter
+                .u64_counter("steadfast.shed.rejected")
+                .with_unit("{call}")
+                .with_description("Calls shed because the inner service was not ready")
+                .build(),
+            attrs: telemetry.base_attributes(),
+            telemetry,
         }
     }
 }
@@ -161,7 +173,7 @@ impl<S, K> Layer<S> for LoadShedLayer<K> {
         LoadShed {
             inner,
             ready: false,
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             _error: PhantomData,
         }
     }
@@ -203,5 +215,37 @@ impl LoadShedLayerBuilder {
     /// ```
     pub fn build(self) -> Result<LoadShedLayer, ConfigError> {
         Ok(LoadShedLayer::with(self.telemetry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Default telemetry: every layer shares one process-wide state, so a service's clone (one
+    /// per call under a retry) copies a reference and counts nothing; named telemetry: a state
+    /// of the layer's own, shared by its services.
+    #[test]
+    fn default_telemetry_shares_one_static_state_and_named_telemetry_its_own() {
+        let (a, b) = (LoadShedLayer::new(), LoadShedLayer::default());
+        let (SharedRef::Static(a), SharedRef::Static(b)) = (&a.shared, &b.shared) else {
+            panic!("default telemetry should give the process-wide state");
+        };
+        assert!(std::ptr::eq(*a, *b));
+
+        let named = LoadShedLayer::builder()
+            .telemetry(Telemetry::new().name("search"))
+            .build()
+            .unwrap();
+        let svc = named.layer(());
+        let SharedRef::Owned(own) = &named.shared else {
+            panic!("named telemetry should give a state of the layer's own");
+        };
+        assert!(!std::ptr::eq(&**own, *a));
+        assert_eq!(own.attrs.base().len(), 1);
+        let SharedRef::Owned(of_service) = &svc.clone().shared else {
+            panic!("a service shares its layer's state");
+        };
+        assert!(std::sync::Arc::ptr_eq(own, of_service));
     }
 }

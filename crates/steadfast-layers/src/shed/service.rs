@@ -1,6 +1,5 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -8,7 +7,7 @@ use tower_service::Service;
 use super::layer::Shared;
 use super::{OverloadReason, Overloaded, ResponseFuture};
 use crate::error_type::{Boxed, MakeError, MakeRefusal};
-use crate::telemetry::REASON_KEY;
+use crate::telemetry::{SharedRef, REASON_KEY};
 
 /// The service made by [`LoadShedLayer`](super::LoadShedLayer).
 ///
@@ -37,7 +36,7 @@ pub struct LoadShed<S, K = Boxed> {
     pub(super) inner: S,
     /// Whether the inner service answered ready to the last `poll_ready`.
     pub(super) ready: bool,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: SharedRef<Shared>,
     /// The error type its calls fail with (see
     /// [`LoadShedLayer::with_error`](super::LoadShedLayer::with_error)).
     pub(super) _error: PhantomData<fn() -> K>,
@@ -49,7 +48,7 @@ impl<S: Clone, K> Clone for LoadShed<S, K> {
         Self {
             inner: self.inner.clone(),
             ready: false,
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             _error: PhantomData,
         }
     }
