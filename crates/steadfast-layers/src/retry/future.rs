@@ -159,7 +159,9 @@ where
         match this.spans.take() {
             // Untraced (no subscriber wanted the spans): nothing to take out or put back.
             None => poll_attempts(&mut this, None, cx),
-            Some(spans) => poll_traced(&mut this, spans, cx),
+            // Handed over by value: a reference handed out of line would make the compiler
+            // write every field's address out on every poll, traced or not.
+            Some(spans) => poll_traced(this, spans, cx),
         }
     }
 }
@@ -171,7 +173,7 @@ where
 #[inline(never)]
 #[cold]
 fn poll_traced<S, C, R, Req>(
-    this: &mut ResponseFutureProj<'_, S, C, R, Req>,
+    mut this: ResponseFutureProj<'_, S, C, R, Req>,
     mut spans: Box<Spans>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<S::Response, BoxError>>
@@ -184,13 +186,13 @@ where
     let call = spans.call.clone();
     let out = {
         let _entered = call.enter();
-        poll_attempts(this, Some(&mut spans), cx)
+        poll_attempts(&mut this, Some(&mut spans), cx)
     };
     *this.spans = Some(spans);
     out
 }
 
-/// The attempts' state machine; `spans` when the call is traced. Inlined into its one caller:
+/// The attempts' state machine; `spans` when the call is traced. Inlined into both polls:
 /// called, it would be handed the projection's fields one by one.
 #[inline(always)]
 fn poll_attempts<S, C, R, Req>(
