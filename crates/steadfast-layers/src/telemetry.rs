@@ -238,6 +238,41 @@ pub fn duration_ms(d: std::time::Duration) -> f64 {
 
 pub(crate) use duration_ms as ms;
 
+/// The telemetry of a layer that counts its calls and the calls it refuses (the deadline, the
+/// load shed): its two counters, the base attributes and the telemetry they came from.
+#[derive(Debug)]
+pub(crate) struct CallCounts {
+    /// Every call made through the layer.
+    pub(crate) calls: opentelemetry::metrics::Counter<u64>,
+    /// The calls it refused (a deadline exceeded, a call shed), by reason.
+    pub(crate) refused: opentelemetry::metrics::Counter<u64>,
+    pub(crate) attrs: Attrs,
+    pub(crate) telemetry: Telemetry,
+}
+
+/// A counter's name and description, for [`CallCounts::build`].
+pub(crate) type CounterName = (&'static str, &'static str);
+
+impl CallCounts {
+    /// The counters named `calls` and `refused` (both in `{call}`), on `telemetry`'s meter.
+    pub(crate) fn build(telemetry: Telemetry, calls: CounterName, refused: CounterName) -> Self {
+        let meter = telemetry.resolve_meter();
+        let counter = |(name, description): CounterName| {
+            meter
+                .u64_counter(name)
+                .with_unit("{call}")
+                .with_description(description)
+                .build()
+        };
+        CallCounts {
+            calls: counter(calls),
+            refused: counter(refused),
+            attrs: telemetry.base_attributes(),
+            telemetry,
+        }
+    }
+}
+
 /// Per-layer shared state: a process-wide `&'static` for layers built with default telemetry
 /// (cloning it is a copy), an `Arc` otherwise.
 pub(crate) enum SharedRef<T: 'static> {
@@ -246,16 +281,17 @@ pub(crate) enum SharedRef<T: 'static> {
 }
 
 impl<T> SharedRef<T> {
-    /// `build()` once per process for default telemetry (kept in `cell`), else a fresh `Arc`.
+    /// `build(telemetry)` once per process for default telemetry (kept in `cell`), else a fresh
+    /// `Arc`.
     pub(crate) fn new(
-        telemetry: &Telemetry,
+        telemetry: Telemetry,
         cell: &'static std::sync::OnceLock<T>,
-        build: impl FnOnce() -> T,
+        build: impl FnOnce(Telemetry) -> T,
     ) -> Self {
         if telemetry.is_default() {
-            SharedRef::Static(cell.get_or_init(build))
+            SharedRef::Static(cell.get_or_init(|| build(telemetry)))
         } else {
-            SharedRef::Owned(std::sync::Arc::new(build()))
+            SharedRef::Owned(std::sync::Arc::new(build(telemetry)))
         }
     }
 }

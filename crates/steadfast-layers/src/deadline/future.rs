@@ -223,7 +223,7 @@ fn arm(mut timer: Pin<&mut Timer>, deadline: Deadline) {
 #[inline(never)]
 fn exceeded_in_flight(shared: &Shared) -> DeadlineExceeded {
     shared.attrs.with(REASON_KEY, "in_flight", |a| {
-        shared.exceeded.add(1, a);
+        shared.refused.add(1, a);
     });
     tracing::debug!(
         target: "steadfast::deadline",

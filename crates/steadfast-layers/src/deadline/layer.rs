@@ -2,14 +2,13 @@ use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::metrics::Counter;
 use tower_layer::Layer;
 use tracing::Span;
 
 use super::{DeadlineService, TaskLocal, MAX_TIMEOUT};
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{ms, Attrs, SharedRef, Telemetry};
+use crate::telemetry::{ms, CallCounts, SharedRef, Telemetry};
 
 /// Sets or shrinks the end-to-end deadline of each call, enforces it, and puts it in scope for
 /// everything the inner service does.
@@ -43,13 +42,8 @@ pub struct DeadlineLayer<C = TaskLocal, K = Boxed> {
     pub(super) _error: PhantomData<fn() -> K>,
 }
 
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) calls: Counter<u64>,
-    pub(super) exceeded: Counter<u64>,
-    pub(super) attrs: Attrs,
-    pub(super) telemetry: Telemetry,
-}
+/// The layer's telemetry: its calls, and the calls that ran out of deadline (`refused`).
+pub(super) type Shared = CallCounts;
 
 impl DeadlineLayer {
     /// A builder with no timeout of its own (inherit only), the [`TaskLocal`] carrier and default
@@ -92,7 +86,7 @@ impl DeadlineLayer {
         DeadlineLayer {
             timeout: None,
             carrier: TaskLocal,
-            shared: Shared::new(telemetry),
+            shared: shared(telemetry),
             _error: PhantomData,
         }
     }
@@ -160,33 +154,28 @@ impl<C, K> DeadlineLayer<C, K> {
 /// The shared state of every deadline layer built with default telemetry.
 static DEFAULT: OnceLock<Shared> = OnceLock::new();
 
-impl Shared {
-    fn new(telemetry: Telemetry) -> SharedRef<Self> {
-        SharedRef::new(&telemetry.clone(), &DEFAULT, move || Self::build(telemetry))
-    }
+/// The layer's shared state, made from its telemetry.
+fn shared(telemetry: Telemetry) -> SharedRef<Shared> {
+    SharedRef::new(telemetry, &DEFAULT, build)
+}
 
-    fn build(telemetry: Telemetry) -> Self {
-        let meter = telemetry.resolve_meter();
-        Shared {
-            calls: meter
-                .u64_counter("steadfast.deadline.calls")
-                .with_unit("{call}")
-                .with_description("Calls made through the deadline layer")
-                .build(),
-            exceeded: meter
-                .u64_counter("steadfast.deadline.exceeded")
-                .with_unit("{call}")
-                .with_description("Calls that ran out of end-to-end deadline, by stage")
-                .build(),
-            attrs: telemetry.base_attributes(),
-            telemetry,
-        }
-    }
+fn build(telemetry: Telemetry) -> Shared {
+    CallCounts::build(
+        telemetry,
+        (
+            "steadfast.deadline.calls",
+            "Calls made through the deadline layer",
+        ),
+        (
+            "steadfast.deadline.exceeded",
+            "Calls that ran out of end-to-end deadline, by stage",
+        ),
+    )
+}
 
-    /// The shared state of the layers with default telemetry.
-    fn default_ref() -> &'static Self {
-        DEFAULT.get_or_init(|| Self::build(Telemetry::default()))
-    }
+/// The shared state of the layers with default telemetry.
+fn default_shared() -> &'static Shared {
+    DEFAULT.get_or_init(|| build(Telemetry::default()))
 }
 
 /// What a call's response future keeps of its layer, in one word: nothing on an untraced call
@@ -251,7 +240,7 @@ impl CallRef {
     pub(super) fn shared(&self) -> &Shared {
         match &self.0 {
             Some(c) => &c.shared,
-            None => Shared::default_ref(),
+            None => default_shared(),
         }
     }
 }
@@ -354,7 +343,7 @@ impl<C> DeadlineLayerBuilder<C> {
         Ok(DeadlineLayer {
             timeout: self.timeout,
             carrier: self.carrier,
-            shared: Shared::new(self.telemetry),
+            shared: shared(self.telemetry),
             _error: PhantomData,
         })
     }

@@ -99,7 +99,7 @@ where
         };
         if deadline.is_expired_at(now) {
             self.shared.attrs.with(REASON_KEY, "arrival", |a| {
-                self.shared.exceeded.add(1, a);
+                self.shared.refused.add(1, a);
             });
             tracing::debug!(
                 target: "steadfast::deadline",

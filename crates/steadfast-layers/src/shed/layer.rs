@@ -2,13 +2,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-use opentelemetry::metrics::Counter;
 use tower_layer::Layer;
 
 use super::LoadShed;
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{Attrs, SharedRef, Telemetry};
+use crate::telemetry::{CallCounts, SharedRef, Telemetry};
 
 /// Sheds calls made while the inner service is not ready.
 ///
@@ -40,13 +39,8 @@ impl<K> fmt::Debug for LoadShedLayer<K> {
     }
 }
 
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) calls: Counter<u64>,
-    pub(super) rejected: Counter<u64>,
-    pub(super) attrs: Attrs,
-    pub(super) telemetry: Telemetry,
-}
+/// The layer's telemetry: its calls, and the calls it shed (`refused`).
+pub(super) type Shared = CallCounts;
 
 impl LoadShedLayer {
     /// A load-shedding layer with default telemetry.
@@ -73,37 +67,24 @@ impl LoadShedLayer {
     }
 
     fn with(telemetry: Telemetry) -> Self {
-        Self {
-            shared: Shared::new(telemetry),
-            _error: PhantomData,
-        }
-    }
-}
-
-impl Shared {
-    /// The process-wide state for default telemetry (a service's clone, made per call by a
-    /// retry above it, then copies a reference, not an `Arc`: ADR 0008, ninth pass), else a
-    /// fresh one.
-    fn new(telemetry: Telemetry) -> SharedRef<Self> {
+        /// The state of every layer built with default telemetry: a service's clone (one per
+        /// call under a retry) then copies a reference, not an `Arc` (ADR 0008, decision 23).
         static DEFAULT: OnceLock<Shared> = OnceLock::new();
-        SharedRef::new(&telemetry.clone(), &DEFAULT, move || Self::build(telemetry))
-    }
-
-    fn build(telemetry: Telemetry) -> Self {
-        let meter = telemetry.resolve_meter();
-        Shared {
-            calls: meter
-                .u64_counter("steadfast.shed.calls")
-                .with_unit("{call}")
-                .with_description("Calls made through the load-shedding layer, shed ones included")
-                .build(),
-            rejected: meter
-                .u64_counter("steadfast.shed.rejected")
-                .with_unit("{call}")
-                .with_description("Calls shed because the inner service was not ready")
-                .build(),
-            attrs: telemetry.base_attributes(),
-            telemetry,
+        Self {
+            shared: SharedRef::new(telemetry, &DEFAULT, |telemetry| {
+                CallCounts::build(
+                    telemetry,
+                    (
+                        "steadfast.shed.calls",
+                        "Calls made through the load-shedding layer, shed ones included",
+                    ),
+                    (
+                        "steadfast.shed.rejected",
+                        "Calls shed because the inner service was not ready",
+                    ),
+                )
+            }),
+            _error: PhantomData,
         }
     }
 }

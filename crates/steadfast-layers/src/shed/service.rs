@@ -116,7 +116,7 @@ where
 fn shed<F, K>(shared: &Shared) -> ResponseFuture<F, K> {
     let reason = OverloadReason::NotReady;
     shared.attrs.with(REASON_KEY, reason.label(), |a| {
-        shared.rejected.add(1, a);
+        shared.refused.add(1, a);
     });
     tracing::debug!(
         target: "steadfast::shed",

@@ -48,7 +48,7 @@ pub(super) struct Shared {
 impl Shared {
     pub(crate) fn new(telemetry: &Telemetry) -> SharedRef<Self> {
         static DEFAULT: OnceLock<Shared> = OnceLock::new();
-        SharedRef::new(telemetry, &DEFAULT, || Self::build(telemetry))
+        SharedRef::new(telemetry.clone(), &DEFAULT, |t| Self::build(&t))
     }
 
     fn build(telemetry: &Telemetry) -> Self {
