@@ -280,19 +280,74 @@ pub(crate) enum SharedRef<T: 'static> {
     Owned(std::sync::Arc<T>),
 }
 
+/// The global meter provider, as OpenTelemetry hands it out.
+type GlobalProvider = dyn opentelemetry::metrics::MeterProvider + Send + Sync;
+
+/// The state shared by the layers of one kind built with default telemetry, and the global meter
+/// provider it was made on. Default telemetry records on the global provider as it is when the
+/// layer is built; a layer built after the provider was replaced records on the new one, with
+/// state of its own. (Only the provider's place is kept, to tell it from a later one: a weak
+/// reference holds the place without keeping the provider alive, so a replaced provider still
+/// shuts down when dropped.)
+pub(crate) struct DefaultShared<T>(std::sync::OnceLock<(std::sync::Weak<GlobalProvider>, T)>);
+
+impl<T> DefaultShared<T> {
+    /// Not made yet: made by the first layer of its kind built with default telemetry.
+    pub(crate) const fn new() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+
+    /// The state made on the provider current at the first call, and whether `provider` is it.
+    fn get_or_init(
+        &self,
+        provider: &std::sync::Arc<GlobalProvider>,
+        build: impl FnOnce(Telemetry) -> T,
+    ) -> (&T, bool) {
+        let (made_on, shared) = self.0.get_or_init(|| {
+            (
+                std::sync::Arc::downgrade(provider),
+                build(Telemetry::default()),
+            )
+        });
+        (
+            shared,
+            std::ptr::addr_eq(made_on.as_ptr(), std::sync::Arc::as_ptr(provider)),
+        )
+    }
+
+    /// The state every layer of this kind with default telemetry shares, made now on the
+    /// current provider if no such layer was built yet.
+    #[inline]
+    pub(crate) fn get(&self, build: impl FnOnce(Telemetry) -> T) -> &T {
+        match self.0.get() {
+            Some((_, shared)) => shared,
+            None => {
+                self.get_or_init(&opentelemetry::global::meter_provider(), build)
+                    .0
+            }
+        }
+    }
+}
+
 impl<T> SharedRef<T> {
-    /// `build(telemetry)` once per process for default telemetry (kept in `cell`), else a fresh
-    /// `Arc`.
+    /// For default telemetry, the state in `cell` if it was made on the current global meter
+    /// provider (made now if it was not made yet); else, and for any other telemetry, a fresh
+    /// `Arc` of `build(telemetry)`.
     pub(crate) fn new(
         telemetry: Telemetry,
-        cell: &'static std::sync::OnceLock<T>,
-        build: impl FnOnce(Telemetry) -> T,
+        cell: &'static DefaultShared<T>,
+        build: impl Fn(Telemetry) -> T,
     ) -> Self {
         if telemetry.is_default() {
-            SharedRef::Static(cell.get_or_init(|| build(telemetry)))
-        } else {
-            SharedRef::Owned(std::sync::Arc::new(build(telemetry)))
+            let provider = opentelemetry::global::meter_provider();
+            // A provider read before the state is made, and compared with the one it was made
+            // on: set concurrently, a new provider is at worst taken for a change and given
+            // state of its own, never recorded on through the old one's instruments.
+            if let (shared, true) = cell.get_or_init(&provider, &build) {
+                return SharedRef::Static(shared);
+            }
         }
+        SharedRef::Owned(std::sync::Arc::new(build(telemetry)))
     }
 }
 

@@ -1,5 +1,5 @@
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -8,7 +8,7 @@ use tracing::Span;
 use super::{DeadlineService, TaskLocal, MAX_TIMEOUT};
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{ms, CallCounts, SharedRef, Telemetry};
+use crate::telemetry::{ms, CallCounts, DefaultShared, SharedRef, Telemetry};
 
 /// Sets or shrinks the end-to-end deadline of each call, enforces it, and puts it in scope for
 /// everything the inner service does.
@@ -152,7 +152,7 @@ impl<C, K> DeadlineLayer<C, K> {
 }
 
 /// The shared state of every deadline layer built with default telemetry.
-static DEFAULT: OnceLock<Shared> = OnceLock::new();
+static DEFAULT: DefaultShared<Shared> = DefaultShared::new();
 
 /// The layer's shared state, made from its telemetry.
 fn shared(telemetry: Telemetry) -> SharedRef<Shared> {
@@ -175,7 +175,7 @@ fn build(telemetry: Telemetry) -> Shared {
 
 /// The shared state of the layers with default telemetry.
 fn default_shared() -> &'static Shared {
-    DEFAULT.get_or_init(|| build(Telemetry::default()))
+    DEFAULT.get(build)
 }
 
 /// What a call's response future keeps of its layer, in one word: nothing on an untraced call

@@ -1,13 +1,12 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::OnceLock;
 
 use tower_layer::Layer;
 
 use super::LoadShed;
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{CallCounts, SharedRef, Telemetry};
+use crate::telemetry::{CallCounts, DefaultShared, SharedRef, Telemetry};
 
 /// Sheds calls made while the inner service is not ready.
 ///
@@ -69,7 +68,7 @@ impl LoadShedLayer {
     fn with(telemetry: Telemetry) -> Self {
         /// The state of every layer built with default telemetry: a service's clone (one per
         /// call under a retry) then copies a reference, not an `Arc` (ADR 0008, decision 23).
-        static DEFAULT: OnceLock<Shared> = OnceLock::new();
+        static DEFAULT: DefaultShared<Shared> = DefaultShared::new();
         Self {
             shared: SharedRef::new(telemetry, &DEFAULT, |telemetry| {
                 CallCounts::build(

@@ -1,5 +1,4 @@
 use std::marker::PhantomData;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::metrics::Counter;
@@ -9,7 +8,7 @@ use super::AttemptTimeout;
 use crate::deadline::MAX_TIMEOUT;
 use crate::error::ConfigError;
 use crate::error_type::{Boxed, Typed};
-use crate::telemetry::{Attrs, SharedRef, Telemetry};
+use crate::telemetry::{Attrs, DefaultShared, SharedRef, Telemetry};
 
 /// Bounds each attempt by `min(timeout, remaining deadline)`.
 ///
@@ -47,7 +46,7 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(crate) fn new(telemetry: &Telemetry) -> SharedRef<Self> {
-        static DEFAULT: OnceLock<Shared> = OnceLock::new();
+        static DEFAULT: DefaultShared<Shared> = DefaultShared::new();
         SharedRef::new(telemetry.clone(), &DEFAULT, |t| Self::build(&t))
     }
 
