@@ -174,23 +174,31 @@ where
                             .as_ref()
                             .map_or_else(|| timer.deadline_or_now(), Current::deadline_or_now)
                     };
-                    let (covered, fixed_now) = match word {
-                        Some(w) => (cover::covers_word(cx.waker(), w), None),
-                        None => {
-                            let d = deadline_or_now();
-                            (cover::covers(cx.waker(), d.instant()), Some(d))
+                    if !cover::is_marked() && word.is_none() {
+                        // Nothing inside covers this deadline, and it is not fixed yet: the
+                        // timer is made before the clock is read (decision 25).
+                        let sleep = crate::timer::unset();
+                        let deadline = deadline_or_now();
+                        arm_at(timer.as_mut(), sleep, deadline);
+                    } else {
+                        let (covered, fixed_now) = match word {
+                            Some(w) => (cover::covers_word(cx.waker(), w), None),
+                            None => {
+                                let d = deadline_or_now();
+                                (cover::covers(cx.waker(), d.instant()), Some(d))
+                            }
+                        };
+                        if covered {
+                            // The mark stays: it covers an enclosing deadline too. The scope
+                            // stays, fixed, for the next poll.
+                            if let Some(scope) = learned.or_else(|| fixed_now.map(Current::fixed)) {
+                                timer.set(Timer::Unarmed { scope });
+                            }
+                            return Poll::Pending;
                         }
-                    };
-                    if covered {
-                        // The mark stays: it covers an enclosing deadline too. The scope stays,
-                        // fixed, for the next poll.
-                        if let Some(scope) = learned.or_else(|| fixed_now.map(Current::fixed)) {
-                            timer.set(Timer::Unarmed { scope });
-                        }
-                        return Poll::Pending;
+                        let deadline = fixed_now.unwrap_or_else(deadline_or_now);
+                        arm(timer.as_mut(), deadline);
                     }
-                    let deadline = fixed_now.unwrap_or_else(deadline_or_now);
-                    arm(timer.as_mut(), deadline);
                 }
                 let TimerProj::Armed { sleep } = timer.project() else {
                     return Poll::Pending;
@@ -215,6 +223,16 @@ fn arm(mut timer: Pin<&mut Timer>, deadline: Deadline) {
     timer.set(Timer::Armed {
         sleep: crate::timer::timer(deadline.instant()),
     });
+}
+
+/// Arms the timer with `sleep`, made before the deadline was known, set to end at `deadline`;
+/// out of line, as [`arm`].
+#[inline(never)]
+fn arm_at(mut timer: Pin<&mut Timer>, sleep: Sleep, deadline: Deadline) {
+    timer.set(Timer::Armed { sleep });
+    if let TimerProj::Armed { sleep } = timer.project() {
+        sleep.reset(deadline.instant());
+    }
 }
 
 /// Counts and traces a deadline that passed while the call was in flight; out of line, so that

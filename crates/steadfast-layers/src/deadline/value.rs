@@ -189,6 +189,12 @@ pub(crate) mod cover {
         let _ = COVER_END.try_with(|c| c.set(end));
     }
 
+    /// Whether any timer was marked since the last [`reset`]: when none was, nothing covers.
+    #[inline]
+    pub(crate) fn is_marked() -> bool {
+        mark_end() != word::NONE
+    }
+
     /// Whether a timer polled inside this poll with `waker` ends at or before `deadline`.
     #[inline]
     pub(crate) fn covers(waker: &Waker, deadline: Instant) -> bool {

@@ -67,6 +67,9 @@ where
         }
         if !*this.armed {
             *this.armed = true;
+            // With a timeout of its own the timer is certain: made before the clock is read
+            // (ADR 0008, decision 25).
+            let made = this.timeout.is_some().then(crate::timer::unset);
             // One clock read for the attempt and for a deadline still to be fixed above it.
             let now = Instant::now();
             let attempt_end = this.timeout.and_then(|t| now.checked_add(t));
@@ -89,7 +92,10 @@ where
                 }
                 (None, None) => return Poll::Pending,
             };
-            crate::timer::arm(this.sleep.as_mut(), end);
+            match made {
+                Some(sleep) => crate::timer::arm_at(this.sleep.as_mut(), sleep, end),
+                None => crate::timer::arm(this.sleep.as_mut(), end),
+            }
         }
         let Some(timer) = this.sleep.as_pin_mut() else {
             // Neither a timeout nor a deadline: nothing to enforce.
