@@ -1,7 +1,6 @@
 //! Arming a response future's timer in its pinned place.
 
 use std::pin::Pin;
-use std::sync::OnceLock;
 
 use tokio::time::{sleep_until, Instant, Sleep};
 
@@ -41,8 +40,7 @@ pub(crate) fn timer(at: Instant) -> Sleep {
 /// store-forwarding stall, two thirds of arming's own time; ADR 0008, decision 25).
 #[inline(always)]
 pub(crate) fn unset() -> Sleep {
-    static SOME_INSTANT: OnceLock<Instant> = OnceLock::new();
-    timer(*SOME_INSTANT.get_or_init(Instant::now))
+    timer(crate::deadline::process_instant())
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub use error::DeadlineExceeded;
 pub use future::ResponseFuture;
 pub use layer::{DeadlineLayer, DeadlineLayerBuilder};
 pub use service::DeadlineService;
-pub(crate) use value::cover;
+pub(crate) use value::{cover, process_instant};
 pub use value::{Deadline, Scoped, MAX_TIMEOUT};
 
 #[cfg(test)]

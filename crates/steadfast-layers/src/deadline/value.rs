@@ -34,9 +34,9 @@ thread_local! {
 /// A scope in one word. `NONE` is no scope; `FAR` says the scope is on the `FAR` stack; a word
 /// with the `LAZY` bit holds a timeout not yet fixed, in nanoseconds; any other word holds a
 /// fixed deadline as one plus its nanoseconds after a process-wide origin. A word holds any
-/// timeout under 292 years and any deadline from a day before the first one made a word to 292
-/// years after; anything else (a deadline a user made before that, a timeout of centuries) goes
-/// to the `FAR` stack, exactly and more slowly.
+/// timeout under 292 years and any deadline from a day before the origin was first read (see
+/// `origin`) to 292 years after; anything else (a deadline a user made before that, a timeout of
+/// centuries) goes to the `FAR` stack, exactly and more slowly.
 mod word {
     use super::Deadline;
     use std::sync::OnceLock;
@@ -48,12 +48,13 @@ mod word {
     pub(super) const LAZY: u64 = 1 << 63;
     const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-    /// The instant fixed words count from: a day before the first deadline made a word (or
-    /// right then, on a clock that cannot go back a day). Only how fast a deadline is kept depends on it, never
-    /// what is kept: a paused or advanced tokio clock only moves forward from the real one, and a
+    /// The instant fixed words count from: a day before it is first read, by the first deadline
+    /// made a word or the first timer made by `timer::unset` (or right then, on a clock that
+    /// cannot go back a day). Only how fast a deadline is kept depends on it, never what is
+    /// kept: a paused or advanced tokio clock only moves forward from the real one, and a
     /// deadline before the origin is kept on the `FAR` stack.
     #[inline]
-    fn origin() -> Instant {
+    pub(super) fn origin() -> Instant {
         static ORIGIN: OnceLock<Instant> = OnceLock::new();
         *ORIGIN.get_or_init(|| {
             let now = Instant::now();
@@ -99,6 +100,13 @@ mod word {
         // Cannot overflow: the word was made from this very instant.
         Deadline::at(origin() + Duration::from_nanos(word - 1))
     }
+}
+
+/// An instant read once per process (the origin fixed words count from), for a caller that needs
+/// some instant, any, without reading the clock.
+#[inline]
+pub(crate) fn process_instant() -> Instant {
+    word::origin()
 }
 
 /// The `FAR` stack. A scope's word can become `FAR` in two ways: entering a scope no word holds
