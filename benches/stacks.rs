@@ -12,15 +12,19 @@
 //!   attempt timeout -> concurrency limit, beside tower's timeout -> budgeted retry -> load shed
 //!   -> timeout -> concurrency limit (tower has no breaker; load shed stands in its place).
 //!
-//! Then single layers on the paths the stacks do not show: the deadline when the call is
-//! pending once, an open breaker refusing calls with default settings on a current-thread
-//! runtime (a break timer armed, the clock checked on every 4th refusal; and, for information,
-//! with `BreakTimer::Always`, which checks it on every 64th where the caller says the runtime
-//! keeps running) and a closed breaker with a 30 s time window (both beside failsafe's), load
-//! shedding,
-//! and a retry with no budget beside seatbelt's (and tower's, for information). After the
-//! criterion groups it measures each pair again in alternation and prints steadfast / peer
-//! ratios with their targets.
+//! Then single layers on the paths the stacks do not show:
+//! - the deadline when the call is pending once, beside tower's `Timeout` and, for information,
+//!   beside the same work done with tokio's own parts (`timeout_at` in a `task_local!` scope
+//!   that carries the deadline to the inner call on every poll, which tower's `Timeout` does not);
+//! - an open breaker refusing calls with default settings on a current-thread runtime (a break
+//!   timer armed, the clock checked on every 4th refusal; and, for information, with
+//!   `BreakTimer::Always`, which checks it on every 64th where the caller says the runtime keeps
+//!   running) and a closed breaker with a 30 s time window, both beside failsafe's;
+//! - load shedding, beside tower's;
+//! - a retry with no budget, beside seatbelt's (and tower's, for information).
+//!
+//! After the criterion groups it measures each pair again in alternation and prints
+//! steadfast / peer ratios with their targets.
 //!
 //! ```text
 //! cargo bench -p steadfast-benches --bench stacks
@@ -28,6 +32,9 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use criterion::Criterion;
@@ -45,10 +52,12 @@ use steadfast_layers::retry::RetryLayer;
 use steadfast_layers::shed::LoadShedLayer;
 use steadfast_layers::timeout::AttemptTimeoutLayer;
 use tokio::runtime::Runtime;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Instant;
 use tower::load_shed::LoadShed;
 use tower::retry::Retry;
 use tower::timeout::Timeout;
-use tower::{Layer, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 #[path = "harness.rs"]
 mod harness;
@@ -63,6 +72,9 @@ const TOWER: &str = "tower";
 const FAILSAFE: &str = "failsafe";
 /// Benchmark id of `seatbelt` in a group.
 const SEATBELT: &str = "seatbelt";
+
+/// Benchmark id of [`TokioScoped`] in a group.
+const TOKIO_SCOPED: &str = "tokio_scoped";
 
 /// Calls every concurrency limit admits at once, on both sides (one is ever used).
 const MAX_IN_FLIGHT: usize = 25;
@@ -110,6 +122,12 @@ const ROWS: &[Comparison] = &[
         peer: Some(TOWER),
         label: "deadline vs tower Timeout, pending once",
         target: Target::AtMost(1.0),
+    },
+    Comparison {
+        group: "deadline_pending",
+        peer: Some(TOKIO_SCOPED),
+        label: "deadline vs tokio timeout_at in a task_local scope, pending once",
+        target: Target::Report,
     },
     Comparison {
         group: "breaker_open_default",
@@ -262,13 +280,65 @@ macro_rules! stacks {
     }};
 }
 
+tokio::task_local! {
+    /// The deadline in scope, for [`TokioScoped`].
+    static SCOPED_DEADLINE: Instant;
+}
+
+/// A deadline enforced and carried with tokio's own parts, for information beside the
+/// deadline layer: the deadline fixed from one clock read, the inner call made inside a
+/// `task_local!` scope holding it, and its future run under `timeout_at` in that scope, entered
+/// on every poll. This is the deadline layer's work (enforce, and carry to the inner call on
+/// every poll) as a tower user would write it; tower's `Timeout` enforces without carrying.
+#[derive(Clone, Copy, Debug)]
+struct TokioScoped<S>(S);
+
+impl<S: Service<u32>> Service<u32> for TokioScoped<S> {
+    type Response = S::Response;
+    type Error = Option<S::Error>;
+    type Future = Flatten<TaskLocalFuture<Instant, tokio::time::Timeout<S::Future>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx).map_err(Some)
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        let deadline = Instant::now() + TIMEOUT;
+        let inner = SCOPED_DEADLINE.sync_scope(deadline, || self.0.call(req));
+        Flatten(SCOPED_DEADLINE.scope(deadline, tokio::time::timeout_at(deadline, inner)))
+    }
+}
+
+/// [`TokioScoped`]'s response future: the timeout's `Elapsed` as `None`.
+#[pin_project::pin_project]
+#[derive(Debug)]
+struct Flatten<F>(#[pin] F);
+
+impl<F, T, E> Future for Flatten<F>
+where
+    F: Future<Output = Result<Result<T, E>, tokio::time::error::Elapsed>>,
+{
+    type Output = Result<T, Option<E>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .0
+            .poll(cx)
+            .map(|out| out.map_err(|_| None).and_then(|r| r.map_err(Some)))
+    }
+}
+
 fn singles(c: &mut Criterion, rt: &Runtime, cross: &mut Cross) {
     group(
         c,
         cross,
         "deadline_pending",
         calls(rt, deadline().layer(PendingOnce)),
-        vec![(TOWER, calls(rt, Timeout::new(PendingOnce, TIMEOUT)))],
+        vec![
+            (TOWER, calls(rt, Timeout::new(PendingOnce, TIMEOUT))),
+            (TOKIO_SCOPED, calls(rt, TokioScoped(PendingOnce))),
+        ],
     );
 
     // Open with default settings (a break far longer than the run), tripped and refusing on a
