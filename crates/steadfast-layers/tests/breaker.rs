@@ -924,6 +924,43 @@ mod breaker {
         assert_eq!(t.key.as_deref(), Some("\"db-1\""));
     }
 
+    /// An inner service whose `call` panics (before it returns a future) for `Act::Status(0)`.
+    fn panicking_keyed_peer(calls: &Arc<AtomicUsize>) -> KeyedPeer {
+        let inner = peer(calls);
+        BoxCloneService::new(service_fn(move |(_, act): (&'static str, Act)| {
+            assert!(!matches!(act, Act::Status(0)), "the inner call panics");
+            inner.clone().oneshot(act)
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_whose_inner_call_panics_gives_its_slot_back() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .break_duration(BreakDuration::constant(Duration::from_secs(10)))
+            .key_by(|req: &(&'static str, Act)| req.0.to_string())
+            .max_keys(16)
+            .build()
+            .unwrap();
+        let h = layer.handle();
+        let mut svc = layer.layer(panicking_keyed_peer(&calls));
+        assert!(kcall(&mut svc, "db", Act::Fail).await.is_err());
+        assert_eq!(h.state_of("db"), Some(Open));
+        advance(Duration::from_secs(10)).await;
+        // The one probe's inner `call` panics; a runtime that catches the panic goes on using
+        // the same breaker for the key.
+        let ready = svc.ready().await.unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(ready.call(("db", Act::Status(0))));
+        }));
+        assert!(panicked.is_err());
+        // The probe's slot came back: the next call is the probe, and it closes the breaker.
+        assert_eq!(kcall(&mut svc, "db", Act::Ok).await.unwrap(), 200);
+        assert_eq!(h.state_of("db"), Some(Closed));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn per_key_breakers_are_bounded_sweep_idle_ones_and_refuse_new_keys_when_all_are_busy() {
         let calls = Arc::new(AtomicUsize::new(0));

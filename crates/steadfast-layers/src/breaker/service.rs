@@ -247,8 +247,9 @@ where
         match ready {
             Some(pass) if pass.is_current() => {
                 let started = common.cfg.slow_call.is_some().then(Instant::now);
+                let classifier = self.classifier.clone();
                 let fut = self.inner.call(req);
-                ResponseFuture::tracked(fut, self.classifier.clone(), pass, started)
+                ResponseFuture::tracked(fut, classifier, pass, started)
             }
             _ => admit_ref(&mut self.inner, &self.classifier, core, req, control),
         }
@@ -269,13 +270,12 @@ impl<S, C: Clone, X, K> CircuitBreaker<S, C, X, K> {
         match admission(&core, control) {
             Ok(ticket) => {
                 let started = core.common.cfg.slow_call.is_some().then(Instant::now);
+                let classifier = self.classifier.clone();
+                // The pass exists before the inner call: if that call panics, the pass is
+                // dropped and gives a half-open probe's slot back.
+                let pass = Pass::new(core, ticket);
                 let fut = self.inner.call(req);
-                ResponseFuture::tracked(
-                    fut,
-                    self.classifier.clone(),
-                    Pass::new(core, ticket),
-                    started,
-                )
+                ResponseFuture::tracked(fut, classifier, pass, started)
             }
             Err(refused) => reject(&core, core.refusal(refused)),
         }
@@ -296,13 +296,11 @@ where
     match admission(core, control) {
         Ok(ticket) => {
             let started = core.common.cfg.slow_call.is_some().then(Instant::now);
+            let classifier = classifier.clone();
+            // Before the inner call, as in `admit`: a panicking call gives a probe's slot back.
+            let pass = Pass::new(Arc::clone(core), ticket);
             let fut = inner.call(req);
-            ResponseFuture::tracked(
-                fut,
-                classifier.clone(),
-                Pass::new(Arc::clone(core), ticket),
-                started,
-            )
+            ResponseFuture::tracked(fut, classifier, pass, started)
         }
         Err(refused) => reject(core, core.refusal(refused)),
     }
