@@ -270,10 +270,11 @@ impl<S, C: Clone, X, K> CircuitBreaker<S, C, X, K> {
         match admission(&core, control) {
             Ok(ticket) => {
                 let started = core.common.cfg.slow_call.is_some().then(Instant::now);
-                let classifier = self.classifier.clone();
-                // The pass exists before the inner call: if that call panics, the pass is
-                // dropped and gives a half-open probe's slot back.
+                // The ticket is held by its pass before anything else runs: if the inner call
+                // (or the classifier's clone) panics, the pass is dropped and gives a half-open
+                // probe's slot back.
                 let pass = Pass::new(core, ticket);
+                let classifier = self.classifier.clone();
                 let fut = self.inner.call(req);
                 ResponseFuture::tracked(fut, classifier, pass, started)
             }
@@ -296,9 +297,9 @@ where
     match admission(core, control) {
         Ok(ticket) => {
             let started = core.common.cfg.slow_call.is_some().then(Instant::now);
-            let classifier = classifier.clone();
-            // Before the inner call, as in `admit`: a panicking call gives a probe's slot back.
+            // First, as in `admit`: a panic after it gives a probe's slot back.
             let pass = Pass::new(Arc::clone(core), ticket);
+            let classifier = classifier.clone();
             let fut = inner.call(req);
             ResponseFuture::tracked(fut, classifier, pass, started)
         }
