@@ -962,6 +962,29 @@ mod breaker {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_probe_called_without_readiness_whose_inner_call_panics_gives_its_slot_back() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .break_duration(BreakDuration::constant(Duration::from_secs(10)))
+            .build()
+            .unwrap();
+        let h = layer.handle();
+        let mut svc = layer.layer(panicking_keyed_peer(&calls));
+        assert!(kcall(&mut svc, "db", Act::Fail).await.is_err());
+        assert_eq!(h.state(), Open);
+        advance(Duration::from_secs(10)).await;
+        // Called without `ready()`: no readiness pass, so the call is admitted in `call`.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(svc.call(("db", Act::Status(0))));
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(kcall(&mut svc, "db", Act::Ok).await.unwrap(), 200);
+        assert_eq!(h.state(), Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn per_key_breakers_are_bounded_sweep_idle_ones_and_refuse_new_keys_when_all_are_busy() {
         let calls = Arc::new(AtomicUsize::new(0));
         let layer = CircuitBreakerLayer::builder()

@@ -247,9 +247,8 @@ where
         match ready {
             Some(pass) if pass.is_current() => {
                 let started = common.cfg.slow_call.is_some().then(Instant::now);
-                let classifier = self.classifier.clone();
                 let fut = self.inner.call(req);
-                ResponseFuture::tracked(fut, classifier, pass, started)
+                ResponseFuture::tracked(fut, self.classifier.clone(), pass, started)
             }
             _ => admit_ref(&mut self.inner, &self.classifier, core, req, control),
         }
