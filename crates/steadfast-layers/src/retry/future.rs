@@ -24,30 +24,68 @@ where
     S: Service<Req>,
 {
     #[pin]
-    state: State<S::Future>,
+    state: State<S::Future, Req>,
     service: S,
     classifier: C,
     replay: R,
-    /// The request kept for replay; `None` when it cannot be replayed (or when it has been moved
-    /// into the last attempt).
-    template: Option<Req>,
-    /// The copy prepared for the next attempt.
-    next: Option<Req>,
-    not_replayable: Option<NotReplayable>,
-    attempts: u32,
+    /// The request kept for replay, or why none is.
+    template: Kept<Req>,
+    /// Attempts made. The counters are bytes (`MAX_ATTEMPTS` fits one, checked below), and the
+    /// previous delay is nanoseconds in a word: the future is moved whole on every call, and
+    /// up to 128 bytes the compiler moves it with inline stores instead of a call to `memmove`
+    /// (ADR 0008, decision 26).
+    attempts: u8,
     /// The most attempts this call makes: the layer's setting when the call started (a change
     /// through the handle applies to calls that start after it).
-    max_attempts: u32,
-    /// Transparent retries made (requests that never reached the server).
-    unsent: u32,
-    /// Whether the prepared `next` request is a transparent retry.
-    next_transparent: bool,
-    previous_delay: Duration,
+    max_attempts: u8,
+    /// Transparent retries made (requests that never reached the server): at most one.
+    unsent: u8,
+    /// The previous backoff delay in nanoseconds (saturated: 584 years), for decorrelated
+    /// jitter.
+    previous_delay: u64,
     shared: Arc<Shared>,
     /// The call's and the attempt's spans, only when a subscriber wants them: disabled spans
     /// cost checks on every poll and on drop, and bytes moved with the future.
     spans: Option<Box<Spans>>,
     started: Option<Instant>,
+}
+
+// The future keeps its attempt counters in bytes.
+const _: () = assert!(super::MAX_ATTEMPTS <= u8::MAX as u32);
+
+/// The request a call keeps for its retries, or why it keeps none: one field, as the two never
+/// exist at once (the reason's 16 bytes share the place of a request at least that large).
+#[derive(Debug)]
+pub(super) enum Kept<Req> {
+    /// The request each retry is copied from.
+    Template(Req),
+    /// The request cannot be replayed, for this reason.
+    NotReplayable(NotReplayable),
+    /// None is kept: the call makes one attempt, or its last attempt took the request.
+    Spent,
+}
+
+impl<Req> Kept<Req> {
+    /// The kept request, or why there is none.
+    fn get_mut(&mut self) -> Result<&mut Req, NotReplayable> {
+        match self {
+            Kept::Template(req) => Ok(req),
+            Kept::NotReplayable(why) => Err(*why),
+            Kept::Spent => Err(NotReplayable::new("the request was not kept")),
+        }
+    }
+
+    /// Takes the kept request out (for the last attempt), or says why there is none.
+    fn take(&mut self) -> Result<Req, NotReplayable> {
+        match std::mem::replace(self, Kept::Spent) {
+            Kept::Template(req) => Ok(req),
+            Kept::NotReplayable(why) => {
+                *self = Kept::NotReplayable(why);
+                Err(why)
+            }
+            Kept::Spent => Err(NotReplayable::new("the request was not kept")),
+        }
+    }
 }
 
 /// The spans of a traced call.
@@ -62,19 +100,28 @@ struct Spans {
     backoff: Duration,
 }
 
-#[pin_project(project = StateProj)]
-enum State<F> {
+/// Where a call is: an attempt in flight, or between two attempts with the next one's request.
+/// The request prepared for the next attempt lives in the state, not beside it: it exists only
+/// while no attempt is in flight, so it shares its place with the attempt's future.
+#[pin_project(project = StateProj, project_replace = StateOwn)]
+enum State<F, Req> {
     Calling {
         #[pin]
         fut: F,
     },
-    /// The backoff's timer, boxed: inline, its 112 bytes would set the size of every retry
-    /// future whose attempt future is smaller, and that size is moved on every call; boxed, it
-    /// costs one allocation per backoff, which then sleeps (ADR 0008, decision 19).
-    Backoff {
-        sleep: Pin<Box<Sleep>>,
+    /// Between attempts: the next attempt's request, whether it is the one transparent re-send,
+    /// and the backoff's timer while it runs. The timer is boxed: inline, its 112 bytes would
+    /// set the size of every retry future whose attempt future is smaller, and that size is
+    /// moved on every call; boxed, it costs one allocation per backoff, which then sleeps (ADR
+    /// 0008, decision 19).
+    Next {
+        backoff: Option<Pin<Box<Sleep>>>,
+        req: Req,
+        transparent: bool,
     },
-    Ready,
+    /// Only while the next attempt's request is taken out to be sent (or if sending it
+    /// panicked).
+    Sending,
 }
 
 impl<S, C, R, Req> std::fmt::Debug for ResponseFuture<S, C, R, Req>
@@ -101,8 +148,7 @@ where
         req: Req,
         classifier: C,
         replay: R,
-        template: Option<Req>,
-        not_replayable: Option<NotReplayable>,
+        template: Kept<Req>,
         max_attempts: u32,
         shared: Arc<Shared>,
         span: Option<Span>,
@@ -130,13 +176,11 @@ where
             classifier,
             replay,
             template,
-            next: None,
-            not_replayable,
             attempts: 1,
-            max_attempts,
+            // In `[1, MAX_ATTEMPTS]` (the layer's one check), so it fits a byte.
+            max_attempts: u8::try_from(max_attempts).unwrap_or(u8::MAX),
             unsent: 0,
-            next_transparent: false,
-            previous_delay: Duration::ZERO,
+            previous_delay: 0,
             shared,
             spans,
             started,
@@ -252,28 +296,26 @@ where
                         shared,
                         replay: &*this.replay,
                         template: this.template,
-                        not_replayable: *this.not_replayable,
-                        attempts: *this.attempts,
-                        max_attempts: *this.max_attempts,
+                        attempts: u32::from(*this.attempts),
+                        max_attempts: u32::from(*this.max_attempts),
                         previous_delay: this.previous_delay,
                     };
-                    *this.next_transparent = transparent;
                     if transparent {
                         plan.transparent()
-                            .map(|next| (reason, Duration::ZERO, next, None))
+                            .map(|next| (reason, Duration::ZERO, next, None, true))
                     } else {
                         plan.decide(after)
-                            .map(|(delay, next, wake)| (reason, delay, next, wake))
+                            .map(|(delay, next, wake)| (reason, delay, next, wake, false))
                     }
                 });
                 match verdict {
-                    Ok((reason, delay, next, wake)) => {
+                    Ok((reason, delay, next, wake, transparent)) => {
                         shared.attrs.with(ERROR_TYPE_KEY, reason, |a| {
                             shared.retries.add(1, a);
                         });
                         tracing::debug!(
                             target: "steadfast::retry",
-                            attempt = *this.attempts,
+                            attempt = u32::from(*this.attempts),
                             delay_ms = ms(delay),
                             reason,
                             error = result.as_ref().err().map(tracing::field::display),
@@ -281,17 +323,15 @@ where
                             deadline_remaining_ms = Deadline::current().map(|d| ms(d.remaining())),
                             "retry scheduled"
                         );
-                        *this.next = Some(next);
                         if let Some(spans) = spans.as_deref_mut() {
                             spans.retry_reason = reason;
                             spans.backoff = delay;
                         }
-                        match wake {
-                            Some(at) => this.state.set(State::Backoff {
-                                sleep: Box::pin(sleep_until(at)),
-                            }),
-                            None => this.state.set(State::Ready),
-                        }
+                        this.state.set(State::Next {
+                            backoff: wake.map(|at| Box::pin(sleep_until(at))),
+                            req: next,
+                            transparent,
+                        });
                     }
                     Err(why) => {
                         record_duration(shared, *this.started);
@@ -299,35 +339,32 @@ where
                             shared,
                             &*this.classifier,
                             why,
-                            *this.attempts,
+                            u32::from(*this.attempts),
                             outcome.reason(),
                             result,
                         ));
                     }
                 }
             }
-            StateProj::Backoff { sleep } => {
-                ready!(sleep.as_mut().poll(cx));
-                this.state.set(State::Ready);
-            }
-            StateProj::Ready => {
+            StateProj::Next { backoff, .. } => {
+                if let Some(sleep) = backoff {
+                    ready!(sleep.as_mut().poll(cx));
+                    *backoff = None;
+                }
                 if let Err(e) = ready!(this.service.poll_ready(cx)) {
                     record_duration(shared, *this.started);
                     return Poll::Ready(Err(e.into()));
                 }
-                let Some(req) = this.next.take() else {
-                    // Unreachable by construction: `Ready` is entered only with a request.
-                    return Poll::Ready(Err(GaveUp::new(
-                        GiveUpReason::NotReplayable(NotReplayable::new("no request")),
-                        *this.attempts,
-                        None,
-                    )
-                    .into()));
+                let StateOwn::Next {
+                    req, transparent, ..
+                } = this.state.as_mut().project_replace(State::Sending)
+                else {
+                    return Poll::Ready(Err(no_request(*this.attempts)));
                 };
-                if *this.next_transparent {
-                    *this.unsent += 1;
+                if transparent {
+                    *this.unsent = this.unsent.saturating_add(1);
                 } else {
-                    *this.attempts += 1;
+                    *this.attempts = this.attempts.saturating_add(1);
                     shared.attempts.add(1, shared.attrs.base());
                 }
                 let fut = match spans.as_deref_mut() {
@@ -335,9 +372,9 @@ where
                     Some(spans) => {
                         spans.attempt = attempt_span(
                             &spans.call,
-                            *this.attempts,
-                            *this.attempts + *this.unsent - 1,
-                            *this.next_transparent,
+                            u32::from(*this.attempts),
+                            u32::from(*this.attempts) + u32::from(*this.unsent) - 1,
+                            transparent,
                         );
                         let _attempt = spans.attempt.enter();
                         if !spans.attempt.is_disabled() {
@@ -356,8 +393,23 @@ where
                 };
                 this.state.set(State::Calling { fut });
             }
+            // Left only if the inner `call` panicked: the request went with it.
+            StateProj::Sending => return Poll::Ready(Err(no_request(*this.attempts))),
         }
     }
+}
+
+/// The error of a call polled after the request for its next attempt was lost (its inner
+/// `call` panicked); out of line, as it never happens in a call that did not panic.
+#[cold]
+#[inline(never)]
+fn no_request(attempts: u8) -> BoxError {
+    GaveUp::new(
+        GiveUpReason::NotReplayable(NotReplayable::new("no request")),
+        u32::from(attempts),
+        None,
+    )
+    .into()
 }
 
 /// The span of attempt `attempt` (from 1), a child of the call's `parent` span, or a disabled
@@ -409,11 +461,11 @@ fn close_attempt(span: &mut Span, outcome: &Outcome) {
 struct Plan<'a, R, Req> {
     shared: &'a Shared,
     replay: &'a R,
-    template: &'a mut Option<Req>,
-    not_replayable: Option<NotReplayable>,
+    template: &'a mut Kept<Req>,
     attempts: u32,
     max_attempts: u32,
-    previous_delay: &'a mut Duration,
+    /// In nanoseconds, as the future keeps it.
+    previous_delay: &'a mut u64,
 }
 
 impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
@@ -428,17 +480,15 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
         if self.attempts >= self.max_attempts {
             return Err(GiveUpReason::AttemptsExhausted);
         }
-        if self.template.is_none() {
-            return Err(GiveUpReason::NotReplayable(
-                self.not_replayable
-                    .unwrap_or(NotReplayable::new("the request was not kept")),
-            ));
+        if let Err(why) = self.template.get_mut() {
+            return Err(GiveUpReason::NotReplayable(why));
         }
         let delay = server_delay.unwrap_or_else(|| {
-            shared
-                .backoff
-                .load()
-                .delay(self.attempts, *self.previous_delay, &*shared.rng)
+            shared.backoff.load().delay(
+                self.attempts,
+                Duration::from_nanos(*self.previous_delay),
+                &*shared.rng,
+            )
         });
         let (wake, deadline_ok) = match Deadline::current() {
             Some(deadline) => {
@@ -460,35 +510,24 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
             return Err(GiveUpReason::Deadline);
         }
         let last = self.attempts + 1 == self.max_attempts;
+        // Kept: checked above.
         let next = if last {
-            match self.template.take() {
-                Some(template) => Some(
-                    self.replay
-                        .last(template)
-                        .map_err(GiveUpReason::NotReplayable)?,
-                ),
-                None => None,
-            }
+            self.template
+                .take()
+                .and_then(|template| self.replay.last(template))
         } else {
-            match self.template.as_mut() {
-                Some(template) => Some(
-                    self.replay
-                        .replay(template)
-                        .map_err(GiveUpReason::NotReplayable)?,
-                ),
-                None => None,
-            }
-        };
-        let Some(next) = next else {
-            return Err(GiveUpReason::AttemptsExhausted);
-        };
+            self.template
+                .get_mut()
+                .and_then(|template| self.replay.replay(template))
+        }
+        .map_err(GiveUpReason::NotReplayable)?;
         if let Some(budget) = &shared.budget {
             if !budget.withdraw() {
                 shared.budget_exhausted.add(1, shared.attrs.base());
                 return Err(GiveUpReason::BudgetExhausted);
             }
         }
-        *self.previous_delay = delay;
+        *self.previous_delay = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         Ok((delay, next, wake))
     }
 }
@@ -506,16 +545,10 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
             }
         }
         // Keep the template: the attempt does not count, so more attempts may follow.
-        match self.template.as_mut() {
-            Some(template) => self
-                .replay
-                .replay(template)
-                .map_err(GiveUpReason::NotReplayable),
-            None => Err(GiveUpReason::NotReplayable(
-                self.not_replayable
-                    .unwrap_or(NotReplayable::new("the request was not kept")),
-            )),
-        }
+        self.template
+            .get_mut()
+            .and_then(|template| self.replay.replay(template))
+            .map_err(GiveUpReason::NotReplayable)
     }
 }
 
@@ -557,5 +590,57 @@ where
 fn record_duration(shared: &Shared, started: Option<Instant>) {
     if let (Some(h), Some(t0)) = (&shared.duration, started) {
         h.record(t0.elapsed().as_secs_f64(), shared.attrs.base());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::RetryOnError;
+    use crate::retry::CloneReplay;
+
+    const REQUEST: usize = 256;
+    const ATTEMPT: usize = 512;
+
+    /// A service with a large request and a larger attempt future.
+    struct Large;
+
+    struct LargeFuture([u8; ATTEMPT]);
+
+    impl Future for LargeFuture {
+        type Output = Result<u8, BoxError>;
+
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready(Ok(self.0[0]))
+        }
+    }
+
+    impl Service<[u8; REQUEST]> for Large {
+        type Response = u8;
+        type Error = BoxError;
+        type Future = LargeFuture;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: [u8; REQUEST]) -> LargeFuture {
+            LargeFuture([req[0]; ATTEMPT])
+        }
+    }
+
+    #[test]
+    fn the_next_attempts_request_shares_its_place_with_the_attempt_in_flight() {
+        // The template and the attempt's future are held side by side; the request prepared for
+        // the next attempt exists only while no attempt is in flight, and takes no room of its
+        // own. Holding it beside them would make the future at least this big.
+        let beside = ATTEMPT + 2 * REQUEST;
+        let size =
+            std::mem::size_of::<ResponseFuture<Large, RetryOnError, CloneReplay, [u8; REQUEST]>>();
+        assert!(size >= ATTEMPT + REQUEST, "{size}");
+        assert!(
+            size < beside,
+            "{size} bytes: the next request is kept beside the attempt"
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::future::Kept;
 use super::layer::Shared;
 use super::{CloneReplay, Replay, ResponseFuture, RetryBudget};
 use crate::classify::{Classifier, RetryOnError};
@@ -92,13 +93,13 @@ where
         // One relaxed load: the setting this call keeps to the end.
         let max_attempts = shared.max_attempts.load(Ordering::Relaxed);
         let mut template = req;
-        let (first, template, not_replayable) = if max_attempts > 1 {
+        let (first, template) = if max_attempts > 1 {
             match self.replay.replay(&mut template) {
-                Ok(copy) => (copy, Some(template), None),
-                Err(e) => (template, None, Some(e)),
+                Ok(copy) => (copy, Kept::Template(template)),
+                Err(e) => (template, Kept::NotReplayable(e)),
             }
         } else {
-            (template, None, None)
+            (template, Kept::Spent)
         };
         // The service that was driven to readiness serves this call; a clone serves retries.
         let clone = self.inner.clone();
@@ -125,7 +126,6 @@ where
             self.classifier.clone(),
             self.replay.clone(),
             template,
-            not_replayable,
             max_attempts,
             Arc::clone(shared),
             span,
