@@ -510,7 +510,7 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
             return Err(GiveUpReason::Deadline);
         }
         let last = self.attempts + 1 == self.max_attempts;
-        // Kept: checked above.
+        // The kept request was checked above: `take` and `get_mut` find it.
         let next = if last {
             self.template
                 .take()
