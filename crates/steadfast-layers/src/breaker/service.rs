@@ -246,9 +246,8 @@ where
         };
         match ready {
             Some(pass) if pass.is_current() => {
-                let started = common.cfg.slow_call.is_some().then(Instant::now);
-                let fut = self.inner.call(req);
-                ResponseFuture::tracked(fut, self.classifier.clone(), pass, started)
+                let timed = common.cfg.slow_call.is_some();
+                call_admitted(&mut self.inner, &self.classifier, pass, timed, req)
             }
             _ => admit_ref(&mut self.inner, &self.classifier, core, req, control),
         }
@@ -268,14 +267,10 @@ impl<S, C: Clone, X, K> CircuitBreaker<S, C, X, K> {
     {
         match admission(&core, control) {
             Ok(ticket) => {
-                let started = core.common.cfg.slow_call.is_some().then(Instant::now);
-                // The ticket is held by its pass before anything else runs: if the inner call
-                // (or the classifier's clone) panics, the pass is dropped and gives a half-open
-                // probe's slot back.
+                let timed = core.common.cfg.slow_call.is_some();
+                // The ticket is held by its pass before anything else runs.
                 let pass = Pass::new(core, ticket);
-                let classifier = self.classifier.clone();
-                let fut = self.inner.call(req);
-                ResponseFuture::tracked(fut, classifier, pass, started)
+                call_admitted(&mut self.inner, &self.classifier, pass, timed, req)
             }
             Err(refused) => reject(&core, core.refusal(refused)),
         }
@@ -295,15 +290,33 @@ where
 {
     match admission(core, control) {
         Ok(ticket) => {
-            let started = core.common.cfg.slow_call.is_some().then(Instant::now);
-            // First, as in `admit`: a panic after it gives a probe's slot back.
+            let timed = core.common.cfg.slow_call.is_some();
+            // The ticket is held by its pass before anything else runs.
             let pass = Pass::new(Arc::clone(core), ticket);
-            let classifier = classifier.clone();
-            let fut = inner.call(req);
-            ResponseFuture::tracked(fut, classifier, pass, started)
+            call_admitted(inner, classifier, pass, timed, req)
         }
         Err(refused) => reject(core, core.refusal(refused)),
     }
+}
+
+/// Makes an admitted call, whichever path admitted it: the call's `pass` is made before
+/// anything here runs, so that if the classifier's clone or the inner call panics, dropping
+/// the pass during the unwind gives a half-open probe's slot back. `timed`: the call's start
+/// is read for the slow-call rule.
+#[inline]
+fn call_admitted<S, C: Clone, K, Req>(
+    inner: &mut S,
+    classifier: &C,
+    pass: Pass,
+    timed: bool,
+    req: Req,
+) -> ResponseFuture<S::Future, C, K>
+where
+    S: Service<Req>,
+{
+    let started = timed.then(Instant::now);
+    let fut = inner.call(req);
+    ResponseFuture::tracked(fut, classifier.clone(), pass, started)
 }
 
 /// Asks `core` to admit a call under the control mode `control`.
