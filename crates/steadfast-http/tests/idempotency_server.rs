@@ -843,6 +843,45 @@ async fn the_key_expiry_is_published_as_an_http_date() {
         .is_none());
 }
 
+/// A wall clock at either end of what an HTTP-date expresses gives the nearest date it can
+/// (1970 or the last second of 9999), not `httpdate`'s panic; the response is stored as usual.
+#[tokio::test(start_paused = true)]
+async fn the_key_expiry_outside_the_http_date_range_is_clamped() {
+    use std::time::UNIX_EPOCH;
+    use steadfast_http::classify::WallClock;
+    let cases = [
+        // 9999-12-31 23:00:00 UTC: the expiry takes it past the last HTTP-date.
+        (
+            WallClock::new(|| UNIX_EPOCH + Duration::from_secs(253_402_297_200)),
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ),
+        // The latest reading a `SystemTime` holds: adding the expiry overflows.
+        (
+            WallClock::new(|| UNIX_EPOCH + Duration::new(i64::MAX as u64, 0)),
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ),
+        // Before 1970 even once the expiry is added.
+        (
+            WallClock::new(|| UNIX_EPOCH - Duration::from_secs(400 * 86_400)),
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+        ),
+    ];
+    for (clock, want) in cases {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = builder(MemoryStore::new())
+            .wall_clock(clock)
+            .build()
+            .unwrap()
+            .layer(counting(calls.clone()));
+        let first = send(&svc, post(Some("k"), "acme", "{}")).await;
+        assert!(first.status.is_success(), "{:?}", first.status);
+        assert_eq!(first.headers["idempotency-key-expires"], want);
+        let replay = send(&svc, post(Some("k"), "acme", "{}")).await;
+        assert!(replay.replayed());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn telemetry_counts_and_traces_every_decision() {
     let metrics = Metrics::new();

@@ -541,6 +541,89 @@ async fn postgres_corrupt_record_is_500() {
     .await;
 }
 
+/// A header map holds at most this many distinct names (`http`'s limit of 2^15 slots at its
+/// load factor of 3/4).
+const MAP_NAMES: usize = 24_576;
+
+/// A stored response in the stores' format (`SFI1`, status, header count, headers, body) with
+/// `names` distinct headers: more than a live response can have once the map is full, which
+/// only a corrupt or hand-written record holds.
+fn crowded_record(names: usize) -> Vec<u8> {
+    let mut out = b"SFI1".to_vec();
+    out.extend_from_slice(&200u16.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(names).unwrap().to_be_bytes());
+    for i in 0..names {
+        let name = format!("x{i:05}");
+        out.extend_from_slice(&u16::try_from(name.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes());
+    }
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out
+}
+
+/// One name more than a header map holds is a corrupt record, not `http`'s panic; a map at
+/// its limit decodes (and is refused when replayed: below).
+#[test]
+fn stored_response_with_more_headers_than_a_map_holds_is_corrupt() {
+    let err = StoredResponse::decode(&crowded_record(MAP_NAMES + 1)).unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Corrupt);
+    assert!(
+        err.to_string()
+            .contains("more headers than a header map holds"),
+        "{err}"
+    );
+    let full = StoredResponse::decode(&crowded_record(MAP_NAMES)).unwrap();
+    assert_eq!(full.headers().len(), MAP_NAMES);
+    // The encoding is the stores' own: the full record round-trips.
+    assert_eq!(full.encode(), crowded_record(MAP_NAMES));
+}
+
+/// A stored response whose header map is full leaves no room for `Idempotent-Replayed`: the
+/// replay is a corrupt record (500), not a panic of the request's task.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_record_with_a_full_header_map_is_500() {
+    with_redis(|store| async move {
+        let key = store.record_key("acme", "k");
+        let mut conn = redis::Client::open(redis_url().as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let damage = async move {
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("resp")
+                .arg(crowded_record(MAP_NAMES))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        };
+        corrupt_record_is_500(store, damage).await;
+    })
+    .await;
+}
+
+/// As above, on PostgreSQL.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_record_with_a_full_header_map_is_500() {
+    with_pg(|store| async move {
+        let sql = format!("UPDATE {} SET response = $1", store.table());
+        let pool = store.pool().clone();
+        let damage = async move {
+            sqlx::query(&sql)
+                .bind(crowded_record(MAP_NAMES))
+                .execute(&pool)
+                .await
+                .unwrap();
+        };
+        corrupt_record_is_500(store, damage).await;
+    })
+    .await;
+}
+
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rows_in_an_unknown_state_are_corrupt() {

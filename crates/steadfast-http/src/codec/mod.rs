@@ -56,5 +56,6 @@ pub use pushback::{
     decode_grpc_retry_pushback, encode_grpc_do_not_retry, encode_grpc_retry_pushback,
     GRPC_RETRY_PUSHBACK_MS,
 };
+pub(crate) use retry_after::http_date_after;
 pub use retry_after::{decode_retry_after, encode_retry_after, RetryAfter, RETRY_AFTER};
 pub use timeout_ms::{decode_timeout_ms, encode_timeout_ms, REQUEST_TIMEOUT_MS};

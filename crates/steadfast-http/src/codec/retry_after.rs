@@ -97,17 +97,29 @@ impl RetryAfter {
     pub fn to_header_value(&self) -> HeaderValue {
         match *self {
             RetryAfter::Delay(d) => encode_retry_after(d),
-            RetryAfter::Date(at) => {
-                let secs = at
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-                    .min(MAX_HTTP_DATE_SECS);
-                let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
-                HeaderValue::from_str(&text)
-                    .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
-            }
+            RetryAfter::Date(at) => http_date(at),
         }
     }
+}
+
+/// `at` as an HTTP-date, clamped to what one can express (1970 to 9999).
+fn http_date(at: SystemTime) -> HeaderValue {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .min(MAX_HTTP_DATE_SECS);
+    let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+    HeaderValue::from_str(&text)
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+/// The HTTP-date `after` past `now` (a wall clock's reading), clamped as [`http_date`]: a
+/// reading and a span that pass the year 9999 together give its last second, not a panic.
+pub(crate) fn http_date_after(now: SystemTime, after: Duration) -> HeaderValue {
+    let at = now
+        .checked_add(after)
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(MAX_HTTP_DATE_SECS));
+    http_date(at)
 }
 
 /// Decodes `Retry-After` into the delay to wait, seen at wall-clock `now` (pass

@@ -17,11 +17,13 @@ use tracing::Span;
 
 use super::layer::Core;
 use super::{Rejection, RequestBody, ResponseBody, IDEMPOTENCY_KEY_EXPIRES, IDEMPOTENT_REPLAYED};
+use crate::codec::http_date_after;
 use crate::codec::idempotency_key::IdempotencyKey;
 use crate::idempotency::store::{
     BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, StoreError, StoreFuture,
     StoredResponse,
 };
+use crate::idempotency::telemetry::Metrics;
 
 /// The response future of [`Idempotency`](super::Idempotency): reads a keyed request's body,
 /// asks the store, then calls the inner service, reads and stores its response, or answers a
@@ -303,10 +305,9 @@ where
         if self.core.publish_expiry {
             // An HTTP-date: the one place a protocol needs wall-clock time (expiry itself is
             // enforced by the store: `tokio::time`, Redis TTL, PostgreSQL `now()`).
-            let expires = httpdate::fmt_http_date(self.core.wall_clock.now() + self.core.expiry);
-            if let Ok(v) = HeaderValue::from_str(&expires) {
-                parts.headers.insert(IDEMPOTENCY_KEY_EXPIRES, v);
-            }
+            let expires = http_date_after(self.core.wall_clock.now(), self.core.expiry);
+            // A map at its size limit keeps the inner service's headers and goes without this one.
+            let _ = parts.headers.try_insert(IDEMPOTENCY_KEY_EXPIRES, expires);
         }
         let stored = StoredResponse::new(parts.status, storable(&parts.headers), body.clone());
         span.record("outcome", "executed");
@@ -423,14 +424,42 @@ fn storable(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn replay<B: Body>(stored: StoredResponse) -> Response<ResponseBody<B>> {
+/// The stored response, marked as replayed; a store error when the mark does not fit (a stored
+/// response with as many headers as a header map holds, which only a corrupt record has).
+fn replay<B: Body>(stored: StoredResponse) -> Result<Response<ResponseBody<B>>, StoreError> {
     let (status, headers, body) = stored.into_parts();
     let mut res = Response::new(ResponseBody::full(body));
     *res.status_mut() = status;
     *res.headers_mut() = headers;
     res.headers_mut()
-        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    res
+        .try_insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))
+        .map_err(|e| {
+            StoreError::corrupt("stored response: more headers than a header map holds")
+                .with_source(e)
+        })?;
+    Ok(res)
+}
+
+/// The answer to a request whose `begin` failed with `e`: 503 if transient, 500 if not; the
+/// request is not executed.
+fn begin_failed<B: Body>(
+    span: &Span,
+    metrics: &Metrics,
+    e: &StoreError,
+) -> Response<ResponseBody<B>> {
+    span.record("outcome", "store_error");
+    metrics.store_error("begin", e.kind().label());
+    let rejection = Rejection::store(e);
+    tracing::warn!(
+        target: "steadfast::idempotency",
+        op = "begin",
+        reason = e.kind().label(),
+        transient = e.is_transient(),
+        status = rejection.status().as_u16(),
+        error = %e,
+        "idempotency store failed: answered without executing (503 if transient, 500 if not)",
+    );
+    problem(&rejection)
 }
 
 impl<S, St, ReqB, ResB> Future for ResponseFuture<S, St, ReqB, ResB>
@@ -518,14 +547,20 @@ where
                                 ctx.answer(problem(&rejection))
                             }
                             Ok(BeginOutcome::Completed(stored)) => {
-                                span.record("outcome", "replayed");
-                                metrics.replay();
-                                tracing::debug!(
-                                    target: "steadfast::idempotency",
-                                    status = stored.status().as_u16(),
-                                    "replayed the stored response",
-                                );
-                                ctx.answer(replay(stored))
+                                let status = stored.status().as_u16();
+                                match replay(stored) {
+                                    Ok(res) => {
+                                        span.record("outcome", "replayed");
+                                        metrics.replay();
+                                        tracing::debug!(
+                                            target: "steadfast::idempotency",
+                                            status,
+                                            "replayed the stored response",
+                                        );
+                                        ctx.answer(res)
+                                    }
+                                    Err(e) => ctx.answer(begin_failed(span, metrics, &e)),
+                                }
                             }
                             Ok(BeginOutcome::Mismatch) => {
                                 span.record("outcome", "mismatch");
@@ -536,21 +571,7 @@ where
                                 );
                                 ctx.answer(problem(&Rejection::Mismatch))
                             }
-                            Err(e) => {
-                                span.record("outcome", "store_error");
-                                metrics.store_error("begin", e.kind().label());
-                                let rejection = Rejection::store(&e);
-                                tracing::warn!(
-                                    target: "steadfast::idempotency",
-                                    op = "begin",
-                                    reason = e.kind().label(),
-                                    transient = e.is_transient(),
-                                    status = rejection.status().as_u16(),
-                                    error = %e,
-                                    "idempotency store failed: answered without executing (503 if transient, 500 if not)",
-                                );
-                                ctx.answer(problem(&rejection))
-                            }
+                            Err(e) => ctx.answer(begin_failed(span, metrics, &e)),
                         }
                     }
                     StateProj::Call { fut } => {

@@ -101,7 +101,10 @@ impl StoredResponse {
             let value = HeaderValue::from_bytes(r.take(n)?).map_err(|e| {
                 StoreError::corrupt("stored response: bad header value").with_source(e)
             })?;
-            headers.append(name, value);
+            headers.try_append(name, value).map_err(|e| {
+                StoreError::corrupt("stored response: more headers than a header map holds")
+                    .with_source(e)
+            })?;
         }
         let n = usize::try_from(r.u64()?)
             .map_err(|_| StoreError::corrupt("stored response: body too large"))?;
