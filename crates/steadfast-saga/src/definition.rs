@@ -778,13 +778,18 @@ impl<I: Payload> SagaBuilder<I> {
 
     /// A saga-level deadline, measured from the saga's creation on the store's clock. Past it,
     /// no further compensatable step or pivot starts and the saga compensates; once the pivot
-    /// has succeeded the deadline no longer applies (retriable steps must finish).
+    /// has succeeded the deadline no longer applies (retriable steps must finish). At most
+    /// [`MAX_SPAN`](crate::store::MAX_SPAN): `build` refuses a longer one.
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use steadfast_saga::Saga;
+    /// # use steadfast_saga::{Saga, Step, StepContext, StepError};
     /// let b = Saga::builder::<()>("s").deadline(Duration::from_secs(30));
     /// # let _ = b;
+    /// let mut b = Saga::builder::<()>("s").deadline(Duration::MAX);
+    /// b.step(Step::pivot("charge", |_c: StepContext<()>| async { Ok::<(), StepError>(()) }));
+    /// let err = b.build().unwrap_err();
+    /// assert!(err.to_string().contains("deadline"), "{err}");
     /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
@@ -868,6 +873,11 @@ impl<I: Payload> SagaBuilder<I> {
         }
         if self.stages.is_empty() {
             errors.push(format!("saga {:?} has no steps", self.name));
+        }
+        if let Some(d) = self.deadline.filter(|d| *d > crate::store::MAX_SPAN) {
+            errors.push(format!(
+                "the deadline {d:?} is longer than a store keeps (100 years)"
+            ));
         }
         let mut seen = HashSet::new();
         let mut highest: Option<StepKind> = None;

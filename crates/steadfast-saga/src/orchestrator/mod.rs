@@ -22,7 +22,9 @@ use tracing::Instrument;
 use crate::definition::{DefinitionInner, Payload, SagaDefinition, StepKind};
 use crate::error::{DefinitionChanged, Error};
 use crate::keys::{Phase, SagaId};
-use crate::store::{Created, NewSaga, SagaRecord, SagaStatus, SagaStore, StepRecord, StepState};
+use crate::store::{
+    Created, NewSaga, SagaRecord, SagaStatus, SagaStore, StepRecord, StepState, MAX_SPAN,
+};
 use crate::telemetry::{Metrics, SagaCounter, SagaTelemetry};
 
 #[cfg(feature = "test-hooks")]
@@ -237,7 +239,7 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// The lease length (default [`DEFAULT_LEASE`], at least 30 ms).
+    /// The lease length (default [`DEFAULT_LEASE`], at least 30 ms, at most [`MAX_SPAN`]).
     ///
     /// ```
     /// # use std::{sync::Arc, time::Duration};
@@ -250,7 +252,8 @@ impl OrchestratorBuilder {
         self
     }
 
-    /// How often the recovery loop claims expired leases (default [`DEFAULT_POLL_INTERVAL`]).
+    /// How often the recovery loop claims expired leases (default [`DEFAULT_POLL_INTERVAL`],
+    /// at most [`MAX_SPAN`]).
     ///
     /// ```
     /// # use std::{sync::Arc, time::Duration};
@@ -335,15 +338,22 @@ impl OrchestratorBuilder {
 
     /// The orchestrator's own settings, each refused with its name as the path.
     fn check_settings(&self) -> Result<(), ConfigError> {
-        if self.lease < MIN_LEASE {
+        if self.lease < MIN_LEASE || self.lease > MAX_SPAN {
             return Err(ConfigError::out_of_range(
                 "lease",
                 self.lease,
-                "[30 ms, ...)",
+                "[30 ms, 100 years]",
             ));
         }
         if self.poll_interval.is_zero() {
             return Err(ConfigError::zero("poll_interval"));
+        }
+        if self.poll_interval > MAX_SPAN {
+            return Err(ConfigError::out_of_range(
+                "poll_interval",
+                self.poll_interval,
+                "(0, 100 years]",
+            ));
         }
         if self.claim_batch == 0 {
             return Err(ConfigError::zero("claim_batch"));
@@ -374,9 +384,11 @@ impl OrchestratorBuilder {
     /// let store = || Arc::new(MemoryStore::new());
     /// let err = Orchestrator::builder(store()).lease(Duration::from_millis(10)).build().unwrap_err();
     /// assert!(matches!(&err, Error::Config(e) if e.path() == "lease"));
-    /// assert_eq!(err.to_string(), "invalid configuration: `lease` = 10ms is outside [30 ms, ...)");
+    /// assert_eq!(err.to_string(), "invalid configuration: `lease` = 10ms is outside [30 ms, 100 years]");
     /// for (builder, path) in [
+    ///     (Orchestrator::builder(store()).lease(Duration::MAX), "lease"),
     ///     (Orchestrator::builder(store()).poll_interval(Duration::ZERO), "poll_interval"),
+    ///     (Orchestrator::builder(store()).poll_interval(Duration::MAX), "poll_interval"),
     ///     (Orchestrator::builder(store()).claim_batch(0), "claim_batch"),
     ///     (Orchestrator::builder(store()).max_recoveries(0), "max_recoveries"),
     ///     (Orchestrator::builder(store()).owner(""), "owner"),

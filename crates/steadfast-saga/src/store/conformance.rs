@@ -152,6 +152,7 @@ pub async fn run_all(
     create_is_idempotent(store).await?;
     create_writes_the_first_step_with_the_saga(store).await?;
     load_returns_what_was_created(store).await?;
+    spans_past_the_longest_are_refused(store).await?;
     record_is_atomic_and_upserts(store).await?;
     stale_epoch_is_fenced_and_writes_nothing(store).await?;
     claims_take_only_expired_active_sagas(store).await?;
@@ -290,6 +291,79 @@ pub async fn load_returns_what_was_created(store: &dyn SagaStore) -> Result<(), 
         Err(Error::NotFound(_)) => {}
         other => panic!("load: an unknown id must be NotFound, got {other:?}"),
     }
+    Ok(())
+}
+
+/// A lease, lease extension or deadline longer than [`MAX_SPAN`](super::MAX_SPAN) is a
+/// configuration error naming it, and writes nothing: the business key stays free, a lease
+/// stays as it was, no saga is claimed.
+///
+/// ```
+/// # use steadfast_saga::store::{conformance, MemoryStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// conformance::spans_past_the_longest_are_refused(&MemoryStore::new()).await.unwrap();
+/// # }
+/// ```
+pub async fn spans_past_the_longest_are_refused(store: &dyn SagaStore) -> Result<(), Error> {
+    let t = unique("conf-span");
+    let too_long = super::MAX_SPAN + Duration::from_millis(1);
+    let refused = |what: &str, r: Result<(), Error>, path: &str| match r {
+        Err(Error::Config(e)) if e.path() == path => {}
+        other => panic!("{what}: a span past MAX_SPAN must be Config({path}), got {other:?}"),
+    };
+    let mut far = new_saga(&t, "k");
+    far.deadline = Some(Duration::MAX);
+    refused(
+        "create (deadline)",
+        store.create(far, "o", LONG).await.map(drop),
+        "deadline",
+    );
+    refused(
+        "create (lease)",
+        store
+            .create(new_saga(&t, "k"), "o", too_long)
+            .await
+            .map(drop),
+        "lease",
+    );
+    // Nothing was written: the key is free, and the longest span is kept.
+    let mut longest = new_saga(&t, "k");
+    longest.deadline = Some(super::MAX_SPAN);
+    let lease = create_new(store, longest, "o").await?;
+    assert_eq!(
+        store.history(lease.saga).await?.len(),
+        1,
+        "create: the refused creations wrote nothing"
+    );
+    refused(
+        "heartbeat",
+        store.heartbeat(&lease, too_long).await,
+        "lease_for",
+    );
+    refused(
+        "take_over",
+        store.take_over(lease.saga, "p", too_long).await.map(drop),
+        "lease_for",
+    );
+    refused(
+        "claim_expired",
+        store.claim_expired("p", too_long, 10).await.map(drop),
+        "lease_for",
+    );
+    // The lease is still the creator's, at its epoch.
+    store.heartbeat(&lease, super::MAX_SPAN).await?;
+    let r = store.load(lease.saga).await?;
+    assert_eq!(
+        (r.epoch, r.owner.as_deref()),
+        (1, Some("o")),
+        "the lease is unchanged"
+    );
+    assert!(
+        r.deadline_remaining
+            .is_some_and(|d| d > super::MAX_SPAN - LONG),
+        "the longest deadline is kept: {:?}",
+        r.deadline_remaining
+    );
     Ok(())
 }
 

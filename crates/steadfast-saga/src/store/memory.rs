@@ -184,6 +184,10 @@ impl SagaStore for MemoryStore {
         lease: Duration,
     ) -> StoreFuture<'a, Created> {
         Box::pin(async move {
+            super::check_span("lease", lease)?;
+            if let Some(d) = new.deadline {
+                super::check_span("deadline", d)?;
+            }
             let now = Instant::now();
             let at = self.now_ms();
             let mut st = self.lock();
@@ -295,6 +299,7 @@ impl SagaStore for MemoryStore {
 
     fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            super::check_span("lease_for", lease_for)?;
             let now = Instant::now();
             let mut st = self.lock();
             let row = st
@@ -332,6 +337,7 @@ impl SagaStore for MemoryStore {
         limit: u32,
     ) -> StoreFuture<'a, Vec<Lease>> {
         Box::pin(async move {
+            super::check_span("lease_for", lease_for)?;
             let now = Instant::now();
             let at = self.now_ms();
             let mut st = self.lock();
@@ -391,6 +397,7 @@ impl SagaStore for MemoryStore {
         lease_for: Duration,
     ) -> StoreFuture<'a, Lease> {
         Box::pin(async move {
+            super::check_span("lease_for", lease_for)?;
             let now = Instant::now();
             let at = self.now_ms();
             let mut st = self.lock();

@@ -715,7 +715,9 @@ impl Transition {
 /// - `request_cancel` records a cancel atomically with respect to every transition: once it is
 ///   recorded, a transition marked [`Transition::unless_cancelled`] is refused; once a
 ///   transition marked [`Transition::forward_only`] is written, a cancel is refused;
-/// - lease times are measured on the store's clock (the database's `now()`).
+/// - lease times are measured on the store's clock (the database's `now()`);
+/// - a lease, lease extension or deadline longer than [`MAX_SPAN`] is refused with
+///   [`Error::Config`] naming it, and nothing is written.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -852,6 +854,47 @@ pub(crate) async fn begin_detached<T: Send + 'static>(
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(Error::Store(Box::new(e))),
     }
+}
+
+/// The longest lease, lease extension or saga deadline a store keeps: 100 years of 365 days.
+/// A store refuses a longer one with [`Error::Config`] naming it (`lease`, `lease_for`,
+/// `deadline`) before it writes anything: each is added to the store's clock, which must not
+/// overflow. The orchestrator's builder and [`SagaBuilder::deadline`](crate::SagaBuilder::deadline)
+/// refuse them first.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use steadfast_saga::store::{MemoryStore, NewSaga, SagaStore, MAX_SPAN};
+/// use steadfast_saga::{Error, SagaId};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new();
+/// let new = NewSaga {
+///     id: SagaId::nil(),
+///     saga_type: "trip".into(),
+///     version: 1,
+///     business_key: "k".into(),
+///     input: "{}".into(),
+///     deadline: Some(MAX_SPAN + Duration::from_secs(1)),
+///     first_step: None,
+///     forward_only: false,
+/// };
+/// let err = store.create(new, "me", Duration::from_secs(30)).await.unwrap_err();
+/// assert!(matches!(&err, Error::Config(e) if e.path() == "deadline"), "{err}");
+/// # }
+/// ```
+pub const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `Ok` if a store can keep `d` as `path` (at most [`MAX_SPAN`]), else the error naming it.
+pub(crate) fn check_span(path: &'static str, d: Duration) -> Result<(), Error> {
+    if d > MAX_SPAN {
+        return Err(Error::Config(crate::ConfigError::out_of_range(
+            path,
+            d,
+            "[0, 100 years]",
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn duration_ms(d: Duration) -> i64 {

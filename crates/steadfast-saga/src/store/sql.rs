@@ -876,6 +876,10 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
         lease: Duration,
     ) -> StoreFuture<'a, Created> {
         Box::pin(async move {
+            super::check_span("lease", lease)?;
+            if let Some(d) = new.deadline {
+                super::check_span("deadline", d)?;
+            }
             let id = new.id;
             let created = super::created_event(new.first_step.as_ref());
             let stmt = Stmt::<D>::new(&Self::sql().create)
@@ -1051,6 +1055,7 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
 
     fn heartbeat<'a>(&'a self, lease: &'a Lease, lease_for: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            super::check_span("lease_for", lease_for)?;
             let sql = Self::sql();
             let mut tx = self.begin().await?;
             let updated = Stmt::<D>::new(self.fence(&sql.heartbeat, &sql.heartbeat_unfenced))
@@ -1088,6 +1093,7 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
         limit: u32,
     ) -> StoreFuture<'a, Vec<Lease>> {
         Box::pin(async move {
+            super::check_span("lease_for", lease_for)?;
             // SQLite: `BEGIN IMMEDIATE` takes the write lock first, so two claimers (threads or
             // processes) serialise here and the second sees the first one's new expiry.
             // PostgreSQL: the claimed rows are locked, and other claimers skip them.
@@ -1137,6 +1143,7 @@ impl<D: Dialect> SagaStore for SqlStore<D> {
         lease_for: Duration,
     ) -> StoreFuture<'a, Lease> {
         Box::pin(async move {
+            super::check_span("lease_for", lease_for)?;
             let mut tx = self.begin().await?;
             let taken = Stmt::<D>::new(&Self::sql().take_over)
                 .text(owner)
