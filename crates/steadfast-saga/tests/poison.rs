@@ -138,6 +138,8 @@ const SQLITE_CASES: &[Case] = &[
     with_steps(case("step-state", "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = ?", Attention("cannot decode a step state"))),
     with_steps(case("step-attempts-negative", "UPDATE steadfast_saga_steps SET attempts = -1 WHERE saga_id = ?", Attention("cannot decode a step's attempts"))),
     with_steps(case("step-attempts-text", "UPDATE steadfast_saga_steps SET attempts = 'two' WHERE saga_id = ?", Attention("cannot decode a step's attempts"))),
+    // The started first step's count at u32's maximum: stopped for an operator, not wrapped to 0.
+    case("step-attempts-max", "UPDATE steadfast_saga_steps SET attempts = 4294967295 WHERE saga_id = ?", Attention("its attempt count is at its maximum (4294967295)")),
     with_steps(case("step-output", "UPDATE steadfast_saga_steps SET output = '{x' WHERE saga_id = ?", Attention("cannot decode the output of step \"reserve\""))),
     with_steps(case("step-error-blob", "UPDATE steadfast_saga_steps SET error = X'FF' WHERE saga_id = ?", Attention("cannot decode a step error"))),
     with_steps(case("step-orphaned", "UPDATE steadfast_saga_steps SET saga_id = 'orphan' WHERE saga_id = ?", Completed)),
@@ -190,6 +192,7 @@ const POSTGRES_CASES: &[Case] = &[
     with_steps(case("step-state", "UPDATE steadfast_saga_steps SET state = 'bogus' WHERE saga_id = $1", Attention("cannot decode a step state"))),
     with_steps(case("step-attempts-negative", "UPDATE steadfast_saga_steps SET attempts = -1 WHERE saga_id = $1", Attention("cannot decode a step's attempts"))),
     with_steps(case("step-attempts-huge", "UPDATE steadfast_saga_steps SET attempts = 1099511627776 WHERE saga_id = $1", Attention("cannot decode a step's attempts"))),
+    case("step-attempts-max", "UPDATE steadfast_saga_steps SET attempts = 4294967295 WHERE saga_id = $1", Attention("its attempt count is at its maximum (4294967295)")),
     with_steps(case("step-output", "UPDATE steadfast_saga_steps SET output = '{x' WHERE saga_id = $1", Attention("cannot decode the output of step \"reserve\""))),
     with_steps(case("step-orphaned", "UPDATE steadfast_saga_steps SET saga_id = 'orphan' WHERE saga_id = $1", Completed)),
     with_steps(case("step-updated-infinity", "UPDATE steadfast_saga_steps SET updated_at = 'infinity' WHERE saga_id = $1", Completed)),

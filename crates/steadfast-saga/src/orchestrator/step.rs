@@ -134,8 +134,18 @@ impl<I: Payload> StepRun<'_, I> {
             }};
         }
         loop {
-            attempt += 1;
-            used += 1;
+            // A stored count at its maximum (a corrupt or hand-edited row): stop for an
+            // operator rather than wrap to attempt 0, which would read as "never attempted".
+            let Some(next) = attempt.checked_add(1) else {
+                cx.step_ended(&s.name, phase, "stuck");
+                return Ok(StepEnd::Stuck(format!(
+                    "step {:?} ({}): its attempt count is at its maximum ({attempt})",
+                    s.name,
+                    phase.as_str()
+                )));
+            };
+            attempt = next;
+            used = used.saturating_add(1);
             if !std::mem::take(&mut start_written) {
                 let mut t = Transition::new(Event::new("step_started").step(&*s.name, phase));
                 if phase == Phase::Forward {
