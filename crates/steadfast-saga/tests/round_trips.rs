@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use steadfast_saga::store::{
     SagaSummary, SqliteStore, StepRecord, StepState, StoreFuture, Transition,
 };
 use steadfast_saga::{
-    Orchestrator, Phase, Saga, SagaDefinition, SagaId, SagaStatus, Step, StepContext, StepError,
+    Error, Orchestrator, Phase, Saga, SagaDefinition, SagaId, SagaStatus, Step, StepContext,
+    StepError,
 };
 use support::TempDb;
 
@@ -93,6 +94,9 @@ fn bump(a: &AtomicU64) {
     a.fetch_add(1, Ordering::SeqCst);
 }
 
+/// More reads than any wait here makes: a wait that reads the store without pause.
+const WAIT_READ_CAP: u64 = 10_000;
+
 /// A store that counts every call and delegates.
 #[derive(Debug)]
 struct Counting {
@@ -112,7 +116,10 @@ impl SagaStore for Counting {
     }
     fn load(&self, id: SagaId) -> StoreFuture<'_, SagaRecord> {
         if WAITING.try_with(|w| *w).unwrap_or(false) {
-            bump(&self.calls.wait_reads);
+            // A wait reading without pause fails its test instead of hanging it.
+            if self.calls.wait_reads.fetch_add(1, Ordering::SeqCst) >= WAIT_READ_CAP {
+                return Box::pin(async { Err(Error::store(std::io::Error::other("wait spins"))) });
+            }
         } else {
             bump(&self.calls.loads);
         }
@@ -336,4 +343,52 @@ async fn postgres_two_writes_and_no_read_per_step() {
     };
     check(Arc::new(store.clone())).await;
     store.drop_schema().await.unwrap();
+}
+
+/// A run that panics (a participant's bug) stops, and its waiters go back to the store once a
+/// poll interval, not in a loop that reads it without pause; the saga is recovered once its
+/// lease expires, and the wait follows the new run to its end.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_panics_is_waited_for_by_polling() {
+    let calls = Arc::new(Calls::default());
+    let store: Arc<dyn SagaStore> = Arc::new(Counting {
+        inner: Arc::new(MemoryStore::new()),
+        calls: Arc::clone(&calls),
+    });
+    let panicked = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&panicked);
+    let mut b = Saga::builder::<bool>("panics-once");
+    b.step(Step::pivot("call", move |_c: Ctx| {
+        let first = !seen.swap(true, Ordering::SeqCst);
+        async move {
+            assert!(!first, "a participant's bug: panics on its first call");
+            Ok::<(), StepError>(())
+        }
+    }));
+    let def = b.build().unwrap();
+    let poll = Duration::from_millis(100);
+    let orch = Orchestrator::builder(Arc::clone(&store))
+        .register(&def)
+        .lease(Duration::from_secs(2))
+        .poll_interval(poll)
+        .build()
+        .unwrap();
+    let recovery = orch.spawn_recovery();
+    let id = orch.start(&def, "k", &false).await.unwrap().id;
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(wait(&orch, id).await, SagaStatus::Completed);
+    let took = t0.elapsed();
+    recovery.abort();
+    assert!(panicked.load(Ordering::SeqCst), "the first call panicked");
+    assert_eq!(orch.get(id).await.unwrap().recoveries, 1, "recovered once");
+    let reads = calls.wait_reads.load(Ordering::SeqCst);
+    let polls = u64::try_from(took.as_millis() / poll.as_millis()).unwrap();
+    assert!(
+        reads >= 1,
+        "the waiter went back to the store after the panic"
+    );
+    assert!(
+        reads <= polls + 2,
+        "{reads} reads of the store in {took:?}: about one a poll interval"
+    );
 }

@@ -618,24 +618,25 @@ impl Orchestrator {
         let (tx, rx) = watch::channel(RunState::Running);
         let mine = rx.clone();
         lock(&self.inner.running).insert(id, rx);
-        let inner = Arc::clone(&self.inner);
+        let ended = RunEnded {
+            inner: Arc::clone(&self.inner),
+            id,
+            mine,
+            tx,
+            state: RunState::Stopped,
+        };
         tokio::spawn(async move {
+            let mut ended = ended;
             let result = run.await;
-            // Remove before publishing, so that a waiter told to read the store does not find
-            // this run again; not a later run of the same saga (an operator's, after this one
-            // was fenced).
-            {
-                let mut running = lock(&inner.running);
-                if running.get(&id).is_some_and(|r| r.same_channel(&mine)) {
-                    running.remove(&id);
+            // A saga this run completed or compensated stays so: its waiters need not read it.
+            // Any other end (needs attention, fenced, a store error) sends them to the store;
+            // so does a run that panicked (a participant's bug), when `ended` is dropped as the
+            // task unwinds.
+            if let Ok(status) = result {
+                if status.is_terminal() {
+                    ended.state = RunState::Ended(status);
                 }
             }
-            // A saga this run completed or compensated stays so: its waiters need not read it.
-            // Any other end (needs attention, fenced, a store error) sends them to the store.
-            let _ = tx.send(match result {
-                Ok(status) if status.is_terminal() => RunState::Ended(status),
-                _ => RunState::Stopped,
-            });
         });
     }
 
@@ -682,6 +683,35 @@ impl Orchestrator {
                 tokio::time::sleep(self.inner.poll_interval).await;
             }
         }
+    }
+}
+
+/// Tells a run's waiters how it ended, however it ends: dropped when its task returns or
+/// unwinds. Without it, a run that panicked left its entry in `running`, and its waiters
+/// followed that dead run again at once, reading the store without pause.
+struct RunEnded {
+    inner: Arc<Inner>,
+    id: SagaId,
+    mine: watch::Receiver<RunState>,
+    tx: watch::Sender<RunState>,
+    state: RunState,
+}
+
+impl Drop for RunEnded {
+    fn drop(&mut self) {
+        // Remove before publishing, so that a waiter told to read the store does not find this
+        // run again; not a later run of the same saga (an operator's, after this one was
+        // fenced).
+        {
+            let mut running = lock(&self.inner.running);
+            if running
+                .get(&self.id)
+                .is_some_and(|r| r.same_channel(&self.mine))
+            {
+                running.remove(&self.id);
+            }
+        }
+        let _ = self.tx.send(self.state);
     }
 }
 
