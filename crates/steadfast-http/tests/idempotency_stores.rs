@@ -214,7 +214,35 @@ async fn conformance<St: IdempotencyStore + Clone>(store: St, lease: Duration) {
     let again = acquire(&store, begin_req("s", "k5", FP_B, lease)).await;
     assert!(!again.taken_over());
 
-    // 7. Concurrent begins: exactly one acquires.
+    // 7. A lease and an expiry past MAX_SPAN are kept as MAX_SPAN: no panic, no store error,
+    //    and the key is held, then replayed.
+    let far = BeginRequest::new("s", IdempotencyKey::new("k7").unwrap(), FP_A)
+        .lease(Duration::MAX)
+        .expiry(Duration::MAX);
+    let held = acquire(&store, far).await;
+    store.renew(&held, Duration::MAX).await.unwrap();
+    match store
+        .begin(begin_req("s", "k7", FP_A, lease))
+        .await
+        .unwrap()
+    {
+        BeginOutcome::InFlight { retry_after } => assert!(retry_after > lease, "{retry_after:?}"),
+        other => panic!("expected InFlight, got {other:?}"),
+    }
+    store
+        .complete(&held, response("far"), Duration::MAX)
+        .await
+        .unwrap();
+    match store
+        .begin(begin_req("s", "k7", FP_A, lease))
+        .await
+        .unwrap()
+    {
+        BeginOutcome::Completed(stored) => assert_eq!(stored.body(), "far"),
+        other => panic!("expected Completed, got {other:?}"),
+    }
+
+    // 8. Concurrent begins: exactly one acquires.
     let outcomes = futures::future::join_all((0..200).map(|_| {
         let store = store.clone();
         async move {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, RecordId, StoreError,
+    span, BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, Lease, RecordId, StoreError,
     StoreErrorKind, StoreFuture, StoredResponse,
 };
 use crate::ConfigError;
@@ -172,9 +172,9 @@ impl MemoryStore {
                         record.epoch += 1;
                         record.owner = req.lease_owner();
                         record.state = State::InFlight {
-                            lease_until: now + req.lease_duration(),
+                            lease_until: now + span(req.lease_duration()),
                         };
-                        record.expires_at = now + req.expiry_duration();
+                        record.expires_at = now + span(req.expiry_duration());
                         let (epoch, expires_at) = (record.epoch, record.expires_at);
                         note_expiry(&mut inner, expires_at);
                         return Ok(BeginOutcome::Acquired(req.lease_at(epoch, true)));
@@ -192,7 +192,7 @@ impl MemoryStore {
                 1
             }
         };
-        let expires_at = now + req.expiry_duration();
+        let expires_at = now + span(req.expiry_duration());
         if inner.records.is_empty() {
             inner.earliest_expiry = Some(expires_at);
         }
@@ -204,7 +204,7 @@ impl MemoryStore {
                 owner: req.lease_owner(),
                 epoch: next_epoch,
                 state: State::InFlight {
-                    lease_until: now + req.lease_duration(),
+                    lease_until: now + span(req.lease_duration()),
                 },
                 expires_at,
             },
@@ -222,8 +222,8 @@ impl MemoryStore {
         let mut inner = self.lock();
         let record = held(&mut inner, lease)?;
         record.state = State::Completed(response);
-        record.expires_at = now + expiry;
-        note_expiry(&mut inner, now + expiry);
+        record.expires_at = now + span(expiry);
+        note_expiry(&mut inner, now + span(expiry));
         Ok(())
     }
 
@@ -232,7 +232,7 @@ impl MemoryStore {
         let mut inner = self.lock();
         let record = held(&mut inner, lease)?;
         record.state = State::InFlight {
-            lease_until: now + duration,
+            lease_until: now + span(duration),
         };
         Ok(())
     }

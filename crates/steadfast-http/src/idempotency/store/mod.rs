@@ -235,13 +235,13 @@ impl BeginRequest {
         }
     }
 
-    /// How long the lease lasts unless completed or released.
+    /// How long the lease lasts unless completed or released (kept as at most [`MAX_SPAN`]).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
-    /// How long the record lives (in flight, then completed).
+    /// How long the record lives (in flight, then completed; kept as at most [`MAX_SPAN`]).
     pub fn expiry(mut self, expiry: Duration) -> Self {
         self.expiry = expiry;
         self
@@ -512,8 +512,38 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-/// Milliseconds of a duration, at least 1, saturating (for stores that count in milliseconds).
+/// The longest lease or expiry a store keeps: 100 years of 365 days. A longer one (a
+/// [`BeginRequest`] built by hand with `Duration::MAX`, say) is kept as this long, as tokio
+/// keeps a very long sleep: every store adds it to its clock, which must not overflow. The
+/// idempotency layer's own settings stay far below it (30 days at most).
+///
+/// ```
+/// use std::time::Duration;
+/// use steadfast_http::codec::idempotency_key::IdempotencyKey;
+/// use steadfast_http::idempotency::store::{
+///     BeginOutcome, BeginRequest, Fingerprint, IdempotencyStore, MemoryStore, MAX_SPAN,
+/// };
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert_eq!(MAX_SPAN, Duration::from_secs(100 * 365 * 86_400));
+/// let store = MemoryStore::new();
+/// let req = BeginRequest::new("t", IdempotencyKey::new("k")?, Fingerprint::from_bytes([0; 32]))
+///     .lease(Duration::MAX)
+///     .expiry(Duration::MAX);
+/// assert!(matches!(store.begin(req).await?, BeginOutcome::Acquired(_)));
+/// # Ok(()) }
+/// ```
+pub const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `d`, at most [`MAX_SPAN`].
+pub(crate) fn span(d: Duration) -> Duration {
+    d.min(MAX_SPAN)
+}
+
+/// Milliseconds of a duration, at least 1, at most [`MAX_SPAN`]'s (for stores that count in
+/// milliseconds).
 #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+    i64::try_from(span(d).as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1)
 }
