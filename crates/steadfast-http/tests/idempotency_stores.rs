@@ -531,42 +531,48 @@ async fn corrupt_record_is_500<St: IdempotencyStore + Clone>(
     assert_eq!(layer.stats().store_errors, 1);
 }
 
+/// `corrupt_record_is_500` with the Redis record's stored response overwritten by `bytes`.
+#[cfg(feature = "redis")]
+async fn redis_stored_response_is_500(store: RedisStore, bytes: Vec<u8>) {
+    let key = store.record_key("acme", "k");
+    let mut conn = redis::Client::open(redis_url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let damage = async move {
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg("resp")
+            .arg(bytes)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    corrupt_record_is_500(store, damage).await;
+}
+
+/// `corrupt_record_is_500` with the PostgreSQL row's stored response overwritten by `bytes`.
+#[cfg(feature = "postgres")]
+async fn postgres_stored_response_is_500(store: PostgresStore, bytes: Vec<u8>) {
+    let sql = format!("UPDATE {} SET response = $1", store.table());
+    let pool = store.pool().clone();
+    let damage = async move {
+        sqlx::query(&sql).bind(bytes).execute(&pool).await.unwrap();
+    };
+    corrupt_record_is_500(store, damage).await;
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_corrupt_record_is_500() {
-    with_redis(|store| async move {
-        let key = store.record_key("acme", "k");
-        let mut conn = redis::Client::open(redis_url().as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let damage = async move {
-            let _: () = redis::cmd("HSET")
-                .arg(&key)
-                .arg("resp")
-                .arg(&b"\x00garbage"[..])
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        };
-        corrupt_record_is_500(store, damage).await;
-    })
-    .await;
+    with_redis(|store| redis_stored_response_is_500(store, b"\x00garbage".to_vec())).await;
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_corrupt_record_is_500() {
-    with_pg(|store| async move {
-        let sql = format!("UPDATE {} SET response = '\\x00ff'::bytea", store.table());
-        let pool = store.pool().clone();
-        let damage = async move {
-            sqlx::query(&sql).execute(&pool).await.unwrap();
-        };
-        corrupt_record_is_500(store, damage).await;
-    })
-    .await;
+    with_pg(|store| postgres_stored_response_is_500(store, vec![0x00, 0xff])).await;
 }
 
 /// A header map holds at most this many distinct names (`http`'s limit of 2^15 slots at its
@@ -612,44 +618,14 @@ fn stored_response_with_more_headers_than_a_map_holds_is_corrupt() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_record_with_a_full_header_map_is_500() {
-    with_redis(|store| async move {
-        let key = store.record_key("acme", "k");
-        let mut conn = redis::Client::open(redis_url().as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let damage = async move {
-            let _: () = redis::cmd("HSET")
-                .arg(&key)
-                .arg("resp")
-                .arg(crowded_record(MAP_NAMES))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        };
-        corrupt_record_is_500(store, damage).await;
-    })
-    .await;
+    with_redis(|store| redis_stored_response_is_500(store, crowded_record(MAP_NAMES))).await;
 }
 
 /// As above, on PostgreSQL.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_record_with_a_full_header_map_is_500() {
-    with_pg(|store| async move {
-        let sql = format!("UPDATE {} SET response = $1", store.table());
-        let pool = store.pool().clone();
-        let damage = async move {
-            sqlx::query(&sql)
-                .bind(crowded_record(MAP_NAMES))
-                .execute(&pool)
-                .await
-                .unwrap();
-        };
-        corrupt_record_is_500(store, damage).await;
-    })
-    .await;
+    with_pg(|store| postgres_stored_response_is_500(store, crowded_record(MAP_NAMES))).await;
 }
 
 #[cfg(feature = "postgres")]
