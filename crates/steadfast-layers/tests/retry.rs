@@ -25,8 +25,8 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Status 503 and 429 are retryable (429 carries "Retry-After" in the low digits: 4290 + n = n s),
-/// 400 is fatal, 409 is pushback, the rest success; errors retryable.
+/// Status 503 and 429 are retryable (429 carries "Retry-After" in the low digits: 4290 + n = n s;
+/// 4280 asks for `Duration::MAX`), 400 is fatal, 409 is pushback, the rest success; errors retryable.
 #[derive(Clone, Default)]
 struct ByStatus {
     gave_up: Arc<Mutex<Vec<(GiveUpReason, u32)>>>,
@@ -39,6 +39,7 @@ impl Classifier<u16, BoxError> for ByStatus {
             Ok(s @ 4290..=4299) => {
                 Outcome::retry_after("throttled", Duration::from_secs(u64::from(s - 4290)))
             }
+            Ok(4280) => Outcome::retry_after("throttled", Duration::MAX),
             Ok(400) => Outcome::fatal("bad_request"),
             Ok(409) => Outcome::Pushback { reason: "pushback" },
             Ok(_) => Outcome::Success,
@@ -151,6 +152,23 @@ async fn server_pushback_stops_retries() {
         .unwrap()
         .layer(script.service(vec![Step::Ok(409), Step::Ok(200)]));
     assert_eq!(svc.oneshot(1).await.unwrap(), 409);
+    assert_eq!(script.count(), 1);
+    assert_eq!(*c.gave_up.lock().unwrap(), [(GiveUpReason::Pushback, 1)]);
+}
+
+/// A server delay longer than the clock can hold (a classifier handing on a peer's huge
+/// `Retry-After`) is a pushback: the retry is neither sent at once nor waited for.
+#[tokio::test(start_paused = true)]
+async fn a_server_delay_past_the_clock_is_pushback() {
+    let script = Script::default();
+    let c = ByStatus::default();
+    let svc = RetryLayer::builder()
+        .classifier(c.clone())
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(script.service(vec![Step::Ok(4280), Step::Ok(200)]));
+    assert_eq!(svc.oneshot(1).await.unwrap(), 4280);
     assert_eq!(script.count(), 1);
     assert_eq!(*c.gave_up.lock().unwrap(), [(GiveUpReason::Pushback, 1)]);
 }

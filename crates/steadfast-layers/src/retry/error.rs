@@ -48,7 +48,7 @@ pub enum GiveUpReason {
     Deadline,
     /// The classifier called the failure fatal; the label says why.
     Fatal(&'static str),
-    /// The server asked not to retry.
+    /// The server asked not to retry (or to wait longer than the clock can hold).
     Pushback,
     /// The request could not be copied for another attempt.
     NotReplayable(NotReplayable),

@@ -499,12 +499,13 @@ impl<R: Replay<Req>, Req> Plan<'_, R, Req> {
                     .is_some_and(|s| s < deadline.instant());
                 (start.filter(|_| !delay.is_zero()), ok)
             }
-            None => (
-                (!delay.is_zero())
-                    .then(|| Instant::now().checked_add(delay))
-                    .flatten(),
-                true,
-            ),
+            None => match (!delay.is_zero()).then(|| Instant::now().checked_add(delay)) {
+                // A server delay past what the clock holds (a classifier handing on a peer's
+                // huge `Retry-After`): not a retry at once, but the server's "not in any time
+                // we can wait".
+                Some(None) => return Err(GiveUpReason::Pushback),
+                wake => (wake.flatten(), true),
+            },
         };
         if !deadline_ok {
             return Err(GiveUpReason::Deadline);
